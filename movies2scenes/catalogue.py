@@ -1,0 +1,259 @@
+"""The movie catalogue and watch logs: reading, validation, and building one from a folder.
+
+Catalogue: CSV or JSONL with columns ``movie_id, video`` and optional ``title, genres, synopsis,
+split``. ``genres`` is ``|``-separated in CSV (a list or a ``|`` string in JSONL); ``split`` is one of
+train/val/test/exclude (default train). Relative video paths are relative to the catalogue file.
+
+Watch logs: CSV ``user_id, movie_id, timestamp``; the timestamp is Unix seconds or ISO 8601.
+
+Every problem is reported as ``file:row: reason`` (row = line number in the file, header = 1);
+all problems of a file are collected before :class:`CatalogueError` is raised.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+SPLITS = ("train", "val", "test", "exclude")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv")
+_MAX_SHOWN = 20
+
+
+class CatalogueError(ValueError):
+    """Invalid catalogue or watch-log file; ``problems`` holds every ``file:row: reason``."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = "\n  ".join(problems[:_MAX_SHOWN])
+        more = f"\n  ... and {len(problems) - _MAX_SHOWN} more" if len(problems) > _MAX_SHOWN else ""
+        super().__init__(f"{len(problems)} problem(s):\n  {shown}{more}")
+
+
+@dataclass(frozen=True)
+class Movie:
+    movie_id: str
+    video: Path
+    title: str = ""
+    genres: tuple[str, ...] = ()
+    synopsis: str = ""
+    split: str = "train"
+
+
+@dataclass
+class Catalogue:
+    path: Path
+    movies: list[Movie] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.movies)
+
+    def __iter__(self):
+        return iter(self.movies)
+
+    def ids(self) -> list[str]:
+        return [m.movie_id for m in self.movies]
+
+
+def safe_name(movie_id: str, max_len: int = 64) -> str:
+    """A file-name- and webdataset-key-safe form of ``movie_id`` (ids are data, never paths).
+
+    Keeps ``[A-Za-z0-9_-]``; anything else becomes ``_``. When that changed the id (or it had to be
+    shortened) a short hash of the original is appended, so distinct ids stay distinct.
+    """
+    clean = re.sub(r"[^A-Za-z0-9_-]+", "_", movie_id).strip("_-") or "movie"
+    if clean == movie_id and len(clean) <= max_len:
+        return clean
+    digest = hashlib.sha1(movie_id.encode("utf-8")).hexdigest()[:8]
+    return f"{clean[: max_len - 9]}-{digest}"
+
+
+def _split_genres(value) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    items = value if isinstance(value, list) else str(value).split("|")
+    return tuple(g.strip() for g in items if str(g).strip())
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row dict) for a CSV or JSONL file."""
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CatalogueError([f"{path}:{lineno}: not valid JSON ({e.msg})"]) from None
+                if not isinstance(row, dict):
+                    raise CatalogueError([f"{path}:{lineno}: expected a JSON object per line"])
+                rows.append((lineno, row))
+        return rows
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise CatalogueError([f"{path}:1: empty file (expected a header row)"])
+        rows = []
+        for row in reader:
+            if None in row:  # more cells than header columns
+                raise CatalogueError([f"{path}:{reader.line_num}: more fields than the header has"])
+            rows.append((reader.line_num, row))
+        return rows
+
+
+def load_catalogue(path: str | Path, require_videos: bool = False) -> Catalogue:
+    """Read and validate a catalogue. Missing video files are problems only if ``require_videos``
+    (the shots stage records them per movie in ``failures.jsonl`` instead)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogueError([f"{path}: catalogue file not found"])
+    try:
+        rows = _read_rows(path)
+    except UnicodeDecodeError as e:
+        raise CatalogueError([f"{path}: not UTF-8 text ({e.reason})"]) from None
+    problems: list[str] = []
+    movies: list[Movie] = []
+    seen: dict[str, int] = {}
+    for lineno, row in rows:
+        where = f"{path}:{lineno}"
+        missing = [c for c in ("movie_id", "video") if not str(row.get(c) or "").strip()]
+        if missing:
+            problems.append(f"{where}: missing {', '.join(missing)}")
+            continue
+        movie_id = str(row["movie_id"]).strip()
+        if movie_id in seen:
+            problems.append(f"{where}: duplicate movie_id {movie_id!r} (first on row {seen[movie_id]})")
+            continue
+        seen[movie_id] = lineno
+        split = str(row.get("split") or "train").strip()
+        if split not in SPLITS:
+            problems.append(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+            continue
+        video = Path(str(row["video"]))
+        if not video.is_absolute():
+            video = path.parent / video
+        if require_videos and not video.is_file():
+            problems.append(f"{where}: video file not found: {video}")
+            continue
+        movies.append(
+            Movie(
+                movie_id=movie_id,
+                video=video,
+                title=str(row.get("title") or ""),
+                genres=_split_genres(row.get("genres")),
+                synopsis=str(row.get("synopsis") or ""),
+                split=split,
+            )
+        )
+    if problems:
+        raise CatalogueError(problems)
+    if not movies:
+        raise CatalogueError([f"{path}: the catalogue lists no movies"])
+    return Catalogue(path=path, movies=movies)
+
+
+def parse_timestamp(value: str) -> float:
+    """Unix seconds (int/float) or ISO 8601 (naive = UTC) → Unix seconds. ValueError otherwise."""
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+@dataclass(frozen=True)
+class WatchLog:
+    user_id: list[str]
+    movie_id: list[str]
+    timestamp: list[float]
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+
+def load_watch_logs(path: str | Path, movie_ids: set[str] | list[str]) -> WatchLog:
+    """Read and validate watch logs against the catalogue's movie ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogueError([f"{path}: watch-log file not found"])
+    known = set(movie_ids)
+    problems: list[str] = []
+    users, movies, times = [], [], []
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        lacking = [c for c in ("user_id", "movie_id", "timestamp") if c not in header]
+        if lacking:
+            raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if None in row:
+                problems.append(f"{where}: more fields than the header has")
+                continue
+            user, movie, ts = (str(row[c] or "").strip() for c in ("user_id", "movie_id", "timestamp"))
+            if not user:
+                problems.append(f"{where}: empty user_id")
+                continue
+            if movie not in known:
+                problems.append(f"{where}: unknown movie_id {movie!r} (not in the catalogue)")
+                continue
+            try:
+                t = parse_timestamp(ts)
+            except ValueError:
+                problems.append(f"{where}: bad timestamp {ts!r} (expected Unix seconds or ISO 8601)")
+                continue
+            users.append(user)
+            movies.append(movie)
+            times.append(t)
+    if problems:
+        raise CatalogueError(problems)
+    return WatchLog(users, movies, times)
+
+
+def catalogue_from_folder(videos: str | Path, out: str | Path) -> Catalogue:
+    """Write a catalogue (CSV or JSONL by ``out``'s suffix) listing every video under ``videos``.
+
+    Ids come from file names (sanitised, unique); paths are written relative to ``out``'s folder
+    when possible. Returns the catalogue as read back."""
+    videos, out = Path(videos), Path(out)
+    if not videos.is_dir():
+        raise CatalogueError([f"{videos}: not a directory"])
+    files = sorted(p for p in videos.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not files:
+        raise CatalogueError([f"{videos}: no video files ({', '.join(VIDEO_EXTENSIONS)})"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, used = [], set()
+    for p in files:
+        base = safe_name(p.stem)
+        movie_id, n = base, 1
+        while movie_id in used:
+            n += 1
+            movie_id = f"{base}-{n}"
+        used.add(movie_id)
+        try:
+            rel = p.resolve().relative_to(out.parent.resolve())
+        except ValueError:
+            rel = p.resolve()
+        rows.append({"movie_id": movie_id, "video": str(rel), "title": p.stem, "split": "train"})
+    from .store import atomic_path
+
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() in (".jsonl", ".json"):
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        else:
+            with tmp.open("w", encoding="utf-8", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+    return load_catalogue(out)

@@ -1,0 +1,237 @@
+"""Typed configuration: dataclass schema + YAML files + ``key=value`` overrides.
+
+``load(["configs/demo.yaml"], ["run_dir=runs/x", "shots.keyframes=3"])`` merges the files in order,
+then the overrides, and checks every key and value against the schema below. An unknown key or a
+value of the wrong type raises :class:`ConfigError` naming the key (and the file it came from).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the schema."""
+
+
+@dataclass
+class ShotsConfig:
+    """Shot detection + keyframes (stage ``detect_shots``)."""
+
+    detector: Literal["content", "adaptive", "histogram", "hash"] = "content"
+    threshold: float | None = None  # None: the PySceneDetect detector's own default
+    min_shot_frames: int = 15  # PySceneDetect min_scene_len, in frames
+    keyframes: int = 1  # k keyframes per shot, evenly spaced inside the shot
+    keyframe_size: int = 128  # keyframes are resized so that their short side is this many px
+    work_size: int = 0  # decode (and detect) at this short side; 0 = keyframe_size
+    image_format: Literal["jpg", "npy"] = "jpg"
+    jpeg_quality: int = 95
+    min_video_frames: int = 16  # shorter videos are recorded as failures
+    max_buffer_frames: int = 512  # frames of the current shot held in memory (see shots.py)
+    decode_threads: int = 2  # decord decoder threads per process (0 = ffmpeg's choice)
+
+
+@dataclass
+class DemoWorldConfig:
+    """The synthetic demo world (``m2s demo-world``); see movies2scenes/demo.py."""
+
+    num_movies: int = 32
+    num_genres: int = 4
+    num_places: int = 8
+    genres_per_movie: list[int] = field(default_factory=lambda: [1, 2])
+    scenes_per_movie: list[int] = field(default_factory=lambda: [4, 8])
+    shots_per_scene: list[int] = field(default_factory=lambda: [3, 12])
+    shot_frames: list[int] = field(default_factory=lambda: [8, 24])
+    fps: int = 12
+    width: int = 160
+    height: int = 96
+    look_strength: float = 1.0  # per-movie colour grade/contrast/framing nuisance; 0 = none
+    grain: float = 3.0  # per-frame noise std (pixel values) at look_strength 1
+    genre_concentration: float = 0.6  # Dirichlet alpha of each genre's place distribution
+    num_users: int = 200
+    watches_per_user: list[int] = field(default_factory=lambda: [4, 16])
+    taste_concentration: float = 0.3  # Dirichlet alpha of each user's genre taste
+    synopsis_noise: float = 0.2  # chance that a synopsis mentions a wrong genre/place
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    codec: Literal["h264", "mpeg4"] = "h264"
+    crf: int = 18  # h264 quality (lower = better)
+    min_cut_score: float = 35.0  # each cut is re-rendered until its HSV content score exceeds this
+    max_motion_score: float = 12.0  # ... and every within-shot frame step stays below this
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/default"
+    seed: int = 0
+    catalogue: str = ""  # CSV or JSONL (see catalogue.py)
+    watch_logs: str = ""  # CSV user_id, movie_id, timestamp (optional)
+    shots: ShotsConfig = field(default_factory=ShotsConfig)
+    demo_world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# checking values against the schema
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp`` (int→float only) or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(tp):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check(value, arm, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_check(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported schema type {tp!r}")  # a bug in the schema
+
+
+def _apply(obj: Any, updates: dict, prefix: str, source: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    if not isinstance(updates, dict):
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"{source}: {where} must be a mapping, got {updates!r}")
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            choices = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: unknown key {key!r} (known here: {choices})")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, f"{key}.", source)
+        else:
+            try:
+                setattr(obj, name, _check(value, hints[name], key))
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+
+
+def _nested(key: str, value: Any) -> dict:
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load(files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
+    """Config from YAML ``files`` (merged in order) and ``key=value`` ``overrides`` (YAML values)."""
+    cfg = Config()
+    for f in files:
+        path = Path(f)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        _apply(cfg, data, "", str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _is_str_field(key):
+            value = raw  # e.g. run_dir=2024 stays a string
+        _apply(cfg, _nested(key.strip(), value), "", f"override {item!r}")
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    """Range checks the type system cannot express."""
+    s, w = cfg.shots, cfg.demo_world
+    rules = [
+        ("shots.keyframes", s.keyframes >= 1, "must be >= 1"),
+        ("shots.keyframe_size", s.keyframe_size >= 8, "must be >= 8"),
+        ("shots.work_size", s.work_size == 0 or s.work_size >= 8, "must be 0 or >= 8"),
+        ("shots.min_shot_frames", s.min_shot_frames >= 1, "must be >= 1"),
+        ("shots.jpeg_quality", 1 <= s.jpeg_quality <= 100, "must be in 1..100"),
+        ("shots.max_buffer_frames", s.max_buffer_frames >= 2 * s.keyframes, "must be >= 2*keyframes"),
+        ("shots.decode_threads", s.decode_threads >= 0, "must be >= 0"),
+        ("demo_world.width", w.width % 2 == 0 and w.width >= 32, "must be even and >= 32"),
+        ("demo_world.height", w.height % 2 == 0 and w.height >= 32, "must be even and >= 32"),
+        ("demo_world.num_genres", w.num_genres >= 1, "must be >= 1"),
+        ("demo_world.num_places", w.num_places >= 2, "must be >= 2"),
+    ]
+    for name in ("genres_per_movie", "scenes_per_movie", "shots_per_scene", "shot_frames",
+                 "watches_per_user"):
+        lo_hi = getattr(w, name)
+        ok = len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1]
+        rules.append((f"demo_world.{name}", ok, "must be [low, high] with 1 <= low <= high"))
+    for key, ok, why in rules:
+        if not ok:
+            raise ConfigError(f"{key} {why}")
+
+
+def _is_str_field(key: str) -> bool:
+    obj: Any = Config()
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
+            return False
+        hint = typing.get_type_hints(type(obj))[part]
+        obj = getattr(obj, part)
+    return hint is str
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def config_hash(section: Any) -> str:
+    """Stable short hash of a config section (dataclass or plain data)."""
+    data = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else section
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

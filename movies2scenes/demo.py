@@ -1,0 +1,451 @@
+"""The synthetic demo world: real video files with known answers.
+
+A world has G genres and P *places* (visual themes). A place fixes a palette, a background
+gradient, a texture (stripes, checks, dots, waves or blobs), an object shape and a motion style.
+Each genre has its own distribution over places (Dirichlet, so genres overlap). A movie has 1–2
+genres; it is a sequence of scenes, each scene 3–12 shots of one place; shots of a scene share the
+place but differ in framing (zoom, offset, texture phase/angle), which palette colour is background,
+objects and motion. Consecutive shots are separated by hard cuts.
+
+Every movie also has its own *look* — colour grade (per-channel gain/offset), contrast, gamma, film
+grain and letter-/pillar-box framing — applied to all its frames. This nuisance makes raw
+appearance cluster by movie, so that learning place identity *across* movies needs cross-movie
+positives (the paper's thesis). ``look_strength`` scales it (0 = no look).
+
+Cuts are guaranteed to be hard in the metric PySceneDetect's ContentDetector uses (mean HSV
+difference between consecutive frames): a shot is re-drawn until its first frame differs from the
+previous shot's last frame by more than ``min_cut_score``, and until its own frame-to-frame changes
+stay below ``max_motion_score`` (both measured on the final, graded frames).
+
+Users with genre tastes watch movies in time order (the watch logs); synopses come from templates
+that name the movie's genre and its most frequent places, with noise. Everything is seeded; a
+movie depends only on (seed, its index), so a bigger world extends a smaller one.
+
+Written files (``out_dir``): ``videos/*.mp4``, ``catalogue.csv``, ``watch_logs.csv``,
+``ground_truth/shots.csv`` (movie_id, shot, start_frame, end_frame, scene, place),
+``ground_truth/movies.json`` (genres, look, scenes), ``world.json`` (genres, places, config) — the
+last written; its presence with the same config hash means the world is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import DemoWorldConfig, config_hash
+from .store import atomic_path, write_json
+
+GENRE_NAMES = ["drama", "comedy", "thriller", "western", "romance", "horror", "scifi", "musical",
+               "war", "crime", "fantasy", "mystery"]
+PLACE_NAMES = ["forest", "desert", "harbour", "city street", "laboratory", "ballroom", "cave",
+               "snowfield", "beach", "office", "kitchen", "stadium", "train station", "library",
+               "hospital", "farm"]
+TEXTURES = ["stripes", "checks", "dots", "waves", "blobs"]
+SHAPES = ["circle", "rectangle", "triangle", "bar"]
+GENRE_ADJ = {"drama": "moving", "comedy": "light-hearted", "thriller": "tense", "western": "dusty",
+             "romance": "tender", "horror": "chilling", "scifi": "speculative", "musical": "tuneful",
+             "war": "harrowing", "crime": "gritty", "fantasy": "enchanted", "mystery": "puzzling"}
+TITLE_A = ["Silent", "Last", "Broken", "Golden", "Hidden", "Long", "Red", "Quiet", "Distant", "Final",
+           "Paper", "Iron", "Bright", "Lonely", "Second"]
+TITLE_B = ["Harbour", "Summer", "Promise", "Road", "Letters", "Winter", "Signal", "Garden", "River",
+           "Night", "Crossing", "Echo", "Machine", "Kingdom", "Season"]
+CHARACTERS = ["a retired pilot", "two sisters", "a young detective", "an old musician",
+              "a stubborn farmer", "a group of students", "a lonely engineer", "a travelling nurse"]
+FILLER = ["Nothing is quite what it seems.", "Old secrets resurface.", "A promise is tested.",
+          "The past refuses to stay buried.", "Friendships are strained.", "Time is running out."]
+
+
+def _names(pool: list[str], n: int, stem: str) -> list[str]:
+    return [pool[i] if i < len(pool) else f"{stem} {i}" for i in range(n)]
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    """h in [0, 1), s, v in [0, 1] → float RGB in [0, 255]."""
+    px = np.uint8([[[int(h * 180) % 180, int(s * 255), int(v * 255)]]])
+    return cv2.cvtColor(px, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+@dataclass
+class Place:
+    index: int
+    name: str
+    palette: list[list[float]]  # 3 RGB colours
+    texture: str
+    texture_period: float  # pixels at zoom 1
+    texture_angle: float  # degrees
+    shape: str
+    objects: tuple[int, int]
+    speed: float  # pixels/frame of camera pan at zoom 1
+
+
+def make_places(cfg: DemoWorldConfig, seed: int) -> list[Place]:
+    rng = np.random.default_rng([seed, 1])
+    places = []
+    names = _names(PLACE_NAMES, cfg.num_places, "place")
+    offset = rng.random()
+    for p in range(cfg.num_places):
+        hue = (offset + p / cfg.num_places + rng.normal(0, 0.02)) % 1.0
+        sat = rng.uniform(0.45, 0.9)
+        palette = [
+            _hsv_to_rgb(hue, sat, rng.uniform(0.75, 0.95)),
+            _hsv_to_rgb((hue + rng.uniform(0.12, 0.25)) % 1, rng.uniform(0.5, 1.0), rng.uniform(0.3, 0.55)),
+            _hsv_to_rgb((hue - rng.uniform(0.3, 0.45)) % 1, rng.uniform(0.4, 0.9), rng.uniform(0.55, 0.85)),
+        ]
+        places.append(Place(
+            index=p, name=names[p], palette=[c.tolist() for c in palette],
+            texture=TEXTURES[p % len(TEXTURES)] if p < len(TEXTURES) else str(rng.choice(TEXTURES)),
+            texture_period=float(rng.uniform(10, 28)), texture_angle=float(rng.uniform(0, 180)),
+            shape=SHAPES[(p // 2 + p) % len(SHAPES)], objects=(int(rng.integers(1, 3)), int(rng.integers(3, 6))),
+            speed=float(rng.uniform(0.2, 0.8)),
+        ))
+    return places
+
+
+def make_genres(cfg: DemoWorldConfig, seed: int) -> np.ndarray:
+    """(G, P) place distribution of each genre (rows sum to 1)."""
+    rng = np.random.default_rng([seed, 2])
+    return rng.dirichlet(np.full(cfg.num_places, cfg.genre_concentration), size=cfg.num_genres)
+
+
+# ----------------------------------------------------------------------------------------------
+# rendering
+
+
+def _texture_mask(kind: str, h: int, w: int, period: float, angle: float, phase: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = math.radians(angle)
+    u = xx * math.cos(a) + yy * math.sin(a)
+    v = -xx * math.sin(a) + yy * math.cos(a)
+    f = 2 * math.pi / period
+    if kind == "stripes":
+        return (np.sin(f * u + phase) > 0).astype(np.float32)
+    if kind == "checks":
+        return ((np.sin(f * u + phase) > 0) ^ (np.sin(f * v + phase) > 0)).astype(np.float32)
+    if kind == "dots":
+        return ((np.sin(f * u + phase) * np.sin(f * v + phase)) > 0.5).astype(np.float32)
+    if kind == "waves":
+        return 0.5 + 0.5 * np.sin(f * u + 3 * np.sin(f * 0.35 * v) + phase)
+    # blobs: smooth random field
+    small = rng.random((max(2, int(h / period) + 2), max(2, int(w / period) + 2))).astype(np.float32)
+    field = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return (field > 0.5).astype(np.float32)
+
+
+@dataclass
+class Look:
+    gain: list[float]
+    offset: list[float]
+    contrast: float
+    gamma: float
+    grain: float
+    bars: str  # "none", "letterbox", "pillarbox"
+    bar_fraction: float
+
+    @staticmethod
+    def sample(rng: np.random.Generator, strength: float, grain: float) -> "Look":
+        s = strength
+        bars = str(rng.choice(["none", "letterbox", "pillarbox"])) if s > 0 else "none"
+        return Look(
+            gain=(1 + s * rng.uniform(-0.25, 0.25, 3)).tolist(),
+            offset=(s * rng.uniform(-25, 25, 3)).tolist(),
+            contrast=float(1 + s * rng.uniform(-0.35, 0.25)),
+            gamma=float(math.exp(s * rng.uniform(-0.3, 0.3))),
+            grain=float(grain * s * rng.uniform(0.5, 1.5)),
+            bars=bars,
+            bar_fraction=float(s * rng.uniform(0.06, 0.14)) if bars != "none" else 0.0,
+        )
+
+    def apply(self, frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        x = frame.astype(np.float32) / 255.0
+        x = np.power(np.clip(x, 0, 1), self.gamma)
+        x = (x - 0.5) * self.contrast + 0.5
+        x = x * 255.0 * np.asarray(self.gain, np.float32) + np.asarray(self.offset, np.float32)
+        if self.grain > 0:
+            x += rng.normal(0, self.grain, x.shape[:2])[..., None].astype(np.float32)
+        out = np.clip(x, 0, 255).astype(np.uint8)
+        h, w = out.shape[:2]
+        if self.bars == "letterbox":
+            b = int(round(h * self.bar_fraction))
+            out[:b] = 0
+            out[h - b:] = 0
+        elif self.bars == "pillarbox":
+            b = int(round(w * self.bar_fraction))
+            out[:, :b] = 0
+            out[:, w - b:] = 0
+        return out
+
+
+def content_score(a: np.ndarray, b: np.ndarray) -> float:
+    """ContentDetector's frame score: mean |Δ| of H, S and V (OpenCV units), averaged."""
+    ha = cv2.cvtColor(a, cv2.COLOR_RGB2HSV).astype(np.int32)
+    hb = cv2.cvtColor(b, cv2.COLOR_RGB2HSV).astype(np.int32)
+    return float(np.abs(ha - hb).reshape(-1, 3).mean(axis=0).mean())
+
+
+class ShotRenderer:
+    """One shot of ``place`` seen through ``look``: random framing drawn once, frames on demand.
+
+    ``avoid_background`` is the palette index the previous shot of the scene used as background; a
+    cut inside a scene changes it, so that the cut is hard."""
+
+    def __init__(self, place: Place, look: Look, n_frames: int, w: int, h: int,
+                 rng: np.random.Generator, speed_scale: float = 1.0,
+                 avoid_background: int | None = None):
+        self.place, self.look, self.w, self.h, self.rng = place, look, w, h, rng
+        zoom = rng.uniform(0.6, 1.6)
+        pal = [np.asarray(c, np.float32) for c in place.palette]
+        order = rng.permutation(3)
+        while order[0] == avoid_background:
+            order = rng.permutation(3)
+        self.background = int(order[0])
+        bg, fg, obj = pal[order[0]], pal[order[1]], pal[order[2]]
+        angle = place.texture_angle + rng.normal(0, 12)
+        vx, vy = rng.normal(0, 1, 2)
+        norm = max(math.hypot(vx, vy), 1e-6)
+        speed = place.speed * speed_scale * zoom
+        self.v = (vx / norm * speed, vy / norm * speed)
+        self.margin = int(math.ceil(speed * n_frames)) + 2
+        H, W = h + 2 * self.margin, w + 2 * self.margin
+        mask = _texture_mask(place.texture, H, W, place.texture_period * zoom, angle,
+                             rng.uniform(0, 2 * math.pi), rng)
+        mask = cv2.GaussianBlur(mask, (0, 0), 0.8)[..., None]  # soft edges: smooth motion
+        light = rng.uniform(0.7, 1.25)  # per-shot lighting
+        grad = light * np.linspace(1.0, rng.uniform(0.55, 0.9), H, dtype=np.float32)[:, None, None]
+        alpha = rng.uniform(0.55, 0.85)
+        canvas = (bg * grad) * (1 - alpha * mask) + fg * (alpha * mask)
+        self.canvas = np.clip(canvas, 0, 255).astype(np.uint8)
+        self.objects = []
+        for _ in range(int(rng.integers(place.objects[0], place.objects[1] + 1))):
+            size = rng.uniform(0.08, 0.22) * h * zoom
+            pos = rng.uniform([0, 0], [w, h])
+            vel = rng.normal(0, 0.5 * speed_scale, 2)
+            shade = np.clip(obj * rng.uniform(0.8, 1.2), 0, 255)
+            self.objects.append((size, pos, vel, tuple(float(c) for c in shade)))
+
+    def frame(self, t: int) -> np.ndarray:
+        w, h, m = self.w, self.h, self.margin
+        centre = (m + self.v[0] * t + w / 2 - 0.5, m + self.v[1] * t + h / 2 - 0.5)
+        img = cv2.getRectSubPix(self.canvas, (w, h), centre)  # sub-pixel pan
+        for size, pos, vel, colour in self.objects:
+            cx, cy = pos + vel * t
+            r = int(size / 2)
+            shape = self.place.shape
+            if shape == "circle":
+                cv2.circle(img, (int(cx), int(cy)), r, colour, -1, cv2.LINE_AA)
+            elif shape == "rectangle":
+                cv2.rectangle(img, (int(cx - r), int(cy - r * 0.7)), (int(cx + r), int(cy + r * 0.7)), colour, -1)
+            elif shape == "triangle":
+                pts = np.array([[cx, cy - r], [cx - r, cy + r], [cx + r, cy + r]], np.int32)
+                cv2.fillPoly(img, [pts], colour, cv2.LINE_AA)
+            else:
+                cv2.line(img, (int(cx - r), int(cy)), (int(cx + r), int(cy)), colour, max(2, r // 3))
+        return self.look.apply(img, self.rng)
+
+
+# ----------------------------------------------------------------------------------------------
+# movies
+
+
+@dataclass
+class MoviePlan:
+    movie_id: str
+    title: str
+    genres: list[int]
+    look: Look
+    scenes: list[dict]  # {place, shots: [n_frames, ...]}
+
+
+def plan_movie(index: int, cfg: DemoWorldConfig, seed: int, genre_places: np.ndarray) -> MoviePlan:
+    rng = np.random.default_rng([seed, 100, index])
+    n_genres = int(rng.integers(cfg.genres_per_movie[0], min(cfg.genres_per_movie[1], cfg.num_genres) + 1))
+    genres = sorted(int(g) for g in rng.choice(cfg.num_genres, size=n_genres, replace=False))
+    dist = genre_places[genres].mean(axis=0)
+    scenes, prev = [], -1
+    for _ in range(int(rng.integers(cfg.scenes_per_movie[0], cfg.scenes_per_movie[1] + 1))):
+        p = prev
+        while p == prev:  # consecutive scenes are in different places
+            p = int(rng.choice(cfg.num_places, p=dist))
+        prev = p
+        n_shots = int(rng.integers(cfg.shots_per_scene[0], cfg.shots_per_scene[1] + 1))
+        lengths = rng.integers(cfg.shot_frames[0], cfg.shot_frames[1] + 1, size=n_shots)
+        scenes.append({"place": p, "shots": [int(x) for x in lengths]})
+    title = f"The {rng.choice(TITLE_A)} {rng.choice(TITLE_B)}"
+    look = Look.sample(rng, cfg.look_strength, cfg.grain)
+    return MoviePlan(f"m{index:04d}", title, genres, look, scenes)
+
+
+def render_movie(plan: MoviePlan, index: int, cfg: DemoWorldConfig, seed: int,
+                 places: list[Place], path: Path) -> list[dict]:
+    """Render and encode one movie to ``path`` (atomically). Returns its ground-truth shot rows."""
+    import av
+
+    rng = np.random.default_rng([seed, 200, index])
+    rows, frame_no, shot_no, prev_last, prev_bg = [], 0, 0, None, None
+    with atomic_path(path) as tmp:
+        container = av.open(str(tmp), mode="w", format="mp4")
+        codec = "h264" if cfg.codec == "h264" else "mpeg4"
+        stream = container.add_stream(codec, rate=cfg.fps)
+        stream.width, stream.height, stream.pix_fmt = cfg.width, cfg.height, "yuv420p"
+        stream.options = ({"crf": str(cfg.crf), "preset": "veryfast", "threads": "1"}
+                          if codec == "h264" else {"qscale": "3"})
+        if codec == "mpeg4":
+            stream.codec_context.bit_rate = 2_000_000
+        stream.codec_context.gop_size = 4 * cfg.fps
+        for scene_no, scene in enumerate(plan.scenes):
+            place, prev_bg = places[scene["place"]], None
+            for n in scene["shots"]:
+                frames, prev_bg = _render_checked(place, plan.look, n, cfg, rng, prev_last, prev_bg)
+                for f in frames:
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                        container.mux(packet)
+                rows.append({"movie_id": plan.movie_id, "shot": shot_no, "start_frame": frame_no,
+                             "end_frame": frame_no + n, "scene": scene_no, "place": scene["place"]})
+                frame_no += n
+                shot_no += 1
+                prev_last = frames[-1]
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
+    return rows
+
+
+def _render_checked(place, look, n, cfg, rng, prev_last, prev_bg, tries: int = 60):
+    """Frames of a shot whose cut from ``prev_last`` is hard and whose motion is smooth."""
+    speed = 1.0
+    for _ in range(tries):
+        shot = ShotRenderer(place, look, n, cfg.width, cfg.height, rng, speed, prev_bg)
+        first = shot.frame(0)
+        if prev_last is not None and content_score(prev_last, first) < cfg.min_cut_score:
+            continue
+        frames = [first] + [shot.frame(t) for t in range(1, n)]
+        motion = max((content_score(a, b) for a, b in zip(frames, frames[1:])), default=0.0)
+        if motion > cfg.max_motion_score:
+            speed *= 0.7
+            continue
+        return frames, shot.background
+    raise RuntimeError(
+        f"demo world: could not render a shot of place {place.name!r} with a cut score above "
+        f"{cfg.min_cut_score} and motion below {cfg.max_motion_score} in {tries} tries; "
+        "lower demo_world.min_cut_score or raise max_motion_score")
+
+
+# ----------------------------------------------------------------------------------------------
+# users, logs, synopses
+
+
+def make_watch_logs(cfg: DemoWorldConfig, seed: int, plans: list[MoviePlan]) -> list[tuple[str, str, int]]:
+    rng = np.random.default_rng([seed, 3])
+    member = np.zeros((len(plans), cfg.num_genres))
+    for i, p in enumerate(plans):
+        member[i, p.genres] = 1.0 / len(p.genres)
+    popularity = rng.lognormal(0, 0.5, len(plans))
+    rows = []
+    t_start = 1_704_067_200  # 2024-01-01
+    for u in range(cfg.num_users):
+        taste = rng.dirichlet(np.full(cfg.num_genres, cfg.taste_concentration))
+        n = min(len(plans), int(rng.integers(cfg.watches_per_user[0], cfg.watches_per_user[1] + 1)))
+        weight = (member @ taste + 0.01) * popularity
+        t = t_start + int(rng.integers(0, 300 * 86400))
+        seen: set[int] = set()
+        for _ in range(n):
+            w = weight.copy()
+            w[list(seen)] = 0
+            m = int(rng.choice(len(plans), p=w / w.sum()))
+            seen.add(m)
+            t += int(rng.exponential(2 * 86400)) + 3600
+            rows.append((f"u{u:05d}", plans[m].movie_id, t))
+    return rows
+
+
+def make_synopsis(plan: MoviePlan, cfg: DemoWorldConfig, rng: np.random.Generator,
+                  genre_names: list[str], places: list[Place]) -> str:
+    counts: dict[int, int] = {}
+    for s in plan.scenes:
+        counts[s["place"]] = counts.get(s["place"], 0) + len(s["shots"])
+    top = sorted(counts, key=lambda p: (-counts[p], p))[:2]
+    def noisy_place(p):
+        return places[int(rng.integers(len(places)))].name if rng.random() < cfg.synopsis_noise else places[p].name
+    g = genre_names[plan.genres[0]]
+    if rng.random() < cfg.synopsis_noise:
+        g = genre_names[int(rng.integers(len(genre_names)))]
+    where = [noisy_place(p) for p in top]
+    text = (f"{plan.title}: a {GENRE_ADJ.get(g, 'curious')} {g} about {rng.choice(CHARACTERS)} "
+            f"in the {where[0]}.")
+    if len(where) > 1:
+        text += f" Much of the story unfolds in the {where[1]}."
+    if len(plan.genres) > 1:
+        text += f" It is also a {genre_names[plan.genres[1]]}."
+    return text + " " + str(rng.choice(FILLER))
+
+
+def _split_of(rng: np.random.Generator, n: int, cfg: DemoWorldConfig) -> list[str]:
+    order = rng.permutation(n)
+    n_val, n_test = int(round(n * cfg.val_fraction)), int(round(n * cfg.test_fraction))
+    split = ["train"] * n
+    for j, i in enumerate(order):
+        if j < n_val:
+            split[i] = "val"
+        elif j < n_val + n_test:
+            split[i] = "test"
+    return split
+
+
+def world_hash(cfg: DemoWorldConfig, seed: int) -> str:
+    return config_hash({"demo_world": asdict(cfg), "seed": seed})
+
+
+def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progress: bool = True) -> Path:
+    """Write the demo world to ``out_dir`` (no-op if already complete with this config)."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    whash = world_hash(cfg, seed)
+    meta_path = out / "world.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("hash") == whash:
+        return out
+    meta_path.unlink(missing_ok=True)
+    genre_names = _names(GENRE_NAMES, cfg.num_genres, "genre")
+    places = make_places(cfg, seed)
+    genre_places = make_genres(cfg, seed)
+    plans = [plan_movie(i, cfg, seed, genre_places) for i in range(cfg.num_movies)]
+    gt_rows = []
+    for i, plan in enumerate(tqdm(plans, desc="demo world", unit="movie", disable=not progress)):
+        gt_rows += render_movie(plan, i, cfg, seed, places, out / "videos" / f"{plan.movie_id}.mp4")
+
+    rng = np.random.default_rng([seed, 4])
+    splits = _split_of(rng, len(plans), cfg)
+    with atomic_path(out / "catalogue.csv") as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["movie_id", "video", "title", "genres", "synopsis", "split"])
+        for plan, split in zip(plans, splits):
+            w.writerow([plan.movie_id, f"videos/{plan.movie_id}.mp4", plan.title,
+                        "|".join(genre_names[g] for g in plan.genres),
+                        make_synopsis(plan, cfg, rng, genre_names, places), split])
+    with atomic_path(out / "watch_logs.csv") as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "movie_id", "timestamp"])
+        w.writerows(make_watch_logs(cfg, seed, plans))
+    with atomic_path(out / "ground_truth" / "shots.csv") as tmp, tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(gt_rows[0]))
+        w.writeheader()
+        w.writerows(gt_rows)
+    write_json(out / "ground_truth" / "movies.json", {
+        p.movie_id: {"title": p.title, "genres": [genre_names[g] for g in p.genres],
+                     "look": asdict(p.look), "split": s,
+                     "scenes": [{"place": sc["place"], "num_shots": len(sc["shots"])} for sc in p.scenes]}
+        for p, s in zip(plans, splits)})
+    write_json(meta_path, {
+        "hash": whash, "seed": seed, "config": asdict(cfg), "genres": genre_names,
+        "places": [asdict(p) for p in places],
+        "genre_place_distribution": np.round(genre_places, 4).tolist(),
+        "counts": {"movies": len(plans), "shots": len(gt_rows),
+                   "frames": int(sum(r["end_frame"] - r["start_frame"] for r in gt_rows))},
+    })
+    return out

@@ -1,0 +1,141 @@
+"""Cut detection and keyframe choice in one sequential pass over a video's frames.
+
+A PySceneDetect detector (Content by default; Adaptive, Histogram, Hash selectable) sees every
+frame once, in order. In the same pass we hold the frames of the current shot and, when a cut is
+reported, choose that shot's k keyframes: evenly spaced, frame ``start + floor((i + 0.5) * L / k)``
+for i = 0..k-1 of a shot of L frames (k = 1: the middle frame).
+
+Detectors may report a cut a few frames after it happened (Adaptive looks ahead); frames at or
+after the reported cut stay in the buffer for the next shot, so the delay changes nothing.
+
+Memory is bounded: a shot longer than ``max_buffer`` frames keeps only every 2^j-th frame (the
+buffer is halved whenever it fills); keyframes are then the retained frames nearest to the ideal
+positions. Shots shorter than ``max_buffer`` (the normal case) get the exact positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+DETECTORS = ("content", "adaptive", "histogram", "hash")
+
+
+def make_detector(name: str, threshold: float | None = None, min_shot_frames: int = 15):
+    """A fresh PySceneDetect detector by short name; ``threshold`` None keeps its default."""
+    from scenedetect import detectors as d
+
+    classes = {
+        "content": (d.ContentDetector, "threshold"),
+        "adaptive": (d.AdaptiveDetector, "adaptive_threshold"),
+        "histogram": (d.HistogramDetector, "threshold"),
+        "hash": (d.HashDetector, "threshold"),
+    }
+    if name not in classes:
+        raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    cls, arg = classes[name]
+    kwargs = {"min_scene_len": min_shot_frames}
+    if threshold is not None:
+        kwargs[arg] = threshold
+    return cls(**kwargs)
+
+
+def keyframe_positions(start: int, end: int, k: int) -> list[int]:
+    """Frame indices of k evenly spaced keyframes in the shot [start, end) (end exclusive)."""
+    length = end - start
+    return [start + ((2 * i + 1) * length) // (2 * k) for i in range(k)]
+
+
+@dataclass
+class Shot:
+    index: int
+    start: int  # first frame
+    end: int  # one past the last frame
+    keyframe_frames: list[int]  # frame indices of the keyframes
+    keyframes: np.ndarray  # (k, h, w, 3) uint8 RGB
+
+    @property
+    def num_frames(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class _Buffer:
+    """Frames of the current shot: (frame index, image), subsampled by ``stride`` when full."""
+
+    capacity: int
+    stride: int = 1
+    items: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+    def add(self, index: int, image: np.ndarray, origin: int) -> None:
+        if (index - origin) % self.stride:
+            return
+        self.items.append((index, image))
+        if len(self.items) >= self.capacity:
+            self.stride *= 2
+            self.items = [it for it in self.items if (it[0] - origin) % self.stride == 0]
+
+    def pop_before(self, cut: int) -> list[tuple[int, np.ndarray]]:
+        head = [it for it in self.items if it[0] < cut]
+        self.items = [it for it in self.items if it[0] >= cut]
+        return head
+
+
+def _choose(frames: list[tuple[int, np.ndarray]], start: int, end: int, k: int):
+    idx = np.array([f for f, _ in frames])
+    chosen = []
+    for want in keyframe_positions(start, end, k):
+        j = int(np.argmin(np.abs(idx - want)))  # exact when nothing was dropped
+        chosen.append(frames[j])
+    return [f for f, _ in chosen], np.stack([im for _, im in chosen])
+
+
+def detect_shots(
+    frames: Iterable[np.ndarray],
+    fps: float,
+    detector,
+    keyframes: int = 1,
+    keyframe_size: tuple[int, int] | None = None,
+    max_buffer: int = 512,
+) -> Iterator[Shot]:
+    """Yield the shots of a sequence of RGB frames, each with its keyframes, in one pass.
+
+    ``keyframe_size`` = (w, h) resizes keyframes (area interpolation) when it differs from the
+    frame size. The number of frames seen is available afterwards as the last shot's ``end``.
+    """
+    from scenedetect.common import FrameTimecode
+
+    buffer = _Buffer(capacity=max_buffer)
+    shot_start, index, n_shots = 0, 0, 0
+
+    def resize(img: np.ndarray) -> np.ndarray:
+        if keyframe_size is None or (img.shape[1], img.shape[0]) == tuple(keyframe_size):
+            return img
+        return cv2.resize(img, tuple(keyframe_size), interpolation=cv2.INTER_AREA)
+
+    def close(cut: int) -> Shot:
+        nonlocal shot_start, n_shots
+        held = buffer.pop_before(cut)
+        kf_index, kf = _choose(held, shot_start, cut, keyframes)
+        shot = Shot(n_shots, shot_start, cut, kf_index, kf)
+        shot_start, n_shots = cut, n_shots + 1
+        buffer.stride = 1
+        return shot
+
+    total = 0
+    for index, rgb in enumerate(frames):
+        total = index + 1
+        buffer.add(index, resize(rgb), shot_start)
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
+        for cut in detector.process_frame(FrameTimecode(index, fps), bgr):
+            if shot_start < int(cut.frame_num) <= index:
+                yield close(int(cut.frame_num))
+    if total == 0:
+        return
+    for cut in detector.post_process(FrameTimecode(total, fps)):
+        if shot_start < int(cut.frame_num) < total:
+            yield close(int(cut.frame_num))
+    yield close(total)

@@ -1,0 +1,141 @@
+"""Artefact I/O: atomic writes, webdataset shot shards, parquet tables, file fingerprints.
+
+Nothing half-written is ever taken for done: every file is written under a temporary name in the
+same folder and renamed into place (``os.replace`` is atomic on POSIX) only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(path: str | Path, table: pa.Table) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def remove_stale_tmp(folder: str | Path) -> int:
+    """Delete temporary files a killed run left behind; returns how many."""
+    n = 0
+    for p in Path(folder).glob(f"{TMP_PREFIX}*"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def file_fingerprint(path: str | Path, chunk: int = 1 << 16) -> str:
+    """Cheap content fingerprint: size + first and last 64 KiB (hashing whole movies is too slow)."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(size - chunk, chunk))
+            h.update(f.read(chunk))
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# webdataset shards
+
+
+def write_shards(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
+    """Write samples (``__key__`` + ext → bytes / dict / ndarray) to one tar shard, atomically and
+    byte-deterministically (fixed mtime/owner), with webdataset's TarWriter. Returns the count."""
+    import webdataset as wds
+
+    n = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            writer = wds.TarWriter(f, user="m2s", group="m2s", mtime=0.0, encoder=_encode)
+            for sample in samples:
+                writer.write(sample)
+                n += 1
+            writer.close()
+    return n
+
+
+def _encode(sample: dict[str, Any]) -> dict[str, bytes]:
+    out = {}
+    for k, v in sample.items():
+        if k.startswith("__"):
+            out[k] = v
+        elif isinstance(v, bytes):
+            out[k] = v
+        elif k.endswith("json"):
+            out[k] = json.dumps(v, sort_keys=True, ensure_ascii=False).encode()
+        elif k.endswith("npy"):
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(v), allow_pickle=False)
+            out[k] = buf.getvalue()
+        else:
+            raise TypeError(f"cannot encode field {k!r} of type {type(v).__name__}")
+    return out
+
+
+def iter_tar(path: str | Path) -> Iterator[dict[str, bytes]]:
+    """Samples of one shard as raw bytes per extension, in file order (webdataset key grouping)."""
+    sample: dict[str, bytes] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            base = os.path.basename(member.name)
+            key, ext = base.split(".", 1)
+            key = os.path.join(os.path.dirname(member.name), key)
+            if sample and sample["__key__"] != key:
+                yield sample
+                sample = {}
+            sample["__key__"] = key
+            sample[ext] = tar.extractfile(member).read()
+    if sample:
+        yield sample
+
+
+def decode_keyframes(sample: dict[str, bytes]) -> np.ndarray:
+    """(k, H, W, 3) uint8 RGB keyframes of one shot sample (jpg or npy storage)."""
+    if "frames.npy" in sample:
+        return np.load(io.BytesIO(sample["frames.npy"]), allow_pickle=False)
+    import cv2
+
+    names = sorted((k for k in sample if k.endswith(".jpg")), key=lambda k: int(k.split(".")[0]))
+    frames = [cv2.imdecode(np.frombuffer(sample[k], np.uint8), cv2.IMREAD_COLOR) for k in names]
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])

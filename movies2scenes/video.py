@@ -1,0 +1,101 @@
+"""Frame-accurate sequential decoding at a reduced working resolution.
+
+decord decodes (and scales, inside ffmpeg) every frame in order with ``VideoReader.next()``; we
+never seek, because decord's random access can return the wrong frame on some containers (e.g.
+mpeg4 in AVI). PyAV probes the container first: it is cheap and turns unreadable inputs (empty,
+not a video, audio only) into a readable reason instead of a decoder crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be used; the message is the reason, fit for failures.jsonl."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames_hint: int  # container's frame count (0 when unknown); the decode count is the truth
+    codec: str
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Container facts of ``path`` or :class:`VideoError` with a readable reason."""
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"video file not found: {path}")
+    if not path.is_file():
+        raise VideoError(f"not a regular file: {path}")
+    if path.stat().st_size == 0:
+        raise VideoError("empty file (0 bytes)")
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.video
+            if not streams:
+                kinds = sorted({s.type for s in container.streams}) or ["none"]
+                raise VideoError(f"no video stream (streams found: {', '.join(kinds)})")
+            s = streams[0]
+            rate = s.average_rate or s.guessed_rate or s.base_rate
+            fps = float(rate) if rate else 0.0
+            width, height = s.codec_context.width, s.codec_context.height
+            info = VideoInfo(width, height, fps, int(s.frames or 0), s.codec_context.name)
+    except VideoError:
+        raise
+    except av.error.InvalidDataError:
+        raise VideoError("not a readable video container (invalid data: damaged, truncated or not a video)") from None
+    except av.error.FFmpegError as e:
+        raise VideoError(f"cannot open video: {e.strerror or e}") from None
+    if info.width <= 0 or info.height <= 0:
+        raise VideoError(f"video stream has no frame size ({info.width}x{info.height})")
+    if not info.fps > 0:
+        raise VideoError("video stream has no frame rate")
+    return info
+
+
+def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(w, h) with the short side ``short_side`` and the aspect ratio kept (both even, >= 2)."""
+    scale = short_side / min(width, height)
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+def iter_frames(path: str | Path, size: tuple[int, int], threads: int = 2) -> Iterator[np.ndarray]:
+    """Every frame of ``path`` in order, as (h, w, 3) uint8 RGB at ``size`` = (w, h).
+
+    Strictly sequential (``next()``), one decoder pass. Raises :class:`VideoError` if decoding
+    fails before the end of the stream.
+    """
+    import decord
+
+    w, h = size
+    try:
+        reader = decord.VideoReader(str(path), width=w, height=h, num_threads=threads)
+    except decord.DECORDError as e:
+        raise VideoError(f"decoder cannot open the video: {_first_line(e)}") from None
+    index = 0
+    while True:
+        try:
+            frame = reader.next()
+        except StopIteration:
+            return
+        except decord.DECORDError as e:
+            raise VideoError(f"decoding failed at frame {index}: {_first_line(e)}") from None
+        yield frame.asnumpy()
+        index += 1
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__

@@ -1,0 +1,243 @@
+"""Stage detect_shots: catalogue → run_dir/shots/ (webdataset shards, index.parquet, failures.jsonl).
+
+One shard per movie, ``shots-NNNNNN.tar`` with NNNNNN the movie's row in the catalogue, so the
+artefacts do not depend on how many processes made them. A movie is done when its record
+``parts/NNNNNN.json`` exists (written after its shard is renamed into place) with this config's
+hash and the video's fingerprint; a rerun skips those and redoes everything else, so a killed run
+resumes and ends with the same files as an uninterrupted one. Failures are retried on rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from movies2scenes.catalogue import Movie, load_catalogue, safe_name
+from movies2scenes.config import Config, config_hash
+from movies2scenes.shots import detect_shots, make_detector
+from movies2scenes.store import (
+    atomic_path,
+    file_fingerprint,
+    read_json,
+    remove_stale_tmp,
+    write_json,
+    write_parquet,
+    write_shards,
+)
+from movies2scenes.video import VideoError, iter_frames, probe, scaled_size
+
+from ._stage import Slot, is_done, process_slot, write_done
+
+STAGE = "detect_shots"
+
+
+def shard_name(index: int) -> str:
+    return f"shots-{index:06d}.tar"
+
+
+def _encode_frames(frames: np.ndarray, cfg) -> dict:
+    if cfg.image_format == "npy":
+        return {"frames.npy": frames}
+    out = {}
+    for i, rgb in enumerate(frames):
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        out[f"{i}.jpg"] = buf.tobytes()
+    return out
+
+
+def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
+    """Detect shots of one movie and write its shard. Returns its part record (ok or failed)."""
+    started = time.time()
+    record = {"movie_id": movie.movie_id, "movie_index": index, "video": str(movie.video)}
+    shard_path = out_dir / shard_name(index)
+    try:
+        info = probe(movie.video)
+        work = cfg.work_size or cfg.keyframe_size
+        work_size = scaled_size(info.width, info.height, work)
+        kf_size = scaled_size(info.width, info.height, cfg.keyframe_size)
+        detector = make_detector(cfg.detector, cfg.threshold, cfg.min_shot_frames)
+        frames = iter_frames(movie.video, work_size, cfg.decode_threads)
+        shots_out: list[dict] = []
+        key_base = safe_name(movie.movie_id)
+
+        def samples():
+            for shot in detect_shots(frames, info.fps, detector, cfg.keyframes, kf_size,
+                                     cfg.max_buffer_frames):
+                meta = {
+                    "movie_id": movie.movie_id,
+                    "shot": shot.index,
+                    "start_frame": shot.start,
+                    "end_frame": shot.end,
+                    "fps": info.fps,
+                    "keyframe_frames": shot.keyframe_frames,
+                }
+                shots_out.append(meta)
+                yield {"__key__": f"{key_base}_{shot.index:06d}", "json": meta,
+                       **_encode_frames(shot.keyframes, cfg)}
+
+        # Write under a temporary name; only checks that pass let it become the shard.
+        tmp_shard = shard_path.with_name(f".tmp-unchecked-{shard_path.name}")
+        try:
+            write_shards(tmp_shard, samples())
+            total = shots_out[-1]["end_frame"] if shots_out else 0
+            if total < cfg.min_video_frames:
+                raise VideoError(f"only {total} frame(s) decoded; at least {cfg.min_video_frames} "
+                                 "are needed (shots.min_video_frames)")
+            if info.frames_hint and total < info.frames_hint - max(2, 0.02 * info.frames_hint):
+                raise VideoError(f"decoded only {total} of the {info.frames_hint} frames the container "
+                                 "declares (truncated or damaged)")
+            tmp_shard.replace(shard_path)
+        finally:
+            tmp_shard.unlink(missing_ok=True)
+        record.update(
+            status="ok", fps=info.fps, width=info.width, height=info.height, codec=info.codec,
+            num_frames=total, keyframe_width=kf_size[0], keyframe_height=kf_size[1],
+            shard=shard_path.name, shots=shots_out,
+        )
+    except VideoError as e:
+        shard_path.unlink(missing_ok=True)
+        record.update(status="failed", reason=str(e))
+    except Exception as e:  # a bad input must never stop the others
+        shard_path.unlink(missing_ok=True)
+        record.update(status="failed", reason=f"unexpected {type(e).__name__}: {e}")
+    record["elapsed_s"] = round(time.time() - started, 3)
+    return record
+
+
+def _fingerprint(movie: Movie) -> str:
+    try:
+        return file_fingerprint(movie.video)
+    except OSError:
+        return "missing"
+
+
+def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool = False) -> int:
+    started = time.time()
+    if not cfg.catalogue:
+        raise SystemExit("detect-shots: no catalogue given (set catalogue=PATH)")
+    catalogue = load_catalogue(cfg.catalogue)
+    out_dir = Path(cfg.run_dir) / "shots"
+    parts_dir = out_dir / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    slot = process_slot(shard)
+
+    chash = config_hash(cfg.shots)
+    prints = [_fingerprint(m) for m in catalogue]
+    input_hash = hashlib.sha256(
+        json.dumps([[m.movie_id, str(m.video), p] for m, p in zip(catalogue, prints)]).encode()
+    ).hexdigest()[:16]
+    if not force and is_done(out_dir, chash, input_hash):
+        if slot.is_main:
+            print(f"detect-shots: {out_dir} is up to date (DONE.json matches); nothing to do")
+        return 0
+    if slot.world == 1:
+        remove_stale_tmp(out_dir)
+    (out_dir / "DONE.json").unlink(missing_ok=True)
+
+    todo = []
+    for i, (movie, fp) in enumerate(zip(catalogue, prints)):
+        if not slot.mine(i):
+            continue
+        part = parts_dir / f"{i:06d}.json"
+        if not force and part.is_file():
+            rec = read_json(part)
+            if (rec.get("status") == "ok" and rec.get("config_hash") == chash
+                    and rec.get("fingerprint") == fp and (out_dir / shard_name(i)).is_file()):
+                continue
+        todo.append((i, movie, fp))
+
+    bar = tqdm(todo, desc=f"shots [{slot.rank + 1}/{slot.world}]", unit="movie",
+               position=slot.rank, dynamic_ncols=True, disable=None)
+    n_frames = 0
+    t0 = time.time()
+    for i, movie, fp in bar:
+        rec = process_movie(movie, i, out_dir, cfg.shots)
+        rec.update(config_hash=chash, fingerprint=fp)
+        write_json(parts_dir / f"{i:06d}.json", rec)
+        if rec["status"] == "ok":
+            n_frames += rec["num_frames"]
+        else:
+            tqdm.write(f"detect-shots: {movie.movie_id}: FAILED: {rec['reason']}", file=sys.stderr)
+        bar.set_postfix(fps=f"{n_frames / max(time.time() - t0, 1e-9):.0f}")
+    bar.close()
+
+    slot.wait_for_everyone()
+    if not slot.is_main and slot.state is not None:
+        return 0
+    return merge(cfg, catalogue, prints, chash, input_hash, started, strict, slot)
+
+
+def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, slot: Slot) -> int:
+    """Gather every movie's part into index.parquet + failures.jsonl + DONE.json (idempotent)."""
+    out_dir = Path(cfg.run_dir) / "shots"
+    parts_dir = out_dir / "parts"
+    records, pending = [], []
+    for i, (movie, fp) in enumerate(zip(catalogue, prints)):
+        part = parts_dir / f"{i:06d}.json"
+        rec = read_json(part) if part.is_file() else None
+        if not rec or rec.get("config_hash") != chash or rec.get("fingerprint") != fp:
+            pending.append(movie.movie_id)
+        else:
+            records.append(rec)
+    if pending:
+        print(f"detect-shots: process {slot.rank}/{slot.world} done; {len(pending)} movie(s) still "
+              "pending in other shards — the last process to finish merges the index")
+        return 0
+
+    cols = {k: [] for k in ("movie_id", "movie_index", "shot", "start_frame", "end_frame", "fps",
+                            "keyframe_frames", "shard", "key")}
+    failures = []
+    for rec in records:
+        if rec["status"] != "ok":
+            failures.append({"movie_id": rec["movie_id"], "video": rec["video"], "reason": rec["reason"]})
+            continue
+        key_base = safe_name(rec["movie_id"])
+        for s in rec["shots"]:
+            cols["movie_id"].append(rec["movie_id"])
+            cols["movie_index"].append(rec["movie_index"])
+            cols["shot"].append(s["shot"])
+            cols["start_frame"].append(s["start_frame"])
+            cols["end_frame"].append(s["end_frame"])
+            cols["fps"].append(s["fps"])
+            cols["keyframe_frames"].append(s["keyframe_frames"])
+            cols["shard"].append(rec["shard"])
+            cols["key"].append(f"{key_base}_{s['shot']:06d}")
+    schema = pa.schema([
+        ("movie_id", pa.string()), ("movie_index", pa.int32()), ("shot", pa.int32()),
+        ("start_frame", pa.int64()), ("end_frame", pa.int64()), ("fps", pa.float64()),
+        ("keyframe_frames", pa.list_(pa.int64())), ("shard", pa.string()), ("key", pa.string()),
+    ])
+    write_parquet(out_dir / "index.parquet", pa.table(cols, schema=schema))
+    with atomic_path(out_dir / "failures.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
+    # shards of movies that failed now or left the catalogue are not part of the result
+    keep = {r["shard"] for r in records if r["status"] == "ok"}
+    for p in out_dir.glob("shots-*.tar"):
+        if p.name not in keep:
+            p.unlink()
+    remove_stale_tmp(out_dir)
+
+    ok = len(records) - len(failures)
+    counts = {"movies": len(records), "ok": ok, "failed": len(failures),
+              "shots": len(cols["shot"]), "frames": sum(r.get("num_frames", 0) for r in records)}
+    write_done(out_dir, STAGE, chash, input_hash, counts, started,
+               decode_seconds=round(sum(r["elapsed_s"] for r in records), 3))
+    msg = (f"detect-shots: {counts['movies']} movies, {ok} ok, {len(failures)} failed, "
+           f"{counts['shots']} shots → {out_dir}")
+    if failures:
+        msg += f" (reasons in {out_dir / 'failures.jsonl'})"
+    print(msg)
+    if ok == 0 or (strict and failures):
+        return 1
+    return 0
