@@ -8,15 +8,16 @@ for i = 0..k-1 of a shot of L frames (k = 1: the middle frame).
 Detectors may report a cut a few frames after it happened (Adaptive looks ahead); frames at or
 after the reported cut stay in the buffer for the next shot, so the delay changes nothing.
 
-Memory is bounded: a shot longer than ``max_buffer`` frames keeps only every 2^j-th frame (the
-buffer is halved whenever it fills); keyframes are then the retained frames nearest to the ideal
-positions. Shots shorter than ``max_buffer`` (the normal case) get the exact positions.
+Memory is bounded: a shot longer than ``max_buffer + lookahead`` frames keeps only every 2^j-th
+of its older frames (the store is halved whenever it fills); its keyframes are then the retained
+frames nearest to the ideal positions. Shorter shots (the normal case) get the exact positions.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -62,25 +63,39 @@ class Shot:
         return self.end - self.start
 
 
-@dataclass
 class _Buffer:
-    """Frames of the current shot: (frame index, image), subsampled by ``stride`` when full."""
+    """Frames held for the shot in progress.
 
-    capacity: int
-    stride: int = 1
-    items: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    The newest ``lookahead`` frames are kept at full density, so that a cut reported up to
+    ``lookahead`` frames late still finds every frame of the new shot. Older frames (they belong
+    to the current shot for sure) go to a store that keeps every ``stride``-th frame counted from
+    the shot start and doubles ``stride`` whenever it holds ``capacity`` frames.
+    """
 
-    def add(self, index: int, image: np.ndarray, origin: int) -> None:
-        if (index - origin) % self.stride:
-            return
-        self.items.append((index, image))
-        if len(self.items) >= self.capacity:
-            self.stride *= 2
-            self.items = [it for it in self.items if (it[0] - origin) % self.stride == 0]
+    def __init__(self, capacity: int, lookahead: int):
+        self.capacity, self.lookahead = capacity, lookahead
+        self.stride, self.origin = 1, 0
+        self.old: list[tuple[int, np.ndarray]] = []
+        self.recent: collections.deque[tuple[int, np.ndarray]] = collections.deque()
 
-    def pop_before(self, cut: int) -> list[tuple[int, np.ndarray]]:
-        head = [it for it in self.items if it[0] < cut]
-        self.items = [it for it in self.items if it[0] >= cut]
+    def add(self, index: int, image: np.ndarray) -> None:
+        self.recent.append((index, image))
+        if len(self.recent) > self.lookahead:
+            item = self.recent.popleft()
+            if (item[0] - self.origin) % self.stride == 0:
+                self.old.append(item)
+            if len(self.old) >= self.capacity:
+                self.stride *= 2
+                self.old = [it for it in self.old if (it[0] - self.origin) % self.stride == 0]
+
+    def split(self, cut: int) -> list[tuple[int, np.ndarray]]:
+        """Frames before ``cut`` (the finished shot); the rest start the next shot."""
+        if self.old and self.old[-1][0] >= cut:
+            raise RuntimeError(f"cut at frame {cut} reported more than {self.lookahead} frames late; "
+                               "raise the lookahead")
+        head = self.old + [it for it in self.recent if it[0] < cut]
+        self.recent = collections.deque(it for it in self.recent if it[0] >= cut)
+        self.old, self.stride, self.origin = [], 1, cut
         return head
 
 
@@ -100,15 +115,18 @@ def detect_shots(
     keyframes: int = 1,
     keyframe_size: tuple[int, int] | None = None,
     max_buffer: int = 512,
+    lookahead: int = 64,
 ) -> Iterator[Shot]:
     """Yield the shots of a sequence of RGB frames, each with its keyframes, in one pass.
 
     ``keyframe_size`` = (w, h) resizes keyframes (area interpolation) when it differs from the
-    frame size. The number of frames seen is available afterwards as the last shot's ``end``.
+    frame size. ``lookahead`` bounds how late a detector may report a cut (frames); memory is at
+    most ``max_buffer + lookahead`` keyframe-sized frames. The number of frames seen is the last
+    shot's ``end``.
     """
     from scenedetect.common import FrameTimecode
 
-    buffer = _Buffer(capacity=max_buffer)
+    buffer = _Buffer(max_buffer, lookahead)
     shot_start, index, n_shots = 0, 0, 0
 
     def resize(img: np.ndarray) -> np.ndarray:
@@ -118,17 +136,15 @@ def detect_shots(
 
     def close(cut: int) -> Shot:
         nonlocal shot_start, n_shots
-        held = buffer.pop_before(cut)
-        kf_index, kf = _choose(held, shot_start, cut, keyframes)
+        kf_index, kf = _choose(buffer.split(cut), shot_start, cut, keyframes)
         shot = Shot(n_shots, shot_start, cut, kf_index, kf)
         shot_start, n_shots = cut, n_shots + 1
-        buffer.stride = 1
         return shot
 
     total = 0
     for index, rgb in enumerate(frames):
         total = index + 1
-        buffer.add(index, resize(rgb), shot_start)
+        buffer.add(index, resize(rgb))
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
         for cut in detector.process_frame(FrameTimecode(index, fps), bgr):
             if shot_start < int(cut.frame_num) <= index:

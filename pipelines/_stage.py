@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from movies2scenes import __version__
+from movies2scenes.config import ConfigError
 from movies2scenes.store import read_json, write_json
 
 
@@ -37,9 +38,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"--shard {text}: need 0 <= i < n")
+        raise ConfigError(f"--shard {text}: need 0 <= i < n")
     return i, n
 
 

@@ -50,7 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     _add_parallel_args(p)
     p.set_defaults(func=_detect_shots)
+    p = sub.add_parser("summary", help="what each stage of a run directory has produced")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_summary)
     return parser
+
+
+STAGES = ["shots"]  # run-dir folders in pipeline order; later stages append theirs
+
+
+def _summary(args) -> int:
+    import json
+    from pathlib import Path
+
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        print(f"m2s summary: {run} does not exist", file=sys.stderr)
+        return 2
+    print(f"run {run}")
+    for stage in STAGES:
+        done = run / stage / "DONE.json"
+        if not done.is_file():
+            print(f"  {stage:<22} not done")
+            continue
+        rec = json.loads(done.read_text())
+        counts = ", ".join(f"{k} {v}" for k, v in rec.get("counts", {}).items())
+        print(f"  {stage:<22} done in {rec.get('elapsed_s', 0):.1f}s: {counts}")
+        failures = run / stage / "failures.jsonl"
+        if failures.is_file() and failures.stat().st_size:
+            print(f"  {'':<22} failures: {failures}")
+    return 0
 
 
 def _demo_world(args) -> int:

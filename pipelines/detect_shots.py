@@ -72,8 +72,9 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
         key_base = safe_name(movie.movie_id)
 
         def samples():
+            lookahead = max(64, 4 * cfg.min_shot_frames)  # > any detector's reporting delay
             for shot in detect_shots(frames, info.fps, detector, cfg.keyframes, kf_size,
-                                     cfg.max_buffer_frames):
+                                     cfg.max_buffer_frames, lookahead):
                 meta = {
                     "movie_id": movie.movie_id,
                     "shot": shot.index,

