@@ -63,10 +63,11 @@ class DemoWorldConfig:
     synopsis_noise: float = 0.2  # chance that a synopsis mentions a wrong genre/place
     val_fraction: float = 0.1
     test_fraction: float = 0.1
-    codec: Literal["h264", "mpeg4"] = "h264"
-    crf: int = 18  # h264 quality (lower = better)
-    min_cut_score: float = 35.0  # each cut is re-rendered until its HSV content score exceeds this
+    codec: Literal["mpeg4", "h264"] = "mpeg4"  # mpeg4: byte-identical reruns; libx264 here is not
+    crf: int = 18  # h264 quality (lower = better); mpeg4 uses quantiser 2-3
+    min_cut_score: float = 32.0  # each cut is re-rendered until its HSV content score exceeds this
     max_motion_score: float = 12.0  # ... and every within-shot frame step stays below this
+    # so any ContentDetector threshold in (max_motion_score, min_cut_score) separates them exactly
 
 
 @dataclass

@@ -155,11 +155,11 @@ class Look:
         return Look(
             gain=(1 + s * rng.uniform(-0.25, 0.25, 3)).tolist(),
             offset=(s * rng.uniform(-25, 25, 3)).tolist(),
-            contrast=float(1 + s * rng.uniform(-0.35, 0.25)),
+            contrast=float(1 + s * rng.uniform(-0.25, 0.25)),
             gamma=float(math.exp(s * rng.uniform(-0.3, 0.3))),
             grain=float(grain * s * rng.uniform(0.5, 1.5)),
             bars=bars,
-            bar_fraction=float(s * rng.uniform(0.06, 0.14)) if bars != "none" else 0.0,
+            bar_fraction=float(s * rng.uniform(0.04, 0.10)) if bars != "none" else 0.0,
         )
 
     def apply(self, frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -192,17 +192,17 @@ def content_score(a: np.ndarray, b: np.ndarray) -> float:
 class ShotRenderer:
     """One shot of ``place`` seen through ``look``: random framing drawn once, frames on demand.
 
-    ``avoid_background`` is the palette index the previous shot of the scene used as background; a
-    cut inside a scene changes it, so that the cut is hard."""
+    ``previous`` = (background palette index, dim) of the previous shot of the same scene: a cut
+    inside a scene changes the background colour and the exposure, so that the cut is hard."""
 
     def __init__(self, place: Place, look: Look, n_frames: int, w: int, h: int,
                  rng: np.random.Generator, speed_scale: float = 1.0,
-                 avoid_background: int | None = None):
+                 previous: tuple[int, bool] | None = None, close_up: bool | None = None):
         self.place, self.look, self.w, self.h, self.rng = place, look, w, h, rng
         zoom = rng.uniform(0.6, 1.6)
         pal = [np.asarray(c, np.float32) for c in place.palette]
         order = rng.permutation(3)
-        while order[0] == avoid_background:
+        while previous is not None and order[0] == previous[0]:
             order = rng.permutation(3)
         self.background = int(order[0])
         bg, fg, obj = pal[order[0]], pal[order[1]], pal[order[2]]
@@ -216,15 +216,23 @@ class ShotRenderer:
         mask = _texture_mask(place.texture, H, W, place.texture_period * zoom, angle,
                              rng.uniform(0, 2 * math.pi), rng)
         mask = cv2.GaussianBlur(mask, (0, 0), 0.8)[..., None]  # soft edges: smooth motion
-        light = rng.uniform(0.7, 1.25)  # per-shot lighting
+        # per-shot lighting, alternating dim/bright within a scene (a cut changes the exposure)
+        self.dim = bool(rng.random() < 0.5) if previous is None else not previous[1]
+        dim = self.dim
+        light = rng.uniform(0.6, 0.8) if dim else rng.uniform(1.1, 1.35)
         grad = light * np.linspace(1.0, rng.uniform(0.55, 0.9), H, dtype=np.float32)[:, None, None]
         alpha = rng.uniform(0.55, 0.85)
         canvas = (bg * grad) * (1 - alpha * mask) + fg * (alpha * mask)
         self.canvas = np.clip(canvas, 0, 255).astype(np.uint8)
         self.objects = []
-        for _ in range(int(rng.integers(place.objects[0], place.objects[1] + 1))):
-            size = rng.uniform(0.08, 0.22) * h * zoom
-            pos = rng.uniform([0, 0], [w, h])
+        if close_up is None:
+            close_up = bool(rng.random() < 0.3)  # one large object fills much of the frame
+        if close_up and previous is not None and order[2] == previous[0]:
+            obj = pal[order[1]]  # neither dominant colour repeats the previous shot's background
+        n_objects = 1 if close_up else int(rng.integers(place.objects[0], place.objects[1] + 1))
+        for _ in range(n_objects):
+            size = (rng.uniform(0.9, 1.3) if close_up else rng.uniform(0.08, 0.22) * zoom) * h
+            pos = rng.uniform([0.3 * w, 0.3 * h], [0.7 * w, 0.7 * h]) if close_up else rng.uniform([0, 0], [w, h])
             vel = rng.normal(0, 0.5 * speed_scale, 2)
             shade = np.clip(obj * rng.uniform(0.8, 1.2), 0, 255)
             self.objects.append((size, pos, vel, tuple(float(c) for c in shade)))
@@ -287,23 +295,31 @@ def render_movie(plan: MoviePlan, index: int, cfg: DemoWorldConfig, seed: int,
     import av
 
     rng = np.random.default_rng([seed, 200, index])
-    rows, frame_no, shot_no, prev_last, prev_bg = [], 0, 0, None, None
+    rows, frame_no, shot_no, prev_last = [], 0, 0, None
     with atomic_path(path) as tmp:
         container = av.open(str(tmp), mode="w", format="mp4")
         codec = "h264" if cfg.codec == "h264" else "mpeg4"
-        stream = container.add_stream(codec, rate=cfg.fps)
+        # one encoder thread and explicit timestamps: the same frames give the same bytes
+        options = ({"crf": str(cfg.crf), "preset": "veryfast",
+                    "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
+                   if codec == "h264" else {"qmin": "2", "qmax": "3"})
+        stream = container.add_stream(codec, rate=cfg.fps, options=options)
         stream.width, stream.height, stream.pix_fmt = cfg.width, cfg.height, "yuv420p"
-        stream.options = ({"crf": str(cfg.crf), "preset": "veryfast", "threads": "1"}
-                          if codec == "h264" else {"qscale": "3"})
+        stream.codec_context.thread_count = 1
         if codec == "mpeg4":
-            stream.codec_context.bit_rate = 2_000_000
+            stream.codec_context.bit_rate = 4_000_000  # generous: the quantiser bounds decide
         stream.codec_context.gop_size = 4 * cfg.fps
         for scene_no, scene in enumerate(plan.scenes):
-            place, prev_bg = places[scene["place"]], None
+            place, previous = places[scene["place"]], None
             for n in scene["shots"]:
-                frames, prev_bg = _render_checked(place, plan.look, n, cfg, rng, prev_last, prev_bg)
-                for f in frames:
-                    for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                frames, previous = _render_checked(place, plan.look, n, cfg, rng, prev_last, previous)
+                for t, f in enumerate(frames):
+                    # RGB → YUV 4:2:0 by OpenCV, not by the encoder's scaler (whose output varied
+                    # from run to run), so the same frames always give the same bytes
+                    yuv = cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420)
+                    frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                    frame.pts = frame_no + t
+                    for packet in stream.encode(frame):
                         container.mux(packet)
                 rows.append({"movie_id": plan.movie_id, "shot": shot_no, "start_frame": frame_no,
                              "end_frame": frame_no + n, "scene": scene_no, "place": scene["place"]})
@@ -316,11 +332,12 @@ def render_movie(plan: MoviePlan, index: int, cfg: DemoWorldConfig, seed: int,
     return rows
 
 
-def _render_checked(place, look, n, cfg, rng, prev_last, prev_bg, tries: int = 60):
+def _render_checked(place, look, n, cfg, rng, prev_last, previous, tries: int = 100):
     """Frames of a shot whose cut from ``prev_last`` is hard and whose motion is smooth."""
     speed = 1.0
-    for _ in range(tries):
-        shot = ShotRenderer(place, look, n, cfg.width, cfg.height, rng, speed, prev_bg)
+    for attempt in range(tries):
+        close_up = True if attempt >= tries // 2 else None  # close-ups make the hardest cuts
+        shot = ShotRenderer(place, look, n, cfg.width, cfg.height, rng, speed, previous, close_up)
         first = shot.frame(0)
         if prev_last is not None and content_score(prev_last, first) < cfg.min_cut_score:
             continue
@@ -329,7 +346,7 @@ def _render_checked(place, look, n, cfg, rng, prev_last, prev_bg, tries: int = 6
         if motion > cfg.max_motion_score:
             speed *= 0.7
             continue
-        return frames, shot.background
+        return frames, (shot.background, shot.dim)
     raise RuntimeError(
         f"demo world: could not render a shot of place {place.name!r} with a cut score above "
         f"{cfg.min_cut_score} and motion below {cfg.max_motion_score} in {tries} tries; "
@@ -397,12 +414,23 @@ def _split_of(rng: np.random.Generator, n: int, cfg: DemoWorldConfig) -> list[st
     return split
 
 
+def _render_job(job) -> list[dict]:
+    return render_movie(*job)
+
+
 def world_hash(cfg: DemoWorldConfig, seed: int) -> str:
     return config_hash({"demo_world": asdict(cfg), "seed": seed})
 
 
-def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progress: bool = True) -> Path:
-    """Write the demo world to ``out_dir`` (no-op if already complete with this config)."""
+def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progress: bool = True,
+               workers: int = 0) -> Path:
+    """Write the demo world to ``out_dir`` (no-op if already complete with this config).
+
+    Movies are rendered by ``workers`` processes (0 = one per CPU core); each movie depends only on
+    (seed, its index), so the result does not depend on the number of workers."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -415,9 +443,21 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
     places = make_places(cfg, seed)
     genre_places = make_genres(cfg, seed)
     plans = [plan_movie(i, cfg, seed, genre_places) for i in range(cfg.num_movies)]
+    workers = workers or min(len(plans), os.cpu_count() or 1)
+    jobs = [(plan, i, cfg, seed, places, out / "videos" / f"{plan.movie_id}.mp4")
+            for i, plan in enumerate(plans)]
+    bar = tqdm(total=len(plans), desc="demo world", unit="movie", disable=not progress)
     gt_rows = []
-    for i, plan in enumerate(tqdm(plans, desc="demo world", unit="movie", disable=not progress)):
-        gt_rows += render_movie(plan, i, cfg, seed, places, out / "videos" / f"{plan.movie_id}.mp4")
+    if workers == 1:
+        for job in jobs:
+            gt_rows += render_movie(*job)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for rows in pool.map(_render_job, jobs):  # results come back in movie order
+                gt_rows += rows
+                bar.update()
+    bar.close()
 
     rng = np.random.default_rng([seed, 4])
     splits = _split_of(rng, len(plans), cfg)

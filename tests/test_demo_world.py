@@ -1,0 +1,146 @@
+"""The demo world: real videos with known answers, seeded, with the properties the method needs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from movies2scenes.catalogue import load_catalogue, load_watch_logs
+from movies2scenes.demo import make_world
+from movies2scenes.video import iter_frames, probe
+
+from conftest import small_world_config
+
+
+def _files(world: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(world)): p.read_bytes() for p in sorted(world.rglob("*")) if p.is_file()}
+
+
+def test_world_is_complete_and_valid(small_world):
+    cat = load_catalogue(small_world / "catalogue.csv", require_videos=True)
+    assert len(cat) == 4
+    logs = load_watch_logs(small_world / "watch_logs.csv", set(cat.ids()))
+    assert len(logs) > 0
+    world = json.loads((small_world / "world.json").read_text())
+    assert len(world["genres"]) == 3 and len(world["places"]) == 5
+    dist = np.array(world["genre_place_distribution"])
+    assert dist.shape == (3, 5) and np.allclose(dist.sum(1), 1)
+    truth = list(csv.DictReader(open(small_world / "ground_truth" / "shots.csv")))
+    by_movie = defaultdict(list)
+    for r in truth:
+        by_movie[r["movie_id"]].append(r)
+    for movie in cat:
+        rows = by_movie[movie.movie_id]
+        info = probe(movie.video)
+        assert (info.width, info.height, info.fps) == (160, 96, 12.0)
+        n = sum(1 for _ in iter_frames(movie.video, (160, 96)))
+        assert n == int(rows[-1]["end_frame"])  # every frame made it into the file
+        assert all(int(a["end_frame"]) == int(b["start_frame"]) for a, b in zip(rows, rows[1:]))
+        scenes = Counter(int(r["scene"]) for r in rows)
+        assert all(3 <= c <= 6 for c in scenes.values())  # shots_per_scene [3, 6]
+        places = [int(r["place"]) for r in rows]
+        scene_place = {int(r["scene"]): int(r["place"]) for r in rows}
+        assert all(scene_place[s] != scene_place[s + 1] for s in range(len(scene_place) - 1))
+        assert len(set(places)) >= 2
+        assert movie.genres and movie.synopsis and movie.title
+
+
+def test_same_seed_same_world_and_worlds_extend(tmp_path):
+    cfg = small_world_config(num_movies=2)
+    a = make_world(tmp_path / "a", cfg, seed=5, progress=False, workers=1)
+    b = make_world(tmp_path / "b", cfg, seed=5, progress=False, workers=2)
+    assert _files(a) == _files(b)  # byte-identical, whatever the number of workers
+    c = make_world(tmp_path / "c", cfg, seed=6, progress=False)
+    assert _files(c)["videos/m0000.mp4"] != _files(a)["videos/m0000.mp4"]
+    bigger = make_world(tmp_path / "d", small_world_config(num_movies=3), seed=5, progress=False)
+    assert _files(bigger)["videos/m0001.mp4"] == _files(a)["videos/m0001.mp4"]
+    stamp = (a / "world.json").stat().st_mtime_ns
+    make_world(a, cfg, seed=5, progress=False)  # complete already: a no-op
+    assert (a / "world.json").stat().st_mtime_ns == stamp
+
+
+def _shot_thumbnails(world: Path):
+    truth = list(csv.DictReader(open(world / "ground_truth" / "shots.csv")))
+    out = []
+    for movie in sorted({r["movie_id"] for r in truth}):
+        frames = list(iter_frames(world / "videos" / f"{movie}.mp4", (160, 96)))
+        for r in (r for r in truth if r["movie_id"] == movie):
+            mid = frames[(int(r["start_frame"]) + int(r["end_frame"])) // 2]
+            thumb = cv2.resize(mid, (8, 5), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+            out.append((movie, int(r["scene"]), int(r["place"]), thumb))
+    return out
+
+
+def _nearest_neighbour_rates(world: Path) -> tuple[float, float]:
+    """How often a shot's nearest raw-appearance neighbour (outside its own scene) comes from the
+    same movie, and how often from the same place."""
+    shots = _shot_thumbnails(world)
+    x = np.stack([s[3] for s in shots])
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    same_movie = same_place = 0
+    for i, (movie, scene, place, _) in enumerate(shots):
+        own_scene = np.array([m == movie and s == scene for m, s, _, _ in shots])
+        j = int(np.argmin(np.where(own_scene, np.inf, d[i])))
+        same_movie += shots[j][0] == movie
+        same_place += shots[j][2] == place
+    return same_movie / len(shots), same_place / len(shots)
+
+
+def test_movie_look_is_a_tunable_nuisance(tmp_path):
+    """With the per-movie look, raw appearance clusters by movie; without it, by place."""
+    rates = {}
+    for strength in (1.0, 0.0):
+        cfg = small_world_config(num_movies=8, look_strength=strength)
+        rates[strength] = _nearest_neighbour_rates(make_world(tmp_path / str(strength), cfg, seed=3,
+                                                              progress=False))
+    print(f"NN same movie / same place: look 1.0 → {rates[1.0]}, look 0.0 → {rates[0.0]}")
+    movie_on, place_on = rates[1.0]
+    movie_off, place_off = rates[0.0]
+    assert movie_on > 3 * movie_off
+    assert place_off > place_on + 0.15
+    assert movie_on > place_on  # appearance alone groups by movie, not by place
+
+
+def test_watch_logs_follow_genre_tastes(tmp_path):
+    world = make_world(tmp_path / "w", small_world_config(num_movies=24, num_genres=4, num_users=300,
+                                                          genres_per_movie=[1, 1],
+                                                          watches_per_user=[3, 6]),
+                       seed=1, progress=False)
+    cat = load_catalogue(world / "catalogue.csv")
+    genres = {m.movie_id: set(m.genres) for m in cat}
+    logs = load_watch_logs(world / "watch_logs.csv", set(genres))
+    per_user = defaultdict(list)
+    for u, m, t in zip(logs.user_id, logs.movie_id, logs.timestamp):
+        per_user[u].append((t, m))
+    consecutive = []
+    for events in per_user.values():
+        assert events == sorted(events)  # time order per user
+        consecutive += [(a[1], b[1]) for a, b in zip(events, events[1:])]
+    share = np.mean([bool(genres[a] & genres[b]) for a, b in consecutive])
+    rng = np.random.default_rng(0)
+    ids = list(genres)
+    random_pairs = [tuple(rng.choice(ids, 2, replace=False)) for _ in range(5000)]
+    base = np.mean([bool(genres[a] & genres[b]) for a, b in random_pairs])
+    print(f"co-watched next share a genre: {share:.2f} vs random pairs {base:.2f}")
+    assert share > 1.5 * base
+
+
+def test_synopses_mention_genre_and_places(small_world):
+    world = json.loads((small_world / "world.json").read_text())
+    places = [p["name"] for p in world["places"]]
+    for m in load_catalogue(small_world / "catalogue.csv"):
+        assert any(g in m.synopsis for g in world["genres"])
+        assert any(p in m.synopsis for p in places)
+
+
+def test_bad_world_config_is_refused():
+    from movies2scenes.config import ConfigError, load
+
+    with pytest.raises(ConfigError, match="demo_world.width"):
+        load([], ["demo_world.width=161"])
