@@ -21,7 +21,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from movies2scenes.catalogue import Movie, load_catalogue, safe_name
-from movies2scenes.config import Config, config_hash
+from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.shots import detect_shots, make_detector
 from movies2scenes.store import (
     atomic_path,
@@ -126,7 +126,7 @@ def _fingerprint(movie: Movie) -> str:
 def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool = False) -> int:
     started = time.time()
     if not cfg.catalogue:
-        raise SystemExit("detect-shots: no catalogue given (set catalogue=PATH)")
+        raise ConfigError("no catalogue given: set catalogue=PATH (CSV or JSONL, see README)")
     catalogue = load_catalogue(cfg.catalogue)
     out_dir = Path(cfg.run_dir) / "shots"
     parts_dir = out_dir / "parts"
@@ -227,7 +227,8 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
     for p in out_dir.glob("shots-*.tar"):
         if p.name not in keep:
             p.unlink()
-    remove_stale_tmp(out_dir)
+    if slot.world == 1:  # with several processes another one may still be writing a temp file
+        remove_stale_tmp(out_dir)
 
     ok = len(records) - len(failures)
     counts = {"movies": len(records), "ok": ok, "failed": len(failures),
