@@ -71,12 +71,83 @@ class DemoWorldConfig:
 
 
 @dataclass
+class ViTConfig:
+    """A timm ViT; 0 keeps the architecture's own value."""
+
+    arch: str = "vit_base_patch16_224"
+    img_size: int = 128
+    patch_size: int = 16
+    embed_dim: int = 0
+    depth: int = 0
+    num_heads: int = 0
+
+
+@dataclass
+class MoCoConfig:
+    dim: int = 128  # projection (feature) dimension
+    mlp_hidden: int = 2048  # hidden width of the projection MLP
+    queue_size: int = 65536
+    momentum: float = 0.999
+    temperature: float = 0.07
+
+
+@dataclass
+class AugmentConfig:
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # RandomResizedCrop area
+    color_jitter: float = 0.4  # brightness/contrast/saturation strength (hue = strength / 4)
+    color_jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    flip_prob: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1.5e-4
+    weight_decay: float = 0.01
+    sgd_momentum: float = 0.9
+    batch_size: int = 128  # global batch (all processes together)
+    epochs: int = 100
+    max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides epochs)
+    warmup_epochs: float = 10.0
+    grad_clip: float = 1.0  # max grad norm; 0 = off
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    num_workers: int = 2  # data-loading processes per training process
+    checkpoint_every: int = 500  # optimizer steps; a checkpoint is also written at the end
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+
+@dataclass
+class ShotEncoderConfig:
+    """Stage train_shot_encoder: MoCo on single shots, positive = best of shots t-2 / t+2."""
+
+    model: ViTConfig = field(default_factory=ViTConfig)
+    moco: MoCoConfig = field(default_factory=MoCoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    query_fraction: float = 0.3  # share of a movie's shots used as queries each epoch (paper: 30 %)
+    neighbour_offset: int = 2  # positives are shots t - offset and t + offset
+    shuffle_movies: int = 16  # queries of this many movies are shuffled together (streaming window)
+
+
+@dataclass
+class ShotFeaturesConfig:
+    """Stage extract_shot_features: frozen E_shot backbone over every shot."""
+
+    batch_size: int = 256
+    num_workers: int = 2
+
+
+@dataclass
 class Config:
     run_dir: str = "runs/default"
     seed: int = 0
     catalogue: str = ""  # CSV or JSONL (see catalogue.py)
     watch_logs: str = ""  # CSV user_id, movie_id, timestamp (optional)
     shots: ShotsConfig = field(default_factory=ShotsConfig)
+    shot_encoder: ShotEncoderConfig = field(default_factory=ShotEncoderConfig)
+    shot_features: ShotFeaturesConfig = field(default_factory=ShotFeaturesConfig)
     demo_world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
 
 
@@ -212,6 +283,18 @@ def _validate(cfg: Config) -> None:
         lo_hi = getattr(w, name)
         ok = len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1]
         rules.append((f"demo_world.{name}", ok, "must be [low, high] with 1 <= low <= high"))
+    e = cfg.shot_encoder
+    rules += [
+        ("shot_encoder.query_fraction", 0 < e.query_fraction <= 1, "must be in (0, 1]"),
+        ("shot_encoder.neighbour_offset", e.neighbour_offset >= 1, "must be >= 1"),
+        ("shot_encoder.moco.temperature", e.moco.temperature > 0, "must be > 0"),
+        ("shot_encoder.moco.momentum", 0 <= e.moco.momentum < 1, "must be in [0, 1)"),
+        ("shot_encoder.moco.queue_size", e.moco.queue_size >= 1, "must be >= 1"),
+        ("shot_encoder.train.batch_size", e.train.batch_size >= 1, "must be >= 1"),
+        ("shot_encoder.augment.crop_scale",
+         len(e.augment.crop_scale) == 2 and 0 < e.augment.crop_scale[0] <= e.augment.crop_scale[1] <= 1,
+         "must be [low, high] with 0 < low <= high <= 1"),
+    ]
     for key, ok, why in rules:
         if not ok:
             raise ConfigError(f"{key} {why}")

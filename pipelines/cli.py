@@ -50,13 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     _add_parallel_args(p)
     p.set_defaults(func=_detect_shots)
+    p = sub.add_parser("train-shot-encoder", help="stage 2: MoCo shot encoder (neighbour positives)")
+    _add_config_args(p)
+    p.add_argument("--force", action="store_true", help="start over, discarding checkpoints")
+    p.set_defaults(func=_train_shot_encoder)
+
+    p = sub.add_parser("extract-shot-features", help="stage 3: frozen E_shot features of every shot")
+    _add_config_args(p)
+    _add_parallel_args(p)
+    p.set_defaults(func=_extract_shot_features)
+
     p = sub.add_parser("summary", help="what each stage of a run directory has produced")
     p.add_argument("run_dir")
     p.set_defaults(func=_summary)
     return parser
 
 
-STAGES = ["shots"]  # run-dir folders in pipeline order; later stages append theirs
+STAGES = ["shots", "shot_encoder", "shot_features"]  # run-dir folders in pipeline order; later stages append theirs
 
 
 def _summary(args) -> int:
@@ -113,6 +123,24 @@ def _detect_shots(args) -> int:
     from pipelines import detect_shots
 
     return detect_shots.run(load(args.config, args.overrides), args.shard, args.strict, args.force)
+
+
+def _train_shot_encoder(args) -> int:
+    from movies2scenes.training import NonFiniteLoss
+    from pipelines import train_shot_encoder
+
+    try:
+        return train_shot_encoder.run(load(args.config, args.overrides), args.force)
+    except NonFiniteLoss as e:
+        print(f"m2s train-shot-encoder: {e}", file=sys.stderr)
+        return 3
+
+
+def _extract_shot_features(args) -> int:
+    from pipelines import extract_shot_features
+
+    cfg = load(args.config, args.overrides)
+    return extract_shot_features.run(cfg, args.shard, args.strict, args.force)
 
 
 def main(argv: list[str] | None = None) -> int:

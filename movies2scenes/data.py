@@ -1,0 +1,159 @@
+"""Training data from the shot shards: deterministic, resumable streams of (t−2, t, t+2) triplets.
+
+An epoch's *recipe* — which shots are queries and in which order — is computed from
+``shots/index.parquet`` alone (no image I/O), seeded by (seed, epoch): movies in a random order,
+``query_fraction`` of each movie's shots (those with at least one neighbour) as queries, shuffled
+within windows of ``shuffle_movies`` movies. Images are then read by streaming each movie's shard
+once per window. Resuming at step s skips the first s global batches of the recipe, so a resumed
+run sees exactly the data an uninterrupted one would. Augmentations are seeded per sample, so the
+number of loader workers changes nothing either.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .config import AugmentConfig
+from .models.vit import MEAN, STD
+from .store import decode_keyframes, iter_tar
+
+
+@dataclass(frozen=True)
+class Triplet:
+    shard: str
+    query: str  # webdataset keys
+    minus: str | None
+    plus: str | None
+
+
+def movie_shots(shots_dir: str | Path) -> dict[str, list[tuple[str, str]]]:
+    """shard → [(key, movie_id)] in shot order, for every movie of the shots stage."""
+    table = pq.read_table(Path(shots_dir) / "index.parquet", columns=["shard", "key", "shot", "movie_id"])
+    out: dict[str, list] = defaultdict(list)
+    columns = (table[c].to_pylist() for c in ("shard", "shot", "key", "movie_id"))
+    for shard, _shot, key, movie in sorted(zip(*columns)):
+        out[shard].append((key, movie))
+    return dict(out)
+
+
+def epoch_triplets(movies: dict[str, list], epoch: int, seed: int, query_fraction: float,
+                   offset: int = 2, shuffle_movies: int = 16) -> list[Triplet]:
+    """The epoch's queries in training order (see module doc)."""
+    rng = np.random.default_rng([seed, epoch])
+    shards = sorted(movies)
+    order = [shards[i] for i in rng.permutation(len(shards))]
+    out: list[Triplet] = []
+    for w in range(0, len(order), shuffle_movies):
+        window: list[Triplet] = []
+        for shard in order[w:w + shuffle_movies]:
+            keys = [k for k, _ in movies[shard]]
+            m = len(keys)
+            candidates = [t for t in range(m) if t - offset >= 0 or t + offset < m]
+            if not candidates:
+                continue  # movies too short to have any neighbour pair
+            n = max(1, int(round(query_fraction * len(candidates))))
+            for t in sorted(rng.choice(candidates, size=n, replace=False)):
+                window.append(Triplet(shard, keys[t], keys[t - offset] if t - offset >= 0 else None,
+                                      keys[t + offset] if t + offset < m else None))
+        out += [window[i] for i in rng.permutation(len(window))]
+    return out
+
+
+def train_transform(size: int, aug: AugmentConfig):
+    from torchvision.transforms import v2
+
+    j = aug.color_jitter
+    steps = [v2.RandomResizedCrop(size, scale=tuple(aug.crop_scale), antialias=True)]
+    if aug.flip_prob > 0:
+        steps.append(v2.RandomHorizontalFlip(aug.flip_prob))
+    if j > 0 and aug.color_jitter_prob > 0:
+        steps.append(v2.RandomApply([v2.ColorJitter(j, j, j, j / 4)], p=aug.color_jitter_prob))
+    if aug.grayscale_prob > 0:
+        steps.append(v2.RandomGrayscale(aug.grayscale_prob))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+    return v2.Compose(steps)
+
+
+def eval_transform(size: int):
+    """Short side to ``size``, centre crop, normalise: the deterministic view used for features."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+def to_chw(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
+
+
+class ShardCache:
+    """The last few movie shards, fully read (each shard is read start to end, never seeked)."""
+
+    def __init__(self, shots_dir: Path, size: int):
+        self.dir, self.size = Path(shots_dir), size
+        self.items: OrderedDict[str, dict] = OrderedDict()
+
+    def sample(self, shard: str, key: str) -> dict:
+        if shard not in self.items:
+            self.items[shard] = {s["__key__"]: s for s in iter_tar(self.dir / shard)}
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        self.items.move_to_end(shard)
+        return self.items[shard][key]
+
+
+class TripletStream(IterableDataset):
+    """This process's share of an epoch's triplets, as augmented image tensors.
+
+    Global batch b holds triplets [b·B·W, (b+1)·B·W) of the recipe (B = per-process batch, W =
+    processes); this process takes its B-slice, and loader worker w produces batches w, w+n, ...
+    which the DataLoader returns round-robin, i.e. in order.
+    """
+
+    def __init__(self, shots_dir, triplets: list[Triplet], batch_size: int, rank: int, world: int,
+                 transform, size: int, seed: int, epoch: int, start_batch: int = 0,
+                 cache_movies: int = 17):
+        self.dir, self.triplets, self.batch, self.size = Path(shots_dir), triplets, batch_size, size
+        self.rank, self.world, self.transform = rank, world, transform
+        self.seed, self.epoch, self.start, self.cache_movies = seed, epoch, start_batch, cache_movies
+
+    def num_batches(self) -> int:
+        return len(self.triplets) // (self.batch * self.world)
+
+    def __len__(self) -> int:
+        return max(0, self.num_batches() - self.start)
+
+    def _view(self, cache: ShardCache, shard: str, key: str | None, rng_seed: list[int]) -> torch.Tensor:
+        if key is None:
+            return torch.zeros(3, self.size, self.size)
+        frames = decode_keyframes(cache.sample(shard, key))
+        gen = np.random.default_rng(rng_seed)
+        frame = frames[int(gen.integers(len(frames)))]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(gen.integers(2**62)))
+            return self.transform(to_chw(frame))
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        cache = ShardCache(self.dir, self.cache_movies)
+        global_batch = self.batch * self.world
+        for b in range(self.start + wid, self.num_batches(), nw):
+            base = b * global_batch + self.rank * self.batch
+            for j, t in enumerate(self.triplets[base:base + self.batch]):
+                s = [self.seed, self.epoch, base + j]
+                yield {
+                    "query": self._view(cache, t.shard, t.query, s + [0]),
+                    "minus": self._view(cache, t.shard, t.minus, s + [1]),
+                    "plus": self._view(cache, t.shard, t.plus, s + [2]),
+                    "has_minus": t.minus is not None,
+                    "has_plus": t.plus is not None,
+                }
+

@@ -1,0 +1,1 @@
+"""Models: timm ViT backbones (vit.py), MoCo (moco.py)."""

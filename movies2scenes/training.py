@@ -1,0 +1,91 @@
+"""What every training stage shares: optimiser, warm-up + cosine schedule, checkpoints, NaN guard.
+
+Checkpoints are Accelerate ``save_state`` folders (model weights as safetensors; optimiser and
+scheduler through Accelerate, which reloads them with ``torch.load(weights_only=True)``) plus a
+``progress.json`` holding the step. A checkpoint is written under a temporary name and renamed when
+complete, so a kill mid-save never leaves a checkpoint that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+
+CKPT_PREFIX = "checkpoint-"
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    fused = torch.cuda.is_available() and all(p.is_cuda for p in params)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up to the base lr over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def latest_checkpoint(folder: Path) -> tuple[Path, int] | None:
+    best = None
+    for p in Path(folder).glob(f"{CKPT_PREFIX}*"):
+        prog = p / "progress.json"
+        if p.is_dir() and prog.is_file():
+            step = json.loads(prog.read_text())["step"]
+            if best is None or step > best[1]:
+                best = (p, step)
+    return best
+
+
+def save_checkpoint(accelerator, folder: Path, step: int, keep: int, **extra) -> Path:
+    """Accelerate ``save_state`` into ``checkpoint-<step>`` atomically; keep the newest ``keep``."""
+    folder = Path(folder)
+    final = folder / f"{CKPT_PREFIX}{step:08d}"
+    tmp = folder / f".tmp-{CKPT_PREFIX}{step:08d}"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        (tmp / "progress.json").write_text(json.dumps({"step": step, **extra}))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        ckpts = sorted(p for p in folder.glob(f"{CKPT_PREFIX}*") if p.is_dir())
+        for old in ckpts[:-keep] if keep > 0 else []:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def check_finite(accelerator, loss: torch.Tensor, step: int, last_checkpoint: Path | None) -> None:
+    """Raise :class:`NonFiniteLoss` on every rank if any rank's loss is NaN/inf."""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if accelerator.gather(bad).sum().item() > 0:
+        where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
+        raise NonFiniteLoss(f"loss is {loss.item()} at step {step}; stopping ({where}). "
+                            "Lower the learning rate or check the data.")
+
+
+def mixed_precision(setting: str) -> str:
+    if setting == "auto":
+        return "bf16" if torch.cuda.is_available() else "no"
+    return setting

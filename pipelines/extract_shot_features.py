@@ -1,0 +1,138 @@
+"""Stage extract_shot_features: shots + shot_encoder → run_dir/shot_features/.
+
+The frozen E_shot backbone (before the projection head) embeds every keyframe of every shot (the
+deterministic eval view: short side to the model's size, centre crop); a shot's feature is the mean
+over its k keyframes. One fp16 array per movie (``features-NNNNNN.npy``, M × d, shot order) and
+``index.parquet`` (movie_id, movie_index, file, num_shots, dim). Loader workers decode shards while
+the model runs; batched ``torch.inference_mode``, bf16 on CUDA. Data-parallel like detect-shots
+(movies split across processes, per-movie parts, the last process merges).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from movies2scenes.config import Config, config_hash
+from movies2scenes.data import eval_transform, movie_shots, to_chw
+from movies2scenes.features import feature_file
+from movies2scenes.models.vit import load_vit
+from movies2scenes.store import atomic_path, decode_keyframes, iter_tar, read_json, write_json, write_parquet
+
+from ._stage import is_done, process_slot, write_done
+from .train_shot_encoder import stage_input_hash
+
+STAGE = "extract_shot_features"
+
+
+class MovieChunks(IterableDataset):
+    """(movie_index, chunk, is_last, images (n, 3, S, S), keyframes per shot) per movie chunk."""
+
+    def __init__(self, shots_dir: Path, movies: list[tuple[int, str]], size: int, chunk_shots: int):
+        self.dir, self.movies, self.chunk = shots_dir, movies, chunk_shots
+        self.transform = eval_transform(size)
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        for j, (movie_index, shard) in enumerate(self.movies):
+            if j % nw != wid:
+                continue
+            samples = list(iter_tar(self.dir / shard))  # one sequential read of the shard
+            for c in range(0, max(1, len(samples)), self.chunk):
+                part = samples[c:c + self.chunk]
+                frames = [decode_keyframes(s) for s in part]
+                k = frames[0].shape[0] if frames else 1
+                images = torch.stack([self.transform(to_chw(f)) for fr in frames for f in fr]) \
+                    if frames else torch.zeros(0, 3, 1, 1)
+                yield movie_index, c, c + self.chunk >= len(samples), images, k
+
+
+def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool = False) -> int:
+    started = time.time()
+    run_dir = Path(cfg.run_dir)
+    shots_dir, enc_dir, out = run_dir / "shots", run_dir / "shot_encoder", run_dir / "shot_features"
+    input_hash = stage_input_hash(shots_dir / "DONE.json", enc_dir / "DONE.json")
+    chash = config_hash(cfg.shot_features)
+    slot = process_slot(shard)
+    if not force and is_done(out, chash, input_hash):
+        if slot.is_main:
+            print(f"extract-shot-features: {out} is up to date (DONE.json matches); nothing to do")
+        return 0
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    (out / "DONE.json").unlink(missing_ok=True)
+
+    movies = movie_shots(shots_dir)  # shard → [(key, movie_id)]
+    all_movies = sorted((int(s.split("-")[1].split(".")[0]), s) for s in movies)
+    stamp = f"{chash}:{input_hash}"
+    todo = []
+    for movie_index, shard_name in all_movies:
+        if not slot.mine(movie_index):
+            continue
+        part = out / "parts" / f"{movie_index:06d}.json"
+        if not force and part.is_file() and read_json(part).get("stamp") == stamp \
+                and (out / feature_file(movie_index)).is_file():
+            continue
+        todo.append((movie_index, shard_name))
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_vit(enc_dir, device)
+    size = json.loads((enc_dir / "config.json").read_text())["vit"]["img_size"]
+    fc = cfg.shot_features
+    loader = DataLoader(MovieChunks(shots_dir, todo, size, fc.batch_size), batch_size=None,
+                        num_workers=fc.num_workers)
+    pending: dict[int, list[np.ndarray]] = {}
+    bar = tqdm(total=len(todo), desc=f"features [{slot.rank + 1}/{slot.world}]", unit="movie",
+               position=slot.rank, dynamic_ncols=True, disable=None)
+    shard_of = dict(todo)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                enabled=device.type == "cuda"):
+        for movie_index, _chunk, last, images, k in loader:
+            feats = model(images.to(device, non_blocking=True)).float()
+            feats = feats.reshape(-1, k, feats.shape[-1]).mean(1)  # mean over a shot's keyframes
+            pending.setdefault(movie_index, []).append(feats.cpu().numpy().astype(np.float16))
+            if last:
+                matrix = np.concatenate(pending.pop(movie_index))
+                with atomic_path(out / feature_file(movie_index)) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, matrix, allow_pickle=False)
+                movie_id = movies[shard_of[movie_index]][0][1]
+                write_json(out / "parts" / f"{movie_index:06d}.json",
+                           {"movie_id": movie_id, "movie_index": movie_index, "stamp": stamp,
+                            "num_shots": int(matrix.shape[0]), "dim": int(matrix.shape[1])})
+                bar.update()
+    bar.close()
+
+    slot.wait_for_everyone()
+    if not slot.is_main and slot.state is not None:
+        return 0
+    parts = []
+    for movie_index, _ in all_movies:
+        p = out / "parts" / f"{movie_index:06d}.json"
+        rec = read_json(p) if p.is_file() else None
+        if not rec or rec.get("stamp") != stamp:
+            print(f"extract-shot-features: process {slot.rank}/{slot.world} done; other shards still "
+                  "pending — the last process to finish merges the index")
+            return 0
+        parts.append(rec)
+    table = pa.table({
+        "movie_id": [p["movie_id"] for p in parts],
+        "movie_index": pa.array([p["movie_index"] for p in parts], pa.int32()),
+        "file": [feature_file(p["movie_index"]) for p in parts],
+        "num_shots": pa.array([p["num_shots"] for p in parts], pa.int32()),
+        "dim": pa.array([p["dim"] for p in parts], pa.int32()),
+    })
+    write_parquet(out / "index.parquet", table)
+    counts = {"movies": len(parts), "shots": int(sum(p["num_shots"] for p in parts)),
+              "dim": parts[0]["dim"] if parts else 0}
+    write_done(out, STAGE, chash, input_hash, counts, started, device=str(device))
+    print(f"extract-shot-features: {counts['movies']} movies, {counts['shots']} shots × "
+          f"{counts['dim']} (fp16) → {out}")
+    return 0

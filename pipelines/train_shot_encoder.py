@@ -1,0 +1,159 @@
+"""Stage train_shot_encoder: shots → run_dir/shot_encoder/ (MoCo with neighbour positives).
+
+A readable Accelerate loop. Resumes from the newest checkpoint at the same step and data position;
+a NaN/inf loss stops the run with a clear message and leaves the last good checkpoint in place.
+Writes ``model.safetensors`` + ``config.json`` (the query backbone: E_shot), ``head.safetensors``
+(the projection head), ``metrics.json``, TensorBoard logs under ``logs/`` and ``DONE.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.data import TripletStream, epoch_triplets, movie_shots, train_transform
+from movies2scenes.models.moco import MoCo
+from movies2scenes.models.vit import create_vit, save_vit
+from movies2scenes.store import write_json
+from movies2scenes.training import (
+    check_finite,
+    latest_checkpoint,
+    make_optimizer,
+    mixed_precision,
+    save_checkpoint,
+    warmup_cosine,
+)
+
+from ._stage import is_done, write_done
+
+STAGE = "train_shot_encoder"
+
+
+def stage_input_hash(*done_files: Path) -> str:
+    """Hash of the upstream stages' DONE records (their config and input hashes)."""
+    h = hashlib.sha256()
+    for f in done_files:
+        if not f.is_file():
+            raise ConfigError(f"{f.parent.name} is not done ({f} missing): run that stage first")
+        rec = json.loads(f.read_text())
+        h.update(f"{rec['config_hash']}:{rec['input_hash']}".encode())
+    return h.hexdigest()[:16]
+
+
+def run(cfg: Config, force: bool = False) -> int:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    started = time.time()
+    run_dir = Path(cfg.run_dir)
+    shots_dir, out = run_dir / "shots", run_dir / "shot_encoder"
+    ecfg, tr = cfg.shot_encoder, cfg.shot_encoder.train
+    chash = config_hash({"shot_encoder": asdict(ecfg), "seed": cfg.seed})
+    input_hash = stage_input_hash(shots_dir / "DONE.json")
+    if not force and is_done(out, chash, input_hash):
+        print(f"train-shot-encoder: {out} is up to date (DONE.json matches); nothing to do")
+        return 0
+
+    accelerator = Accelerator(mixed_precision=mixed_precision(tr.mixed_precision),
+                              log_with="tensorboard", project_dir=str(out / "logs"))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if tr.batch_size % world:
+        raise ConfigError(f"shot_encoder.train.batch_size {tr.batch_size} is not divisible by the "
+                          f"{world} processes")
+    local_batch = tr.batch_size // world
+    movies = movie_shots(shots_dir)
+    args = (cfg.seed, ecfg.query_fraction, ecfg.neighbour_offset, ecfg.shuffle_movies)
+    steps_per_epoch = len(epoch_triplets(movies, 0, *args)) // tr.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"too few query shots for one batch of {tr.batch_size}: lower "
+                          "shot_encoder.train.batch_size or raise shot_encoder.query_fraction")
+    total = tr.max_steps or tr.epochs * steps_per_epoch
+    warmup = int(tr.warmup_epochs * steps_per_epoch)
+
+    set_seed(cfg.seed)  # identical initial weights on every rank
+    model = MoCo(create_vit(ecfg.model), ecfg.moco.dim, ecfg.moco.mlp_hidden, ecfg.moco.queue_size,
+                 ecfg.moco.momentum, ecfg.moco.temperature, seed=cfg.seed)
+    optimizer = make_optimizer(model.parameters(), tr)
+    scheduler = warmup_cosine(optimizer, warmup, total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    ckpt_dir = out / "checkpoints"
+    step, last_ckpt = 0, None
+    if force and accelerator.is_main_process:
+        import shutil
+
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    found = latest_checkpoint(ckpt_dir)
+    if found:
+        path, step = found
+        saved = json.loads((path / "progress.json").read_text())
+        if saved.get("config_hash") != chash:
+            raise ConfigError(f"{path} was written with another config; rerun with --force to start over")
+        accelerator.load_state(str(path))
+        last_ckpt = path
+        accelerator.print(f"train-shot-encoder: resuming from {path.name} (step {step}/{total})")
+    accelerator.init_trackers("shot_encoder", config={"lr": tr.lr, "batch_size": tr.batch_size,
+                                                      "arch": ecfg.model.arch, "steps": total})
+
+    transform = train_transform(ecfg.model.img_size, ecfg.augment)
+    bar = tqdm(total=total, initial=step, desc="shot encoder", unit="step", dynamic_ncols=True,
+               disable=not accelerator.is_main_process or None)
+    loss_value, chosen_plus, t0, seen = float("nan"), float("nan"), time.time(), 0
+    while step < total:
+        epoch, start = divmod(step, steps_per_epoch)
+        stream = TripletStream(shots_dir, epoch_triplets(movies, epoch, *args), local_batch, rank, world,
+                               transform, ecfg.model.img_size, cfg.seed, epoch, start,
+                               cache_movies=ecfg.shuffle_movies + 1)
+        loader = DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
+        for batch in loader:
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.autocast():
+                loss, chosen = model(batch)
+            check_finite(accelerator, loss, step, last_ckpt)
+            accelerator.backward(loss)
+            if tr.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), tr.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += tr.batch_size
+            loss_value, chosen_plus = loss.item(), chosen.float().mean().item()
+            if step % tr.log_every == 0 or step == total:
+                accelerator.log({"loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                                 "chosen_t_plus": chosen_plus}, step=step)
+            bar.update()
+            bar.set_postfix(loss=f"{loss_value:.3f}", shots_per_s=f"{seen / (time.time() - t0):.0f}")
+            if step % tr.checkpoint_every == 0 or step == total:
+                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints,
+                                            config_hash=chash, loss=loss_value)
+            if step >= total:
+                break
+    bar.close()
+    accelerator.end_training()
+
+    if accelerator.is_main_process:
+        from safetensors.torch import save_file
+
+        inner = accelerator.unwrap_model(model)
+        save_vit(inner.encoder_q, ecfg.model, out, stage=STAGE, moco=asdict(ecfg.moco))
+        save_file({k: v.detach().cpu().contiguous() for k, v in inner.head_q.state_dict().items()},
+                  str(out / "head.safetensors"))
+        metrics = {"steps": step, "final_loss": loss_value, "steps_per_epoch": steps_per_epoch,
+                   "chosen_t_plus": chosen_plus, "processes": world}
+        write_json(out / "metrics.json", metrics)
+        write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch},
+                   started, final_loss=loss_value)
+        print(f"train-shot-encoder: {step} steps, final loss {loss_value:.4f} → {out}")
+    accelerator.wait_for_everyone()
+    return 0
