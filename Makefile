@@ -13,7 +13,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo world shots summary test bench clean-demo
+.PHONY: setup demo world shots shot_encoder shot_features summary test bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -32,16 +32,25 @@ shots: $(RUN)/shots/DONE.json
 $(RUN)/shots/DONE.json: $(WORLD)/world.json $(CONFIG) | setup
 	$(M2S) detect-shots $(STAGE_ARGS)
 
+shot_encoder: $(RUN)/shot_encoder/DONE.json
+$(RUN)/shot_encoder/DONE.json: $(RUN)/shots/DONE.json $(CONFIG) | setup
+	$(M2S) train-shot-encoder $(STAGE_ARGS)
+
+shot_features: $(RUN)/shot_features/DONE.json
+$(RUN)/shot_features/DONE.json: $(RUN)/shot_encoder/DONE.json $(CONFIG) | setup
+	$(M2S) extract-shot-features $(STAGE_ARGS)
+
 summary: | setup
 	$(M2S) summary $(RUN)
 
-demo: setup world shots summary
+demo: setup world shots shot_encoder shot_features summary
 
 test: setup
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
 
 bench: setup
 	$(BIN)/python bench/shots.py
+	$(BIN)/python bench/train_step.py
 
 clean-demo:
 	rm -rf $(RUN)

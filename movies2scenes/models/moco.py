@@ -82,11 +82,8 @@ class MoCo(nn.Module):
     def embed_key(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head_k(self.encoder_k(x)), dim=1)
 
-    def _loss(self, q: torch.Tensor, l_pos: torch.Tensor) -> torch.Tensor:
-        l_neg = q @ self.queue.clone().detach().to(q.dtype)
-        logits = torch.cat([l_pos[:, None], l_neg], dim=1) / self.temperature
-        labels = torch.zeros(len(q), dtype=torch.long, device=q.device)
-        return F.cross_entropy(logits.float(), labels)
+    def _queue(self, like: torch.Tensor) -> torch.Tensor:
+        return self.queue.clone().detach().to(like.dtype)
 
     # -- the two uses ------------------------------------------------------------------------------
     def forward_neighbours(self, query: torch.Tensor, minus: torch.Tensor, plus: torch.Tensor,
@@ -101,11 +98,9 @@ class MoCo(nn.Module):
             self._momentum_update_key_encoder()
             k = self.embed_key(torch.cat([minus, plus])).to(q.dtype)
             k_minus, k_plus = k.chunk(2)
-        pos_minus, pos_plus = neighbour_logits(q, k_minus, k_plus, has_minus, has_plus)
-        chosen = pos_plus > pos_minus
-        l_pos = torch.where(chosen, pos_plus, pos_minus)
-        loss = self._loss(q, l_pos)
-        self._dequeue_and_enqueue(torch.where(chosen[:, None], k_plus, k_minus).detach())
+        loss, chosen = neighbour_infonce(q, k_minus, k_plus, has_minus, has_plus, self._queue(q),
+                                         self.temperature)
+        self._dequeue_and_enqueue(torch.where(chosen[:, None], k_plus, k_minus))
         return loss, chosen
 
     def forward_pair(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
@@ -114,7 +109,7 @@ class MoCo(nn.Module):
         with torch.no_grad():
             self._momentum_update_key_encoder()
             k = self.embed_key(key).to(q.dtype)
-        loss = self._loss(q, (q * k).sum(1))
+        loss = infonce(q, (q * k).sum(1), self._queue(q), self.temperature)
         self._dequeue_and_enqueue(k)
         return loss
 
@@ -124,6 +119,22 @@ class MoCo(nn.Module):
             return self.forward_neighbours(batch["query"], batch["minus"], batch["plus"],
                                            batch["has_minus"], batch["has_plus"])
         return self.forward_pair(batch["query"], batch["key"])
+
+
+def infonce(q: torch.Tensor, l_pos: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy of the positive logit against the queue's (C × K) negatives."""
+    logits = torch.cat([l_pos[:, None], q @ queue], dim=1) / temperature
+    labels = torch.zeros(len(q), dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits.float(), labels)
+
+
+def neighbour_infonce(q, k_minus, k_plus, has_minus, has_plus, queue, temperature):
+    """Paper Eq. 1: positive logit max(q·k(t−2), q·k(t+2)) over the neighbours that exist.
+
+    Returns (loss, chosen) with chosen = True where k(t+2) was the positive."""
+    pos_minus, pos_plus = neighbour_logits(q, k_minus, k_plus, has_minus, has_plus)
+    chosen = pos_plus > pos_minus
+    return infonce(q, torch.where(chosen, pos_plus, pos_minus), queue, temperature), chosen
 
 
 def neighbour_logits(q, k_minus, k_plus, has_minus, has_plus):

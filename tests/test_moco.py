@@ -1,0 +1,105 @@
+"""MoCo: the max-of-neighbours positive (paper Eq. 1), the queue, and the queue across processes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from movies2scenes.models.moco import MoCo, infonce, neighbour_infonce
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Flat(nn.Module):
+    """A stand-in backbone: flatten + linear."""
+
+    def __init__(self, in_dim=12, out=8):
+        super().__init__()
+        self.num_features = out
+        self.lin = nn.Linear(in_dim, out)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+
+def unit(*rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=1)
+
+
+def test_positive_is_the_better_neighbour():
+    q = unit([1, 0, 0], [0, 1, 0], [0, 0, 1])
+    k_minus = unit([0.9, 0.1, 0], [0, 0, 1], [0, 0, 1])  # row 0: minus wins; row 1: plus wins
+    k_plus = unit([0, 1, 0], [0.2, 0.8, 0], [0, 1, 0])
+    queue = unit([0, 0, 1], [1, 1, 1]).T  # C × K
+    has = torch.tensor([True, True, True])
+    no_minus = torch.tensor([True, True, False])  # row 2 sits at a movie edge: only t+2 exists
+    loss, chosen = neighbour_infonce(q, k_minus, k_plus, has, has, queue, 0.1)
+    assert chosen.tolist() == [False, True, False]
+    # Eq. 1 by hand
+    pos = torch.stack([(q[0] * k_minus[0]).sum(), (q[1] * k_plus[1]).sum(), (q[2] * k_minus[2]).sum()])
+    logits = torch.cat([pos[:, None], q @ queue], 1) / 0.1
+    assert torch.allclose(loss, F.cross_entropy(logits, torch.zeros(3, dtype=torch.long)))
+    # at the edge the missing neighbour never counts, even when it would have been better
+    loss_edge, chosen_edge = neighbour_infonce(q, k_minus, k_plus, no_minus, has, queue, 0.1)
+    assert chosen_edge.tolist() == [False, True, True]
+    pos[2] = (q[2] * k_plus[2]).sum()
+    logits = torch.cat([pos[:, None], q @ queue], 1) / 0.1
+    assert torch.allclose(loss_edge, F.cross_entropy(logits, torch.zeros(3, dtype=torch.long)))
+    assert torch.allclose(infonce(q, pos, queue, 0.1), loss_edge)
+
+
+def test_forward_enqueues_the_chosen_keys_and_rejects_shots_without_neighbours():
+    torch.manual_seed(0)
+    m = MoCo(Flat(), dim=4, mlp_hidden=16, queue_size=8, momentum=0.9, temperature=0.2)
+    x = torch.randn(3, 12)
+    batch = {"query": x, "minus": torch.randn(3, 12), "plus": torch.randn(3, 12),
+             "has_minus": torch.tensor([True, False, True]), "has_plus": torch.tensor([True, True, False])}
+    loss, chosen = m(batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert chosen[1] and not chosen[2]  # edges forced
+    keys = m.embed_key(torch.cat([batch["minus"], batch["plus"]]))
+    want = torch.where(chosen[:, None], keys[3:], keys[:3])
+    assert torch.allclose(m.queue[:, :3].T, want, atol=1e-6) and int(m.queue_ptr) == 3
+    batch["has_minus"] = torch.tensor([False, False, True])
+    batch["has_plus"] = torch.tensor([False, True, True])
+    with pytest.raises(ValueError, match="neighbour"):
+        m(batch)
+
+
+def test_queue_pointer_wraps_around():
+    m = MoCo(Flat(), dim=2, mlp_hidden=4, queue_size=5)
+    for i in range(3):  # 3 × 2 keys into 5 slots
+        m._dequeue_and_enqueue(torch.full((2, 2), float(i + 1)))
+    # slots: keys 1 → [0, 1], keys 2 → [2, 3], keys 3 → [4, 0]
+    assert m.queue[0].tolist() == [3.0, 1.0, 2.0, 2.0, 3.0]
+    assert int(m.queue_ptr) == 1
+    m._dequeue_and_enqueue(torch.full((7, 2), 9.0))  # more keys than slots: the newest win
+    assert m.queue[0].tolist() == [9.0] * 5
+
+
+def test_momentum_update_moves_keys_towards_queries():
+    m = MoCo(Flat(), dim=4, mlp_hidden=8, queue_size=4, momentum=0.5)
+    with torch.no_grad():
+        for p in m.encoder_q.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in m.encoder_k.parameters()]
+    m._momentum_update_key_encoder()
+    for b, k, q in zip(before, m.encoder_k.parameters(), m.encoder_q.parameters()):
+        assert torch.allclose(k, 0.5 * b + 0.5 * q)
+    assert not any(p.requires_grad for p in m.encoder_k.parameters())
+
+
+def test_two_processes_hold_identical_queues():
+    """torchrun --nproc_per_node 2 on CPU (gloo): keys are gathered before they are enqueued."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", str(29600 + os.getpid() % 1000),
+                        str(ROOT / "tests" / "dist_moco_queue.py")],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "queues identical on 2 ranks" in r.stdout

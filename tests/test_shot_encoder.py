@@ -1,0 +1,159 @@
+"""The shot-encoder stage and shot features on the small demo world (tiny ViT, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from movies2scenes.config import ConfigError, ViTConfig, load
+from movies2scenes.data import epoch_triplets, eval_transform, movie_shots, to_chw
+from movies2scenes.features import ShotFeatures
+from movies2scenes.models.vit import create_vit, load_vit
+from movies2scenes.store import decode_keyframes, iter_tar
+from movies2scenes.training import NonFiniteLoss, check_finite
+from pipelines import extract_shot_features, train_shot_encoder
+
+from conftest import TINY_SHOT_ENCODER
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_dir(shots_run: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(shots_run / "shots", run / "shots")
+    return run
+
+
+def _cfg(run: Path, *extra):
+    return load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", *TINY_SHOT_ENCODER, *extra])
+
+
+def _neighbour_loss(backbone, shots_dir: Path, size: int) -> float:
+    """In-batch InfoNCE of every shot against its t+2 neighbour, on fixed (eval) views."""
+    movies = movie_shots(shots_dir)
+    tf = eval_transform(size)
+    queries, positives = [], []
+    for shard, shots in movies.items():
+        samples = {s["__key__"]: s for s in iter_tar(shots_dir / shard)}
+        view = [tf(to_chw(decode_keyframes(samples[k])[0])) for k, _ in shots]
+        queries += view[:-2]
+        positives += view[2:]
+    with torch.no_grad():
+        q = F.normalize(backbone(torch.stack(queries)), dim=1)
+        k = F.normalize(backbone(torch.stack(positives)), dim=1)
+    return F.cross_entropy(q @ k.T / 0.1, torch.arange(len(q))).item()
+
+
+def test_training_lowers_the_neighbour_loss(shots_run, tmp_path):
+    run = _run_dir(shots_run, tmp_path)
+    cfg = _cfg(run, "shot_encoder.train.max_steps=40")
+    assert train_shot_encoder.run(cfg) == 0
+    out = run / "shot_encoder"
+    torch.manual_seed(cfg.seed)  # the stage's initial weights
+    initial = create_vit(cfg.shot_encoder.model).eval()
+    trained = load_vit(out)
+    before = _neighbour_loss(initial, run / "shots", 32)
+    after = _neighbour_loss(trained, run / "shots", 32)
+    print(f"neighbour InfoNCE on fixed views: {before:.3f} → {after:.3f}")
+    assert after < before - 0.1
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["architecture"] == "vit_tiny_patch16_224" and meta["input_size"] == [3, 32, 32]
+    assert json.loads((out / "DONE.json").read_text())["counts"]["steps"] == 40
+    assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard
+    assert train_shot_encoder.run(cfg) == 0  # done: a no-op
+    with pytest.raises(ConfigError, match="another config"):  # checkpoints of another config
+        (out / "DONE.json").unlink()
+        train_shot_encoder.run(_cfg(run, "shot_encoder.train.max_steps=40", "shot_encoder.train.lr=0.01"))
+
+
+def test_resume_after_kill_reproduces_the_weights(shots_run, tmp_path):
+    straight = _run_dir(shots_run, tmp_path / "a")
+    killed = _run_dir(shots_run, tmp_path / "b")
+    args = ["-c", "configs/demo.yaml", *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=24"]
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train-shot-encoder", *args,
+                        f"run_dir={straight}"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "train-shot-encoder", *args,
+                             f"run_dir={killed}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = killed / "shot_encoder" / "checkpoints" / "checkpoint-00000004"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_dir():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (killed / "shot_encoder" / "DONE.json").exists()
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train-shot-encoder", *args,
+                        f"run_dir={killed}"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from checkpoint-" in r.stdout
+    a = load_file(str(straight / "shot_encoder" / "model.safetensors"))
+    b = load_file(str(killed / "shot_encoder" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nan_loss_stops_with_a_clear_message():
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    check_finite(acc, torch.tensor(1.0), 3, None)
+    with pytest.raises(NonFiniteLoss, match="loss is nan at step 7.*checkpoint-00000004"):
+        check_finite(acc, torch.tensor(float("nan")), 7, Path("ckpts/checkpoint-00000004"))
+
+
+def test_epoch_recipes_are_seeded_and_cover_edges(shots_run):
+    movies = movie_shots(shots_run / "shots")
+    a = epoch_triplets(movies, 0, 0, 0.5)
+    assert a == epoch_triplets(movies, 0, 0, 0.5) and a != epoch_triplets(movies, 1, 0, 0.5)
+    assert all(t.minus is not None or t.plus is not None for t in a)
+    full = epoch_triplets(movies, 0, 0, 1.0)
+    assert any(t.minus is None for t in full) and any(t.plus is None for t in full)  # movie edges
+    short = {"s.tar": [("a", "m"), ("b", "m")]}  # 2 shots: no t±2 neighbour at all
+    assert epoch_triplets(short, 0, 0, 1.0) == []
+
+
+def test_features_shapes_order_and_round_trip(shots_run, tmp_path):
+    run = _run_dir(shots_run, tmp_path)
+    cfg = _cfg(run, "shot_encoder.train.max_steps=4")
+    train_shot_encoder.run(cfg)
+    assert extract_shot_features.run(cfg) == 0
+    feats = ShotFeatures(run / "shot_features")
+    model = load_vit(run / "shot_encoder")
+    tf = eval_transform(32)
+    movies = movie_shots(run / "shots")
+    assert len(feats) == len(movies)
+    for shard, shots in movies.items():
+        movie_id = shots[0][1]
+        x = feats.movie(movie_id)
+        assert x.shape == (len(shots), 48) and x.dtype == np.float16
+        samples = list(iter_tar(run / "shots" / shard))
+        with torch.no_grad():  # recompute the rows directly, in shot order
+            ref = model(torch.stack([tf(to_chw(decode_keyframes(s)[0])) for s in samples])).numpy()
+        np.testing.assert_allclose(x.astype(np.float32), ref, rtol=2e-2, atol=2e-2)
+    # the saved encoder equals the trained one exactly (safetensors round trip)
+    state = load_file(str(run / "shot_encoder" / "model.safetensors"))
+    fresh = create_vit(ViTConfig(**json.loads((run / "shot_encoder" / "config.json").read_text())["vit"]))
+    fresh.load_state_dict(state)
+    probe = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(probe), model(probe))
+    assert extract_shot_features.run(cfg) == 0  # done: a no-op
+    with pytest.raises(KeyError, match="no features"):
+        feats.movie("nope")
