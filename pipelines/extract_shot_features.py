@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from movies2scenes.config import Config, config_hash
-from movies2scenes.data import eval_transform, movie_shots, to_chw
+from movies2scenes.data import eval_transform, movie_shots
 from movies2scenes.features import feature_file
 from movies2scenes.models.vit import load_vit
 from movies2scenes.store import atomic_path, decode_keyframes, iter_tar, read_json, write_json, write_parquet
@@ -33,26 +33,38 @@ STAGE = "extract_shot_features"
 
 
 class MovieChunks(IterableDataset):
-    """(movie_index, chunk, is_last, images (n, 3, S, S), keyframes per shot) per movie chunk."""
+    """Full batches of eval views packed across movies, with the segments they hold.
 
-    def __init__(self, shots_dir: Path, movies: list[tuple[int, str]], size: int, chunk_shots: int):
-        self.dir, self.movies, self.chunk = shots_dir, movies, chunk_shots
+    Yields (images (n, 3, S, S), segments) where each segment is (movie_index, n_shots, k, last):
+    n_shots·k consecutive images of one movie (k keyframes per shot), ``last`` when the movie ends.
+    A movie's keyframes share one size, so the transform runs batched per movie."""
+
+    def __init__(self, shots_dir: Path, movies: list[tuple[int, str]], size: int, batch_images: int):
+        self.dir, self.movies, self.batch = shots_dir, movies, batch_images
         self.transform = eval_transform(size)
 
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        images, segments, filled = [], [], 0
         for j, (movie_index, shard) in enumerate(self.movies):
             if j % nw != wid:
                 continue
-            samples = list(iter_tar(self.dir / shard))  # one sequential read of the shard
-            for c in range(0, max(1, len(samples)), self.chunk):
-                part = samples[c:c + self.chunk]
-                frames = [decode_keyframes(s) for s in part]
-                k = frames[0].shape[0] if frames else 1
-                images = torch.stack([self.transform(to_chw(f)) for fr in frames for f in fr]) \
-                    if frames else torch.zeros(0, 3, 1, 1)
-                yield movie_index, c, c + self.chunk >= len(samples), images, k
+            frames = np.stack([decode_keyframes(s) for s in iter_tar(self.dir / shard)])  # (M, k, h, w, 3)
+            m, k = frames.shape[:2]
+            views = self.transform(torch.from_numpy(frames.reshape(m * k, *frames.shape[2:])).permute(0, 3, 1, 2))
+            start = 0
+            while start < m:  # cut the movie at batch boundaries, whole shots only
+                take = max(1, min(m - start, (self.batch - filled) // k))
+                images.append(views[start * k:(start + take) * k])
+                segments.append((movie_index, take, k, start + take == m))
+                filled += take * k
+                start += take
+                if filled >= self.batch:
+                    yield torch.cat(images), segments
+                    images, segments, filled = [], [], 0
+        if images:
+            yield torch.cat(images), segments
 
 
 def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool = False) -> int:
@@ -94,11 +106,15 @@ def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool
     shard_of = dict(todo)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                 enabled=device.type == "cuda"):
-        for movie_index, _chunk, last, images, k in loader:
-            feats = model(images.to(device, non_blocking=True)).float()
-            feats = feats.reshape(-1, k, feats.shape[-1]).mean(1)  # mean over a shot's keyframes
-            pending.setdefault(movie_index, []).append(feats.cpu().numpy().astype(np.float16))
-            if last:
+        for images, segments in loader:
+            out_all = model(images.to(device, non_blocking=True)).float().cpu()
+            offset = 0
+            for movie_index, n_shots, k, last in segments:
+                feats = out_all[offset:offset + n_shots * k].reshape(n_shots, k, -1).mean(1)  # mean over keyframes
+                offset += n_shots * k
+                pending.setdefault(movie_index, []).append(feats.numpy().astype(np.float16))
+                if not last:
+                    continue
                 matrix = np.concatenate(pending.pop(movie_index))
                 with atomic_path(out / feature_file(movie_index)) as tmp:
                     with open(tmp, "wb") as f:

@@ -1,0 +1,132 @@
+"""Training-step and feature-extraction overheads, measured side by side in one run.
+
+1. MoCo shot step (query fwd+bwd, key encoder on t−2 and t+2, momentum update, queue, Eq. 1 loss)
+   vs the bare encoder's forward+backward on the same query batch; and vs the compute MoCo cannot
+   avoid (bare fwd+bwd + the key encoder's no-grad forward on the neighbours), whose ratio is the
+   cost of the method's machinery (target <= 1.15).
+2. Feature extraction (the stage's loader: shard reads, JPEG decode, transforms, workers) vs the
+   pure model forward on ready tensors, in shots/s (target >= 0.9). Needs a finished demo run.
+
+    python bench/train_step.py [--run runs/demo] [--arch demo|paper]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from movies2scenes.config import load  # noqa: E402
+from movies2scenes.models.moco import MoCo  # noqa: E402
+from movies2scenes.models.vit import create_vit, load_vit  # noqa: E402
+
+
+def timeit(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_step(cfg_file: str, batch: int, repeats: int) -> None:
+    ecfg = load([ROOT / "configs" / cfg_file]).shot_encoder
+    size = ecfg.model.img_size
+    torch.manual_seed(0)
+    model = MoCo(create_vit(ecfg.model), ecfg.moco.dim, ecfg.moco.mlp_hidden, ecfg.moco.queue_size,
+                 ecfg.moco.momentum, ecfg.moco.temperature)
+    x = {k: torch.randn(batch, 3, size, size) for k in ("query", "minus", "plus")}
+    x["has_minus"] = torch.ones(batch, dtype=torch.bool)
+    x["has_plus"] = torch.ones(batch, dtype=torch.bool)
+
+    def moco_step():
+        model.zero_grad(set_to_none=True)
+        loss, _ = model(x)
+        loss.backward()
+
+    def bare():
+        model.zero_grad(set_to_none=True)
+        model.head_q(model.encoder_q(x["query"])).square().mean().backward()
+
+    def bare_plus_keys():
+        bare()
+        with torch.no_grad():
+            model.head_k(model.encoder_k(torch.cat([x["minus"], x["plus"]])))
+
+    t_moco, t_bare, t_keys = (timeit(f, repeats) for f in (moco_step, bare, bare_plus_keys))
+    print(f"{cfg_file} shot encoder ({ecfg.model.arch}, {size}px, batch {batch}, CPU threads "
+          f"{torch.get_num_threads()}):")
+    print(f"  MoCo step {t_moco * 1e3:8.1f} ms   bare fwd+bwd {t_bare * 1e3:8.1f} ms   "
+          f"bare + key fwd {t_keys * 1e3:8.1f} ms")
+    print(f"  MoCo ÷ bare fwd+bwd      = {t_moco / t_bare:.2f}  (includes 2 key-encoder forwards per query)")
+    print(f"  MoCo ÷ (bare + key fwd)  = {t_moco / t_keys:.2f}  (the machinery; target <= 1.15)")
+
+
+def bench_extract(run: Path, repeats: int) -> None:
+    from torch.utils.data import DataLoader
+
+    from movies2scenes.data import movie_shots
+    from pipelines.extract_shot_features import MovieChunks
+
+    if not (run / "shot_encoder" / "DONE.json").is_file():
+        print(f"feature extraction: skipped ({run} has no trained shot encoder; run `make demo`)")
+        return
+    cfg = load([ROOT / "configs" / "demo.yaml"])
+    model = load_vit(run / "shot_encoder")
+    size = json.loads((run / "shot_encoder" / "config.json").read_text())["vit"]["img_size"]
+    shards = movie_shots(run / "shots")
+    todo = sorted((int(s.split("-")[1].split(".")[0]), s) for s in shards)
+    n = sum(len(v) for v in shards.values())
+    fc = cfg.shot_features
+
+    def stage():
+        loader = DataLoader(MovieChunks(run / "shots", todo, size, fc.batch_size), batch_size=None,
+                            num_workers=fc.num_workers)
+        with torch.inference_mode():
+            for images, _ in loader:
+                model(images)
+
+    def loader_only():
+        for _ in DataLoader(MovieChunks(run / "shots", todo, size, fc.batch_size), batch_size=None,
+                            num_workers=0):
+            pass
+
+    ready = [torch.randn(min(fc.batch_size, n - i), 3, size, size) for i in range(0, n, fc.batch_size)]
+
+    def pure():
+        with torch.inference_mode():
+            for b in ready:
+                model(b)
+
+    t_stage, t_pure, t_load = (timeit(f, repeats, 1) for f in (stage, pure, loader_only))
+    print(f"feature extraction over {n} shots ({len(todo)} movies, batch {fc.batch_size}, "
+          f"{fc.num_workers} loader worker(s)):")
+    print(f"  stage {n / t_stage:8.0f} shots/s   pure forward {n / t_pure:8.0f} shots/s   "
+          f"ratio {t_pure / t_stage:.2f} (target >= 0.9)")
+    print(f"  loader alone (1 process, no model) {n / t_load:8.0f} shots/s = {t_pure / t_load:.1f}× "
+          "what the model consumes; on this 2-core machine loader and model share the cores")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "demo")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    bench_step("demo.yaml", 64, args.repeats)
+    bench_step("paper.yaml", 8, max(2, args.repeats // 2))
+    bench_extract(args.run, max(2, args.repeats // 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
