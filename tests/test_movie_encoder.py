@@ -1,0 +1,127 @@
+"""The movie encoder: pooling shapes, masking of padding, the target, ROC-AUC, and the stage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from movies2scenes.config import load
+from movies2scenes.metrics import roc_auc
+from movies2scenes.models.movie import MovieEncoder, pad_or_crop, pooled_size
+
+from conftest import TINY_SHOT_ENCODER
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("m, n", [(300, 1024), (1024, 1024), (2000, 700), (1, 5000)])
+def test_pooling_shapes_below_at_and_above_1024(m, n):
+    torch.manual_seed(0)
+    model = MovieEncoder(16, hidden=32, out_dim=32).eval()
+    assert pooled_size(1024, 16, 8) == 14 and model.classifier.in_features == 196
+    x1, m1 = pad_or_crop(torch.randn(m, 16), 1024, offset=max(0, (m - 1024) // 2))
+    x2, m2 = pad_or_crop(torch.randn(n, 16), 1024)
+    assert x1.shape == (1024, 16) and int(m1.sum()) == min(m, 1024)
+    out = model(torch.stack([x1, x2]), torch.stack([m1, m2]), torch.stack([x2, x1]), torch.stack([m2, m1]))
+    assert out.shape == (2,) and torch.isfinite(out).all()
+    a, mask = model.adjacency(x1[None], m1[None], x2[None], m2[None])
+    assert a.shape == (1, 1024, 1024) and int(mask.sum()) == min(m, 1024) * min(n, 1024)
+
+
+def test_padding_never_changes_the_logit():
+    torch.manual_seed(0)
+    model = MovieEncoder(16, hidden=32, out_dim=32).eval()
+    x1, m1 = pad_or_crop(torch.randn(37, 16), 1024)
+    x2, m2 = pad_or_crop(torch.randn(900, 16), 1024)
+    base = model(x1[None], m1[None], x2[None], m2[None])
+    for fill in (lambda s: torch.randn(s) * 100, lambda s: torch.full(s, 7.0)):
+        y1, y2 = x1.clone(), x2.clone()
+        y1[37:] = fill((1024 - 37, 16))
+        y2[900:] = fill((1024 - 900, 16))
+        assert torch.equal(model(y1[None], m1[None], y2[None], m2[None]), base)
+    # without the mask the same garbage would change it: masking is what protects the logit
+    garbage = x1.clone()
+    garbage[37:] = 50.0
+    assert not torch.equal(model(garbage[None], torch.ones_like(m1)[None], x2[None], m2[None]), base)
+
+
+def test_nan_features_are_not_hidden_by_the_mask():
+    model = MovieEncoder(4, hidden=8, out_dim=8, max_shots=64, kernel=4, stride=2)
+    x, m = pad_or_crop(torch.randn(20, 4), 64)
+    x[3, 1] = float("nan")
+    assert torch.isnan(model(x[None], m[None], x[None], m[None])).all()
+
+
+def test_target_similar_is_one():
+    torch.manual_seed(0)
+    model = MovieEncoder(8, hidden=16, out_dim=16, dropout=0.0, max_shots=32, kernel=4, stride=2)
+    x1, m1 = pad_or_crop(torch.randn(20, 8), 32)
+    x2, m2 = pad_or_crop(torch.randn(25, 8), 32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model(x1[None], m1[None], x2[None], m2[None]).item()
+    for _ in range(5):  # label 1 = similar by S
+        loss = F.binary_cross_entropy_with_logits(model(x1[None], m1[None], x2[None], m2[None]), torch.ones(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model(x1[None], m1[None], x2[None], m2[None]).item() > before
+
+
+def test_roc_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 5, 60).astype(float)  # many ties
+    y = rng.random(60) < 0.4
+    pos, neg = s[y], s[~y]
+    want = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert roc_auc(s, y) == pytest.approx(want)
+    assert roc_auc([1, 2, 3], [0, 1, 1]) == 1.0 and np.isnan(roc_auc([1, 2], [1, 1]))
+
+
+def test_stage_on_the_small_world(shots_run, small_world, tmp_path):
+    from pipelines import build_movie_pairs, extract_shot_features, train_movie_encoder, train_shot_encoder
+
+    run = tmp_path / "run"
+    shutil.copytree(shots_run / "shots", run / "shots")
+    cfg = load([ROOT / "configs" / "demo.yaml"], [
+        f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}",
+        f"watch_logs={small_world / 'watch_logs.csv'}", *TINY_SHOT_ENCODER,
+        "shot_encoder.train.max_steps=2", "movie_pairs.sources=[genre, cowatch]",
+        "movie_pairs.combined=[]", "movie_encoder.pairs_source=cowatch", "movie_encoder.max_shots=32",
+        "movie_encoder.train.batch_size=4", "movie_encoder.train.max_steps=6",
+        "movie_encoder.train.checkpoint_every=3", "movie_encoder.heldout_fraction=0.3",
+        "movie_pairs.per_movie=1"])
+    cfg.catalogue = str(small_world / "catalogue.csv")
+    # the small world's 4 movies are not all train: make every movie eligible for pairs here
+    from helpers import write_catalogue
+    from movies2scenes.catalogue import load_catalogue
+
+    cat = load_catalogue(small_world / "catalogue.csv")
+    rows = [{"movie_id": m.movie_id, "video": str(m.video), "genres": "|".join(m.genres),
+             "synopsis": m.synopsis} for m in cat]
+    cfg.catalogue = str(write_catalogue(tmp_path / "cat.csv", rows))
+    assert train_shot_encoder.run(cfg) == 0 and extract_shot_features.run(cfg) == 0
+    assert build_movie_pairs.run(cfg) == 0
+    assert train_movie_encoder.run(cfg) == 0
+    metrics = json.loads((run / "movie_encoder" / "metrics.json").read_text())
+    assert 0 <= metrics["auc"] <= 1 and 0 <= metrics["accuracy"] <= 1 and metrics["steps"] == 6
+    model = train_movie_encoder.load_movie_encoder(run / "movie_encoder")
+    assert model.classifier.in_features == pooled_size(32, 4, 2) ** 2
+    assert train_movie_encoder.run(cfg) == 0  # done: a no-op
+    from movies2scenes.config import ConfigError
+
+    with pytest.raises(ConfigError, match="too few to draw random negatives"):
+        build_movie_pairs.run(_with(cfg, "movie_pairs.per_movie=3"), force=True)  # all 6 pairs similar
+        train_movie_encoder.run(cfg, force=True)
+
+
+def _with(cfg, override):
+    key, value = override.split("=")
+    section, name = key.split(".")
+    setattr(getattr(cfg, section), name, int(value))
+    return cfg
