@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
 CKPT_PREFIX = "checkpoint-"
 
@@ -89,3 +89,31 @@ def mixed_precision(setting: str) -> str:
     if setting == "auto":
         return "bf16" if torch.cuda.is_available() else "no"
     return setting
+
+
+def resume(accelerator, ckpt_dir: Path, stamp: str, force: bool, name: str, total: int):
+    """Load the newest checkpoint written with this ``stamp`` (config and input hashes); returns
+    (step, its path) or (0, None). ``force`` deletes old checkpoints first."""
+    if force and accelerator.is_main_process:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    found = latest_checkpoint(ckpt_dir)
+    if not found:
+        return 0, None
+    path, step = found
+    if json.loads((path / "progress.json").read_text()).get("stamp") != stamp:
+        raise ConfigError(f"{path} was written with another config or other inputs; rerun with "
+                          "--force to start over")
+    accelerator.load_state(str(path))
+    accelerator.print(f"{name}: resuming from {path.name} (step {step}/{total})")
+    return step, path
+
+
+def optimizer_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor, grad_clip: float) -> None:
+    """Backward (Accelerate scales/syncs), optional clipping, step, schedule, zero grads."""
+    accelerator.backward(loss)
+    if grad_clip > 0:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)

@@ -28,9 +28,10 @@ from movies2scenes.models.movie import MovieEncoder, pad_or_crop
 from movies2scenes.store import atomic_path, write_json
 from movies2scenes.training import (
     check_finite,
-    latest_checkpoint,
     make_optimizer,
     mixed_precision,
+    optimizer_step,
+    resume,
     save_checkpoint,
     warmup_cosine,
 )
@@ -77,9 +78,14 @@ def epoch_pairs(train_pos, movies, positives_set, epoch: int, seed: int):
 class FeatureBank:
     """Shot features of every movie as float32 tensors, padded/cropped on request."""
 
-    def __init__(self, feats: ShotFeatures, length: int):
+    def __init__(self, feats: ShotFeatures, length: int, movies: list[str] | None = None):
         self.feats, self.length = feats, length
-        self.cache = {m: torch.from_numpy(np.asarray(feats.movie(m), dtype=np.float32)) for m in feats.movie_ids}
+        raw = {m: np.asarray(feats.movie(m), dtype=np.float32) for m in feats.movie_ids}
+        # standardise every feature with statistics of the training movies' shots: frozen ViT
+        # features share a large common component that would otherwise dominate A = E(x1)·E(x2)ᵀ
+        pool = np.concatenate([raw[m] for m in (movies or list(raw))])
+        self.mean, self.std = pool.mean(0), pool.std(0) + 1e-6
+        self.cache = {m: torch.from_numpy((x - self.mean) / self.std) for m, x in raw.items()}
 
     def batch(self, movies: list[str], rng: np.random.Generator | None):
         xs, ms = [], []
@@ -162,24 +168,11 @@ def run(cfg: Config, force: bool = False) -> int:
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     ckpt_dir = out / "checkpoints"
-    step, last_ckpt = 0, None
-    if force and accelerator.is_main_process:
-        import shutil
-
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    found = latest_checkpoint(ckpt_dir)
-    if found:
-        path, step = found
-        if json.loads((path / "progress.json").read_text()).get("stamp") != f"{chash}:{input_hash}":
-            raise ConfigError(f"{path} was written with another config or other inputs; rerun with --force to "
-                             "start over")
-        accelerator.load_state(str(path))
-        last_ckpt = path
-        accelerator.print(f"train-movie-encoder: resuming from {path.name} (step {step}/{total})")
+    step, last_ckpt = resume(accelerator, ckpt_dir, f"{chash}:{input_hash}", force,
+                             "train-movie-encoder", total)
     accelerator.init_trackers("movie_encoder", config={"lr": tr.lr, "batch_size": batch_size,
                                                        "pairs_source": me.pairs_source})
-    bank = FeatureBank(feats, me.max_shots)
+    bank = FeatureBank(feats, me.max_shots, movies)
     device = accelerator.device
     bar = tqdm(total=total, initial=step, desc="movie encoder", unit="step", dynamic_ncols=True,
                disable=not accelerator.is_main_process or None)
@@ -198,12 +191,7 @@ def run(cfg: Config, force: bool = False) -> int:
                 logits = model(x1.to(device), m1.to(device), x2.to(device), m2.to(device))
             loss = F.binary_cross_entropy_with_logits(logits.float(), y)
             check_finite(accelerator, loss, step, last_ckpt)
-            accelerator.backward(loss)
-            if tr.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), tr.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(accelerator, model, optimizer, scheduler, loss, tr.grad_clip)
             step += 1
             loss_value = loss.item()
             if step % tr.log_every == 0 or step == total:
@@ -228,7 +216,8 @@ def run(cfg: Config, force: bool = False) -> int:
             save_file(state, str(tmp))
         write_json(out / "config.json", {"in_dim": feats.dim, "hidden": me.hidden, "out_dim": me.out_dim,
                                          "dropout": me.dropout, "max_shots": me.max_shots,
-                                         "kernel": me.pool_kernel, "stride": me.pool_stride})
+                                         "kernel": me.pool_kernel, "stride": me.pool_stride,
+                                         "feature_mean": bank.mean.tolist(), "feature_std": bank.std.tolist()})
         metrics |= {"steps": step, "final_loss": loss_value, "pairs_source": me.pairs_source,
                     "train_positives": len(train_pos), "heldout_positives": int(sum(l for *_, l in heldout))}
         write_json(out / "metrics.json", metrics)

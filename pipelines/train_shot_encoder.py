@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -25,9 +24,10 @@ from movies2scenes.models.vit import create_vit, save_vit
 from movies2scenes.store import write_json
 from movies2scenes.training import (
     check_finite,
-    latest_checkpoint,
     make_optimizer,
     mixed_precision,
+    optimizer_step,
+    resume,
     save_checkpoint,
     warmup_cosine,
 )
@@ -87,22 +87,8 @@ def run(cfg: Config, force: bool = False) -> int:
     accelerator.register_for_checkpointing(scheduler)
 
     ckpt_dir = out / "checkpoints"
-    step, last_ckpt = 0, None
-    if force and accelerator.is_main_process:
-        import shutil
-
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    found = latest_checkpoint(ckpt_dir)
-    if found:
-        path, step = found
-        saved = json.loads((path / "progress.json").read_text())
-        if saved.get("stamp") != f"{chash}:{input_hash}":
-            raise ConfigError(f"{path} was written with another config or other inputs; rerun with --force to "
-                             "start over")
-        accelerator.load_state(str(path))
-        last_ckpt = path
-        accelerator.print(f"train-shot-encoder: resuming from {path.name} (step {step}/{total})")
+    step, last_ckpt = resume(accelerator, ckpt_dir, f"{chash}:{input_hash}", force,
+                             "train-shot-encoder", total)
     accelerator.init_trackers("shot_encoder", config={"lr": tr.lr, "batch_size": tr.batch_size,
                                                       "arch": ecfg.model.arch, "steps": total})
 
@@ -121,12 +107,7 @@ def run(cfg: Config, force: bool = False) -> int:
             with accelerator.autocast():
                 loss, chosen = model(batch)
             check_finite(accelerator, loss, step, last_ckpt)
-            accelerator.backward(loss)
-            if tr.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), tr.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(accelerator, model, optimizer, scheduler, loss, tr.grad_clip)
             step += 1
             seen += tr.batch_size
             loss_value, chosen_plus = loss.item(), chosen.float().mean().item()

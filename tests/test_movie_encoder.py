@@ -125,3 +125,46 @@ def _with(cfg, override):
     section, name = key.split(".")
     setattr(getattr(cfg, section), name, int(value))
     return cfg
+
+
+def test_learns_movie_similarity_when_shot_features_carry_the_place(tmp_path):
+    """The demo world (48 movies, configs/demo.yaml) with *oracle* shot features — each shot's
+    ground-truth place, one-hot, plus noise — instead of E_shot's: the movie encoder must separate
+    held-out genre pairs from random pairs. (On E_shot features it cannot yet; see RESULTS.md.)"""
+    import csv
+
+    import pyarrow as pa
+
+    from movies2scenes.demo import make_world
+    from movies2scenes.features import feature_file
+    from movies2scenes.store import write_json, write_parquet
+    from pipelines import build_movie_pairs, train_movie_encoder
+
+    cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={tmp_path / 'run'}",
+                                                   "movie_pairs.sources=[genre]", "movie_pairs.combined=[]",
+                                                   "movie_encoder.pairs_source=genre"])
+    world = make_world(tmp_path / "world", cfg.demo_world, cfg.seed, progress=False)
+    cfg.catalogue = str(world / "catalogue.csv")
+    places: dict[str, list[int]] = {}
+    for r in csv.DictReader(open(world / "ground_truth" / "shots.csv")):
+        places.setdefault(r["movie_id"], []).append(int(r["place"]))
+    feat_dir = tmp_path / "run" / "shot_features"
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (movie, seq) in enumerate(sorted(places.items())):
+        x = np.zeros((len(seq), 32), np.float32)
+        x[np.arange(len(seq)), seq] = 1.0
+        x += rng.normal(0, 0.1, x.shape)
+        feat_dir.mkdir(parents=True, exist_ok=True)
+        np.save(feat_dir / feature_file(i), x.astype(np.float16))
+        rows.append((movie, i, len(seq)))
+    write_parquet(feat_dir / "index.parquet", pa.table({
+        "movie_id": [r[0] for r in rows], "movie_index": [r[1] for r in rows],
+        "file": [feature_file(r[1]) for r in rows], "num_shots": [r[2] for r in rows],
+        "dim": [32] * len(rows)}))
+    write_json(feat_dir / "DONE.json", {"config_hash": "oracle", "input_hash": "oracle"})
+    assert build_movie_pairs.run(cfg) == 0
+    assert train_movie_encoder.run(cfg) == 0
+    metrics = json.loads((tmp_path / "run" / "movie_encoder" / "metrics.json").read_text())
+    print(f"oracle-feature movie encoder: held-out AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f}")
+    assert metrics["auc"] >= 0.75
