@@ -147,7 +147,7 @@ def nearest_pairs(ids: list[str], vectors: np.ndarray, per_movie: int, out: Pair
     """Each id's ``per_movie`` nearest other ids by inner product (faiss, exact)."""
     import faiss
 
-    out = out or Pairs()
+    out = Pairs() if out is None else out
     if len(ids) < 2:
         return out
     x = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -127,14 +127,17 @@ def test_combine_weights_and_cap():
     a, b = Pairs(), Pairs()
     a.add("m1", "m2", 10.0)
     a.add("m1", "m3", 5.0)
+    a.add("m1", "m4", 1.0)
     b.add("m1", "m3", 1.0)
     b.add("m2", "m4", 0.5)
     u = combine({"a": a, "b": b}, {"a": 1.0, "b": 2.0})
     assert u.scores[("m1", "m2")] == pytest.approx(1.0)
     assert u.scores[("m1", "m3")] == pytest.approx(0.5 + 2.0)
     assert u.scores[("m2", "m4")] == pytest.approx(1.0)
+    assert u.scores[("m1", "m4")] == pytest.approx(0.1)
     capped = combine({"a": a, "b": b}, {"a": 1.0, "b": 2.0}, per_movie=1)
-    assert ("m1", "m3") in capped.scores and len(capped) < len(u)
+    # m1 nominates m3, m4 nominates m2: the weak (m1, m4) is nobody's best partner
+    assert ("m1", "m3") in capped.scores and ("m1", "m4") not in capped.scores
 
 
 def _stage_cfg(run, world, *extra):
