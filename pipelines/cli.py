@@ -20,12 +20,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="config overrides, e.g. run_dir=runs/x shots.keyframes=3")
 
 
-def _add_parallel_args(p: argparse.ArgumentParser) -> None:
+def _add_parallel_args(p: argparse.ArgumentParser, strict: bool = True) -> None:
     p.add_argument("--shard", metavar="i/n", default=None,
                    help="process only movies with index %% n == i (job arrays); under "
                         "`accelerate launch` the process index is used instead")
-    p.add_argument("--strict", action="store_true",
-                   help="exit non-zero if any movie failed (default: only if all failed)")
+    if strict:
+        p.add_argument("--strict", action="store_true",
+                       help="exit non-zero if any movie failed (default: only if all failed)")
     p.add_argument("--force", action="store_true", help="redo everything, ignoring DONE.json and parts")
 
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract-shot-features", help="stage 3: frozen E_shot features of every shot")
     _add_config_args(p)
-    _add_parallel_args(p)
+    _add_parallel_args(p, strict=False)
     p.set_defaults(func=_extract_shot_features)
 
     p = sub.add_parser("build-movie-pairs", help="stage 4: similar movie pairs from metadata")
@@ -150,7 +151,7 @@ def _extract_shot_features(args) -> int:
     from pipelines import extract_shot_features
 
     cfg = load(args.config, args.overrides)
-    return extract_shot_features.run(cfg, args.shard, args.strict, args.force)
+    return extract_shot_features.run(cfg, args.shard, args.force)
 
 
 def _build_movie_pairs(args) -> int:

@@ -67,7 +67,7 @@ class MovieChunks(IterableDataset):
             yield torch.cat(images), segments
 
 
-def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool = False) -> int:
+def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
     started = time.time()
     run_dir = Path(cfg.run_dir)
     shots_dir, enc_dir, out = run_dir / "shots", run_dir / "shot_encoder", run_dir / "shot_features"

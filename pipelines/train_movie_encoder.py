@@ -154,9 +154,8 @@ def run(cfg: Config, force: bool = False) -> int:
     world, rank = accelerator.num_processes, accelerator.process_index
     if tr.batch_size % world:
         raise ConfigError(f"movie_encoder.train.batch_size {tr.batch_size} is not divisible by {world}")
-    local = tr.batch_size // world
     per_epoch = 2 * len(train_pos)
-    batch_size = min(tr.batch_size, per_epoch - per_epoch % world)
+    batch_size = min(tr.batch_size, per_epoch - per_epoch % world)  # tiny S: one batch per epoch
     local = batch_size // world
     steps_per_epoch = per_epoch // batch_size
     total = tr.max_steps or tr.epochs * steps_per_epoch
