@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -112,22 +111,12 @@ def _encode(sample: dict[str, Any]) -> dict[str, bytes]:
 
 
 def iter_tar(path: str | Path) -> Iterator[dict[str, bytes]]:
-    """Samples of one shard as raw bytes per extension, in file order (webdataset key grouping)."""
-    sample: dict[str, bytes] = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = os.path.basename(member.name)
-            key, ext = base.split(".", 1)
-            key = os.path.join(os.path.dirname(member.name), key)
-            if sample and sample["__key__"] != key:
-                yield sample
-                sample = {}
-            sample["__key__"] = key
-            sample[ext] = tar.extractfile(member).read()
-    if sample:
-        yield sample
+    """Samples of one shard in file order (``__key__`` + extension → bytes), read sequentially
+    by webdataset."""
+    import webdataset as wds
+
+    for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
+        yield {k: v for k, v in sample.items() if k not in ("__url__", "__local_path__")}
 
 
 def decode_keyframes(sample: dict[str, bytes]) -> np.ndarray:
