@@ -47,6 +47,7 @@ TINY_SHOT_ENCODER = [
     "shot_encoder.train.num_workers=0", "shot_encoder.train.checkpoint_every=4",
     "shot_encoder.train.log_every=1", "shot_encoder.query_fraction=0.5",
     "shot_features.num_workers=0", "shot_features.batch_size=16",
+    "shot_encoder.augment.color_jitter=0.4", "shot_encoder.augment.grayscale_prob=0.2",
 ]
 
 
