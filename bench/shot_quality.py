@@ -11,12 +11,14 @@ the shots of the other movies (cross-movie: the per-movie look is a nuisance). R
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
@@ -49,8 +51,16 @@ def main() -> int:
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "demo")
     args = ap.parse_args()
     world = args.run / "world"
-    truth = {(r["movie_id"], int(r["shot"])): int(r["place"])
-             for r in csv.DictReader(open(world / "ground_truth" / "shots.csv"))}
+    truth: dict[str, list[tuple[int, int]]] = {}  # movie → [(start_frame, place)] in order
+    for r in csv.DictReader(open(world / "ground_truth" / "shots.csv")):
+        truth.setdefault(r["movie_id"], []).append((int(r["start_frame"]), int(r["place"])))
+    index = pq.read_table(args.run / "shots" / "index.parquet").to_pylist()
+    middle = {(r["movie_id"], r["shot"]): (r["start_frame"] + r["end_frame"]) // 2 for r in index}
+
+    def place_at(movie: str, frame: int) -> int:  # robust to detection errors: the true shot there
+        starts = [s for s, _ in truth[movie]]
+        return truth[movie][bisect.bisect_right(starts, frame) - 1][1]
+
     split = {m.movie_id: m.split for m in load_catalogue(world / "catalogue.csv")}
     feats = ShotFeatures(args.run / "shot_features")
     meta = json.loads((args.run / "shot_encoder" / "config.json").read_text())
@@ -72,7 +82,7 @@ def main() -> int:
         import cv2
         rows["raw 8x5 pixels"].append(torch.tensor(np.stack(
             [cv2.resize(f, (8, 5), interpolation=cv2.INTER_AREA).ravel() for f in frames]), dtype=torch.float32))
-        labels += [truth[(movie, i)] for i in range(len(shots))]
+        labels += [place_at(movie, middle[(movie, i)]) for i in range(len(shots))]
         is_train += [split[movie] == "train"] * len(shots)
     y = torch.tensor(labels)
     tr = torch.tensor(is_train)
