@@ -205,7 +205,6 @@ def _check(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to ``tp`` (int→float only) or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arm in typing.get_args(tp):
             if arm is type(None):
                 if value is None:
@@ -213,8 +212,8 @@ def _check(value: Any, tp: Any, key: str) -> Any:
                 continue
             try:
                 return _check(value, arm, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(tp):
@@ -365,10 +364,6 @@ def _is_str_field(key: str) -> bool:
         hint = typing.get_type_hints(type(obj))[part]
         obj = getattr(obj, part)
     return hint is str
-
-
-def to_dict(obj: Any) -> dict:
-    return dataclasses.asdict(obj)
 
 
 def config_hash(section: Any) -> str:
