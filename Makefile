@@ -13,7 +13,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder summary test bench clean-demo
+.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs summary test bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -48,10 +48,14 @@ movie_encoder: $(RUN)/movie_encoder/DONE.json
 $(RUN)/movie_encoder/DONE.json: $(RUN)/shot_features/DONE.json $(RUN)/movie_pairs/DONE.json $(CONFIG) | setup
 	$(M2S) train-movie-encoder $(STAGE_ARGS)
 
+scene_pairs: $(RUN)/scene_pairs/DONE.json
+$(RUN)/scene_pairs/DONE.json: $(RUN)/movie_encoder/DONE.json $(CONFIG) | setup
+	$(M2S) mine-scene-pairs $(STAGE_ARGS)
+
 summary: | setup
 	$(M2S) summary $(RUN)
 
-demo: setup world shots shot_encoder shot_features movie_pairs movie_encoder summary
+demo: setup world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs summary
 
 test: setup
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests

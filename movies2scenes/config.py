@@ -178,6 +178,19 @@ class MovieEncoderConfig:
 
 
 @dataclass
+class ScenePairsConfig:
+    """Stage mine_scene_pairs: non-overlapping similar scene pairs from every similar movie pair."""
+
+    pairs_source: str = ""  # movie_pairs/<source>.parquet to mine; "" = movie_encoder.pairs_source
+    shots_per_scene: int = 9  # n: a scene is n consecutive shots
+    keep_fraction: float = 0.5  # keep the best ceil(keep_fraction × chosen) pairs of each movie pair
+    movie_pairs_per_shard: int = 64  # movie pairs per work unit (one training shard + one part each)
+    device: str = "auto"  # auto = CUDA when available, else CPU
+    report_movie_pairs: int = 4  # adjacency heatmaps drawn (best-scoring movie pairs)
+    report_scene_pairs: int = 12  # rows of the contact sheet (best scene pairs overall)
+
+
+@dataclass
 class Config:
     run_dir: str = "runs/default"
     seed: int = 0
@@ -188,6 +201,7 @@ class Config:
     shot_features: ShotFeaturesConfig = field(default_factory=ShotFeaturesConfig)
     movie_pairs: MoviePairsConfig = field(default_factory=MoviePairsConfig)
     movie_encoder: MovieEncoderConfig = field(default_factory=MovieEncoderConfig)
+    scene_pairs: ScenePairsConfig = field(default_factory=ScenePairsConfig)
     demo_world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
 
 
@@ -350,6 +364,16 @@ def _validate(cfg: Config) -> None:
         ("movie_encoder.heldout_fraction", 0 < me.heldout_fraction < 1, "must be in (0, 1)"),
         ("movie_encoder.max_shots", me.max_shots >= 1, "must be >= 1"),
         ("movie_encoder.dropout", 0 <= me.dropout < 1, "must be in [0, 1)"),
+    ]
+    sp = cfg.scene_pairs
+    rules += [
+        ("scene_pairs.shots_per_scene", sp.shots_per_scene >= 1, "must be >= 1"),
+        ("scene_pairs.keep_fraction", 0 < sp.keep_fraction <= 1, "must be in (0, 1]"),
+        ("scene_pairs.movie_pairs_per_shard", sp.movie_pairs_per_shard >= 1, "must be >= 1"),
+        ("scene_pairs.pairs_source", sp.pairs_source in ("", *PAIR_SOURCES, "combined"),
+         f"must be empty or one of {', '.join(PAIR_SOURCES)}, combined"),
+        ("scene_pairs.device", sp.device in ("auto", "cpu") or sp.device.startswith("cuda"),
+         "must be auto, cpu or cuda[:i]"),
     ]
     for key, ok, why in rules:
         if not ok:

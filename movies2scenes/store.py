@@ -128,3 +128,29 @@ def decode_keyframes(sample: dict[str, bytes]) -> np.ndarray:
     names = sorted((k for k in sample if k.endswith(".jpg")), key=lambda k: int(k.split(".")[0]))
     frames = [cv2.imdecode(np.frombuffer(sample[k], np.uint8), cv2.IMREAD_COLOR) for k in names]
     return np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])
+
+
+# ----------------------------------------------------------------------------------------------
+# paired-scene samples (scene_pairs/scenes-NNNNNN.tar)
+
+
+def scene_fields(side: str, shot_samples: list[dict[str, bytes]]) -> dict[str, bytes]:
+    """The stored keyframe fields of a scene's shots, renamed ``<side><s:03d>.<field>`` (no
+    re-encoding: jpg stays jpg, npy stays npy)."""
+    out = {}
+    for s, sample in enumerate(shot_samples):
+        for name, value in sample.items():
+            if name.endswith(".jpg") or name == "frames.npy":
+                out[f"{side}{s:03d}.{name}"] = value
+    return out
+
+
+def decode_scene(sample: dict[str, bytes], side: str) -> np.ndarray:
+    """(n, k, H, W, 3) uint8 RGB keyframes of one side ('a' or 'b') of a paired-scene sample."""
+    shots: dict[int, dict[str, bytes]] = {}
+    for name, value in sample.items():
+        if name.startswith(side) and name[1:4].isdigit() and name[4:5] == ".":
+            shots.setdefault(int(name[1:4]), {})[name[5:]] = value
+    if not shots:
+        raise KeyError(f"sample {sample.get('__key__')!r} has no scene {side!r}")
+    return np.stack([decode_keyframes(shots[s]) for s in sorted(shots)])

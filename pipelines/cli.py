@@ -71,13 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="start over, discarding checkpoints")
     p.set_defaults(func=_train_movie_encoder)
 
+    p = sub.add_parser("mine-scene-pairs", help="stage 6: similar non-overlapping scene pairs + training shards")
+    _add_config_args(p)
+    _add_parallel_args(p, strict=False)
+    p.set_defaults(func=_mine_scene_pairs)
+
     p = sub.add_parser("summary", help="what each stage of a run directory has produced")
     p.add_argument("run_dir")
     p.set_defaults(func=_summary)
     return parser
 
 
-STAGES = ["shots", "shot_encoder", "shot_features", "movie_pairs", "movie_encoder"]  # run-dir folders in pipeline order; later stages append theirs
+STAGES = ["shots", "shot_encoder", "shot_features", "movie_pairs", "movie_encoder", "scene_pairs"]  # run-dir folders in pipeline order; later stages append theirs
 
 
 def _summary(args) -> int:
@@ -169,6 +174,12 @@ def _train_movie_encoder(args) -> int:
     except NonFiniteLoss as e:
         print(f"m2s train-movie-encoder: {e}", file=sys.stderr)
         return 3
+
+
+def _mine_scene_pairs(args) -> int:
+    from pipelines import mine_scene_pairs
+
+    return mine_scene_pairs.run(load(args.config, args.overrides), args.shard, args.force)
 
 
 def main(argv: list[str] | None = None) -> int:

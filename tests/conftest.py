@@ -62,3 +62,34 @@ def shots_run(tmp_path_factory, small_world) -> Path:
     cfg = load([root / "configs" / "demo.yaml"], [f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}"])
     assert detect_shots.run(cfg) == 0
     return run
+
+
+@pytest.fixture(scope="session")
+def encoded_run(tmp_path_factory, shots_run, small_world) -> tuple[Path, list[str]]:
+    """A run dir of the small world done up to the movie encoder (tiny models, a few steps), with
+    the overrides that made it (copy the folder before writing to it)."""
+    import shutil
+
+    from helpers import write_catalogue
+    from movies2scenes.catalogue import load_catalogue
+    from movies2scenes.config import load
+    from pipelines import build_movie_pairs, extract_shot_features, train_movie_encoder, train_shot_encoder
+
+    base = tmp_path_factory.mktemp("encoded_run")
+    run = base / "run"
+    shutil.copytree(shots_run / "shots", run / "shots")
+    # every movie eligible for pairs (the small world's split puts some in val/test)
+    rows = [{"movie_id": m.movie_id, "video": str(m.video), "genres": "|".join(m.genres),
+             "synopsis": m.synopsis} for m in load_catalogue(small_world / "catalogue.csv")]
+    catalogue = write_catalogue(base / "cat.csv", rows)
+    overrides = [
+        f"run_dir={run}", f"catalogue={catalogue}", f"watch_logs={small_world / 'watch_logs.csv'}",
+        *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=2", "movie_pairs.sources=[genre, cowatch]",
+        "movie_pairs.combined=[]", "movie_encoder.pairs_source=cowatch", "movie_encoder.max_shots=32",
+        "movie_encoder.train.batch_size=4", "movie_encoder.train.max_steps=6",
+        "movie_encoder.train.checkpoint_every=3", "movie_encoder.heldout_fraction=0.3",
+        "movie_pairs.per_movie=1"]
+    cfg = load([Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"], overrides)
+    assert train_shot_encoder.run(cfg) == 0 and extract_shot_features.run(cfg) == 0
+    assert build_movie_pairs.run(cfg) == 0 and train_movie_encoder.run(cfg) == 0
+    return run, overrides

@@ -1,0 +1,272 @@
+"""Stage mine_scene_pairs: shot_features + movie_encoder + movie_pairs (+ shots) → run_dir/scene_pairs/.
+
+For every similar movie pair of ``movie_pairs/<source>.parquet`` (S), all shots of both movies go
+through E_movie without its last FC (no max_shots limit) and ``mining.mine_pair`` picks the
+non-overlapping similar scene pairs. Work is split into units of ``movie_pairs_per_shard`` movie
+pairs; unit u belongs to the process with ``u % world == rank`` (``--shard i/n`` or
+``accelerate launch``). Each unit writes, atomically and in this order:
+
+* ``scenes-UUUUUU.tar`` — webdataset training shard, one sample per scene pair, in row order:
+  ``json`` (movie_a, start_a, movie_b, start_b, score, source, n) and the stored keyframes of the
+  n shots of each side (``a000.0.jpg`` … / ``b008.0.jpg``; see ``store.decode_scene``);
+* ``parts/UUUUUU.json`` — its rows and skipped movie pairs, stamped with config + input hashes.
+
+A killed run redoes only units without a matching part. The last step (main process, once every
+part is present) writes ``pairs.parquet`` (movie_a, start_a, movie_b, start_b, score, source,
+shard, key), ``failures.jsonl`` (movie pairs that could not be mined and why), the report
+(``report/index.html`` with adjacency heatmaps and a contact sheet) and ``DONE.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.features import ShotFeatures
+from movies2scenes.mining import keep_count, mine_pair
+from movies2scenes.store import (
+    atomic_path,
+    decode_scene,
+    iter_tar,
+    read_json,
+    scene_fields,
+    write_json,
+    write_parquet,
+    write_shards,
+)
+
+from ._stage import is_done, process_slot, write_done
+from .train_movie_encoder import load_movie_encoder
+from .train_shot_encoder import stage_input_hash
+
+STAGE = "mine_scene_pairs"
+
+
+def unit_shard(unit: int) -> str:
+    return f"scenes-{unit:06d}.tar"
+
+
+class MovieEmbeddings:
+    """E_movie-without-last-FC shot embeddings of whole movies (standardised as in training), with a
+    small LRU cache: units list pairs sorted by movie, so a movie is embedded about once per unit."""
+
+    def __init__(self, feats: ShotFeatures, enc_dir: Path, device: torch.device, cache: int = 16):
+        c = read_json(enc_dir / "config.json")
+        self.mean = np.asarray(c["feature_mean"], np.float32)
+        self.std = np.asarray(c["feature_std"], np.float32)
+        self.model = load_movie_encoder(enc_dir, device)
+        self.feats, self.device, self.size = feats, device, cache
+        self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    @torch.no_grad()
+    def __call__(self, movie_id: str) -> torch.Tensor:
+        if movie_id in self.cache:
+            self.cache.move_to_end(movie_id)
+            return self.cache[movie_id]
+        x = (np.asarray(self.feats.movie(movie_id), np.float32) - self.mean) / self.std
+        e = self.model.shot_embeddings(torch.from_numpy(x).to(self.device)).float()
+        self.cache[movie_id] = e
+        if len(self.cache) > self.size:
+            self.cache.popitem(last=False)
+        return e
+
+
+class ShotSamples:
+    """Stored shot samples (keyframe fields) of a movie, read sequentially from its shot shard."""
+
+    def __init__(self, shots_dir: Path, cache: int = 8):
+        index = pq.read_table(shots_dir / "index.parquet", columns=["movie_id", "shard"]).to_pylist()
+        self.shard = {r["movie_id"]: shots_dir / r["shard"] for r in index}
+        self.cache: OrderedDict[str, list[dict[str, bytes]]] = OrderedDict()
+        self.size = cache
+
+    def __call__(self, movie_id: str) -> list[dict[str, bytes]]:
+        if movie_id in self.cache:
+            self.cache.move_to_end(movie_id)
+            return self.cache[movie_id]
+        samples = []
+        for s in iter_tar(self.shard[movie_id]):
+            meta = json.loads(s["json"])
+            if meta["shot"] != len(samples):
+                raise ValueError(f"{self.shard[movie_id]}: shot {meta['shot']} out of order")
+            samples.append(s)
+        self.cache[movie_id] = samples
+        if len(self.cache) > self.size:
+            self.cache.popitem(last=False)
+        return samples
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"scene_pairs.device {name!r}: CUDA is not available here")
+    return torch.device(name)
+
+
+def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
+    started = time.time()
+    run_dir = Path(cfg.run_dir)
+    shots_dir, feat_dir = run_dir / "shots", run_dir / "shot_features"
+    enc_dir, pairs_dir, out = run_dir / "movie_encoder", run_dir / "movie_pairs", run_dir / "scene_pairs"
+    sp = cfg.scene_pairs
+    source = sp.pairs_source or cfg.movie_encoder.pairs_source
+    input_hash = stage_input_hash(shots_dir / "DONE.json", feat_dir / "DONE.json",
+                                  enc_dir / "DONE.json", pairs_dir / "DONE.json")
+    # the device changes nothing in the result (tested): it is not part of the hash
+    chash = config_hash({k: v for k, v in asdict(sp).items() if k != "device"} | {"source": source})
+    slot = process_slot(shard)
+    if not force and is_done(out, chash, input_hash):
+        if slot.is_main:
+            print(f"mine-scene-pairs: {out} is up to date (DONE.json matches); nothing to do")
+        return 0
+    source_file = pairs_dir / f"{source}.parquet"
+    if not source_file.is_file():
+        raise ConfigError(f"scene_pairs.pairs_source {source!r}: {source_file} does not exist "
+                          "(add it to movie_pairs.sources)")
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    (out / "DONE.json").unlink(missing_ok=True)
+    stamp = f"{chash}:{input_hash}"
+
+    movie_pairs = sorted({(r["movie_a"], r["movie_b"]) for r in pq.read_table(source_file).to_pylist()})
+    size = sp.movie_pairs_per_shard
+    units = [movie_pairs[i:i + size] for i in range(0, len(movie_pairs), size)]
+    todo = []
+    for u in range(len(units)):
+        part = out / "parts" / f"{u:06d}.json"
+        if not slot.mine(u):
+            continue
+        if not force and part.is_file() and read_json(part).get("stamp") == stamp \
+                and (out / unit_shard(u)).is_file():
+            continue
+        todo.append(u)
+
+    if todo:
+        device = _device(sp.device)
+        feats = ShotFeatures(feat_dir)
+        embed, shots = MovieEmbeddings(feats, enc_dir, device), ShotSamples(shots_dir)
+        have = set(feats.movie_ids)
+        bar = tqdm(total=sum(len(units[u]) for u in todo), desc=f"mining [{slot.rank + 1}/{slot.world}]",
+                   unit="movie pair", position=slot.rank, dynamic_ncols=True, disable=None)
+        for u in todo:
+            rows, skipped = [], []
+            for a, b in units[u]:
+                missing = [m for m in (a, b) if m not in have]
+                if missing:
+                    skipped.append({"movie_a": a, "movie_b": b, "reason": f"no shot features for {', '.join(missing)}"})
+                else:
+                    mined = mine_pair(embed(a), embed(b), sp.shots_per_scene, sp.keep_fraction)
+                    if mined.reason:
+                        skipped.append({"movie_a": a, "movie_b": b, "reason": mined.reason})
+                    for i, j, s in zip(mined.start_a.tolist(), mined.start_b.tolist(), mined.score.tolist()):
+                        rows.append({"movie_a": a, "start_a": i, "movie_b": b, "start_b": j, "score": s,
+                                     "source": source, "chosen": mined.chosen})
+                bar.update()
+            n = sp.shots_per_scene
+            for r, row in enumerate(rows):
+                row["key"], row["shard"] = f"{u:06d}_{r:06d}", unit_shard(u)
+
+            def samples(rows=rows):
+                for row in rows:
+                    meta = {k: row[k] for k in ("movie_a", "start_a", "movie_b", "start_b", "score", "source")}
+                    yield {"__key__": row["key"], "json": meta | {"n": n},
+                           **scene_fields("a", shots(row["movie_a"])[row["start_a"]:row["start_a"] + n]),
+                           **scene_fields("b", shots(row["movie_b"])[row["start_b"]:row["start_b"] + n])}
+
+            write_shards(out / unit_shard(u), samples())
+            write_json(out / "parts" / f"{u:06d}.json", {"stamp": stamp, "rows": rows, "skipped": skipped})
+        bar.close()
+
+    slot.wait_for_everyone()
+    if not slot.is_main and slot.state is not None:
+        return 0
+    parts = []
+    for u in range(len(units)):
+        p = out / "parts" / f"{u:06d}.json"
+        rec = read_json(p) if p.is_file() else None
+        if not rec or rec.get("stamp") != stamp:
+            print(f"mine-scene-pairs: process {slot.rank}/{slot.world} done; other units still pending "
+                  "— the last process to finish merges")
+            return 0
+        parts.append(rec)
+    rows = [r for p in parts for r in p["rows"]]
+    skipped = [s for p in parts for s in p["skipped"]]
+    table = pa.table({
+        "movie_a": pa.array([r["movie_a"] for r in rows], pa.string()),
+        "start_a": pa.array([r["start_a"] for r in rows], pa.int32()),
+        "movie_b": pa.array([r["movie_b"] for r in rows], pa.string()),
+        "start_b": pa.array([r["start_b"] for r in rows], pa.int32()),
+        "score": pa.array([r["score"] for r in rows], pa.float32()),
+        "source": pa.array([r["source"] for r in rows], pa.string()),
+        "shard": pa.array([r["shard"] for r in rows], pa.string()),
+        "key": pa.array([r["key"] for r in rows], pa.string()),
+    })
+    write_parquet(out / "pairs.parquet", table)
+    with atomic_path(out / "failures.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(s, sort_keys=True) + "\n" for s in skipped))
+    mined_pairs = len({(r["movie_a"], r["movie_b"]) for r in rows})
+    try:
+        write_report(out, cfg, rows, source)
+    except Exception as e:  # pictures must never lose the mined pairs
+        print(f"mine-scene-pairs: warning: report not written: {type(e).__name__}: {e}")
+    counts = {"movie_pairs": len(movie_pairs), "mined_movie_pairs": mined_pairs, "skipped": len(skipped),
+              "scene_pairs": len(rows), "shards": len(units), "source": source}
+    write_done(out, STAGE, chash, input_hash, counts, started)
+    print(f"mine-scene-pairs: {len(rows)} scene pairs from {mined_pairs}/{len(movie_pairs)} {source} "
+          f"movie pairs ({len(skipped)} skipped) in {len(units)} shard(s) → {out}")
+    if skipped:
+        print(f"mine-scene-pairs: skipped movie pairs and reasons: {out / 'failures.jsonl'}")
+    return 0
+
+
+def write_report(out: Path, cfg: Config, rows: list[dict], source: str) -> None:
+    """Adjacency heatmaps of the best movie pairs and a contact sheet of the best scene pairs."""
+    from movies2scenes import report
+
+    sp, n = cfg.scene_pairs, cfg.scene_pairs.shots_per_scene
+    rdir = out / "report"
+    sections: list = []
+    if not rows:
+        report.write_html(rdir / "index.html", "Mined scene pairs", [("No scene pairs were mined", [], None)])
+        return
+    run_dir = Path(cfg.run_dir)
+    embed = MovieEmbeddings(ShotFeatures(run_dir / "shot_features"), run_dir / "movie_encoder", torch.device("cpu"))
+    best: dict[tuple[str, str], float] = {}
+    for r in rows:
+        key = (r["movie_a"], r["movie_b"])
+        best[key] = max(best.get(key, -np.inf), r["score"])
+    top = sorted(best, key=lambda k: (-best[k], k))[:sp.report_movie_pairs]
+    images = []
+    for idx, (a, b) in enumerate(top):
+        xa, xb = embed(a), embed(b)
+        full = mine_pair(xa, xb, n, 1.0)
+        kept = keep_count(full.chosen, sp.keep_fraction)
+        name = f"adjacency-{idx}.png"
+        report.adjacency_figure(rdir / name, (xa @ xb.T).numpy(), full.start_a, full.start_b, kept, n,
+                                f"{a} × {b} ({source}): {full.chosen} chosen, {kept} kept",
+                                f"shots of {b}", f"shots of {a}")
+        images.append(name)
+    sections.append((f"Shot adjacency of the {len(top)} best movie pairs (red: kept, dashed: dropped)",
+                     images, None))
+    shards: dict[str, dict[str, dict]] = {}
+    top_rows = sorted(rows, key=lambda r: (-r["score"], r["key"]))[:sp.report_scene_pairs]
+    for r in top_rows:
+        if r["shard"] not in shards:
+            shards[r["shard"]] = {s["__key__"]: s for s in iter_tar(out / r["shard"])}
+    sheet = [(decode_scene(shards[r["shard"]][r["key"]], "a")[:, 0], decode_scene(shards[r["shard"]][r["key"]], "b")[:, 0],
+              f"{r['movie_a']} shots {r['start_a']}–{r['start_a'] + n - 1}  |  {r['movie_b']} shots "
+              f"{r['start_b']}–{r['start_b'] + n - 1}   score {r['score']:.3f}") for r in top_rows]
+    report.contact_sheet(rdir / "contact_sheet.png", sheet)
+    sections.append((f"The {len(top_rows)} best scene pairs (first keyframe of each shot)", "contact_sheet.png",
+                     [{k: r[k] for k in ("movie_a", "start_a", "movie_b", "start_b", "score")} for r in top_rows]))
+    report.write_html(rdir / "index.html", f"Mined scene pairs ({source}, n = {n})", sections)
