@@ -78,10 +78,8 @@ def check_inputs(x1, x2, n: int) -> str | None:
 
 
 def window_sums(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(M, d) → (M − n + 1, d): row i is x[i] + … + x[i + n − 1] (cumulative sums in float64)."""
-    c = torch.cumsum(x.to(torch.float64), 0)
-    c = torch.cat([c.new_zeros(1, x.shape[1]), c])
-    return (c[n:] - c[:-n]).to(x.dtype)
+    """(M, d) → (M − n + 1, d): row i is x[i] + … + x[i + n − 1]."""
+    return x.unfold(0, n, 1).sum(-1)
 
 
 def window_scores(x1: torch.Tensor, x2: torch.Tensor, n: int) -> torch.Tensor:

@@ -15,7 +15,6 @@ from movies2scenes.config import load
 from movies2scenes.metrics import roc_auc
 from movies2scenes.models.movie import MovieEncoder, pad_or_crop, pooled_size
 
-from conftest import TINY_SHOT_ENCODER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,48 +82,26 @@ def test_roc_auc_matches_pairwise_definition():
     assert roc_auc([1, 2, 3], [0, 1, 1]) == 1.0 and np.isnan(roc_auc([1, 2], [1, 1]))
 
 
-def test_stage_on_the_small_world(shots_run, small_world, tmp_path):
-    from pipelines import build_movie_pairs, extract_shot_features, train_movie_encoder, train_shot_encoder
+def test_stage_on_the_small_world(encoded_run, tmp_path):
+    """The `encoded_run` fixture (conftest.py) ran shot encoder → features → pairs → movie encoder."""
+    from movies2scenes.config import ConfigError
+    from pipelines import build_movie_pairs, train_movie_encoder
 
+    src, overrides = encoded_run
     run = tmp_path / "run"
-    shutil.copytree(shots_run / "shots", run / "shots")
-    cfg = load([ROOT / "configs" / "demo.yaml"], [
-        f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}",
-        f"watch_logs={small_world / 'watch_logs.csv'}", *TINY_SHOT_ENCODER,
-        "shot_encoder.train.max_steps=2", "movie_pairs.sources=[genre, cowatch]",
-        "movie_pairs.combined=[]", "movie_encoder.pairs_source=cowatch", "movie_encoder.max_shots=32",
-        "movie_encoder.train.batch_size=4", "movie_encoder.train.max_steps=6",
-        "movie_encoder.train.checkpoint_every=3", "movie_encoder.heldout_fraction=0.3",
-        "movie_pairs.per_movie=1"])
-    cfg.catalogue = str(small_world / "catalogue.csv")
-    # the small world's 4 movies are not all train: make every movie eligible for pairs here
-    from helpers import write_catalogue
-    from movies2scenes.catalogue import load_catalogue
-
-    cat = load_catalogue(small_world / "catalogue.csv")
-    rows = [{"movie_id": m.movie_id, "video": str(m.video), "genres": "|".join(m.genres),
-             "synopsis": m.synopsis} for m in cat]
-    cfg.catalogue = str(write_catalogue(tmp_path / "cat.csv", rows))
-    assert train_shot_encoder.run(cfg) == 0 and extract_shot_features.run(cfg) == 0
-    assert build_movie_pairs.run(cfg) == 0
-    assert train_movie_encoder.run(cfg) == 0
+    shutil.copytree(src, run)
+    cfg = load([ROOT / "configs" / "demo.yaml"], [*overrides, f"run_dir={run}"])
     metrics = json.loads((run / "movie_encoder" / "metrics.json").read_text())
     assert 0 <= metrics["auc"] <= 1 and 0 <= metrics["accuracy"] <= 1 and metrics["steps"] == 6
     model = train_movie_encoder.load_movie_encoder(run / "movie_encoder")
     assert model.classifier.in_features == pooled_size(32, 4, 2) ** 2
+    done = (run / "movie_encoder" / "DONE.json").read_bytes()
     assert train_movie_encoder.run(cfg) == 0  # done: a no-op
-    from movies2scenes.config import ConfigError
-
+    assert (run / "movie_encoder" / "DONE.json").read_bytes() == done
+    cfg.movie_pairs.per_movie = 3  # the small world's 4 movies: all 6 pairs become similar
+    assert build_movie_pairs.run(cfg, force=True) == 0
     with pytest.raises(ConfigError, match="too few to draw random negatives"):
-        build_movie_pairs.run(_with(cfg, "movie_pairs.per_movie=3"), force=True)  # all 6 pairs similar
         train_movie_encoder.run(cfg, force=True)
-
-
-def _with(cfg, override):
-    key, value = override.split("=")
-    section, name = key.split(".")
-    setattr(getattr(cfg, section), name, int(value))
-    return cfg
 
 
 def test_learns_movie_similarity_when_shot_features_carry_the_place(tmp_path):
