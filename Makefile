@@ -63,6 +63,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/shots.py
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/mining.py
 
 clean-demo:
 	rm -rf $(RUN)
