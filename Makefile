@@ -13,7 +13,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs summary test bench clean-demo
+.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export summary test bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -52,10 +52,18 @@ scene_pairs: $(RUN)/scene_pairs/DONE.json
 $(RUN)/scene_pairs/DONE.json: $(RUN)/movie_encoder/DONE.json $(CONFIG) | setup
 	$(M2S) mine-scene-pairs $(STAGE_ARGS)
 
+scene_encoder: $(RUN)/scene_encoder/DONE.json
+$(RUN)/scene_encoder/DONE.json: $(RUN)/scene_pairs/DONE.json $(CONFIG) | setup
+	$(M2S) train-scene-encoder $(STAGE_ARGS)
+
+export: $(RUN)/export/DONE.json
+$(RUN)/export/DONE.json: $(RUN)/scene_encoder/DONE.json $(CONFIG) | setup
+	$(M2S) export $(STAGE_ARGS)
+
 summary: | setup
 	$(M2S) summary $(RUN)
 
-demo: setup world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs summary
+demo: setup world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export summary
 
 test: setup
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests

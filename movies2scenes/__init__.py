@@ -5,3 +5,12 @@ the stages that wire it together live in the ``pipelines`` package (the ``m2s`` 
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # lazy, so that `import movies2scenes` stays light (no torch/timm until needed)
+    if name == "load_scene_encoder":
+        from .export import load_scene_encoder
+
+        return load_scene_encoder
+    raise AttributeError(f"module 'movies2scenes' has no attribute {name!r}")

@@ -191,6 +191,28 @@ class ScenePairsConfig:
 
 
 @dataclass
+class SceneEncoderConfig:
+    """Stage train_scene_encoder: MoCo on mined scene pairs (query scene, its partner as positive)."""
+
+    model: ViTConfig = field(default_factory=ViTConfig)  # n shots × k frames through one ViT
+    moco: MoCoConfig = field(default_factory=MoCoConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(warmup_epochs=40.0))
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # drawn once per scene
+    init: Literal["random", "shot_encoder"] = "random"  # start from E_shot's weights (same arch)
+    swap_sides: bool = True  # each pair is used in a seeded random direction (a→b or b→a)
+    shuffle_shards: int = 4  # pairs of this many training shards are shuffled together
+    grad_checkpointing: bool = False
+    compile: bool = False  # torch.compile the encoder (CUDA; off on CPU)
+
+
+@dataclass
+class ExportConfig:
+    """Stage export: the frozen scene encoder for users."""
+
+    name: str = "movies2scenes-scene-encoder"
+
+
+@dataclass
 class Config:
     run_dir: str = "runs/default"
     seed: int = 0
@@ -202,6 +224,8 @@ class Config:
     movie_pairs: MoviePairsConfig = field(default_factory=MoviePairsConfig)
     movie_encoder: MovieEncoderConfig = field(default_factory=MovieEncoderConfig)
     scene_pairs: ScenePairsConfig = field(default_factory=ScenePairsConfig)
+    scene_encoder: SceneEncoderConfig = field(default_factory=SceneEncoderConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     demo_world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
 
 
@@ -374,6 +398,14 @@ def _validate(cfg: Config) -> None:
          f"must be empty or one of {', '.join(PAIR_SOURCES)}, combined"),
         ("scene_pairs.device", sp.device in ("auto", "cpu") or sp.device.startswith("cuda"),
          "must be auto, cpu or cuda[:i]"),
+    ]
+    se = cfg.scene_encoder
+    rules += [
+        ("scene_encoder.moco.temperature", se.moco.temperature > 0, "must be > 0"),
+        ("scene_encoder.moco.momentum", 0 <= se.moco.momentum < 1, "must be in [0, 1)"),
+        ("scene_encoder.moco.queue_size", se.moco.queue_size >= 1, "must be >= 1"),
+        ("scene_encoder.train.batch_size", se.train.batch_size >= 1, "must be >= 1"),
+        ("scene_encoder.shuffle_shards", se.shuffle_shards >= 1, "must be >= 1"),
     ]
     for key, ok, why in rules:
         if not ok:

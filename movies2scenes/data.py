@@ -94,7 +94,7 @@ def to_chw(frame: np.ndarray) -> torch.Tensor:
 
 
 class ShardCache:
-    """The last few movie shards, fully read (each shard is read start to end, never seeked)."""
+    """The last few shards, fully read (each shard is read start to end, never seeked)."""
 
     def __init__(self, shots_dir: Path, size: int):
         self.dir, self.size = Path(shots_dir), size
@@ -109,26 +109,55 @@ class ShardCache:
         return self.items[shard][key]
 
 
-class TripletStream(IterableDataset):
-    """This process's share of an epoch's triplets, as augmented image tensors.
+class RecipeStream(IterableDataset):
+    """This process's share of an epoch recipe (a list of items), as training samples.
 
-    Global batch b holds triplets [b·B·W, (b+1)·B·W) of the recipe (B = per-process batch, W =
+    Global batch b holds items [b·B·W, (b+1)·B·W) of the recipe (B = per-process batch, W =
     processes); this process takes its B-slice, and loader worker w produces batches w, w+n, ...
-    which the DataLoader returns round-robin, i.e. in order.
+    which the DataLoader returns round-robin, i.e. in order. Subclasses turn one item into a
+    sample with ``make(cache, item, seed)``; ``seed`` = [seed, epoch, position in the recipe].
     """
+
+    def __init__(self, data_dir, items: list, batch_size: int, rank: int, world: int, seed: int,
+                 epoch: int, start_batch: int = 0, cache_shards: int = 17):
+        self.dir, self.items, self.batch = Path(data_dir), items, batch_size
+        self.rank, self.world = rank, world
+        self.seed, self.epoch, self.start, self.cache_shards = seed, epoch, start_batch, cache_shards
+
+    def num_batches(self) -> int:
+        return len(self.items) // (self.batch * self.world)
+
+    def __len__(self) -> int:
+        return max(0, self.num_batches() - self.start)
+
+    def make(self, cache: "ShardCache", item, seed: list[int]) -> dict:
+        raise NotImplementedError
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        cache = ShardCache(self.dir, self.cache_shards)
+        global_batch = self.batch * self.world
+        for b in range(self.start + wid, self.num_batches(), nw):
+            base = b * global_batch + self.rank * self.batch
+            for j, item in enumerate(self.items[base:base + self.batch]):
+                yield self.make(cache, item, [self.seed, self.epoch, base + j])
+
+
+def _seeded(transform, x: torch.Tensor, gen: np.random.Generator) -> torch.Tensor:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(gen.integers(2**62)))
+        return transform(x)
+
+
+class TripletStream(RecipeStream):
+    """Shot MoCo samples: (query, minus, plus) views of a triplet recipe (``epoch_triplets``)."""
 
     def __init__(self, shots_dir, triplets: list[Triplet], batch_size: int, rank: int, world: int,
                  transform, size: int, seed: int, epoch: int, start_batch: int = 0,
                  cache_movies: int = 17):
-        self.dir, self.triplets, self.batch, self.size = Path(shots_dir), triplets, batch_size, size
-        self.rank, self.world, self.transform = rank, world, transform
-        self.seed, self.epoch, self.start, self.cache_movies = seed, epoch, start_batch, cache_movies
-
-    def num_batches(self) -> int:
-        return len(self.triplets) // (self.batch * self.world)
-
-    def __len__(self) -> int:
-        return max(0, self.num_batches() - self.start)
+        super().__init__(shots_dir, triplets, batch_size, rank, world, seed, epoch, start_batch, cache_movies)
+        self.transform, self.size = transform, size
 
     def _view(self, cache: ShardCache, shard: str, key: str | None, rng_seed: list[int]) -> torch.Tensor:
         if key is None:
@@ -136,24 +165,77 @@ class TripletStream(IterableDataset):
         frames = decode_keyframes(cache.sample(shard, key))
         gen = np.random.default_rng(rng_seed)
         frame = frames[int(gen.integers(len(frames)))]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(gen.integers(2**62)))
-            return self.transform(to_chw(frame))
+        return _seeded(self.transform, to_chw(frame), gen)
 
-    def __iter__(self):
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        cache = ShardCache(self.dir, self.cache_movies)
-        global_batch = self.batch * self.world
-        for b in range(self.start + wid, self.num_batches(), nw):
-            base = b * global_batch + self.rank * self.batch
-            for j, t in enumerate(self.triplets[base:base + self.batch]):
-                s = [self.seed, self.epoch, base + j]
-                yield {
-                    "query": self._view(cache, t.shard, t.query, s + [0]),
-                    "minus": self._view(cache, t.shard, t.minus, s + [1]),
-                    "plus": self._view(cache, t.shard, t.plus, s + [2]),
-                    "has_minus": t.minus is not None,
-                    "has_plus": t.plus is not None,
-                }
+    def make(self, cache, t: Triplet, s: list[int]) -> dict:
+        return {
+            "query": self._view(cache, t.shard, t.query, s + [0]),
+            "minus": self._view(cache, t.shard, t.minus, s + [1]),
+            "plus": self._view(cache, t.shard, t.plus, s + [2]),
+            "has_minus": t.minus is not None,
+            "has_plus": t.plus is not None,
+        }
 
+
+# ----------------------------------------------------------------------------------------------
+# scene pairs (scene_pairs/scenes-NNNNNN.tar)
+
+
+@dataclass(frozen=True)
+class ScenePairItem:
+    shard: str
+    key: str
+    swap: bool  # True: scene b is the query and scene a its positive
+
+
+def scene_pair_keys(scene_dir: str | Path) -> dict[str, list[str]]:
+    """shard → sample keys in shard order, from ``scene_pairs/pairs.parquet``."""
+    table = pq.read_table(Path(scene_dir) / "pairs.parquet", columns=["shard", "key"])
+    out: dict[str, list[str]] = defaultdict(list)
+    for shard, key in sorted(zip(table["shard"].to_pylist(), table["key"].to_pylist())):
+        out[shard].append(key)
+    return dict(out)
+
+
+def epoch_scene_pairs(shards: dict[str, list[str]], epoch: int, seed: int, shuffle_shards: int = 4,
+                      swap_sides: bool = True) -> list[ScenePairItem]:
+    """The epoch's scene pairs in training order: shards in a seeded random order, pairs shuffled
+    within windows of ``shuffle_shards`` shards, each pair's direction a seeded coin."""
+    rng = np.random.default_rng([seed, 1009, epoch])
+    names = sorted(shards)
+    order = [names[i] for i in rng.permutation(len(names))]
+    out: list[ScenePairItem] = []
+    for w in range(0, len(order), shuffle_shards):
+        window = [(shard, key) for shard in order[w:w + shuffle_shards] for key in shards[shard]]
+        swaps = rng.random(len(window)) < 0.5 if swap_sides else np.zeros(len(window), bool)
+        out += [ScenePairItem(*window[i], bool(swaps[i])) for i in rng.permutation(len(window))]
+    return out
+
+
+def scene_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(n, k, H, W, 3) uint8 → (n·k, 3, H, W) uint8 tensor."""
+    n, k, h, w, c = frames.shape
+    return torch.from_numpy(np.ascontiguousarray(frames.reshape(n * k, h, w, c))).permute(0, 3, 1, 2)
+
+
+class ScenePairStream(RecipeStream):
+    """Scene MoCo samples: {"query", "key"}, each (n, k, 3, S, S). A scene's augmentation is drawn
+    once and applied to all its frames (torchvision v2 treats the leading dimension as a batch
+    with shared parameters); query and key get independent draws."""
+
+    def __init__(self, scene_dir, items: list[ScenePairItem], batch_size: int, rank: int, world: int,
+                 transform, seed: int, epoch: int, start_batch: int = 0, cache_shards: int = 5):
+        super().__init__(scene_dir, items, batch_size, rank, world, seed, epoch, start_batch, cache_shards)
+        self.transform = transform
+
+    def make(self, cache, item: ScenePairItem, s: list[int]) -> dict:
+        from .store import decode_scene
+
+        sample = cache.sample(item.shard, item.key)
+        sides = ("b", "a") if item.swap else ("a", "b")
+        out = {}
+        for name, side, tag in (("query", sides[0], 0), ("key", sides[1], 1)):
+            frames = decode_scene(sample, side)
+            x = _seeded(self.transform, scene_tensor(frames), np.random.default_rng(s + [tag]))
+            out[name] = x.reshape(frames.shape[0], frames.shape[1], *x.shape[1:])
+        return out

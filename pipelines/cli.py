@@ -76,13 +76,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parallel_args(p, strict=False)
     p.set_defaults(func=_mine_scene_pairs)
 
+    p = sub.add_parser("train-scene-encoder", help="stage 7: MoCo scene encoder on mined scene pairs")
+    _add_config_args(p)
+    p.add_argument("--force", action="store_true", help="start over, discarding checkpoints")
+    p.set_defaults(func=_train_scene_encoder)
+
+    p = sub.add_parser("export", help="stage 8: the frozen scene encoder + model card → run_dir/export")
+    _add_config_args(p)
+    p.add_argument("--force", action="store_true", help="export again even if DONE.json matches")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("embed", help="scene embeddings of videos with an exported encoder")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--encoder", required=True, metavar="DIR", help="exported encoder (run_dir/export)")
+    p.add_argument("--out", required=True, metavar="FILE.parquet")
+    p.add_argument("-n", "--shots-per-scene", type=int, default=None,
+                   help="shots per scene window (default: the encoder's training n)")
+    p.add_argument("--stride", type=int, default=1, help="window stride in shots (default 1)")
+    p.add_argument("--batch", type=int, default=16, help="scenes per forward pass")
+    p.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
+                   help="YAML config whose `shots` section sets shot detection (default: schema defaults)")
+    p.set_defaults(func=_embed, overrides=[])
+
+    p = sub.add_parser("index", help="faiss index over scene embeddings from `m2s embed`")
+    p.add_argument("files", nargs="+", metavar="FILE.parquet")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
+    p.set_defaults(func=_index)
+
+    p = sub.add_parser("search", help="nearest indexed scenes to a query scene")
+    p.add_argument("index_dir", metavar="DIR")
+    p.add_argument("--query", required=True, metavar="FILE.parquet", help="embeddings holding the query scene")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--row", type=int, help="row of the query file")
+    g.add_argument("--at", metavar="VIDEO:SECONDS", help="the scene of VIDEO that covers this time")
+    p.add_argument("-k", type=int, default=5)
+    p.set_defaults(func=_search)
+
     p = sub.add_parser("summary", help="what each stage of a run directory has produced")
     p.add_argument("run_dir")
     p.set_defaults(func=_summary)
     return parser
 
 
-STAGES = ["shots", "shot_encoder", "shot_features", "movie_pairs", "movie_encoder", "scene_pairs"]  # run-dir folders in pipeline order; later stages append theirs
+STAGES = ["shots", "shot_encoder", "shot_features", "movie_pairs", "movie_encoder", "scene_pairs", "scene_encoder", "export"]  # run-dir folders in pipeline order; later stages append theirs
 
 
 def _summary(args) -> int:
@@ -180,6 +217,44 @@ def _mine_scene_pairs(args) -> int:
     from pipelines import mine_scene_pairs
 
     return mine_scene_pairs.run(load(args.config, args.overrides), args.shard, args.force)
+
+
+def _train_scene_encoder(args) -> int:
+    from movies2scenes.training import NonFiniteLoss
+    from pipelines import train_scene_encoder
+
+    try:
+        return train_scene_encoder.run(load(args.config, args.overrides), args.force)
+    except NonFiniteLoss as e:
+        print(f"m2s train-scene-encoder: {e}", file=sys.stderr)
+        return 3
+
+
+def _export(args) -> int:
+    from pipelines import export
+
+    return export.run(load(args.config, args.overrides), args.force)
+
+
+def _embed(args) -> int:
+    from pipelines import embed
+
+    if args.stride < 1 or args.batch < 1 or (args.shots_per_scene is not None and args.shots_per_scene < 1):
+        raise ConfigError("--stride, --batch and --shots-per-scene must be >= 1")
+    return embed.embed(args.videos, args.encoder, args.out, args.config, args.overrides,
+                       args.shots_per_scene, args.stride, args.batch)
+
+
+def _index(args) -> int:
+    from pipelines import embed
+
+    return embed.index(args.files, args.out, args.metric)
+
+
+def _search(args) -> int:
+    from pipelines import embed
+
+    return embed.search(args.index_dir, args.query, args.row, args.at, args.k)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,7 +221,7 @@ def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
         print(f"mine-scene-pairs: warning: report not written: {type(e).__name__}: {e}")
     counts = {"movie_pairs": len(movie_pairs), "mined_movie_pairs": mined_pairs, "skipped": len(skipped),
               "scene_pairs": len(rows), "shards": len(units), "source": source}
-    write_done(out, STAGE, chash, input_hash, counts, started)
+    write_done(out, STAGE, chash, input_hash, counts, started, shots_per_scene=sp.shots_per_scene)
     print(f"mine-scene-pairs: {len(rows)} scene pairs from {mined_pairs}/{len(movie_pairs)} {source} "
           f"movie pairs ({len(skipped)} skipped) in {len(units)} shard(s) → {out}")
     if skipped:

@@ -1,0 +1,104 @@
+"""Scene embeddings of videos and nearest-scene search.
+
+``embed_video``: the shots stage's own code (one sequential decode, PySceneDetect detector, k
+keyframes per shot) → sliding windows of n consecutive shots (stride configurable; a video with
+fewer than n shots gives one window of all its shots — the encoder takes any n) → frozen scene
+encoder → one embedding per window with its shot range and start/end time.
+
+``build_index``/``search``: a faiss index over L2-normalised embeddings (inner product = cosine)
+or raw embeddings (``metric="l2"``, the paper's retrieval protocol); on GPU when faiss has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ShotsConfig
+from .data import eval_transform, to_chw
+from .shots import detect_shots, make_detector
+from .video import iter_frames, probe, scaled_size
+
+
+@dataclass
+class SceneWindow:
+    start_shot: int
+    end_shot: int  # exclusive
+    start_frame: int
+    end_frame: int  # exclusive
+    start_time: float
+    end_time: float
+
+
+def scene_windows(num_shots: int, n: int, stride: int = 1) -> list[tuple[int, int]]:
+    """[start, end) shot ranges of the sliding windows (see module doc)."""
+    if num_shots <= 0:
+        return []
+    if num_shots <= n:
+        return [(0, num_shots)]
+    starts = list(range(0, num_shots - n + 1, stride))
+    if starts[-1] != num_shots - n:
+        starts.append(num_shots - n)  # the last shots are always covered
+    return [(s, s + n) for s in starts]
+
+
+@torch.no_grad()
+def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: int = 1, batch: int = 16,
+                device: str | torch.device = "cpu") -> tuple[np.ndarray, list[SceneWindow]]:
+    """(embeddings (W, d) float32, windows) of one video. Raises ``VideoError`` for a bad file."""
+    info = probe(path)
+    size = int(encoder.vit.patch_embed.img_size[0])
+    work = scaled_size(info.width, info.height, shots.work_size or shots.keyframe_size)
+    kf = scaled_size(info.width, info.height, max(size, shots.keyframe_size))
+    detector = make_detector(shots.detector, shots.threshold, shots.min_shot_frames)
+    frames = iter_frames(path, work, shots.decode_threads)
+    tf = eval_transform(size)
+    found = list(detect_shots(frames, info.fps, detector, shots.keyframes, kf, shots.max_buffer_frames,
+                              max(64, 4 * shots.min_shot_frames)))
+    views = [torch.stack([tf(to_chw(f)) for f in s.keyframes]) for s in found]  # each (k, 3, S, S)
+    windows, out = [], []
+    spans = scene_windows(len(found), n, stride)
+    for i in range(0, len(spans), batch):
+        chunk = spans[i:i + batch]
+        lengths = {e - s for s, e in chunk}
+        for length in sorted(lengths):  # equal-length windows batch together
+            part = [(s, e) for s, e in chunk if e - s == length]
+            x = torch.stack([torch.stack(views[s:e]) for s, e in part]).to(device)
+            out.append((part, encoder(x).float().cpu().numpy()))
+    emb_of = {span: e for part, embs in out for span, e in zip(part, embs)}
+    for s, e in spans:
+        a, b = found[s], found[e - 1]
+        windows.append(SceneWindow(s, e, a.start, b.end, a.start / info.fps, b.end / info.fps))
+    emb = np.stack([emb_of[span] for span in spans]) if spans else np.zeros((0, encoder.num_features), np.float32)
+    return emb.astype(np.float32), windows
+
+
+def build_index(embeddings: np.ndarray, metric: str = "cosine"):
+    """A faiss flat index (exact search) over the embeddings."""
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if metric == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        index = faiss.IndexFlatIP(x.shape[1])
+    elif metric == "l2":
+        index = faiss.IndexFlatL2(x.shape[1])
+    else:
+        raise ValueError(f"metric must be cosine or l2, got {metric!r}")
+    index.add(x)
+    return index
+
+
+def search(index, queries: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of the k nearest indexed scenes per query (GPU faiss when available)."""
+    import faiss
+
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if metric == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
+        index = faiss.index_cpu_to_all_gpus(index)
+    return index.search(q, min(k, index.ntotal))

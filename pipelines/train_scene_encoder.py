@@ -1,0 +1,154 @@
+"""Stage train_scene_encoder: scene_pairs → run_dir/scene_encoder/.
+
+MoCo (``models/moco.py``, the pair form) on the mined scene pairs: the query is one scene of a pair
+(n shots × k keyframes through ``SceneViT``), its positive the other scene, negatives the queue. Keys
+are gathered from every process before they are enqueued. Data streams the training shards
+sequentially (``data.ScenePairStream``); an epoch's order is a seeded function of the epoch, so a
+resumed run sees exactly the batches an uninterrupted one would. Checkpoints, NaN guard,
+TensorBoard and progress as the shot encoder. Writes ``model.safetensors`` + ``config.json`` (the
+query encoder without its projection head — the product), ``head.safetensors``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.data import ScenePairStream, epoch_scene_pairs, scene_pair_keys, train_transform
+from movies2scenes.models.moco import MoCo
+from movies2scenes.models.vit import create_scene_vit, save_vit
+from movies2scenes.store import read_json, write_json
+from movies2scenes.training import (
+    check_finite,
+    make_optimizer,
+    mixed_precision,
+    optimizer_step,
+    resume,
+    save_checkpoint,
+    warmup_cosine,
+)
+
+from ._stage import is_done, write_done
+from .train_shot_encoder import stage_input_hash
+
+STAGE = "train_scene_encoder"
+
+
+def initial_encoder(cfg: Config):
+    """The scene ViT, randomly initialised or with E_shot's weights (``scene_encoder.init``)."""
+    sc = cfg.scene_encoder
+    encoder = create_scene_vit(sc.model, sc.grad_checkpointing)
+    if sc.init == "shot_encoder":
+        from safetensors.torch import load_file
+
+        shot_dir = Path(cfg.run_dir) / "shot_encoder"
+        if not (shot_dir / "model.safetensors").is_file():
+            raise ConfigError(f"scene_encoder.init=shot_encoder: {shot_dir}/model.safetensors does not exist")
+        shot_vit = read_json(shot_dir / "config.json")["vit"]
+        if shot_vit != asdict(sc.model):
+            raise ConfigError(f"scene_encoder.init=shot_encoder needs scene_encoder.model equal to the shot "
+                              f"encoder's ({shot_vit}), got {asdict(sc.model)}")
+        encoder.vit.load_state_dict(load_file(str(shot_dir / "model.safetensors")))
+    return encoder
+
+
+def run(cfg: Config, force: bool = False) -> int:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    started = time.time()
+    run_dir = Path(cfg.run_dir)
+    scene_dir, out = run_dir / "scene_pairs", run_dir / "scene_encoder"
+    sc, tr = cfg.scene_encoder, cfg.scene_encoder.train
+    chash = config_hash({"scene_encoder": asdict(sc), "seed": cfg.seed})
+    inputs = [scene_dir / "DONE.json"] + ([run_dir / "shot_encoder" / "DONE.json"] if sc.init == "shot_encoder" else [])
+    input_hash = stage_input_hash(*inputs)
+    if not force and is_done(out, chash, input_hash):
+        print(f"train-scene-encoder: {out} is up to date (DONE.json matches); nothing to do")
+        return 0
+
+    accelerator = Accelerator(mixed_precision=mixed_precision(tr.mixed_precision),
+                              log_with="tensorboard", project_dir=str(out / "logs"))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if tr.batch_size % world:
+        raise ConfigError(f"scene_encoder.train.batch_size {tr.batch_size} is not divisible by the "
+                          f"{world} processes")
+    local_batch = tr.batch_size // world
+    shards = scene_pair_keys(scene_dir)
+    num_pairs = sum(len(v) for v in shards.values())
+    steps_per_epoch = num_pairs // tr.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{num_pairs} scene pairs are too few for one batch of {tr.batch_size}: lower "
+                          "scene_encoder.train.batch_size or mine more pairs")
+    total = tr.max_steps or tr.epochs * steps_per_epoch
+    warmup = int(tr.warmup_epochs * steps_per_epoch)
+
+    set_seed(cfg.seed)  # identical initial weights on every rank
+    model = MoCo(initial_encoder(cfg), sc.moco.dim, sc.moco.mlp_hidden, sc.moco.queue_size,
+                 sc.moco.momentum, sc.moco.temperature, seed=cfg.seed).to(accelerator.device)
+    optimizer = make_optimizer(model.parameters(), tr)  # fused AdamW when the model is on CUDA
+    scheduler = warmup_cosine(optimizer, warmup, total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    forward = model
+    if sc.compile and accelerator.device.type == "cuda":
+        forward = torch.compile(model)
+
+    ckpt_dir = out / "checkpoints"
+    stamp = f"{chash}:{input_hash}"
+    step, last_ckpt = resume(accelerator, ckpt_dir, stamp, force, "train-scene-encoder", total)
+    accelerator.init_trackers("scene_encoder", config={"lr": tr.lr, "batch_size": tr.batch_size,
+                                                       "arch": sc.model.arch, "steps": total})
+    transform = train_transform(sc.model.img_size, sc.augment)
+    bar = tqdm(total=total, initial=step, desc="scene encoder", unit="step", dynamic_ncols=True,
+               disable=not accelerator.is_main_process or None)
+    loss_value, t0, seen = float("nan"), time.time(), 0
+    while step < total:
+        epoch, start = divmod(step, steps_per_epoch)
+        items = epoch_scene_pairs(shards, epoch, cfg.seed, sc.shuffle_shards, sc.swap_sides)
+        stream = ScenePairStream(scene_dir, items, local_batch, rank, world, transform, cfg.seed, epoch,
+                                 start, cache_shards=sc.shuffle_shards + 1)
+        loader = DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
+        for batch in loader:
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.autocast():
+                loss = forward(batch)
+            check_finite(accelerator, loss, step, last_ckpt)
+            optimizer_step(accelerator, model, optimizer, scheduler, loss, tr.grad_clip)
+            step += 1
+            seen += tr.batch_size
+            loss_value = loss.item()
+            if step % tr.log_every == 0 or step == total:
+                accelerator.log({"loss": loss_value, "lr": scheduler.get_last_lr()[0]}, step=step)
+            bar.update()
+            bar.set_postfix(loss=f"{loss_value:.3f}", scenes_per_s=f"{seen / (time.time() - t0):.1f}")
+            if step % tr.checkpoint_every == 0 or step == total:
+                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, stamp=stamp,
+                                            loss=loss_value)
+            if step >= total:
+                break
+    bar.close()
+    accelerator.end_training()
+
+    if accelerator.is_main_process:
+        from safetensors.torch import save_file
+
+        inner = accelerator.unwrap_model(model)
+        n = int(read_json(scene_dir / "DONE.json").get("shots_per_scene", 0)) or cfg.scene_pairs.shots_per_scene
+        save_vit(inner.encoder_q.vit, sc.model, out, stage=STAGE, moco=asdict(sc.moco), kind="scene",
+                 shots_per_scene=n)
+        save_file({k: v.detach().cpu().contiguous() for k, v in inner.head_q.state_dict().items()},
+                  str(out / "head.safetensors"))
+        write_json(out / "metrics.json", {"steps": step, "final_loss": loss_value, "steps_per_epoch": steps_per_epoch,
+                                          "scene_pairs": num_pairs, "processes": world})
+        write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch,
+                                                   "scene_pairs": num_pairs}, started, final_loss=loss_value)
+        print(f"train-scene-encoder: {step} steps, final loss {loss_value:.4f} → {out}")
+    accelerator.wait_for_everyone()
+    return 0
