@@ -115,7 +115,10 @@ def iter_tar(path: str | Path) -> Iterator[dict[str, bytes]]:
     by webdataset."""
     import webdataset as wds
 
-    for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
+    # no node/worker splitting: the caller decides who reads which shard (webdataset would
+    # otherwise hand this one file to one DataLoader worker / one rank only)
+    for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False, nodesplitter=None,
+                                 workersplitter=None):
         yield {k: v for k, v in sample.items() if k not in ("__url__", "__local_path__")}
 
 

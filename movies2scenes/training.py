@@ -85,6 +85,16 @@ def check_finite(accelerator, loss: torch.Tensor, step: int, last_checkpoint: Pa
                             "Lower the learning rate or check the data.")
 
 
+def make_accelerator(cfg: TrainConfig, project_dir: Path):
+    """An Accelerator for a training stage. Without CUDA it is told ``cpu=True``: otherwise, under
+    torchrun/`accelerate launch` on CPU, every process believes it is process 0 of 1 (Accelerate
+    then skips DDP and lets every rank write checkpoints) while torch.distributed is initialised."""
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=mixed_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available(),
+                       log_with="tensorboard", project_dir=str(project_dir))
+
+
 def mixed_precision(setting: str) -> str:
     if setting == "auto":
         return "bf16" if torch.cuda.is_available() else "no"

@@ -30,7 +30,7 @@ from movies2scenes.store import atomic_path, write_json
 from movies2scenes.training import (
     check_finite,
     make_optimizer,
-    mixed_precision,
+    make_accelerator,
     optimizer_step,
     resume,
     save_checkpoint,
@@ -128,7 +128,6 @@ def evaluate(model, bank: FeatureBank, pairs, device, batch: int = 64) -> dict:
 
 
 def run(cfg: Config, force: bool = False) -> int:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     started = time.time()
@@ -161,8 +160,7 @@ def run(cfg: Config, force: bool = False) -> int:
                           "non-similar pairs: too few to draw random negatives (lower "
                           "movie_pairs.per_movie or add movies)")
 
-    accelerator = Accelerator(mixed_precision=mixed_precision(tr.mixed_precision),
-                              log_with="tensorboard", project_dir=str(out / "logs"))
+    accelerator = make_accelerator(tr, out / "logs")
     world, rank = accelerator.num_processes, accelerator.process_index
     if tr.batch_size % world:
         raise ConfigError(f"movie_encoder.train.batch_size {tr.batch_size} is not divisible by {world}")
@@ -222,7 +220,6 @@ def run(cfg: Config, force: bool = False) -> int:
     if disjoint:
         metrics["genre_disjoint"] = evaluate(inner, bank, disjoint, device)
     accelerator.log({"heldout_auc": metrics["auc"], "heldout_accuracy": metrics["accuracy"]}, step=step)
-    accelerator.end_training()
     if accelerator.is_main_process:
         from safetensors.torch import save_file
 
@@ -243,6 +240,7 @@ def run(cfg: Config, force: bool = False) -> int:
         print(f"train-movie-encoder: {step} steps on {len(train_pos)} {me.pairs_source} pairs; held-out "
               f"AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f}{extra} → {out}")
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # last: it closes the process group
     return 0
 
 

@@ -27,7 +27,7 @@ from movies2scenes.store import read_json, write_json
 from movies2scenes.training import (
     check_finite,
     make_optimizer,
-    mixed_precision,
+    make_accelerator,
     optimizer_step,
     resume,
     save_checkpoint,
@@ -59,7 +59,6 @@ def initial_encoder(cfg: Config):
 
 
 def run(cfg: Config, force: bool = False) -> int:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     started = time.time()
@@ -73,8 +72,7 @@ def run(cfg: Config, force: bool = False) -> int:
         print(f"train-scene-encoder: {out} is up to date (DONE.json matches); nothing to do")
         return 0
 
-    accelerator = Accelerator(mixed_precision=mixed_precision(tr.mixed_precision),
-                              log_with="tensorboard", project_dir=str(out / "logs"))
+    accelerator = make_accelerator(tr, out / "logs")
     world, rank = accelerator.num_processes, accelerator.process_index
     if tr.batch_size % world:
         raise ConfigError(f"scene_encoder.train.batch_size {tr.batch_size} is not divisible by the "
@@ -134,7 +132,6 @@ def run(cfg: Config, force: bool = False) -> int:
             if step >= total:
                 break
     bar.close()
-    accelerator.end_training()
 
     if accelerator.is_main_process:
         from safetensors.torch import save_file
@@ -151,4 +148,5 @@ def run(cfg: Config, force: bool = False) -> int:
                                                    "scene_pairs": num_pairs}, started, final_loss=loss_value)
         print(f"train-scene-encoder: {step} steps, final loss {loss_value:.4f} → {out}")
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # last: it closes the process group
     return 0

@@ -25,7 +25,7 @@ from movies2scenes.store import write_json
 from movies2scenes.training import (
     check_finite,
     make_optimizer,
-    mixed_precision,
+    make_accelerator,
     optimizer_step,
     resume,
     save_checkpoint,
@@ -49,7 +49,6 @@ def stage_input_hash(*done_files: Path) -> str:
 
 
 def run(cfg: Config, force: bool = False) -> int:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     started = time.time()
@@ -62,8 +61,7 @@ def run(cfg: Config, force: bool = False) -> int:
         print(f"train-shot-encoder: {out} is up to date (DONE.json matches); nothing to do")
         return 0
 
-    accelerator = Accelerator(mixed_precision=mixed_precision(tr.mixed_precision),
-                              log_with="tensorboard", project_dir=str(out / "logs"))
+    accelerator = make_accelerator(tr, out / "logs")
     world, rank = accelerator.num_processes, accelerator.process_index
     if tr.batch_size % world:
         raise ConfigError(f"shot_encoder.train.batch_size {tr.batch_size} is not divisible by the "
@@ -122,7 +120,6 @@ def run(cfg: Config, force: bool = False) -> int:
             if step >= total:
                 break
     bar.close()
-    accelerator.end_training()
 
     if accelerator.is_main_process:
         from safetensors.torch import save_file
@@ -138,4 +135,5 @@ def run(cfg: Config, force: bool = False) -> int:
                    started, final_loss=loss_value)
         print(f"train-shot-encoder: {step} steps, final loss {loss_value:.4f} → {out}")
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # last: it closes the process group
     return 0

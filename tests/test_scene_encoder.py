@@ -1,0 +1,249 @@
+"""The scene encoder: SceneViT shapes and timm equivalence, the train-scene-encoder stage (resume,
+2 processes vs 1), export round trip (ours and timm's loader), and `m2s embed/index/search`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from movies2scenes.config import ConfigError, ViTConfig, load
+from movies2scenes.models.vit import create_scene_vit, create_vit
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+TINY_SCENE = [
+    "scene_encoder.model.img_size=32", "scene_encoder.model.patch_size=8", "scene_encoder.model.embed_dim=48",
+    "scene_encoder.model.depth=2", "scene_encoder.model.num_heads=3", "scene_encoder.moco.dim=16",
+    "scene_encoder.moco.mlp_hidden=32", "scene_encoder.moco.queue_size=32", "scene_encoder.train.batch_size=4",
+    "scene_encoder.train.num_workers=0", "scene_encoder.train.checkpoint_every=2",
+    "scene_encoder.train.warmup_epochs=1", "scene_encoder.train.log_every=1",
+    "scene_pairs.shots_per_scene=3",
+]
+
+
+@pytest.mark.parametrize("n", [1, 4, 9, 16])
+@pytest.mark.parametrize("k", [1, 3])
+def test_any_number_of_shots_and_frames(n, k):
+    torch.manual_seed(0)
+    model = create_scene_vit(TINY).eval()
+    out = model(torch.randn(2, n, k, 3, 32, 32))
+    assert out.shape == (2, 48) and torch.isfinite(out).all()
+    assert model.pos_embed(n * k).shape == (1, 1 + 16 * n * k, 48)
+
+
+def test_one_shot_one_frame_equals_the_plain_timm_vit():
+    torch.manual_seed(0)
+    model = create_scene_vit(TINY).eval()
+    plain = create_vit(TINY).eval()
+    plain.load_state_dict(model.vit.state_dict())
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(model(x[:, None, None]), plain(x))
+    assert torch.equal(model(x), plain(x))
+
+
+def test_frames_are_not_interchangeable_and_order_matters():
+    torch.manual_seed(0)
+    model = create_scene_vit(TINY).eval()
+    x = torch.randn(1, 4, 1, 3, 32, 32)
+    # positions differ per frame: reversing the shots changes the embedding
+    assert not torch.allclose(model(x), model(x.flip(1)), atol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    a = create_scene_vit(TINY).train()
+    b = create_scene_vit(TINY, grad_checkpointing=True).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 1, 3, 32, 32)
+    a(x).square().sum().backward()
+    b(x).square().sum().backward()
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_bad_input_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"\(B, n, k, C, H, W\)"):
+        create_scene_vit(TINY)(torch.randn(2, 9, 3, 32, 32))
+
+
+# ----------------------------------------------------------------------------------------------
+# the stage
+
+
+@pytest.fixture(scope="module")
+def mined_run(encoded_run, tmp_path_factory) -> tuple[Path, list[str]]:
+    from pipelines import mine_scene_pairs
+
+    src, overrides = encoded_run
+    run = tmp_path_factory.mktemp("mined") / "run"
+    shutil.copytree(src, run)
+    ov = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", *TINY_SCENE]
+    assert mine_scene_pairs.run(load([ROOT / "configs" / "demo.yaml"], ov)) == 0
+    assert pq.read_table(run / "scene_pairs" / "pairs.parquet").num_rows >= 4
+    return run, ov
+
+
+def _copy(mined_run, dest: Path) -> tuple[Path, list[str]]:
+    src, ov = mined_run
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("scene_encoder", "export"))
+    return dest, [o for o in ov if not o.startswith("run_dir=")] + [f"run_dir={dest}"]
+
+
+def _cli(*args, env=None, check=True):
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, capture_output=True,
+                       text=True, env=env)
+    if check:
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.slow
+def test_stage_trains_exports_and_reloads(mined_run, tmp_path):
+    from movies2scenes import load_scene_encoder
+    from movies2scenes.export import load_timm_backbone
+    from pipelines import export, train_scene_encoder
+
+    run, ov = _copy(mined_run, tmp_path / "run")
+    cfg = load([ROOT / "configs" / "demo.yaml"], [*ov, "scene_encoder.train.max_steps=4"])
+    assert train_scene_encoder.run(cfg) == 0
+    out = run / "scene_encoder"
+    done = json.loads((out / "DONE.json").read_text())
+    assert done["counts"]["steps"] == 4 and np.isfinite(done["final_loss"])
+    assert list((out / "logs").rglob("events.out.tfevents*"))
+    assert train_scene_encoder.run(cfg) == 0  # a no-op
+    assert export.run(cfg) == 0
+    exp = run / "export"
+    config = json.loads((exp / "config.json").read_text())
+    assert config["shots_per_scene"] == 3 and config["num_features"] == 48
+    card = (exp / "README.md").read_text()
+    assert "load_scene_encoder" in card and '"scene_pairs"' in card
+    encoder = load_scene_encoder(exp)
+    trained = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(v, trained[k]) for k, v in encoder.vit.state_dict().items())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(encoder(x), load_timm_backbone(exp)(x))  # timm's own pretrained loader
+    assert encoder(torch.randn(2, 5, 1, 3, 32, 32)).shape == (2, 48)
+    with pytest.raises(ConfigError, match="needs scene_encoder.model equal"):
+        bad = load([ROOT / "configs" / "demo.yaml"], [*ov, "scene_encoder.init=shot_encoder",
+                                                      "scene_encoder.model.depth=3"])
+        train_scene_encoder.run(bad, force=True)
+
+
+@pytest.mark.slow
+def test_init_from_the_shot_encoder(mined_run, tmp_path):
+    from pipelines.train_scene_encoder import initial_encoder
+
+    run, ov = _copy(mined_run, tmp_path / "run")
+    shot = json.loads((run / "shot_encoder" / "config.json").read_text())["vit"]
+    model_ov = [f"scene_encoder.model.{k}={v}" for k, v in shot.items()]
+    cfg = load([ROOT / "configs" / "demo.yaml"], [*ov, *model_ov, "scene_encoder.init=shot_encoder"])
+    encoder = initial_encoder(cfg)
+    weights = load_file(str(run / "shot_encoder" / "model.safetensors"))
+    assert all(torch.equal(v, weights[k]) for k, v in encoder.vit.state_dict().items())
+
+
+@pytest.mark.slow
+def test_resume_after_kill_reproduces_the_weights(mined_run, tmp_path):
+    straight, ov = _copy(mined_run, tmp_path / "a")
+    killed, ov_k = _copy(mined_run, tmp_path / "b")
+    args = ["train-scene-encoder", "-c", "configs/demo.yaml", "scene_encoder.train.max_steps=8"]
+    _cli(*args, *ov)
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args, *ov_k], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "scene_encoder" / "checkpoints" / "checkpoint-00000004"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_dir():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    r = _cli(*args, *ov_k)
+    assert "resuming from checkpoint-" in r.stdout
+    a = load_file(str(straight / "scene_encoder" / "model.safetensors"))
+    b = load_file(str(killed / "scene_encoder" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_two_processes_follow_one_process(mined_run, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo, CPU) with global batch 4 vs one process with batch 4: the
+    same data, the same queue (keys gathered in rank order), gradients averaged by DDP — the only
+    difference is the order of floating-point sums. Tolerance: 1e-4 on every weight and queue entry
+    after 3 steps."""
+    one, ov1 = _copy(mined_run, tmp_path / "one")
+    two, ov2 = _copy(mined_run, tmp_path / "two")
+    args = ["train-scene-encoder", "-c", "configs/demo.yaml", "scene_encoder.train.max_steps=3",
+            "scene_encoder.train.checkpoint_every=3"]
+    _cli(*args, *ov1)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", str(29500 + os.getpid() % 1000), "-m", "pipelines.cli", *args, *ov2],
+                       cwd=ROOT, capture_output=True, text=True, env=env)
+    (tmp_path / "torchrun.log").write_text(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert json.loads((two / "scene_encoder" / "metrics.json").read_text())["processes"] == 2
+    a = load_file(str(one / "scene_encoder" / "model.safetensors"))
+    b = load_file(str(two / "scene_encoder" / "model.safetensors"))
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"max |weight difference| after 3 steps, 1 vs 2 processes: {worst:.2e}")
+    assert worst < 1e-4
+    qa = load_file(str(next((one / "scene_encoder" / "checkpoints").glob("checkpoint-*")) / "model.safetensors"))
+    qb = load_file(str(next((two / "scene_encoder" / "checkpoints").glob("checkpoint-*")) / "model.safetensors"))
+    assert torch.equal(qa["queue_ptr"], qb["queue_ptr"])  # both saw 3 × 4 keys
+    assert (qa["queue"] - qb["queue"]).abs().max().item() < 1e-4
+
+
+def test_missing_pairs_is_a_config_error(tmp_path):
+    from pipelines import train_scene_encoder
+
+    cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="scene_pairs is not done"):
+        train_scene_encoder.run(cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# embed / index / search
+
+
+@pytest.mark.slow
+def test_embed_index_search_on_bikes(bikes, tmp_path):
+    from movies2scenes.export import export_scene_encoder
+    from movies2scenes.models.vit import save_vit
+
+    torch.manual_seed(0)
+    enc_dir = tmp_path / "enc"
+    save_vit(create_scene_vit(TINY).vit, TINY, enc_dir, shots_per_scene=3)
+    export_scene_encoder(enc_dir, tmp_path / "export", {"name": "test"})
+    out = tmp_path / "emb.parquet"
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    r = _cli("embed", str(bikes), str(bad), "--encoder", str(tmp_path / "export"), "--out", str(out),
+             "shots.min_shot_frames=15", "shots.keyframe_size=64")
+    assert "1 failed" not in r.stdout and "4 scenes of 1/2 videos" in r.stdout
+    failures = (tmp_path / "emb.parquet.failures.jsonl").read_text()
+    assert "broken.mp4" in failures
+    rows = pq.read_table(out).to_pylist()
+    # bikes.mp4: shots start at 0, 30, 76, 137, 187, 242 → windows of 3 shots, stride 1
+    assert [(r["start_shot"], r["end_shot"]) for r in rows] == [(0, 3), (1, 4), (2, 5), (3, 6)]
+    assert [r["start_frame"] for r in rows] == [0, 30, 76, 137] and rows[-1]["end_frame"] == 250
+    assert rows[1]["start_time"] == pytest.approx(30 / 25) and len(rows[0]["embedding"]) == 48
+    _cli("index", str(out), "--out", str(tmp_path / "idx"))
+    r = _cli("search", str(tmp_path / "idx"), "--query", str(out), "--at", f"{bikes.name}:8.0", "-k", "2")
+    lines = r.stdout.splitlines()
+    assert "scene 2" in lines[0] and lines[1].split()[3:5] == ["scene", "2"]  # itself first
+    r = _cli("search", str(tmp_path / "idx"), "--query", str(out), "--row", "99", check=False)
+    assert r.returncode == 2 and "has 4 rows" in r.stderr
