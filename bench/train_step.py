@@ -4,7 +4,10 @@
    vs the bare encoder's forward+backward on the same query batch; and vs the compute MoCo cannot
    avoid (bare fwd+bwd + the key encoder's no-grad forward on the neighbours), whose ratio is the
    cost of the method's machinery (target <= 1.15).
-2. Feature extraction (the stage's loader: shard reads, JPEG decode, transforms, workers) vs the
+2. MoCo scene step (SceneViT on n shots: query fwd+bwd, key encoder on the partner scene, queue)
+   vs the bare scene encoder's forward+backward, and vs bare + the key forward (target <= 1.15).
+   On CUDA also throughput and MFU for ViT-B/16, 128 px, 9 shots, bf16 (target MFU >= 40 %).
+3. Feature extraction (the stage's loader: shard reads, JPEG decode, transforms, workers) vs the
    pure model forward on ready tensors, in shots/s (target >= 0.9). Needs a finished demo run.
 
     python bench/train_step.py [--run runs/demo] [--arch demo|paper]
@@ -25,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from movies2scenes.config import load  # noqa: E402
 from movies2scenes.models.moco import MoCo  # noqa: E402
-from movies2scenes.models.vit import create_vit, load_vit  # noqa: E402
+from movies2scenes.models.vit import create_scene_vit, create_vit, load_vit  # noqa: E402
 
 
 def timeit(fn, repeats: int, warmup: int = 2) -> float:
@@ -70,6 +73,81 @@ def bench_step(cfg_file: str, batch: int, repeats: int) -> None:
           f"bare + key fwd {t_keys * 1e3:8.1f} ms")
     print(f"  MoCo ÷ bare fwd+bwd      = {t_moco / t_bare:.2f}  (includes 2 key-encoder forwards per query)")
     print(f"  MoCo ÷ (bare + key fwd)  = {t_moco / t_keys:.2f}  (the machinery; target <= 1.15)")
+
+
+def bench_scene_step(cfg_file: str, batch: int, repeats: int, n: int = 9) -> None:
+    sc = load([ROOT / "configs" / cfg_file]).scene_encoder
+    size = sc.model.img_size
+    torch.manual_seed(0)
+    model = MoCo(create_scene_vit(sc.model), sc.moco.dim, sc.moco.mlp_hidden, sc.moco.queue_size,
+                 sc.moco.momentum, sc.moco.temperature)
+    x = {k: torch.randn(batch, n, 1, 3, size, size) for k in ("query", "key")}
+
+    def moco_step():
+        model.zero_grad(set_to_none=True)
+        model(x).backward()
+
+    def bare():
+        model.zero_grad(set_to_none=True)
+        model.head_q(model.encoder_q(x["query"])).square().mean().backward()
+
+    def bare_plus_key():
+        bare()
+        with torch.no_grad():
+            model.head_k(model.encoder_k(x["key"]))
+
+    t_moco, t_bare, t_key = (timeit(f, repeats) for f in (moco_step, bare, bare_plus_key))
+    tokens = 1 + n * (size // sc.model.patch_size) ** 2
+    print(f"{cfg_file} scene encoder ({sc.model.arch}, {size}px, {n} shots = {tokens} tokens, batch {batch}, "
+          f"CPU threads {torch.get_num_threads()}):")
+    print(f"  MoCo step {t_moco * 1e3:8.1f} ms   bare fwd+bwd {t_bare * 1e3:8.1f} ms   "
+          f"bare + key fwd {t_key * 1e3:8.1f} ms")
+    print(f"  MoCo ÷ bare fwd+bwd      = {t_moco / t_bare:.2f}  (includes the key encoder's forward)")
+    print(f"  MoCo ÷ (bare + key fwd)  = {t_moco / t_key:.2f}  (the machinery; target <= 1.15)")
+
+
+def vit_forward_flops(depth: int, dim: int, tokens: int, patch_flops: int) -> float:
+    """Matmul FLOPs of one ViT forward (2 per multiply-add): qkv + proj + MLP(4×) = 24·L·D², attention
+    scores and values 4·L²·D, per block; plus the patch embedding."""
+    return depth * (24 * tokens * dim * dim + 4 * tokens * tokens * dim) + patch_flops
+
+
+def bench_scene_gpu(batch: int, steps: int = 20, n: int = 9, peak_tflops: float = 989.0) -> None:
+    """ViT-B/16, 128 px, 9 shots, bf16 MoCo step on CUDA: scenes/s and MFU (H100 SXM dense bf16
+    peak 989 TFLOP/s; pass another --peak-tflops for other devices)."""
+    if not torch.cuda.is_available():
+        print("scene encoder on GPU: skipped (no CUDA device here)")
+        return
+    from movies2scenes.config import ViTConfig
+
+    cfg = ViTConfig(arch="vit_base_patch16_224", img_size=128, patch_size=16)
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = MoCo(create_scene_vit(cfg), 128, 2048, 65536, 0.999, 0.07).to(dev)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1.5e-4, fused=True)
+    x = {k: torch.randn(batch, n, 1, 3, 128, 128, device=dev) for k in ("query", "key")}
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t) / steps
+    tokens, dim, depth = 1 + n * 64, 768, 12
+    fwd = batch * vit_forward_flops(depth, dim, tokens, n * 64 * 2 * 768 * 3 * 16 * 16)
+    flops = 3 * fwd + fwd  # query forward+backward (3×) + key forward (1×)
+    print(f"scene encoder on {torch.cuda.get_device_name(dev)}: ViT-B/16, 128 px, {n} shots, bf16, batch {batch}: "
+          f"{batch / dt:.0f} scenes/s, {flops / dt / 1e12:.0f} TFLOP/s, MFU {flops / dt / 1e12 / peak_tflops:.1%} "
+          f"(peak {peak_tflops:.0f} TFLOP/s)")
 
 
 def bench_extract(run: Path, repeats: int) -> None:
@@ -121,9 +199,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "demo")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--gpu-batch", type=int, default=128)
     args = ap.parse_args()
     bench_step("demo.yaml", 64, args.repeats)
     bench_step("paper.yaml", 8, max(2, args.repeats // 2))
+    bench_scene_step("demo.yaml", 32, args.repeats)
+    bench_scene_step("paper.yaml", 2, max(2, args.repeats // 2))
+    bench_scene_gpu(args.gpu_batch)
     bench_extract(args.run, max(2, args.repeats // 2))
     return 0
 

@@ -55,10 +55,11 @@ class MoCo(nn.Module):
     # -- the key encoder ---------------------------------------------------------------------------
     @torch.no_grad()
     def _momentum_update_key_encoder(self) -> None:
-        pairs = [(self.encoder_q, self.encoder_k), (self.head_q, self.head_k)]
-        for q_mod, k_mod in pairs:
-            for p_q, p_k in zip(q_mod.parameters(), k_mod.parameters()):
-                p_k.mul_(self.momentum).add_(p_q.detach(), alpha=1 - self.momentum)
+        params_k = [*self.encoder_k.parameters(), *self.head_k.parameters()]
+        params_q = [p.detach() for p in (*self.encoder_q.parameters(), *self.head_q.parameters())]
+        # k ← m·k + (1 − m)·q, as one fused multi-tensor operation
+        torch._foreach_mul_(params_k, self.momentum)
+        torch._foreach_add_(params_k, params_q, alpha=1 - self.momentum)
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys: torch.Tensor) -> None:
