@@ -78,8 +78,8 @@ def run(cfg: Config, force: bool = False) -> int:
 
     set_seed(cfg.seed)  # identical initial weights on every rank
     model = MoCo(create_vit(ecfg.model), ecfg.moco.dim, ecfg.moco.mlp_hidden, ecfg.moco.queue_size,
-                 ecfg.moco.momentum, ecfg.moco.temperature, seed=cfg.seed)
-    optimizer = make_optimizer(model.parameters(), tr)
+                 ecfg.moco.momentum, ecfg.moco.temperature, seed=cfg.seed).to(accelerator.device)
+    optimizer = make_optimizer(model.parameters(), tr)  # fused AdamW when the model is on CUDA
     scheduler = warmup_cosine(optimizer, warmup, total)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
