@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -127,3 +128,45 @@ def optimizer_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor,
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def moco_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: int, total: int,
+              steps_per_epoch: int, tr: TrainConfig, ckpt_dir: Path, stamp: str, last_ckpt: Path | None,
+              desc: str, unit: str, forward=None, extra_name: str = "extra") -> tuple[int, float, dict]:
+    """The readable training loop both MoCo stages share: for each epoch from ``step``'s position,
+    ``loader_for(epoch, start_batch)`` yields batches (dicts of tensors); forward (the model returns
+    a loss, or (loss, extra tensor) whose mean is logged), NaN guard, step, TensorBoard, progress bar
+    with ``unit``/s, checkpoints every ``tr.checkpoint_every`` steps and at the end.
+    Returns (step, last loss, last logged values)."""
+    from tqdm import tqdm
+
+    forward = forward or model
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True,
+               disable=not accelerator.is_main_process or None)
+    loss_value, logged, t0, seen = float("nan"), {}, time.time(), 0
+    while step < total:
+        epoch, start = divmod(step, steps_per_epoch)
+        for batch in loader_for(epoch, start):
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.autocast():
+                out = forward(batch)
+            loss, extra = out if isinstance(out, tuple) else (out, None)
+            check_finite(accelerator, loss, step, last_ckpt)
+            optimizer_step(accelerator, model, optimizer, scheduler, loss, tr.grad_clip)
+            step += 1
+            seen += tr.batch_size
+            loss_value = loss.item()
+            logged = {"loss": loss_value, "lr": scheduler.get_last_lr()[0]}
+            if extra is not None:
+                logged[extra_name] = extra.float().mean().item()
+            if step % tr.log_every == 0 or step == total:
+                accelerator.log(logged, step=step)
+            bar.update()
+            bar.set_postfix({"loss": f"{loss_value:.3f}", f"{unit}/s": f"{seen / (time.time() - t0):.1f}"})
+            if step % tr.checkpoint_every == 0 or step == total:
+                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, stamp=stamp,
+                                            loss=loss_value)
+            if step >= total:
+                break
+    bar.close()
+    return step, loss_value, logged

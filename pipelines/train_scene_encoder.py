@@ -17,22 +17,13 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import ScenePairStream, epoch_scene_pairs, scene_pair_keys, train_transform
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.vit import create_scene_vit, save_vit
 from movies2scenes.store import read_json, write_json
-from movies2scenes.training import (
-    check_finite,
-    make_optimizer,
-    make_accelerator,
-    optimizer_step,
-    resume,
-    save_checkpoint,
-    warmup_cosine,
-)
+from movies2scenes.training import make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
 
 from ._stage import is_done, write_done
 from .train_shot_encoder import stage_input_hash
@@ -104,34 +95,16 @@ def run(cfg: Config, force: bool = False) -> int:
     accelerator.init_trackers("scene_encoder", config={"lr": tr.lr, "batch_size": tr.batch_size,
                                                        "arch": sc.model.arch, "steps": total})
     transform = train_transform(sc.model.img_size, sc.augment)
-    bar = tqdm(total=total, initial=step, desc="scene encoder", unit="step", dynamic_ncols=True,
-               disable=not accelerator.is_main_process or None)
-    loss_value, t0, seen = float("nan"), time.time(), 0
-    while step < total:
-        epoch, start = divmod(step, steps_per_epoch)
+
+    def loader_for(epoch: int, start: int) -> DataLoader:
         items = epoch_scene_pairs(shards, epoch, cfg.seed, sc.shuffle_shards, sc.swap_sides)
         stream = ScenePairStream(scene_dir, items, local_batch, rank, world, transform, cfg.seed, epoch,
                                  start, cache_shards=sc.shuffle_shards + 1)
-        loader = DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
-        for batch in loader:
-            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-            with accelerator.autocast():
-                loss = forward(batch)
-            check_finite(accelerator, loss, step, last_ckpt)
-            optimizer_step(accelerator, model, optimizer, scheduler, loss, tr.grad_clip)
-            step += 1
-            seen += tr.batch_size
-            loss_value = loss.item()
-            if step % tr.log_every == 0 or step == total:
-                accelerator.log({"loss": loss_value, "lr": scheduler.get_last_lr()[0]}, step=step)
-            bar.update()
-            bar.set_postfix(loss=f"{loss_value:.3f}", scenes_per_s=f"{seen / (time.time() - t0):.1f}")
-            if step % tr.checkpoint_every == 0 or step == total:
-                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, stamp=stamp,
-                                            loss=loss_value)
-            if step >= total:
-                break
-    bar.close()
+        return DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
+
+    step, loss_value, _ = moco_loop(accelerator, model, optimizer, scheduler, loader_for, step=step, total=total,
+                                    steps_per_epoch=steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir, stamp=stamp,
+                                    last_ckpt=last_ckpt, desc="scene encoder", unit="scenes", forward=forward)
 
     if accelerator.is_main_process:
         from safetensors.torch import save_file

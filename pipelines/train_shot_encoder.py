@@ -15,22 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import TripletStream, epoch_triplets, movie_shots, train_transform
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.vit import create_vit, save_vit
 from movies2scenes.store import write_json
-from movies2scenes.training import (
-    check_finite,
-    make_optimizer,
-    make_accelerator,
-    optimizer_step,
-    resume,
-    save_checkpoint,
-    warmup_cosine,
-)
+from movies2scenes.training import make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
 
 from ._stage import is_done, write_done
 
@@ -91,35 +82,18 @@ def run(cfg: Config, force: bool = False) -> int:
                                                       "arch": ecfg.model.arch, "steps": total})
 
     transform = train_transform(ecfg.model.img_size, ecfg.augment)
-    bar = tqdm(total=total, initial=step, desc="shot encoder", unit="step", dynamic_ncols=True,
-               disable=not accelerator.is_main_process or None)
-    loss_value, chosen_plus, t0, seen = float("nan"), float("nan"), time.time(), 0
-    while step < total:
-        epoch, start = divmod(step, steps_per_epoch)
+
+    def loader_for(epoch: int, start: int) -> DataLoader:
         stream = TripletStream(shots_dir, epoch_triplets(movies, epoch, *args), local_batch, rank, world,
                                transform, ecfg.model.img_size, cfg.seed, epoch, start,
                                cache_movies=ecfg.shuffle_movies + 1)
-        loader = DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
-        for batch in loader:
-            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-            with accelerator.autocast():
-                loss, chosen = model(batch)
-            check_finite(accelerator, loss, step, last_ckpt)
-            optimizer_step(accelerator, model, optimizer, scheduler, loss, tr.grad_clip)
-            step += 1
-            seen += tr.batch_size
-            loss_value, chosen_plus = loss.item(), chosen.float().mean().item()
-            if step % tr.log_every == 0 or step == total:
-                accelerator.log({"loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                                 "chosen_t_plus": chosen_plus}, step=step)
-            bar.update()
-            bar.set_postfix(loss=f"{loss_value:.3f}", shots_per_s=f"{seen / (time.time() - t0):.0f}")
-            if step % tr.checkpoint_every == 0 or step == total:
-                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints,
-                                            stamp=f"{chash}:{input_hash}", loss=loss_value)
-            if step >= total:
-                break
-    bar.close()
+        return DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
+
+    step, loss_value, logged = moco_loop(accelerator, model, optimizer, scheduler, loader_for, step=step,
+                                         total=total, steps_per_epoch=steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir,
+                                         stamp=f"{chash}:{input_hash}", last_ckpt=last_ckpt,
+                                         desc="shot encoder", unit="shots", extra_name="chosen_t_plus")
+    chosen_plus = logged.get("chosen_t_plus", float("nan"))
 
     if accelerator.is_main_process:
         from safetensors.torch import save_file

@@ -67,3 +67,24 @@ def write_catalogue(path: Path, rows: list[dict]) -> Path:
         for r in rows:
             w.writerow({k: r.get(k, "") for k in w.fieldnames})
     return path
+
+
+def kill_when(args: list[str], cwd: Path, path: Path, timeout: float = 180) -> None:
+    """Run ``python -m pipelines.cli *args`` and SIGKILL it as soon as ``path`` exists (e.g. a
+    checkpoint folder); fails if the command finished first."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"{args[0]} finished before it could be killed"

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,8 @@ from safetensors.torch import load_file
 
 from movies2scenes.config import ConfigError, ViTConfig, load
 from movies2scenes.models.vit import create_scene_vit, create_vit
+
+from helpers import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
@@ -160,17 +160,7 @@ def test_resume_after_kill_reproduces_the_weights(mined_run, tmp_path):
     killed, ov_k = _copy(mined_run, tmp_path / "b")
     args = ["train-scene-encoder", "-c", "configs/demo.yaml", "scene_encoder.train.max_steps=8"]
     _cli(*args, *ov)
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args, *ov_k], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = killed / "scene_encoder" / "checkpoints" / "checkpoint-00000004"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.is_dir():
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    kill_when([*args, *ov_k], ROOT, killed / "scene_encoder" / "checkpoints" / "checkpoint-00000004")
     r = _cli(*args, *ov_k)
     assert "resuming from checkpoint-" in r.stdout
     a = load_file(str(straight / "scene_encoder" / "model.safetensors"))

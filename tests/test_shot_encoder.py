@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +23,7 @@ from movies2scenes.training import NonFiniteLoss, check_finite
 from pipelines import extract_shot_features, train_shot_encoder
 
 from conftest import TINY_SHOT_ENCODER
+from helpers import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,18 +83,8 @@ def test_resume_after_kill_reproduces_the_weights(shots_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train-shot-encoder", *args,
                         f"run_dir={straight}"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "train-shot-encoder", *args,
-                             f"run_dir={killed}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ckpt = killed / "shot_encoder" / "checkpoints" / "checkpoint-00000004"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.is_dir():
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    kill_when(["train-shot-encoder", *args, f"run_dir={killed}"], ROOT,
+              killed / "shot_encoder" / "checkpoints" / "checkpoint-00000004", timeout=120)
     assert not (killed / "shot_encoder" / "DONE.json").exists()
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train-shot-encoder", *args,
                         f"run_dir={killed}"], cwd=ROOT, capture_output=True, text=True)
