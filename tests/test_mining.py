@@ -129,3 +129,17 @@ def test_bad_parameters_raise():
 def test_keep_count_is_ceil():
     assert [keep_count(c, 0.5) for c in (0, 1, 2, 3, 4)] == [0, 1, 1, 2, 2]
     assert keep_count(7, 1.0) == 7
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_torch_and_numpy_selection_agree(seed):
+    # the torch path is the one CUDA tensors take; here it runs on CPU tensors through the private
+    # function so that both implementations are checked on every machine
+    from movies2scenes.mining import _select_numpy, _select_torch
+
+    rng = np.random.default_rng(2000 + seed)
+    n = int(rng.integers(1, 6))
+    scores = rng.integers(-3, 4, size=(int(rng.integers(1, 40)), int(rng.integers(1, 40)))).astype(np.float32)
+    a, b = _select_numpy(scores, n), _select_torch(torch.from_numpy(scores), n)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
