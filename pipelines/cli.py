@@ -139,6 +139,10 @@ def _summary(args) -> int:
         rec = json.loads(done.read_text())
         counts = ", ".join(f"{k} {v}" for k, v in rec.get("counts", {}).items())
         print(f"  {stage:<22} done in {rec.get('elapsed_s', 0):.1f}s: {counts}")
+        if "heldout_auc" in rec:
+            print(f"  {'':<22} held-out ROC-AUC {rec['heldout_auc']:.3f} (metrics.json)")
+        if (run / stage / "report" / "index.html").is_file():
+            print(f"  {'':<22} report: {run / stage / 'report' / 'index.html'}")
         failures = run / stage / "failures.jsonl"
         if failures.is_file() and failures.stat().st_size:
             print(f"  {'':<22} failures: {failures}")
