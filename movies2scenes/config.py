@@ -388,6 +388,10 @@ def _validate(cfg: Config) -> None:
         ("movie_encoder.heldout_fraction", 0 < me.heldout_fraction < 1, "must be in (0, 1)"),
         ("movie_encoder.max_shots", me.max_shots >= 1, "must be >= 1"),
         ("movie_encoder.dropout", 0 <= me.dropout < 1, "must be in [0, 1)"),
+        ("movie_encoder.max_shots", me.pool_kernel >= 1 and me.pool_stride >= 1
+         and (((me.max_shots - me.pool_kernel) // max(1, me.pool_stride) + 1) - me.pool_kernel) >= 0,
+         f"({me.max_shots}) is too short for two poolings of movie_encoder.pool_kernel "
+         f"{me.pool_kernel}, pool_stride {me.pool_stride}"),
     ]
     sp = cfg.scene_pairs
     rules += [

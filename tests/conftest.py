@@ -86,6 +86,7 @@ def encoded_run(tmp_path_factory, shots_run, small_world) -> tuple[Path, list[st
         f"run_dir={run}", f"catalogue={catalogue}", f"watch_logs={small_world / 'watch_logs.csv'}",
         *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=2", "movie_pairs.sources=[genre, cowatch]",
         "movie_pairs.combined=[]", "movie_encoder.pairs_source=cowatch", "movie_encoder.max_shots=32",
+        "movie_encoder.pool_kernel=4", "movie_encoder.pool_stride=2",
         "movie_encoder.train.batch_size=4", "movie_encoder.train.max_steps=6",
         "movie_encoder.train.checkpoint_every=3", "movie_encoder.heldout_fraction=0.3",
         "movie_pairs.per_movie=1"]

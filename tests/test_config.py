@@ -32,6 +32,11 @@ def test_overrides_are_typed():
     ("nonsense=1", "nonsense"),
     ("shots.keyframes=0", "shots.keyframes"),
     ("demo_world.shot_frames=[9, 4]", "demo_world.shot_frames"),
+    ("movie_encoder.max_shots=100", "movie_encoder.max_shots"),  # < two poolings of 16/8
+    ("scene_pairs.keep_fraction=0", "scene_pairs.keep_fraction"),
+    ("scene_pairs.pairs_source=ratings", "scene_pairs.pairs_source"),
+    ("scene_encoder.init=imagenet", "scene_encoder.init"),
+    ("scene_encoder.moco.temperature=0", "scene_encoder.moco.temperature"),
 ])
 def test_bad_override_names_the_key(override, names):
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
