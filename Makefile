@@ -13,7 +13,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export summary test bench clean-demo
+.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -60,10 +60,15 @@ export: $(RUN)/export/DONE.json
 $(RUN)/export/DONE.json: $(RUN)/scene_encoder/DONE.json $(CONFIG) | setup
 	$(M2S) export $(STAGE_ARGS)
 
+eval: $(RUN)/eval/DONE.json
+$(RUN)/eval/DONE.json: $(RUN)/export/DONE.json $(CONFIG) | setup
+	$(M2S) demo-tasks $(WORLD) --out $(WORLD)/tasks
+	$(M2S) evaluate $(STAGE_ARGS) "evaluate.tasks=[$(WORLD)/tasks/place.csv, $(WORLD)/tasks/genre.csv]"
+
 summary: | setup
 	$(M2S) summary $(RUN)
 
-demo: setup world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export summary
+demo: setup world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary
 
 test: setup
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests

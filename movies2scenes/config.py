@@ -213,6 +213,21 @@ class ExportConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Stage evaluate: MLP probes on the exported scene encoder's embeddings of task clips."""
+
+    tasks: list[str] = field(default_factory=list)  # task CSVs (see pipelines/evaluate.py)
+    allow_leakage: bool = False  # evaluate on movies of the pretraining (train) split anyway
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # the probe's two hidden layers
+    dropout: float = 0.2
+    lr: float = 1.0e-3
+    weight_decay: float = 1.0e-4
+    epochs: int = 100  # the best validation epoch is kept
+    batch_size: int = 64
+    embed_batch: int = 32  # clips per encoder forward
+
+
+@dataclass
 class Config:
     run_dir: str = "runs/default"
     seed: int = 0
@@ -226,6 +241,7 @@ class Config:
     scene_pairs: ScenePairsConfig = field(default_factory=ScenePairsConfig)
     scene_encoder: SceneEncoderConfig = field(default_factory=SceneEncoderConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     demo_world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
 
 

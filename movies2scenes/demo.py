@@ -501,3 +501,46 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
                    "frames": int(sum(r["end_frame"] - r["start_frame"] for r in gt_rows))},
     })
     return out
+
+
+def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) -> list[Path]:
+    """Evaluation tasks from a demo world's ground truth, in the task-CSV format of ``m2s evaluate``
+    (task, kind, movie_id, start_shot, end_shot, label, split): every ground-truth scene of the
+    movies *outside* the pretraining split (catalogue split val/test/exclude) is one clip.
+
+    * ``place.csv`` — classification: the scene's place;
+    * ``genre.csv`` — multi-label: the movie's genres (``|``-joined).
+
+    Probe splits are drawn per movie (seeded): 60 % train, 20 % val, 20 % test of those movies."""
+    world, out = Path(world_dir), Path(out_dir)
+    info = json.loads((world / "world.json").read_text())
+    places = [p["name"] for p in info["places"]]
+    with open(world / "catalogue.csv", newline="") as f:
+        catalogue = list(csv.DictReader(f))
+    held = sorted(r["movie_id"] for r in catalogue if r["split"] != "train")
+    genres = {r["movie_id"]: r["genres"] for r in catalogue}
+    order = np.random.default_rng([seed, 31]).permutation(len(held))
+    n_train, n_val = int(round(0.6 * len(held))), int(round(0.2 * len(held)))
+    probe_split = {held[i]: "train" if j < n_train else "val" if j < n_train + n_val else "test"
+                   for j, i in enumerate(order)}
+    scenes: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    with open(world / "ground_truth" / "shots.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            if r["movie_id"] in probe_split:
+                scenes.setdefault((r["movie_id"], int(r["scene"])), []).append((int(r["shot"]), int(r["place"])))
+    header = ["task", "kind", "movie_id", "start_shot", "end_shot", "label", "split"]
+    rows = {"place": [], "genre": []}
+    for (movie, _), shots in sorted(scenes.items()):
+        start, end = min(s for s, _ in shots), max(s for s, _ in shots) + 1
+        split = probe_split[movie]
+        rows["place"].append(["place", "classification", movie, start, end, places[shots[0][1]], split])
+        rows["genre"].append(["genre", "multilabel", movie, start, end, genres[movie], split])
+    written = []
+    for name, body in rows.items():
+        with atomic_path(out / f"{name}.csv") as tmp:
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(header)
+                w.writerows(body)
+        written.append(out / f"{name}.csv")
+    return written

@@ -113,13 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5)
     p.set_defaults(func=_search)
 
+    p = sub.add_parser("demo-tasks", help="evaluation task CSVs from a demo world's ground truth")
+    p.add_argument("world_dir")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=_demo_tasks, overrides=[])
+
+    p = sub.add_parser("evaluate", help="stage 9: MLP probes on the exported encoder (evaluate.tasks)")
+    _add_config_args(p)
+    p.add_argument("--force", action="store_true", help="evaluate again even if DONE.json matches")
+    p.set_defaults(func=_evaluate)
+
     p = sub.add_parser("summary", help="what each stage of a run directory has produced")
     p.add_argument("run_dir")
     p.set_defaults(func=_summary)
     return parser
 
 
-STAGES = ["shots", "shot_encoder", "shot_features", "movie_pairs", "movie_encoder", "scene_pairs", "scene_encoder", "export"]  # run-dir folders in pipeline order; later stages append theirs
+STAGES = ["shots", "shot_encoder", "shot_features", "movie_pairs", "movie_encoder", "scene_pairs", "scene_encoder", "export", "eval"]  # run-dir folders in pipeline order; later stages append theirs
 
 
 def _summary(args) -> int:
@@ -141,8 +151,13 @@ def _summary(args) -> int:
         print(f"  {stage:<22} done in {rec.get('elapsed_s', 0):.1f}s: {counts}")
         if "heldout_auc" in rec:
             print(f"  {'':<22} held-out ROC-AUC {rec['heldout_auc']:.3f} (metrics.json)")
-        if (run / stage / "report" / "index.html").is_file():
-            print(f"  {'':<22} report: {run / stage / 'report' / 'index.html'}")
+        for report in (run / stage / "report" / "index.html", run / stage / "report.html"):
+            if report.is_file():
+                print(f"  {'':<22} report: {report}")
+        if (run / stage / "report.json").is_file():
+            for task, res in json.loads((run / stage / "report.json").read_text())["tasks"].items():
+                headline = {k: round(v, 3) for k, v in res.items() if k in ("top1", "chance", "map", "mse", "micro_f1")}
+                print(f"  {'':<22} {task}: {headline}")
         failures = run / stage / "failures.jsonl"
         if failures.is_file() and failures.stat().st_size:
             print(f"  {'':<22} failures: {failures}")
@@ -259,6 +274,20 @@ def _search(args) -> int:
     from pipelines import embed
 
     return embed.search(args.index_dir, args.query, args.row, args.at, args.k)
+
+
+def _demo_tasks(args) -> int:
+    from movies2scenes.demo import write_demo_tasks
+
+    for path in write_demo_tasks(args.world_dir, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from pipelines import evaluate
+
+    return evaluate.run(load(args.config, args.overrides), args.force)
 
 
 def main(argv: list[str] | None = None) -> int:

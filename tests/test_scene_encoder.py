@@ -135,10 +135,45 @@ def test_stage_trains_exports_and_reloads(mined_run, tmp_path):
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(encoder(x), load_timm_backbone(exp)(x))  # timm's own pretrained loader
     assert encoder(torch.randn(2, 5, 1, 3, 32, 32)).shape == (2, 48)
+    _evaluate_small_world(run, ov, tmp_path)
     with pytest.raises(ConfigError, match="needs scene_encoder.model equal"):
         bad = load([ROOT / "configs" / "demo.yaml"], [*ov, "scene_encoder.init=shot_encoder",
                                                       "scene_encoder.model.depth=3"])
         train_scene_encoder.run(bad, force=True)
+
+
+def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
+    """m2s evaluate on hand-made tasks over the small world's ground-truth scenes."""
+    import csv
+
+    from pipelines import evaluate
+
+    world = Path(next(o for o in ov if o.startswith("watch_logs=")).split("=", 1)[1]).parent
+    truth = list(csv.DictReader(open(world / "ground_truth" / "shots.csv")))
+    movies = sorted({r["movie_id"] for r in truth})
+    split = dict(zip(movies, ["train", "train", "val", "test"]))
+    scenes: dict = {}
+    for r in truth:
+        scenes.setdefault((r["movie_id"], r["scene"]), []).append(r)
+    task = tmp_path / "place.csv"
+    with open(task, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "kind", "movie_id", "start_shot", "end_shot", "label", "split"])
+        for (m, _), rows in sorted(scenes.items()):
+            w.writerow(["place", "classification", m, rows[0]["shot"], int(rows[-1]["shot"]) + 1,
+                        rows[0]["place"], split[m]])
+            w.writerow(["length", "regression", m, rows[0]["shot"], int(rows[-1]["shot"]) + 1, len(rows), split[m]])
+    cfg = load([ROOT / "configs" / "demo.yaml"], [*ov, f"evaluate.tasks=[{task}]", "evaluate.epochs=5",
+                                                   "evaluate.hidden=[16, 8]"])
+    with pytest.raises(ConfigError, match="pretraining .train-split. movies"):  # the leakage guard
+        evaluate.run(cfg)
+    cfg.evaluate.allow_leakage = True
+    assert evaluate.run(cfg) == 0
+    report = json.loads((run / "eval" / "report.json").read_text())
+    place, length = report["tasks"]["place"], report["tasks"]["length"]
+    assert 0 <= place["top1"] <= 1 and place["clips"]["test"] == sum(1 for k in scenes if split[k[0]] == "test")
+    assert np.isfinite(length["mse"]) and 0 <= length["best_epoch"] < 5
+    assert "place" in (run / "eval" / "report.html").read_text()
 
 
 @pytest.mark.slow

@@ -1,0 +1,216 @@
+"""Stage evaluate: export + shots + task CSVs → run_dir/eval/ (report.json, report.html).
+
+A task CSV has one clip per row: ``task, kind, movie_id, start_shot, end_shot, label, split`` —
+``kind`` is classification (label = class name), regression (label = number) or multilabel
+(labels ``|``-joined); ``split`` is the probe's train / val / test. A clip is shots
+[start_shot, end_shot) of a movie of the run's shots stage: its keyframes go through the exported
+scene encoder as one scene. Per task an MLP probe (two hidden layers) is trained on train, the
+epoch chosen on val, and scored on test: top-1 accuracy, MSE, or mAP + micro/macro F1; for
+classification also retrieval precision@1/5/10 by L2 nearest neighbours among the test clips.
+
+**Leakage guard**: a task movie that is in the catalogue's ``train`` split (the pretraining
+movies) is an error, unless ``evaluate.allow_leakage: true``. Bad rows (unknown movie, shot range
+outside the movie, unknown kind/split, bad number) are errors naming file and row.
+
+Not built yet (issue 7): scene-boundary AP from 4-shot windows, moderation AP, training curves in
+the report, the quality table and the reliability suite.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from movies2scenes.catalogue import load_catalogue
+from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.data import eval_transform, to_chw
+from movies2scenes.evaluation import MLPProbe, ProbeConfig, f1_scores, mean_average_precision, mse, precision_at_k, top1
+from movies2scenes.store import atomic_path, decode_keyframes, file_fingerprint, write_json
+
+from ._stage import is_done, write_done
+from .mine_scene_pairs import ShotSamples
+from .train_shot_encoder import stage_input_hash
+
+STAGE = "evaluate"
+COLUMNS = ["task", "kind", "movie_id", "start_shot", "end_shot", "label", "split"]
+KINDS = ("classification", "regression", "multilabel")
+
+
+def read_tasks(files: list[str], num_shots: dict[str, int]) -> dict[str, list[dict]]:
+    """Task name → rows, validated; every problem is reported as ``file:row: reason``."""
+    tasks: dict[str, list[dict]] = {}
+    problems: list[str] = []
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise ConfigError(f"evaluate.tasks: {path} does not exist")
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = set(COLUMNS) - set(reader.fieldnames or [])
+            if missing:
+                raise ConfigError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            for i, r in enumerate(reader, start=2):
+                where = f"{path}:{i}"
+                try:
+                    start, end = int(r["start_shot"]), int(r["end_shot"])
+                except ValueError:
+                    problems.append(f"{where}: start_shot/end_shot must be integers")
+                    continue
+                if r["kind"] not in KINDS:
+                    problems.append(f"{where}: kind {r['kind']!r} is not one of {', '.join(KINDS)}")
+                elif r["split"] not in ("train", "val", "test"):
+                    problems.append(f"{where}: split {r['split']!r} is not train, val or test")
+                elif r["movie_id"] not in num_shots:
+                    problems.append(f"{where}: movie {r['movie_id']!r} has no shots in this run")
+                elif not 0 <= start < end <= num_shots[r["movie_id"]]:
+                    problems.append(f"{where}: shots [{start}, {end}) outside movie {r['movie_id']!r} "
+                                    f"({num_shots[r['movie_id']]} shots)")
+                elif r["kind"] == "regression" and not _is_number(r["label"]):
+                    problems.append(f"{where}: regression label {r['label']!r} is not a number")
+                else:
+                    rows = tasks.setdefault(r["task"], [])
+                    if rows and rows[0]["kind"] != r["kind"]:
+                        problems.append(f"{where}: task {r['task']!r} mixes kinds {rows[0]['kind']} and {r['kind']}")
+                        continue
+                    rows.append({**r, "start_shot": start, "end_shot": end})
+    if problems:
+        raise ConfigError("bad task rows:\n  " + "\n  ".join(problems))
+    return tasks
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def leakage(tasks: dict[str, list[dict]], catalogue_file: str) -> list[str]:
+    """Task movies that are pretraining (train-split) movies of the catalogue."""
+    train = {m.movie_id for m in load_catalogue(catalogue_file) if m.split == "train"}
+    return sorted({r["movie_id"] for rows in tasks.values() for r in rows} & train)
+
+
+@torch.no_grad()
+def embed_clips(encoder, shots: ShotSamples, clips: list[tuple[str, int, int]], batch: int) -> np.ndarray:
+    """One embedding per (movie, start, end): the clip's keyframes as one scene (n = end − start)."""
+    size = int(encoder.vit.patch_embed.img_size[0])
+    tf = eval_transform(size)
+    out = {}
+    by_len: dict[int, list[tuple[str, int, int]]] = {}
+    for c in clips:
+        by_len.setdefault(c[2] - c[1], []).append(c)
+    for group in by_len.values():
+        for i in range(0, len(group), batch):
+            chunk = group[i:i + batch]
+            x = torch.stack([torch.stack([torch.stack([tf(to_chw(f)) for f in decode_keyframes(s)])
+                                          for s in shots(m)[a:b]]) for m, a, b in chunk])
+            for c, e in zip(chunk, encoder(x).float().numpy()):
+                out[c] = e
+    return np.stack([out[c] for c in clips])
+
+
+def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg) -> dict:
+    split = np.array([r["split"] for r in rows])
+    if kind == "classification":
+        classes = sorted({r["label"] for r in rows})
+        y = np.array([classes.index(r["label"]) for r in rows])
+        out_dim = len(classes)
+    elif kind == "regression":
+        y, out_dim = np.array([float(r["label"]) for r in rows], np.float32), 1
+    else:
+        classes = sorted({t for r in rows for t in r["label"].split("|") if t})
+        y = np.array([[c in r["label"].split("|") for c in classes] for r in rows], np.float32)
+        out_dim = len(classes)
+    parts = {s: split == s for s in ("train", "val", "test")}
+    counts = {s: int(m.sum()) for s, m in parts.items()}
+    if min(counts.values()) == 0:
+        return {"kind": kind, "clips": counts, "skipped": "needs clips in each of train, val and test"}
+    probe = MLPProbe(kind, emb.shape[1], out_dim, ProbeConfig(cfg.hidden, cfg.dropout, cfg.lr, cfg.weight_decay,
+                                                            cfg.epochs, cfg.batch_size, seed=0))
+    probe.fit(emb[parts["train"]], y[parts["train"]], emb[parts["val"]], y[parts["val"]])
+    pred = probe.predict(emb[parts["test"]])
+    res = {"kind": kind, "clips": counts, "best_epoch": probe.best_epoch}
+    if kind == "classification":
+        res["top1"] = top1(pred, y[parts["test"]])
+        res["chance"] = float(np.bincount(y[parts["test"]]).max() / counts["test"])
+        res["precision_at_k"] = {str(k): v for k, v in precision_at_k(emb[parts["test"]], y[parts["test"]]).items()}
+    elif kind == "regression":
+        res["mse"] = mse(pred, y[parts["test"]])
+        res["mse_of_mean"] = mse(np.full_like(y[parts["test"]], y[parts["train"]].mean()), y[parts["test"]])
+    else:
+        res["map"] = mean_average_precision(pred, y[parts["test"]])
+        res["micro_f1"], res["macro_f1"] = f1_scores(pred > 0, y[parts["test"]] > 0.5)
+    return res
+
+
+def run(cfg: Config, force: bool = False) -> int:
+    from movies2scenes.export import load_scene_encoder
+
+    started = time.time()
+    run_dir = Path(cfg.run_dir)
+    export_dir, shots_dir, out = run_dir / "export", run_dir / "shots", run_dir / "eval"
+    ev = cfg.evaluate
+    if not ev.tasks:
+        raise ConfigError("evaluate.tasks is empty: give task CSVs (e.g. from `m2s demo-tasks`)")
+    input_hash = stage_input_hash(export_dir / "DONE.json", shots_dir / "DONE.json")
+    chash = config_hash({"evaluate": asdict(ev), "tasks": [file_fingerprint(f) for f in ev.tasks if Path(f).is_file()]})
+    if not force and is_done(out, chash, input_hash):
+        print(f"evaluate: {out} is up to date (DONE.json matches); nothing to do")
+        return 0
+    shots = ShotSamples(shots_dir, cache=4)
+    import pyarrow.parquet as pq
+
+    index = pq.read_table(shots_dir / "index.parquet", columns=["movie_id"]).column("movie_id").to_pylist()
+    num_shots = {m: index.count(m) for m in set(index)}
+    tasks = read_tasks(ev.tasks, num_shots)
+    if cfg.catalogue:
+        leaked = leakage(tasks, cfg.catalogue)
+        if leaked and not ev.allow_leakage:
+            raise ConfigError(f"{len(leaked)} evaluation movie(s) are pretraining (train-split) movies of "
+                              f"{cfg.catalogue}: {', '.join(leaked[:10])}{' ...' if len(leaked) > 10 else ''} "
+                              "(set evaluate.allow_leakage=true to evaluate anyway)")
+    encoder = load_scene_encoder(export_dir)
+    report = {"tasks": {}, "encoder": str(export_dir)}
+    for name, rows in sorted(tasks.items()):
+        clips = [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in rows]
+        emb = embed_clips(encoder, shots, clips, ev.embed_batch)
+        report["tasks"][name] = run_task(rows[0]["kind"], rows, emb, ev)
+        print(f"evaluate: {name}: {_headline(report['tasks'][name])}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", report)
+    write_html(out / "report.html", report, run_dir)
+    write_done(out, STAGE, chash, input_hash, {"tasks": len(tasks)}, started)
+    print(f"evaluate: report → {out / 'report.html'}")
+    return 0
+
+
+def _headline(res: dict) -> str:
+    if "skipped" in res:
+        return f"skipped ({res['skipped']})"
+    if "top1" in res:
+        return f"top-1 {res['top1']:.3f} (majority {res['chance']:.3f}), P@1 {res['precision_at_k']['1']:.3f}"
+    if "mse" in res:
+        return f"MSE {res['mse']:.4f} (predicting the mean {res['mse_of_mean']:.4f})"
+    return f"mAP {res['map']:.3f}, micro F1 {res['micro_f1']:.3f}, macro F1 {res['macro_f1']:.3f}"
+
+
+def write_html(path: Path, report: dict, run_dir: Path) -> None:
+    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(r['kind'])}</td>"
+                   f"<td>{html.escape(_headline(r))}</td><td>{r['clips']}</td></tr>"
+                   for n, r in report["tasks"].items())
+    mining = run_dir / "scene_pairs" / "report" / "index.html"
+    link = f"<p>Mining report: <a href='../scene_pairs/report/index.html'>{mining}</a></p>" if mining.is_file() else ""
+    with atomic_path(path) as tmp:
+        tmp.write_text("<!doctype html><meta charset='utf-8'><title>movies2scenes evaluation</title>"
+                       "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 8px}"
+                       "table{border-collapse:collapse}</style><h1>Evaluation of the exported scene encoder</h1>"
+                       f"<table><tr><th>task</th><th>kind</th><th>test result</th><th>clips</th></tr>{rows}</table>"
+                       f"{link}\n", encoding="utf-8")
