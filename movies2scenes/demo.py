@@ -511,7 +511,8 @@ def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) 
     * ``place.csv`` — classification: the scene's place;
     * ``genre.csv`` — multi-label: the movie's genres (``|``-joined).
 
-    Probe splits are drawn per movie (seeded): 60 % train, 20 % val, 20 % test of those movies."""
+    Probe splits are drawn per movie (seeded): 20 % val and 20 % test of those movies (at least one
+    each when there are three or more), the rest train."""
     world, out = Path(world_dir), Path(out_dir)
     info = json.loads((world / "world.json").read_text())
     places = [p["name"] for p in info["places"]]
@@ -520,7 +521,9 @@ def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) 
     held = sorted(r["movie_id"] for r in catalogue if r["split"] != "train")
     genres = {r["movie_id"]: r["genres"] for r in catalogue}
     order = np.random.default_rng([seed, 31]).permutation(len(held))
-    n_train, n_val = int(round(0.6 * len(held))), int(round(0.2 * len(held)))
+    n_val = max(1, int(round(0.2 * len(held)))) if len(held) >= 3 else 0
+    n_test = max(1, int(round(0.2 * len(held)))) if len(held) >= 3 else 0
+    n_train = len(held) - n_val - n_test
     probe_split = {held[i]: "train" if j < n_train else "val" if j < n_train + n_val else "test"
                    for j, i in enumerate(order)}
     scenes: dict[tuple[str, int], list[tuple[int, int]]] = {}

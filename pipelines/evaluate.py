@@ -178,7 +178,7 @@ def run(cfg: Config, force: bool = False) -> int:
                               f"{cfg.catalogue}: {', '.join(leaked[:10])}{' ...' if len(leaked) > 10 else ''} "
                               "(set evaluate.allow_leakage=true to evaluate anyway)")
     encoder = load_scene_encoder(export_dir)
-    report = {"tasks": {}, "encoder": str(export_dir)}
+    report = {"tasks": {}, "encoder": "export"}  # relative to the run dir: reports do not depend on where it lies
     for name, rows in sorted(tasks.items()):
         clips = [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in rows]
         emb = embed_clips(encoder, shots, clips, ev.embed_batch)
@@ -207,7 +207,8 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
                    f"<td>{html.escape(_headline(r))}</td><td>{r['clips']}</td></tr>"
                    for n, r in report["tasks"].items())
     mining = run_dir / "scene_pairs" / "report" / "index.html"
-    link = f"<p>Mining report: <a href='../scene_pairs/report/index.html'>{mining}</a></p>" if mining.is_file() else ""
+    link = ("<p>Mining report: <a href='../scene_pairs/report/index.html'>scene_pairs/report/index.html</a></p>"
+            if mining.is_file() else "")
     with atomic_path(path) as tmp:
         tmp.write_text("<!doctype html><meta charset='utf-8'><title>movies2scenes evaluation</title>"
                        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 8px}"
