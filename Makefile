@@ -13,7 +13,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench clean-demo
+.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench reliability clean-demo
 
 setup: $(VENV)/.installed
 
@@ -77,6 +77,9 @@ bench: setup
 	$(BIN)/python bench/shots.py
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/mining.py
+
+reliability: setup   # SIGKILL every stage at a random moment, rerun, compare with an uninterrupted run
+	$(BIN)/python bench/reliability.py $(RELIABILITY_ARGS)
 
 clean-demo:
 	rm -rf $(RUN)
