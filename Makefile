@@ -63,7 +63,7 @@ $(RUN)/export/DONE.json: $(RUN)/scene_encoder/DONE.json $(CONFIG) | setup
 eval: $(RUN)/eval/DONE.json
 $(RUN)/eval/DONE.json: $(RUN)/export/DONE.json $(CONFIG) | setup
 	$(M2S) demo-tasks $(WORLD) --out $(WORLD)/tasks
-	$(M2S) evaluate $(STAGE_ARGS) "evaluate.tasks=[$(WORLD)/tasks/place.csv, $(WORLD)/tasks/genre.csv]"
+	$(M2S) evaluate $(STAGE_ARGS) "evaluate.tasks=[$(WORLD)/tasks/place.csv, $(WORLD)/tasks/genre.csv, $(WORLD)/tasks/boundary.csv]"
 
 summary: | setup
 	$(M2S) summary $(RUN)

@@ -81,7 +81,8 @@ def main() -> int:
                    env=env, stdout=subprocess.DEVNULL)
     common = ["-c", "configs/demo.yaml", f"catalogue={world / 'catalogue.csv'}",
               f"watch_logs={world / 'watch_logs.csv'}",
-              f"evaluate.tasks=[{world / 'tasks' / 'place.csv'}, {world / 'tasks' / 'genre.csv'}]",
+              f"evaluate.tasks=[{world / 'tasks' / 'place.csv'}, {world / 'tasks' / 'genre.csv'}, "
+              f"{world / 'tasks' / 'boundary.csv'}]",
               *(TINY if args.tiny else [])]
     runs = {"straight": args.out / "straight", "killed": args.out / "killed"}
     durations = {}

@@ -509,7 +509,9 @@ def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) 
     movies *outside* the pretraining split (catalogue split val/test/exclude) is one clip.
 
     * ``place.csv`` — classification: the scene's place;
-    * ``genre.csv`` — multi-label: the movie's genres (``|``-joined).
+    * ``genre.csv`` — multi-label: the movie's genres (``|``-joined);
+    * ``boundary.csv`` — binary: every 4-shot window [t−2, t+2) of those movies, 1 when shot t
+      starts a new scene (scene-boundary detection from 4-shot windows, as in the paper).
 
     Probe splits are drawn per movie (seeded): 20 % val and 20 % test of those movies (at least one
     each when there are three or more), the rest train."""
@@ -532,12 +534,20 @@ def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) 
             if r["movie_id"] in probe_split:
                 scenes.setdefault((r["movie_id"], int(r["scene"])), []).append((int(r["shot"]), int(r["place"])))
     header = ["task", "kind", "movie_id", "start_shot", "end_shot", "label", "split"]
-    rows = {"place": [], "genre": []}
+    rows = {"place": [], "genre": [], "boundary": []}
     for (movie, _), shots in sorted(scenes.items()):
         start, end = min(s for s, _ in shots), max(s for s, _ in shots) + 1
         split = probe_split[movie]
         rows["place"].append(["place", "classification", movie, start, end, places[shots[0][1]], split])
         rows["genre"].append(["genre", "multilabel", movie, start, end, genres[movie], split])
+    scene_of: dict[str, list[int]] = {}
+    for (movie, scene), shots in sorted(scenes.items()):
+        for shot, _ in shots:
+            scene_of.setdefault(movie, []).append(scene)
+    for movie, seq in sorted(scene_of.items()):
+        for t in range(2, len(seq) - 1):
+            rows["boundary"].append(["boundary", "binary", movie, t - 2, t + 2, int(seq[t] != seq[t - 1]),
+                                     probe_split[movie]])
     written = []
     for name, body in rows.items():
         with atomic_path(out / f"{name}.csv") as tmp:

@@ -1,8 +1,9 @@
 """Stage evaluate: export + shots + task CSVs → run_dir/eval/ (report.json, report.html).
 
 A task CSV has one clip per row: ``task, kind, movie_id, start_shot, end_shot, label, split`` —
-``kind`` is classification (label = class name), regression (label = number) or multilabel
-(labels ``|``-joined); ``split`` is the probe's train / val / test. A clip is shots
+``kind`` is classification (label = class name), regression (label = number), multilabel
+(labels ``|``-joined) or binary (label 0/1, scored by average precision — e.g. scene boundaries
+from 4-shot windows, or one moderation class); ``split`` is the probe's train / val / test. A clip is shots
 [start_shot, end_shot) of a movie of the run's shots stage: its keyframes go through the exported
 scene encoder as one scene. Per task an MLP probe (two hidden layers) is trained on train, the
 epoch chosen on val, and scored on test: top-1 accuracy, MSE, or mAP + micro/macro F1; for
@@ -12,8 +13,7 @@ classification also retrieval precision@1/5/10 by L2 nearest neighbours among th
 movies) is an error, unless ``evaluate.allow_leakage: true``. Bad rows (unknown movie, shot range
 outside the movie, unknown kind/split, bad number) are errors naming file and row.
 
-Not built yet (issue 7): scene-boundary AP from 4-shot windows, moderation AP, training curves in
-the report, the quality table and the reliability suite.
+Not built yet (issue 7): training curves in the report and the quality table.
 """
 
 from __future__ import annotations
@@ -30,7 +30,16 @@ import torch
 from movies2scenes.catalogue import load_catalogue
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import eval_transform, to_chw
-from movies2scenes.evaluation import MLPProbe, ProbeConfig, f1_scores, mean_average_precision, mse, precision_at_k, top1
+from movies2scenes.evaluation import (
+    MLPProbe,
+    ProbeConfig,
+    average_precision,
+    f1_scores,
+    mean_average_precision,
+    mse,
+    precision_at_k,
+    top1,
+)
 from movies2scenes.store import atomic_path, decode_keyframes, file_fingerprint, write_json
 
 from ._stage import is_done, write_done
@@ -39,7 +48,7 @@ from .train_shot_encoder import stage_input_hash
 
 STAGE = "evaluate"
 COLUMNS = ["task", "kind", "movie_id", "start_shot", "end_shot", "label", "split"]
-KINDS = ("classification", "regression", "multilabel")
+KINDS = ("classification", "regression", "multilabel", "binary")
 
 
 def read_tasks(files: list[str], num_shots: dict[str, int]) -> dict[str, list[dict]]:
@@ -73,6 +82,8 @@ def read_tasks(files: list[str], num_shots: dict[str, int]) -> dict[str, list[di
                                     f"({num_shots[r['movie_id']]} shots)")
                 elif r["kind"] == "regression" and not _is_number(r["label"]):
                     problems.append(f"{where}: regression label {r['label']!r} is not a number")
+                elif r["kind"] == "binary" and r["label"] not in ("0", "1"):
+                    problems.append(f"{where}: binary label {r['label']!r} is not 0 or 1")
                 else:
                     rows = tasks.setdefault(r["task"], [])
                     if rows and rows[0]["kind"] != r["kind"]:
@@ -125,6 +136,8 @@ def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg) -> dict:
         out_dim = len(classes)
     elif kind == "regression":
         y, out_dim = np.array([float(r["label"]) for r in rows], np.float32), 1
+    elif kind == "binary":
+        y, out_dim = np.array([[float(r["label"])] for r in rows], np.float32), 1
     else:
         classes = sorted({t for r in rows for t in r["label"].split("|") if t})
         y = np.array([[c in r["label"].split("|") for c in classes] for r in rows], np.float32)
@@ -133,7 +146,7 @@ def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg) -> dict:
     counts = {s: int(m.sum()) for s, m in parts.items()}
     if min(counts.values()) == 0:
         return {"kind": kind, "clips": counts, "skipped": "needs clips in each of train, val and test"}
-    probe = MLPProbe(kind, emb.shape[1], out_dim, ProbeConfig(cfg.hidden, cfg.dropout, cfg.lr, cfg.weight_decay,
+    probe = MLPProbe("multilabel" if kind == "binary" else kind, emb.shape[1], out_dim, ProbeConfig(cfg.hidden, cfg.dropout, cfg.lr, cfg.weight_decay,
                                                             cfg.epochs, cfg.batch_size, seed=0))
     probe.fit(emb[parts["train"]], y[parts["train"]], emb[parts["val"]], y[parts["val"]])
     pred = probe.predict(emb[parts["test"]])
@@ -145,6 +158,9 @@ def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg) -> dict:
     elif kind == "regression":
         res["mse"] = mse(pred, y[parts["test"]])
         res["mse_of_mean"] = mse(np.full_like(y[parts["test"]], y[parts["train"]].mean()), y[parts["test"]])
+    elif kind == "binary":
+        res["ap"] = average_precision(pred[:, 0], y[parts["test"]][:, 0])
+        res["positive_rate"] = float(y[parts["test"]].mean())
     else:
         res["map"] = mean_average_precision(pred, y[parts["test"]])
         res["micro_f1"], res["macro_f1"] = f1_scores(pred > 0, y[parts["test"]] > 0.5)
@@ -197,6 +213,8 @@ def _headline(res: dict) -> str:
         return f"skipped ({res['skipped']})"
     if "top1" in res:
         return f"top-1 {res['top1']:.3f} (majority {res['chance']:.3f}), P@1 {res['precision_at_k']['1']:.3f}"
+    if "ap" in res:
+        return f"AP {res['ap']:.3f} (positive rate {res['positive_rate']:.3f})"
     if "mse" in res:
         return f"MSE {res['mse']:.4f} (predicting the mean {res['mse_of_mean']:.4f})"
     return f"mAP {res['map']:.3f}, micro F1 {res['micro_f1']:.3f}, macro F1 {res['macro_f1']:.3f}"

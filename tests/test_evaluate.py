@@ -30,13 +30,14 @@ def test_every_bad_row_is_reported_with_file_and_line(tmp_path):
         "place,classification,a,0,3,forest,holdout",
         "age,regression,a,0,3,old,train",
         "place,regression,a,0,3,1.0,train",
+        "cut,binary,a,0,4,2,train",
     ]) + "\n")
     with pytest.raises(ConfigError) as e:
         read_tasks([str(f)], {"a": 10})
     msg = str(e.value)
     for line, why in [(3, "kind 'clustering'"), (4, "movie 'zzz' has no shots"), (5, "shots [5, 20) outside"),
                       (6, "start_shot/end_shot must be integers"), (7, "split 'holdout'"), (8, "regression label 'old' is not a number"),
-                      (9, "task 'place' mixes kinds")]:
+                      (9, "task 'place' mixes kinds"), (10, "binary label '2' is not 0 or 1")]:
         assert f"t.csv:{line}: {why}" in msg, (line, msg)
     with pytest.raises(ConfigError, match="missing column"):
         (tmp_path / "bad.csv").write_text("task,movie_id\nx,a\n")
