@@ -105,3 +105,33 @@ def write_html(path: str | Path, title: str, sections: list[tuple[str, str | lis
 
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def training_curves(path: str | Path, curves: dict[str, list[tuple[int, float]]]) -> None:
+    """One panel per training stage: its logged loss against the optimizer step."""
+    plt = _pyplot()
+    if not curves:
+        raise ValueError("no training curves to draw")
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    for ax, (name, points) in zip(axes[0], curves.items()):
+        ax.plot([s for s, _ in points], [v for _, v in points], lw=1.2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def logged_losses(log_dir: str | Path) -> list[tuple[int, float]]:
+    """(step, loss) from a stage's TensorBoard logs; a step logged twice (a resumed run) keeps its
+    last value, so interrupted and uninterrupted runs give the same curve."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for run in sorted(p for p in Path(log_dir).iterdir() if p.is_dir()):
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        if "loss" in acc.Tags().get("scalars", []):
+            for e in sorted(acc.Scalars("loss"), key=lambda e: e.wall_time):
+                points[e.step] = e.value
+    return sorted(points.items())

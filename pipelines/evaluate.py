@@ -13,7 +13,7 @@ classification also retrieval precision@1/5/10 by L2 nearest neighbours among th
 movies) is an error, unless ``evaluate.allow_leakage: true``. Bad rows (unknown movie, shot range
 outside the movie, unknown kind/split, bad number) are errors naming file and row.
 
-Not built yet (issue 7): training curves in the report and the quality table.
+Not built yet (issue 7): the quality table.
 """
 
 from __future__ import annotations
@@ -224,6 +224,18 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(r['kind'])}</td>"
                    f"<td>{html.escape(_headline(r))}</td><td>{r['clips']}</td></tr>"
                    for n, r in report["tasks"].items())
+    curves = ""
+    try:
+        from movies2scenes.report import logged_losses, training_curves
+
+        found = {s: logged_losses(run_dir / s / "logs") for s in ("shot_encoder", "movie_encoder", "scene_encoder")
+                 if (run_dir / s / "logs").is_dir()}
+        found = {s: pts for s, pts in found.items() if pts}
+        if found:
+            training_curves(path.parent / "curves.png", found)
+            curves = "<h2>Training curves</h2><p><img src='curves.png' style='max-width:100%'></p>"
+    except Exception as e:  # a picture must never lose the evaluation
+        print(f"evaluate: warning: training curves not drawn: {type(e).__name__}: {e}")
     mining = run_dir / "scene_pairs" / "report" / "index.html"
     link = ("<p>Mining report: <a href='../scene_pairs/report/index.html'>scene_pairs/report/index.html</a></p>"
             if mining.is_file() else "")
@@ -232,4 +244,4 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
                        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 8px}"
                        "table{border-collapse:collapse}</style><h1>Evaluation of the exported scene encoder</h1>"
                        f"<table><tr><th>task</th><th>kind</th><th>test result</th><th>clips</th></tr>{rows}</table>"
-                       f"{link}\n", encoding="utf-8")
+                       f"{curves}{link}\n", encoding="utf-8")

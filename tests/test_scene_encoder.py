@@ -176,7 +176,8 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
     assert np.isfinite(length["mse"]) and 0 <= length["best_epoch"] < 5
     long = report["tasks"]["long"]  # AP is NaN when the test clips hold no positive
     assert "skipped" in long or np.isnan(long["ap"]) or 0 <= long["ap"] <= 1
-    assert "place" in (run / "eval" / "report.html").read_text()
+    page = (run / "eval" / "report.html").read_text()
+    assert "place" in page and "curves.png" in page and (run / "eval" / "curves.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
