@@ -100,13 +100,17 @@ class ShardCache:
         self.dir, self.size = Path(shots_dir), size
         self.items: OrderedDict[str, dict] = OrderedDict()
 
-    def sample(self, shard: str, key: str) -> dict:
+    def shard(self, shard: str) -> dict:
+        """All samples of a shard, key → sample, in shard order."""
         if shard not in self.items:
             self.items[shard] = {s["__key__"]: s for s in iter_tar(self.dir / shard)}
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         self.items.move_to_end(shard)
-        return self.items[shard][key]
+        return self.items[shard]
+
+    def sample(self, shard: str, key: str) -> dict:
+        return self.shard(shard)[key]
 
 
 class RecipeStream(IterableDataset):

@@ -29,7 +29,7 @@ fast path against it exactly, ties included.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,15 +44,14 @@ class Mined:
     score: np.ndarray  # float32 (K,)
     chosen: int = 0  # non-overlapping pairs before the keep fraction
     reason: str | None = None  # why nothing was mined (degenerate input), else None
-    windows: tuple[int, int] = field(default=(0, 0))  # score-matrix shape (M−n+1, N−n+1)
 
     def __len__(self) -> int:
         return len(self.score)
 
 
-def _empty(reason: str | None, chosen: int = 0, windows=(0, 0)) -> Mined:
+def _empty(reason: str | None) -> Mined:
     z = np.zeros(0, np.int64)
-    return Mined(z, z.copy(), np.zeros(0, np.float32), chosen, reason, windows)
+    return Mined(z, z.copy(), np.zeros(0, np.float32), 0, reason)
 
 
 def check_inputs(x1, x2, n: int) -> str | None:
@@ -176,7 +175,7 @@ def mine_pair(x1, x2, n: int = 9, keep_fraction: float = 0.5, device: str | torc
     scores = window_scores(t1, t2, n)
     rows, cols, vals = select_nonoverlapping(scores, n)
     k = keep_count(len(rows), keep_fraction)
-    return Mined(rows[:k], cols[:k], vals[:k], len(rows), None, tuple(scores.shape))
+    return Mined(rows[:k], cols[:k], vals[:k], len(rows), None)
 
 
 def mine_pair_reference(x1: np.ndarray, x2: np.ndarray, n: int = 9, keep_fraction: float = 0.5) -> Mined:
@@ -199,4 +198,4 @@ def mine_pair_reference(x1: np.ndarray, x2: np.ndarray, n: int = 9, keep_fractio
     k = keep_count(len(chosen), keep_fraction)
     kept = chosen[:k]
     return Mined(np.asarray([i for i, _, _ in kept], np.int64), np.asarray([j for _, j, _ in kept], np.int64),
-                 np.asarray([s for *_, s in kept], np.float32), len(chosen), None, (r, c))
+                 np.asarray([s for *_, s in kept], np.float32), len(chosen), None)

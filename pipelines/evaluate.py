@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import html
+from collections import Counter
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -111,20 +112,34 @@ def leakage(tasks: dict[str, list[dict]], catalogue_file: str) -> list[str]:
 
 @torch.no_grad()
 def embed_clips(encoder, shots: ShotSamples, clips: list[tuple[str, int, int]], batch: int) -> np.ndarray:
-    """One embedding per (movie, start, end): the clip's keyframes as one scene (n = end − start)."""
+    """One embedding per (movie, start, end): the clip's keyframes as one scene (n = end − start).
+    Movie by movie, each shot is read and transformed once however many clips overlap it; clips of
+    equal length are batched together across movies."""
     size = int(encoder.vit.patch_embed.img_size[0])
     tf = eval_transform(size)
-    out = {}
-    by_len: dict[int, list[tuple[str, int, int]]] = {}
-    for c in clips:
-        by_len.setdefault(c[2] - c[1], []).append(c)
-    for group in by_len.values():
-        for i in range(0, len(group), batch):
-            chunk = group[i:i + batch]
-            x = torch.stack([torch.stack([torch.stack([tf(to_chw(f)) for f in decode_keyframes(s)])
-                                          for s in shots(m)[a:b]]) for m, a, b in chunk])
-            for c, e in zip(chunk, encoder(x).float().numpy()):
+    out: dict[tuple[str, int, int], np.ndarray] = {}
+    pending: dict[int, list[tuple[tuple[str, int, int], torch.Tensor]]] = {}
+
+    def flush(length: int) -> None:
+        items = pending.pop(length, [])
+        if items:
+            for (c, _), e in zip(items, encoder(torch.stack([x for _, x in items])).float().numpy()):
                 out[c] = e
+
+    by_movie: dict[str, list[tuple[str, int, int]]] = {}
+    for c in dict.fromkeys(clips):
+        by_movie.setdefault(c[0], []).append(c)
+    for movie, movie_clips in by_movie.items():
+        samples, views = shots(movie), {}
+        for c in movie_clips:
+            for t in range(c[1], c[2]):
+                if t not in views:
+                    views[t] = torch.stack([tf(to_chw(f)) for f in decode_keyframes(samples[t])])
+            pending.setdefault(c[2] - c[1], []).append((c, torch.stack([views[t] for t in range(c[1], c[2])])))
+            if len(pending[c[2] - c[1]]) == batch:
+                flush(c[2] - c[1])
+    for length in list(pending):
+        flush(length)
     return np.stack([out[c] for c in clips])
 
 
@@ -185,7 +200,7 @@ def run(cfg: Config, force: bool = False) -> int:
     import pyarrow.parquet as pq
 
     index = pq.read_table(shots_dir / "index.parquet", columns=["movie_id"]).column("movie_id").to_pylist()
-    num_shots = {m: index.count(m) for m in set(index)}
+    num_shots = Counter(index)
     tasks = read_tasks(ev.tasks, num_shots)
     if cfg.catalogue:
         leaked = leakage(tasks, cfg.catalogue)

@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.data import ShardCache
 from movies2scenes.features import ShotFeatures
 from movies2scenes.mining import keep_count, mine_pair
 from movies2scenes.store import (
@@ -82,27 +83,19 @@ class MovieEmbeddings:
 
 
 class ShotSamples:
-    """Stored shot samples (keyframe fields) of a movie, read sequentially from its shot shard."""
+    """Stored shot samples (keyframe fields) of a movie in shot order, from its shot shard (read
+    sequentially and cached by ``data.ShardCache``)."""
 
     def __init__(self, shots_dir: Path, cache: int = 8):
         index = pq.read_table(shots_dir / "index.parquet", columns=["movie_id", "shard"]).to_pylist()
-        self.shard = {r["movie_id"]: shots_dir / r["shard"] for r in index}
-        self.cache: OrderedDict[str, list[dict[str, bytes]]] = OrderedDict()
-        self.size = cache
+        self.shard = {r["movie_id"]: r["shard"] for r in index}
+        self.cache = ShardCache(shots_dir, cache)
 
     def __call__(self, movie_id: str) -> list[dict[str, bytes]]:
-        if movie_id in self.cache:
-            self.cache.move_to_end(movie_id)
-            return self.cache[movie_id]
-        samples = []
-        for s in iter_tar(self.shard[movie_id]):
-            meta = json.loads(s["json"])
-            if meta["shot"] != len(samples):
-                raise ValueError(f"{self.shard[movie_id]}: shot {meta['shot']} out of order")
-            samples.append(s)
-        self.cache[movie_id] = samples
-        if len(self.cache) > self.size:
-            self.cache.popitem(last=False)
+        samples = list(self.cache.shard(self.shard[movie_id]).values())
+        for i, s in enumerate(samples):
+            if json.loads(s["json"])["shot"] != i:
+                raise ValueError(f"{self.shard[movie_id]}: shot {i} out of order")
         return samples
 
 
@@ -170,7 +163,7 @@ def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
                         skipped.append({"movie_a": a, "movie_b": b, "reason": mined.reason})
                     for i, j, s in zip(mined.start_a.tolist(), mined.start_b.tolist(), mined.score.tolist()):
                         rows.append({"movie_a": a, "start_a": i, "movie_b": b, "start_b": j, "score": s,
-                                     "source": source, "chosen": mined.chosen})
+                                     "source": source})
                 bar.update()
             n = sp.shots_per_scene
             for r, row in enumerate(rows):
