@@ -142,6 +142,10 @@ class ShotFeaturesConfig:
 
 
 PAIR_SOURCES = ("cowatch", "genre", "synopsis", "kg")
+# also valid in movie_pairs.sources, for ablations (paper Table 1 rows 10 and 13): seeded random
+# partners (the control) and nearest neighbours in genre ⊕ synopsis features
+ABLATION_SOURCES = ("random", "genre_synopsis")
+ALL_SOURCES = PAIR_SOURCES + ABLATION_SOURCES
 
 
 @dataclass
@@ -390,8 +394,8 @@ def _validate(cfg: Config) -> None:
     ]
     mp = cfg.movie_pairs
     rules += [
-        ("movie_pairs.sources", set(mp.sources) <= set(PAIR_SOURCES) and len(mp.sources) > 0,
-         f"must be a non-empty list of {', '.join(PAIR_SOURCES)}"),
+        ("movie_pairs.sources", set(mp.sources) <= set(ALL_SOURCES) and len(mp.sources) > 0,
+         f"must be a non-empty list of {', '.join(ALL_SOURCES)}"),
         ("movie_pairs.combined", set(mp.combined) <= set(mp.sources),
          "may only name sources listed in movie_pairs.sources"),
         ("movie_pairs.combined_weights", not mp.combined_weights or len(mp.combined_weights) == len(mp.combined),
@@ -414,8 +418,8 @@ def _validate(cfg: Config) -> None:
         ("scene_pairs.shots_per_scene", sp.shots_per_scene >= 1, "must be >= 1"),
         ("scene_pairs.keep_fraction", 0 < sp.keep_fraction <= 1, "must be in (0, 1]"),
         ("scene_pairs.movie_pairs_per_shard", sp.movie_pairs_per_shard >= 1, "must be >= 1"),
-        ("scene_pairs.pairs_source", sp.pairs_source in ("", *PAIR_SOURCES, "combined"),
-         f"must be empty or one of {', '.join(PAIR_SOURCES)}, combined"),
+        ("scene_pairs.pairs_source", sp.pairs_source in ("", *ALL_SOURCES, "combined"),
+         f"must be empty or one of {', '.join(ALL_SOURCES)}, combined"),
         ("scene_pairs.device", sp.device in ("auto", "cpu") or sp.device.startswith("cuda"),
          "must be auto, cpu or cuda[:i]"),
     ]

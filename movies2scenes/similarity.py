@@ -12,6 +12,9 @@ never allowed). About ``per_movie`` partners per movie:
   never a hub download), L2-normalised, nearest neighbours by dot product with faiss.
 * :func:`kg_pairs` — a knowledge graph of (movie, relation, entity) triples embedded with TransE or
   RotatE (:mod:`movies2scenes.kg`), nearest movie neighbours by cosine with faiss.
+* :func:`genre_synopsis_pairs` — nearest neighbours in the concatenation of the L2-normalised genre
+  multi-hot vector and synopsis embedding (paper Table 1 row 13).
+* :func:`random_pairs` — seeded random partners: the no-metadata control (paper Table 1 row 10).
 * :func:`combine` — the union of several sources, scores rescaled to [0, 1] per source and summed
   with weights, optionally capped to the best ``per_movie`` partners per movie.
 
@@ -176,6 +179,40 @@ def synopsis_pairs(synopses: dict[str, str], allowed: set[str], per_movie: int =
     if len(ids) < 2:
         return out
     return nearest_pairs(ids, embed_texts([synopses[m] for m in ids], model_path), per_movie, out)
+
+
+def genre_synopsis_pairs(genres: dict[str, tuple[str, ...]], synopses: dict[str, str], allowed: set[str],
+                         per_movie: int = 3, model_path: str | Path | None = None) -> Pairs:
+    """Nearest movies in genre ⊕ synopsis features (paper Table 1 row 13): the genre multi-hot vector
+    and the synopsis embedding, each L2-normalised and concatenated, so that the inner product is
+    genre cosine + synopsis cosine."""
+    out = Pairs()
+    ids = [m for m in sorted(genres) if m in allowed and genres[m] and synopses.get(m, "").strip()]
+    missing = sum(1 for m in genres if m in allowed) - len(ids)
+    if missing:
+        out.skipped["movies without genres or synopsis"] = missing
+    if len(ids) < 2:
+        return out
+    vocab = sorted({g for m in ids for g in genres[m]})
+    g = np.array([[v in genres[m] for v in vocab] for m in ids], np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    x = np.concatenate([g, embed_texts([synopses[m] for m in ids], model_path)], axis=1)
+    return nearest_pairs(ids, x, per_movie, out)
+
+
+def random_pairs(movies: list[str], allowed: set[str], per_movie: int = 3, seed: int = 0) -> Pairs:
+    """The control (paper Table 1 row 10): each movie nominates ``per_movie`` partners drawn at
+    random (seeded), score 0 — movie similarity without any metadata."""
+    out = Pairs()
+    ids = sorted(m for m in movies if m in allowed)
+    rng = np.random.default_rng([seed, 37])
+    if len(ids) < 2:
+        return out
+    for i, m in enumerate(ids):
+        others = [j for j in range(len(ids)) if j != i]
+        for j in rng.choice(others, size=min(per_movie, len(others)), replace=False):
+            out.add(m, ids[int(j)], 0.0)
+    return out
 
 
 def kg_pairs(triples: list[tuple[str, str, str]], movie_entity: dict[str, str], allowed: set[str],

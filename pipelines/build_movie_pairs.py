@@ -25,7 +25,9 @@ from movies2scenes.similarity import (
     cowatch_pairs,
     genre_pairs,
     genre_share_rate,
+    genre_synopsis_pairs,
     kg_pairs,
+    random_pairs,
     synopsis_pairs,
 )
 from movies2scenes.store import file_fingerprint, write_json, write_parquet
@@ -96,6 +98,11 @@ def run(cfg: Config, force: bool = False) -> int:
         elif source == "synopsis":
             results[source] = synopsis_pairs({m.movie_id: m.synopsis for m in catalogue}, allowed,
                                              mp.per_movie, mp.synopsis_model or None)
+        elif source == "genre_synopsis":
+            results[source] = genre_synopsis_pairs(genres, {m.movie_id: m.synopsis for m in catalogue}, allowed,
+                                                   mp.per_movie, mp.synopsis_model or None)
+        elif source == "random":
+            results[source] = random_pairs(sorted(genres), allowed, mp.per_movie, cfg.seed)
         elif source == "kg":
             triples = [(m.movie_id, "genre", f"genre:{g}") for m in catalogue for g in m.genres]
             if mp.kg_triples:

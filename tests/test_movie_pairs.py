@@ -19,8 +19,10 @@ from movies2scenes.similarity import (
     cowatch_pairs,
     genre_pairs,
     genre_share_rate,
+    genre_synopsis_pairs,
     kg_pairs,
     nearest_pairs,
+    random_pairs,
     synopsis_pairs,
 )
 from pipelines import build_movie_pairs
@@ -109,6 +111,32 @@ def test_synopsis_pairs_use_the_local_model():
     assert set(p.scores) == {("s1", "s2"), ("c1", "c2")}
 
 
+def test_genre_synopsis_pairs_need_both_to_agree():
+    # s1/s2 share genre and topic; s3 shares s1's topic but not its genre; c1/c2 are cooking
+    texts = {"s1": "Astronauts repair a damaged space station orbiting Mars.",
+             "s2": "A rocket crew drifts through space after their spaceship fails.",
+             "s3": "An astronaut repairs a broken station in orbit around Mars.",
+             "c1": "A chef opens a small bakery and perfects her bread recipe.",
+             "c2": "Two cooks compete in a kitchen to bake the best cake."}
+    genres = {"s1": ("scifi",), "s2": ("scifi",), "s3": ("comedy",), "c1": ("comedy",), "c2": ("comedy",),
+              "g": ()}
+    p = genre_synopsis_pairs(genres, texts, set(genres), per_movie=1)
+    assert p.skipped == {"movies without genres or synopsis": 1}
+    assert ("s1", "s2") in p.scores and ("s1", "s3") not in p.scores
+    # synopsis alone pairs s1 with its near-paraphrase s3
+    assert ("s1", "s3") in synopsis_pairs(texts, set(texts), per_movie=1).scores
+    assert max(p.scores.values()) <= 2.0 + 1e-5  # genre cosine + synopsis cosine
+
+
+def test_random_pairs_are_seeded_and_ignore_metadata():
+    ids = [f"m{i:02d}" for i in range(40)]
+    p = random_pairs(ids, set(ids[:30]), per_movie=3, seed=4)
+    assert p.scores == random_pairs(ids, set(ids[:30]), per_movie=3, seed=4).scores
+    assert p.scores != random_pairs(ids, set(ids[:30]), per_movie=3, seed=5).scores
+    assert p.movies() <= set(ids[:30]) and len(p) >= 30 * 3 // 2
+    assert random_pairs(["a"], {"a"}).scores == {}
+
+
 def test_nearest_pairs_equal_brute_force():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 8)).astype(np.float32)
@@ -151,11 +179,12 @@ def test_stage_keeps_evaluation_movies_out(small_world, tmp_path):
     rows = [{"movie_id": m.movie_id, "video": str(m.video), "genres": "|".join(m.genres),
              "synopsis": m.synopsis, "split": ["train", "test", "train", "val"][i]} for i, m in enumerate(cat)]
     catalogue = write_catalogue(tmp_path / "cat.csv", rows)
-    cfg = _stage_cfg(tmp_path / "run", small_world, f"catalogue={catalogue}")
+    cfg = _stage_cfg(tmp_path / "run", small_world, f"catalogue={catalogue}",
+                     "movie_pairs.sources=[cowatch,genre,synopsis,kg,random,genre_synopsis]")
     assert build_movie_pairs.run(cfg) == 0
     out = tmp_path / "run" / "movie_pairs"
     kept_out = {r["movie_id"] for r in rows if r["split"] != "train"}
-    for source in ("cowatch", "genre", "synopsis", "kg", "combined"):
+    for source in ("cowatch", "genre", "synopsis", "kg", "combined", "random", "genre_synopsis"):
         table = pq.read_table(out / f"{source}.parquet").to_pylist()
         assert not ({r["movie_a"] for r in table} | {r["movie_b"] for r in table}) & kept_out, source
     summary = json.loads((out / "summary.json").read_text())
