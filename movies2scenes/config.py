@@ -363,6 +363,8 @@ def _validate(cfg: Config) -> None:
     """Range checks the type system cannot express."""
     s, w = cfg.shots, cfg.demo_world
     rules = [
+        ("shots.threshold", s.threshold is None or s.threshold > 0, "must be > 0 (or null: the detector's default)"),
+        ("shots.min_video_frames", s.min_video_frames >= 1, "must be >= 1"),
         ("shots.keyframes", s.keyframes >= 1, "must be >= 1"),
         ("shots.keyframe_size", s.keyframe_size >= 8, "must be >= 8"),
         ("shots.work_size", s.work_size == 0 or s.work_size >= 8, "must be 0 or >= 8"),

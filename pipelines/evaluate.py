@@ -13,7 +13,8 @@ classification also retrieval precision@1/5/10 by L2 nearest neighbours among th
 movies) is an error, unless ``evaluate.allow_leakage: true``. Bad rows (unknown movie, shot range
 outside the movie, unknown kind/split, bad number) are errors naming file and row.
 
-Not built yet (issue 7): the quality table.
+The quality table (every representation × pair source × seed on held-out demo-world movies) is
+``bench/quality.py`` (``make bench-quality``); it reuses this stage's clip embedding and probes.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def embed_clips(encoder, shots: ShotSamples, clips: list[tuple[str, int, int]], 
     return np.stack([out[c] for c in clips])
 
 
-def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg) -> dict:
+def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg, seed: int = 0) -> dict:
+    """One task's probe (trained on the rows' train split, epoch chosen on val) scored on test."""
     split = np.array([r["split"] for r in rows])
     if kind == "classification":
         classes = sorted({r["label"] for r in rows})
@@ -162,7 +164,7 @@ def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg) -> dict:
     if min(counts.values()) == 0:
         return {"kind": kind, "clips": counts, "skipped": "needs clips in each of train, val and test"}
     probe = MLPProbe("multilabel" if kind == "binary" else kind, emb.shape[1], out_dim, ProbeConfig(cfg.hidden, cfg.dropout, cfg.lr, cfg.weight_decay,
-                                                            cfg.epochs, cfg.batch_size, seed=0))
+                                                            cfg.epochs, cfg.batch_size, seed=seed))
     probe.fit(emb[parts["train"]], y[parts["train"]], emb[parts["val"]], y[parts["val"]])
     pred = probe.predict(emb[parts["test"]])
     res = {"kind": kind, "clips": counts, "best_epoch": probe.best_epoch}

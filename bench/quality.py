@@ -1,0 +1,286 @@
+"""The quality table (issue 7): scene representations × movie-pair sources × seeds, on demo worlds
+whose ground truth (place of every shot, genres of every movie, scene boundaries) is known.
+
+For a world (``--world demo``: the demo generator settings with 96 movies, 40 % of them held out,
+i.e. the demo's 58 pretraining movies and 38 evaluation movies; ``--world large``: 192 movies,
+1,600 users, same fractions) the shared stages run once (``base/``: world, shots, E_shot, shot
+features). Then every row × seed is a *cell*, a run folder whose shots / shot encoder / features
+are links to the base and whose own stages are run in this process with the seed set:
+
+* ``random-init``  — the scene ViT as it is before training (seeded), no pretraining;
+* ``E_shot mean``  — the shot encoder's features averaged over the clip's shots (no scene model);
+* ``pairs: S``     — build-movie-pairs with the single source S → train-movie-encoder on S →
+  mine-scene-pairs over S → train-scene-encoder → export. S ∈ random (paper Table 1 row 10),
+  genre (11), synopsis (12), cowatch (1), genre_synopsis (13: concatenated features), kg;
+* ``scale f``      — cowatch, with only a seeded fraction f of the pretraining movies allowed into
+  movie pairs (rows 1–5; E_shot stays trained on all of them);
+* ``n = k``        — cowatch, k shots per mined scene (rows 6–8; demo default n = 9).
+
+Every representation is measured the same way on the held-out movies' ground-truth scenes
+(``demo.write_demo_tasks``): a place probe (top-1), a genre probe (micro/macro F1, mAP), a
+scene-boundary probe on 4-shot windows (AP), each the mean over 5 seeded per-movie probe splits
+(MLP probes of ``m2s evaluate``, validation epoch), and retrieval P@1/5/10 by L2 over all held-out
+scenes (label: place). Trained rows also report the *precision of their mined scene pairs* (both
+scenes mostly of the same place): the signal the scene encoder was given. A cell's numbers are kept
+in ``CELL/quality.json``, so a killed bench resumes. Output: a markdown table (mean ± std over seeds)
+and ``WORK/WORLD/results.json``.
+
+    python bench/quality.py [--world demo|large] [--seeds 0 1 2] [--groups main scale n]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from movies2scenes.config import load  # noqa: E402
+
+WORLDS = {
+    "demo": ["demo_world.num_movies=96", "demo_world.val_fraction=0.2", "demo_world.test_fraction=0.2"],
+    "large": ["demo_world.num_movies=192", "demo_world.num_users=1600", "demo_world.val_fraction=0.2",
+              "demo_world.test_fraction=0.2"],
+}
+SOURCES = ["random", "genre", "synopsis", "cowatch", "genre_synopsis", "kg"]
+PROBE_SPLITS = 5
+
+
+def rows(groups: list[str]) -> list[dict]:
+    out = []
+    if "main" in groups:
+        out += [{"name": "random-init", "kind": "random_init"}, {"name": "E_shot mean", "kind": "shot_mean"}]
+        out += [{"name": f"pairs: {s}", "kind": "trained", "source": s} for s in SOURCES]
+    if "scale" in groups:
+        out += [{"name": f"scale {f}", "kind": "trained", "source": "cowatch", "fraction": f} for f in (0.25, 0.5)]
+    if "n" in groups:
+        out += [{"name": f"n = {n}", "kind": "trained", "source": "cowatch",
+                 "set": [f"scene_pairs.shots_per_scene={n}"]} for n in (5, 13)]
+    return out
+
+
+def m2s(*args: str) -> None:
+    cmd = [str(Path(sys.executable).parent / "m2s"), *args]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def base_run(work: Path, world: str) -> Path:
+    """World, shots, E_shot and features, once per world (each stage skips itself when done)."""
+    base = work / world / "base"
+    config = str(ROOT / "configs" / "demo.yaml")
+    if not (base / "world" / "world.json").is_file():
+        m2s("demo-world", str(base / "world"), "-c", config, *WORLDS[world])
+    args = ["-c", config, f"run_dir={base}", f"catalogue={base / 'world' / 'catalogue.csv'}",
+            f"watch_logs={base / 'world' / 'watch_logs.csv'}"]
+    for stage in ("detect-shots", "train-shot-encoder", "extract-shot-features"):
+        m2s(stage, *args)
+    return base
+
+
+class Tasks:
+    """The held-out movies' clips (place / genre / boundary) and PROBE_SPLITS per-movie probe splits."""
+
+    def __init__(self, base: Path, out: Path):
+        from collections import Counter
+
+        import pyarrow.parquet as pq
+
+        from movies2scenes.demo import write_demo_tasks
+        from pipelines.evaluate import read_tasks
+
+        index = pq.read_table(base / "shots" / "index.parquet", columns=["movie_id"]).column("movie_id")
+        num_shots = Counter(index.to_pylist())
+        self.splits = []
+        for k in range(PROBE_SPLITS):
+            files = write_demo_tasks(base / "world", out / f"split{k}", seed=k)
+            self.splits.append(read_tasks([str(f) for f in files], num_shots))
+        first = self.splits[0]
+        self.names = sorted(first)
+        self.clips = {t: [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in first[t]] for t in self.names}
+        for split in self.splits[1:]:  # the same clips in the same order; only the split differs
+            assert all([(r["movie_id"], r["start_shot"], r["end_shot"]) for r in split[t]] == self.clips[t]
+                       for t in self.names)
+
+    def measure(self, embed, seed: int) -> dict:
+        from movies2scenes.config import EvaluateConfig
+        from movies2scenes.evaluation import precision_at_k
+        from pipelines.evaluate import run_task
+
+        ev = EvaluateConfig()
+        res: dict[str, list[float]] = {}
+        for task in self.names:
+            emb = embed(self.clips[task])
+            for split in self.splits:
+                r = run_task(split[task][0]["kind"], split[task], emb, ev, seed=seed)
+                if "skipped" in r:
+                    raise RuntimeError(f"task {task}: {r['skipped']}")
+                for key in ("top1", "micro_f1", "macro_f1", "map", "ap"):
+                    if key in r:
+                        res.setdefault(f"{task}_{key}", []).append(r[key])
+            if task == "place":
+                labels = np.array([r["label"] for r in self.splits[0][task]])
+                for k, v in precision_at_k(emb, labels).items():
+                    res[f"p_at_{k}"] = [v]
+        return {k: float(np.mean(v)) for k, v in res.items()}
+
+
+def mined_precision(cell: Path, base: Path) -> float:
+    import pyarrow.parquet as pq
+
+    from scene_pair_quality import precision
+
+    places: dict[str, list[int]] = {}
+    with open(base / "world" / "ground_truth" / "shots.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            places.setdefault(r["movie_id"], []).append(int(r["place"]))
+    n = json.loads((cell / "scene_pairs" / "DONE.json").read_text())["shots_per_scene"]
+    pairs = [(r["movie_a"], r["start_a"], r["movie_b"], r["start_b"])
+             for r in pq.read_table(cell / "scene_pairs" / "pairs.parquet").to_pylist()]
+    return precision(pairs, places, n)[0]
+
+
+def subset_catalogue(base: Path, cell: Path, fraction: float, seed: int) -> Path:
+    """The base catalogue with all but a seeded ``fraction`` of the train movies set to ``exclude``."""
+    with open(base / "world" / "catalogue.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        fields, table = reader.fieldnames, list(reader)
+    train = [i for i, r in enumerate(table) if r["split"] == "train"]
+    keep = set(np.random.default_rng([seed, 41]).choice(train, int(round(fraction * len(train))), replace=False))
+    for i in train:
+        if i not in keep:
+            table[i]["split"] = "exclude"
+    out = cell / "catalogue.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(table)
+    return out
+
+
+def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: int) -> dict:
+    import torch
+
+    from movies2scenes.export import load_scene_encoder
+    from movies2scenes.features import ShotFeatures
+    from pipelines import build_movie_pairs, export, mine_scene_pairs, train_movie_encoder, train_scene_encoder
+    from pipelines.evaluate import embed_clips
+    from pipelines.mine_scene_pairs import ShotSamples
+
+    cell = work / world / "cells" / f"{row['name'].replace(': ', '-').replace(' ', '')}-s{seed}"
+    done = cell / "quality.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    started = time.time()
+    cell.mkdir(parents=True, exist_ok=True)
+    for stage in ("shots", "shot_encoder", "shot_features"):
+        if not (cell / stage).exists():
+            os.symlink(base / stage, cell / stage)
+    catalogue = base / "world" / "catalogue.csv"
+    if "fraction" in row:
+        catalogue = subset_catalogue(base, cell, row["fraction"], seed)
+    source = row.get("source", "cowatch")
+    cfg = load([ROOT / "configs" / "demo.yaml"],
+               [f"run_dir={cell}", f"seed={seed}", f"catalogue={catalogue}",
+                f"watch_logs={base / 'world' / 'watch_logs.csv'}", f"movie_pairs.sources=[{source}]",
+                "movie_pairs.combined=[]", f"movie_encoder.pairs_source={source}", *row.get("set", [])])
+    shots = ShotSamples(base / "shots", cache=4)
+    result = {"row": row["name"], "seed": seed}
+    if row["kind"] == "shot_mean":
+        feats = ShotFeatures(base / "shot_features")
+        embed = lambda clips: np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0)  # noqa: E731
+                                        for m, a, b in clips])
+    else:
+        if row["kind"] == "random_init":
+            from accelerate.utils import set_seed
+
+            from pipelines.train_scene_encoder import initial_encoder
+
+            set_seed(seed)  # the scene encoder exactly as train-scene-encoder starts it
+            encoder = initial_encoder(cfg).eval().requires_grad_(False)
+        else:
+            for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs, train_scene_encoder, export):
+                if stage.run(cfg) != 0:
+                    raise RuntimeError(f"{stage.__name__} failed in {cell}")
+            encoder = load_scene_encoder(cell / "export")
+            done_json = lambda s: json.loads((cell / s / "DONE.json").read_text())  # noqa: E731
+            result |= {"scene_pairs": done_json("scene_pairs")["counts"]["scene_pairs"],
+                       "movie_pairs": done_json("scene_pairs")["counts"]["movie_pairs"],
+                       "steps": done_json("scene_encoder")["counts"]["steps"],
+                       "movie_auc": done_json("movie_encoder").get("heldout_auc"),
+                       "mined_precision": mined_precision(cell, base)}
+        embed = lambda clips: embed_clips(encoder, shots, clips, 64)  # noqa: E731
+    torch.manual_seed(seed)
+    result |= tasks.measure(embed, seed)
+    result["elapsed_s"] = round(time.time() - started, 1)
+    done.write_text(json.dumps(result, indent=1))
+    for heavy in ("scene_encoder/checkpoints", "movie_encoder/checkpoints"):  # only needed to resume
+        shutil.rmtree(cell / heavy, ignore_errors=True)
+    return result
+
+
+COLUMNS = [("place_top1", "place top-1"), ("genre_micro_f1", "genre µF1"), ("genre_macro_f1", "genre MF1"),
+           ("genre_map", "genre mAP"), ("p_at_1", "P@1"), ("p_at_5", "P@5"), ("p_at_10", "P@10"),
+           ("boundary_ap", "boundary AP"), ("mined_precision", "mined-pair precision"), ("scene_pairs", "scene pairs")]
+
+
+def table(results: list[dict], order: list[str]) -> str:
+    lines = ["| representation | " + " | ".join(c for _, c in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
+    for name in order:
+        got = [r for r in results if r["row"] == name]
+        if not got:
+            continue
+        cells = []
+        for key, _ in COLUMNS:
+            v = [r[key] for r in got if r.get(key) is not None]
+            if not v:
+                cells.append("–")
+            elif key == "scene_pairs":
+                cells.append(f"{np.mean(v):.0f}")
+            else:
+                cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}")
+        lines.append(f"| {name} ({len(got)} seeds) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--world", choices=sorted(WORLDS), default="demo")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--groups", nargs="+", choices=["main", "scale", "n"], default=["main", "scale", "n"])
+    ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "quality"))
+    args = ap.parse_args()
+    work = Path(args.work).resolve()
+    base = base_run(work, args.world)
+    tasks = Tasks(base, work / args.world / "tasks")
+    print(f"quality: {args.world} world, {len(tasks.clips['place'])} held-out scenes, "
+          f"{len(tasks.clips['boundary'])} boundary windows, {PROBE_SPLITS} probe splits", flush=True)
+    todo = rows(args.groups)
+    results = []
+    for row in todo:
+        for seed in args.seeds:
+            r = run_cell(work, args.world, base, tasks, row, seed)
+            results.append(r)
+            print(f"quality: {r['row']} seed {seed}: place {r['place_top1']:.3f} genre µF1 "
+                  f"{r['genre_micro_f1']:.3f} P@1 {r['p_at_1']:.3f} boundary AP {r['boundary_ap']:.3f}"
+                  + (f" mined precision {r['mined_precision']:.3f}" if "mined_precision" in r else "")
+                  + f" ({r['elapsed_s']} s)", flush=True)
+    (work / args.world / "results.json").write_text(json.dumps(results, indent=1))
+    print()
+    print(table(results, [r["name"] for r in todo]))
+
+
+if __name__ == "__main__":
+    main()
