@@ -2,6 +2,7 @@
 #   make demo    set up, write the demo world, run every stage that exists, print a summary
 #   make test    the test suite
 #   make bench   performance benchmarks (print ratios; results go to bench/RESULTS.md by hand)
+#   make bench-quality   the quality table (scene representations x pair sources x 3 seeds; ~1.5 h on 2 cores)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,7 +14,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench reliability clean-demo
+.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench bench-quality reliability clean-demo
 
 setup: $(VENV)/.installed
 
@@ -69,6 +70,10 @@ summary: | setup
 	$(M2S) summary $(RUN)
 
 demo: setup world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary
+
+bench-quality: setup
+	$(BIN)/python bench/quality.py --world demo
+	$(BIN)/python bench/quality.py --world large --groups main
 
 test: setup
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests

@@ -131,6 +131,9 @@ class ShotEncoderConfig:
     query_fraction: float = 0.3  # share of a movie's shots used as queries each epoch (paper: 30 %)
     neighbour_offset: int = 2  # positives are shots t - offset and t + offset
     shuffle_movies: int = 16  # queries of this many movies are shuffled together (streaming window)
+    # pretrain on the catalogue's train-split movies only: val/test movies are evaluation movies and
+    # must not be seen in pretraining, even without labels. false = every movie of the shots stage
+    train_split_only: bool = True
 
 
 @dataclass

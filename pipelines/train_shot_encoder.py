@@ -1,6 +1,7 @@
 """Stage train_shot_encoder: shots → run_dir/shot_encoder/ (MoCo with neighbour positives).
 
-A readable Accelerate loop. Resumes from the newest checkpoint at the same step and data position;
+Trains on the shots of the catalogue's ``train``-split movies only (``shot_encoder.train_split_only``):
+evaluation movies are never seen in pretraining. A readable Accelerate loop. Resumes from the newest checkpoint at the same step and data position;
 a NaN/inf loss stops the run with a clear message and leaves the last good checkpoint in place.
 Writes ``model.safetensors`` + ``config.json`` (the query backbone: E_shot), ``head.safetensors``
 (the projection head), ``metrics.json``, TensorBoard logs under ``logs/`` and ``DONE.json``.
@@ -39,6 +40,16 @@ def stage_input_hash(*done_files: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def pretraining_movies(cfg: Config) -> set[str] | None:
+    """The catalogue's train-split movie ids, or None (= every movie) when
+    ``shot_encoder.train_split_only`` is off or no catalogue is given."""
+    if not cfg.shot_encoder.train_split_only or not cfg.catalogue:
+        return None
+    from movies2scenes.catalogue import load_catalogue
+
+    return {m.movie_id for m in load_catalogue(cfg.catalogue) if m.split == "train"}
+
+
 def run(cfg: Config, force: bool = False) -> int:
     from accelerate.utils import set_seed
 
@@ -46,7 +57,12 @@ def run(cfg: Config, force: bool = False) -> int:
     run_dir = Path(cfg.run_dir)
     shots_dir, out = run_dir / "shots", run_dir / "shot_encoder"
     ecfg, tr = cfg.shot_encoder, cfg.shot_encoder.train
-    chash = config_hash({"shot_encoder": asdict(ecfg), "seed": cfg.seed})
+    movies = movie_shots(shots_dir) if (shots_dir / "DONE.json").is_file() else {}
+    kept = pretraining_movies(cfg)
+    if kept is not None:
+        movies = {shard: rows for shard, rows in movies.items() if rows[0][1] in kept}
+    chash = config_hash({"shot_encoder": asdict(ecfg), "seed": cfg.seed,
+                         "movies": hashlib.sha256(" ".join(sorted(movies)).encode()).hexdigest()[:16]})
     input_hash = stage_input_hash(shots_dir / "DONE.json")
     if not force and is_done(out, chash, input_hash):
         print(f"train-shot-encoder: {out} is up to date (DONE.json matches); nothing to do")
@@ -58,7 +74,12 @@ def run(cfg: Config, force: bool = False) -> int:
         raise ConfigError(f"shot_encoder.train.batch_size {tr.batch_size} is not divisible by the "
                           f"{world} processes")
     local_batch = tr.batch_size // world
-    movies = movie_shots(shots_dir)
+    if not movies:
+        raise ConfigError(f"no movies to train on: {shots_dir} has no shots of the catalogue's train split "
+                          "(set shot_encoder.train_split_only=false to use every movie)")
+    if accelerator.is_main_process:
+        print(f"train-shot-encoder: {len(movies)} movies"
+              + (" (the catalogue's train split)" if kept is not None else " (every movie of the shots stage)"))
     args = (cfg.seed, ecfg.query_fraction, ecfg.neighbour_offset, ecfg.shuffle_movies)
     steps_per_epoch = len(epoch_triplets(movies, 0, *args)) // tr.batch_size
     if steps_per_epoch == 0:
@@ -103,9 +124,10 @@ def run(cfg: Config, force: bool = False) -> int:
         save_file({k: v.detach().cpu().contiguous() for k, v in inner.head_q.state_dict().items()},
                   str(out / "head.safetensors"))
         metrics = {"steps": step, "final_loss": loss_value, "steps_per_epoch": steps_per_epoch,
-                   "chosen_t_plus": chosen_plus, "processes": world}
+                   "chosen_t_plus": chosen_plus, "processes": world, "movies": len(movies)}
         write_json(out / "metrics.json", metrics)
-        write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch},
+        write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch,
+                                                   "movies": len(movies)},
                    started, final_loss=loss_value)
         print(f"train-shot-encoder: {step} steps, final loss {loss_value:.4f} → {out}")
     accelerator.wait_for_everyone()

@@ -35,7 +35,9 @@ def _run_dir(shots_run: Path, tmp_path: Path) -> Path:
 
 
 def _cfg(run: Path, *extra):
-    return load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", *TINY_SHOT_ENCODER, *extra])
+    # every movie of the tiny world (no catalogue: the split filter is tested on its own below)
+    return load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", *TINY_SHOT_ENCODER,
+                                                    "shot_encoder.train_split_only=false", *extra])
 
 
 def _neighbour_loss(backbone, shots_dir: Path, size: int) -> float:
@@ -76,10 +78,36 @@ def test_training_lowers_the_neighbour_loss(shots_run, tmp_path):
         train_shot_encoder.run(_cfg(run, "shot_encoder.train.max_steps=40", "shot_encoder.train.lr=0.01"))
 
 
+def test_pretraining_sees_only_the_train_split(shots_run, small_world, tmp_path):
+    from helpers import write_catalogue
+
+    from movies2scenes.catalogue import load_catalogue
+
+    rows = [{"movie_id": m.movie_id, "video": str(m.video), "genres": "|".join(m.genres), "synopsis": m.synopsis,
+             "split": ["train", "test", "train", "val"][i]}
+            for i, m in enumerate(load_catalogue(small_world / "catalogue.csv"))]
+    catalogue = write_catalogue(tmp_path / "cat.csv", rows)
+    train = {r["movie_id"] for r in rows if r["split"] == "train"}
+    run = _run_dir(shots_run, tmp_path)
+    cfg = _cfg(run, "shot_encoder.train.max_steps=2", "shot_encoder.train_split_only=true",
+               f"catalogue={catalogue}")
+    assert train_shot_encoder.run(cfg) == 0
+    assert json.loads((run / "shot_encoder" / "metrics.json").read_text())["movies"] == len(train)
+    seen = {m for shard, rows in movie_shots(run / "shots").items() for _, m in rows}
+    assert len(seen) == 4
+    # the movies used are part of the config hash: the done run is not reused for another split
+    everything = _cfg(run, "shot_encoder.train.max_steps=2", f"catalogue={catalogue}")
+    with pytest.raises(ConfigError, match="another config"):
+        train_shot_encoder.run(everything)
+    assert train_shot_encoder.run(everything, force=True) == 0
+    assert json.loads((run / "shot_encoder" / "metrics.json").read_text())["movies"] == 4
+
+
 def test_resume_after_kill_reproduces_the_weights(shots_run, tmp_path):
     straight = _run_dir(shots_run, tmp_path / "a")
     killed = _run_dir(shots_run, tmp_path / "b")
-    args = ["-c", "configs/demo.yaml", *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=24"]
+    args = ["-c", "configs/demo.yaml", *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=24",
+            "shot_encoder.train_split_only=false"]
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train-shot-encoder", *args,
                         f"run_dir={straight}"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
