@@ -155,9 +155,10 @@ def _summary(args) -> int:
             if report.is_file():
                 print(f"  {'':<22} report: {report}")
         if (run / stage / "report.json").is_file():
+            from pipelines.evaluate import headline
+
             for task, res in json.loads((run / stage / "report.json").read_text())["tasks"].items():
-                headline = {k: round(v, 3) for k, v in res.items() if k in ("top1", "chance", "map", "mse", "micro_f1")}
-                print(f"  {'':<22} {task}: {headline}")
+                print(f"  {'':<22} {task}: {headline(res)}")
         failures = run / stage / "failures.jsonl"
         if failures.is_file() and failures.stat().st_size:
             print(f"  {'':<22} failures: {failures}")

@@ -216,7 +216,7 @@ def run(cfg: Config, force: bool = False) -> int:
         clips = [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in rows]
         emb = embed_clips(encoder, shots, clips, ev.embed_batch)
         report["tasks"][name] = run_task(rows[0]["kind"], rows, emb, ev)
-        print(f"evaluate: {name}: {_headline(report['tasks'][name])}")
+        print(f"evaluate: {name}: {headline(report['tasks'][name])}")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     write_html(out / "report.html", report, run_dir)
@@ -225,7 +225,7 @@ def run(cfg: Config, force: bool = False) -> int:
     return 0
 
 
-def _headline(res: dict) -> str:
+def headline(res: dict) -> str:
     if "skipped" in res:
         return f"skipped ({res['skipped']})"
     if "top1" in res:
@@ -239,7 +239,7 @@ def _headline(res: dict) -> str:
 
 def write_html(path: Path, report: dict, run_dir: Path) -> None:
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(r['kind'])}</td>"
-                   f"<td>{html.escape(_headline(r))}</td><td>{r['clips']}</td></tr>"
+                   f"<td>{html.escape(headline(r))}</td><td>{r['clips']}</td></tr>"
                    for n, r in report["tasks"].items())
     curves = ""
     try:
