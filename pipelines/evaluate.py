@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import html
+import shutil
 from collections import Counter
 import time
 from dataclasses import asdict
@@ -253,9 +254,17 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
             curves = "<h2>Training curves</h2><p><img src='curves.png' style='max-width:100%'></p>"
     except Exception as e:  # a picture must never lose the evaluation
         print(f"evaluate: warning: training curves not drawn: {type(e).__name__}: {e}")
-    mining = run_dir / "scene_pairs" / "report" / "index.html"
-    link = ("<p>Mining report: <a href='../scene_pairs/report/index.html'>scene_pairs/report/index.html</a></p>"
-            if mining.is_file() else "")
+    mining = run_dir / "scene_pairs" / "report"
+    link = ""
+    if (mining / "index.html").is_file():
+        figures = []
+        for png in sorted(mining.glob("*.png")):  # copied: the evaluation folder stands on its own
+            with atomic_path(path.parent / f"mining-{png.name}") as tmp:
+                shutil.copyfile(png, tmp)
+            figures.append(f"<p><img src='mining-{html.escape(png.name)}' style='max-width:100%'></p>")
+        link = ("<h2>Scene-pair mining</h2><p>Adjacency heatmaps (chosen and kept windows) and a contact sheet "
+                "of mined pairs; full report: <a href='../scene_pairs/report/index.html'>"
+                "scene_pairs/report/index.html</a></p>" + "".join(figures))
     with atomic_path(path) as tmp:
         tmp.write_text("<!doctype html><meta charset='utf-8'><title>movies2scenes evaluation</title>"
                        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 8px}"

@@ -178,6 +178,11 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
     assert "skipped" in long or np.isnan(long["ap"]) or 0 <= long["ap"] <= 1
     page = (run / "eval" / "report.html").read_text()
     assert "place" in page and "curves.png" in page and (run / "eval" / "curves.png").stat().st_size > 1000
+    mining = sorted(p.name for p in (run / "scene_pairs" / "report").glob("*.png"))
+    assert "contact_sheet.png" in mining  # the mining figures are copied into the evaluation report
+    for name in mining:
+        assert f"mining-{name}" in page and (run / "eval" / f"mining-{name}").read_bytes() == \
+            (run / "scene_pairs" / "report" / name).read_bytes()
 
 
 @pytest.mark.slow
