@@ -2,8 +2,8 @@
 whose ground truth (place of every shot, genres of every movie, scene boundaries) is known.
 
 For a world (``--world demo``: the demo generator settings with 96 movies, 40 % of them held out,
-i.e. the demo's 58 pretraining movies and 38 evaluation movies; ``--world large``: 192 movies,
-1,600 users, same fractions) the shared stages run once (``base/``: world, shots, E_shot, shot
+i.e. the demo's 58 pretraining movies and 38 evaluation movies; ``--world large``: 144 movies,
+1,200 users, same fractions: 86 + 58) the shared stages run once (``base/``: world, shots, E_shot, shot
 features). Then every row × seed is a *cell*, a run folder whose shots / shot encoder / features
 are links to the base and whose own stages are run in this process with the seed set:
 
@@ -14,7 +14,9 @@ are links to the base and whose own stages are run in this process with the seed
   genre (11), synopsis (12), cowatch (1), genre_synopsis (13: concatenated features), kg;
 * ``scale f``      — cowatch, with only a seeded fraction f of the pretraining movies allowed into
   movie pairs (rows 1–5; E_shot stays trained on all of them);
-* ``n = k``        — cowatch, k shots per mined scene (rows 6–8; demo default n = 9).
+* ``n = k``        — cowatch, k shots per mined scene (rows 6–8; demo default n = 9);
+* ``pairs: S, init E_shot`` — random / cowatch, but the scene ViT has E_shot's architecture (64 px
+  instead of 32) and starts from E_shot's weights: does scene-level pretraining add to E_shot?
 
 Every representation is measured the same way on the held-out movies' ground-truth scenes
 (``demo.write_demo_tasks``): a place probe (top-1), a genre probe (micro/macro F1, mAP), a
@@ -25,7 +27,7 @@ scenes mostly of the same place): the signal the scene encoder was given. A cell
 in ``CELL/quality.json``, so a killed bench resumes. Output: a markdown table (mean ± std over seeds)
 and ``WORK/WORLD/results.json``.
 
-    python bench/quality.py [--world demo|large] [--seeds 0 1 2] [--groups main scale n]
+    python bench/quality.py [--world demo|large] [--seeds 0 1 2] [--groups main scale n] [--rows NAME ...]
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from movies2scenes.config import load  # noqa: E402
 
 WORLDS = {
     "demo": ["demo_world.num_movies=96", "demo_world.val_fraction=0.2", "demo_world.test_fraction=0.2"],
-    "large": ["demo_world.num_movies=192", "demo_world.num_users=1600", "demo_world.val_fraction=0.2",
+    "large": ["demo_world.num_movies=144", "demo_world.num_users=1200", "demo_world.val_fraction=0.2",
               "demo_world.test_fraction=0.2"],
 }
 SOURCES = ["random", "genre", "synopsis", "cowatch", "genre_synopsis", "kg"]
@@ -67,6 +69,10 @@ def rows(groups: list[str]) -> list[dict]:
     if "n" in groups:
         out += [{"name": f"n = {n}", "kind": "trained", "source": "cowatch",
                  "set": [f"scene_pairs.shots_per_scene={n}"]} for n in (5, 13)]
+    if "init" in groups:  # the scene ViT = E_shot's architecture (64 px), starting from E_shot's weights
+        like_shot = ["scene_encoder.init=shot_encoder", "scene_encoder.model.img_size=64"]
+        out += [{"name": f"pairs: {s}, init E_shot", "kind": "trained", "source": s, "set": like_shot}
+                for s in ("random", "cowatch")]
     return out
 
 
@@ -259,7 +265,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", choices=sorted(WORLDS), default="demo")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--groups", nargs="+", choices=["main", "scale", "n"], default=["main", "scale", "n"])
+    ap.add_argument("--groups", nargs="+", choices=["main", "scale", "n", "init"],
+                    default=["main", "scale", "n", "init"])
+    ap.add_argument("--rows", nargs="+", default=None, help="only these rows (e.g. random-init 'pairs: cowatch')")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "quality"))
     args = ap.parse_args()
     work = Path(args.work).resolve()
@@ -268,6 +276,11 @@ def main() -> None:
     print(f"quality: {args.world} world, {len(tasks.clips['place'])} held-out scenes, "
           f"{len(tasks.clips['boundary'])} boundary windows, {PROBE_SPLITS} probe splits", flush=True)
     todo = rows(args.groups)
+    if args.rows:
+        unknown = set(args.rows) - {r["name"] for r in todo}
+        if unknown:
+            ap.error(f"unknown rows {sorted(unknown)}; rows of these groups: {[r['name'] for r in todo]}")
+        todo = [r for r in todo if r["name"] in args.rows]
     results = []
     for row in todo:
         for seed in args.seeds:
