@@ -15,6 +15,7 @@ are links to the base and whose own stages are run in this process with the seed
 * ``scale f``      — cowatch, with only a seeded fraction f of the pretraining movies allowed into
   movie pairs (rows 1–5; E_shot stays trained on all of them);
 * ``n = k``        — cowatch, k shots per mined scene (rows 6–8; demo default n = 9);
+* ``pairs: S, 40 epochs`` — random / genre with 4× the scene encoder's training;
 * ``pairs: S, init E_shot`` — random / cowatch, but the scene ViT has E_shot's architecture (64 px
   instead of 32) and starts from E_shot's weights: does scene-level pretraining add to E_shot?
 
@@ -69,6 +70,9 @@ def rows(groups: list[str]) -> list[dict]:
     if "n" in groups:
         out += [{"name": f"n = {n}", "kind": "trained", "source": "cowatch",
                  "set": [f"scene_pairs.shots_per_scene={n}"]} for n in (5, 13)]
+    if "long" in groups:  # 4x the scene encoder's training: does the gap between pair sources grow?
+        out += [{"name": f"pairs: {s}, 40 epochs", "kind": "trained", "source": s,
+                 "set": ["scene_encoder.train.epochs=40"]} for s in ("random", "genre")]
     if "init" in groups:  # the scene ViT = E_shot's architecture (64 px), starting from E_shot's weights
         like_shot = ["scene_encoder.init=shot_encoder", "scene_encoder.model.img_size=64"]
         out += [{"name": f"pairs: {s}, init E_shot", "kind": "trained", "source": s, "set": like_shot}
@@ -265,12 +269,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", choices=sorted(WORLDS), default="demo")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--groups", nargs="+", choices=["main", "scale", "n", "init"],
-                    default=["main", "scale", "n", "init"])
+    ap.add_argument("--groups", nargs="+", choices=["main", "scale", "n", "long", "init"],
+                    default=["main", "scale", "n", "long", "init"])
     ap.add_argument("--rows", nargs="+", default=None, help="only these rows (e.g. random-init 'pairs: cowatch')")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "quality"))
+    ap.add_argument("--table", action="store_true", help="print the table of the finished cells and stop")
     args = ap.parse_args()
     work = Path(args.work).resolve()
+    if args.table:
+        done = [json.loads(f.read_text()) for f in sorted((work / args.world / "cells").glob("*/quality.json"))]
+        print(table(done, [r["name"] for r in rows(["main", "scale", "n", "long", "init"])]))
+        return
     base = base_run(work, args.world)
     tasks = Tasks(base, work / args.world / "tasks")
     print(f"quality: {args.world} world, {len(tasks.clips['place'])} held-out scenes, "
