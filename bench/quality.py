@@ -146,19 +146,33 @@ class Tasks:
         return {k: float(np.mean(v)) for k, v in res.items()}
 
 
-def mined_precision(cell: Path, base: Path) -> float:
-    import pyarrow.parquet as pq
-
-    from scene_pair_quality import precision
-
+def _places(base: Path) -> dict[str, list[int]]:
     places: dict[str, list[int]] = {}
     with open(base / "world" / "ground_truth" / "shots.csv", newline="") as f:
         for r in csv.DictReader(f):
             places.setdefault(r["movie_id"], []).append(int(r["place"]))
+    return places
+
+
+def mined_precision(cell: Path, base: Path) -> tuple[float, float]:
+    """Precision of the cell's mined scene pairs, and of random scene windows (5 per movie pair,
+    seeded) in the same movie pairs: what the movie pairs give before mining."""
+    import pyarrow.parquet as pq
+
+    from scene_pair_quality import precision
+
+    places = _places(base)
     n = json.loads((cell / "scene_pairs" / "DONE.json").read_text())["shots_per_scene"]
     pairs = [(r["movie_a"], r["start_a"], r["movie_b"], r["start_b"])
              for r in pq.read_table(cell / "scene_pairs" / "pairs.parquet").to_pylist()]
-    return precision(pairs, places, n)[0]
+    rng, draws = np.random.default_rng(0), []
+    for f in sorted((cell / "movie_pairs").glob("*.parquet")):
+        for r in pq.read_table(f).to_pylist():
+            a, b = r["movie_a"], r["movie_b"]
+            la, lb = len(places[a]) - n + 1, len(places[b]) - n + 1
+            if la > 0 and lb > 0:
+                draws += [(a, int(rng.integers(la)), b, int(rng.integers(lb))) for _ in range(5)]
+    return precision(pairs, places, n)[0], precision(draws, places, n)[0]
 
 
 def subset_catalogue(base: Path, cell: Path, fraction: float, seed: int) -> Path:
@@ -229,7 +243,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
                        "movie_pairs": done_json("scene_pairs")["counts"]["movie_pairs"],
                        "steps": done_json("scene_encoder")["counts"]["steps"],
                        "movie_auc": done_json("movie_encoder").get("heldout_auc"),
-                       "mined_precision": mined_precision(cell, base)}
+                       **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
         embed = lambda clips: embed_clips(encoder, shots, clips, 64)  # noqa: E731
     torch.manual_seed(seed)
     result |= tasks.measure(embed, seed)
@@ -242,7 +256,8 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
 
 COLUMNS = [("place_top1", "place top-1"), ("genre_micro_f1", "genre µF1"), ("genre_macro_f1", "genre MF1"),
            ("genre_map", "genre mAP"), ("p_at_1", "P@1"), ("p_at_5", "P@5"), ("p_at_10", "P@10"),
-           ("boundary_ap", "boundary AP"), ("mined_precision", "mined-pair precision"), ("scene_pairs", "scene pairs")]
+           ("boundary_ap", "boundary AP"), ("mined_precision", "mined-pair precision"),
+           ("chance_precision", "random-scene precision"), ("scene_pairs", "scene pairs")]
 
 
 def table(results: list[dict], order: list[str]) -> str:
@@ -277,7 +292,12 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work).resolve()
     if args.table:
-        done = [json.loads(f.read_text()) for f in sorted((work / args.world / "cells").glob("*/quality.json"))]
+        done = []
+        for f in sorted((work / args.world / "cells").glob("*/quality.json")):
+            r = json.loads(f.read_text())
+            if "mined_precision" in r and "chance_precision" not in r:  # cells measured before it existed
+                r["chance_precision"] = mined_precision(f.parent, work / args.world / "base")[1]
+            done.append(r)
         print(table(done, [r["name"] for r in rows(["main", "scale", "n", "long", "init"])]))
         return
     base = base_run(work, args.world)
