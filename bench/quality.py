@@ -130,8 +130,10 @@ class Tasks:
 
         ev = EvaluateConfig()
         res: dict[str, list[float]] = {}
+        every = list(dict.fromkeys(c for t in self.names for c in self.clips[t]))  # place = genre clips
+        by_clip = dict(zip(every, embed(every)))  # each clip embedded once for all tasks
         for task in self.names:
-            emb = embed(self.clips[task])
+            emb = np.stack([by_clip[c] for c in self.clips[task]])
             for split in self.splits:
                 r = run_task(split[task][0]["kind"], split[task], emb, ev, seed=seed)
                 if "skipped" in r:

@@ -86,6 +86,7 @@ def run(cfg: Config, force: bool = False) -> int:
     allowed = {m.movie_id for m in catalogue if m.split == "train"}
     excluded = len(catalogue) - len(allowed)
     genres = {m.movie_id: m.genres for m in catalogue}
+    synopses = {m.movie_id: m.synopsis for m in catalogue}
     results: dict[str, Pairs] = {}
     for source in mp.sources:
         t0 = time.time()
@@ -96,11 +97,10 @@ def run(cfg: Config, force: bool = False) -> int:
         elif source == "genre":
             results[source] = genre_pairs(genres, allowed, mp.per_movie, cfg.seed)
         elif source == "synopsis":
-            results[source] = synopsis_pairs({m.movie_id: m.synopsis for m in catalogue}, allowed,
-                                             mp.per_movie, mp.synopsis_model or None)
+            results[source] = synopsis_pairs(synopses, allowed, mp.per_movie, mp.synopsis_model or None)
         elif source == "genre_synopsis":
-            results[source] = genre_synopsis_pairs(genres, {m.movie_id: m.synopsis for m in catalogue}, allowed,
-                                                   mp.per_movie, mp.synopsis_model or None)
+            results[source] = genre_synopsis_pairs(genres, synopses, allowed, mp.per_movie,
+                                                   mp.synopsis_model or None)
         elif source == "random":
             results[source] = random_pairs(sorted(genres), allowed, mp.per_movie, cfg.seed)
         elif source == "kg":
