@@ -2,7 +2,7 @@
 #   make demo    set up, write the demo world, run every stage that exists, print a summary
 #   make test    the test suite
 #   make bench   performance benchmarks (print ratios; results go to bench/RESULTS.md by hand)
-#   make bench-quality   the quality table (scene representations x pair sources x 3 seeds; ~1.5 h on 2 cores)
+#   make bench-quality   the quality table (scene representations x pair sources x 3 seeds; roughly 3 h on 2 cores)
 
 PYTHON ?= python3
 VENV   ?= .venv
