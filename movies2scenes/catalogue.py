@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -74,17 +75,42 @@ def safe_name(movie_id: str, max_len: int = 64) -> str:
 
 
 def _split_genres(value) -> tuple[str, ...]:
+    """A ``|``-separated string or a list of strings (JSONL); ValueError for anything else."""
     if value is None or value == "":
         return ()
-    items = value if isinstance(value, list) else str(value).split("|")
-    return tuple(g.strip() for g in items if str(g).strip())
+    if isinstance(value, str):
+        items = value.split("|")
+    elif isinstance(value, list) and all(isinstance(g, str) for g in value):
+        items = value
+    else:
+        raise ValueError(f"genres must be a '|'-separated string or a list of strings, got {json.dumps(value)[:80]}")
+    return tuple(g.strip() for g in items if g.strip())
+
+
+def utf8_problem(path: Path) -> str:
+    """``file:line: reason`` for the first line of ``path`` that is not UTF-8 (read in binary)."""
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"{path}:{lineno}: not UTF-8 text (byte 0x{line[e.start]:02x} at column {e.start + 1}); "
+                        "save the file as UTF-8")
+    return f"{path}: not UTF-8 text"
+
+
+def open_text(path: Path):
+    """A text file opened for reading as UTF-8, with or without a byte-order mark (Excel's "CSV
+    UTF-8" writes one). Decoding errors surface while reading: catch UnicodeDecodeError and report
+    :func:`utf8_problem`."""
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _read_rows(path: Path) -> list[tuple[int, dict]]:
     """(line number, row dict) for a CSV or JSONL file."""
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
-        with path.open(encoding="utf-8") as f:
+        with open_text(path) as f:
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
@@ -96,7 +122,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
                     raise CatalogueError([f"{path}:{lineno}: expected a JSON object per line"])
                 rows.append((lineno, row))
         return rows
-    with path.open(encoding="utf-8", newline="") as f:
+    with open_text(path) as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise CatalogueError([f"{path}:1: empty file (expected a header row)"])
@@ -116,8 +142,8 @@ def load_catalogue(path: str | Path, require_videos: bool = False) -> Catalogue:
         raise CatalogueError([f"{path}: catalogue file not found"])
     try:
         rows = _read_rows(path)
-    except UnicodeDecodeError as e:
-        raise CatalogueError([f"{path}: not UTF-8 text ({e.reason})"]) from None
+    except UnicodeDecodeError:
+        raise CatalogueError([utf8_problem(path)]) from None
     problems: list[str] = []
     movies: list[Movie] = []
     seen: dict[str, int] = {}
@@ -142,12 +168,17 @@ def load_catalogue(path: str | Path, require_videos: bool = False) -> Catalogue:
         if require_videos and not video.is_file():
             problems.append(f"{where}: video file not found: {video}")
             continue
+        try:
+            genres = _split_genres(row.get("genres"))
+        except ValueError as e:
+            problems.append(f"{where}: {e}")
+            continue
         movies.append(
             Movie(
                 movie_id=movie_id,
                 video=video,
                 title=str(row.get("title") or ""),
-                genres=_split_genres(row.get("genres")),
+                genres=genres,
                 synopsis=str(row.get("synopsis") or ""),
                 split=split,
             )
@@ -163,9 +194,13 @@ def parse_timestamp(value: str) -> float:
     """Unix seconds (int/float) or ISO 8601 (naive = UTC) → Unix seconds. ValueError otherwise."""
     value = value.strip()
     try:
-        return float(value)
+        t = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(t):  # nan, inf, and overflowing numbers such as 1e400
+            raise ValueError(f"timestamp {value!r} is not a finite number")
+        return t
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
@@ -188,34 +223,41 @@ def load_watch_logs(path: str | Path, movie_ids: set[str] | list[str]) -> WatchL
     if not path.is_file():
         raise CatalogueError([f"{path}: watch-log file not found"])
     known = set(movie_ids)
+    try:
+        with open_text(path) as f:
+            return _read_watch_logs(path, f, known)
+    except UnicodeDecodeError:
+        raise CatalogueError([utf8_problem(path)]) from None
+
+
+def _read_watch_logs(path: Path, f, known: set[str]) -> WatchLog:
     problems: list[str] = []
     users, movies, times = [], [], []
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        lacking = [c for c in ("user_id", "movie_id", "timestamp") if c not in header]
-        if lacking:
-            raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if None in row:
-                problems.append(f"{where}: more fields than the header has")
-                continue
-            user, movie, ts = (str(row[c] or "").strip() for c in ("user_id", "movie_id", "timestamp"))
-            if not user:
-                problems.append(f"{where}: empty user_id")
-                continue
-            if movie not in known:
-                problems.append(f"{where}: unknown movie_id {movie!r} (not in the catalogue)")
-                continue
-            try:
-                t = parse_timestamp(ts)
-            except ValueError:
-                problems.append(f"{where}: bad timestamp {ts!r} (expected Unix seconds or ISO 8601)")
-                continue
-            users.append(user)
-            movies.append(movie)
-            times.append(t)
+    reader = csv.DictReader(f)
+    header = reader.fieldnames or []
+    lacking = [c for c in ("user_id", "movie_id", "timestamp") if c not in header]
+    if lacking:
+        raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in row:
+            problems.append(f"{where}: more fields than the header has")
+            continue
+        user, movie, ts = (str(row[c] or "").strip() for c in ("user_id", "movie_id", "timestamp"))
+        if not user:
+            problems.append(f"{where}: empty user_id")
+            continue
+        if movie not in known:
+            problems.append(f"{where}: unknown movie_id {movie!r} (not in the catalogue)")
+            continue
+        try:
+            t = parse_timestamp(ts)
+        except ValueError:
+            problems.append(f"{where}: bad timestamp {ts!r} (expected Unix seconds or ISO 8601)")
+            continue
+        users.append(user)
+        movies.append(movie)
+        times.append(t)
     if problems:
         raise CatalogueError(problems)
     return WatchLog(users, movies, times)

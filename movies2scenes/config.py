@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -256,6 +258,9 @@ class Config:
 # checking values against the schema
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
@@ -286,8 +291,12 @@ def _check(value: Any, tp: Any, key: str) -> Any:
         (item_tp,) = typing.get_args(tp)
         return [_check(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e6 / 1e-4 (no dot) as strings; they are numbers
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -451,8 +460,22 @@ def _is_str_field(key: str) -> bool:
     return hint is str
 
 
+# Settings that change how fast a stage runs, never what it writes (tested: loader workers, decoder
+# threads, how many old checkpoints are kept). They are left out of every config hash, so changing
+# one neither redoes a finished stage nor refuses to resume a checkpoint.
+RUNTIME_KEYS = frozenset({"num_workers", "decode_threads", "keep_checkpoints"})
+
+
+def _results_only(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _results_only(v) for k, v in data.items() if k not in RUNTIME_KEYS}
+    if isinstance(data, list):
+        return [_results_only(v) for v in data]
+    return data
+
+
 def config_hash(section: Any) -> str:
-    """Stable short hash of a config section (dataclass or plain data)."""
+    """Stable short hash of a config section (dataclass or plain data), without :data:`RUNTIME_KEYS`."""
     data = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else section
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    blob = json.dumps(_results_only(data), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ViTConfig
-from .models.vit import SceneViT, create_vit
+from .models.vit import ModelFileError, SceneViT, checked_vit_config, create_vit, read_model_config, vit_kwargs
 from .store import atomic_path, write_json
 
 
@@ -106,8 +105,7 @@ def load_scene_encoder(path: str | Path, device: str | torch.device = "cpu") -> 
     from safetensors.torch import load_file
 
     path = Path(path)
-    meta = json.loads((path / "config.json").read_text())
-    model = SceneViT(create_vit(ViTConfig(**meta["vit"])))
+    model = SceneViT(create_vit(checked_vit_config(path)))  # config checked against the weights first
     model.vit.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.to(device).eval().requires_grad_(False)
 
@@ -116,7 +114,10 @@ def load_timm_backbone(path: str | Path):
     """The single-frame backbone through timm's own pretrained loader (no movies2scenes code)."""
     import timm
 
-    meta = json.loads((Path(path) / "config.json").read_text())
+    meta = read_model_config(path)
+    cfg = checked_vit_config(path, meta)
+    if meta.get("architecture") != cfg.arch or meta.get("timm_kwargs") != vit_kwargs(cfg):
+        raise ModelFileError(f"{Path(path) / 'config.json'}: architecture/timm_kwargs disagree with its vit section")
     return timm.create_model(meta["architecture"], pretrained=True,
                              pretrained_cfg_overlay=dict(file=str(Path(path) / "model.safetensors")),
                              **meta["timm_kwargs"]).eval()

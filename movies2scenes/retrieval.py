@@ -20,7 +20,7 @@ import torch
 from .config import ShotsConfig
 from .data import eval_transform, to_chw
 from .shots import detect_shots, make_detector
-from .video import iter_frames, probe, scaled_size
+from .video import frame_times, iter_frames, probe, scaled_size
 
 
 @dataclass
@@ -69,9 +69,12 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
             x = torch.stack([torch.stack(views[s:e]) for s, e in part]).to(device)
             out.append((part, encoder(x).float().cpu().numpy()))
     emb_of = {span: e for part, embs in out for span, e in zip(part, embs)}
+    times = frame_times(path) if found else np.zeros(1)  # presentation times: exact on variable frame rate
+    if found and len(times) != found[-1].end + 1:  # the index and the decode disagree: fall back to fps
+        times = np.arange(found[-1].end + 1) / info.fps
     for s, e in spans:
         a, b = found[s], found[e - 1]
-        windows.append(SceneWindow(s, e, a.start, b.end, a.start / info.fps, b.end / info.fps))
+        windows.append(SceneWindow(s, e, a.start, b.end, float(times[a.start]), float(times[b.end])))
     emb = np.stack([emb_of[span] for span in spans]) if spans else np.zeros((0, encoder.num_features), np.float32)
     return emb.astype(np.float32), windows
 

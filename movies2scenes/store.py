@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,18 +23,32 @@ import pyarrow.parquet as pq
 TMP_PREFIX = ".tmp-"
 
 
+class OutputError(RuntimeError):
+    """Writing one of *our own* artefacts failed (disk full, quota, permissions, read-only file
+    system). Never a property of an input: a stage stops on it — non-zero exit, nothing marked done —
+    and the rerun continues where it stopped."""
+
+
+def output_error(path: str | Path, e: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {e.strerror or e} (errno {e.errno}); nothing was marked "
+                       "done: free space / fix permissions and rerun to continue")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
+    An OSError in the block or the rename (the block writes ``tmp``) becomes :class:`OutputError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        raise output_error(path, e) from e
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -51,18 +66,36 @@ def write_parquet(path: str | Path, table: pa.Table) -> None:
 
 
 def remove_stale_tmp(folder: str | Path) -> int:
-    """Delete temporary files a killed run left behind; returns how many."""
+    """Delete the temporary files and folders a killed run left anywhere under ``folder``; returns
+    how many. Only call it while no other process writes there (the stage lock, held exclusively)."""
+    import shutil
+
     n = 0
-    for p in Path(folder).glob(f"{TMP_PREFIX}*"):
-        p.unlink(missing_ok=True)
+    for p in sorted(Path(folder).rglob(f"{TMP_PREFIX}*"), key=lambda p: -len(p.parts)):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
         n += 1
     return n
 
 
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def file_fingerprint(path: str | Path, chunk: int = 1 << 16) -> str:
-    """Cheap content fingerprint: size + first and last 64 KiB (hashing whole movies is too slow)."""
+    """Cheap content fingerprint: size + first and last 64 KiB (hashing whole movies is too slow).
+    Only regular files are opened: a FIFO or device would block or never end (ValueError)."""
     path = Path(path)
-    size = path.stat().st_size
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"not a regular file: {path}")
+    size = st.st_size
     h = hashlib.sha256(str(size).encode())
     with path.open("rb") as f:
         h.update(f.read(chunk))
@@ -76,19 +109,36 @@ def file_fingerprint(path: str | Path, chunk: int = 1 << 16) -> str:
 # webdataset shards
 
 
+class _SourceFailed(Exception):
+    """Carries an exception raised by the *samples* iterator through ``atomic_path`` unchanged
+    (it is about the input, not about writing)."""
+
+
 def write_shards(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
     """Write samples (``__key__`` + ext → bytes / dict / ndarray) to one tar shard, atomically and
-    byte-deterministically (fixed mtime/owner), with webdataset's TarWriter. Returns the count."""
+    byte-deterministically (fixed mtime/owner), with webdataset's TarWriter. Returns the count.
+    An error raised while *making* a sample propagates as it is; an OSError while *writing* is
+    :class:`OutputError`."""
     import webdataset as wds
 
     n = 0
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            writer = wds.TarWriter(f, user="m2s", group="m2s", mtime=0.0, encoder=_encode)
-            for sample in samples:
-                writer.write(sample)
-                n += 1
-            writer.close()
+    it = iter(samples)
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                writer = wds.TarWriter(f, user="m2s", group="m2s", mtime=0.0, encoder=_encode)
+                while True:
+                    try:
+                        sample = next(it)
+                    except StopIteration:
+                        break
+                    except Exception as e:
+                        raise _SourceFailed() from e
+                    writer.write(sample)
+                    n += 1
+                writer.close()
+    except _SourceFailed as e:
+        raise e.__cause__ from None
     return n
 
 

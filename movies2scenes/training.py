@@ -1,9 +1,20 @@
 """What every training stage shares: optimiser, warm-up + cosine schedule, checkpoints, NaN guard.
 
-Checkpoints are Accelerate ``save_state`` folders (model weights as safetensors; optimiser and
-scheduler through Accelerate, which reloads them with ``torch.load(weights_only=True)``) plus a
-``progress.json`` holding the step. A checkpoint is written under a temporary name and renamed when
-complete, so a kill mid-save never leaves a checkpoint that looks finished.
+Checkpoints are Accelerate ``save_state`` folders plus our ``progress.json``. What a resume loads,
+and how — nothing in a checkpoint can run code:
+
+* ``model.safetensors`` — safetensors (Accelerate);
+* ``optimizer.bin``, ``random_states_<rank>.pkl`` — ``torch.load(weights_only=True)``; each is
+  first loaded by us with the same safe loader, so a damaged or tampered file is a clear error
+  (Accelerate alone would silently skip unreadable random states);
+* ``progress.json`` — JSON: step, config/input stamp, last loss and logged values, and the LR
+  scheduler's state. The scheduler is **not** registered with Accelerate: Accelerate reloads
+  registered objects from ``custom_checkpoint_N.pkl`` with ``torch.load(weights_only=False)``, i.e.
+  a pickle that can run arbitrary code. A ``custom_checkpoint_*.pkl`` found in a checkpoint is never
+  read.
+
+A checkpoint is written under a temporary name and renamed when complete, so a kill mid-save never
+leaves a checkpoint that looks finished.
 """
 
 from __future__ import annotations
@@ -23,6 +34,10 @@ CKPT_PREFIX = "checkpoint-"
 
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be resumed safely (damaged, tampered with, or from an older format)."""
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -50,14 +65,28 @@ def latest_checkpoint(folder: Path) -> tuple[Path, int] | None:
     for p in Path(folder).glob(f"{CKPT_PREFIX}*"):
         prog = p / "progress.json"
         if p.is_dir() and prog.is_file():
-            step = json.loads(prog.read_text())["step"]
+            step = read_progress(p)["step"]
             if best is None or step > best[1]:
                 best = (p, step)
     return best
 
 
-def save_checkpoint(accelerator, folder: Path, step: int, keep: int, **extra) -> Path:
-    """Accelerate ``save_state`` into ``checkpoint-<step>`` atomically; keep the newest ``keep``."""
+def read_progress(ckpt: Path) -> dict:
+    """A checkpoint's ``progress.json`` (JSON only), or :class:`CheckpointError` naming the file."""
+    path = Path(ckpt) / "progress.json"
+    try:
+        prog = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); the checkpoint is damaged or was tampered "
+                              f"with: delete {ckpt} or rerun with --force") from None
+    if not isinstance(prog, dict) or not isinstance(prog.get("step"), int) or isinstance(prog.get("step"), bool):
+        raise CheckpointError(f"{path}: no integer 'step'; delete {ckpt} or rerun with --force")
+    return prog
+
+
+def save_checkpoint(accelerator, folder: Path, step: int, keep: int, scheduler, **extra) -> Path:
+    """Accelerate ``save_state`` into ``checkpoint-<step>`` atomically; keep the newest ``keep``.
+    The scheduler's state goes into ``progress.json`` (JSON), never into a pickle."""
     folder = Path(folder)
     final = folder / f"{CKPT_PREFIX}{step:08d}"
     tmp = folder / f".tmp-{CKPT_PREFIX}{step:08d}"
@@ -66,7 +95,8 @@ def save_checkpoint(accelerator, folder: Path, step: int, keep: int, **extra) ->
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
-        (tmp / "progress.json").write_text(json.dumps({"step": step, **extra}))
+        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+        (tmp / "progress.json").write_text(json.dumps({"step": step, "scheduler": sched, **extra}))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -102,22 +132,42 @@ def mixed_precision(setting: str) -> str:
     return setting
 
 
-def resume(accelerator, ckpt_dir: Path, stamp: str, force: bool, name: str, total: int):
+def resume(accelerator, ckpt_dir: Path, stamp: str, force: bool, name: str, total: int, scheduler):
     """Load the newest checkpoint written with this ``stamp`` (config and input hashes); returns
-    (step, its path) or (0, None). ``force`` deletes old checkpoints first."""
+    (step, its path, its progress record) or (0, None, {}). ``force`` deletes old checkpoints
+    first. Nothing is unpickled except with ``weights_only=True`` (see the module doc)."""
+    from accelerate.utils.other import load as safe_load  # torch.load(weights_only=True) + Accelerate's safe globals
+
     if force and accelerator.is_main_process:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
     found = latest_checkpoint(ckpt_dir)
     if not found:
-        return 0, None
+        return 0, None, {}
     path, step = found
-    if json.loads((path / "progress.json").read_text()).get("stamp") != stamp:
+    prog = read_progress(path)
+    if prog.get("stamp") != stamp:
         raise ConfigError(f"{path} was written with another config or other inputs; rerun with "
                           "--force to start over")
-    accelerator.load_state(str(path))
+    if not isinstance(prog.get("scheduler"), dict):
+        raise CheckpointError(f"{path}: no scheduler state in progress.json (a checkpoint of an older "
+                              "movies2scenes, which pickled it); rerun with --force to start over")
+    for f in (path / "optimizer.bin", path / f"random_states_{accelerator.process_index}.pkl"):
+        try:
+            safe_load(f, map_location="cpu")
+        except Exception as e:  # UnpicklingError for payloads, EOFError/RuntimeError for damage
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CheckpointError(f"{f}: cannot be loaded safely ({type(e).__name__}: {first}); the "
+                                  f"checkpoint is damaged or was tampered with: delete {path} or rerun "
+                                  "with --force") from None
+    try:
+        accelerator.load_state(str(path))
+        scheduler.load_state_dict(dict(prog["scheduler"], lr_lambdas=[None] * len(scheduler.lr_lambdas)))
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be resumed ({type(e).__name__}: {e}); delete it or rerun "
+                              "with --force") from None
     accelerator.print(f"{name}: resuming from {path.name} (step {step}/{total})")
-    return step, path
+    return step, path, prog
 
 
 def optimizer_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor, grad_clip: float) -> None:
@@ -132,18 +182,21 @@ def optimizer_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor,
 
 def moco_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: int, total: int,
               steps_per_epoch: int, tr: TrainConfig, ckpt_dir: Path, stamp: str, last_ckpt: Path | None,
-              desc: str, unit: str, forward=None, extra_name: str = "extra") -> tuple[int, float, dict]:
+              desc: str, unit: str, forward=None, extra_name: str = "extra",
+              resumed: dict | None = None) -> tuple[int, float, dict]:
     """The readable training loop both MoCo stages share: for each epoch from ``step``'s position,
     ``loader_for(epoch, start_batch)`` yields batches (dicts of tensors); forward (the model returns
     a loss, or (loss, extra tensor) whose mean is logged), NaN guard, step, TensorBoard, progress bar
     with ``unit``/s, checkpoints every ``tr.checkpoint_every`` steps and at the end.
-    Returns (step, last loss, last logged values)."""
+    ``resumed`` is the progress record of the checkpoint resumed from: its loss and logged values
+    are the result when nothing is left to train. Returns (step, last loss, last logged values)."""
     from tqdm import tqdm
 
     forward = forward or model
     bar = tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True,
                disable=not accelerator.is_main_process or None)
-    loss_value, logged, t0, seen = float("nan"), {}, time.time(), 0
+    resumed = resumed or {}
+    loss_value, logged, t0, seen = resumed.get("loss", float("nan")), resumed.get("logged", {}), time.time(), 0
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
         for batch in loader_for(epoch, start):
@@ -164,8 +217,8 @@ def moco_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: int
             bar.update()
             bar.set_postfix({"loss": f"{loss_value:.3f}", f"{unit}/s": f"{seen / (time.time() - t0):.1f}"})
             if step % tr.checkpoint_every == 0 or step == total:
-                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, stamp=stamp,
-                                            loss=loss_value)
+                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, scheduler,
+                                            stamp=stamp, loss=loss_value, logged=logged)
             if step >= total:
                 break
     bar.close()

@@ -9,6 +9,7 @@ not a video, audio only) into a readable reason instead of a decoder crash.
 from __future__ import annotations
 
 from collections.abc import Iterator
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,18 +22,48 @@ class VideoError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    width: int
+    width: int  # display size: after the container's rotation (a portrait phone video is portrait)
     height: int
     fps: float
     frames_hint: int  # container's frame count (0 when unknown); the decode count is the truth
     codec: str
+    rotation: int = 0  # display rotation in degrees (0, 90, 180, 270); decord applies it when decoding
+    container: str = ""
+
+
+# Demuxers that read *other* files or URLs named inside the input (playlists, manifests, concat
+# lists, image-sequence patterns, session descriptions): opening one would read whatever it points
+# at — local files included. Only self-contained container files are videos here.
+REFUSED_FORMATS = frozenset({
+    "hls", "applehttp", "dash", "concat", "ffconcat", "image2", "image2pipe", "tee", "sdp", "rtsp", "rtp",
+    "webm_dash_manifest", "subfile", "data", "lavfi", "mpjpeg", "smjpeg", "ffmetadata", "tedcaptions",
+    "jpeg_pipe", "png_pipe", "bin", "tty", "imf", "libmodplug",
+})
+
+
+def _refused_format(name: str) -> str | None:
+    return next((part for part in name.split(",") if part in REFUSED_FORMATS or part.endswith("_pipe")), None)
+
+
+def _rotation(container, stream) -> int:
+    """Display rotation of the first decoded frame (the container's display matrix), in degrees."""
+    try:
+        frame = next(container.decode(stream))
+    except Exception:  # damage is reported by the decode pass itself
+        return 0
+    return int(round(getattr(frame, "rotation", 0) or 0)) % 360
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Container facts of ``path`` or :class:`VideoError` with a readable reason."""
+    """Container facts of ``path`` or :class:`VideoError` with a readable reason.
+
+    Only regular files are opened (a FIFO or device would block), through FFmpeg's ``file``
+    protocol only, and containers whose demuxer reads other files (HLS/DASH playlists, concat
+    lists, image patterns, ...) are refused: a catalogue entry can never make us read anything but
+    itself."""
     import av
 
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # absolute: "concat:a|b" or "http:..." can never be a protocol
     if not path.exists():
         raise VideoError(f"video file not found: {path}")
     if not path.is_file():
@@ -40,7 +71,11 @@ def probe(path: str | Path) -> VideoInfo:
     if path.stat().st_size == 0:
         raise VideoError("empty file (0 bytes)")
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), options={"protocol_whitelist": "file", "enable_drefs": "0"}) as container:
+            refused = _refused_format(container.format.name)
+            if refused:
+                raise VideoError(f"refused: a {refused!r} file (playlist, list or pattern that makes the "
+                                 "demuxer read other files); give the video file itself")
             streams = container.streams.video
             if not streams:
                 kinds = sorted({s.type for s in container.streams}) or ["none"]
@@ -49,7 +84,11 @@ def probe(path: str | Path) -> VideoInfo:
             rate = s.average_rate or s.guessed_rate or s.base_rate
             fps = float(rate) if rate else 0.0
             width, height = s.codec_context.width, s.codec_context.height
-            info = VideoInfo(width, height, fps, int(s.frames or 0), s.codec_context.name)
+            rotation = _rotation(container, s)
+            if rotation in (90, 270):
+                width, height = height, width
+            info = VideoInfo(width, height, fps, int(s.frames or 0), s.codec_context.name, rotation,
+                             container.format.name)
     except VideoError:
         raise
     except av.error.InvalidDataError:
@@ -81,7 +120,7 @@ def iter_frames(path: str | Path, size: tuple[int, int], threads: int = 2) -> It
 
     w, h = size
     try:
-        reader = decord.VideoReader(str(path), width=w, height=h, num_threads=threads)
+        reader = decord.VideoReader(os.path.abspath(path), width=w, height=h, num_threads=threads)
     except decord.DECORDError as e:
         raise VideoError(f"decoder cannot open the video: {_first_line(e)}") from None
     index = 0
@@ -94,6 +133,21 @@ def iter_frames(path: str | Path, size: tuple[int, int], threads: int = 2) -> It
             raise VideoError(f"decoding failed at frame {index}: {_first_line(e)}") from None
         yield frame.asnumpy()
         index += 1
+
+
+def frame_times(path: str | Path) -> np.ndarray:
+    """Presentation times in seconds of the frames :func:`iter_frames` yields, as N + 1 boundaries
+    (frame i spans ``[t[i], t[i+1])``), from the decoder's own frame index: no frame is decoded and
+    nothing is seeked. Exact on variable-frame-rate video, where ``index / fps`` drifts."""
+    import decord
+
+    try:
+        reader = decord.VideoReader(os.path.abspath(path), width=32, height=32, num_threads=1)
+        n = len(reader)
+        spans = np.asarray(reader.get_frame_timestamp(np.arange(n)), np.float64).reshape(n, 2) if n else np.zeros((0, 2))
+    except decord.DECORDError as e:
+        raise VideoError(f"decoder cannot read the frame times: {_first_line(e)}") from None
+    return np.concatenate([spans[:, 0], spans[-1:, 1]]) if n else np.zeros(1)
 
 
 def _first_line(e: Exception) -> str:

@@ -1,9 +1,16 @@
-"""What every stage shares: its folder, DONE.json, and which movies this process handles."""
+"""What every stage shares: upstream hashes, the stage lock, DONE.json (with the hashes of the
+stage's final files), and which movies this process handles."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import json
 import os
 import platform
+import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +18,7 @@ from typing import Any
 
 from movies2scenes import __version__
 from movies2scenes.config import ConfigError
-from movies2scenes.store import read_json, write_json
+from movies2scenes.store import read_json, sha256_file, write_json
 
 
 @dataclass(frozen=True)
@@ -58,23 +65,159 @@ def process_slot(shard: str | None = None) -> Slot:
     return Slot()
 
 
+def stage_input_hash(*done_files: Path) -> str:
+    """Hash of the upstream stages' DONE records (their config and input hashes, and the hashes of
+    their final files), or a ConfigError naming the first upstream stage that is not done."""
+    h = hashlib.sha256()
+    for f in done_files:
+        if not f.is_file():
+            raise ConfigError(f"{f.parent.name} is not done ({f} missing): run that stage first")
+        try:
+            rec = json.loads(f.read_text(encoding="utf-8"))
+            h.update(f"{rec['config_hash']}:{rec['input_hash']}".encode())
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ConfigError(f"{f}: not a DONE record ({type(e).__name__}); rerun that stage") from None
+        if rec.get("outputs"):
+            h.update(json.dumps(rec["outputs"], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# one writer per stage directory
+
+
+class StageLocked(ConfigError):
+    """Another process is writing this stage directory."""
+
+
+LOCK_NAME = ".lock"
+
+
+@dataclass
+class StageLock:
+    """Held while a stage writes its folder. ``exclusive``: no other process of any launch may be
+    in the folder (a single-process run), so leftovers such as ``.tmp-*`` files are stale."""
+
+    path: Path
+    exclusive: bool
+
+
+def _holder_info() -> str:
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "command": " ".join(sys.argv[:3])})
+
+
+def _lock_fd(path: Path, exclusive: bool) -> int | None:
+    """An fd holding flock on ``path`` (created if needed), or None when it is held elsewhere."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError as e:
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # no locks on this file system
+            print(f"warning: {path}: the file system does not support locks ({e.strerror}); concurrent "
+                  "runs on this folder are not detected", file=sys.stderr)
+            return fd
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_info(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (_holder_info() + "\n").encode(), 0)
+
+
+def _held_by(stage_dir: Path) -> str:
+    """Who holds the stage's locks (from the lock files of holders that still hold them)."""
+    import fcntl
+
+    found = []
+    for p in sorted(stage_dir.glob(f"{LOCK_NAME}*")):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)  # nobody holds this one
+        except BlockingIOError:
+            text = p.read_text(errors="replace").strip()
+            try:
+                info = json.loads(text)
+                found.append(f"pid {info['pid']} on {info['host']} since {info['since']} ({info['command']})")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                found.append(f"a process that left no details in {p.name}")
+        finally:
+            os.close(fd)
+    return "; ".join(dict.fromkeys(found)) or "another process"
+
+
+@contextlib.contextmanager
+def stage_lock(stage_dir: Path, shard: str | None = None):
+    """Take the lock of ``stage_dir`` for this process, or raise :class:`StageLocked` naming the holder.
+
+    A single process takes ``.lock`` exclusively. The processes of one launch (``--shard i/n`` job
+    arrays, ``accelerate launch``/torchrun ranks) share ``.lock`` and each takes ``.lock.<i>`` for its
+    own slot, so two launches doing the same slot, or a single run beside a launch, are refused.
+    Locks are ``flock`` locks: the kernel drops them when the holder dies, so a killed run never
+    leaves a stale lock (the file stays, with the last holder's pid/host for messages)."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if shard:
+        rank, world = parse_shard(shard)
+    else:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    exclusive = world == 1 and not shard
+    fds = []
+    try:
+        fd = _lock_fd(stage_dir / LOCK_NAME, exclusive)
+        if fd is not None:
+            fds.append(fd)
+            if not exclusive:
+                fd = _lock_fd(stage_dir / f"{LOCK_NAME}.{rank}", True)
+                if fd is not None:
+                    fds.append(fd)
+        if fd is None:
+            raise StageLocked(f"{stage_dir} is being written by {_held_by(stage_dir)}; wait for it to "
+                              "finish (a killed run releases its lock at once), or use another run_dir")
+        _write_info(fds[-1])
+        yield StageLock(stage_dir / LOCK_NAME, exclusive)
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)  # releases the flock
+
+
 def done_record(stage_dir: Path) -> dict | None:
     path = stage_dir / "DONE.json"
     return read_json(path) if path.is_file() else None
 
 
 def is_done(stage_dir: Path, config_hash: str, input_hash: str) -> bool:
+    """DONE.json matches the config and inputs, and every final file it lists is there unchanged."""
     rec = done_record(stage_dir)
-    return bool(rec) and rec.get("config_hash") == config_hash and rec.get("input_hash") == input_hash
+    if not (rec and rec.get("config_hash") == config_hash and rec.get("input_hash") == input_hash):
+        return False
+    for name, digest in (rec.get("outputs") or {}).items():
+        f = stage_dir / name
+        if not f.is_file() or sha256_file(f) != digest:
+            print(f"{stage_dir.name}: {f} is missing or differs from the file this stage wrote; "
+                  "redoing the stage", file=sys.stderr)
+            return False
+    return True
 
 
 def write_done(stage_dir: Path, stage: str, config_hash: str, input_hash: str,
-               counts: dict, started: float, **extra) -> dict:
+               counts: dict, started: float, outputs: list[str] = (), **extra) -> dict:
+    """DONE.json; ``outputs`` (names under ``stage_dir``) are recorded with their sha256 and checked
+    by :func:`is_done`, so a replaced model file is noticed."""
     rec = {
         "stage": stage,
         "config_hash": config_hash,
         "input_hash": input_hash,
         "counts": counts,
+        "outputs": {name: sha256_file(stage_dir / name) for name in outputs},
         "elapsed_s": round(time.time() - started, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "movies2scenes": __version__,
@@ -83,3 +226,35 @@ def write_done(stage_dir: Path, stage: str, config_hash: str, input_hash: str,
     }
     write_json(stage_dir / "DONE.json", rec)
     return rec
+
+
+# ----------------------------------------------------------------------------------------------
+# what pretraining saw (the evaluation leakage guard checks task movies against this record)
+
+MODEL_FILES = ["model.safetensors", "config.json", "head.safetensors"]  # a training stage's final files
+PRETRAINING_FILE = "pretraining_movies.json"
+TRAINING_STAGES = ("shot_encoder", "movie_encoder", "scene_encoder")
+
+
+def write_pretraining_movies(stage_dir: Path, movie_ids) -> dict:
+    """``stage_dir/pretraining_movies.json``: the exact movies a training stage learned from (sorted
+    ids, count, sha256 of the list). Returns {count, sha256} for DONE.json."""
+    ids = sorted(set(movie_ids))
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    write_json(stage_dir / PRETRAINING_FILE, {"count": len(ids), "sha256": digest, "movies": ids})
+    return {"count": len(ids), "sha256": digest}
+
+
+def read_pretraining_movies(path: Path) -> set[str]:
+    """The movie ids of a ``pretraining_movies.json``, checked against its own count and hash."""
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+        ids = rec["movies"]
+        ok = (isinstance(ids, list) and all(isinstance(m, str) for m in ids) and rec["count"] == len(ids)
+              and rec["sha256"] == hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{path}: not a valid record of pretraining movies (missing, damaged or edited); "
+                          "rerun the stage that wrote it with --force")
+    return set(ids)

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from movies2scenes.catalogue import CatalogueError, load_catalogue, load_watch_logs
+from movies2scenes.catalogue import CatalogueError, load_catalogue, load_watch_logs, open_text, utf8_problem
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.similarity import (
     Pairs,
@@ -32,7 +32,7 @@ from movies2scenes.similarity import (
 )
 from movies2scenes.store import file_fingerprint, write_json, write_parquet
 
-from ._stage import is_done, write_done
+from ._stage import is_done, stage_lock, write_done
 
 STAGE = "build_movie_pairs"
 
@@ -42,26 +42,35 @@ def read_triples(path: Path) -> list[tuple[str, str, str]]:
     if not path.is_file():
         raise CatalogueError([f"{path}: knowledge-graph triples file not found"])
     out, problems = [], []
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        lacking = [c for c in ("head", "relation", "tail") if c not in (reader.fieldnames or [])]
-        if lacking:
-            raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])
-        for row in reader:
-            if None in row:
-                problems.append(f"{path}:{reader.line_num}: more fields than the header has")
-                continue
-            h, r, t = (str(row[c] or "").strip() for c in ("head", "relation", "tail"))
-            if not (h and r and t):
-                problems.append(f"{path}:{reader.line_num}: empty head, relation or tail")
-                continue
-            out.append((h, r, t))
+    try:
+        with open_text(path) as f:
+            reader = csv.DictReader(f)
+            lacking = [c for c in ("head", "relation", "tail") if c not in (reader.fieldnames or [])]
+            if lacking:
+                raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])
+            for row in reader:
+                if None in row:
+                    problems.append(f"{path}:{reader.line_num}: more fields than the header has")
+                    continue
+                h, r, t = (str(row[c] or "").strip() for c in ("head", "relation", "tail"))
+                if not (h and r and t):
+                    problems.append(f"{path}:{reader.line_num}: empty head, relation or tail")
+                    continue
+                out.append((h, r, t))
+    except UnicodeDecodeError:
+        raise CatalogueError([utf8_problem(path)]) from None
     if problems:
         raise CatalogueError(problems)
     return out
 
 
 def run(cfg: Config, force: bool = False) -> int:
+    """The stage, holding the lock of run_dir/movie_pairs/ (one writer at a time)."""
+    with stage_lock(Path(cfg.run_dir) / "movie_pairs") as lock:
+        return _run(cfg, force, exclusive=lock.exclusive)
+
+
+def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     started = time.time()
     mp = cfg.movie_pairs
     if not cfg.catalogue:

@@ -274,6 +274,9 @@ def _index(args) -> int:
 def _search(args) -> int:
     from pipelines import embed
 
+    if args.k < 1:
+        raise ConfigError(f"-k must be >= 1, got {args.k}")
+
     return embed.search(args.index_dir, args.query, args.row, args.at, args.k)
 
 
@@ -300,11 +303,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    from movies2scenes.store import OutputError
+
     try:
         return args.func(args)
     except (ConfigError, CatalogueError) as e:
         print(f"m2s {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OutputError as e:  # disk full, permissions: not an input's fault; nothing marked done
+        print(f"m2s {args.command}: error: {e}", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

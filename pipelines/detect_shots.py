@@ -24,7 +24,9 @@ from movies2scenes.catalogue import Movie, load_catalogue, safe_name
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.shots import detect_shots, make_detector
 from movies2scenes.store import (
+    OutputError,
     atomic_path,
+    output_error,
     file_fingerprint,
     read_json,
     remove_stale_tmp,
@@ -34,7 +36,7 @@ from movies2scenes.store import (
 )
 from movies2scenes.video import VideoError, iter_frames, probe, scaled_size
 
-from ._stage import Slot, is_done, process_slot, write_done
+from ._stage import Slot, is_done, process_slot, stage_lock, write_done
 
 STAGE = "detect_shots"
 
@@ -98,7 +100,10 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
             if info.frames_hint and total < info.frames_hint - max(2, 0.02 * info.frames_hint):
                 raise VideoError(f"decoded only {total} of the {info.frames_hint} frames the container "
                                  "declares (truncated or damaged)")
-            tmp_shard.replace(shard_path)
+            try:
+                tmp_shard.replace(shard_path)
+            except OSError as e:
+                raise output_error(shard_path, e) from e
         finally:
             tmp_shard.unlink(missing_ok=True)
         record.update(
@@ -106,6 +111,8 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
             num_frames=total, keyframe_width=kf_size[0], keyframe_height=kf_size[1],
             shard=shard_path.name, shots=shots_out,
         )
+    except OutputError:
+        raise  # our own write failed (disk full, permissions): not the movie's fault — stop the stage
     except VideoError as e:
         shard_path.unlink(missing_ok=True)
         record.update(status="failed", reason=str(e))
@@ -117,18 +124,27 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
 
 
 def _fingerprint(movie: Movie) -> str:
+    """Never blocks: a FIFO or device is not opened (probe() records it as not a regular file)."""
     try:
         return file_fingerprint(movie.video)
+    except ValueError:
+        return "not-a-regular-file"
     except OSError:
         return "missing"
 
 
 def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool = False) -> int:
-    started = time.time()
     if not cfg.catalogue:
         raise ConfigError("no catalogue given: set catalogue=PATH (CSV or JSONL, see README)")
     catalogue = load_catalogue(cfg.catalogue)
     out_dir = Path(cfg.run_dir) / "shots"
+    with stage_lock(out_dir, shard) as lock:
+        return _run(cfg, catalogue, out_dir, shard, strict, force, lock.exclusive)
+
+
+def _run(cfg: Config, catalogue, out_dir: Path, shard: str | None, strict: bool, force: bool,
+         exclusive: bool) -> int:
+    started = time.time()
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     slot = process_slot(shard)
@@ -139,10 +155,12 @@ def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool
         json.dumps([[m.movie_id, str(m.video), p] for m, p in zip(catalogue, prints)]).encode()
     ).hexdigest()[:16]
     if not force and is_done(out_dir, chash, input_hash):
+        failed = read_json(out_dir / "DONE.json").get("counts", {}).get("failed", 0)
         if slot.is_main:
-            print(f"detect-shots: {out_dir} is up to date (DONE.json matches); nothing to do")
-        return 0
-    if slot.world == 1:
+            print(f"detect-shots: {out_dir} is up to date (DONE.json matches); nothing to do"
+                  + (f"; {failed} movie(s) failed (reasons in {out_dir / 'failures.jsonl'})" if failed else ""))
+        return 1 if strict and failed else 0
+    if exclusive:
         remove_stale_tmp(out_dir)
     (out_dir / "DONE.json").unlink(missing_ok=True)
 
@@ -176,10 +194,11 @@ def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool
     slot.wait_for_everyone()
     if not slot.is_main and slot.state is not None:
         return 0
-    return merge(cfg, catalogue, prints, chash, input_hash, started, strict, slot)
+    return merge(cfg, catalogue, prints, chash, input_hash, started, strict, slot, exclusive)
 
 
-def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, slot: Slot) -> int:
+def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, slot: Slot,
+          exclusive: bool = False) -> int:
     """Gather every movie's part into index.parquet + failures.jsonl + DONE.json (idempotent)."""
     out_dir = Path(cfg.run_dir) / "shots"
     parts_dir = out_dir / "parts"
@@ -227,7 +246,7 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
     for p in out_dir.glob("shots-*.tar"):
         if p.name not in keep:
             p.unlink()
-    if slot.world == 1:  # with several processes another one may still be writing a temp file
+    if exclusive:  # with several processes another one may still be writing a temp file
         remove_stale_tmp(out_dir)
 
     ok = len(records) - len(failures)

@@ -10,6 +10,7 @@ search DIR --query FILE.parquet (--row I | --at VIDEO:SECONDS) [-k 5]   nearest 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -99,8 +100,14 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int) 
         if not at or ":" not in at:
             raise ConfigError("give --row I or --at VIDEO:SECONDS")
         video, t = at.rsplit(":", 1)
+        try:
+            t = float(t)
+        except ValueError:
+            raise ConfigError(f"--at {at}: {t!r} is not a time in seconds (VIDEO:SECONDS, e.g. a.mp4:754.2)") from None
+        if not math.isfinite(t) or t < 0:
+            raise ConfigError(f"--at {at}: the time must be a finite number of seconds >= 0")
         hits = [i for i, r in enumerate(table) if Path(r["video"]).name == Path(video).name
-                and r["start_time"] <= float(t) < r["end_time"]]
+                and r["start_time"] <= t < r["end_time"]]
         if not hits:
             raise ConfigError(f"--at {at}: no scene of {video} in {query} covers {t} s")
         row = hits[0]

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import csv
 import html
+import math
 import shutil
+import sys
 from collections import Counter
 import time
 from dataclasses import asdict
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from movies2scenes.catalogue import load_catalogue
+from movies2scenes.catalogue import open_text, utf8_problem
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import eval_transform, to_chw
 from movies2scenes.evaluation import (
@@ -45,9 +47,8 @@ from movies2scenes.evaluation import (
 )
 from movies2scenes.store import atomic_path, decode_keyframes, file_fingerprint, write_json
 
-from ._stage import is_done, write_done
+from ._stage import PRETRAINING_FILE, is_done, read_pretraining_movies, stage_input_hash, stage_lock, write_done
 from .mine_scene_pairs import ShotSamples
-from .train_shot_encoder import stage_input_hash
 
 STAGE = "evaluate"
 COLUMNS = ["task", "kind", "movie_id", "start_shot", "end_shot", "label", "split"]
@@ -60,56 +61,81 @@ def read_tasks(files: list[str], num_shots: dict[str, int]) -> dict[str, list[di
     problems: list[str] = []
     for f in files:
         path = Path(f)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"evaluate.tasks: {path} does not exist")
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = set(COLUMNS) - set(reader.fieldnames or [])
-            if missing:
-                raise ConfigError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-            for i, r in enumerate(reader, start=2):
-                where = f"{path}:{i}"
-                try:
-                    start, end = int(r["start_shot"]), int(r["end_shot"])
-                except ValueError:
-                    problems.append(f"{where}: start_shot/end_shot must be integers")
-                    continue
-                if r["kind"] not in KINDS:
-                    problems.append(f"{where}: kind {r['kind']!r} is not one of {', '.join(KINDS)}")
-                elif r["split"] not in ("train", "val", "test"):
-                    problems.append(f"{where}: split {r['split']!r} is not train, val or test")
-                elif r["movie_id"] not in num_shots:
-                    problems.append(f"{where}: movie {r['movie_id']!r} has no shots in this run")
-                elif not 0 <= start < end <= num_shots[r["movie_id"]]:
-                    problems.append(f"{where}: shots [{start}, {end}) outside movie {r['movie_id']!r} "
-                                    f"({num_shots[r['movie_id']]} shots)")
-                elif r["kind"] == "regression" and not _is_number(r["label"]):
-                    problems.append(f"{where}: regression label {r['label']!r} is not a number")
-                elif r["kind"] == "binary" and r["label"] not in ("0", "1"):
-                    problems.append(f"{where}: binary label {r['label']!r} is not 0 or 1")
-                else:
-                    rows = tasks.setdefault(r["task"], [])
-                    if rows and rows[0]["kind"] != r["kind"]:
-                        problems.append(f"{where}: task {r['task']!r} mixes kinds {rows[0]['kind']} and {r['kind']}")
-                        continue
-                    rows.append({**r, "start_shot": start, "end_shot": end})
+        if not path.is_file():
+            raise ConfigError(f"evaluate.tasks: {path} is not a regular file")
+        try:
+            _read_task_file(path, num_shots, tasks, problems)
+        except UnicodeDecodeError:
+            raise ConfigError(utf8_problem(path)) from None
+    for name, rows in tasks.items():
+        if rows[0]["kind"] == "multilabel" and not any(t for r in rows for t in r["label"].split("|")):
+            problems.append(f"task {name!r}: every row has an empty label set (nothing to learn or score)")
     if problems:
         raise ConfigError("bad task rows:\n  " + "\n  ".join(problems))
     return tasks
 
 
+def _read_task_file(path: Path, num_shots: dict[str, int], tasks: dict[str, list[dict]], problems: list[str]) -> None:
+    with open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        missing = set(COLUMNS) - set(reader.fieldnames or [])
+        if missing:
+            raise ConfigError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for r in reader:
+            where = f"{path}:{reader.line_num}"
+            if None in r.values():
+                problems.append(f"{where}: fewer fields than the header has ({len(COLUMNS)} columns expected)")
+                continue
+            if None in r:
+                problems.append(f"{where}: more fields than the header has")
+                continue
+            try:
+                start, end = int(r["start_shot"]), int(r["end_shot"])
+            except ValueError:
+                problems.append(f"{where}: start_shot/end_shot must be integers")
+                continue
+            if r["kind"] not in KINDS:
+                problems.append(f"{where}: kind {r['kind']!r} is not one of {', '.join(KINDS)}")
+            elif r["split"] not in ("train", "val", "test"):
+                problems.append(f"{where}: split {r['split']!r} is not train, val or test")
+            elif r["movie_id"] not in num_shots:
+                problems.append(f"{where}: movie {r['movie_id']!r} has no shots in this run")
+            elif not 0 <= start < end <= num_shots[r["movie_id"]]:
+                problems.append(f"{where}: shots [{start}, {end}) outside movie {r['movie_id']!r} "
+                                f"({num_shots[r['movie_id']]} shots)")
+            elif r["kind"] == "regression" and not _is_number(r["label"]):
+                problems.append(f"{where}: regression label {r['label']!r} is not a finite number")
+            elif r["kind"] == "binary" and r["label"] not in ("0", "1"):
+                problems.append(f"{where}: binary label {r['label']!r} is not 0 or 1")
+            else:
+                rows = tasks.setdefault(r["task"], [])
+                if rows and rows[0]["kind"] != r["kind"]:
+                    problems.append(f"{where}: task {r['task']!r} mixes kinds {rows[0]['kind']} and {r['kind']}")
+                    continue
+                rows.append({**r, "start_shot": start, "end_shot": end})
+
+
 def _is_number(text: str) -> bool:
+    """A finite number (NaN/inf labels would make every metric NaN)."""
     try:
-        float(text)
-        return True
+        return math.isfinite(float(text))
     except ValueError:
         return False
 
 
-def leakage(tasks: dict[str, list[dict]], catalogue_file: str) -> list[str]:
-    """Task movies that are pretraining (train-split) movies of the catalogue."""
-    train = {m.movie_id for m in load_catalogue(catalogue_file) if m.split == "train"}
-    return sorted({r["movie_id"] for rows in tasks.values() for r in rows} & train)
+def leakage(tasks: dict[str, list[dict]], export_dir: Path) -> list[str]:
+    """Task movies that pretraining learned from, by the export's own record of them
+    (``pretraining_movies.json``: every movie any training stage of the run saw) — not by whatever
+    catalogue is given now. No record is an error, never a reason to skip the check."""
+    record = export_dir / PRETRAINING_FILE
+    if not record.is_file():
+        raise ConfigError(f"{record} does not exist: this export has no record of the movies it was pretrained "
+                          "on (exported by an older movies2scenes, or a training stage lacked its record), so "
+                          "leakage cannot be checked; rerun the training stages and export with --force, or "
+                          "set evaluate.allow_leakage=true to evaluate anyway")
+    return sorted({r["movie_id"] for rows in tasks.values() for r in rows} & read_pretraining_movies(record))
 
 
 @torch.no_grad()
@@ -164,6 +190,8 @@ def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg, seed: int = 0) -
     counts = {s: int(m.sum()) for s, m in parts.items()}
     if min(counts.values()) == 0:
         return {"kind": kind, "clips": counts, "skipped": "needs clips in each of train, val and test"}
+    if kind in ("binary", "multilabel") and not y[parts["test"]].any():
+        return {"kind": kind, "clips": counts, "skipped": "the test split has no positive label (AP is undefined)"}
     probe = MLPProbe("multilabel" if kind == "binary" else kind, emb.shape[1], out_dim, ProbeConfig(cfg.hidden, cfg.dropout, cfg.lr, cfg.weight_decay,
                                                             cfg.epochs, cfg.batch_size, seed=seed))
     probe.fit(emb[parts["train"]], y[parts["train"]], emb[parts["val"]], y[parts["val"]])
@@ -186,6 +214,12 @@ def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg, seed: int = 0) -
 
 
 def run(cfg: Config, force: bool = False) -> int:
+    """The stage, holding the lock of run_dir/eval/ (one writer at a time)."""
+    with stage_lock(Path(cfg.run_dir) / "eval") as lock:
+        return _run(cfg, force, exclusive=lock.exclusive)
+
+
+def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     from movies2scenes.export import load_scene_encoder
 
     started = time.time()
@@ -205,12 +239,13 @@ def run(cfg: Config, force: bool = False) -> int:
     index = pq.read_table(shots_dir / "index.parquet", columns=["movie_id"]).column("movie_id").to_pylist()
     num_shots = Counter(index)
     tasks = read_tasks(ev.tasks, num_shots)
-    if cfg.catalogue:
-        leaked = leakage(tasks, cfg.catalogue)
-        if leaked and not ev.allow_leakage:
-            raise ConfigError(f"{len(leaked)} evaluation movie(s) are pretraining (train-split) movies of "
-                              f"{cfg.catalogue}: {', '.join(leaked[:10])}{' ...' if len(leaked) > 10 else ''} "
-                              "(set evaluate.allow_leakage=true to evaluate anyway)")
+    if not ev.allow_leakage:
+        leaked = leakage(tasks, export_dir)
+        if leaked:
+            raise ConfigError(f"{len(leaked)} evaluation movie(s) were seen in pretraining (by "
+                              f"{export_dir / PRETRAINING_FILE}): {', '.join(leaked[:10])}"
+                              f"{' ...' if len(leaked) > 10 else ''} (set evaluate.allow_leakage=true to "
+                              "evaluate anyway)")
     encoder = load_scene_encoder(export_dir)
     report = {"tasks": {}, "encoder": "export"}  # relative to the run dir: reports do not depend on where it lies
     for name, rows in sorted(tasks.items()):
@@ -221,8 +256,14 @@ def run(cfg: Config, force: bool = False) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     write_html(out / "report.html", report, run_dir)
-    write_done(out, STAGE, chash, input_hash, {"tasks": len(tasks)}, started)
+    unscored = sorted(n for n, r in report["tasks"].items() if "skipped" in r
+                      or any(isinstance(v, float) and not math.isfinite(v) for v in r.values()))
+    write_done(out, STAGE, chash, input_hash, {"tasks": len(tasks), "unscored": len(unscored)}, started)
     print(f"evaluate: report → {out / 'report.html'}")
+    if unscored:
+        print(f"evaluate: error: {len(unscored)} task(s) have no valid score: {', '.join(unscored)} (see the "
+              "report; fix the task files)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@ pretrained_cfg_overlay=dict(file=...))`` (see ``movies2scenes/export.py``).
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,8 +17,16 @@ from movies2scenes.config import Config, config_hash
 from movies2scenes.export import export_scene_encoder
 from movies2scenes.store import read_json
 
-from ._stage import is_done, write_done
-from .train_shot_encoder import stage_input_hash
+from ._stage import (
+    PRETRAINING_FILE,
+    TRAINING_STAGES,
+    is_done,
+    read_pretraining_movies,
+    stage_input_hash,
+    stage_lock,
+    write_done,
+    write_pretraining_movies,
+)
 
 STAGE = "export"
 
@@ -28,6 +37,12 @@ def _done(run_dir: Path, stage: str) -> dict:
 
 
 def run(cfg: Config, force: bool = False) -> int:
+    """The stage, holding the lock of run_dir/export/ (one writer at a time)."""
+    with stage_lock(Path(cfg.run_dir) / "export") as lock:
+        return _run(cfg, force, exclusive=lock.exclusive)
+
+
+def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     started = time.time()
     run_dir = Path(cfg.run_dir)
     enc_dir, out = run_dir / "scene_encoder", run_dir / "export"
@@ -48,8 +63,27 @@ def run(cfg: Config, force: bool = False) -> int:
             "config": {"scene_encoder": asdict(cfg.scene_encoder), "scene_pairs": asdict(cfg.scene_pairs),
                        "shots": asdict(cfg.shots), "seed": cfg.seed},
             "metrics": metrics}
+    seen, missing = set(), []
+    for stage in TRAINING_STAGES:
+        record = run_dir / stage / PRETRAINING_FILE
+        if (run_dir / stage / "DONE.json").is_file():
+            if record.is_file():
+                seen |= read_pretraining_movies(record)
+            else:
+                missing.append(stage)
+    if missing:
+        print(f"export: warning: {', '.join(missing)} recorded no pretraining movies (trained by an older "
+              "movies2scenes); `m2s evaluate` will refuse this export unless evaluate.allow_leakage=true. "
+              "Rerun those stages with --force to record them.", file=sys.stderr)
+    (out / PRETRAINING_FILE).unlink(missing_ok=True)
+    card["pretraining_movies"] = None if missing else len(seen)
     config = export_scene_encoder(enc_dir, out, card)
-    write_done(out, STAGE, chash, input_hash, {"num_features": config["num_features"]}, started)
+    outputs = ["model.safetensors", "config.json", "README.md"]
+    if not missing:
+        write_pretraining_movies(out, seen)
+        outputs.append(PRETRAINING_FILE)
+    write_done(out, STAGE, chash, input_hash, {"num_features": config["num_features"]}, started,
+               outputs=outputs)
     print(f"export: {config['architecture']} scene encoder ({config['num_features']}-d) → {out} "
           f"(model.safetensors, config.json, README.md)")
     return 0

@@ -24,10 +24,17 @@ from movies2scenes.config import Config, config_hash
 from movies2scenes.data import eval_transform, movie_shots
 from movies2scenes.features import feature_file
 from movies2scenes.models.vit import load_vit
-from movies2scenes.store import atomic_path, decode_keyframes, iter_tar, read_json, write_json, write_parquet
+from movies2scenes.store import (
+    atomic_path,
+    decode_keyframes,
+    iter_tar,
+    read_json,
+    remove_stale_tmp,
+    write_json,
+    write_parquet,
+)
 
-from ._stage import is_done, process_slot, write_done
-from .train_shot_encoder import stage_input_hash
+from ._stage import is_done, process_slot, stage_input_hash, stage_lock, write_done
 
 STAGE = "extract_shot_features"
 
@@ -68,6 +75,12 @@ class MovieChunks(IterableDataset):
 
 
 def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
+    """The stage, holding the lock of run_dir/shot_features/ (one writer at a time)."""
+    with stage_lock(Path(cfg.run_dir) / "shot_features", shard) as lock:
+        return _run(cfg, shard, force, exclusive=lock.exclusive)
+
+
+def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: bool = True) -> int:
     started = time.time()
     run_dir = Path(cfg.run_dir)
     shots_dir, enc_dir, out = run_dir / "shots", run_dir / "shot_encoder", run_dir / "shot_features"
@@ -78,6 +91,8 @@ def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
         if slot.is_main:
             print(f"extract-shot-features: {out} is up to date (DONE.json matches); nothing to do")
         return 0
+    if exclusive:
+        remove_stale_tmp(out)  # what a killed run left; nobody else writes here (the lock)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     (out / "DONE.json").unlink(missing_ok=True)
 

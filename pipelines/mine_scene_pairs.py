@@ -20,6 +20,8 @@ shard, key), ``failures.jsonl`` (movie pairs that could not be mined and why), t
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections import OrderedDict
 from dataclasses import asdict
@@ -36,7 +38,10 @@ from movies2scenes.data import ShardCache
 from movies2scenes.features import ShotFeatures
 from movies2scenes.mining import keep_count, mine_pair
 from movies2scenes.store import (
+    TMP_PREFIX,
     atomic_path,
+    output_error,
+    remove_stale_tmp,
     decode_scene,
     iter_tar,
     read_json,
@@ -46,9 +51,8 @@ from movies2scenes.store import (
     write_shards,
 )
 
-from ._stage import is_done, process_slot, write_done
+from ._stage import is_done, process_slot, stage_input_hash, stage_lock, write_done
 from .train_movie_encoder import load_movie_encoder
-from .train_shot_encoder import stage_input_hash
 
 STAGE = "mine_scene_pairs"
 
@@ -62,7 +66,9 @@ class MovieEmbeddings:
     small LRU cache: units list pairs sorted by movie, so a movie is embedded about once per unit."""
 
     def __init__(self, feats: ShotFeatures, enc_dir: Path, device: torch.device, cache: int = 16):
-        c = read_json(enc_dir / "config.json")
+        from .train_movie_encoder import checked_movie_config
+
+        c = checked_movie_config(enc_dir)
         self.mean = np.asarray(c["feature_mean"], np.float32)
         self.std = np.asarray(c["feature_std"], np.float32)
         self.model = load_movie_encoder(enc_dir, device)
@@ -108,6 +114,12 @@ def _device(name: str) -> torch.device:
 
 
 def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
+    """The stage, holding the lock of run_dir/scene_pairs/ (one writer at a time)."""
+    with stage_lock(Path(cfg.run_dir) / "scene_pairs", shard) as lock:
+        return _run(cfg, shard, force, exclusive=lock.exclusive)
+
+
+def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: bool = True) -> int:
     started = time.time()
     run_dir = Path(cfg.run_dir)
     shots_dir, feat_dir = run_dir / "shots", run_dir / "shot_features"
@@ -127,6 +139,8 @@ def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
     if not source_file.is_file():
         raise ConfigError(f"scene_pairs.pairs_source {source!r}: {source_file} does not exist "
                           "(add it to movie_pairs.sources)")
+    if exclusive:
+        remove_stale_tmp(out)  # what a killed run left; nobody else writes here (the lock)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     (out / "DONE.json").unlink(missing_ok=True)
     stamp = f"{chash}:{input_hash}"
@@ -208,10 +222,18 @@ def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
     with atomic_path(out / "failures.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(s, sort_keys=True) + "\n" for s in skipped))
     mined_pairs = len({(r["movie_a"], r["movie_b"]) for r in rows})
+    # the report is part of the stage's artefacts: if it cannot be written the stage is not done
+    # (the mined units stay; the rerun only merges and draws again)
+    tmp_report = out / f"{TMP_PREFIX}{os.getpid()}-report"
+    shutil.rmtree(tmp_report, ignore_errors=True)
     try:
-        write_report(out, cfg, rows, source)
-    except Exception as e:  # pictures must never lose the mined pairs
-        print(f"mine-scene-pairs: warning: report not written: {type(e).__name__}: {e}")
+        write_report(tmp_report, cfg, rows, source)
+        shutil.rmtree(out / "report", ignore_errors=True)
+        tmp_report.rename(out / "report")
+    except OSError as e:
+        raise output_error(out / "report", e) from e
+    finally:
+        shutil.rmtree(tmp_report, ignore_errors=True)
     counts = {"movie_pairs": len(movie_pairs), "mined_movie_pairs": mined_pairs, "skipped": len(skipped),
               "scene_pairs": len(rows), "shards": len(units), "source": source}
     write_done(out, STAGE, chash, input_hash, counts, started, shots_per_scene=sp.shots_per_scene)
@@ -222,12 +244,13 @@ def run(cfg: Config, shard: str | None = None, force: bool = False) -> int:
     return 0
 
 
-def write_report(out: Path, cfg: Config, rows: list[dict], source: str) -> None:
-    """Adjacency heatmaps of the best movie pairs and a contact sheet of the best scene pairs."""
+def write_report(rdir: Path, cfg: Config, rows: list[dict], source: str) -> None:
+    """Adjacency heatmaps of the best movie pairs and a contact sheet of the best scene pairs, into
+    the folder ``rdir``."""
     from movies2scenes import report
 
+    out = Path(cfg.run_dir) / "scene_pairs"
     sp, n = cfg.scene_pairs, cfg.scene_pairs.shots_per_scene
-    rdir = out / "report"
     sections: list = []
     if not rows:
         report.write_html(rdir / "index.html", "Mined scene pairs", [("No scene pairs were mined", [], None)])

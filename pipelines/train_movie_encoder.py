@@ -11,7 +11,6 @@ genres, also ``genre_disjoint``: the same held-out positives against random pair
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +25,7 @@ from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.features import ShotFeatures
 from movies2scenes.metrics import roc_auc
 from movies2scenes.models.movie import MovieEncoder, pad_or_crop
-from movies2scenes.store import atomic_path, write_json
+from movies2scenes.store import atomic_path, remove_stale_tmp, write_json
 from movies2scenes.training import (
     check_finite,
     make_optimizer,
@@ -37,8 +36,7 @@ from movies2scenes.training import (
     warmup_cosine,
 )
 
-from ._stage import is_done, write_done
-from .train_shot_encoder import stage_input_hash
+from ._stage import is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
 
 STAGE = "train_movie_encoder"
 
@@ -93,6 +91,13 @@ class FeatureBank:
     def __init__(self, feats: ShotFeatures, length: int, movies: list[str] | None = None):
         self.feats, self.length = feats, length
         raw = {m: np.asarray(feats.movie(m), dtype=np.float32) for m in feats.movie_ids}
+        for m, x in raw.items():
+            bad = np.flatnonzero(~np.isfinite(x).all(1))
+            if len(bad):  # would surface as a NaN loss ("lower the learning rate"): name it instead
+                raise ConfigError(f"{feats.dir / feats.rows[m]['file']}: movie {m!r} has non-finite shot "
+                                  f"features at shot(s) {', '.join(map(str, bad[:10].tolist()))}"
+                                  f"{' ...' if len(bad) > 10 else ''} ({len(bad)} of {len(x)}); check those "
+                                  "shots' keyframes and rerun extract-shot-features --force")
         # standardise every feature with statistics of the training movies' shots: frozen ViT
         # features share a large common component that would otherwise dominate A = E(x1)·E(x2)ᵀ
         pool = np.concatenate([raw[m] for m in (movies or list(raw))])
@@ -128,6 +133,12 @@ def evaluate(model, bank: FeatureBank, pairs, device, batch: int = 64) -> dict:
 
 
 def run(cfg: Config, force: bool = False) -> int:
+    """The stage, holding the lock of run_dir/movie_encoder/ (one writer at a time)."""
+    with stage_lock(Path(cfg.run_dir) / "movie_encoder") as lock:
+        return _run(cfg, force, exclusive=lock.exclusive)
+
+
+def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     from accelerate.utils import set_seed
 
     started = time.time()
@@ -139,6 +150,8 @@ def run(cfg: Config, force: bool = False) -> int:
     if not force and is_done(out, chash, input_hash):
         print(f"train-movie-encoder: {out} is up to date (DONE.json matches); nothing to do")
         return 0
+    if exclusive:
+        remove_stale_tmp(out)
     source_file = pairs_dir / f"{me.pairs_source}.parquet"
     if not source_file.is_file():
         raise ConfigError(f"movie_encoder.pairs_source {me.pairs_source!r}: {source_file} does not "
@@ -174,18 +187,17 @@ def run(cfg: Config, force: bool = False) -> int:
                          me.pool_stride)
     optimizer = make_optimizer(model.parameters(), tr)
     scheduler = warmup_cosine(optimizer, int(tr.warmup_epochs * steps_per_epoch), total)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler's state lives in progress.json
     ckpt_dir = out / "checkpoints"
-    step, last_ckpt = resume(accelerator, ckpt_dir, f"{chash}:{input_hash}", force,
-                             "train-movie-encoder", total)
+    step, last_ckpt, resumed = resume(accelerator, ckpt_dir, f"{chash}:{input_hash}", force,
+                                      "train-movie-encoder", total, scheduler)
     accelerator.init_trackers("movie_encoder", config={"lr": tr.lr, "batch_size": batch_size,
                                                        "pairs_source": me.pairs_source})
     bank = FeatureBank(feats, me.max_shots, movies)
     device = accelerator.device
     bar = tqdm(total=total, initial=step, desc="movie encoder", unit="step", dynamic_ncols=True,
                disable=not accelerator.is_main_process or None)
-    loss_value = float("nan")
+    loss_value = resumed.get("loss", float("nan"))  # the result if nothing is left to train
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
         items = epoch_pairs(train_pos, movies, pos_set, epoch, cfg.seed)
@@ -208,7 +220,7 @@ def run(cfg: Config, force: bool = False) -> int:
             bar.update()
             bar.set_postfix(loss=f"{loss_value:.3f}")
             if step % tr.checkpoint_every == 0 or step == total:
-                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints,
+                last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, scheduler,
                                             stamp=f"{chash}:{input_hash}", loss=loss_value)
             if step >= total:
                 break
@@ -233,8 +245,10 @@ def run(cfg: Config, force: bool = False) -> int:
         metrics |= {"steps": step, "final_loss": loss_value, "pairs_source": me.pairs_source,
                     "train_positives": len(train_pos), "heldout_positives": int(sum(l for *_, l in heldout))}
         write_json(out / "metrics.json", metrics)
+        pretrained_on = write_pretraining_movies(out, movies)
         write_done(out, STAGE, chash, input_hash, {"steps": step, "positives": len(positives)}, started,
-                   heldout_auc=metrics["auc"])
+                   outputs=["model.safetensors", "config.json"], heldout_auc=metrics["auc"],
+                   pretraining_movies=pretrained_on)
         extra = (f"; vs genre-disjoint random pairs AUC {metrics['genre_disjoint']['auc']:.3f}"
                  if "genre_disjoint" in metrics else "")
         print(f"train-movie-encoder: {step} steps on {len(train_pos)} {me.pairs_source} pairs; held-out "
@@ -258,8 +272,37 @@ def load_movie_encoder(path: str | Path, device="cpu") -> MovieEncoder:
     from safetensors.torch import load_file
 
     path = Path(path)
-    c = json.loads((path / "config.json").read_text())
+    c = checked_movie_config(path)
     model = MovieEncoder(c["in_dim"], c["hidden"], c["out_dim"], c["dropout"], c["max_shots"],
                          c["kernel"], c["stride"])
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.to(device).eval()
+
+
+def checked_movie_config(path: Path) -> dict:
+    """config.json of a saved movie encoder, its types and its shapes checked against the
+    safetensors header before anything is built (a hostile config cannot exhaust memory)."""
+    from movies2scenes.models.movie import pooled_size
+    from movies2scenes.models.vit import ModelFileError, read_model_config, shape_mismatches, weight_shapes
+
+    c, where = read_model_config(path), path / "config.json"
+    for key in ("in_dim", "hidden", "out_dim", "max_shots", "kernel", "stride"):
+        if not isinstance(c.get(key), int) or isinstance(c.get(key), bool) or c[key] < 1:
+            raise ModelFileError(f"{where}: {key} must be an integer >= 1, got {c.get(key)!r}")
+    if not isinstance(c.get("dropout"), (int, float)) or not 0 <= c["dropout"] < 1:
+        raise ModelFileError(f"{where}: dropout must be a number in [0, 1), got {c.get('dropout')!r}")
+    for key in ("feature_mean", "feature_std"):
+        v = c.get(key)
+        if not (isinstance(v, list) and len(v) == c["in_dim"] and all(isinstance(x, (int, float)) for x in v)):
+            raise ModelFileError(f"{where}: {key} must be a list of in_dim ({c['in_dim']}) numbers")
+    try:
+        side = pooled_size(c["max_shots"], c["kernel"], c["stride"])
+    except ValueError as e:
+        raise ModelFileError(f"{where}: {e}") from None
+    expected = {"fc1.weight": (c["hidden"], c["in_dim"]), "fc1.bias": (c["hidden"],),
+                "fc2.weight": (c["out_dim"], c["hidden"]), "fc2.bias": (c["out_dim"],),
+                "classifier.weight": (1, side * side), "classifier.bias": (1,)}
+    bad = shape_mismatches(expected, weight_shapes(path / "model.safetensors"))
+    if bad:
+        raise ModelFileError(f"{where} does not match {path / 'model.safetensors'}: " + "; ".join(bad))
+    return c

@@ -22,11 +22,10 @@ from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import ScenePairStream, epoch_scene_pairs, scene_pair_keys, train_transform
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.vit import create_scene_vit, save_vit
-from movies2scenes.store import read_json, write_json
+from movies2scenes.store import read_json, remove_stale_tmp, write_json
 from movies2scenes.training import make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
 
-from ._stage import is_done, write_done
-from .train_shot_encoder import stage_input_hash
+from ._stage import MODEL_FILES, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
 
 STAGE = "train_scene_encoder"
 
@@ -49,7 +48,21 @@ def initial_encoder(cfg: Config):
     return encoder
 
 
+def scene_pair_movies(scene_dir: Path) -> list[str]:
+    """The movies whose scenes are in the mined pairs (what the scene encoder is trained on)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(scene_dir / "pairs.parquet", columns=["movie_a", "movie_b"])
+    return sorted(set(t.column("movie_a").to_pylist()) | set(t.column("movie_b").to_pylist()))
+
+
 def run(cfg: Config, force: bool = False) -> int:
+    """The stage, holding the lock of run_dir/scene_encoder/ (one writer at a time)."""
+    with stage_lock(Path(cfg.run_dir) / "scene_encoder") as lock:
+        return _run(cfg, force, exclusive=lock.exclusive)
+
+
+def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     from accelerate.utils import set_seed
 
     started = time.time()
@@ -62,6 +75,8 @@ def run(cfg: Config, force: bool = False) -> int:
     if not force and is_done(out, chash, input_hash):
         print(f"train-scene-encoder: {out} is up to date (DONE.json matches); nothing to do")
         return 0
+    if exclusive:
+        remove_stale_tmp(out)
 
     accelerator = make_accelerator(tr, out / "logs")
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -83,15 +98,14 @@ def run(cfg: Config, force: bool = False) -> int:
                  sc.moco.momentum, sc.moco.temperature, seed=cfg.seed).to(accelerator.device)
     optimizer = make_optimizer(model.parameters(), tr)  # fused AdamW when the model is on CUDA
     scheduler = warmup_cosine(optimizer, warmup, total)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler's state lives in progress.json
     forward = model
     if sc.compile and accelerator.device.type == "cuda":
         forward = torch.compile(model)
 
     ckpt_dir = out / "checkpoints"
     stamp = f"{chash}:{input_hash}"
-    step, last_ckpt = resume(accelerator, ckpt_dir, stamp, force, "train-scene-encoder", total)
+    step, last_ckpt, resumed = resume(accelerator, ckpt_dir, stamp, force, "train-scene-encoder", total, scheduler)
     accelerator.init_trackers("scene_encoder", config={"lr": tr.lr, "batch_size": tr.batch_size,
                                                        "arch": sc.model.arch, "steps": total})
     transform = train_transform(sc.model.img_size, sc.augment)
@@ -104,7 +118,8 @@ def run(cfg: Config, force: bool = False) -> int:
 
     step, loss_value, _ = moco_loop(accelerator, model, optimizer, scheduler, loader_for, step=step, total=total,
                                     steps_per_epoch=steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir, stamp=stamp,
-                                    last_ckpt=last_ckpt, desc="scene encoder", unit="scenes", forward=forward)
+                                    last_ckpt=last_ckpt, desc="scene encoder", unit="scenes", forward=forward,
+                                    resumed=resumed)
 
     if accelerator.is_main_process:
         from safetensors.torch import save_file
@@ -117,8 +132,10 @@ def run(cfg: Config, force: bool = False) -> int:
                   str(out / "head.safetensors"))
         write_json(out / "metrics.json", {"steps": step, "final_loss": loss_value, "steps_per_epoch": steps_per_epoch,
                                           "scene_pairs": num_pairs, "processes": world})
+        pretrained_on = write_pretraining_movies(out, scene_pair_movies(scene_dir))
         write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch,
-                                                   "scene_pairs": num_pairs}, started, final_loss=loss_value)
+                                                   "scene_pairs": num_pairs}, started, outputs=MODEL_FILES,
+                   final_loss=loss_value, pretraining_movies=pretrained_on)
         print(f"train-scene-encoder: {step} steps, final loss {loss_value:.4f} → {out}")
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: it closes the process group

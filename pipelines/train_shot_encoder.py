@@ -21,23 +21,12 @@ from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import TripletStream, epoch_triplets, movie_shots, train_transform
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.vit import create_vit, save_vit
-from movies2scenes.store import write_json
+from movies2scenes.store import remove_stale_tmp, write_json
 from movies2scenes.training import make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
 
-from ._stage import is_done, write_done
+from ._stage import MODEL_FILES, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
 
 STAGE = "train_shot_encoder"
-
-
-def stage_input_hash(*done_files: Path) -> str:
-    """Hash of the upstream stages' DONE records (their config and input hashes)."""
-    h = hashlib.sha256()
-    for f in done_files:
-        if not f.is_file():
-            raise ConfigError(f"{f.parent.name} is not done ({f} missing): run that stage first")
-        rec = json.loads(f.read_text())
-        h.update(f"{rec['config_hash']}:{rec['input_hash']}".encode())
-    return h.hexdigest()[:16]
 
 
 def pretraining_movies(cfg: Config) -> set[str] | None:
@@ -51,6 +40,12 @@ def pretraining_movies(cfg: Config) -> set[str] | None:
 
 
 def run(cfg: Config, force: bool = False) -> int:
+    """The stage, holding the lock of run_dir/shot_encoder/ (one writer at a time)."""
+    with stage_lock(Path(cfg.run_dir) / "shot_encoder") as lock:
+        return _run(cfg, force, exclusive=lock.exclusive)
+
+
+def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     from accelerate.utils import set_seed
 
     started = time.time()
@@ -67,6 +62,8 @@ def run(cfg: Config, force: bool = False) -> int:
     if not force and is_done(out, chash, input_hash):
         print(f"train-shot-encoder: {out} is up to date (DONE.json matches); nothing to do")
         return 0
+    if exclusive:
+        remove_stale_tmp(out)
 
     accelerator = make_accelerator(tr, out / "logs")
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -93,12 +90,11 @@ def run(cfg: Config, force: bool = False) -> int:
                  ecfg.moco.momentum, ecfg.moco.temperature, seed=cfg.seed).to(accelerator.device)
     optimizer = make_optimizer(model.parameters(), tr)  # fused AdamW when the model is on CUDA
     scheduler = warmup_cosine(optimizer, warmup, total)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler's state lives in progress.json
 
     ckpt_dir = out / "checkpoints"
-    step, last_ckpt = resume(accelerator, ckpt_dir, f"{chash}:{input_hash}", force,
-                             "train-shot-encoder", total)
+    step, last_ckpt, resumed = resume(accelerator, ckpt_dir, f"{chash}:{input_hash}", force,
+                                      "train-shot-encoder", total, scheduler)
     accelerator.init_trackers("shot_encoder", config={"lr": tr.lr, "batch_size": tr.batch_size,
                                                       "arch": ecfg.model.arch, "steps": total})
 
@@ -113,7 +109,8 @@ def run(cfg: Config, force: bool = False) -> int:
     step, loss_value, logged = moco_loop(accelerator, model, optimizer, scheduler, loader_for, step=step,
                                          total=total, steps_per_epoch=steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir,
                                          stamp=f"{chash}:{input_hash}", last_ckpt=last_ckpt,
-                                         desc="shot encoder", unit="shots", extra_name="chosen_t_plus")
+                                         desc="shot encoder", unit="shots", extra_name="chosen_t_plus",
+                                         resumed=resumed)
     chosen_plus = logged.get("chosen_t_plus", float("nan"))
 
     if accelerator.is_main_process:
@@ -126,9 +123,10 @@ def run(cfg: Config, force: bool = False) -> int:
         metrics = {"steps": step, "final_loss": loss_value, "steps_per_epoch": steps_per_epoch,
                    "chosen_t_plus": chosen_plus, "processes": world, "movies": len(movies)}
         write_json(out / "metrics.json", metrics)
+        pretrained_on = write_pretraining_movies(out, [rows[0][1] for rows in movies.values()])
         write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch,
                                                    "movies": len(movies)},
-                   started, final_loss=loss_value)
+                   started, outputs=MODEL_FILES, final_loss=loss_value, pretraining_movies=pretrained_on)
         print(f"train-shot-encoder: {step} steps, final loss {loss_value:.4f} → {out}")
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: it closes the process group

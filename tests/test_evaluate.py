@@ -36,7 +36,7 @@ def test_every_bad_row_is_reported_with_file_and_line(tmp_path):
         read_tasks([str(f)], {"a": 10})
     msg = str(e.value)
     for line, why in [(3, "kind 'clustering'"), (4, "movie 'zzz' has no shots"), (5, "shots [5, 20) outside"),
-                      (6, "start_shot/end_shot must be integers"), (7, "split 'holdout'"), (8, "regression label 'old' is not a number"),
+                      (6, "start_shot/end_shot must be integers"), (7, "split 'holdout'"), (8, "regression label 'old' is not a finite number"),
                       (9, "task 'place' mixes kinds"), (10, "binary label '2' is not 0 or 1")]:
         assert f"t.csv:{line}: {why}" in msg, (line, msg)
     with pytest.raises(ConfigError, match="missing column"):
@@ -46,13 +46,17 @@ def test_every_bad_row_is_reported_with_file_and_line(tmp_path):
         read_tasks([str(tmp_path / "nope.csv")], {})
 
 
-def test_leakage_lists_pretraining_movies(tmp_path):
-    from helpers import write_catalogue
+def test_leakage_is_checked_against_the_exports_record_of_pretraining_movies(tmp_path):
+    """The guard trusts what pretraining recorded, not a catalogue given now; no record is an error."""
+    from pipelines._stage import write_pretraining_movies
 
-    video = tmp_path / "v.mp4"
-    video.write_bytes(b"")
-    cat = write_catalogue(tmp_path / "cat.csv", [
-        {"movie_id": "a", "video": str(video), "split": "train"},
-        {"movie_id": "b", "video": str(video), "split": "test"}])
     tasks = {"place": [{"movie_id": "a"}, {"movie_id": "b"}]}
-    assert leakage(tasks, str(cat)) == ["a"]
+    export = tmp_path / "export"
+    with pytest.raises(ConfigError, match="no record of the movies it was pretrained on"):
+        leakage(tasks, export)
+    write_pretraining_movies(export, ["a", "c"])
+    assert leakage(tasks, export) == ["a"]
+    record = export / "pretraining_movies.json"
+    record.write_text(record.read_text().replace('"c"', '"b"'))  # edited by hand: hash no longer matches
+    with pytest.raises(ConfigError, match="not a valid record"):
+        leakage(tasks, export)

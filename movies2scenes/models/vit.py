@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import ViTConfig
+from ..config import ConfigError, ViTConfig
 
 # Inputs are normalised like ImageNet-trained timm ViTs (kept in config.json for users).
 MEAN = (0.485, 0.456, 0.406)
@@ -64,13 +64,99 @@ def save_vit(model: nn.Module, cfg: ViTConfig, out_dir: str | Path, **extra) -> 
     write_json(out / "config.json", vit_config_json(cfg, model, **extra))
 
 
+class ModelFileError(ConfigError):
+    """A saved model folder whose config.json or weights cannot be used; names the file and why."""
+
+
+def read_model_config(path: str | Path) -> dict:
+    """``path/config.json`` as a dict, or :class:`ModelFileError` naming the file and the reason."""
+    f = Path(path) / "config.json"
+    try:
+        meta = json.loads(f.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{f}: not found (is {path} a saved or exported model folder?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{f}: not readable JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{f}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def vit_config_of(meta: dict, where: str | Path) -> ViTConfig:
+    """The ``vit`` section of a model config.json, type-checked against :class:`ViTConfig`."""
+    from ..config import _apply
+
+    cfg = ViTConfig()
+    try:
+        _apply(cfg, meta.get("vit"), "vit.", str(where))
+    except ConfigError as e:
+        raise ModelFileError(str(e)) from None
+    for name in ("img_size", "patch_size"):
+        if getattr(cfg, name) < 1:
+            raise ModelFileError(f"{where}: vit.{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("embed_dim", "depth", "num_heads"):
+        if getattr(cfg, name) < 0:
+            raise ModelFileError(f"{where}: vit.{name} must be >= 0, got {getattr(cfg, name)}")
+    return cfg
+
+
+def weight_shapes(file: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape from a safetensors file's header (no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except FileNotFoundError:
+        raise ModelFileError(f"{file}: not found") from None
+    except Exception as e:  # safetensors raises its own error types for damaged headers
+        raise ModelFileError(f"{file}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+
+
+def shape_mismatches(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> list[str]:
+    """Human-readable differences between two name → shape maps (empty when they agree)."""
+    out = [f"missing {k} {v}" for k, v in expected.items() if k not in found]
+    out += [f"unexpected {k} {v}" for k, v in found.items() if k not in expected]
+    out += [f"{k}: config gives {v}, file has {found[k]}" for k, v in expected.items()
+            if k in found and tuple(found[k]) != tuple(v)]
+    return out
+
+
+def checked_vit_config(path: str | Path, meta: dict | None = None) -> ViTConfig:
+    """The ViTConfig of a saved model folder, checked against its weights *before* anything is
+    allocated: a hostile or damaged config.json (``depth=100000``, ``embed_dim=300000``) is an error
+    naming the mismatching tensors, never an attempt to build it. The architecture is instantiated
+    on the meta device (no memory) only after its depth matches the file's."""
+    path = Path(path)
+    meta = read_model_config(path) if meta is None else meta
+    cfg = vit_config_of(meta, path / "config.json")
+    shapes = weight_shapes(path / "model.safetensors")
+    depth = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
+    if cfg.depth and cfg.depth != depth:
+        raise ModelFileError(f"{path / 'config.json'}: vit.depth {cfg.depth} but {path / 'model.safetensors'} "
+                             f"holds {depth} blocks")
+    if cfg.embed_dim and cfg.num_heads and cfg.embed_dim % cfg.num_heads:
+        raise ModelFileError(f"{path / 'config.json'}: vit.embed_dim {cfg.embed_dim} is not divisible by "
+                             f"vit.num_heads {cfg.num_heads}")
+    try:
+        with torch.device("meta"):
+            skeleton = create_vit(cfg)
+    except Exception as e:
+        raise ModelFileError(f"{path / 'config.json'}: cannot build {cfg.arch} from it ({type(e).__name__}: {e})") from None
+    bad = shape_mismatches({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, shapes)
+    if bad:
+        raise ModelFileError(f"{path / 'config.json'} does not match {path / 'model.safetensors'}: "
+                             + "; ".join(bad[:8]) + (f"; ... ({len(bad)} in all)" if len(bad) > 8 else ""))
+    return cfg
+
+
 def load_vit(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The frozen encoder saved by :func:`save_vit`, in eval mode."""
+    """The frozen encoder saved by :func:`save_vit`, in eval mode (config checked against the
+    weights first: :func:`checked_vit_config`)."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    meta = json.loads((path / "config.json").read_text())
-    model = create_vit(ViTConfig(**meta["vit"]))
+    model = create_vit(checked_vit_config(path))
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.to(device).eval().requires_grad_(False)
 
