@@ -152,6 +152,11 @@ def resume(accelerator, ckpt_dir: Path, stamp: str, force: bool, name: str, tota
     if not isinstance(prog.get("scheduler"), dict):
         raise CheckpointError(f"{path}: no scheduler state in progress.json (a checkpoint of an older "
                               "movies2scenes, which pickled it); rerun with --force to start over")
+    planted = sorted(path.glob("custom_checkpoint_*"))
+    if planted:  # we never write these (Accelerate would unpickle them with weights_only=False)
+        raise CheckpointError(f"{planted[0]}: unexpected pickle in the checkpoint (movies2scenes never writes "
+                              "custom_checkpoint files; Accelerate would load it unsafely, so it is never read); "
+                              f"the checkpoint is damaged or was tampered with: delete {path} or rerun with --force")
     for f in (path / "optimizer.bin", path / f"random_states_{accelerator.process_index}.pkl"):
         try:
             safe_load(f, map_location="cpu")

@@ -8,6 +8,8 @@ import pytest
 from movies2scenes.config import DemoWorldConfig
 from movies2scenes.demo import make_world
 
+from helpers import TINY_SCENE
+
 BIKES_SHOT_STARTS = [0, 30, 76, 137, 187, 242]  # 25 fps, 250 frames
 
 
@@ -94,3 +96,26 @@ def encoded_run(tmp_path_factory, shots_run, small_world) -> tuple[Path, list[st
     assert train_shot_encoder.run(cfg) == 0 and extract_shot_features.run(cfg) == 0
     assert build_movie_pairs.run(cfg) == 0 and train_movie_encoder.run(cfg) == 0
     return run, overrides
+
+
+
+
+@pytest.fixture(scope="session")
+def mined_run(encoded_run, tmp_path_factory) -> tuple[Path, list[str]]:
+    """`encoded_run` plus mined scene pairs (n = 3), with the overrides that made it (copy it first)."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from movies2scenes.config import load
+    from pipelines import mine_scene_pairs
+
+    ROOT = Path(__file__).resolve().parents[1]
+
+    src, overrides = encoded_run
+    run = tmp_path_factory.mktemp("mined") / "run"
+    shutil.copytree(src, run)
+    ov = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", *TINY_SCENE]
+    assert mine_scene_pairs.run(load([ROOT / "configs" / "demo.yaml"], ov)) == 0
+    assert pq.read_table(run / "scene_pairs" / "pairs.parquet").num_rows >= 4
+    return run, ov

@@ -88,3 +88,13 @@ def kill_when(args: list[str], cwd: Path, path: Path, timeout: float = 180) -> N
         time.sleep(0.002)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"{args[0]} finished before it could be killed"
+
+
+TINY_SCENE = [
+    "scene_encoder.model.img_size=32", "scene_encoder.model.patch_size=8", "scene_encoder.model.embed_dim=48",
+    "scene_encoder.model.depth=2", "scene_encoder.model.num_heads=3", "scene_encoder.moco.dim=16",
+    "scene_encoder.moco.mlp_hidden=32", "scene_encoder.moco.queue_size=32", "scene_encoder.train.batch_size=4",
+    "scene_encoder.train.num_workers=0", "scene_encoder.train.checkpoint_every=2",
+    "scene_encoder.train.warmup_epochs=1", "scene_encoder.train.log_every=1",
+    "scene_pairs.shots_per_scene=3",
+]

@@ -19,18 +19,10 @@ from safetensors.torch import load_file
 from movies2scenes.config import ConfigError, ViTConfig, load
 from movies2scenes.models.vit import create_scene_vit, create_vit
 
-from helpers import kill_when
+from helpers import TINY_SCENE, kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
-TINY_SCENE = [
-    "scene_encoder.model.img_size=32", "scene_encoder.model.patch_size=8", "scene_encoder.model.embed_dim=48",
-    "scene_encoder.model.depth=2", "scene_encoder.model.num_heads=3", "scene_encoder.moco.dim=16",
-    "scene_encoder.moco.mlp_hidden=32", "scene_encoder.moco.queue_size=32", "scene_encoder.train.batch_size=4",
-    "scene_encoder.train.num_workers=0", "scene_encoder.train.checkpoint_every=2",
-    "scene_encoder.train.warmup_epochs=1", "scene_encoder.train.log_every=1",
-    "scene_pairs.shots_per_scene=3",
-]
 
 
 @pytest.mark.parametrize("n", [1, 4, 9, 16])
@@ -80,19 +72,6 @@ def test_bad_input_shape_is_a_clear_error():
 
 # ----------------------------------------------------------------------------------------------
 # the stage
-
-
-@pytest.fixture(scope="module")
-def mined_run(encoded_run, tmp_path_factory) -> tuple[Path, list[str]]:
-    from pipelines import mine_scene_pairs
-
-    src, overrides = encoded_run
-    run = tmp_path_factory.mktemp("mined") / "run"
-    shutil.copytree(src, run)
-    ov = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", *TINY_SCENE]
-    assert mine_scene_pairs.run(load([ROOT / "configs" / "demo.yaml"], ov)) == 0
-    assert pq.read_table(run / "scene_pairs" / "pairs.parquet").num_rows >= 4
-    return run, ov
 
 
 def _copy(mined_run, dest: Path) -> tuple[Path, list[str]]:
