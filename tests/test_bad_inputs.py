@@ -92,3 +92,403 @@ def test_bad_override_is_named_before_any_work(small_world, tmp_path, capsys):
     assert main(_args("detect-shots", tmp_path / "run", small_world, "shots.threshold=-3")) == 2
     assert "shots.threshold" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing was written
+
+
+# ----------------------------------------------------------------------------------------------
+# adversarial inputs (issue 12): each of these failed before the fix
+
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from helpers import write_catalogue, write_video  # noqa: E402
+from movies2scenes.catalogue import CatalogueError, load_catalogue, load_watch_logs  # noqa: E402
+from movies2scenes.config import ConfigError, config_hash, load  # noqa: E402
+
+CONFIG = str(ROOT / "configs" / "demo.yaml")
+
+
+def _cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _remux_to_ts(src: Path, dest: Path) -> Path:
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dest), "w", format="mpegts") as o:
+        stream = o.add_stream_from_template(i.streams.video[0])
+        for packet in i.demux(i.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                o.mux(packet)
+    return dest
+
+
+@pytest.mark.slow
+def test_fifos_directories_and_playlists_are_per_movie_failures(bikes, tmp_path):
+    """A FIFO used to hang detect-shots forever (its fingerprint opened it); an HLS playlist or an
+    ffconcat list was decoded, reading the local files it names. Now each is a failure with its
+    reason and the good movie is processed."""
+    good = shutil.copy(bikes, tmp_path / "good.mp4")
+    _remux_to_ts(bikes, tmp_path / "secret.ts")  # stands for any local file a list may point at
+    (tmp_path / "play.m3u8").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nsecret.ts\n"
+                                        "#EXT-X-ENDLIST\n")
+    (tmp_path / "list.mp4").write_text("ffconcat version 1.0\nfile secret.ts\n")  # a list with a video's name
+    os.mkfifo(tmp_path / "fifo.mp4")
+    (tmp_path / "folder.mp4").mkdir()
+    cat = write_catalogue(tmp_path / "cat.csv", [
+        {"movie_id": "good", "video": str(good)}, {"movie_id": "fifo", "video": "fifo.mp4"},
+        {"movie_id": "dir", "video": "folder.mp4"}, {"movie_id": "hls", "video": "play.m3u8"},
+        {"movie_id": "concat", "video": "list.mp4"}])
+    r = _cli(["detect-shots", "-c", CONFIG, f"run_dir={tmp_path / 'run'}", f"catalogue={cat}",
+              "shots.threshold=27", "shots.work_size=64"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    reasons = {f["movie_id"]: f["reason"] for f in map(json.loads, (tmp_path / "run" / "shots" / "failures.jsonl")
+                                                         .read_text().splitlines())}
+    assert set(reasons) == {"fifo", "dir", "hls", "concat"}
+    assert "not a regular file" in reasons["fifo"] and "not a regular file" in reasons["dir"]
+    assert "refused: a 'hls' file" in reasons["hls"] and "refused: a 'concat' file" in reasons["concat"]
+    assert json.loads((tmp_path / "run" / "shots" / "DONE.json").read_text())["counts"]["ok"] == 1
+
+
+def test_embed_refuses_playlists_and_fifos(bikes, tmp_path):
+    from movies2scenes.retrieval import embed_video
+    from movies2scenes.video import VideoError
+
+    _remux_to_ts(bikes, tmp_path / "secret.ts")
+    (tmp_path / "play.m3u8").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nsecret.ts\n#EXT-X-ENDLIST\n")
+    os.mkfifo(tmp_path / "fifo.mp4")
+    for name, why in [("play.m3u8", "refused: a 'hls' file"), ("fifo.mp4", "not a regular file")]:
+        with pytest.raises(VideoError, match=why):
+            embed_video(tmp_path / name, None, load().shots, 3)
+
+
+def test_rotated_phone_video_keeps_its_aspect(tmp_path):
+    """A portrait phone video stores landscape frames plus a display rotation; decord applies the
+    rotation, so the target size must be computed after it (it was squashed into landscape)."""
+    import av
+
+    from movies2scenes.shots import detect_shots, make_detector
+    from movies2scenes.video import iter_frames, probe, scaled_size
+
+    frame = np.zeros((64, 128, 3), np.uint8)
+    frame[:, :32] = 255  # a white band on the left of the stored (landscape) frame
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=12)
+        s.width, s.height, s.pix_fmt = 128, 64, "yuv420p"
+        s.set_display_rotation(90)
+        for _ in range(24):
+            for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    info = probe(path)
+    assert (info.width, info.height, info.rotation) == (64, 128, 90)
+    size = scaled_size(info.width, info.height, 32)
+    assert size == (32, 64)
+    shots = list(detect_shots(iter_frames(path, size), info.fps, make_detector("content", 27.0, 4), 1, size, 64, 64))
+    kf = shots[0].keyframes[0]
+    assert kf.shape == (64, 32, 3)  # portrait, not squashed into 64 x 32
+    # the stored band (a quarter of the width) is now a quarter of the *height*, at the top or bottom
+    rows = kf[..., 0].mean(1)
+    band = rows > 128
+    assert 12 <= band.sum() <= 20 and (band[:8].all() or band[-8:].all()), rows.round()
+
+
+def test_watch_logs_reject_non_finite_timestamps(tmp_path):
+    logs = tmp_path / "logs.csv"
+    logs.write_text("user_id,movie_id,timestamp\nu,a,nan\nu,a,inf\nu,a,1e400\nu,a,-Infinity\nu,a,12.5\n")
+    with pytest.raises(CatalogueError) as e:
+        load_watch_logs(logs, {"a"})
+    for line in (2, 3, 4, 5):
+        assert f"logs.csv:{line}: bad timestamp" in str(e.value)
+    assert "logs.csv:6" not in str(e.value)
+
+
+def test_non_utf8_files_are_named_by_file_and_line(tmp_path):
+    from pipelines.build_movie_pairs import read_triples
+    from pipelines.evaluate import read_tasks
+
+    logs = tmp_path / "logs.csv"
+    logs.write_bytes(b"user_id,movie_id,timestamp\nu,a,1\nu,caf\xe9,2\n")
+    with pytest.raises(CatalogueError, match=r"logs.csv:3: not UTF-8 text \(byte 0xe9 at column 6\)"):
+        load_watch_logs(logs, {"a"})
+    kg = tmp_path / "kg.csv"
+    kg.write_bytes(b"head,relation,tail\na,director,\xff\xfe\n")
+    with pytest.raises(CatalogueError, match=r"kg.csv:2: not UTF-8 text"):
+        read_triples(kg)
+    tasks = tmp_path / "tasks.csv"
+    tasks.write_bytes(HEADER.encode() + b"place,classification,a,0,3,for\xeat,train\n")
+    with pytest.raises(ConfigError, match=r"tasks.csv:2: not UTF-8 text"):
+        read_tasks([str(tasks)], {"a": 10})
+    cat = tmp_path / "cat.csv"
+    cat.write_bytes(b"movie_id,video\na,a.mp4\nb,\x80.mp4\n")
+    with pytest.raises(CatalogueError, match=r"cat.csv:3: not UTF-8 text"):
+        load_catalogue(cat)
+
+
+HEADER = "task,kind,movie_id,start_shot,end_shot,label,split\n"
+
+
+def test_utf8_bom_files_are_read(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; it used to read as a missing first column."""
+    from pipelines.evaluate import read_tasks
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    cat = tmp_path / "cat.csv"
+    cat.write_bytes("\ufeffmovie_id,video,genres\na,v.mp4,drama\n".encode())
+    assert load_catalogue(cat).movies[0].genres == ("drama",)
+    logs = tmp_path / "logs.csv"
+    logs.write_bytes("\ufeffuser_id,movie_id,timestamp\nu,a,1\n".encode())
+    assert len(load_watch_logs(logs, {"a"})) == 1
+    tasks = tmp_path / "t.csv"
+    tasks.write_bytes(("\ufeff" + HEADER + "place,classification,a,0,3,forest,train\n").encode())
+    assert len(read_tasks([str(tasks)], {"a": 10})["place"]) == 1
+    jsonl = tmp_path / "cat.jsonl"
+    jsonl.write_bytes('\ufeff{"movie_id": "a", "video": "v.mp4"}\n'.encode())
+    assert load_catalogue(jsonl).ids() == ["a"]
+
+
+def test_jsonl_genres_must_be_strings(tmp_path):
+    cat = tmp_path / "cat.jsonl"
+    cat.write_text('{"movie_id": "a", "video": "v.mp4", "genres": ["drama", 3]}\n'
+                   '{"movie_id": "b", "video": "v.mp4", "genres": {"x": 1}}\n'
+                   '{"movie_id": "c", "video": "v.mp4", "genres": 7}\n'
+                   '{"movie_id": "d", "video": "v.mp4", "genres": ["ok"]}\n')
+    with pytest.raises(CatalogueError) as e:
+        load_catalogue(cat)
+    for line in (1, 2, 3):
+        assert f"cat.jsonl:{line}: genres must be" in str(e.value)
+    assert "cat.jsonl:4" not in str(e.value)
+
+
+def test_task_rows_short_non_finite_or_without_labels(tmp_path):
+    from pipelines.evaluate import read_tasks
+
+    f = tmp_path / "t.csv"
+    f.write_text(HEADER + "place,classification,a,0,3,forest\n"
+                 "age,regression,a,0,3,nan,train\nage,regression,a,0,3,inf,val\nage,regression,a,0,3,-1e999,test\n"
+                 "age,regression,a,0,3,2.5,test\n")
+    with pytest.raises(ConfigError) as e:
+        read_tasks([str(f)], {"a": 10})
+    msg = str(e.value)
+    assert "t.csv:2: fewer fields than the header has" in msg
+    for line in (3, 4, 5):
+        assert f"t.csv:{line}: regression label" in msg and "not a finite number" in msg
+    assert "t.csv:6" not in msg
+    f.write_text(HEADER + "tags,multilabel,a,0,3,,train\ntags,multilabel,a,3,6,,val\ntags,multilabel,a,6,9,,test\n")
+    with pytest.raises(ConfigError, match="task 'tags': every row has an empty label set"):
+        read_tasks([str(f)], {"a": 10})
+
+
+def test_a_task_whose_test_split_has_no_positive_is_unscored_not_nan():
+    from pipelines.evaluate import run_task
+
+    rows = [{"split": s, "label": lab} for s, lab in
+            [("train", "1"), ("train", "0"), ("val", "1"), ("val", "0"), ("test", "0"), ("test", "0")]]
+    res = run_task("binary", rows, np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32),
+                   load().evaluate)
+    assert "skipped" in res and "no positive label" in res["skipped"] and "ap" not in res
+
+
+def test_yaml_11_float_overrides_and_non_finite_numbers():
+    cfg = load([], ["shot_encoder.train.lr=1e6", "movie_encoder.train.lr=2.5E-4"])
+    assert cfg.shot_encoder.train.lr == 1e6 and cfg.movie_encoder.train.lr == 2.5e-4
+    for bad in ("shot_encoder.train.lr=.nan", "shot_encoder.train.lr=1e400", "shot_encoder.train.lr=.inf"):
+        with pytest.raises(ConfigError, match="expected a finite number"):
+            load([], [bad])
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load([], ["shot_encoder.train.batch_size=1e3"])
+
+
+def test_runtime_settings_do_not_change_config_hashes():
+    """num_workers & co. change speed, not results: a finished stage stays finished and a checkpoint
+    stays resumable when only they change (it was refused)."""
+    a = load([CONFIG], [])
+    b = load([CONFIG], ["shot_encoder.train.num_workers=7", "shots.decode_threads=3",
+                        "scene_encoder.train.keep_checkpoints=9", "shot_features.num_workers=5"])
+    for section in ("shots", "shot_encoder", "shot_features", "scene_encoder"):
+        assert config_hash(getattr(a, section)) == config_hash(getattr(b, section)), section
+    c = load([CONFIG], ["shot_encoder.train.lr=0.5"])
+    assert config_hash(a.shot_encoder) != config_hash(c.shot_encoder)
+
+
+def test_search_arguments_are_checked(tmp_path, capsys):
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "index.json").write_text('{"metric": "cosine"}')
+    q = tmp_path / "q.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"video": ["a.mp4"], "start_time": [0.0], "end_time": [1.0], "embedding": [[1.0]]}), q)
+    assert main(["search", str(idx), "--query", str(q), "--row", "0", "-k", "0"]) == 2
+    assert "-k must be >= 1" in capsys.readouterr().err
+    assert main(["search", str(idx), "--query", str(q), "--at", "x:abc"]) == 2
+    assert "'abc' is not a time in seconds" in capsys.readouterr().err
+
+
+def _tiny_export(folder: Path) -> Path:
+    import torch
+
+    from movies2scenes.config import ViTConfig
+    from movies2scenes.export import export_scene_encoder
+    from movies2scenes.models.vit import create_scene_vit, save_vit
+
+    torch.manual_seed(0)
+    tiny = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+    save_vit(create_scene_vit(tiny).vit, tiny, folder / "enc", shots_per_scene=3)
+    export_scene_encoder(folder / "enc", folder / "export", {"name": "test"})
+    return folder / "export"
+
+
+@pytest.mark.parametrize("edit,why", [
+    ({"depth": 100000}, "vit.depth 100000 but .* holds 2 blocks"),
+    ({"embed_dim": 300000}, r"does not match .*cls_token: config gives \(1, 1, 300000\), file has \(1, 1, 48\)"),
+    ({"img_size": 4096}, r"pos_embed: config gives \(1, 262145, 48\)"),
+    ({"depth": "two"}, "vit.depth: expected an integer"),
+    ({"extra": 1}, "unknown key 'vit.extra'"),
+])
+def test_hostile_model_config_is_refused_before_anything_is_built(edit, why, tmp_path):
+    """config.json is checked against the safetensors header: depth=100000 / embed_dim=300000 used
+    to be built (exhausting memory) before any weight was read."""
+    import time
+
+    from movies2scenes.export import load_scene_encoder, load_timm_backbone
+    from movies2scenes.models.vit import ModelFileError, load_vit
+
+    export = _tiny_export(tmp_path)
+    meta = json.loads((export / "config.json").read_text())
+    meta["vit"].update(edit)
+    (export / "config.json").write_text(json.dumps(meta))
+    for loader in (load_scene_encoder, load_timm_backbone, load_vit):
+        t = time.perf_counter()
+        with pytest.raises(ModelFileError, match=why):
+            loader(export)
+        assert time.perf_counter() - t < 5
+
+
+def test_corrupted_model_files_are_named(tmp_path, capsys):
+    from movies2scenes.export import load_scene_encoder
+    from movies2scenes.models.vit import ModelFileError
+
+    export = _tiny_export(tmp_path)
+    good = (export / "config.json").read_bytes()
+    for bad, why in [(b"{not json", "not readable JSON"), (b"[1, 2]", "expected a JSON object"),
+                     (b"\xff\xfe{}", "not readable JSON")]:
+        (export / "config.json").write_bytes(bad)
+        with pytest.raises(ModelFileError, match=f"config.json: {why}"):
+            load_scene_encoder(export)
+    (export / "config.json").write_bytes(good)
+    (export / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!")
+    with pytest.raises(ModelFileError, match="model.safetensors: not a readable safetensors file"):
+        load_scene_encoder(export)
+    video = tmp_path / "v.mp4"
+    write_video(video, [np.zeros((32, 32, 3), np.uint8)] * 20)
+    assert main(["embed", str(video), "--encoder", str(export), "--out", str(tmp_path / "e.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors: not a readable safetensors file" in err and "Traceback" not in err
+
+
+def test_movie_encoder_config_is_checked_against_its_weights(encoded_run, tmp_path):
+    from movies2scenes.models.vit import ModelFileError
+    from pipelines.train_movie_encoder import load_movie_encoder
+
+    src, _ = encoded_run
+    enc = tmp_path / "movie_encoder"
+    shutil.copytree(src / "movie_encoder", enc)
+    assert load_movie_encoder(enc) is not None
+    c = json.loads((enc / "config.json").read_text())
+    for edit, why in [({"hidden": 10**9}, r"fc1.weight: config gives \(1000000000"), ({"max_shots": 10**7},
+                      "classifier.weight"), ({"kernel": "x"}, "kernel must be an integer")]:
+        (enc / "config.json").write_text(json.dumps({**c, **edit}))
+        with pytest.raises(ModelFileError, match=why):
+            load_movie_encoder(enc)
+
+
+@pytest.mark.slow
+def test_embed_times_on_variable_frame_rate_video(tmp_path):
+    """Times come from the frames' presentation timestamps, not index / average fps."""
+    from fractions import Fraction
+
+    import av
+    import pyarrow.parquet as pq
+
+    export = _tiny_export(tmp_path)
+    path, t, pts = tmp_path / "vfr.mp4", 0, []
+    rng = np.random.default_rng(0)
+    colours = [rng.integers(0, 255, 3) for _ in range(3)]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for i in range(72):  # 3 shots of 24 frames: 40 ms frames, then 200 ms frames, then 40 ms
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), colours[i // 24], np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            pts.append(t / 1000)
+            t += 200 if 24 <= i < 48 else 40
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    out = tmp_path / "e.parquet"
+    assert main(["embed", str(path), "--encoder", str(export), "--out", str(out), "-n", "1",
+                 "shots.min_shot_frames=4", "shots.threshold=20"]) == 0
+    rows = pq.read_table(out).to_pylist()
+    assert [r["start_frame"] for r in rows] == [0, 24, 48]
+    assert [r["start_time"] for r in rows] == pytest.approx([pts[0], pts[24], pts[48]], abs=1e-3)
+    assert rows[-1]["end_time"] == pytest.approx(pts[-1] + 0.04, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_strict_fails_also_when_the_stage_is_up_to_date(bikes, tmp_path):
+    good = shutil.copy(bikes, tmp_path / "good.mp4")
+    (tmp_path / "bad.mp4").write_text("no video")
+    cat = write_catalogue(tmp_path / "cat.csv", [{"movie_id": "g", "video": str(good)},
+                                                  {"movie_id": "b", "video": "bad.mp4"}])
+    args = ["detect-shots", "-c", CONFIG, f"run_dir={tmp_path / 'run'}", f"catalogue={cat}", "shots.work_size=64"]
+    assert main(args) == 0
+    assert main([*args, "--strict"]) == 1  # DONE.json matches, but a movie failed
+
+
+@pytest.mark.slow
+def test_nan_shot_feature_is_named_by_movie_and_shot(encoded_run, tmp_path, capsys):
+    src, overrides = encoded_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    shutil.rmtree(run / "movie_encoder")
+    ov = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}"]
+    feats = sorted((run / "shot_features").glob("features-*.npy"))[1]
+    x = np.load(feats)
+    x[2, 5] = np.nan
+    np.save(feats, x)
+    movie = {r["file"]: r["movie_id"] for r in __import__("pyarrow.parquet", fromlist=["x"])
+             .read_table(run / "shot_features" / "index.parquet").to_pylist()}[feats.name]
+    assert main(["train-movie-encoder", "-c", CONFIG, *ov]) == 2
+    err = capsys.readouterr().err
+    assert f"movie {movie!r} has non-finite shot features at shot(s) 2 (1 of" in err and feats.name in err
+
+
+@pytest.mark.slow
+def test_a_replaced_model_file_is_noticed_by_the_up_to_date_check(encoded_run, tmp_path, capsys):
+    src, overrides = encoded_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    ov = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}"]
+    model = run / "movie_encoder" / "model.safetensors"
+    original = model.read_bytes()
+    assert main(["train-movie-encoder", "-c", CONFIG, *ov]) == 0
+    assert "up to date" in capsys.readouterr().out
+    shutil.copy(run / "shot_encoder" / "model.safetensors", model)  # someone swapped the weights
+    assert main(["train-movie-encoder", "-c", CONFIG, *ov]) == 0
+    captured = capsys.readouterr()
+    assert "differs from the file this stage wrote" in captured.err and "up to date" not in captured.out
+    assert model.read_bytes() == original  # rebuilt from the final checkpoint: the same weights
