@@ -56,11 +56,15 @@ def cli(args: list[str]) -> list[str]:
 
 
 def artefacts(folder: Path) -> dict[str, str]:
-    """relative path → sha256 of every artefact file under a stage folder."""
+    """relative path → sha256 of every artefact file under a stage folder. Temporary files are
+    listed as ``LEFTOVER`` (a finished rerun must not leave any); the stage lock files are not
+    artefacts (they name the last holder's pid)."""
     out = {}
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
-        if p.is_file() and not (set(rel.parts) & VOLATILE) and not p.name.startswith(".tmp-"):
+        if p.name.startswith(".tmp-"):
+            out[str(rel)] = "LEFTOVER"
+        elif p.is_file() and not (set(rel.parts) & VOLATILE) and not p.name.startswith(".lock"):
             out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

@@ -45,7 +45,7 @@ from movies2scenes.evaluation import (
     precision_at_k,
     top1,
 )
-from movies2scenes.store import atomic_path, decode_keyframes, file_fingerprint, write_json
+from movies2scenes.store import atomic_path, decode_keyframes, file_fingerprint, read_json, write_json
 
 from ._stage import PRETRAINING_FILE, is_done, read_pretraining_movies, stage_input_hash, stage_lock, write_done
 from .mine_scene_pairs import ShotSamples
@@ -231,8 +231,10 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     input_hash = stage_input_hash(export_dir / "DONE.json", shots_dir / "DONE.json")
     chash = config_hash({"evaluate": asdict(ev), "tasks": [file_fingerprint(f) for f in ev.tasks if Path(f).is_file()]})
     if not force and is_done(out, chash, input_hash):
-        print(f"evaluate: {out} is up to date (DONE.json matches); nothing to do")
-        return 0
+        unscored = read_json(out / "DONE.json").get("counts", {}).get("unscored", 0)
+        print(f"evaluate: {out} is up to date (DONE.json matches); nothing to do"
+              + (f"; {unscored} task(s) have a non-finite score (see {out / 'report.json'})" if unscored else ""))
+        return 1 if unscored else 0
     shots = ShotSamples(shots_dir, cache=4)
     import pyarrow.parquet as pq
 
@@ -256,13 +258,14 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     write_html(out / "report.html", report, run_dir)
-    unscored = sorted(n for n, r in report["tasks"].items() if "skipped" in r
-                      or any(isinstance(v, float) and not math.isfinite(v) for v in r.values()))
+    # a skipped task says why (too few clips, no positive in test); a NaN/inf metric is an error
+    unscored = sorted(n for n, r in report["tasks"].items()
+                      if any(isinstance(v, float) and not math.isfinite(v) for v in r.values()))
     write_done(out, STAGE, chash, input_hash, {"tasks": len(tasks), "unscored": len(unscored)}, started)
     print(f"evaluate: report → {out / 'report.html'}")
     if unscored:
-        print(f"evaluate: error: {len(unscored)} task(s) have no valid score: {', '.join(unscored)} (see the "
-              "report; fix the task files)", file=sys.stderr)
+        print(f"evaluate: error: {len(unscored)} task(s) have a non-finite score: {', '.join(unscored)} (see "
+              "the report)", file=sys.stderr)
         return 1
     return 0
 

@@ -22,6 +22,11 @@ still processed) are tested next to each stage:
 | evaluate | bad kind / split / label, unknown movie, shots out of range | every bad row as ``file:line: reason`` | test_evaluate.py::test_every_bad_row_is_reported_with_file_and_line |
 | evaluate | evaluation movie in the pretraining split | refused (leakage guard) unless overridden | test_evaluate.py |
 | embed | unreadable video among good ones | counted as failed with its reason, others embedded | test_scene_encoder.py (embed on bikes.mp4) |
+
+The adversarial cases of issue 12 (FIFOs, playlists, rotated video, non-finite numbers, non-UTF-8
+and BOM files, hostile model configs, VFR times, ...) follow below; kills, full disks, concurrent
+runs and tampered checkpoints are in test_reliability.py. Case → behaviour: bench/RESULTS.md
+("Adversarial findings").
 """
 
 from __future__ import annotations
@@ -289,7 +294,7 @@ def test_task_rows_short_non_finite_or_without_labels(tmp_path):
         read_tasks([str(f)], {"a": 10})
 
 
-def test_a_task_whose_test_split_has_no_positive_is_unscored_not_nan():
+def test_a_task_whose_test_split_has_no_positive_is_skipped_not_nan():
     from pipelines.evaluate import run_task
 
     rows = [{"split": s, "label": lab} for s, lab in
