@@ -9,9 +9,9 @@ and how — nothing in a checkpoint can run code:
   (Accelerate alone would silently skip unreadable random states);
 * ``progress.json`` — JSON: step, config/input stamp, last loss and logged values, and the LR
   scheduler's state. The scheduler is **not** registered with Accelerate: Accelerate reloads
-  registered objects from ``custom_checkpoint_N.pkl`` with ``torch.load(weights_only=False)``, i.e.
-  a pickle that can run arbitrary code. A ``custom_checkpoint_*.pkl`` found in a checkpoint is never
-  read.
+  registered objects from ``custom_checkpoint_N.pkl`` with full (unrestricted) unpickling, i.e. a
+  pickle that can run arbitrary code. A ``custom_checkpoint_*.pkl`` found in a checkpoint is refused
+  without being read.
 
 A checkpoint is written under a temporary name and renamed when complete, so a kill mid-save never
 leaves a checkpoint that looks finished.
@@ -60,14 +60,15 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def latest_checkpoint(folder: Path) -> tuple[Path, int] | None:
+def latest_checkpoint(folder: Path) -> tuple[Path, dict] | None:
+    """The newest complete checkpoint under ``folder`` and its progress record, or None."""
     best = None
     for p in Path(folder).glob(f"{CKPT_PREFIX}*"):
         prog = p / "progress.json"
         if p.is_dir() and prog.is_file():
-            step = read_progress(p)["step"]
-            if best is None or step > best[1]:
-                best = (p, step)
+            prog = read_progress(p)
+            if best is None or prog["step"] > best[1]["step"]:
+                best = (p, prog)
     return best
 
 
@@ -144,8 +145,8 @@ def resume(accelerator, ckpt_dir: Path, stamp: str, force: bool, name: str, tota
     found = latest_checkpoint(ckpt_dir)
     if not found:
         return 0, None, {}
-    path, step = found
-    prog = read_progress(path)
+    path, prog = found
+    step = prog["step"]
     if prog.get("stamp") != stamp:
         raise ConfigError(f"{path} was written with another config or other inputs; rerun with "
                           "--force to start over")
@@ -153,7 +154,7 @@ def resume(accelerator, ckpt_dir: Path, stamp: str, force: bool, name: str, tota
         raise CheckpointError(f"{path}: no scheduler state in progress.json (a checkpoint of an older "
                               "movies2scenes, which pickled it); rerun with --force to start over")
     planted = sorted(path.glob("custom_checkpoint_*"))
-    if planted:  # we never write these (Accelerate would unpickle them with weights_only=False)
+    if planted:  # we never write these (Accelerate would unpickle them without restrictions)
         raise CheckpointError(f"{planted[0]}: unexpected pickle in the checkpoint (movies2scenes never writes "
                               "custom_checkpoint files; Accelerate would load it unsafely, so it is never read); "
                               f"the checkpoint is damaged or was tampered with: delete {path} or rerun with --force")

@@ -98,7 +98,6 @@ class StageLock:
     """Held while a stage writes its folder. ``exclusive``: no other process of any launch may be
     in the folder (a single-process run), so leftovers such as ``.tmp-*`` files are stale."""
 
-    path: Path
     exclusive: bool
 
 
@@ -134,11 +133,16 @@ def _write_info(fd: int) -> None:
 
 
 def _held_by(stage_dir: Path) -> str:
-    """Who holds the stage's locks (from the lock files of holders that still hold them)."""
+    """Who holds the stage's locks, from the lock files of holders that still hold them: the slot
+    locks of a launch if any is held (``.lock`` then holds only an older single run's details),
+    else ``.lock``'s."""
     import fcntl
 
     found = []
-    for p in sorted(stage_dir.glob(f"{LOCK_NAME}*")):
+    slots = sorted(stage_dir.glob(f"{LOCK_NAME}.*"))
+    for p in slots + [stage_dir / LOCK_NAME]:
+        if p.name == LOCK_NAME and found:
+            break
         fd = os.open(p, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -183,7 +187,7 @@ def stage_lock(stage_dir: Path, shard: str | None = None):
             raise StageLocked(f"{stage_dir} is being written by {_held_by(stage_dir)}; wait for it to "
                               "finish (a killed run releases its lock at once), or use another run_dir")
         _write_info(fds[-1])
-        yield StageLock(stage_dir / LOCK_NAME, exclusive)
+        yield StageLock(exclusive)
     finally:
         for fd in reversed(fds):
             os.close(fd)  # releases the flock

@@ -10,7 +10,6 @@ Writes ``model.safetensors`` + ``config.json`` (the query backbone: E_shot), ``h
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path

@@ -33,7 +33,6 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 
-from helpers import TINY_SCENE  # noqa: E402
 from pipelines.cli import main  # noqa: E402
 
 CONFIG = str(ROOT / "configs" / "demo.yaml")

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from movies2scenes.config import ConfigError, ViTConfig, load
 from movies2scenes.models.vit import create_scene_vit, create_vit
 
-from helpers import TINY_SCENE, kill_when
+from helpers import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
