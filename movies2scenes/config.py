@@ -219,6 +219,8 @@ class ExportConfig:
     """Stage export: the frozen scene encoder for users."""
 
     name: str = "movies2scenes-scene-encoder"
+    license: str = "other"  # the model card's licence (SPDX id): depends on your videos and metadata
+    datasets: list[str] = field(default_factory=list)  # the model card's datasets (Hub ids or names)
 
 
 @dataclass

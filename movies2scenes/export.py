@@ -1,14 +1,18 @@
-"""The exported, frozen scene encoder: ``model.safetensors`` + ``config.json`` + ``README.md``.
+"""The exported, frozen scene encoder, in timm's own folder format:
 
-The weights are the timm ViT's own state dict (``SceneViT.vit``), so the single-frame backbone
-loads in plain timm::
+* ``model.safetensors`` — the timm ViT's state dict (``SceneViT.vit``);
+* ``config.json`` — timm's (``architecture``, ``num_features``, ``model_args``, ``pretrained_cfg``
+  with input size, mean, std, interpolation and crop), so the standard timm user path works::
 
-    timm.create_model(cfg["architecture"], pretrained=True, **cfg["timm_kwargs"],
-                      pretrained_cfg_overlay=dict(file=f"{path}/model.safetensors"))
+      m = timm.create_model("local-dir:PATH", pretrained=True)
+      tf = timm.data.create_transform(**timm.data.resolve_model_data_config(m))
 
-and the scene encoder (any number of shots n and frames per shot k) with
-``movies2scenes.load_scene_encoder(path)``. Inputs: RGB in [0, 1], normalised with ``mean``/``std``
-from config.json, frames resized (short side) and centre-cropped to ``input_size``.
+* ``movies2scenes.json`` — the scene settings: ``vit``, n shots per scene, k frames per shot, the
+  shots stage's detection settings (``m2s embed`` uses them by default), the input layout;
+* ``README.md`` — a model card with Hub front matter (license, library_name: timm, tags, metrics).
+
+The scene encoder (any number of shots n and frames per shot k) loads with
+``movies2scenes.load_scene_encoder(path)``.
 """
 
 from __future__ import annotations
@@ -19,57 +23,92 @@ from pathlib import Path
 
 import torch
 
-from .models.vit import ModelFileError, SceneViT, checked_vit_config, create_vit, read_model_config, vit_kwargs
+from .config import RUNTIME_KEYS
+from .models.vit import SETTINGS_FILE, SceneViT, checked_vit_config, create_vit, read_model_config, timm_config
 from .store import atomic_path, write_json
+
+INPUT_LAYOUT = "(B, n shots, k frames, 3, H, W); (B, 3, H, W) = one frame"
 
 
 def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dict) -> dict:
-    """Copy a trained scene encoder into ``out_dir`` with a config a user can load from, and a model
-    card. ``card``: name, data summary, config and metrics (free-form dicts). Returns config.json."""
+    """Copy a trained scene encoder into ``out_dir`` in timm's format plus our settings and a model
+    card. ``card``: name, version, license, shots (the shots stage's settings), frames_per_shot,
+    data summary, config and metrics (free-form dicts). Returns the settings (movies2scenes.json)."""
     src, out = Path(encoder_dir), Path(out_dir)
-    meta = json.loads((src / "config.json").read_text())
+    meta = read_model_config(src)
+    cfg = checked_vit_config(src, meta)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors") as tmp:
         shutil.copyfile(src / "model.safetensors", tmp)
-    config = {
+    timm_cfg = timm_config(cfg, meta["num_features"])
+    shots = {k: v for k, v in card.get("shots", {}).items() if k not in RUNTIME_KEYS}
+    settings = {
         "name": card.get("name", "movies2scenes-scene-encoder"),
-        "architecture": meta["architecture"],
-        "timm_kwargs": meta["timm_kwargs"],
         "vit": meta["vit"],
         "num_features": meta["num_features"],
-        "input_size": meta["input_size"],
-        "mean": meta["mean"],
-        "std": meta["std"],
         "shots_per_scene": meta.get("shots_per_scene", 9),
-        "frames_per_shot": card.get("frames_per_shot", 1),
-        "input_layout": "(B, n shots, k frames, 3, H, W); (B, 3, H, W) = one frame",
+        "frames_per_shot": shots.get("keyframes", card.get("frames_per_shot", 1)),
+        "shots": shots,
+        "input_layout": INPUT_LAYOUT,
         "movies2scenes": card.get("version", ""),
     }
-    write_json(out / "config.json", config)
+    write_json(out / "config.json", timm_cfg)
+    write_json(out / SETTINGS_FILE, settings)
     with atomic_path(out / "README.md") as tmp:
-        tmp.write_text(model_card(config, card), encoding="utf-8")
-    return config
+        tmp.write_text(model_card(timm_cfg, settings, card), encoding="utf-8")
+    return settings
 
 
-def model_card(config: dict, card: dict) -> str:
+def _front_matter(settings: dict, card: dict) -> list[str]:
+    """Hub model-card front matter (YAML). Metrics are the scalar numbers found in the card."""
+    metrics = []
+
+    def walk(prefix: str, data) -> None:
+        if isinstance(data, dict):
+            for k, v in sorted(data.items()):
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(data, (int, float)) and not isinstance(data, bool) and data == data:
+            metrics.append((prefix, data))
+
+    walk("", card.get("metrics", {}))
+    lines = ["---", f"license: {card.get('license', 'other')}", "library_name: timm", "pipeline_tag: image-feature-extraction",
+             "tags:", "- timm", "- movies2scenes", "- video", "- scene-representation", "- self-supervised",
+             "- moco"]
+    datasets = card.get("datasets") or []
+    if datasets:
+        lines += ["datasets:"] + [f"- {d}" for d in datasets]
+    if metrics:
+        lines += ["model-index:", f"- name: {settings['name']}", "  results:", "  - task:",
+                  "      type: scene-representation", "    dataset:", f"      name: {card.get('dataset_name', 'held-out movies')}",
+                  "      type: custom", "    metrics:"]
+        for name, value in metrics[:40]:
+            lines += [f"    - name: {name}", f"      type: {name.split('.')[-1]}", f"      value: {value:.6g}"]
+    return lines + ["---", ""]
+
+
+def model_card(timm_cfg: dict, settings: dict, card: dict) -> str:
     def block(title: str, data) -> str:
         return f"## {title}\n\n```json\n{json.dumps(data, indent=2, sort_keys=True)}\n```\n"
 
-    n, k = config["shots_per_scene"], config["frames_per_shot"]
-    return "\n".join([
-        f"# {config['name']}",
+    n, k = settings["shots_per_scene"], settings["frames_per_shot"]
+    size = timm_cfg["pretrained_cfg"]["input_size"][1]
+    return "\n".join(_front_matter(settings, card) + [
+        f"# {settings['name']}",
         "",
         "A frozen **scene encoder** pretrained with Movies2Scenes (Chen et al., CVPR 2023) by the",
         "`movies2scenes` pipeline: a timm ViT that reads n shots × k keyframes as one token sequence",
         "(positional embedding resampled from one frame's grid), trained by MoCo on similar scene pairs",
         "mined from similar movies. Output: one embedding per scene (the class token, no projection head).",
         "",
-        f"* architecture: `{config['architecture']}` {config['timm_kwargs']}",
-        f"* trained on scenes of n = {n} shots × k = {k} keyframe(s), {config['input_size'][1]} px;"
-        " any n and k work at inference",
-        f"* embedding dimension: {config['num_features']}",
+        f"* architecture: `{timm_cfg['architecture']}` {timm_cfg['model_args']}",
+        f"* trained on scenes of n = {n} shots × k = {k} keyframe(s), {size} px; any n and k work at inference",
+        f"* embedding dimension: {timm_cfg['num_features']}",
+        f"* preprocessing: short side to {size} px (bilinear), centre crop {size} px, ImageNet mean/std"
+        " (`pretrained_cfg` in config.json)",
         "",
         "## Use",
+        "",
+        "Scenes (n shots × k frames each), with movies2scenes:",
         "",
         "```python",
         "from movies2scenes import load_scene_encoder",
@@ -77,16 +116,19 @@ def model_card(config: dict, card: dict) -> str:
         "emb = encoder(scenes)                          # scenes: (B, n, k, 3, H, W), normalised",
         "```",
         "",
-        "Single-frame backbone in plain timm:",
+        "One frame, in plain timm (no movies2scenes code):",
         "",
         "```python",
-        "import timm",
-        f"m = timm.create_model('{config['architecture']}', pretrained=True, "
-        + ", ".join(f"{key}={value!r}" for key, value in config["timm_kwargs"].items())
-        + ", pretrained_cfg_overlay=dict(file='PATH/model.safetensors'))",
+        "import timm, torch",
+        "from PIL import Image",
+        "m = timm.create_model('local-dir:PATH', pretrained=True).eval()",
+        "tf = timm.data.create_transform(**timm.data.resolve_model_data_config(m))",
+        "with torch.no_grad():",
+        "    emb = m(tf(Image.open('frame.jpg').convert('RGB'))[None])   # (1, num_features)",
         "```",
         "",
-        "Or from the command line: `m2s embed VIDEO... --encoder PATH --out scenes.parquet`.",
+        "Or from the command line, with the shot settings it was trained with (movies2scenes.json):",
+        "`m2s embed VIDEO... --encoder PATH --out scenes.parquet`.",
         "",
         block("Pretraining data", card.get("data", {})),
         block("Training configuration", card.get("config", {})),
@@ -111,13 +153,9 @@ def load_scene_encoder(path: str | Path, device: str | torch.device = "cpu") -> 
 
 
 def load_timm_backbone(path: str | Path):
-    """The single-frame backbone through timm's own pretrained loader (no movies2scenes code)."""
+    """The single-frame backbone through timm's own ``local-dir:`` loader (no movies2scenes code
+    builds or loads it; the folder is checked first, see :func:`checked_vit_config`)."""
     import timm
 
-    meta = read_model_config(path)
-    cfg = checked_vit_config(path, meta)
-    if meta.get("architecture") != cfg.arch or meta.get("timm_kwargs") != vit_kwargs(cfg):
-        raise ModelFileError(f"{Path(path) / 'config.json'}: architecture/timm_kwargs disagree with its vit section")
-    return timm.create_model(meta["architecture"], pretrained=True,
-                             pretrained_cfg_overlay=dict(file=str(Path(path) / "model.safetensors")),
-                             **meta["timm_kwargs"]).eval()
+    checked_vit_config(path)
+    return timm.create_model(f"local-dir:{Path(path)}", pretrained=True).eval()

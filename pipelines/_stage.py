@@ -235,7 +235,7 @@ def write_done(stage_dir: Path, stage: str, config_hash: str, input_hash: str,
 # ----------------------------------------------------------------------------------------------
 # what pretraining saw (the evaluation leakage guard checks task movies against this record)
 
-MODEL_FILES = ["model.safetensors", "config.json", "head.safetensors"]  # a training stage's final files
+MODEL_FILES = ["model.safetensors", "config.json", "movies2scenes.json", "head.safetensors"]  # a training stage's final files
 PRETRAINING_FILE = "pretraining_movies.json"
 TRAINING_STAGES = ("shot_encoder", "movie_encoder", "scene_encoder")
 

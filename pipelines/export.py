@@ -1,8 +1,9 @@
-"""Stage export: scene_encoder → run_dir/export/ (model.safetensors, config.json, README.md card).
+"""Stage export: scene_encoder → run_dir/export/ (model.safetensors, timm's config.json,
+movies2scenes.json, README.md model card).
 
 Loadable with ``movies2scenes.load_scene_encoder(run_dir / "export")`` (any n shots × k frames)
-and, for the single-frame backbone, with ``timm.create_model(..., pretrained=True,
-pretrained_cfg_overlay=dict(file=...))`` (see ``movies2scenes/export.py``).
+and, for the single-frame backbone, with ``timm.create_model("local-dir:run_dir/export",
+pretrained=True)`` (see ``movies2scenes/export.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from movies2scenes import __version__
 from movies2scenes.config import Config, config_hash
 from movies2scenes.export import export_scene_encoder
+from movies2scenes.models.vit import SETTINGS_FILE
 from movies2scenes.store import read_json
 
 from ._stage import (
@@ -58,8 +60,8 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
         for name in ("metrics.json", "report.json"):
             if (run_dir / stage / name).is_file():
                 metrics[stage] = read_json(run_dir / stage / name)
-    card = {"name": cfg.export.name, "version": __version__, "data": data,
-            "frames_per_shot": cfg.shots.keyframes,
+    card = {"name": cfg.export.name, "version": __version__, "data": data, "license": cfg.export.license,
+            "datasets": cfg.export.datasets, "shots": asdict(cfg.shots),
             "config": {"scene_encoder": asdict(cfg.scene_encoder), "scene_pairs": asdict(cfg.scene_pairs),
                        "shots": asdict(cfg.shots), "seed": cfg.seed},
             "metrics": metrics}
@@ -78,12 +80,13 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     (out / PRETRAINING_FILE).unlink(missing_ok=True)
     card["pretraining_movies"] = None if missing else len(seen)
     config = export_scene_encoder(enc_dir, out, card)
-    outputs = ["model.safetensors", "config.json", "README.md"]
+    outputs = ["model.safetensors", "config.json", SETTINGS_FILE, "README.md"]
     if not missing:
         write_pretraining_movies(out, seen)
         outputs.append(PRETRAINING_FILE)
     write_done(out, STAGE, chash, input_hash, {"num_features": config["num_features"]}, started,
                outputs=outputs)
-    print(f"export: {config['architecture']} scene encoder ({config['num_features']}-d) → {out} "
-          f"(model.safetensors, config.json, README.md)")
+    print(f"export: {config['vit']['arch']} scene encoder ({config['num_features']}-d) → {out} "
+          f"(model.safetensors, config.json, {SETTINGS_FILE}, README.md); in timm: "
+          f"timm.create_model('local-dir:{out}', pretrained=True)")
     return 0

@@ -10,7 +10,6 @@ the model runs; batched ``torch.inference_mode``, bf16 on CUDA. Data-parallel li
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from movies2scenes.config import Config, config_hash
 from movies2scenes.data import eval_transform, movie_shots
 from movies2scenes.features import feature_file
-from movies2scenes.models.vit import load_vit
+from movies2scenes.models.vit import load_vit, read_model_config
 from movies2scenes.store import (
     atomic_path,
     decode_keyframes,
@@ -111,7 +110,7 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_vit(enc_dir, device)
-    size = json.loads((enc_dir / "config.json").read_text())["vit"]["img_size"]
+    size = read_model_config(enc_dir)["vit"]["img_size"]
     fc = cfg.shot_features
     loader = DataLoader(MovieChunks(shots_dir, todo, size, fc.batch_size), batch_size=None,
                         num_workers=fc.num_workers)

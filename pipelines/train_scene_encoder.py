@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import ScenePairStream, epoch_scene_pairs, scene_pair_keys, train_transform
 from movies2scenes.models.moco import MoCo
-from movies2scenes.models.vit import create_scene_vit, save_vit
+from movies2scenes.models.vit import create_scene_vit, read_model_config, save_vit
 from movies2scenes.store import read_json, remove_stale_tmp, write_json
 from movies2scenes.training import make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
 
@@ -40,7 +40,7 @@ def initial_encoder(cfg: Config):
         shot_dir = Path(cfg.run_dir) / "shot_encoder"
         if not (shot_dir / "model.safetensors").is_file():
             raise ConfigError(f"scene_encoder.init=shot_encoder: {shot_dir}/model.safetensors does not exist")
-        shot_vit = read_json(shot_dir / "config.json")["vit"]
+        shot_vit = read_model_config(shot_dir)["vit"]
         if shot_vit != asdict(sc.model):
             raise ConfigError(f"scene_encoder.init=shot_encoder needs scene_encoder.model equal to the shot "
                               f"encoder's ({shot_vit}), got {asdict(sc.model)}")

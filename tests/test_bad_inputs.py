@@ -363,7 +363,7 @@ def _tiny_export(folder: Path) -> Path:
     ({"extra": 1}, "unknown key 'vit.extra'"),
 ])
 def test_hostile_model_config_is_refused_before_anything_is_built(edit, why, tmp_path):
-    """config.json is checked against the safetensors header: depth=100000 / embed_dim=300000 used
+    """The model config is checked against the safetensors header: depth=100000 / embed_dim=300000 used
     to be built (exhausting memory) before any weight was read."""
     import time
 
@@ -371,9 +371,12 @@ def test_hostile_model_config_is_refused_before_anything_is_built(edit, why, tmp
     from movies2scenes.models.vit import ModelFileError, load_vit
 
     export = _tiny_export(tmp_path)
-    meta = json.loads((export / "config.json").read_text())
-    meta["vit"].update(edit)
-    (export / "config.json").write_text(json.dumps(meta))
+    ours = json.loads((export / "movies2scenes.json").read_text())
+    ours["vit"].update(edit)
+    (export / "movies2scenes.json").write_text(json.dumps(ours))
+    timm_cfg = json.loads((export / "config.json").read_text())  # edited consistently in both files
+    timm_cfg["model_args"].update({k: v for k, v in edit.items() if k in timm_cfg["model_args"]})
+    (export / "config.json").write_text(json.dumps(timm_cfg))
     for loader in (load_scene_encoder, load_timm_backbone, load_vit):
         t = time.perf_counter()
         with pytest.raises(ModelFileError, match=why):

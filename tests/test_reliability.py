@@ -36,7 +36,7 @@ import time  # noqa: E402
 from pipelines.cli import main  # noqa: E402
 
 CONFIG = str(ROOT / "configs" / "demo.yaml")
-FINAL_FILES = ("DONE.json", "model.safetensors", "head.safetensors", "config.json", "metrics.json",
+FINAL_FILES = ("DONE.json", "model.safetensors", "head.safetensors", "config.json", "movies2scenes.json", "metrics.json",
                "pretraining_movies.json")
 
 

@@ -104,15 +104,16 @@ def test_stage_trains_exports_and_reloads(mined_run, tmp_path):
     assert train_scene_encoder.run(cfg) == 0  # a no-op
     assert export.run(cfg) == 0
     exp = run / "export"
-    config = json.loads((exp / "config.json").read_text())
+    config = json.loads((exp / "movies2scenes.json").read_text())
     assert config["shots_per_scene"] == 3 and config["num_features"] == 48
+    assert config["shots"] == {k: v for k, v in cfg.shots.__dict__.items() if k != "decode_threads"}
     card = (exp / "README.md").read_text()
     assert "load_scene_encoder" in card and '"scene_pairs"' in card
     encoder = load_scene_encoder(exp)
     trained = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(v, trained[k]) for k, v in encoder.vit.state_dict().items())
     x = torch.randn(2, 3, 32, 32)
-    assert torch.equal(encoder(x), load_timm_backbone(exp)(x))  # timm's own pretrained loader
+    assert torch.equal(encoder(x), load_timm_backbone(exp)(x))  # timm's own local-dir: loader
     assert encoder(torch.randn(2, 5, 1, 3, 32, 32)).shape == (2, 48)
     _evaluate_small_world(run, ov, tmp_path)
     with pytest.raises(ConfigError, match="needs scene_encoder.model equal"):
@@ -169,7 +170,7 @@ def test_init_from_the_shot_encoder(mined_run, tmp_path):
     from pipelines.train_scene_encoder import initial_encoder
 
     run, ov = _copy(mined_run, tmp_path / "run")
-    shot = json.loads((run / "shot_encoder" / "config.json").read_text())["vit"]
+    shot = json.loads((run / "shot_encoder" / "movies2scenes.json").read_text())["vit"]
     model_ov = [f"scene_encoder.model.{k}={v}" for k, v in shot.items()]
     cfg = load([ROOT / "configs" / "demo.yaml"], [*ov, *model_ov, "scene_encoder.init=shot_encoder"])
     encoder = initial_encoder(cfg)

@@ -69,7 +69,7 @@ def test_training_lowers_the_neighbour_loss(shots_run, tmp_path):
     print(f"neighbour InfoNCE on fixed views: {before:.3f} → {after:.3f}")
     assert after < before - 0.1
     meta = json.loads((out / "config.json").read_text())
-    assert meta["architecture"] == "vit_tiny_patch16_224" and meta["input_size"] == [3, 32, 32]
+    assert meta["architecture"] == "vit_tiny_patch16_224" and meta["pretrained_cfg"]["input_size"] == [3, 32, 32]
     assert json.loads((out / "DONE.json").read_text())["counts"]["steps"] == 40
     assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard
     assert train_shot_encoder.run(cfg) == 0  # done: a no-op
@@ -165,7 +165,7 @@ def test_features_shapes_order_and_round_trip(shots_run, tmp_path):
         np.testing.assert_allclose(x.astype(np.float32), ref, rtol=2e-2, atol=2e-2)
     # the saved encoder equals the trained one exactly (safetensors round trip)
     state = load_file(str(run / "shot_encoder" / "model.safetensors"))
-    fresh = create_vit(ViTConfig(**json.loads((run / "shot_encoder" / "config.json").read_text())["vit"]))
+    fresh = create_vit(ViTConfig(**json.loads((run / "shot_encoder" / "movies2scenes.json").read_text())["vit"]))
     fresh.load_state_dict(state)
     probe = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -2,7 +2,16 @@
 
 ``create_vit(cfg)`` builds any timm ViT by name at any image/patch size, with depth/width overrides
 for tiny demo models; ``num_classes=0`` so the output is the pooled (class-token) feature.
-``save_vit``/``load_vit`` write and read ``model.safetensors`` + ``config.json`` — no pickle.
+``save_vit``/``load_vit`` write and read a model folder — no pickle:
+
+* ``model.safetensors`` — the timm model's own state dict;
+* ``config.json`` — **timm's own format** (``architecture``, ``num_classes``, ``num_features``,
+  ``model_args``, ``pretrained_cfg`` with input size, mean, std, interpolation and crop), so
+  ``timm.create_model("local-dir:<folder>", pretrained=True)`` builds and loads it and
+  ``timm.data.resolve_model_data_config(model)`` gives the preprocessing it was trained with;
+* ``movies2scenes.json`` — our own settings (the ``vit`` section, stage, MoCo, scene settings).
+
+Folders written before this split (one config.json holding everything) are still read.
 """
 
 from __future__ import annotations
@@ -38,21 +47,37 @@ def create_vit(cfg: ViTConfig) -> nn.Module:
     return timm.create_model(cfg.arch, pretrained=False, **vit_kwargs(cfg))
 
 
-def vit_config_json(cfg: ViTConfig, model: nn.Module, **extra) -> dict:
+SETTINGS_FILE = "movies2scenes.json"  # our settings, beside timm's config.json
+
+
+def timm_config(cfg: ViTConfig, num_features: int) -> dict:
+    """A timm ``config.json`` (the format timm's ``push_to_hf_hub`` writes) for this ViT. The
+    preprocessing is ours (:func:`movies2scenes.data.eval_transform`): short side to ``img_size``
+    (bilinear), centre crop to ``img_size`` (``crop_pct`` 1), ImageNet mean/std."""
     return {
         "architecture": cfg.arch,
-        "timm_kwargs": vit_kwargs(cfg),
-        "vit": asdict(cfg),
-        "num_features": int(model.num_features),
-        "input_size": [3, cfg.img_size, cfg.img_size],
-        "mean": list(MEAN),
-        "std": list(STD),
-        **extra,
+        "num_classes": 0,
+        "num_features": int(num_features),
+        "global_pool": "token",
+        "model_args": vit_kwargs(cfg),
+        "pretrained_cfg": {
+            "input_size": [3, cfg.img_size, cfg.img_size],
+            "fixed_input_size": True,
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+            "mean": list(MEAN),
+            "std": list(STD),
+            "num_classes": 0,
+            "first_conv": "patch_embed.proj",
+            "classifier": "head",
+        },
     }
 
 
 def save_vit(model: nn.Module, cfg: ViTConfig, out_dir: str | Path, **extra) -> None:
-    """``out_dir/model.safetensors`` + ``out_dir/config.json`` (written atomically)."""
+    """``model.safetensors`` + timm's ``config.json`` + ``movies2scenes.json`` (``vit`` section and
+    ``extra``) in ``out_dir``, each written atomically."""
     from safetensors.torch import save_file
 
     from ..store import atomic_path, write_json
@@ -61,24 +86,41 @@ def save_vit(model: nn.Module, cfg: ViTConfig, out_dir: str | Path, **extra) -> 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
-    write_json(out / "config.json", vit_config_json(cfg, model, **extra))
+    write_json(out / "config.json", timm_config(cfg, model.num_features))
+    write_json(out / SETTINGS_FILE, {"vit": asdict(cfg), **extra})
 
 
 class ModelFileError(ConfigError):
     """A saved model folder whose config.json or weights cannot be used; names the file and why."""
 
 
-def read_model_config(path: str | Path) -> dict:
-    """``path/config.json`` as a dict, or :class:`ModelFileError` naming the file and the reason."""
-    f = Path(path) / "config.json"
+def _json_object(f: Path, folder: str | Path) -> dict:
     try:
         meta = json.loads(f.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
-        raise ModelFileError(f"{f}: not found (is {path} a saved or exported model folder?)") from None
+        raise ModelFileError(f"{f}: not found (is {folder} a saved or exported model folder?)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{f}: not readable JSON ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict):
         raise ModelFileError(f"{f}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def read_model_config(path: str | Path) -> dict:
+    """A model folder's settings as one dict: timm's ``config.json`` updated with our
+    ``movies2scenes.json`` (when present; older folders kept everything in config.json), or
+    :class:`ModelFileError` naming the file and the reason. A timm config.json whose architecture
+    or model_args disagree with our ``vit`` section is an error (someone edited one of them)."""
+    path = Path(path)
+    meta = _json_object(path / "config.json", path)
+    if (path / SETTINGS_FILE).is_file() or "pretrained_cfg" in meta:
+        ours = _json_object(path / SETTINGS_FILE, path)
+        meta = {**meta, **ours}
+        cfg = vit_config_of(meta, path / SETTINGS_FILE)
+        if meta.get("architecture") != cfg.arch or meta.get("model_args") != vit_kwargs(cfg):
+            raise ModelFileError(f"{path / 'config.json'}: architecture/model_args "
+                                 f"({meta.get('architecture')}, {meta.get('model_args')}) disagree with the vit "
+                                 f"section of {path / SETTINGS_FILE} ({cfg.arch}, {vit_kwargs(cfg)})")
     return meta
 
 

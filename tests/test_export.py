@@ -1,0 +1,117 @@
+"""The exported scene encoder is a timm-native folder: the standard timm user path (``local-dir:``,
+``resolve_model_data_config``, ``create_transform``) works and gives our preprocessing, the model
+card has Hub front matter, and our scene settings live beside timm's config in movies2scenes.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from movies2scenes.config import ShotsConfig, ViTConfig
+
+TINY = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+
+# Exactly what a timm user types (no movies2scenes import): the model, its data config, its transform.
+TIMM_USER = """
+import json, sys
+import numpy as np, timm, torch
+from PIL import Image
+m = timm.create_model("local-dir:" + sys.argv[1], pretrained=True).eval()
+cfg = timm.data.resolve_model_data_config(m)
+tf = timm.data.create_transform(**cfg)
+img = Image.fromarray(np.load(sys.argv[2]))
+with torch.no_grad():
+    emb = m(tf(img)[None])
+assert "movies2scenes" not in sys.modules
+print(json.dumps({"cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+                  "x": tf(img).tolist(), "emb": emb[0].tolist()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from movies2scenes.export import export_scene_encoder
+    from movies2scenes.models.vit import create_scene_vit, save_vit
+
+    tmp = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    save_vit(create_scene_vit(TINY).vit, TINY, tmp / "enc", shots_per_scene=5)
+    card = {"name": "tiny", "version": "0.test", "license": "cc-by-4.0", "datasets": ["my-catalogue"],
+            "shots": {**ShotsConfig(min_shot_frames=7, keyframes=2).__dict__, "decode_threads": 3},
+            "metrics": {"eval": {"place": {"top1": 0.75, "n": 16}, "bad": float("nan")}}}
+    export_scene_encoder(tmp / "enc", tmp / "export", card)
+    return tmp / "export"
+
+
+def test_timm_user_path_gives_our_model_and_preprocessing(exported, bikes, tmp_path):
+    """create_model('local-dir:…') + resolve_model_data_config + create_transform, in a fresh
+    interpreter: 32 px, ImageNet mean/std, and the same embedding as our encoder on our eval view."""
+    from movies2scenes import load_scene_encoder
+    from movies2scenes.data import eval_transform, to_chw
+    from movies2scenes.video import iter_frames
+
+    frame = next(iter(iter_frames(bikes, (120, 68))))  # a real frame, not square, larger than 32 px
+    np.save(tmp_path / "frame.npy", frame)
+    r = subprocess.run([sys.executable, "-c", TIMM_USER, str(exported), str(tmp_path / "frame.npy")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout)
+    cfg = got["cfg"]
+    assert cfg["input_size"] == [3, 32, 32] and cfg["crop_pct"] == 1.0 and cfg["interpolation"] == "bilinear"
+    assert cfg["mean"] == pytest.approx([0.485, 0.456, 0.406]) and cfg["std"] == pytest.approx([0.229, 0.224, 0.225])
+    ours = eval_transform(32)(to_chw(frame))
+    theirs = torch.tensor(got["x"])
+    assert theirs.shape == ours.shape == (3, 32, 32)
+    # PIL's bilinear resize vs torchvision's antialiased tensor resize: the same view up to rounding
+    assert (theirs - ours).abs().mean() < 0.02
+    encoder = load_scene_encoder(exported)
+    with torch.no_grad():
+        emb_ours = encoder(ours[None])[0]
+        emb_same_input = encoder(theirs[None])[0]
+    assert torch.allclose(torch.tensor(got["emb"]), emb_same_input, atol=1e-5)  # same weights, same model
+    assert torch.nn.functional.cosine_similarity(torch.tensor(got["emb"]), emb_ours, dim=0) > 0.99
+
+
+def test_settings_beside_timm_config(exported):
+    timm_cfg = json.loads((exported / "config.json").read_text())
+    assert set(timm_cfg) >= {"architecture", "num_classes", "num_features", "model_args", "pretrained_cfg"}
+    assert "frames_per_shot" not in json.dumps(timm_cfg)  # nothing timm would pass to the model
+    ours = json.loads((exported / "movies2scenes.json").read_text())
+    assert ours["shots_per_scene"] == 5 and ours["frames_per_shot"] == 2
+    assert ours["shots"]["min_shot_frames"] == 7 and "decode_threads" not in ours["shots"]  # runtime-only
+    assert ours["vit"]["img_size"] == 32
+
+
+def test_model_card_front_matter(exported):
+    import yaml
+
+    text = (exported / "README.md").read_text()
+    assert text.startswith("---\n")
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["library_name"] == "timm" and front["license"] == "cc-by-4.0"
+    assert "movies2scenes" in front["tags"] and front["datasets"] == ["my-catalogue"]
+    metrics = front["model-index"][0]["results"][0]["metrics"]
+    assert {"name": "eval.place.top1", "type": "top1", "value": 0.75} in metrics
+    assert all(m["value"] == m["value"] for m in metrics)  # NaN never written
+    assert "local-dir:PATH" in text and "resolve_model_data_config" in text
+
+
+def test_edited_timm_config_is_refused(exported, tmp_path):
+    import shutil
+
+    from movies2scenes import load_scene_encoder
+    from movies2scenes.models.vit import ModelFileError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(exported, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["model_args"]["depth"] = 3
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="disagree with the vit section"):
+        load_scene_encoder(bad)
