@@ -85,7 +85,7 @@ def bench_scene_step(cfg_file: str, batch: int, repeats: int, n: int = 9) -> Non
 
     def moco_step():
         model.zero_grad(set_to_none=True)
-        model(x).backward()
+        model(x)[0].backward()
 
     def bare():
         model.zero_grad(set_to_none=True)
@@ -129,7 +129,7 @@ def bench_scene_gpu(batch: int, steps: int = 20, n: int = 9, peak_tflops: float 
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(x)
+            loss, _ = model(x)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

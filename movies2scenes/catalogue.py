@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 SPLITS = ("train", "val", "test", "exclude")
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
+                    ".wmv", ".ogv", ".ogg", ".mxf", ".flv", ".3gp", ".3g2", ".vob", ".divx", ".y4m")
 _MAX_SHOWN = 20
 
 

@@ -120,6 +120,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # optimizer steps; a checkpoint is also written at the end
     keep_checkpoints: int = 2
     log_every: int = 10
+    knn_every: int = 100  # kNN monitor on held-out probe movies every this many steps; 0 = off
+    knn_movies: int = 16  # probe movies (held-out split first) of the kNN monitor
+    knn_per_movie: int = 16  # probe shots (scenes) per movie: first half memory, second half queries
 
 
 @dataclass
@@ -346,9 +349,13 @@ def _nested(key: str, value: Any) -> dict:
     return out
 
 
-def load(files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
-    """Config from YAML ``files`` (merged in order) and ``key=value`` ``overrides`` (YAML values)."""
+def load(files: list[str | Path] = (), overrides: list[str] = (), base: dict | None = None,
+         base_source: str = "defaults") -> Config:
+    """Config from ``base`` (a nested dict applied first, named ``base_source`` in errors), YAML
+    ``files`` (merged in order) and ``key=value`` ``overrides`` (YAML values)."""
     cfg = Config()
+    if base:
+        _apply(cfg, base, "", base_source)
     for f in files:
         path = Path(f)
         try:
@@ -396,6 +403,10 @@ def _validate(cfg: Config) -> None:
         lo_hi = getattr(w, name)
         ok = len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1]
         rules.append((f"demo_world.{name}", ok, "must be [low, high] with 1 <= low <= high"))
+    for name, t in (("shot_encoder.train", cfg.shot_encoder.train), ("scene_encoder.train", cfg.scene_encoder.train)):
+        rules += [(f"{name}.{k}", getattr(t, k) >= lo, f"must be >= {lo}")
+                  for k, lo in (("knn_every", 0), ("knn_movies", 2), ("knn_per_movie", 2), ("log_every", 1),
+                                ("checkpoint_every", 1))]
     e = cfg.shot_encoder
     rules += [
         ("shot_encoder.query_fraction", 0 < e.query_fraction <= 1, "must be in (0, 1]"),

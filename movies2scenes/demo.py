@@ -443,7 +443,7 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
+    from .progress import progress as progress_bar
 
     out = Path(out_dir)
     whash = world_hash(cfg, seed)
@@ -458,7 +458,7 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
     workers = workers or min(len(plans), os.cpu_count() or 1)
     jobs = [(plan, i, cfg, seed, places, out / "videos" / f"{plan.movie_id}.mp4")
             for i, plan in enumerate(plans)]
-    bar = tqdm(total=len(plans), desc="demo world", unit="movie", disable=not progress)
+    bar = progress_bar(total=len(plans), desc="demo world", unit="movie", disable=not progress)
     gt_rows = []
     if workers == 1:
         for job in jobs:

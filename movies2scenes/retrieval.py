@@ -19,7 +19,7 @@ import torch
 
 from .config import ShotsConfig
 from .data import eval_transform, to_chw
-from .shots import detect_shots, make_detector
+from .shots import check_decoded, detect_shots, make_detector
 from .video import frame_times, iter_frames, probe, scaled_size
 
 
@@ -58,6 +58,7 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
     tf = eval_transform(size)
     found = list(detect_shots(frames, info.fps, detector, shots.keyframes, kf, shots.max_buffer_frames,
                               max(64, 4 * shots.min_shot_frames)))
+    check_decoded(found[-1].end if found else 0, info, shots)  # detect-shots' rules: no truncated files
     views = [torch.stack([tf(to_chw(f)) for f in s.keyframes]) for s in found]  # each (k, 3, S, S)
     windows, out = [], []
     spans = scene_windows(len(found), n, stride)

@@ -155,3 +155,23 @@ def detect_shots(
         if shot_start < int(cut.frame_num) < total:
             yield close(int(cut.frame_num))
     yield close(total)
+
+
+def check_decoded(total: int, info, cfg) -> None:
+    """The rules every decoded video must pass (detect-shots and ``m2s embed`` alike): at least
+    ``cfg.min_video_frames`` frames, and no fewer than the container declares (2 % or 2 frames of
+    slack), and — where the container declares no frame count (Matroska, WebM, MPEG-TS) — not fewer
+    than 90 % of its declared duration × fps (loose: variable frame rate makes that an estimate):
+    otherwise :class:`~movies2scenes.video.VideoError` naming the reason."""
+    from .video import VideoError
+
+    if total < cfg.min_video_frames:
+        raise VideoError(f"only {total} frame(s) decoded; at least {cfg.min_video_frames} "
+                         "are needed (shots.min_video_frames)")
+    if info.frames_hint and total < info.frames_hint - max(2, 0.02 * info.frames_hint):
+        raise VideoError(f"decoded only {total} of the {info.frames_hint} frames the container "
+                         "declares (truncated or damaged)")
+    expected = getattr(info, "duration", 0.0) * info.fps
+    if not info.frames_hint and expected and total < 0.9 * expected - 2:
+        raise VideoError(f"decoded only {total} frames ({total / info.fps:.2f} s) of the {info.duration:.2f} s "
+                         "the container declares (truncated or damaged)")

@@ -188,44 +188,77 @@ def optimizer_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor,
 
 def moco_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: int, total: int,
               steps_per_epoch: int, tr: TrainConfig, ckpt_dir: Path, stamp: str, last_ckpt: Path | None,
-              desc: str, unit: str, forward=None, extra_name: str = "extra",
-              resumed: dict | None = None) -> tuple[int, float, dict]:
+              desc: str, unit: str, forward=None, monitor=None, resumed: dict | None = None) -> tuple[int, float, dict]:
     """The readable training loop both MoCo stages share: for each epoch from ``step``'s position,
     ``loader_for(epoch, start_batch)`` yields batches (dicts of tensors); forward (the model returns
-    a loss, or (loss, extra tensor) whose mean is logged), NaN guard, step, TensorBoard, progress bar
-    with ``unit``/s, checkpoints every ``tr.checkpoint_every`` steps and at the end.
+    (loss, stats): contrastive acc1/acc5 and stage extras, logged as batch means), NaN guard, step,
+    TensorBoard, progress (a bar on a terminal, plain lines in logs) with ``unit``/s, the kNN
+    ``monitor`` (:class:`movies2scenes.monitor.KnnMonitor`) of the query encoder before training and
+    every ``tr.knn_every`` steps, checkpoints every ``tr.checkpoint_every`` steps and at the end.
     ``resumed`` is the progress record of the checkpoint resumed from: its loss and logged values
-    are the result when nothing is left to train. Returns (step, last loss, last logged values)."""
-    from tqdm import tqdm
+    are the result when nothing is left to train. Returns (step, last loss, last logged values);
+    logged["knn_history"] holds every kNN evaluation of this run as [step, top-1]."""
+    from .progress import progress
 
     forward = forward or model
-    bar = tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True,
-               disable=not accelerator.is_main_process or None)
+    main = accelerator.is_main_process
+    bar = progress(total=total, initial=step, desc=desc, unit="step", disable=not main)
     resumed = resumed or {}
     loss_value, logged, t0, seen = resumed.get("loss", float("nan")), resumed.get("logged", {}), time.time(), 0
+    history = list(logged.get("knn_history", []))
+    monitor = monitor if main else None
+
+    def knn() -> None:
+        top1 = monitor(accelerator.unwrap_model(model).encoder_q, accelerator.device)
+        history.append([step, top1])
+        accelerator.log({"knn_top1": top1, "knn_chance": monitor.chance}, step=step)
+
+    if monitor is not None and step < total and not history:
+        knn()  # the level before training
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
         for batch in loader_for(epoch, start):
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             with accelerator.autocast():
-                out = forward(batch)
-            loss, extra = out if isinstance(out, tuple) else (out, None)
+                loss, stats = forward(batch)
             check_finite(accelerator, loss, step, last_ckpt)
             optimizer_step(accelerator, model, optimizer, scheduler, loss, tr.grad_clip)
             step += 1
             seen += tr.batch_size
             loss_value = loss.item()
-            logged = {"loss": loss_value, "lr": scheduler.get_last_lr()[0]}
-            if extra is not None:
-                logged[extra_name] = extra.float().mean().item()
+            logged = {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                      **{k: v.float().mean().item() for k, v in stats.items()}}
+            if monitor is not None and tr.knn_every and (step % tr.knn_every == 0 or step == total):
+                knn()
+            if history:
+                logged["knn_top1"] = history[-1][1]
             if step % tr.log_every == 0 or step == total:
-                accelerator.log(logged, step=step)
+                accelerator.log({k: v for k, v in logged.items() if k != "knn_top1"}, step=step)
+            postfix = {"loss": f"{loss_value:.3f}"}
+            if "acc1" in logged:
+                postfix["acc1"] = f"{logged['acc1']:.2f}"
+            if history:
+                postfix["knn"] = f"{history[-1][1]:.2f}"
+            bar.set_postfix({**postfix, f"{unit}/s": f"{seen / (time.time() - t0):.1f}"})
             bar.update()
-            bar.set_postfix({"loss": f"{loss_value:.3f}", f"{unit}/s": f"{seen / (time.time() - t0):.1f}"})
+            logged["knn_history"] = history
             if step % tr.checkpoint_every == 0 or step == total:
                 last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, scheduler,
                                             stamp=stamp, loss=loss_value, logged=logged)
             if step >= total:
                 break
     bar.close()
+    logged["knn_history"] = history
     return step, loss_value, logged
+
+
+def learning_metrics(logged: dict, queue_size: int, monitor) -> dict:
+    """What shows learning, for metrics.json: the last batch's contrastive acc1/acc5 with their
+    chance levels k / (1 + K), and the kNN monitor's history with its chance level."""
+    out = {k: logged[k] for k in ("acc1", "acc5") if k in logged}
+    out["acc1_chance"], out["acc5_chance"] = 1 / (1 + queue_size), min(1.0, 5 / (1 + queue_size))
+    if monitor is not None:
+        out["knn"] = {"history": logged.get("knn_history", []), "chance": monitor.chance,
+                      "probe_movies": monitor.movies, "probe_items": len(monitor.views),
+                      "held_out": monitor.held_out}
+    return out

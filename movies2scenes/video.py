@@ -9,6 +9,7 @@ not a video, audio only) into a readable reason instead of a decoder crash.
 from __future__ import annotations
 
 from collections.abc import Iterator
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ class VideoInfo:
     codec: str
     rotation: int = 0  # display rotation in degrees (0, 90, 180, 270); decord applies it when decoding
     container: str = ""
+    duration: float = 0.0  # container-declared duration in seconds (0 when unknown)
 
 
 # Demuxers that read *other* files or URLs named inside the input (playlists, manifests, concat
@@ -87,8 +89,13 @@ def probe(path: str | Path) -> VideoInfo:
             rotation = _rotation(container, s)
             if rotation in (90, 270):
                 width, height = height, width
+            duration = 0.0
+            if s.duration and s.time_base:
+                duration = float(s.duration * s.time_base)
+            elif container.duration:
+                duration = container.duration / av.time_base
             info = VideoInfo(width, height, fps, int(s.frames or 0), s.codec_context.name, rotation,
-                             container.format.name)
+                             container.format.name, duration if math.isfinite(duration) and duration > 0 else 0.0)
     except VideoError:
         raise
     except av.error.InvalidDataError:

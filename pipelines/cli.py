@@ -30,8 +30,51 @@ def _add_parallel_args(p: argparse.ArgumentParser, strict: bool = True) -> None:
     p.add_argument("--force", action="store_true", help="redo everything, ignoring DONE.json and parts")
 
 
+DESCRIPTION = """\
+Movies2Scenes: pretrain a scene encoder for long-form video from movie metadata.
+Each stage reads the previous stages' folders under run_dir and writes its own; a stage that is
+up to date does nothing, a killed one resumes. Stages take -c FILE (repeatable) and key=value
+overrides."""
+
+EPILOG = """\
+pipeline (in order):
+  m2s detect-shots -c configs/demo.yaml run_dir=runs/x catalogue=movies.csv
+  m2s train-shot-encoder, extract-shot-features, build-movie-pairs, train-movie-encoder,
+      mine-scene-pairs, train-scene-encoder, export, evaluate   (same arguments)
+use an exported encoder:
+  m2s embed videos/ --encoder runs/x/export --out scenes.parquet
+  m2s index scenes.parquet --out idx && m2s search idx --query scenes.parquet --at videos/a.mp4:75
+exit status: 0 done, 1 failures that matter, 2 bad config/input/lock, 3 non-finite loss,
+4 an output could not be written, 130 interrupted (rerun to resume).
+docs: README.md and docs/architecture.md"""
+
+STAGE_ARGS = "-c configs/demo.yaml run_dir=runs/demo catalogue=runs/demo/world/catalogue.csv"
+EXAMPLES = {
+    "demo-world": "m2s demo-world runs/demo/world -c configs/demo.yaml num_movies=16",
+    "catalogue": "m2s catalogue --videos /data/films --out movies.csv\n  m2s catalogue --check movies.csv --logs watch_logs.csv",
+    "detect-shots": f"m2s detect-shots {STAGE_ARGS} shots.detector=adaptive\n  m2s detect-shots {STAGE_ARGS} --shard 0/4   (job array task 0 of 4)",
+    "train-shot-encoder": f"m2s train-shot-encoder {STAGE_ARGS} shot_encoder.train.max_steps=200",
+    "extract-shot-features": f"m2s extract-shot-features {STAGE_ARGS}",
+    "build-movie-pairs": f"m2s build-movie-pairs {STAGE_ARGS} watch_logs=runs/demo/world/watch_logs.csv",
+    "train-movie-encoder": f"m2s train-movie-encoder {STAGE_ARGS} movie_encoder.pairs_source=cowatch",
+    "mine-scene-pairs": f"m2s mine-scene-pairs {STAGE_ARGS} scene_pairs.shots_per_scene=9",
+    "train-scene-encoder": f"m2s train-scene-encoder {STAGE_ARGS} scene_encoder.init=shot_encoder",
+    "export": f"m2s export {STAGE_ARGS} export.license=cc-by-4.0",
+    "embed": "m2s embed videos/ movies.csv clip.mp4 --encoder runs/demo/export --out scenes.parquet shots.detector=adaptive",
+    "index": "m2s index scenes.parquet more.parquet --out idx --metric cosine",
+    "search": "m2s search idx --query scenes.parquet --at videos/a.mp4:754.2 -k 10 --exclude video --json",
+    "demo-tasks": "m2s demo-tasks runs/demo/world --out runs/demo/tasks",
+    "evaluate": f"m2s evaluate {STAGE_ARGS} 'evaluate.tasks=[runs/demo/tasks/place.csv]'",
+    "summary": "m2s summary runs/demo",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="m2s", description=__doc__.splitlines()[0])
+    from movies2scenes import __version__
+
+    parser = argparse.ArgumentParser(prog="m2s", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"movies2scenes {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-world", help="write the synthetic demo world (videos + metadata + truth)")
@@ -110,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--row", type=int, help="row of the query file")
     g.add_argument("--at", metavar="VIDEO:SECONDS", help="the scene of VIDEO that covers this time")
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
+    p.add_argument("--exclude", choices=["none", "self", "video"], default="self",
+                   help="leave out the query scene itself (default), every scene of its video, or nothing")
+    p.add_argument("--video", action="append", default=[], metavar="GLOB",
+                   help="keep only hits from videos whose path matches (fnmatch, repeatable), e.g. '*/trailers/*'")
+    p.add_argument("--json", action="store_true", help="print the query and hits as one JSON object")
     p.set_defaults(func=_search)
 
     p = sub.add_parser("demo-tasks", help="evaluation task CSVs from a demo world's ground truth")
@@ -126,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="what each stage of a run directory has produced")
     p.add_argument("run_dir")
     p.set_defaults(func=_summary)
+    for name, p in sub.choices.items():  # each sub-command: its one-line description and an example
+        help_line = next(a.help for a in sub._choices_actions if a.dest == name)
+        p.description = help_line[0].upper() + help_line[1:] + "."
+        p.epilog = "example:\n  " + EXAMPLES[name]
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
@@ -277,7 +330,7 @@ def _search(args) -> int:
     if args.k < 1:
         raise ConfigError(f"-k must be >= 1, got {args.k}")
 
-    return embed.search(args.index_dir, args.query, args.row, args.at, args.k)
+    return embed.search(args.index_dir, args.query, args.row, args.at, args.k, args.exclude, args.video, args.json)
 
 
 def _demo_tasks(args) -> int:
@@ -307,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line; checkpoints, finished movies and parts are kept
+        print(f"\nm2s {args.command}: interrupted; finished work and the last checkpoint are kept — "
+              "rerun the same command to resume", file=sys.stderr)
+        return 130
     except (ConfigError, CatalogueError) as e:
         print(f"m2s {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -18,11 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
-from tqdm import tqdm
 
 from movies2scenes.catalogue import Movie, load_catalogue, safe_name
 from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.shots import detect_shots, make_detector
+from movies2scenes.progress import progress
+from movies2scenes.shots import check_decoded, detect_shots, make_detector
 from movies2scenes.store import (
     OutputError,
     atomic_path,
@@ -94,12 +94,7 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
         try:
             write_shards(tmp_shard, samples())
             total = shots_out[-1]["end_frame"] if shots_out else 0
-            if total < cfg.min_video_frames:
-                raise VideoError(f"only {total} frame(s) decoded; at least {cfg.min_video_frames} "
-                                 "are needed (shots.min_video_frames)")
-            if info.frames_hint and total < info.frames_hint - max(2, 0.02 * info.frames_hint):
-                raise VideoError(f"decoded only {total} of the {info.frames_hint} frames the container "
-                                 "declares (truncated or damaged)")
+            check_decoded(total, info, cfg)
             try:
                 tmp_shard.replace(shard_path)
             except OSError as e:
@@ -176,8 +171,7 @@ def _run(cfg: Config, catalogue, out_dir: Path, shard: str | None, strict: bool,
                 continue
         todo.append((i, movie, fp))
 
-    bar = tqdm(todo, desc=f"shots [{slot.rank + 1}/{slot.world}]", unit="movie",
-               position=slot.rank, dynamic_ncols=True, disable=None)
+    bar = progress(todo, desc=f"shots [{slot.rank + 1}/{slot.world}]", unit="movie", position=slot.rank)
     n_frames = 0
     t0 = time.time()
     for i, movie, fp in bar:
@@ -187,7 +181,7 @@ def _run(cfg: Config, catalogue, out_dir: Path, shard: str | None, strict: bool,
         if rec["status"] == "ok":
             n_frames += rec["num_frames"]
         else:
-            tqdm.write(f"detect-shots: {movie.movie_id}: FAILED: {rec['reason']}", file=sys.stderr)
+            bar.write(f"detect-shots: {movie.movie_id}: FAILED: {rec['reason']}", file=sys.stderr)
         bar.set_postfix(fps=f"{n_frames / max(time.time() - t0, 1e-9):.0f}")
     bar.close()
 

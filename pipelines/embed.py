@@ -17,28 +17,58 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from movies2scenes.config import ConfigError, load
+from movies2scenes.progress import progress
 from movies2scenes.store import atomic_path, read_json, write_json, write_parquet
+
+
+def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
+    """(videos, overrides) from ``m2s embed``'s positional arguments: a folder gives its video files
+    (recursively, by extension), a catalogue (.csv/.jsonl) its movies' videos, ``key=value`` that is
+    not an existing path is a config override, anything else is a video (a missing one fails alone)."""
+    from movies2scenes.catalogue import VIDEO_EXTENSIONS, load_catalogue
+
+    videos, overrides = [], []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                raise ConfigError(f"{item}: a folder without video files ({', '.join(VIDEO_EXTENSIONS)})")
+            videos += found
+        elif path.is_file() and path.suffix.lower() in (".csv", ".jsonl"):
+            videos += [str(m.video) for m in load_catalogue(path)]
+        elif "=" in item and not path.exists():
+            overrides.append(item)
+        else:
+            videos.append(item)
+    if not videos:
+        raise ConfigError("no videos given (VIDEO files, folders of videos, or a catalogue .csv/.jsonl)")
+    return videos, overrides
 
 
 def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], overrides: list[str],
           n: int | None, stride: int, batch: int) -> int:
+    """Shot settings: the encoder's own (``movies2scenes.json``: what detect-shots used in training),
+    then ``-c`` files, then ``key=value`` overrides."""
     import torch
 
     from movies2scenes.export import load_scene_encoder
+    from movies2scenes.models.vit import read_model_config
     from movies2scenes.retrieval import embed_video
     from movies2scenes.video import VideoError
 
-    cfg = load(config, overrides)
-    if not (Path(encoder_dir) / "config.json").is_file():
-        raise ConfigError(f"--encoder {encoder_dir}: no config.json there (run `m2s export` first)")
+    videos, more = expand_inputs(videos)
+    settings = read_model_config(encoder_dir)  # a missing or damaged folder is a clear error
+    trained_shots = settings.get("shots") or {}
+    cfg = load(config, list(overrides) + more, base={"shots": trained_shots} if trained_shots else None,
+               base_source=f"{Path(encoder_dir) / 'movies2scenes.json'}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder = load_scene_encoder(encoder_dir, device)
-    n = n or int(read_json(Path(encoder_dir) / "config.json").get("shots_per_scene", 9))
+    n = n or int(settings.get("shots_per_scene", 9))
     rows, failures = [], []
-    for video in tqdm(videos, desc="embed", unit="video", disable=None):
+    for video in progress(videos, desc="embed", unit="video"):
         try:
             emb, windows = embed_video(video, encoder, cfg.shots, n, stride, batch, device)
         except (VideoError, OSError) as e:
@@ -62,8 +92,25 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
     else:
         fail_file.unlink(missing_ok=True)
     print(f"m2s embed: {len(rows)} scenes of {len(videos) - len(failures)}/{len(videos)} videos (n = {n} "
-          f"shots, stride {stride}) → {out}" + (f"; failures: {fail_file}" if failures else ""))
+          f"shots, stride {stride}; {cfg.shots.detector} detector, min_shot_frames {cfg.shots.min_shot_frames}, "
+          f"{cfg.shots.keyframes} keyframe(s)) → {out}" + (f"; failures: {fail_file}" if failures else ""))
     return 0 if len(failures) < len(videos) else 1
+
+
+def _read_embeddings(path: str, columns: list[str] | None = None) -> pa.Table:
+    """A parquet of ``m2s embed`` rows, or a ConfigError saying what is wrong with it."""
+    try:
+        table = pq.read_table(path, columns=columns)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found") from None
+    except (OSError, pa.ArrowException) as e:
+        raise ConfigError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+    need = {"video", "scene", "start_time", "end_time", "embedding"}
+    missing = sorted(need - set(table.column_names))
+    if missing:
+        raise ConfigError(f"{path}: no {', '.join(missing)} column(s); expected the output of `m2s embed` "
+                          f"(columns {', '.join(sorted(need))}, ...)")
+    return table
 
 
 def index(files: list[str], out: str, metric: str) -> int:
@@ -71,7 +118,11 @@ def index(files: list[str], out: str, metric: str) -> int:
 
     from movies2scenes.retrieval import build_index
 
-    tables = [pq.read_table(f) for f in files]
+    tables = [_read_embeddings(f) for f in files]
+    dims = {f: t.schema.field("embedding").type for f, t in zip(files, tables)}
+    if len(set(map(str, dims.values()))) > 1:
+        raise ConfigError("embeddings of different encoders cannot share an index: "
+                          + ", ".join(f"{f}: {d}" for f, d in dims.items()))
     table = pa.concat_tables(tables)
     if table.num_rows == 0:
         raise ConfigError("no scenes to index")
@@ -88,14 +139,53 @@ def index(files: list[str], out: str, metric: str) -> int:
     return 0
 
 
-def search(index_dir: str, query: str, row: int | None, at: str | None, k: int) -> int:
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def find_scene(table: list[dict], video: str, t: float, query: str) -> int:
+    """The row of ``video`` whose [start_time, end_time) covers ``t``. ``video`` is matched as a
+    path (exactly, or the same file once resolved); a bare file name is accepted only when it
+    names one video of the file — two videos of that name are an error listing both."""
+    names = sorted({r["video"] for r in table})
+    same = [v for v in names if v == video] or [v for v in names if _same_file(v, video)]
+    if not same and Path(video).name == video:  # a bare name: only if unambiguous
+        same = [v for v in names if Path(v).name == video]
+        if len(same) > 1:
+            raise ConfigError(f"--at {video}:{t}: {len(same)} videos in {query} are called {video} ("
+                              + ", ".join(same[:5]) + "); give the path")
+    if not same:
+        raise ConfigError(f"--at {video}:{t}: {query} has no scenes of {video}"
+                          + (f" (videos: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""))
+    hits = [i for i, r in enumerate(table) if r["video"] == same[0] and r["start_time"] <= t < r["end_time"]]
+    if not hits:
+        last = max(r["end_time"] for r in table if r["video"] == same[0])
+        raise ConfigError(f"--at {video}:{t}: no scene of {same[0]} covers {t} s (its scenes end at {last:.2f} s)")
+    return hits[0]
+
+
+def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, exclude: str = "self",
+           videos: list[str] = (), as_json: bool = False) -> int:
+    """Nearest indexed scenes to one query scene. ``exclude``: none, self (the query scene itself,
+    matched by video and frames) or video (every scene of the query's video). ``videos``: keep only
+    hits whose video path matches one of these globs (fnmatch)."""
     import faiss
+    from fnmatch import fnmatch
 
     from movies2scenes.retrieval import search as knn
 
     d = Path(index_dir)
+    if not d.is_dir():
+        raise ConfigError(f"{d}: no such index folder (make one with `m2s index FILE.parquet --out {d}`)")
+    missing = [f for f in ("index.json", "index.faiss", "meta.parquet") if not (d / f).is_file()]
+    if missing:
+        raise ConfigError(f"{d}: not an index folder (no {', '.join(missing)}); make one with "
+                          f"`m2s index FILE.parquet --out {d}`")
     meta = read_json(d / "index.json")
-    table = pq.read_table(query).to_pylist()
+    table = _read_embeddings(query).to_pylist()
     if row is None:
         if not at or ":" not in at:
             raise ConfigError("give --row I or --at VIDEO:SECONDS")
@@ -106,20 +196,42 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int) 
             raise ConfigError(f"--at {at}: {t!r} is not a time in seconds (VIDEO:SECONDS, e.g. a.mp4:754.2)") from None
         if not math.isfinite(t) or t < 0:
             raise ConfigError(f"--at {at}: the time must be a finite number of seconds >= 0")
-        hits = [i for i, r in enumerate(table) if Path(r["video"]).name == Path(video).name
-                and r["start_time"] <= t < r["end_time"]]
-        if not hits:
-            raise ConfigError(f"--at {at}: no scene of {video} in {query} covers {t} s")
-        row = hits[0]
+        row = find_scene(table, video, t, query)
     if not 0 <= row < len(table):
         raise ConfigError(f"--row {row}: {query} has {len(table)} rows")
     q = table[row]
-    scores, ids = knn(faiss.read_index(str(d / "index.faiss")), np.asarray([q["embedding"]], np.float32), k,
-                      meta["metric"])
+    if len(q["embedding"]) != meta["dim"]:
+        raise ConfigError(f"{query}: {len(q['embedding'])}-d embeddings, but the index at {d} holds "
+                          f"{meta['dim']}-d ones (another encoder)")
+    index = faiss.read_index(str(d / "index.faiss"))
     rows = pq.read_table(d / "meta.parquet").to_pylist()
-    print(f"query: {q['video']} scene {q['scene']} ({q['start_time']:.2f}–{q['end_time']:.2f} s)")
-    for rank, (s, i) in enumerate(zip(scores[0], ids[0]), 1):
-        r = rows[int(i)]
+
+    def keep(r: dict) -> bool:
+        if exclude == "video" and r["video"] == q["video"]:
+            return False
+        if exclude == "self" and r["video"] == q["video"] and r["start_frame"] == q["start_frame"] \
+                and r["end_frame"] == q["end_frame"]:
+            return False
+        return not videos or any(fnmatch(r["video"], g) for g in videos)
+
+    fetch = min(index.ntotal, max(4 * k, k + 64))
+    while True:  # filters may drop hits: fetch more until k are kept or the index is exhausted
+        scores, ids = knn(index, np.asarray([q["embedding"]], np.float32), fetch, meta["metric"])
+        hits = [(float(s), rows[int(i)]) for s, i in zip(scores[0], ids[0]) if i >= 0 and keep(rows[int(i)])][:k]
+        if len(hits) == k or fetch >= index.ntotal:
+            break
+        fetch = min(index.ntotal, fetch * 4)
+    fields = ("video", "scene", "start_shot", "end_shot", "start_frame", "end_frame", "start_time", "end_time")
+    if as_json:
+        print(json.dumps({"query": {f: q[f] for f in fields if f in q}, "metric": meta["metric"], "exclude": exclude,
+                          "hits": [{"rank": i, "score": s, **{f: r[f] for f in fields if f in r}}
+                                   for i, (s, r) in enumerate(hits, 1)]}))
+        return 0
+    print(f"query: {q['video']} scene {q['scene']} ({q['start_time']:.2f}–{q['end_time']:.2f} s); "
+          f"{meta['metric']} similarity, excluding {exclude if exclude != 'none' else 'nothing'}")
+    if not hits:
+        print("no hits (every indexed scene was excluded or filtered out)")
+    for rank, (s, r) in enumerate(hits, 1):
         print(f"{rank:3d}. {s:8.4f}  {r['video']}  scene {r['scene']}  {r['start_time']:.2f}–{r['end_time']:.2f} s "
               f"(shots {r['start_shot']}–{r['end_shot'] - 1})")
     return 0

@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from tqdm import tqdm
 
 from movies2scenes.config import Config, config_hash
 from movies2scenes.data import eval_transform, movie_shots
 from movies2scenes.features import feature_file
 from movies2scenes.models.vit import load_vit, read_model_config
+from movies2scenes.progress import progress
 from movies2scenes.store import (
     atomic_path,
     decode_keyframes,
@@ -115,8 +115,8 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
     loader = DataLoader(MovieChunks(shots_dir, todo, size, fc.batch_size), batch_size=None,
                         num_workers=fc.num_workers)
     pending: dict[int, list[np.ndarray]] = {}
-    bar = tqdm(total=len(todo), desc=f"features [{slot.rank + 1}/{slot.world}]", unit="movie",
-               position=slot.rank, dynamic_ncols=True, disable=None)
+    bar = progress(total=len(todo), desc=f"features [{slot.rank + 1}/{slot.world}]", unit="movie",
+                   position=slot.rank)
     shard_of = dict(todo)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                 enabled=device.type == "cuda"):

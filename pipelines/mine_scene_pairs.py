@@ -31,12 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm import tqdm
 
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import ShardCache
 from movies2scenes.features import ShotFeatures
 from movies2scenes.mining import keep_count, mine_pair
+from movies2scenes.progress import progress
 from movies2scenes.store import (
     TMP_PREFIX,
     atomic_path,
@@ -163,8 +163,8 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
         feats = ShotFeatures(feat_dir)
         embed, shots = MovieEmbeddings(feats, enc_dir, device), ShotSamples(shots_dir)
         have = set(feats.movie_ids)
-        bar = tqdm(total=sum(len(units[u]) for u in todo), desc=f"mining [{slot.rank + 1}/{slot.world}]",
-                   unit="movie pair", position=slot.rank, dynamic_ncols=True, disable=None)
+        bar = progress(total=sum(len(units[u]) for u in todo), desc=f"mining [{slot.rank + 1}/{slot.world}]",
+                       unit="movie pair", position=slot.rank)
         for u in todo:
             rows, skipped = [], []
             for a, b in units[u]:

@@ -19,12 +19,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.features import ShotFeatures
 from movies2scenes.metrics import roc_auc
 from movies2scenes.models.movie import MovieEncoder, pad_or_crop
+from movies2scenes.progress import progress
 from movies2scenes.store import atomic_path, remove_stale_tmp, write_json
 from movies2scenes.training import (
     check_finite,
@@ -195,8 +195,8 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
                                                        "pairs_source": me.pairs_source})
     bank = FeatureBank(feats, me.max_shots, movies)
     device = accelerator.device
-    bar = tqdm(total=total, initial=step, desc="movie encoder", unit="step", dynamic_ncols=True,
-               disable=not accelerator.is_main_process or None)
+    bar = progress(total=total, initial=step, desc="movie encoder", unit="step",
+                   disable=not accelerator.is_main_process)
     loss_value = resumed.get("loss", float("nan"))  # the result if nothing is left to train
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
@@ -217,8 +217,8 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
             loss_value = loss.item()
             if step % tr.log_every == 0 or step == total:
                 accelerator.log({"loss": loss_value, "lr": scheduler.get_last_lr()[0]}, step=step)
-            bar.update()
             bar.set_postfix(loss=f"{loss_value:.3f}")
+            bar.update()
             if step % tr.checkpoint_every == 0 or step == total:
                 last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, scheduler,
                                             stamp=f"{chash}:{input_hash}", loss=loss_value)

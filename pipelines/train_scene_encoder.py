@@ -23,7 +23,8 @@ from movies2scenes.data import ScenePairStream, epoch_scene_pairs, scene_pair_ke
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.vit import create_scene_vit, read_model_config, save_vit
 from movies2scenes.store import read_json, remove_stale_tmp, write_json
-from movies2scenes.training import make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
+from movies2scenes.monitor import make_knn_monitor
+from movies2scenes.training import learning_metrics, make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
 
 from ._stage import MODEL_FILES, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
 
@@ -116,22 +117,27 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
                                  start, cache_shards=sc.shuffle_shards + 1)
         return DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
 
-    step, loss_value, _ = moco_loop(accelerator, model, optimizer, scheduler, loader_for, step=step, total=total,
-                                    steps_per_epoch=steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir, stamp=stamp,
-                                    last_ckpt=last_ckpt, desc="scene encoder", unit="scenes", forward=forward,
-                                    resumed=resumed)
+    n = int(read_json(scene_dir / "DONE.json").get("shots_per_scene", 0)) or cfg.scene_pairs.shots_per_scene
+    monitor = None
+    if tr.knn_every and accelerator.is_main_process and (run_dir / "shots" / "index.parquet").is_file():
+        monitor = make_knn_monitor(run_dir / "shots", set(scene_pair_movies(scene_dir)), sc.model.img_size,
+                                   tr.knn_movies, tr.knn_per_movie, cfg.seed, shots_per_item=n)
+    step, loss_value, logged = moco_loop(accelerator, model, optimizer, scheduler, loader_for, step=step,
+                                         total=total, steps_per_epoch=steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir,
+                                         stamp=stamp, last_ckpt=last_ckpt, desc="scene encoder", unit="scenes",
+                                         forward=forward, monitor=monitor, resumed=resumed)
 
     if accelerator.is_main_process:
         from safetensors.torch import save_file
 
         inner = accelerator.unwrap_model(model)
-        n = int(read_json(scene_dir / "DONE.json").get("shots_per_scene", 0)) or cfg.scene_pairs.shots_per_scene
         save_vit(inner.encoder_q.vit, sc.model, out, stage=STAGE, moco=asdict(sc.moco), kind="scene",
                  shots_per_scene=n)
         save_file({k: v.detach().cpu().contiguous() for k, v in inner.head_q.state_dict().items()},
                   str(out / "head.safetensors"))
         write_json(out / "metrics.json", {"steps": step, "final_loss": loss_value, "steps_per_epoch": steps_per_epoch,
-                                          "scene_pairs": num_pairs, "processes": world})
+                                          "scene_pairs": num_pairs, "processes": world,
+                                          **learning_metrics(logged, sc.moco.queue_size, monitor)})
         pretrained_on = write_pretraining_movies(out, scene_pair_movies(scene_dir))
         write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch,
                                                    "scene_pairs": num_pairs}, started, outputs=MODEL_FILES,

@@ -21,7 +21,8 @@ from movies2scenes.data import TripletStream, epoch_triplets, movie_shots, train
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.vit import create_vit, save_vit
 from movies2scenes.store import remove_stale_tmp, write_json
-from movies2scenes.training import make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
+from movies2scenes.monitor import make_knn_monitor
+from movies2scenes.training import learning_metrics, make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
 
 from ._stage import MODEL_FILES, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
 
@@ -105,11 +106,14 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
                                cache_movies=ecfg.shuffle_movies + 1)
         return DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
 
+    monitor = None
+    if tr.knn_every and accelerator.is_main_process:
+        monitor = make_knn_monitor(shots_dir, {rows[0][1] for rows in movies.values()}, ecfg.model.img_size,
+                                   tr.knn_movies, tr.knn_per_movie, cfg.seed)
     step, loss_value, logged = moco_loop(accelerator, model, optimizer, scheduler, loader_for, step=step,
                                          total=total, steps_per_epoch=steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir,
                                          stamp=f"{chash}:{input_hash}", last_ckpt=last_ckpt,
-                                         desc="shot encoder", unit="shots", extra_name="chosen_t_plus",
-                                         resumed=resumed)
+                                         desc="shot encoder", unit="shots", monitor=monitor, resumed=resumed)
     chosen_plus = logged.get("chosen_t_plus", float("nan"))
 
     if accelerator.is_main_process:
@@ -120,7 +124,8 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
         save_file({k: v.detach().cpu().contiguous() for k, v in inner.head_q.state_dict().items()},
                   str(out / "head.safetensors"))
         metrics = {"steps": step, "final_loss": loss_value, "steps_per_epoch": steps_per_epoch,
-                   "chosen_t_plus": chosen_plus, "processes": world, "movies": len(movies)}
+                   "chosen_t_plus": chosen_plus, "processes": world, "movies": len(movies),
+                   **learning_metrics(logged, ecfg.moco.queue_size, monitor)}
         write_json(out / "metrics.json", metrics)
         pretrained_on = write_pretraining_movies(out, [rows[0][1] for rows in movies.values()])
         write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch,

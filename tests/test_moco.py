@@ -59,7 +59,8 @@ def test_forward_enqueues_the_chosen_keys_and_rejects_shots_without_neighbours()
     x = torch.randn(3, 12)
     batch = {"query": x, "minus": torch.randn(3, 12), "plus": torch.randn(3, 12),
              "has_minus": torch.tensor([True, False, True]), "has_plus": torch.tensor([True, True, False])}
-    loss, chosen = m(batch)
+    loss, stats = m(batch)
+    chosen = stats["chosen_t_plus"]
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert chosen[1] and not chosen[2]  # edges forced
     keys = m.embed_key(torch.cat([batch["minus"], batch["plus"]]))
@@ -69,6 +70,22 @@ def test_forward_enqueues_the_chosen_keys_and_rejects_shots_without_neighbours()
     batch["has_plus"] = torch.tensor([False, True, True])
     with pytest.raises(ValueError, match="neighbour"):
         m(batch)
+
+
+def test_contrastive_accuracy_of_the_positive():
+    """acc1/acc5 as moco's main loop computes them: the positive's rank among the 1 + K logits."""
+    from movies2scenes.monitor import topk_accuracy
+
+    logits = torch.tensor([[5.0, 1, 2, 3, 4, 0, 0], [1.0, 2, 3, 4, 5, 6, 0], [1.0, 5, 4, 3, 2, 0, 0]])
+    acc = topk_accuracy(logits)
+    assert acc["acc1"].item() == pytest.approx(1 / 3) and acc["acc5"].item() == pytest.approx(2 / 3)
+    torch.manual_seed(0)
+    m = MoCo(Flat(), dim=8, mlp_hidden=16, queue_size=64)
+    x = torch.randn(32, 12)
+    _, same = m({"query": x, "key": x})  # key encoder = query encoder at init: the positive wins
+    assert same["acc1"].item() == 1.0
+    _, other = m({"query": x, "key": torch.randn(32, 12)})  # unrelated keys: about chance, 1/65
+    assert other["acc1"].item() < 0.25 and other["acc5"].item() >= other["acc1"].item()
 
 
 def test_queue_pointer_wraps_around():

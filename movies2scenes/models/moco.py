@@ -8,6 +8,10 @@ normalised keys. One class serves both uses in Movies2Scenes:
   counts; a missing neighbour (movie edge) is masked out; the chosen key is enqueued.
 * **scenes** (:meth:`MoCo.forward_pair`): the classic pair, query scene and its mined partner.
 
+Both return (loss, stats): stats holds ``acc1``/``acc5``, how often the positive is the top-1/top-5
+of the 1 + K logits (what moco's main loop prints: it shows learning while the loss still rises as
+the queue fills), and for shots ``chosen_t_plus``.
+
 Keys are gathered from every process before they are enqueued, so all ranks hold the same queue.
 """
 
@@ -18,6 +22,8 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..monitor import topk_accuracy
 
 
 @torch.no_grad()
@@ -89,7 +95,7 @@ class MoCo(nn.Module):
     # -- the two uses ------------------------------------------------------------------------------
     def forward_neighbours(self, query: torch.Tensor, minus: torch.Tensor, plus: torch.Tensor,
                            has_minus: torch.Tensor, has_plus: torch.Tensor):
-        """Shot MoCo (Eq. 1). Returns (loss, chosen) with chosen = 1 where t+2 was the positive.
+        """Shot MoCo (Eq. 1). Returns (loss, stats); stats["chosen_t_plus"]: per row, whether t+2 was the positive.
 
         Every row needs at least one neighbour (the data pipeline skips shots with none)."""
         if not bool((has_minus | has_plus).all()):
@@ -99,20 +105,21 @@ class MoCo(nn.Module):
             self._momentum_update_key_encoder()
             k = self.embed_key(torch.cat([minus, plus])).to(q.dtype)
             k_minus, k_plus = k.chunk(2)
-        loss, chosen = neighbour_infonce(q, k_minus, k_plus, has_minus, has_plus, self._queue(q),
-                                         self.temperature)
+        pos_minus, pos_plus = neighbour_logits(q, k_minus, k_plus, has_minus, has_plus)
+        chosen = pos_plus > pos_minus
+        logits = moco_logits(q, torch.where(chosen, pos_plus, pos_minus), self._queue(q), self.temperature)
         self._dequeue_and_enqueue(torch.where(chosen[:, None], k_plus, k_minus))
-        return loss, chosen
+        return _loss(logits), {**topk_accuracy(logits), "chosen_t_plus": chosen}
 
-    def forward_pair(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        """Classic MoCo: the positive of each query is its own key."""
+    def forward_pair(self, query: torch.Tensor, key: torch.Tensor):
+        """Classic MoCo: the positive of each query is its own key. Returns (loss, stats)."""
         q = self.embed_query(query)
         with torch.no_grad():
             self._momentum_update_key_encoder()
             k = self.embed_key(key).to(q.dtype)
-        loss = infonce(q, (q * k).sum(1), self._queue(q), self.temperature)
+        logits = moco_logits(q, (q * k).sum(1), self._queue(q), self.temperature)
         self._dequeue_and_enqueue(k)
-        return loss
+        return _loss(logits), topk_accuracy(logits)
 
     def forward(self, batch: dict[str, torch.Tensor]):
         """A batch with ``minus``/``plus`` neighbours → shot MoCo; with ``key`` → pair MoCo."""
@@ -122,11 +129,19 @@ class MoCo(nn.Module):
         return self.forward_pair(batch["query"], batch["key"])
 
 
+def moco_logits(q: torch.Tensor, l_pos: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, 1 + K): the positive logit first, then the queue's (C × K) negatives, over temperature."""
+    return torch.cat([l_pos[:, None], q @ queue], dim=1) / temperature
+
+
+def _loss(logits: torch.Tensor) -> torch.Tensor:
+    labels = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits.float(), labels)
+
+
 def infonce(q: torch.Tensor, l_pos: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
     """Cross-entropy of the positive logit against the queue's (C × K) negatives."""
-    logits = torch.cat([l_pos[:, None], q @ queue], dim=1) / temperature
-    labels = torch.zeros(len(q), dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits.float(), labels)
+    return _loss(moco_logits(q, l_pos, queue, temperature))
 
 
 def neighbour_infonce(q, k_minus, k_plus, has_minus, has_plus, queue, temperature):

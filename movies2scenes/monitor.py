@@ -1,0 +1,118 @@
+"""What shows that a MoCo encoder is learning (a MoCo loss rises while its queue fills).
+
+* ``topk_accuracy`` — how often the positive is the top-1 / top-5 logit among the 1 + K logits
+  (facebookresearch/moco's ``main_moco.py`` prints the same); chance is k / (1 + K).
+* :class:`KnnMonitor` — a weighted kNN classifier (Wu et al. 2018, as lightly's
+  ``BenchmarkModule``) on a small probe set of the current query encoder's embeddings. Labels need no
+  annotation: the label of a shot (or scene) is its **movie**; each probe movie's first half of
+  items is the memory bank, the second half are the queries ("which movie is this later shot
+  from?"), so adjacent, near-identical shots never face each other. Chance is 1 / probe movies.
+  The probe movies are held out of training where the catalogue has other splits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def topk_accuracy(logits: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, torch.Tensor]:
+    """Fraction of rows whose positive (column 0) is among the k largest logits, per k."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hit = top == 0
+    return {f"acc{k}": hit[:, :k].any(1).float().mean() for k in ks}
+
+
+def probe_items(shots_dir: str | Path, movies: dict[str, list[tuple[str, str]]], shards: list[str],
+                size: int, per_movie: int, shots_per_item: int = 0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Eval views of up to ``per_movie`` items of each probe shard's movie: (views, label, is_query).
+
+    ``shots_per_item`` = 0: one shot's first keyframe per item, views (P, 3, S, S); n > 0: scenes of
+    n consecutive shots × k keyframes, views (P, n, k, 3, S, S). Items are spread evenly over the
+    movie; the first half are memory, the second half queries."""
+    from .data import eval_transform
+    from .store import decode_keyframes, iter_tar
+
+    tf = eval_transform(size)
+    views, labels, query = [], [], []
+    for label, shard in enumerate(shards):
+        keys = [k for k, _ in movies[shard]]
+        wanted_keys = set(keys)
+        samples = {s["__key__"]: s for s in iter_tar(Path(shots_dir) / shard) if s["__key__"] in wanted_keys}
+        n = max(1, shots_per_item)
+        starts = list(range(0, len(keys) - n + 1, n))
+        if len(starts) < 2:
+            continue
+        pick = [starts[i] for i in np.unique(np.linspace(0, len(starts) - 1, min(per_movie, len(starts))).round().astype(int))]
+        for j, s in enumerate(pick):
+            frames = [decode_keyframes(samples[keys[t]]) for t in range(s, s + n)]  # each (k, h, w, 3)
+            if shots_per_item:
+                v = torch.stack([tf(torch.from_numpy(f).permute(0, 3, 1, 2)) for f in frames])  # (n, k, 3, S, S)
+            else:
+                v = tf(torch.from_numpy(frames[0][:1]).permute(0, 3, 1, 2))[0]
+            views.append(v)
+            labels.append(label)
+            query.append(j >= len(pick) / 2)
+    if not views:
+        return torch.zeros(0), np.zeros(0, int), np.zeros(0, bool)
+    return torch.stack(views), np.asarray(labels), np.asarray(query)
+
+
+class KnnMonitor:
+    """Weighted kNN top-1 of an encoder on fixed probe views (see module doc)."""
+
+    def __init__(self, views: torch.Tensor, labels: np.ndarray, is_query: np.ndarray, k: int = 10,
+                 temperature: float = 0.1, batch: int = 64, held_out: bool = True):
+        self.views, self.k, self.t, self.batch = views, k, temperature, batch
+        self.labels = torch.as_tensor(labels)
+        self.is_query = torch.as_tensor(is_query, dtype=torch.bool)
+        self.movies = int(len(set(labels.tolist())))
+        self.held_out = held_out
+
+    @property
+    def usable(self) -> bool:
+        return self.movies >= 2 and bool(self.is_query.any()) and bool((~self.is_query).any())
+
+    @property
+    def chance(self) -> float:
+        """Top-1 of always answering the most frequent query movie."""
+        q = self.labels[self.is_query]
+        return float(torch.bincount(q).max()) / len(q) if len(q) else float("nan")
+
+    @torch.no_grad()
+    def __call__(self, encoder: torch.nn.Module, device: torch.device | str = "cpu") -> float:
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            emb = torch.cat([encoder(self.views[i:i + self.batch].to(device)).float().cpu()
+                             for i in range(0, len(self.views), self.batch)])
+        finally:
+            encoder.train(was_training)
+        emb = F.normalize(emb, dim=1)
+        bank, bank_labels = emb[~self.is_query], self.labels[~self.is_query]
+        sims = emb[self.is_query] @ bank.T
+        top, idx = sims.topk(min(self.k, len(bank)), dim=1)
+        votes = torch.zeros(len(top), int(self.labels.max()) + 1)
+        votes.scatter_add_(1, bank_labels[idx], (top / self.t).exp())
+        return float((votes.argmax(1) == self.labels[self.is_query]).float().mean())
+
+
+def make_knn_monitor(shots_dir: Path, train_movies: set[str], size: int, movies_wanted: int, per_movie: int,
+                     seed: int, shots_per_item: int = 0) -> KnnMonitor | None:
+    """A monitor over up to ``movies_wanted`` movies of the shots stage, held-out ones first
+    (movies not in ``train_movies``); None when the shots stage has fewer than 2 usable movies."""
+    from .data import movie_shots
+
+    movies = movie_shots(shots_dir)
+    rng = np.random.default_rng([seed, 77])
+    shards = sorted(movies)
+    order = [shards[i] for i in rng.permutation(len(shards))]
+    held = [s for s in order if movies[s][0][1] not in train_movies]
+    chosen = held[:movies_wanted] if len(held) >= 2 else order[:movies_wanted]
+    views, labels, query = probe_items(shots_dir, movies, sorted(chosen), size, per_movie, shots_per_item)
+    monitor = KnnMonitor(views, labels, query, held_out=len(held) >= 2)
+    return monitor if monitor.usable else None

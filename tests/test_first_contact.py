@@ -1,0 +1,187 @@
+"""What a new user touches first: `m2s embed` behaves like the stages (trained shot settings,
+overrides, folders, catalogues, detect-shots' truncation rule), `m2s search` (paths, exclusion,
+filters, JSON), clear errors instead of tracebacks, progress lines in logs, help and version."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from movies2scenes.config import ShotsConfig, ViTConfig
+from pipelines.cli import main
+
+from helpers import write_catalogue, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """A tiny exported encoder trained (as far as its settings say) with min_shot_frames 15, 64 px."""
+    from movies2scenes.export import export_scene_encoder
+    from movies2scenes.models.vit import create_scene_vit, save_vit
+
+    tmp = tmp_path_factory.mktemp("enc")
+    torch.manual_seed(0)
+    save_vit(create_scene_vit(TINY).vit, TINY, tmp / "enc", shots_per_scene=3)
+    shots = ShotsConfig(min_shot_frames=15, keyframe_size=64).__dict__
+    export_scene_encoder(tmp / "enc", tmp / "export", {"name": "test", "shots": shots})
+    return tmp / "export"
+
+
+def test_embed_uses_the_encoders_shot_settings_and_takes_overrides(export, bikes, tmp_path, capsys):
+    out = tmp_path / "e.parquet"
+    # no -c: the encoder's own settings (min_shot_frames 15) give bikes.mp4's 6 shots → 4 windows of 3
+    assert main(["embed", str(bikes), "--encoder", str(export), "--out", str(out)]) == 0
+    assert "4 scenes of 1/1 videos" in capsys.readouterr().out
+    # an override among the videos is an override, not a failed video
+    assert main(["embed", str(bikes), "shots.min_shot_frames=55", "--encoder", str(export), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "of 1/1 videos" in text and "min_shot_frames 55" in text
+    assert not Path(str(out) + ".failures.jsonl").exists()
+    assert len(pq.read_table(out)) < 4  # shots under 55 frames are merged: fewer windows
+
+
+def test_embed_takes_folders_and_catalogues(export, bikes, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(bikes, folder / "a.mp4")
+    shutil.copy(bikes, folder / "sub" / "b.ogv")  # an extension the catalogue used to skip
+    (folder / "notes.txt").write_text("not a video")
+    out = tmp_path / "e.parquet"
+    assert main(["embed", str(folder), "--encoder", str(export), "--out", str(out)]) == 0
+    assert {Path(v).name for v in pq.read_table(out)["video"].to_pylist()} == {"a.mp4", "b.ogv"}
+    cat = write_catalogue(tmp_path / "cat.csv", [{"movie_id": "m1", "title": "A", "video": str(folder / "a.mp4")}])
+    assert main(["embed", str(cat), "--encoder", str(export), "--out", str(out)]) == 0
+    assert set(pq.read_table(out)["video"].to_pylist()) == {str(folder / "a.mp4")}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["embed", str(empty), "--encoder", str(export), "--out", str(out)]) == 2
+    assert "a folder without video files" in capsys.readouterr().err
+
+
+def test_embed_refuses_a_truncated_file_like_detect_shots(export, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    frames = [np.full((48, 64, 3), rng.integers(0, 255, 3), np.uint8) for _ in range(4) for _ in range(30)]
+    full = write_video(tmp_path / "full.mkv", frames)  # Matroska: a cut file still decodes, up to the cut
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    out = tmp_path / "e.parquet"
+    assert main(["embed", str(full), str(cut), "--encoder", str(export), "--out", str(out)]) == 0
+    failures = [json.loads(x) for x in Path(str(out) + ".failures.jsonl").read_text().splitlines()]
+    assert [f["video"] for f in failures] == [str(cut)]
+    assert "truncated" in failures[0]["reason"]
+    assert set(pq.read_table(out)["video"].to_pylist()) == {str(full)}
+
+
+@pytest.fixture(scope="module")
+def two_clips(export, bikes, tmp_path_factory):
+    """The same clip under two folders, a/clip.mp4 and b/clip.mp4, embedded and indexed."""
+    tmp = tmp_path_factory.mktemp("search")
+    for d in ("a", "b"):
+        (tmp / d).mkdir()
+        shutil.copy(bikes, tmp / d / "clip.mp4")
+    emb = tmp / "e.parquet"
+    assert main(["embed", str(tmp / "a" / "clip.mp4"), str(tmp / "b" / "clip.mp4"), "--encoder", str(export),
+                 "--out", str(emb)]) == 0
+    assert main(["index", str(emb), "--out", str(tmp / "idx")]) == 0
+    return tmp, emb
+
+
+def _search(capsys, *args) -> dict:
+    capsys.readouterr()
+    assert main(["search", *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_search_at_matches_the_path_and_leaves_out_the_query(two_clips, capsys):
+    tmp, emb = two_clips
+    idx = tmp / "idx"
+    b = str(tmp / "b" / "clip.mp4")
+    got = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "-k", "3")
+    assert got["query"]["video"] == b and got["query"]["start_time"] <= 5.0 < got["query"]["end_time"]
+    assert got["exclude"] == "self"
+    assert all(not (h["video"] == b and h["scene"] == got["query"]["scene"]) for h in got["hits"])
+    # the same scene of the other copy is the best hit (identical pixels)
+    assert got["hits"][0]["video"] == str(tmp / "a" / "clip.mp4") and got["hits"][0]["scene"] == got["query"]["scene"]
+    itself = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "--exclude", "none")
+    assert (itself["hits"][0]["video"], itself["hits"][0]["scene"]) == (b, got["query"]["scene"])
+    others = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "--exclude", "video", "-k", "10")
+    assert others["hits"] and all(h["video"] != b for h in others["hits"])
+    only_b = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "--video", "*/b/*", "-k", "10")
+    assert only_b["hits"] and all(h["video"] == b for h in only_b["hits"])
+    # a bare name that two videos share is an error naming both, never a silent pick
+    assert main(["search", str(idx), "--query", str(emb), "--at", "clip.mp4:5.0"]) == 2
+    err = capsys.readouterr().err
+    assert "2 videos" in err and "give the path" in err
+
+
+def test_simple_mistakes_are_one_line_errors(two_clips, tmp_path, capsys):
+    tmp, emb = two_clips
+    for args, msg in [
+        (["search", str(tmp / "idx"), "--query", str(emb), "--row", "0", "-k", "0"], "-k must be >= 1"),
+        (["search", str(tmp), "--query", str(emb), "--row", "0"], "not an index folder"),
+        (["search", str(tmp / "nope"), "--query", str(emb), "--row", "0"], "no such index folder"),
+    ]:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err
+    import pyarrow as pa
+
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"video": ["x"], "scene": [0]}), bad)
+    for args in (["index", str(bad), "--out", str(tmp_path / "i")],
+                 ["search", str(tmp / "idx"), "--query", str(bad), "--row", "0"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "no embedding" in err and "m2s embed" in err
+
+
+def test_help_version_and_descriptions(capsys):
+    from movies2scenes import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert "``" not in top and "m2s detect-shots" in top
+    from pipelines.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        assert parser.description, f"{name}: no description"
+        assert "example:" in (parser.epilog or "").lower(), f"{name}: no example"
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path):
+    """Under SLURM/nohup/CI (stderr a file) training prints plain progress lines, not nothing."""
+    code = ("import time\nfrom movies2scenes.progress import progress\n"
+            "bar = progress(total=5, desc='shot encoder', unit='step')\n"
+            "for i in range(5):\n    bar.set_postfix({'loss': f'{3 - i * 0.1:.3f}'}); bar.update(); time.sleep(0.01)\n"
+            "bar.close()\n")
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        r = subprocess.run([sys.executable, "-c", code], stdout=f, stderr=f, cwd=ROOT,
+                           env={**os.environ, "M2S_PROGRESS_INTERVAL": "0"})
+    assert r.returncode == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 5 and "\r" not in log.read_text()
+    assert "shot encoder: 5/5 step (100%)" in lines[-1] and "loss=2.600" in lines[-1] and "step/s" in lines[-1]
+    assert "ETA" in lines[0]
+    with open(log, "w") as f:  # the default interval: a first line and a last one, not one per step
+        subprocess.run([sys.executable, "-c", code], stdout=f, stderr=f, cwd=ROOT,
+                       env={k: v for k, v in os.environ.items() if k != "M2S_PROGRESS_INTERVAL"})
+    assert len(log.read_text().splitlines()) == 2
