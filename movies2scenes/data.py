@@ -89,6 +89,18 @@ def eval_transform(size: int):
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
 
 
+def loader_workers(wanted: int) -> int:
+    """``num_workers`` capped by the CPUs this process may use (torch's DataLoader warns above
+    that, and more processes than cores only contend). Results do not depend on it."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(wanted, cpus))
+
+
 def to_chw(frame: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
 

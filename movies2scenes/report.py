@@ -46,8 +46,13 @@ def adjacency_figure(path: str | Path, a: np.ndarray, starts_a, starts_b, kept: 
     _save(fig, path)
 
 
-def contact_sheet(path: str | Path, rows: list[tuple[np.ndarray, np.ndarray, str]], gap: int = 6) -> None:
-    """``rows``: (frames_a (n, H, W, 3), frames_b (n, H, W, 3), label) — one strip per scene pair."""
+def contact_sheet(path: str | Path, rows: list[tuple[np.ndarray, np.ndarray, str]], gap: int = 6,
+                  width_px: int = 1400) -> None:
+    """``rows``: (frames_a (n, H, W, 3), frames_b (n, H, W, 3), label) — one strip per scene pair,
+    scene a's keyframes, a white bar, scene b's. The sheet is drawn at ``width_px`` pixels (strips
+    scaled to fit, 1 image pixel = 1 screen pixel) so captions stay readable at 100 % zoom."""
+    import cv2
+
     plt = _pyplot()
     if not rows:
         raise ValueError("contact_sheet needs at least one row")
@@ -56,15 +61,22 @@ def contact_sheet(path: str | Path, rows: list[tuple[np.ndarray, np.ndarray, str
         h = max(fa.shape[1], fb.shape[1])
         sep = np.full((h, gap * 3, 3), 255, np.uint8)
         strips.append(np.concatenate([_tile(fa, h, gap), sep, _tile(fb, h, gap)], axis=1))
-    width = max(s.shape[1] for s in strips)
-    fig, axes = plt.subplots(len(rows), 1, figsize=(min(24, width / 40), 1.3 * len(rows) + 0.3),
-                             squeeze=False)
-    for ax, strip, (_, _, label) in zip(axes[:, 0], strips, rows):
-        pad = np.full((strip.shape[0], width - strip.shape[1], 3), 255, np.uint8)
-        ax.imshow(np.concatenate([strip, pad], axis=1))
-        ax.set_title(label, fontsize=8, loc="left")
+    widest = max(s.shape[1] for s in strips)
+    scale = width_px / widest
+    strips = [cv2.resize(s, (max(1, round(s.shape[1] * scale)), max(1, round(s.shape[0] * scale))),
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) for s in strips]
+    dpi, caption_px, margin = 100, 26, 10
+    heights = [s.shape[0] + caption_px for s in strips]
+    fig = plt.figure(figsize=((width_px + 2 * margin) / dpi, (sum(heights) + margin) / dpi), dpi=dpi)
+    total_h, top = sum(heights) + margin, margin / 2
+    for strip, h, (_, _, label) in zip(strips, heights, rows):
+        # axes in figure fractions, placed in pixels: the caption above, then the strip at 1:1
+        ax = fig.add_axes([margin / (width_px + 2 * margin), 1 - (top + h) / total_h,
+                           strip.shape[1] / (width_px + 2 * margin), strip.shape[0] / total_h])
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_title(label, fontsize=11, loc="left", pad=4)
         ax.axis("off")
-    fig.tight_layout()
+        top += h
     _save(fig, path)
 
 
@@ -107,31 +119,63 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def training_curves(path: str | Path, curves: dict[str, list[tuple[int, float]]]) -> None:
-    """One panel per training stage: its logged loss against the optimizer step."""
+PANELS = (
+    ("loss", ("loss",), "loss", "InfoNCE / BCE loss. A MoCo loss can rise while its queue fills with\n"
+     "better keys: read it with the accuracies."),
+    ("contrastive", ("acc1", "acc5"), "accuracy", "Positive ranked 1st / in top 5 of the 1 + K logits\n"
+     "(moco's own monitor). Dashed: chance k / (1 + K)."),
+    ("knn", ("knn_top1",), "top-1", "kNN: which probe movie a later shot/scene comes from\n"
+     "(held-out movies). Dashed: chance (majority movie)."),
+)
+
+
+def training_curves(path: str | Path, stages: dict[str, dict[str, list[tuple[int, float]]]],
+                    chance: dict[str, dict[str, float]] | None = None) -> None:
+    """One row per training stage: its loss, the contrastive accuracy (acc1/acc5) and the kNN
+    monitor, each against the optimizer step, chance levels dashed; a panel a stage did not log
+    is left out. ``stages``: stage → tag → [(step, value)]; ``chance``: stage → tag → level."""
     plt = _pyplot()
-    if not curves:
+    if not stages:
         raise ValueError("no training curves to draw")
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
-    for ax, (name, points) in zip(axes[0], curves.items()):
-        ax.plot([s for s, _ in points], [v for _, v in points], lw=1.2)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
+    chance = chance or {}
+    fig, axes = plt.subplots(len(stages), len(PANELS), figsize=(4.2 * len(PANELS), 3.0 * len(stages) + 0.6),
+                             squeeze=False)
+    for row, (stage, curves) in zip(axes, stages.items()):
+        for ax, (panel, tags, ylabel, note) in zip(row, PANELS):
+            drawn = [t for t in tags if curves.get(t)]
+            if not drawn:
+                ax.axis("off")
+                continue
+            for tag in drawn:
+                pts = curves[tag]
+                line, = ax.plot([p for p, _ in pts], [v for _, v in pts], lw=1.3, label=tag,
+                                marker="o" if len(pts) < 12 else None, ms=3)
+                level = chance.get(stage, {}).get(tag)
+                if level is not None and level == level:
+                    ax.axhline(level, ls="--", lw=1, color=line.get_color(), label=f"{tag} chance {level:.3g}")
+            if panel != "loss":
+                ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{stage}: {panel}", fontsize=10)
+            ax.set_xlabel("step")
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize=7, loc="best")
+            ax.text(0.0, -0.32, note, transform=ax.transAxes, fontsize=7, va="top", color="#444")
     fig.tight_layout()
     _save(fig, path)
 
 
-def logged_losses(log_dir: str | Path) -> list[tuple[int, float]]:
-    """(step, loss) from a stage's TensorBoard logs; a step logged twice (a resumed run) keeps its
-    last value, so interrupted and uninterrupted runs give the same curve."""
+def logged_scalars(log_dir: str | Path, tags=("loss", "acc1", "acc5", "knn_top1")) -> dict[str, list[tuple[int, float]]]:
+    """tag → [(step, value)] from a stage's TensorBoard logs; a step logged twice (a resumed run)
+    keeps its last value, so interrupted and uninterrupted runs give the same curve."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    points: dict[int, float] = {}
+    points: dict[str, dict[int, float]] = {t: {} for t in tags}
     for run in sorted(p for p in Path(log_dir).iterdir() if p.is_dir()):
         acc = EventAccumulator(str(run))
         acc.Reload()
-        if "loss" in acc.Tags().get("scalars", []):
-            for e in sorted(acc.Scalars("loss"), key=lambda e: e.wall_time):
-                points[e.step] = e.value
-    return sorted(points.items())
+        have = acc.Tags().get("scalars", [])
+        for tag in tags:
+            if tag in have:
+                for e in sorted(acc.Scalars(tag), key=lambda e: e.wall_time):
+                    points[tag][e.step] = e.value
+    return {t: sorted(p.items()) for t, p in points.items() if p}

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -51,9 +52,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+def finite_json(data: Any) -> Any:
+    """``data`` with every NaN/inf float replaced by None: JSON has no NaN (``NaN`` in a file is
+    not valid JSON and most readers reject it), so "no value" is written as ``null``."""
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
 def write_json(path: str | Path, data: Any) -> None:
+    """Valid JSON only (non-finite numbers become null, see :func:`finite_json`), written atomically."""
+    text = json.dumps(finite_json(data), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def read_json(path: str | Path) -> Any:

@@ -64,6 +64,27 @@ def read_triples(path: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def why_no_pairs(source: str, catalogue, allowed: set[str], cfg: Config) -> str:
+    """What the catalogue lacks for ``source`` to give pairs (for the error message)."""
+    train = [m for m in catalogue if m.movie_id in allowed]
+    where = f"{cfg.catalogue}"
+    if len(train) < 2:
+        return (f"{where} has {len(train)} movie(s) in the train split (pairs need 2; the split column "
+                "sends the others to val/test/exclude)")
+    with_genres = sum(1 for m in train if m.genres)
+    with_synopsis = sum(1 for m in train if (m.synopsis or "").strip())
+    if source in ("genre", "kg", "genre_synopsis") and with_genres < 2:
+        return f"{where}: {with_genres} of {len(train)} train movies have genres (the genres column is empty)"
+    if source in ("synopsis", "genre_synopsis") and with_synopsis < 2:
+        return f"{where}: {with_synopsis} of {len(train)} train movies have a synopsis (the synopsis column is empty)"
+    if source == "genre":
+        return f"{where}: no two train movies share a genre"
+    if source == "cowatch":
+        return (f"{cfg.watch_logs}: no user watched two train movies within movie_pairs.cowatch_lookahead="
+                f"{cfg.movie_pairs.cowatch_lookahead} of each other (or the log is empty)")
+    return "the metadata gave no similar movies"
+
+
 def run(cfg: Config, force: bool = False) -> int:
     """The stage, holding the lock of run_dir/movie_pairs/ (one writer at a time)."""
     with stage_lock(Path(cfg.run_dir) / "movie_pairs") as lock:
@@ -123,6 +144,12 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
         weights = dict(zip(mp.combined, mp.combined_weights or [1.0] * len(mp.combined)))
         results["combined"] = combine({s: results[s] for s in mp.combined}, weights, mp.per_movie)
 
+    empty = {name: why_no_pairs(name, catalogue, allowed, cfg) for name, pairs in results.items()
+             if len(pairs) == 0 and name != "combined"}
+    if empty:
+        raise CatalogueError([f"movie_pairs.sources: {name} gave 0 movie pairs: {why}" for name, why in empty.items()]
+                             + ["nothing was marked done; give the missing metadata or drop those sources "
+                                "(e.g. movie_pairs.sources=[random] trains on random pairs, the paper's baseline)"])
     genre_sets = {m: set(g) for m, g in genres.items()}
     summary = {"movies": len(catalogue), "train_movies": len(allowed), "excluded_movies": excluded,
                "sources": {}}

@@ -202,8 +202,16 @@ def _summary(args) -> int:
         rec = json.loads(done.read_text())
         counts = ", ".join(f"{k} {v}" for k, v in rec.get("counts", {}).items())
         print(f"  {stage:<22} done in {rec.get('elapsed_s', 0):.1f}s: {counts}")
-        if "heldout_auc" in rec:
+        if isinstance(rec.get("heldout_auc"), (int, float)):
             print(f"  {'':<22} held-out ROC-AUC {rec['heldout_auc']:.3f} (metrics.json)")
+        metrics = run / stage / "metrics.json"
+        if stage in ("shot_encoder", "scene_encoder") and metrics.is_file():
+            m = json.loads(metrics.read_text())
+            knn = (m.get("knn") or {}).get("history") or []
+            if isinstance(m.get("acc1"), (int, float)):
+                print(f"  {'':<22} contrastive acc1 {m['acc1']:.3f} (chance {m.get('acc1_chance', 0):.2g})"
+                      + (f", kNN movie top-1 {knn[0][1]:.3f} → {knn[-1][1]:.3f} (chance {m['knn']['chance']:.3f})"
+                         if len(knn) >= 1 and isinstance(m['knn'].get('chance'), (int, float)) else ""))
         for report in (run / stage / "report" / "index.html", run / stage / "report.html"):
             if report.is_file():
                 print(f"  {'':<22} report: {report}")

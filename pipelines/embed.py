@@ -177,6 +177,16 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
 
     from movies2scenes.retrieval import search as knn
 
+    if row is None:  # the arguments first, then the files
+        if not at or ":" not in at:
+            raise ConfigError("give --row I or --at VIDEO:SECONDS")
+        video, t = at.rsplit(":", 1)
+        try:
+            t = float(t)
+        except ValueError:
+            raise ConfigError(f"--at {at}: {t!r} is not a time in seconds (VIDEO:SECONDS, e.g. a.mp4:754.2)") from None
+        if not math.isfinite(t) or t < 0:
+            raise ConfigError(f"--at {at}: the time must be a finite number of seconds >= 0")
     d = Path(index_dir)
     if not d.is_dir():
         raise ConfigError(f"{d}: no such index folder (make one with `m2s index FILE.parquet --out {d}`)")
@@ -187,15 +197,6 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
     meta = read_json(d / "index.json")
     table = _read_embeddings(query).to_pylist()
     if row is None:
-        if not at or ":" not in at:
-            raise ConfigError("give --row I or --at VIDEO:SECONDS")
-        video, t = at.rsplit(":", 1)
-        try:
-            t = float(t)
-        except ValueError:
-            raise ConfigError(f"--at {at}: {t!r} is not a time in seconds (VIDEO:SECONDS, e.g. a.mp4:754.2)") from None
-        if not math.isfinite(t) or t < 0:
-            raise ConfigError(f"--at {at}: the time must be a finite number of seconds >= 0")
         row = find_scene(table, video, t, query)
     if not 0 <= row < len(table):
         raise ConfigError(f"--row {row}: {query} has {len(table)} rows")

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from movies2scenes.config import Config, config_hash
-from movies2scenes.data import eval_transform, movie_shots
+from movies2scenes.data import eval_transform, loader_workers, movie_shots
 from movies2scenes.features import feature_file
 from movies2scenes.models.vit import load_vit, read_model_config
 from movies2scenes.progress import progress
@@ -113,7 +113,7 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
     size = read_model_config(enc_dir)["vit"]["img_size"]
     fc = cfg.shot_features
     loader = DataLoader(MovieChunks(shots_dir, todo, size, fc.batch_size), batch_size=None,
-                        num_workers=fc.num_workers)
+                        num_workers=loader_workers(fc.num_workers))
     pending: dict[int, list[np.ndarray]] = {}
     bar = progress(total=len(todo), desc=f"features [{slot.rank + 1}/{slot.world}]", unit="movie",
                    position=slot.rank)

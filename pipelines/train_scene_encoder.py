@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.data import ScenePairStream, epoch_scene_pairs, scene_pair_keys, train_transform
+from movies2scenes.data import ScenePairStream, epoch_scene_pairs, loader_workers, scene_pair_keys, train_transform
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.vit import create_scene_vit, read_model_config, save_vit
 from movies2scenes.store import read_json, remove_stale_tmp, write_json
@@ -115,7 +115,7 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
         items = epoch_scene_pairs(shards, epoch, cfg.seed, sc.shuffle_shards, sc.swap_sides)
         stream = ScenePairStream(scene_dir, items, local_batch, rank, world, transform, cfg.seed, epoch,
                                  start, cache_shards=sc.shuffle_shards + 1)
-        return DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
+        return DataLoader(stream, batch_size=local_batch, num_workers=loader_workers(tr.num_workers))
 
     n = int(read_json(scene_dir / "DONE.json").get("shots_per_scene", 0)) or cfg.scene_pairs.shots_per_scene
     monitor = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.data import TripletStream, epoch_triplets, movie_shots, train_transform
+from movies2scenes.data import TripletStream, epoch_triplets, loader_workers, movie_shots, train_transform
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.vit import create_vit, save_vit
 from movies2scenes.store import remove_stale_tmp, write_json
@@ -104,7 +104,7 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
         stream = TripletStream(shots_dir, epoch_triplets(movies, epoch, *args), local_batch, rank, world,
                                transform, ecfg.model.img_size, cfg.seed, epoch, start,
                                cache_movies=ecfg.shuffle_movies + 1)
-        return DataLoader(stream, batch_size=local_batch, num_workers=tr.num_workers)
+        return DataLoader(stream, batch_size=local_batch, num_workers=loader_workers(tr.num_workers))
 
     monitor = None
     if tr.knn_every and accelerator.is_main_process:

@@ -185,3 +185,48 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
         subprocess.run([sys.executable, "-c", code], stdout=f, stderr=f, cwd=ROOT,
                        env={k: v for k, v in os.environ.items() if k != "M2S_PROGRESS_INTERVAL"})
     assert len(log.read_text().splitlines()) == 2
+
+
+def test_metadata_free_catalogue_is_refused_not_done(tmp_path, capsys):
+    """No genres, no synopses: 0 movie pairs used to be 'done' with NaN in summary.json."""
+    rows = [{"movie_id": f"m{i}", "title": f"T{i}", "video": f"/nowhere/{i}.mp4", "split": "train"} for i in range(6)]
+    cat = write_catalogue(tmp_path / "cat.csv", rows)
+    run = tmp_path / "run"
+    args = ["build-movie-pairs", "-c", str(ROOT / "configs" / "demo.yaml"), f"run_dir={run}", f"catalogue={cat}"]
+    assert main([*args, "movie_pairs.sources=[genre,synopsis]", "movie_pairs.combined=[]"]) == 2
+    err = capsys.readouterr().err
+    assert "genre gave 0 movie pairs" in err and "0 of 6 train movies have genres" in err
+    assert "synopsis gave 0 movie pairs" in err and "have a synopsis" in err
+    assert not (run / "movie_pairs" / "DONE.json").exists()
+    assert main([*args, "movie_pairs.sources=[random]", "movie_pairs.combined=[]"]) == 0  # the baseline works
+    summary = (run / "movie_pairs" / "summary.json").read_text()
+    assert "NaN" not in summary and json.loads(summary)["sources"]["random"]["pairs"] > 0
+
+
+def test_json_files_never_hold_nan(tmp_path):
+    from movies2scenes.store import write_json
+
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64("nan")})
+    text = (tmp_path / "x.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {"a": None, "b": [1.0, None], "c": None}
+
+
+def test_report_pictures_are_readable(tmp_path):
+    """Contact sheets are drawn 1:1 at ~1400 px (captions were ~6 px once the browser scaled a
+    2,400 px sheet down); clip counts read as text; curves carry chance levels."""
+    from PIL import Image
+
+    from movies2scenes.report import contact_sheet, training_curves
+    from pipelines.evaluate import clip_counts
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (9, 128, 228, 3), np.uint8)  # 9 shots × 2 scenes ≈ 4,200 px wide
+    contact_sheet(tmp_path / "sheet.png", [(frames, frames, "movie a shots 0–8 | movie b shots 3–11")] * 3)
+    w, h = Image.open(tmp_path / "sheet.png").size
+    assert 1400 <= w <= 1430 and h < 3 * 80  # scaled to fit, not a 4,200 px strip shrunk by the browser
+    assert clip_counts({"train": 40, "val": 8, "test": 16}) == "train 40 · val 8 · test 16"
+    curves = {"shot_encoder": {"loss": [(0, 5.0), (10, 5.5)], "acc1": [(0, 0.1), (10, 0.4)],
+                               "knn_top1": [(0, 0.3), (10, 0.6)]},
+              "movie_encoder": {"loss": [(0, 0.7), (10, 0.5)]}}
+    training_curves(tmp_path / "curves.png", curves, {"shot_encoder": {"acc1": 1 / 4097, "knn_top1": 0.125}})
+    assert Image.open(tmp_path / "curves.png").size[0] > 800

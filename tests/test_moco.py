@@ -120,3 +120,26 @@ def test_two_processes_hold_identical_queues():
                        capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "queues identical on 2 ranks" in r.stdout
+
+
+def test_knn_monitor_tells_a_useful_encoder_from_a_useless_one():
+    """Probe items of 4 'movies' (each a noisy variant of its own pattern): an encoder that sees the
+    pattern scores 1, one that outputs noise scores about chance (0.25)."""
+    import numpy as np
+
+    from movies2scenes.monitor import KnnMonitor
+
+    g = torch.Generator().manual_seed(0)
+    patterns = torch.randn(4, 12, generator=g)
+    labels = np.repeat(np.arange(4), 20)
+    views = patterns[labels] + 0.3 * torch.randn(80, 12, generator=g)
+    is_query = np.tile(np.arange(20) >= 10, 4)
+    monitor = KnnMonitor(views, labels, is_query)
+    assert monitor.usable and monitor.chance == 0.25
+    assert monitor(nn.Identity()) == 1.0
+
+    class Noise(nn.Module):
+        def forward(self, x):
+            return torch.randn(len(x), 12, generator=g)
+
+    assert monitor(Noise()) < 0.6

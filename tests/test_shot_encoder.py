@@ -70,6 +70,11 @@ def test_training_lowers_the_neighbour_loss(shots_run, tmp_path):
     assert after < before - 0.1
     meta = json.loads((out / "config.json").read_text())
     assert meta["architecture"] == "vit_tiny_patch16_224" and meta["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    m = json.loads((out / "metrics.json").read_text())  # what shows learning, beside the loss
+    assert 0 <= m["acc1"] <= m["acc5"] <= 1 and m["acc1_chance"] == 1 / (1 + cfg.shot_encoder.moco.queue_size)
+    knn = m["knn"]
+    assert [s for s, _ in knn["history"]] == [0, 40] and 0 < knn["chance"] < 1 and knn["probe_movies"] >= 2
+    print(f"kNN movie top-1 {knn['history'][0][1]:.3f} → {knn['history'][-1][1]:.3f} (chance {knn['chance']:.3f})")
     assert json.loads((out / "DONE.json").read_text())["counts"]["steps"] == 40
     assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard
     assert train_shot_encoder.run(cfg) == 0  # done: a no-op
