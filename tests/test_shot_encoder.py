@@ -130,6 +130,44 @@ def test_resume_after_kill_reproduces_the_weights(shots_run, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_ctrl_c_prints_one_line_and_keeps_the_checkpoint(shots_run, tmp_path):
+    """SIGINT (Ctrl-C) mid-training: one line, exit 130, no traceback, the checkpoint kept (resuming
+    from it is test_resume_after_kill_reproduces_the_weights)."""
+    import signal
+    import time
+
+    run = _run_dir(shots_run, tmp_path)
+    args = [sys.executable, "-m", "pipelines.cli", "train-shot-encoder", "-c", "configs/demo.yaml",
+            *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=400", "shot_encoder.train.checkpoint_every=4",
+            "shot_encoder.train_split_only=false", f"run_dir={run}"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = run / "shot_encoder" / "checkpoints" / "checkpoint-00000004"
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "interrupted" in err and "rerun the same command to resume" in err
+    assert first.exists() and not (run / "shot_encoder" / "DONE.json").exists()
+    r = subprocess.run(args[:-3] + ["shot_encoder.train.max_steps=12", "shot_encoder.train.checkpoint_every=4",
+                                    "shot_encoder.train_split_only=false", f"run_dir={run}"],
+                       cwd=ROOT, capture_output=True, text=True)
+    # another max_steps is another config: the checkpoint is refused by name, not silently reused
+    assert r.returncode == 2 and "another config" in r.stderr
+
+
+def test_loader_workers_are_capped_by_the_cpus():
+    import os
+
+    from movies2scenes.data import loader_workers
+
+    cpus = len(os.sched_getaffinity(0))
+    assert loader_workers(8 + cpus) == cpus and loader_workers(0) == 0 and loader_workers(1) == 1
+
+
 def test_nan_loss_stops_with_a_clear_message():
     from accelerate import Accelerator
 
