@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from movies2scenes.catalogue import load_catalogue  # noqa: E402
 from movies2scenes.config import ViTConfig  # noqa: E402
 from movies2scenes.data import eval_transform, movie_shots, to_chw  # noqa: E402
 from movies2scenes.features import ShotFeatures  # noqa: E402
-from movies2scenes.models.vit import create_vit  # noqa: E402
+from movies2scenes.models.vit import create_vit, read_model_config  # noqa: E402
 from movies2scenes.store import decode_keyframes, iter_tar  # noqa: E402
 
 
@@ -63,7 +62,7 @@ def main() -> int:
 
     split = {m.movie_id: m.split for m in load_catalogue(world / "catalogue.csv")}
     feats = ShotFeatures(args.run / "shot_features")
-    meta = json.loads((args.run / "shot_encoder" / "config.json").read_text())
+    meta = read_model_config(args.run / "shot_encoder")
     vit = ViTConfig(**meta["vit"])
     torch.manual_seed(0)
     random_init = create_vit(vit).eval()

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from movies2scenes.config import load  # noqa: E402
 from movies2scenes.models.moco import MoCo  # noqa: E402
-from movies2scenes.models.vit import create_scene_vit, create_vit, load_vit  # noqa: E402
+from movies2scenes.models.vit import create_scene_vit, create_vit, load_vit, read_model_config  # noqa: E402
 
 
 def timeit(fn, repeats: int, warmup: int = 2) -> float:
@@ -161,7 +160,7 @@ def bench_extract(run: Path, repeats: int) -> None:
         return
     cfg = load([ROOT / "configs" / "demo.yaml"])
     model = load_vit(run / "shot_encoder")
-    size = json.loads((run / "shot_encoder" / "config.json").read_text())["vit"]["img_size"]
+    size = read_model_config(run / "shot_encoder")["vit"]["img_size"]
     shards = movie_shots(run / "shots")
     todo = sorted((int(s.split("-")[1].split(".")[0]), s) for s in shards)
     n = sum(len(v) for v in shards.values())

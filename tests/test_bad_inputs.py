@@ -22,6 +22,10 @@ still processed) are tested next to each stage:
 | evaluate | bad kind / split / label, unknown movie, shots out of range | every bad row as ``file:line: reason`` | test_evaluate.py::test_every_bad_row_is_reported_with_file_and_line |
 | evaluate | evaluation movie in the pretraining split | refused (leakage guard) unless overridden | test_evaluate.py |
 | embed | unreadable video among good ones | counted as failed with its reason, others embedded | test_scene_encoder.py (embed on bikes.mp4) |
+| embed | truncated file (fewer frames than declared), override among videos, empty folder | failure row (detect-shots' rule) / taken as an override / error | test_first_contact.py |
+| search / index | ambiguous bare file name, folder without an index, parquet without embeddings | error naming the candidates / what to run | test_first_contact.py |
+| build-movie-pairs | catalogue without genres or synopses | exit 2 naming what is missing, nothing marked done | test_first_contact.py::test_metadata_free_catalogue_is_refused_not_done |
+| training | Ctrl-C | one line, exit 130, last checkpoint kept | test_shot_encoder.py::test_ctrl_c_prints_one_line_and_keeps_the_checkpoint |
 
 The adversarial cases of issue 12 (FIFOs, playlists, rotated video, non-finite numbers, non-UTF-8
 and BOM files, hostile model configs, VFR times, ...) follow below; kills, full disks, concurrent

@@ -114,3 +114,24 @@ def test_edited_timm_config_is_refused(exported, tmp_path):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFileError, match="disagree with the vit section"):
         load_scene_encoder(bad)
+
+
+def test_folders_of_the_older_one_file_format_still_load(tmp_path):
+    """Exports written before the timm-native split kept everything in config.json."""
+    from safetensors.torch import save_file
+
+    from movies2scenes import load_scene_encoder
+    from movies2scenes.models.vit import create_scene_vit, vit_kwargs
+
+    torch.manual_seed(0)
+    model = create_scene_vit(TINY)
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file({k: v.contiguous() for k, v in model.vit.state_dict().items()}, str(old / "model.safetensors"))
+    (old / "config.json").write_text(json.dumps({
+        "architecture": TINY.arch, "timm_kwargs": vit_kwargs(TINY), "vit": TINY.__dict__, "num_features": 48,
+        "input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+        "shots_per_scene": 4, "frames_per_shot": 1}))
+    x = torch.randn(1, 4, 1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_scene_encoder(old)(x), model.eval()(x))
