@@ -18,6 +18,7 @@ The scene encoder (any number of shots n and frames per shot k) loads with
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -59,16 +60,23 @@ def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dic
     return settings
 
 
+# the card's numbers that are quality metrics (not counts, steps or losses), by their last key
+METRIC_KEYS = {"auc", "accuracy", "top1", "ap", "map", "micro_f1", "macro_f1", "mse", "acc1", "acc5"}
+
+
 def _front_matter(settings: dict, card: dict) -> list[str]:
-    """Hub model-card front matter (YAML). Metrics are the scalar numbers found in the card."""
+    """Hub model-card front matter (YAML). Metrics: the card's finite quality numbers (METRIC_KEYS,
+    and retrieval precision_at_k), never counts, losses or NaN."""
     metrics = []
 
     def walk(prefix: str, data) -> None:
         if isinstance(data, dict):
             for k, v in sorted(data.items()):
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(data, (int, float)) and not isinstance(data, bool) and data == data:
-            metrics.append((prefix, data))
+        elif isinstance(data, (int, float)) and not isinstance(data, bool) and math.isfinite(data):
+            parts = prefix.split(".")
+            if parts[-1] in METRIC_KEYS or (len(parts) > 1 and parts[-2] == "precision_at_k"):
+                metrics.append((prefix, data))
 
     walk("", card.get("metrics", {}))
     lines = ["---", f"license: {card.get('license', 'other')}", "library_name: timm", "pipeline_tag: image-feature-extraction",

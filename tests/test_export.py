@@ -98,6 +98,7 @@ def test_model_card_front_matter(exported):
     metrics = front["model-index"][0]["results"][0]["metrics"]
     assert {"name": "eval.place.top1", "type": "top1", "value": 0.75} in metrics
     assert all(m["value"] == m["value"] for m in metrics)  # NaN never written
+    assert [m["name"] for m in metrics] == ["eval.place.top1"]  # counts are not metrics
     assert "local-dir:PATH" in text and "resolve_model_data_config" in text
 
 
