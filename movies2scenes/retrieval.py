@@ -20,7 +20,7 @@ import torch
 from .config import ShotsConfig
 from .data import eval_transform, to_chw
 from .shots import check_decoded, detect_shots, make_detector
-from .video import frame_times, iter_frames, probe, scaled_size
+from .video import FrameReader, probe, scaled_size
 
 
 @dataclass
@@ -54,7 +54,8 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
     work = scaled_size(info.width, info.height, shots.work_size or shots.keyframe_size)
     kf = scaled_size(info.width, info.height, max(size, shots.keyframe_size))
     detector = make_detector(shots.detector, shots.threshold, shots.min_shot_frames)
-    frames = iter_frames(path, work, shots.decode_threads)
+    reader = FrameReader(path, work, shots.decode_threads, shots.decoder)
+    frames = iter(reader)
     tf = eval_transform(size)
     found = list(detect_shots(frames, info.fps, detector, shots.keyframes, kf, shots.max_buffer_frames,
                               max(64, 4 * shots.min_shot_frames)))
@@ -70,7 +71,7 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
             x = torch.stack([torch.stack(views[s:e]) for s, e in part]).to(device)
             out.append((part, encoder(x).float().cpu().numpy()))
     emb_of = {span: e for part, embs in out for span, e in zip(part, embs)}
-    times = frame_times(path) if found else np.zeros(1)  # presentation times: exact on variable frame rate
+    times = reader.times if found and reader.times is not None else np.zeros(1)  # presentation times (VFR-exact)
     if found and len(times) != found[-1].end + 1:  # the index and the decode disagree: fall back to fps
         times = np.arange(found[-1].end + 1) / info.fps
     for s, e in spans:

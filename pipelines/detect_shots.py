@@ -34,7 +34,7 @@ from movies2scenes.store import (
     write_parquet,
     write_shards,
 )
-from movies2scenes.video import VideoError, iter_frames, probe, scaled_size
+from movies2scenes.video import FrameReader, VideoError, probe, scaled_size
 
 from ._stage import Slot, is_done, process_slot, stage_lock, write_done
 
@@ -69,7 +69,8 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
         work_size = scaled_size(info.width, info.height, work)
         kf_size = scaled_size(info.width, info.height, cfg.keyframe_size)
         detector = make_detector(cfg.detector, cfg.threshold, cfg.min_shot_frames)
-        frames = iter_frames(movie.video, work_size, cfg.decode_threads)
+        reader = FrameReader(movie.video, work_size, cfg.decode_threads, cfg.decoder)
+        frames = iter(reader)
         shots_out: list[dict] = []
         key_base = safe_name(movie.movie_id)
 
@@ -95,6 +96,11 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
             write_shards(tmp_shard, samples())
             total = shots_out[-1]["end_frame"] if shots_out else 0
             check_decoded(total, info, cfg)
+            times = reader.times if reader.times is not None and len(reader.times) == total + 1 \
+                else np.arange(total + 1) / info.fps  # presentation times (exact on variable frame rate)
+            for s in shots_out:
+                s["start_time"] = round(float(times[s["start_frame"]]), 6)
+                s["end_time"] = round(float(times[s["end_frame"]]), 6)
             try:
                 tmp_shard.replace(shard_path)
             except OSError as e:
@@ -104,8 +110,10 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
         record.update(
             status="ok", fps=info.fps, width=info.width, height=info.height, codec=info.codec,
             num_frames=total, keyframe_width=kf_size[0], keyframe_height=kf_size[1],
-            shard=shard_path.name, shots=shots_out,
+            shard=shard_path.name, shots=shots_out, decoder=reader.decoder,
         )
+        if reader.note:
+            record["decoder_note"] = reader.note
     except OutputError:
         raise  # our own write failed (disk full, permissions): not the movie's fault — stop the stage
     except VideoError as e:
@@ -209,8 +217,8 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
               "pending in other shards — the last process to finish merges the index")
         return 0
 
-    cols = {k: [] for k in ("movie_id", "movie_index", "shot", "start_frame", "end_frame", "fps",
-                            "keyframe_frames", "shard", "key")}
+    cols = {k: [] for k in ("movie_id", "movie_index", "shot", "start_frame", "end_frame", "start_time",
+                            "end_time", "fps", "keyframe_frames", "shard", "key")}
     failures = []
     for rec in records:
         if rec["status"] != "ok":
@@ -223,14 +231,16 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
             cols["shot"].append(s["shot"])
             cols["start_frame"].append(s["start_frame"])
             cols["end_frame"].append(s["end_frame"])
+            cols["start_time"].append(s.get("start_time", s["start_frame"] / s["fps"]))
+            cols["end_time"].append(s.get("end_time", s["end_frame"] / s["fps"]))
             cols["fps"].append(s["fps"])
             cols["keyframe_frames"].append(s["keyframe_frames"])
             cols["shard"].append(rec["shard"])
             cols["key"].append(f"{key_base}_{s['shot']:06d}")
     schema = pa.schema([
         ("movie_id", pa.string()), ("movie_index", pa.int32()), ("shot", pa.int32()),
-        ("start_frame", pa.int64()), ("end_frame", pa.int64()), ("fps", pa.float64()),
-        ("keyframe_frames", pa.list_(pa.int64())), ("shard", pa.string()), ("key", pa.string()),
+        ("start_frame", pa.int64()), ("end_frame", pa.int64()), ("start_time", pa.float64()),
+        ("end_time", pa.float64()), ("fps", pa.float64()), ("keyframe_frames", pa.list_(pa.int64())), ("shard", pa.string()), ("key", pa.string()),
     ])
     write_parquet(out_dir / "index.parquet", pa.table(cols, schema=schema))
     with atomic_path(out_dir / "failures.jsonl") as tmp:

