@@ -57,6 +57,7 @@ class Shot:
     end: int  # one past the last frame
     keyframe_frames: list[int]  # frame indices of the keyframes
     keyframes: np.ndarray  # (k, h, w, 3) uint8 RGB
+    transition_in: tuple[int, int] | None = None  # [first, last] frame of the gradual transition into this shot
 
     @property
     def num_frames(self) -> int:
@@ -99,6 +100,47 @@ class _Buffer:
         return head
 
 
+SIGNAL_SIZE = (32, 18)  # frames are compared at this size for transition spans
+DARK = 16.0  # mean luma (0-255) under which a frame is black (a fade's middle)
+
+
+def transition_span(diff: dict[int, float], luma: dict[int, float], cut: int, lo: int, hi: int,
+                    max_len: int, small: dict[int, np.ndarray] | None = None) -> tuple[int, int]:
+    """[first, last] frames around a detected cut that belong to a gradual transition: frames
+    whose change from the previous frame is well above the typical change inside their own shot, or
+    that are black (a fade), contiguous with the cut, at most ``max_len`` on each side, within
+    [lo, hi). A hard cut gives (cut, cut). ``diff[j]``: mean |frame j − frame j−1| at
+    :data:`SIGNAL_SIZE`; ``luma[j]``: mean luma of frame j."""
+    def threshold(frames: range) -> float:
+        """3 × the typical change inside that side's own shot: its motion is not a transition."""
+        values = [diff[j] for j in frames if j in diff]
+        return max(2.0, 3.0 * float(np.median(values))) if values else 2.0
+
+    low_before, low_after = threshold(range(lo + 1, cut - 2)), threshold(range(cut + 3, hi))
+
+    def busy(j: int, low: float) -> bool:
+        return diff.get(j, 0.0) >= low or luma.get(j, 255.0) < DARK
+
+    first = cut
+    while first - 1 >= lo and cut - (first - 1) <= max_len and busy(first - 1, low_before):
+        first -= 1
+    last = cut
+    while last + 1 < hi and last + 1 - cut <= max_len and busy(last + 1, low_after):
+        last += 1
+    if last > cut:  # diff[last] is the change *into* frame last: the first clean frame of the new shot
+        last -= 1 if luma.get(last, 255.0) >= DARK else 0
+    last = max(last, cut)
+    if small is not None and last - first >= 2 and not any(luma.get(j, 255.0) < DARK for j in range(first, last + 1)):
+        # not a fade: a dissolve's middle frame is the mean of the frames around it; fast motion is not
+        pre, mid, post = small.get(first - 1), small.get((first + last) // 2), small.get(last + 1)
+        if pre is None or mid is None or post is None:
+            return cut, cut
+        apart = float(np.abs(pre - post).mean())
+        if apart < 8.0 or float(np.abs(mid - (pre + post) / 2).mean()) > 0.5 * apart:
+            return cut, cut
+    return first, last
+
+
 def _choose(frames: list[tuple[int, np.ndarray]], start: int, end: int, k: int):
     idx = np.array([f for f, _ in frames])
     chosen = []
@@ -128,23 +170,58 @@ def detect_shots(
 
     buffer = _Buffer(max_buffer, lookahead)
     shot_start, index, n_shots = 0, 0, 0
+    diff: dict[int, float] = {}
+    luma: dict[int, float] = {}
+    max_len = max(4, int(round(2 * fps)))  # a transition lasts at most 2 s on each side of its cut
+    prev_small = None
+    smalls: dict[int, np.ndarray] = {}  # signal-size frames near cuts (the dissolve test)
+    pending: tuple[int, int] | None = None  # (cut, first frame of its transition) into the current shot
 
     def resize(img: np.ndarray) -> np.ndarray:
         if keyframe_size is None or (img.shape[1], img.shape[0]) == tuple(keyframe_size):
             return img
         return cv2.resize(img, tuple(keyframe_size), interpolation=cv2.INTER_AREA)
 
-    def close(cut: int) -> Shot:
-        nonlocal shot_start, n_shots
-        kf_index, kf = _choose(buffer.split(cut), shot_start, cut, keyframes)
-        shot = Shot(n_shots, shot_start, cut, kf_index, kf)
+    def close(cut: int, last_frame: bool = False) -> Shot:
+        """The shot [shot_start, cut): its incoming transition (now that its frames are seen), the
+        outgoing one's first frame, and keyframes from the frames outside both."""
+        nonlocal shot_start, n_shots, pending
+        span_in = None
+        if pending is not None:
+            c, first = pending
+            _, last = transition_span(diff, luma, c, shot_start, cut, max_len, smalls)
+            if last > first:
+                span_in = (first, last)
+        out_first = cut
+        if not last_frame:
+            out_first, _ = transition_span(diff, luma, cut, span_in[1] + 1 if span_in else shot_start, cut + 1,
+                                           max_len, smalls)
+        usable = (span_in[1] + 1 if span_in else shot_start, out_first)
+        if usable[1] - usable[0] < 1:  # the shot is all transition: keep its own middle
+            usable = (shot_start, cut)
+        kf_index, kf = _choose(buffer.split(cut), *usable, keyframes)
+        shot = Shot(n_shots, shot_start, cut, kf_index, kf, span_in)
         shot_start, n_shots = cut, n_shots + 1
+        pending = None if last_frame else (cut, out_first)
+        for j in [j for j in diff if j < cut - max_len - 2]:  # bounded memory: only near the current shot
+            del diff[j]
+            luma.pop(j, None)
+        for j in [j for j in smalls if j < cut - max_len - 2 or (cut + max_len + 2 < j < index - lookahead - 2 * max_len - 4)]:
+            del smalls[j]
         return shot
 
     total = 0
     for index, rgb in enumerate(frames):
         total = index + 1
         buffer.add(index, resize(rgb))
+        small = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), SIGNAL_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+        diff[index] = float(np.abs(small - prev_small).mean()) if prev_small is not None else 0.0
+        luma[index] = float(small.mean())
+        prev_small = small
+        smalls[index] = small
+        old = index - lookahead - 2 * max_len - 4  # keep the recent frames and those after the pending cut
+        if old in smalls and not (pending and pending[0] - max_len - 2 <= old <= pending[0] + max_len + 2):
+            del smalls[old]
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
         for cut in detector.process_frame(FrameTimecode(index, fps), bgr):
             if shot_start < int(cut.frame_num) <= index:
@@ -154,7 +231,7 @@ def detect_shots(
     for cut in detector.post_process(FrameTimecode(total, fps)):
         if shot_start < int(cut.frame_num) < total:
             yield close(int(cut.frame_num))
-    yield close(total)
+    yield close(total, last_frame=True)
 
 
 def check_decoded(total: int, info, cfg) -> None:
