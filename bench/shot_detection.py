@@ -60,18 +60,23 @@ def score(found_starts: list[int], keyframes: list[int], truth: dict) -> dict:
             "flash_false_cuts": flash_fp, "keyframes_in_transitions": in_transition}
 
 
-def run_one(path: str, detector: str, threshold, min_shot_frames: int) -> tuple[dict, float]:
+def run_one(path: str, detector: str, threshold, min_shot_frames: int, gradual: bool) -> tuple[dict, float]:
     info = probe(path)
     size = scaled_size(info.width, info.height, 128)
     t = time.perf_counter()
     reader = FrameReader(path, size)
     shots = list(detect_shots(iter(reader), info.fps, make_detector(detector, threshold, min_shot_frames), 1, size,
-                              512, max(64, 4 * min_shot_frames)))
+                              512, max(64, 4 * min_shot_frames), gradual))
     dt = time.perf_counter() - t
     frames = shots[-1].end if shots else 0
     keyframes = [k for s in shots for k in s.keyframe_frames]
     return {"starts": [s.start for s in shots], "keyframes": keyframes, "frames": frames,
             "decoder": reader.decoder}, frames / dt
+
+
+def combos(detectors: list[str]):
+    """(detector, threshold, gradual) in table order: each threshold without and with our dissolve pass."""
+    return [(d, t, g) for d in detectors for t in SETTINGS[d] for g in (False, True)]
 
 
 def main() -> None:
@@ -88,26 +93,24 @@ def main() -> None:
     rows = []
     print("| detector | threshold | file | decoder | hard-cut P | R | F1 | gradual found | flash false cuts | keyframes in transitions | f/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for det in args.detectors:
-        for th in SETTINGS[det]:
+    for det, th, gradual in combos(args.detectors):
             for name, path in fx["files"].items():
-                res, fps = run_one(path, det, th, args.min_shot_frames)
+                res, fps = run_one(path, det, th, args.min_shot_frames, gradual)
                 if res["frames"] != truth["frames"]:
                     print(f"<!-- {name}: {res['frames']} frames decoded, truth has {truth['frames']} -->")
                 s = score(res["starts"], res["keyframes"], truth)
-                rows.append({"detector": det, "threshold": th, "file": name, **s, "fps": fps,
+                rows.append({"detector": det, "threshold": th, "gradual_pass": gradual, "file": name, **s, "fps": fps,
                              "decoder": res["decoder"]})
-                print(f"| {det} | {th if th is not None else 'default'} | {name} | {res['decoder']} | {s['precision']:.3f} | "
+                print(f"| {det}{' +gradual' if gradual else ''} | {th if th is not None else 'default'} | {name} | {res['decoder']} | {s['precision']:.3f} | "
                       f"{s['recall']:.3f} | {s['f1']:.3f} | {s['gradual_found']}/{s['gradual']} | "
                       f"{s['flash_false_cuts']} | {s['keyframes_in_transitions']} | {fps:.0f} |")
     print("\n| detector | threshold | hard-cut F1 (all files) | gradual found | flash false cuts | keyframes in transitions |")
     print("|---|---|---|---|---|---|")
-    for det in args.detectors:
-        for th in SETTINGS[det]:
-            sel = [r for r in rows if r["detector"] == det and r["threshold"] == th]
+    for det, th, gradual in combos(args.detectors):
+            sel = [r for r in rows if r["detector"] == det and r["threshold"] == th and r["gradual_pass"] == gradual]
             tp, fp, n = (sum(r[k] for r in sel) for k in ("tp", "fp", "cuts"))
             p, r = tp / max(1, tp + fp), tp / max(1, n)
-            print(f"| {det} | {th if th is not None else 'default'} | {2 * p * r / max(1e-9, p + r):.3f} | "
+            print(f"| {det}{' +gradual' if gradual else ''} | {th if th is not None else 'default'} | {2 * p * r / max(1e-9, p + r):.3f} | "
                   f"{sum(x['gradual_found'] for x in sel)}/{sum(x['gradual'] for x in sel)} | "
                   f"{sum(x['flash_false_cuts'] for x in sel)} | {sum(x['keyframes_in_transitions'] for x in sel)} |")
     if args.json:

@@ -41,6 +41,7 @@ class ShotsConfig:
     max_buffer_frames: int = 512  # frames of the current shot held in memory (see shots.py)
     decode_threads: int = 0  # decoder threads per process (0 = ffmpeg picks, usually best)
     decoder: Literal["auto", "decord", "pyav"] = "auto"  # auto: PyAV where decord is wrong (video.py)
+    gradual: bool = True  # also cut inside dissolves the detector misses (shots.detect_shots)
 
 
 @dataclass

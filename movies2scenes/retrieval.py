@@ -58,7 +58,7 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
     frames = iter(reader)
     tf = eval_transform(size)
     found = list(detect_shots(frames, info.fps, detector, shots.keyframes, kf, shots.max_buffer_frames,
-                              max(64, 4 * shots.min_shot_frames)))
+                              max(64, 4 * shots.min_shot_frames), shots.gradual))
     check_decoded(found[-1].end if found else 0, info, shots)  # detect-shots' rules: no truncated files
     views = [torch.stack([tf(to_chw(f)) for f in s.keyframes]) for s in found]  # each (k, 3, S, S)
     windows, out = [], []

@@ -158,13 +158,16 @@ def detect_shots(
     keyframe_size: tuple[int, int] | None = None,
     max_buffer: int = 512,
     lookahead: int = 64,
+    gradual: bool = False,
 ) -> Iterator[Shot]:
     """Yield the shots of a sequence of RGB frames, each with its keyframes, in one pass.
 
     ``keyframe_size`` = (w, h) resizes keyframes (area interpolation) when it differs from the
     frame size. ``lookahead`` bounds how late a detector may report a cut (frames); memory is at
     most ``max_buffer + lookahead`` keyframe-sized frames. The number of frames seen is the last
-    shot's ``end``.
+    shot's ``end``. ``gradual``: also cut inside dissolves the detector missed — a run of 3 or more
+    frames whose change is well above the shot's typical change and whose middle frame is the mean
+    of the frames around the run (twin comparison with a blend test; camera motion fails the test).
     """
     from scenedetect.common import FrameTimecode
 
@@ -176,6 +179,23 @@ def detect_shots(
     prev_small = None
     smalls: dict[int, np.ndarray] = {}  # signal-size frames near cuts (the dissolve test)
     pending: tuple[int, int] | None = None  # (cut, first frame of its transition) into the current shot
+    run_start: int | None = None  # first frame of the current run of elevated change (gradual)
+    last_gradual: int | None = None
+    calm: collections.deque[float] = collections.deque(maxlen=max(8, int(round(fps))))
+
+    def dissolve_cut(start: int, end: int) -> int | None:
+        """The middle of [start, end) if those frames are a dissolve (see ``gradual``)."""
+        if not 3 <= end - start <= 2 * max_len or end - start > lookahead // 2:
+            return None
+        if any(luma.get(j, 255.0) < DARK for j in range(start - 1, end + 1)):
+            return None  # a fade's ramp (a blend with black): the detector and the span handle fades
+        pre, mid, post = smalls.get(start - 1), smalls.get((start + end - 1) // 2), smalls.get(end)
+        if pre is None or mid is None or post is None:
+            return None
+        apart = float(np.abs(pre - post).mean())
+        if apart < 8.0 or float(np.abs(mid - (pre + post) / 2).mean()) > 0.35 * apart:
+            return None
+        return (start + end) // 2
 
     def resize(img: np.ndarray) -> np.ndarray:
         if keyframe_size is None or (img.shape[1], img.shape[0]) == tuple(keyframe_size):
@@ -219,13 +239,33 @@ def detect_shots(
         luma[index] = float(small.mean())
         prev_small = small
         smalls[index] = small
+        cuts_now = []
+        if gradual and index > 0:
+            low = max(2.0, 3.0 * float(np.median(calm))) if calm else 2.0
+            if diff[index] >= low and diff[index] < 30.0:  # elevated, not a hard cut's spike
+                run_start = index if run_start is None else run_start
+            else:
+                if run_start is not None:
+                    c = dissolve_cut(run_start, index)
+                    if c is not None and c - shot_start >= 2:
+                        cuts_now.append(c)
+                    run_start = None
+                if diff[index] < low:
+                    calm.append(diff[index])
         old = index - lookahead - 2 * max_len - 4  # keep the recent frames and those after the pending cut
         if old in smalls and not (pending and pending[0] - max_len - 2 <= old <= pending[0] + max_len + 2):
             del smalls[old]
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
-        for cut in detector.process_frame(FrameTimecode(index, fps), bgr):
-            if shot_start < int(cut.frame_num) <= index:
-                yield close(int(cut.frame_num))
+        found = [int(cut.frame_num) for cut in detector.process_frame(FrameTimecode(index, fps), bgr)]
+        for cut in sorted(set(found + cuts_now)):
+            if cut in cuts_now and any(abs(cut - f) <= 3 for f in found):
+                continue  # the detector has it already
+            if cut not in cuts_now and last_gradual is not None and 0 <= cut - last_gradual <= 3:
+                continue  # the detector's late report of the dissolve we cut already
+            if shot_start < cut <= index:
+                if cut in cuts_now:
+                    last_gradual = cut
+                yield close(cut)
     if total == 0:
         return
     for cut in detector.post_process(FrameTimecode(total, fps)):

@@ -77,7 +77,7 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
         def samples():
             lookahead = max(64, 4 * cfg.min_shot_frames)  # > any detector's reporting delay
             for shot in detect_shots(frames, info.fps, detector, cfg.keyframes, kf_size,
-                                     cfg.max_buffer_frames, lookahead):
+                                     cfg.max_buffer_frames, lookahead, cfg.gradual):
                 meta = {
                     "movie_id": movie.movie_id,
                     "shot": shot.index,
@@ -85,6 +85,7 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
                     "end_frame": shot.end,
                     "fps": info.fps,
                     "keyframe_frames": shot.keyframe_frames,
+                    "transition_in": list(shot.transition_in) if shot.transition_in else None,
                 }
                 shots_out.append(meta)
                 yield {"__key__": f"{key_base}_{shot.index:06d}", "json": meta,
@@ -218,7 +219,8 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
         return 0
 
     cols = {k: [] for k in ("movie_id", "movie_index", "shot", "start_frame", "end_frame", "start_time",
-                            "end_time", "fps", "keyframe_frames", "shard", "key")}
+                            "end_time", "fps", "keyframe_frames", "transition_start", "transition_end",
+                            "shard", "key")}
     failures = []
     for rec in records:
         if rec["status"] != "ok":
@@ -235,12 +237,16 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
             cols["end_time"].append(s.get("end_time", s["end_frame"] / s["fps"]))
             cols["fps"].append(s["fps"])
             cols["keyframe_frames"].append(s["keyframe_frames"])
+            span = s.get("transition_in") or [-1, -1]
+            cols["transition_start"].append(span[0])
+            cols["transition_end"].append(span[1])
             cols["shard"].append(rec["shard"])
             cols["key"].append(f"{key_base}_{s['shot']:06d}")
     schema = pa.schema([
         ("movie_id", pa.string()), ("movie_index", pa.int32()), ("shot", pa.int32()),
         ("start_frame", pa.int64()), ("end_frame", pa.int64()), ("start_time", pa.float64()),
-        ("end_time", pa.float64()), ("fps", pa.float64()), ("keyframe_frames", pa.list_(pa.int64())), ("shard", pa.string()), ("key", pa.string()),
+        ("end_time", pa.float64()), ("fps", pa.float64()), ("keyframe_frames", pa.list_(pa.int64())),
+        ("transition_start", pa.int64()), ("transition_end", pa.int64()), ("shard", pa.string()), ("key", pa.string()),
     ])
     write_parquet(out_dir / "index.parquet", pa.table(cols, schema=schema))
     with atomic_path(out_dir / "failures.jsonl") as tmp:

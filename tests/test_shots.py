@@ -212,3 +212,59 @@ def test_every_container_gives_the_sequential_decode(ext, codec, city, tmp_path)
         assert choose_decoder(path, size)[0] in ("decord", "pyav")
         if reader.decoder == "decord":
             assert decord_diff < 3
+
+
+# ----------------------------------------------------------------------------------------------
+# real edits: the footage trailer (tests/footage.py) — hard cuts, dissolves, fades, a flash, 4–12
+# frame shots, in several containers and one variable-frame-rate file
+
+
+@pytest.fixture(scope="module")
+def trailer():
+    import footage
+
+    return footage.build()
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "mpeg2.ts", "vfr.mkv"])
+def test_trailer_cuts_transitions_and_keyframes(trailer, name):
+    """The default detector with the dissolve pass: every hard cut within 2 frames (the flash is its
+    one false cut), most gradual transitions, and no keyframe inside a true transition."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from shot_detection import score
+
+    from movies2scenes.video import FrameReader
+
+    path, truth = trailer["files"][name], trailer["truth"]
+    info = probe(path)
+    size = scaled_size(info.width, info.height, 128)
+    shots = list(detect_shots(iter(FrameReader(path, size)), info.fps, make_detector("content", None, 4), 1, size,
+                              512, 64, gradual=True))
+    assert shots[-1].end == truth["frames"]
+    s = score([x.start for x in shots], [k for x in shots for k in x.keyframe_frames], truth)
+    assert s["recall"] >= 8 / 9 and s["fp"] <= 1 + s["flash_false_cuts"], s
+    assert s["gradual_found"] >= 3, s
+    assert s["keyframes_in_transitions"] == 0, s
+    spans = [x.transition_in for x in shots if x.transition_in]
+    for a, b in ([216, 235], [477, 482]):  # the two fades: their spans are found within 2 frames
+        assert any(abs(a - x) <= 2 and abs(b - y) <= 2 for x, y in spans), (a, b, spans)
+
+
+def test_variable_frame_rate_timecodes_are_exact(trailer, tmp_path):
+    """vfr.mkv: frame durations 30–50 ms; the shots' start times are the frames' own timestamps."""
+    import av
+
+    from movies2scenes.video import FrameReader
+
+    path = trailer["files"]["vfr.mkv"]
+    with av.open(path) as c:
+        pts = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    reader = FrameReader(path, (64, 36))
+    n = sum(1 for _ in reader)
+    assert n == len(pts) == trailer["truth"]["frames"]
+    expected = np.asarray(pts) - pts[0]
+    assert np.abs(reader.times[:-1] - expected).max() < 0.001  # exact to the millisecond
+    assert np.ptp(np.diff(expected)) > 0.015  # it is variable: index / fps would drift
