@@ -102,6 +102,7 @@ class _Buffer:
 
 SIGNAL_SIZE = (32, 18)  # frames are compared at this size for transition spans
 DARK = 16.0  # mean luma (0-255) under which a frame is black (a fade's middle)
+FLASH_MAX = 8  # frames: a "cut" followed within this many frames by the pre-cut picture is a flash
 
 
 def transition_span(diff: dict[int, float], luma: dict[int, float], cut: int, lo: int, hi: int,
@@ -181,6 +182,51 @@ def detect_shots(
     pending: tuple[int, int] | None = None  # (cut, first frame of its transition) into the current shot
     run_start: int | None = None  # first frame of the current run of elevated change (gradual)
     last_gradual: int | None = None
+    held: list[int] = []  # the detector's cuts, held flash_max frames for the flash test
+    waiting: list[int] = []  # our dissolve cuts, waiting for earlier held cuts
+    flash_max = max(1, min(FLASH_MAX, lookahead // 4))
+    flash_until = -1
+
+    def flash_length(c: int) -> int:
+        """L > 0 when frames [c, c + L) are a flash inside one shot: brighter than the frames on
+        both sides, which look alike (a camera flash, lightning, a muzzle flash); 0 otherwise."""
+        pre, first = smalls.get(c - 1), smalls.get(c)
+        if pre is None or first is None:
+            return 0
+        jump = float(np.abs(pre - first).mean())
+        for length in range(1, flash_max + 1):
+            post = smalls.get(c + length)
+            if post is None:
+                return 0
+            bright = min(luma.get(j, 0.0) for j in range(c, c + length))
+            if bright > max(luma.get(c - 1, 255.0), luma.get(c + length, 255.0)) + 20.0 \
+                    and float(np.abs(pre - post).mean()) < min(12.0, 0.4 * jump):
+                return length
+        return 0
+
+    def release(index: int, ready: list[int], gradual_cuts: list[int], final: bool = False):
+        """Yield the shots closed by the detector's cuts that passed the flash test and by our
+        dissolve cuts, in frame order."""
+        nonlocal held, flash_until, last_gradual
+        held = [c for c in held if c not in ready]
+        kept = []
+        for c in sorted(set(ready)):
+            if c <= flash_until:
+                continue  # the end of a flash already dropped
+            length = flash_length(c)
+            if length:
+                flash_until = c + length
+                continue
+            kept.append(c)
+        for cut in sorted(set(kept + gradual_cuts)):
+            if cut in gradual_cuts and any(abs(cut - f) <= 3 for f in kept + held):
+                continue  # the detector has it already
+            if cut not in gradual_cuts and last_gradual is not None and 0 <= cut - last_gradual <= 3:
+                continue  # the detector's late report of the dissolve we cut already
+            if shot_start < cut <= index and (cut < index + 1 or final) and cut < total:
+                if cut in gradual_cuts:
+                    last_gradual = cut
+                yield close(cut)
     calm: collections.deque[float] = collections.deque(maxlen=max(8, int(round(fps))))
 
     def dissolve_cut(start: int, end: int) -> int | None:
@@ -256,21 +302,17 @@ def detect_shots(
         if old in smalls and not (pending and pending[0] - max_len - 2 <= old <= pending[0] + max_len + 2):
             del smalls[old]
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
-        found = [int(cut.frame_num) for cut in detector.process_frame(FrameTimecode(index, fps), bgr)]
-        for cut in sorted(set(found + cuts_now)):
-            if cut in cuts_now and any(abs(cut - f) <= 3 for f in found):
-                continue  # the detector has it already
-            if cut not in cuts_now and last_gradual is not None and 0 <= cut - last_gradual <= 3:
-                continue  # the detector's late report of the dissolve we cut already
-            if shot_start < cut <= index:
-                if cut in cuts_now:
-                    last_gradual = cut
-                yield close(cut)
+        held += [int(cut.frame_num) for cut in detector.process_frame(FrameTimecode(index, fps), bgr)]
+        waiting += cuts_now
+        ready = [c for c in held if c + flash_max <= index]
+        unready = [c for c in held if c + flash_max > index]
+        go = [g for g in waiting if all(g < h for h in unready)]  # frame order across both kinds
+        waiting = [g for g in waiting if g not in go]
+        yield from release(index, ready, go)
     if total == 0:
         return
-    for cut in detector.post_process(FrameTimecode(total, fps)):
-        if shot_start < int(cut.frame_num) < total:
-            yield close(int(cut.frame_num))
+    held += [int(cut.frame_num) for cut in detector.post_process(FrameTimecode(total, fps))]
+    yield from release(total - 1, list(held), waiting, final=True)
     yield close(total, last_frame=True)
 
 
