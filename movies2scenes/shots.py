@@ -102,7 +102,7 @@ class _Buffer:
 
 SIGNAL_SIZE = (32, 18)  # frames are compared at this size for transition spans
 DARK = 16.0  # mean luma (0-255) under which a frame is black (a fade's middle)
-FLASH_MAX = 8  # frames: a "cut" followed within this many frames by the pre-cut picture is a flash
+FLASH_MAX = 4  # frames: a "cut" followed within this many frames by the pre-cut picture is a flash
 
 
 def transition_span(diff: dict[int, float], luma: dict[int, float], cut: int, lo: int, hi: int,
@@ -199,7 +199,7 @@ def detect_shots(
             if post is None:
                 return 0
             bright = min(luma.get(j, 0.0) for j in range(c, c + length))
-            if bright > max(luma.get(c - 1, 255.0), luma.get(c + length, 255.0)) + 20.0 \
+            if bright > max(luma.get(c - 1, 255.0), luma.get(c + length, 255.0)) + 40.0 \
                     and float(np.abs(pre - post).mean()) < min(12.0, 0.4 * jump):
                 return length
         return 0
