@@ -142,16 +142,25 @@ def write_shards(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 writer = wds.TarWriter(f, user="m2s", group="m2s", mtime=0.0, encoder=_encode)
-                while True:
-                    try:
-                        sample = next(it)
-                    except StopIteration:
-                        break
-                    except Exception as e:
-                        raise _SourceFailed() from e
-                    writer.write(sample)
-                    n += 1
-                writer.close()
+                try:
+                    while True:
+                        try:
+                            sample = next(it)
+                        except StopIteration:
+                            break
+                        except Exception as e:
+                            raise _SourceFailed() from e
+                        writer.write(sample)
+                        n += 1
+                    writer.close()
+                except BaseException:
+                    # the file is abandoned: the tar must not try to finish it from __del__ later
+                    # (a write to the closed file, printed as an ignored exception)
+                    tar = getattr(writer, "tarstream", None)
+                    for part in (tar, getattr(tar, "fileobj", None)):  # the TarFile and its "w|" _Stream
+                        if part is not None and hasattr(part, "closed"):
+                            part.closed = True
+                    raise
     except _SourceFailed as e:
         raise e.__cause__ from None
     return n

@@ -286,3 +286,22 @@ def test_leftover_tmp_files_of_a_killed_run_are_removed(mined_run, tmp_path):
         (run / folder / "DONE.json").unlink()
         assert main([stage, "-c", CONFIG, *ov]) == 0
         assert not list((run / folder).rglob(".tmp-*")), folder
+
+
+def test_a_shard_abandoned_on_a_write_error_leaves_no_ignored_exception(tmp_path):
+    """EFBIG (a full disk) in the middle of a shard: OutputError, no temp file, and the abandoned
+    tar is not flushed later by the garbage collector ("Exception ignored ... write to closed file")."""
+    code = f"""
+import resource, gc
+from movies2scenes.store import OutputError, write_shards
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+try:
+    write_shards({str(tmp_path / 'x.tar')!r}, ({{"__key__": f"k{{i}}", "bin": bytes(5000)}} for i in range(10)))
+except OutputError as e:
+    print("OutputError", e)
+gc.collect()
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "OutputError" in r.stdout, r.stderr[-2000:]
+    assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
