@@ -58,6 +58,8 @@ class DemoWorldConfig:
     fps: int = 12
     width: int = 160
     height: int = 96
+    transition_rate: float = 0.0  # share of scene boundaries joined by a dissolve or a fade (0 = hard cuts only)
+    transition_frames: list[int] = field(default_factory=lambda: [4, 8])  # a transition's length L, frames
     look_strength: float = 1.0  # per-movie colour grade/contrast/framing nuisance; 0 = none
     grain: float = 3.0  # per-frame noise std (pixel values) at look_strength 1
     genre_concentration: float = 0.6  # Dirichlet alpha of each genre's place distribution
@@ -399,6 +401,9 @@ def _validate(cfg: Config) -> None:
         ("demo_world.height", w.height % 2 == 0 and w.height >= 32, "must be even and >= 32"),
         ("demo_world.num_genres", w.num_genres >= 1, "must be >= 1"),
         ("demo_world.num_places", w.num_places >= 2, "must be >= 2"),
+        ("demo_world.transition_rate", 0 <= w.transition_rate <= 1, "must be in [0, 1]"),
+        ("demo_world.transition_frames", len(w.transition_frames) == 2 and 2 <= w.transition_frames[0]
+         <= w.transition_frames[1] < w.shot_frames[0], "must be [low, high] with 2 <= low <= high < shot_frames low"),
     ]
     for name in ("genres_per_movie", "scenes_per_movie", "shots_per_scene", "shot_frames",
                  "watches_per_user"):

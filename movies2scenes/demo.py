@@ -296,7 +296,7 @@ def render_movie(plan: MoviePlan, index: int, cfg: DemoWorldConfig, seed: int,
     import av
 
     rng = np.random.default_rng([seed, 200, index])
-    rows, frame_no, shot_no, prev_last = [], 0, 0, None
+    rows, frame_no, shot_no, prev_last = [], 0, 0, None  # frame_no: frames encoded
     with atomic_path(path) as tmp:
         container = av.open(str(tmp), mode="w", format="mp4")
         codec = "h264" if cfg.codec == "h264" else "mpeg4"
@@ -310,23 +310,59 @@ def render_movie(plan: MoviePlan, index: int, cfg: DemoWorldConfig, seed: int,
         if codec == "mpeg4":
             stream.codec_context.bit_rate = 4_000_000  # generous: the quantiser bounds decide
         stream.codec_context.gop_size = 4 * cfg.fps
+        trng = np.random.default_rng([seed, 201, index]) if cfg.transition_rate > 0 else None
+        held: list[np.ndarray] = []  # the previous shot's frames, not yet encoded: a transition may change its tail
+
+        def emit(frames: list[np.ndarray]) -> None:
+            nonlocal frame_no
+            for f in frames:
+                # RGB → YUV 4:2:0 by OpenCV, not by the encoder's scaler (whose output varied
+                # from run to run), so the same frames always give the same bytes
+                yuv = cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420)
+                frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                frame.pts = frame_no
+                frame_no += 1
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+
+        timeline = 0  # frames emitted + held
         for scene_no, scene in enumerate(plan.scenes):
             place, previous = places[scene["place"]], None
-            for n in scene["shots"]:
+            for j, n in enumerate(scene["shots"]):
                 frames, previous = _render_checked(place, plan.look, n, cfg, rng, prev_last, previous)
-                for t, f in enumerate(frames):
-                    # RGB → YUV 4:2:0 by OpenCV, not by the encoder's scaler (whose output varied
-                    # from run to run), so the same frames always give the same bytes
-                    yuv = cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420)
-                    frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-                    frame.pts = frame_no + t
-                    for packet in stream.encode(frame):
-                        container.mux(packet)
-                rows.append({"movie_id": plan.movie_id, "shot": shot_no, "start_frame": frame_no,
-                             "end_frame": frame_no + n, "scene": scene_no, "place": scene["place"]})
-                frame_no += n
-                shot_no += 1
+                frames = list(frames)
                 prev_last = frames[-1]
+                row = {"movie_id": plan.movie_id, "shot": shot_no, "start_frame": timeline, "end_frame": timeline + n,
+                       "scene": scene_no, "place": scene["place"]}
+                if trng is not None:
+                    row.update(transition="", transition_start=-1, transition_end=-1)
+                    if scene_no > 0 and j == 0 and trng.random() < cfg.transition_rate:
+                        kind = "dissolve" if trng.random() < 0.5 else "fade"
+                        length = int(trng.integers(cfg.transition_frames[0], cfg.transition_frames[1] + 1))
+                        length = max(2, min(length, n - 2, len(held) - 2))
+                        if kind == "dissolve":  # the old shot's last L frames blend into the new one's first L
+                            tail, held = held[-length:], held[:-length]
+                            first = timeline - length
+                            frames = [((1 - (i + 1) / (length + 1)) * tail[i].astype(np.float32)
+                                       + (i + 1) / (length + 1) * frames[i].astype(np.float32)).round().astype(np.uint8)
+                                      for i in range(length)] + frames[length:]
+                            boundary = first + length // 2
+                            rows[-1]["end_frame"] = boundary
+                            row.update(start_frame=boundary, end_frame=first + n, transition="dissolve",
+                                       transition_start=first, transition_end=first + length - 1)
+                            timeline -= length
+                        else:  # fade the old shot out to black and the new one in
+                            for i in range(length):
+                                held[-length + i] = (held[-length + i].astype(np.float32) * (1 - (i + 1) / length)).round().astype(np.uint8)
+                                frames[i] = (frames[i].astype(np.float32) * (i / length)).round().astype(np.uint8)
+                            row.update(transition="fade", transition_start=timeline - length,
+                                       transition_end=timeline + length - 1)
+                emit(held)
+                held = frames
+                rows.append(row)
+                timeline += n
+                shot_no += 1
+        emit(held)
         for packet in stream.encode():
             container.mux(packet)
         container.close()

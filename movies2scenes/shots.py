@@ -131,7 +131,17 @@ def transition_span(diff: dict[int, float], luma: dict[int, float], cut: int, lo
     if last > cut:  # diff[last] is the change *into* frame last: the first clean frame of the new shot
         last -= 1 if luma.get(last, 255.0) >= DARK else 0
     last = max(last, cut)
-    if small is not None and last - first >= 2 and not any(luma.get(j, 255.0) < DARK for j in range(first, last + 1)):
+    if any(luma.get(j, 255.0) < DARK for j in range(first, last + 1)):
+        # a fade: its ramps are the frames still dimming into black / brightening out of it, even
+        # where a short shot's own typical change is as large as the ramp's
+        while first - 1 >= lo and cut - (first - 1) <= max_len and \
+                luma.get(first - 1, 0.0) > luma.get(first, 0.0) + 1.5:
+            first -= 1
+        while last + 1 < hi and last + 1 - cut <= max_len and luma.get(last + 1, 0.0) > luma.get(last, 0.0) + 1.5 \
+                and luma.get(last + 2, 255.0) > luma.get(last + 1, 0.0) + 1.5:
+            last += 1
+        return first, last
+    if small is not None and last - first >= 2:
         # not a fade: a dissolve's middle frame is the mean of the frames around it; fast motion is not
         pre, mid, post = small.get(first - 1), small.get((first + last) // 2), small.get(last + 1)
         if pre is None or mid is None or post is None:

@@ -144,3 +144,33 @@ def test_bad_world_config_is_refused():
 
     with pytest.raises(ConfigError, match="demo_world.width"):
         load([], ["demo_world.width=161"])
+
+
+def test_gradual_transitions_with_ground_truth(tmp_path):
+    """transition_rate=1: every scene boundary is a dissolve or a fade, recorded in shots.csv; the
+    shots stage finds the scene boundaries near the truth and takes no keyframe inside a transition."""
+    import csv
+
+    from movies2scenes.config import DemoWorldConfig
+    from movies2scenes.shots import detect_shots, make_detector
+    from movies2scenes.video import FrameReader, probe
+
+    cfg = DemoWorldConfig(num_movies=2, num_genres=2, num_places=3, scenes_per_movie=[4, 4],
+                          shots_per_scene=[2, 3], transition_rate=1.0, num_users=10)
+    world = make_world(tmp_path / "w", cfg, seed=5, progress=False, workers=1)
+    truth = list(csv.DictReader(open(world / "ground_truth" / "shots.csv")))
+    kinds = [r["transition"] for r in truth if r["transition"]]
+    assert len(kinds) == 2 * 3 and set(kinds) <= {"dissolve", "fade"}  # 3 scene boundaries per movie
+    for movie in ("m0000", "m0001"):
+        rows = [r for r in truth if r["movie_id"] == movie]
+        spans = [(int(r["transition_start"]), int(r["transition_end"])) for r in rows if r["transition"]]
+        path = world / "videos" / f"{movie}.mp4"
+        info = probe(path)
+        shots = list(detect_shots(iter(FrameReader(path, (160, 96))), info.fps, make_detector("content", 22.0, 4),
+                                  1, None, 512, 64, gradual=True))
+        assert shots[-1].end == int(rows[-1]["end_frame"])  # the truth's frame numbers are the video's
+        keyframes = [k for s in shots for k in s.keyframe_frames]
+        assert not [k for k in keyframes if any(a <= k <= b for a, b in spans)], (spans, keyframes)
+        starts = [s.start for s in shots]
+        for a, b in spans:  # every transition has a detected boundary inside it (±2 frames)
+            assert any(a - 2 <= x <= b + 2 for x in starts), (a, b, starts)
