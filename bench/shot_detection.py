@@ -94,25 +94,25 @@ def main() -> None:
     print("| detector | threshold | file | decoder | hard-cut P | R | F1 | gradual found | flash false cuts | keyframes in transitions | f/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for det, th, gradual in combos(args.detectors):
-            for name, path in fx["files"].items():
-                res, fps = run_one(path, det, th, args.min_shot_frames, gradual)
-                if res["frames"] != truth["frames"]:
-                    print(f"<!-- {name}: {res['frames']} frames decoded, truth has {truth['frames']} -->")
-                s = score(res["starts"], res["keyframes"], truth)
-                rows.append({"detector": det, "threshold": th, "gradual_pass": gradual, "file": name, **s, "fps": fps,
-                             "decoder": res["decoder"]})
-                print(f"| {det}{' +gradual' if gradual else ''} | {th if th is not None else 'default'} | {name} | {res['decoder']} | {s['precision']:.3f} | "
-                      f"{s['recall']:.3f} | {s['f1']:.3f} | {s['gradual_found']}/{s['gradual']} | "
-                      f"{s['flash_false_cuts']} | {s['keyframes_in_transitions']} | {fps:.0f} |")
+        for name, path in fx["files"].items():
+            res, fps = run_one(path, det, th, args.min_shot_frames, gradual)
+            if res["frames"] != truth["frames"]:
+                print(f"<!-- {name}: {res['frames']} frames decoded, truth has {truth['frames']} -->")
+            s = score(res["starts"], res["keyframes"], truth)
+            rows.append({"detector": det, "threshold": th, "gradual_pass": gradual, "file": name, **s, "fps": fps,
+                         "decoder": res["decoder"]})
+            print(f"| {det}{' +gradual' if gradual else ''} | {th if th is not None else 'default'} | {name} | {res['decoder']} | {s['precision']:.3f} | "
+                  f"{s['recall']:.3f} | {s['f1']:.3f} | {s['gradual_found']}/{s['gradual']} | "
+                  f"{s['flash_false_cuts']} | {s['keyframes_in_transitions']} | {fps:.0f} |")
     print("\n| detector | threshold | hard-cut F1 (all files) | gradual found | flash false cuts | keyframes in transitions |")
     print("|---|---|---|---|---|---|")
     for det, th, gradual in combos(args.detectors):
-            sel = [r for r in rows if r["detector"] == det and r["threshold"] == th and r["gradual_pass"] == gradual]
-            tp, fp, n = (sum(r[k] for r in sel) for k in ("tp", "fp", "cuts"))
-            p, r = tp / max(1, tp + fp), tp / max(1, n)
-            print(f"| {det}{' +gradual' if gradual else ''} | {th if th is not None else 'default'} | {2 * p * r / max(1e-9, p + r):.3f} | "
-                  f"{sum(x['gradual_found'] for x in sel)}/{sum(x['gradual'] for x in sel)} | "
-                  f"{sum(x['flash_false_cuts'] for x in sel)} | {sum(x['keyframes_in_transitions'] for x in sel)} |")
+        sel = [r for r in rows if r["detector"] == det and r["threshold"] == th and r["gradual_pass"] == gradual]
+        tp, fp, n = (sum(r[k] for r in sel) for k in ("tp", "fp", "cuts"))
+        p, r = tp / max(1, tp + fp), tp / max(1, n)
+        print(f"| {det}{' +gradual' if gradual else ''} | {th if th is not None else 'default'} | {2 * p * r / max(1e-9, p + r):.3f} | "
+              f"{sum(x['gradual_found'] for x in sel)}/{sum(x['gradual'] for x in sel)} | "
+              f"{sum(x['flash_false_cuts'] for x in sel)} | {sum(x['keyframes_in_transitions'] for x in sel)} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -65,8 +65,11 @@ METRIC_KEYS = {"auc", "accuracy", "top1", "ap", "map", "micro_f1", "macro_f1", "
 
 
 def _front_matter(settings: dict, card: dict) -> list[str]:
-    """Hub model-card front matter (YAML). Metrics: the card's finite quality numbers (METRIC_KEYS,
-    and retrieval precision_at_k), never counts, losses or NaN."""
+    """Hub model-card front matter, written by huggingface_hub's ``ModelCardData`` (no network).
+    Metrics: the card's finite quality numbers (METRIC_KEYS, and retrieval precision_at_k), never
+    counts, losses or NaN."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     metrics = []
 
     def walk(prefix: str, data) -> None:
@@ -79,19 +82,16 @@ def _front_matter(settings: dict, card: dict) -> list[str]:
                 metrics.append((prefix, data))
 
     walk("", card.get("metrics", {}))
-    lines = ["---", f"license: {card.get('license', 'other')}", "library_name: timm", "pipeline_tag: image-feature-extraction",
-             "tags:", "- timm", "- movies2scenes", "- video", "- scene-representation", "- self-supervised",
-             "- moco"]
-    datasets = card.get("datasets") or []
-    if datasets:
-        lines += ["datasets:"] + [f"- {d}" for d in datasets]
-    if metrics:
-        lines += ["model-index:", f"- name: {settings['name']}", "  results:", "  - task:",
-                  "      type: scene-representation", "    dataset:", f"      name: {card.get('dataset_name', 'held-out movies')}",
-                  "      type: custom", "    metrics:"]
-        for name, value in metrics[:40]:
-            lines += [f"    - name: {name}", f"      type: {name.split('.')[-1]}", f"      value: {value:.6g}"]
-    return lines + ["---", ""]
+    results = [EvalResult(task_type="scene-representation", dataset_type="custom",
+                          dataset_name=card.get("dataset_name", "held-out movies"),
+                          metric_type=name.split(".")[-1], metric_name=name, metric_value=float(value))
+               for name, value in metrics[:40]]
+    data = ModelCardData(license=card.get("license", "other"), library_name="timm",
+                         pipeline_tag="image-feature-extraction",
+                         tags=["timm", "movies2scenes", "video", "scene-representation", "self-supervised", "moco"],
+                         datasets=card.get("datasets") or None, model_name=settings["name"],
+                         eval_results=results or None)
+    return ["---", data.to_yaml(), "---", ""]
 
 
 def model_card(timm_cfg: dict, settings: dict, card: dict) -> str:

@@ -21,10 +21,12 @@ import torch.nn.functional as F
 
 @torch.no_grad()
 def topk_accuracy(logits: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, torch.Tensor]:
-    """Fraction of rows whose positive (column 0) is among the k largest logits, per k."""
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hit = top == 0
-    return {f"acc{k}": hit[:, :k].any(1).float().mean() for k in ks}
+    """Fraction of rows whose positive (column 0) is among the k largest logits, per k
+    (``timm.utils.accuracy``, moco's own function, as fractions)."""
+    from timm.utils import accuracy
+
+    target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+    return {f"acc{k}": a / 100 for k, a in zip(ks, accuracy(logits, target, topk=ks))}
 
 
 def probe_items(shots_dir: str | Path, movies: dict[str, list[tuple[str, str]]], shards: list[str],

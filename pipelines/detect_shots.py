@@ -69,7 +69,7 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
         work_size = scaled_size(info.width, info.height, work)
         kf_size = scaled_size(info.width, info.height, cfg.keyframe_size)
         detector = make_detector(cfg.detector, cfg.threshold, cfg.min_shot_frames)
-        reader = FrameReader(movie.video, work_size, cfg.decode_threads, cfg.decoder)
+        reader = FrameReader(movie.video, work_size, cfg.decode_threads, cfg.decoder, info.container)
         frames = iter(reader)
         shots_out: list[dict] = []
         key_base = safe_name(movie.movie_id)

@@ -18,6 +18,7 @@ variable-frame-rate file, all from the same frames (so the truth is shared).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -141,23 +142,24 @@ def build_frames(sources: dict[str, Path]) -> tuple[list[np.ndarray], Truth]:
     return out, truth
 
 
-# container → (suffix, codec, options)
+# file name suffix (codec.container) → codec
 ENCODINGS = {
-    "h264.mp4": ("h264", {}),
-    "mpeg4.avi": ("mpeg4", {}),
-    "vp9.webm": ("libvpx-vp9", {}),
-    "mpeg2.ts": ("mpeg2video", {}),
-    "mpeg2.mpg": ("mpeg2video", {}),
-    "h264.mkv": ("h264", {}),
+    "h264.mp4": "h264",
+    "mpeg4.avi": "mpeg4",
+    "vp9.webm": "libvpx-vp9",
+    "mpeg2.ts": "mpeg2video",
+    "mpeg2.mpg": "mpeg2video",
+    "h264.mkv": "h264",
 }
 
 
 def _write(path: Path, frames: list[np.ndarray], codec: str, vfr: bool = False) -> None:
-    import av
     from fractions import Fraction
 
-    tmp = path.with_name(f".tmp-{path.name}")
-    with av.open(str(tmp), "w", format=None if tmp.suffix != ".tmp" else None) as c:
+    import av
+
+    tmp = path.with_name(f".tmp-{path.name}")  # keeps the suffix: the container is chosen by it
+    with av.open(str(tmp), "w") as c:
         s = c.add_stream(codec, rate=FPS)
         s.width, s.height, s.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
         if codec == "h264":
@@ -166,7 +168,7 @@ def _write(path: Path, frames: list[np.ndarray], codec: str, vfr: bool = False) 
             s.time_base = Fraction(1, 1000)
         t = 0
         rng = np.random.default_rng(0)
-        for i, f in enumerate(frames):
+        for f in frames:
             frame = av.VideoFrame.from_ndarray(f, format="rgb24")
             if vfr:  # frame durations of 30–50 ms, seeded: a variable-frame-rate file
                 frame.pts, frame.time_base = t, Fraction(1, 1000)
@@ -191,9 +193,17 @@ def build(cache: Path = CACHE) -> dict:
     if meta.is_file():
         return json.loads(meta.read_text())
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:  # pytest-xdist workers: one builds, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if meta.is_file():
+            return json.loads(meta.read_text())
+        return _build(folder, meta, sources)
+
+
+def _build(folder: Path, meta: Path, sources: dict[str, Path]) -> dict:
     frames, truth = build_frames(sources)
     files = {}
-    for name, (codec, _) in ENCODINGS.items():
+    for name, codec in ENCODINGS.items():
         _write(folder / f"trailer.{name}", frames, codec)
         files[name] = str(folder / f"trailer.{name}")
     _write(folder / "trailer.vfr.mkv", frames, "h264", vfr=True)

@@ -208,10 +208,10 @@ def test_every_container_gives_the_sequential_decode(ext, codec, city, tmp_path)
         decord_diff = float("inf")
     if ext in ("ts", "m2ts"):
         assert reader.decoder == "pyav" and decord_diff > 6  # decord's frames are other frames (or none)
-    else:
-        assert choose_decoder(path, size)[0] in ("decord", "pyav")
-        if reader.decoder == "decord":
-            assert decord_diff < 3
+    elif ext == "mpg":
+        assert reader.decoder == "pyav"  # the MPEG-PS family is never trusted to decord
+    else:  # decord agrees here (measured), so the first-frames check keeps the faster decoder
+        assert choose_decoder(path, size)[0] == reader.decoder == "decord" and decord_diff < 3
 
 
 # ----------------------------------------------------------------------------------------------
