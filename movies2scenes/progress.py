@@ -68,9 +68,6 @@ class LineProgress:
     def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kwargs) -> None:
         self.postfix = {**(ordered_dict or {}), **kwargs}
 
-    def set_description(self, desc: str, refresh: bool = True) -> None:
-        self.desc = desc
-
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
