@@ -1,7 +1,10 @@
 """Shot detection on real footage with known edits (tests/footage.py): every detector we offer,
 with PySceneDetect's default threshold and ours, on every encoding of the trailer.
 
-    python bench/shot_detection.py [--detectors content adaptive histogram hash] [--json OUT]
+    python bench/shot_detection.py [--detectors content adaptive histogram hash transnetv2] [--json OUT]
+    python bench/shot_detection.py --part registry   # the real clips as they ship (tests/footage.py REGISTRY)
+    python bench/shot_detection.py --part world      # the demo world with dissolves and fades
+    python bench/shot_detection.py --part cli        # the `scenedetect` CLI with its defaults, same files
 
 Per detector × threshold × file: hard cuts P/R/F1 (a detected cut within ±2 frames of a true one),
 gradual transitions found (a detected cut inside the span ±2), false cuts at flashes, keyframes
@@ -31,10 +34,15 @@ SETTINGS = {  # detector → thresholds to try (None = PySceneDetect's default)
     "adaptive": [None, 2.0],
     "histogram": [None, 0.1],
     "hash": [None, 0.3],
+    "transnetv2": [None, 0.3],
 }
 
 
-def score(found_starts: list[int], keyframes: list[int], truth: dict) -> dict:
+def score(found_starts: list[int], keyframes: list[int], truth: dict, spans: list | None = None) -> dict:
+    """Hard cuts: a detected boundary within ±TOL of a true cut. Gradual transitions, two ways:
+    *found* — a boundary inside a true span (±TOL) that no hard cut claimed; *span P/R/F1* — the
+    transition spans we record (``Shot.transition_in``) against the true spans, matched one to one
+    by overlap (±TOL)."""
     cuts, gradual, flashes = truth["cuts"], truth["gradual"], truth["flashes"]
     det = [s for s in found_starts if s > 0]
     used: set[int] = set()
@@ -55,7 +63,16 @@ def score(found_starts: list[int], keyframes: list[int], truth: dict) -> dict:
     p = tp / max(1, tp + fp)
     r = tp / max(1, len(cuts))
     in_transition = sum(1 for k in keyframes if any(a <= k <= b for a, b in gradual))
-    return {"tp": tp, "fp": fp, "cuts": len(cuts), "precision": p, "recall": r,
+    spans = spans or []
+    matched: set[int] = set()
+    for a, b in gradual:
+        m = [i for i, (x, y) in enumerate(spans) if i not in matched and x <= b + TOL and y >= a - TOL]
+        if m:
+            matched.add(m[0])
+    sp = len(matched) / max(1, len(spans))
+    sr = len(matched) / max(1, len(gradual))
+    return {"spans": len(spans), "spans_matched": len(matched), "span_precision": sp, "span_recall": sr,
+            "span_f1": 2 * sp * sr / max(1e-9, sp + sr),"tp": tp, "fp": fp, "cuts": len(cuts), "precision": p, "recall": r,
             "f1": 2 * p * r / max(1e-9, p + r), "gradual_found": grad_hit, "gradual": len(gradual),
             "flash_false_cuts": flash_fp, "keyframes_in_transitions": in_transition}
 
@@ -71,50 +88,183 @@ def run_one(path: str, detector: str, threshold, min_shot_frames: int, gradual: 
     frames = shots[-1].end if shots else 0
     keyframes = [k for s in shots for k in s.keyframe_frames]
     return {"starts": [s.start for s in shots], "keyframes": keyframes, "frames": frames,
+            "spans": [list(s.transition_in) for s in shots if s.transition_in],
             "decoder": reader.decoder}, frames / dt
 
 
-def combos(detectors: list[str]):
+def combos(detectors: list[str], only_gradual: bool = False):
     """(detector, threshold, gradual) in table order: each threshold without and with our dissolve pass."""
-    return [(d, t, g) for d in detectors for t in SETTINGS[d] for g in (False, True)]
+    return [(d, t, g) for d in detectors for t in SETTINGS[d] for g in ((True,) if only_gradual else (False, True))]
+
+
+def label(detector: str, gradual: bool) -> str:
+    return detector + (" +gradual" if gradual else "")
+
+
+def cuts_table(title: str, items: dict[str, dict], detectors: list[str], min_shot_frames: int) -> list[dict]:
+    """Hard cuts only (no gradual ground truth): per detector, TP / FP / FN summed over ``items``
+    (name → {path, cuts}), and the names with errors."""
+    print(f"\n{title}\n\n| detector | cuts found | false cuts | missed | hard-cut F1 | files with an error | f/s (median) |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for det in detectors:
+        tp = fp = fn = 0
+        wrong, speeds = [], []
+        for name, item in items.items():
+            res, fps = run_one(item["path"], det, None, min_shot_frames, True)
+            s = score(res["starts"], [], {"cuts": item["cuts"], "gradual": item.get("gradual", []), "flashes": []})
+            tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["cuts"] - s["tp"]
+            speeds.append(fps)
+            if s["fp"] or s["tp"] < s["cuts"]:
+                wrong.append(f"{name} ({', '.join(map(str, res['starts'][1:])) or 'no cut'})")
+        p, r = tp / max(1, tp + fp), tp / max(1, tp + fn)
+        f1 = 2 * p * r / max(1e-9, p + r) if tp + fp + fn else 1.0
+        rows.append({"detector": det, "tp": tp, "fp": fp, "fn": fn, "f1": f1, "wrong": wrong})
+        print(f"| {det} +gradual | {tp} | {fp} | {fn} | {f1:.3f} | {'; '.join(wrong) or '—'} | "
+              f"{sorted(speeds)[len(speeds) // 2]:.0f} |", flush=True)
+    return rows
+
+
+def registry(detectors: list[str], min_shot_frames: int) -> list[dict]:
+    clips = footage.registry_clips()
+    print(f"registry clips: {len(clips)} ({', '.join(clips)}); true cuts: "
+          f"{sum(len(c['cuts']) for c in clips.values())}; missing packages: {footage.missing_registry() or 'none'}")
+    return cuts_table("Real clips as they ship (hard cuts ±2 frames)", clips, detectors, min_shot_frames)
+
+
+def world(detectors: list[str], min_shot_frames: int, movies: int = 6, rate: float = 0.6) -> list[dict]:
+    """A small demo world with gradual transitions at ``rate`` of scene changes (seed 0)."""
+    import csv
+    import tempfile
+
+    from movies2scenes.config import DemoWorldConfig
+    from movies2scenes.demo import make_world
+
+    folder = Path(tempfile.mkdtemp(prefix="m2s-world-"))
+    make_world(folder, DemoWorldConfig(num_movies=movies, transition_rate=rate), seed=0, progress=False)
+    items: dict[str, dict] = {}
+    with open(folder / "shots.csv") as f:
+        for row in csv.DictReader(f):
+            it = items.setdefault(row["movie_id"], {"cuts": [], "gradual": []})
+            start = int(row["start_frame"])
+            if row["transition"]:
+                it["gradual"].append([int(row["transition_start"]), int(row["transition_end"])])
+            elif start > 0:
+                it["cuts"].append(start)
+    with open(folder / "catalogue.csv") as f:
+        for row in csv.DictReader(f):
+            items[row["movie_id"]]["path"] = str(folder / row["video"]) if not Path(row["video"]).is_absolute() else row["video"]
+    n_cuts, n_grad = sum(len(i["cuts"]) for i in items.values()), sum(len(i["gradual"]) for i in items.values())
+    print(f"\ndemo world: {movies} movies, transition_rate {rate}: {n_cuts} hard cuts, {n_grad} gradual "
+          f"transitions (dissolves and fades of 4–8 frames at 12 fps)")
+    print("\n| detector | hard-cut P | R | F1 | gradual found | gradual span P | R | F1 | keyframes in transitions |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    out = []
+    for det in detectors:
+        tot = {k: 0 for k in ("tp", "fp", "cuts", "gradual_found", "gradual", "spans", "spans_matched",
+                              "keyframes_in_transitions")}
+        for item in items.values():
+            res, _ = run_one(item["path"], det, None, min_shot_frames, True)
+            s = score(res["starts"], res["keyframes"], {"cuts": item["cuts"], "gradual": item["gradual"],
+                                                        "flashes": []}, res["spans"])
+            for k in tot:
+                tot[k] += s[k]
+        p, r = tot["tp"] / max(1, tot["tp"] + tot["fp"]), tot["tp"] / max(1, tot["cuts"])
+        sp, sr = tot["spans_matched"] / max(1, tot["spans"]), tot["spans_matched"] / max(1, tot["gradual"])
+        print(f"| {det} +gradual | {p:.3f} | {r:.3f} | {2 * p * r / max(1e-9, p + r):.3f} | "
+              f"{tot['gradual_found']}/{tot['gradual']} | {sp:.2f} | {sr:.2f} | {2 * sp * sr / max(1e-9, sp + sr):.2f} | "
+              f"{tot['keyframes_in_transitions']} |", flush=True)
+        out.append({"detector": det, **tot})
+    return out
+
+
+def cli(fx: dict) -> list[dict]:
+    """The `scenedetect` CLI as a user runs it (no detector named: its default), on the same files."""
+    import csv
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which("scenedetect") or str(Path(sys.executable).with_name("scenedetect"))
+    truth = fx["truth"]
+    print("\n`scenedetect -i FILE list-scenes` (CLI defaults), real-footage trailer\n")
+    print("| file | hard-cut P | R | F1 | gradual found | flash false cuts | s |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for name, path in fx["files"].items():
+        out = Path(tempfile.mkdtemp(prefix="m2s-sd-"))
+        t = time.perf_counter()
+        subprocess.run([exe, "-i", path, "-o", str(out), "-q", "list-scenes", "-s"], check=True)
+        dt = time.perf_counter() - t
+        with open(next(out.glob("*.csv"))) as f:
+            lines = f.read().splitlines()
+        head = next(i for i, line in enumerate(lines) if "Start Frame" in line)
+        starts = [int(r["Start Frame"]) - 1 for r in csv.DictReader(lines[head:])]  # 1-based in its CSV
+        s = score(starts, [], truth)
+        rows.append({"file": name, **s, "seconds": dt})
+        print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['gradual_found']}/{s['gradual']} | "
+              f"{s['flash_false_cuts']} | {dt:.1f} |", flush=True)
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=["trailer", "registry", "world", "cli", "all"], default="trailer")
     ap.add_argument("--detectors", nargs="*", default=list(SETTINGS))
     ap.add_argument("--min-shot-frames", type=int, default=4, help="PySceneDetect min_scene_len (default 4)")
+    ap.add_argument("--files", nargs="*", help="only these trailer encodings (e.g. h264.mp4)")
+    ap.add_argument("--only-gradual-pass", action="store_true", help="only the rows with the dissolve pass on")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     fx = footage.build()
     truth = fx["truth"]
+    if args.files:
+        fx["files"] = {k: v for k, v in fx["files"].items() if k in args.files}
+    extra: dict[str, list] = {}
+    if args.part in ("registry", "all"):
+        extra["registry"] = registry(args.detectors, args.min_shot_frames)
+    if args.part in ("world", "all"):
+        extra["world"] = world(args.detectors, args.min_shot_frames)
+    if args.part in ("cli", "all"):
+        extra["cli"] = cli(fx)
+    if args.part != "all" and args.part != "trailer":
+        if args.json:
+            args.json.write_text(json.dumps(extra, indent=1))
+        return
     print(f"trailer: {truth['frames']} frames, {len(truth['shot_starts'])} shots ({truth['short_shots']} of ≤ 12 "
           f"frames), {len(truth['cuts'])} hard cuts, {len(truth['gradual'])} gradual transitions, "
           f"{len(truth['flashes'])} flash(es); files: {', '.join(fx['files'])}; min_shot_frames {args.min_shot_frames}")
     rows = []
-    print("| detector | threshold | file | decoder | hard-cut P | R | F1 | gradual found | flash false cuts | keyframes in transitions | f/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for det, th, gradual in combos(args.detectors):
+    print("| detector | threshold | file | decoder | hard-cut P | R | F1 | gradual found | span P | R | F1 | flash false cuts | keyframes in transitions | f/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for det, th, gradual in combos(args.detectors, args.only_gradual_pass):
         for name, path in fx["files"].items():
             res, fps = run_one(path, det, th, args.min_shot_frames, gradual)
             if res["frames"] != truth["frames"]:
                 print(f"<!-- {name}: {res['frames']} frames decoded, truth has {truth['frames']} -->")
-            s = score(res["starts"], res["keyframes"], truth)
+            s = score(res["starts"], res["keyframes"], truth, res["spans"])
             rows.append({"detector": det, "threshold": th, "gradual_pass": gradual, "file": name, **s, "fps": fps,
                          "decoder": res["decoder"]})
-            print(f"| {det}{' +gradual' if gradual else ''} | {th if th is not None else 'default'} | {name} | {res['decoder']} | {s['precision']:.3f} | "
-                  f"{s['recall']:.3f} | {s['f1']:.3f} | {s['gradual_found']}/{s['gradual']} | "
-                  f"{s['flash_false_cuts']} | {s['keyframes_in_transitions']} | {fps:.0f} |")
-    print("\n| detector | threshold | hard-cut F1 (all files) | gradual found | flash false cuts | keyframes in transitions |")
-    print("|---|---|---|---|---|---|")
-    for det, th, gradual in combos(args.detectors):
+            print(f"| {label(det, gradual)} | {th if th is not None else 'default'} | {name} | {res['decoder']} | "
+                  f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['gradual_found']}/{s['gradual']} | "
+                  f"{s['span_precision']:.2f} | {s['span_recall']:.2f} | {s['span_f1']:.2f} | "
+                  f"{s['flash_false_cuts']} | {s['keyframes_in_transitions']} | {fps:.0f} |", flush=True)
+    print("\n| detector | threshold | hard-cut P | R | F1 | gradual found | gradual span P | R | F1 | flash false cuts | "
+          "keyframes in transitions | f/s (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for det, th, gradual in combos(args.detectors, args.only_gradual_pass):
         sel = [r for r in rows if r["detector"] == det and r["threshold"] == th and r["gradual_pass"] == gradual]
         tp, fp, n = (sum(r[k] for r in sel) for k in ("tp", "fp", "cuts"))
         p, r = tp / max(1, tp + fp), tp / max(1, n)
-        print(f"| {det}{' +gradual' if gradual else ''} | {th if th is not None else 'default'} | {2 * p * r / max(1e-9, p + r):.3f} | "
-              f"{sum(x['gradual_found'] for x in sel)}/{sum(x['gradual'] for x in sel)} | "
-              f"{sum(x['flash_false_cuts'] for x in sel)} | {sum(x['keyframes_in_transitions'] for x in sel)} |")
+        m, ns, ng = (sum(x[k] for x in sel) for k in ("spans_matched", "spans", "gradual"))
+        sp, sr = m / max(1, ns), m / max(1, ng)
+        print(f"| {label(det, gradual)} | {th if th is not None else 'default'} | {p:.3f} | {r:.3f} | "
+              f"{2 * p * r / max(1e-9, p + r):.3f} | {sum(x['gradual_found'] for x in sel)}/{ng} | "
+              f"{sp:.2f} | {sr:.2f} | {2 * sp * sr / max(1e-9, sp + sr):.2f} | "
+              f"{sum(x['flash_false_cuts'] for x in sel)} | {sum(x['keyframes_in_transitions'] for x in sel)} | "
+              f"{sorted(x['fps'] for x in sel)[len(sel) // 2]:.0f} |")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"trailer": rows, **extra}, indent=1))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 class ShotsConfig:
     """Shot detection + keyframes (stage ``detect_shots``)."""
 
-    detector: Literal["content", "adaptive", "histogram", "hash"] = "content"
+    detector: Literal["content", "adaptive", "histogram", "hash", "transnetv2"] = "content"
     threshold: float | None = None  # None: the PySceneDetect detector's own default
     min_shot_frames: int = 15  # PySceneDetect min_scene_len, in frames
     keyframes: int = 1  # k keyframes per shot, evenly spaced inside the shot

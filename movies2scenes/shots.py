@@ -1,7 +1,7 @@
 """Cut detection and keyframe choice in one sequential pass over a video's frames.
 
-A PySceneDetect detector (Content by default; Adaptive, Histogram, Hash selectable) sees every
-frame once, in order. In the same pass we hold the frames of the current shot and, when a cut is
+A PySceneDetect detector (Content by default; Adaptive, Histogram, Hash selectable) or TransNetV2
+(:mod:`movies2scenes.transnet`, the same interface) sees every frame once, in order. In the same pass we hold the frames of the current shot and, when a cut is
 reported, choose that shot's k keyframes: evenly spaced, frame ``start + floor((i + 0.5) * L / k)``
 for i = 0..k-1 of a shot of L frames (k = 1: the middle frame).
 
@@ -22,12 +22,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DETECTORS = ("content", "adaptive", "histogram", "hash")
+DETECTORS = ("content", "adaptive", "histogram", "hash", "transnetv2")
 
 
 def make_detector(name: str, threshold: float | None = None, min_shot_frames: int = 15):
-    """A fresh PySceneDetect detector by short name; ``threshold`` None keeps its default."""
+    """A fresh detector by short name; ``threshold`` None keeps its default."""
     from scenedetect import detectors as d
+
+    if name == "transnetv2":
+        from .transnet import TransNetDetector
+
+        return TransNetDetector(threshold, min_shot_frames)
 
     classes = {
         "content": (d.ContentDetector, "threshold"),
@@ -39,6 +44,14 @@ def make_detector(name: str, threshold: float | None = None, min_shot_frames: in
         raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
     cls, arg = classes[name]
     kwargs = {"min_scene_len": min_shot_frames}
+    if name == "content":
+        # SUPPRESS, not PySceneDetect's default MERGE: after a flash (two reports within
+        # min_scene_len), MERGE keeps merging until the *next* real cut however far away, and that
+        # cut is lost (the 4-frame shot at 409 of the real-footage trailer). Flashes are handled by
+        # our own flash test in detect_shots.
+        from scenedetect.detector import FlashFilter
+
+        kwargs["filter_mode"] = FlashFilter.Mode.SUPPRESS
     if threshold is not None:
         kwargs[arg] = threshold
     return cls(**kwargs)
@@ -186,6 +199,7 @@ def detect_shots(
     """
     from scenedetect.common import FrameTimecode
 
+    lookahead = max(lookahead, getattr(detector, "lookahead", 0))  # TransNetV2 reports up to a window late
     buffer = _Buffer(max_buffer, lookahead)
     shot_start, index, n_shots = 0, 0, 0
     diff: dict[int, float] = {}
@@ -219,9 +233,10 @@ def detect_shots(
                 return length
         return 0
 
-    def release(index: int, ready: list[int], gradual_cuts: list[int]):
+    def release(index: int, ready: list[int], gradual_cuts: list[int], ending: bool = False):
         """Yield the shots closed by the detector's cuts that passed the flash test and by our
-        dissolve cuts, in frame order."""
+        dissolve cuts, in frame order. ``ending``: the stream has ended; black frames after the last
+        cut are the end of a fade-out, not a shot."""
         nonlocal held, flash_until, last_gradual
         held = [c for c in held if c not in ready]
         kept = []
@@ -239,6 +254,11 @@ def detect_shots(
             if cut not in gradual_cuts and last_gradual is not None and 0 <= cut - last_gradual <= 3:
                 continue  # the detector's late report of the dissolve we cut already
             if shot_start < cut <= index and cut < total:
+                if n_shots and cut - shot_start <= 2 * max_len and \
+                        all(luma.get(j, 255.0) < DARK for j in range(shot_start, cut)):
+                    continue  # black between a fade-out and a fade-in: one transition, not a shot
+                if ending and total - cut <= 2 * max_len and all(luma.get(j, 255.0) < DARK for j in range(cut, total)):
+                    continue  # the film ends on black after a fade-out
                 if cut in gradual_cuts:
                     last_gradual = cut
                 yield close(cut)
@@ -322,7 +342,7 @@ def detect_shots(
     if total == 0:
         return
     held += [int(cut.frame_num) for cut in detector.post_process(FrameTimecode(total, fps))]
-    yield from release(total - 1, list(held), waiting)
+    yield from release(total - 1, list(held), waiting, ending=True)
     yield close(total, last_frame=True)
 
 

