@@ -143,7 +143,7 @@ def world(detectors: list[str], min_shot_frames: int, movies: int = 6, rate: flo
     folder = Path(tempfile.mkdtemp(prefix="m2s-world-"))
     make_world(folder, DemoWorldConfig(num_movies=movies, transition_rate=rate), seed=0, progress=False)
     items: dict[str, dict] = {}
-    with open(folder / "shots.csv") as f:
+    with open(folder / "ground_truth" / "shots.csv") as f:
         for row in csv.DictReader(f):
             it = items.setdefault(row["movie_id"], {"cuts": [], "gradual": []})
             start = int(row["start_frame"])

@@ -233,6 +233,18 @@ def detect_shots(
                 return length
         return 0
 
+    def fade_between(a: int, b: int, tail: bool = False) -> bool:
+        """Frames [a, b) are all part of one fade through black: every frame is black (luma <
+        DARK) or on a ramp — darker than the frame before it (1.5 levels) until the darkest frame,
+        brighter after it; ``tail``: a fade-out to the end (only darkening, ends black)."""
+        values = [luma.get(j, 255.0) for j in range(a, b)]
+        if not values or min(values) >= DARK or (tail and values[-1] >= DARK):
+            return False
+        k = len(values) - 1 if tail else int(np.argmin(values))
+        falling = all(values[i] < DARK or values[i] < values[i - 1] - 1.5 for i in range(1, k + 1))
+        rising = all(values[i] < DARK or values[i] > values[i - 1] + 1.5 for i in range(k + 1, len(values)))
+        return falling and rising
+
     def release(index: int, ready: list[int], gradual_cuts: list[int], ending: bool = False):
         """Yield the shots closed by the detector's cuts that passed the flash test and by our
         dissolve cuts, in frame order. ``ending``: the stream has ended; black frames after the last
@@ -254,11 +266,10 @@ def detect_shots(
             if cut not in gradual_cuts and last_gradual is not None and 0 <= cut - last_gradual <= 3:
                 continue  # the detector's late report of the dissolve we cut already
             if shot_start < cut <= index and cut < total:
-                if n_shots and cut - shot_start <= 2 * max_len and \
-                        all(luma.get(j, 255.0) < DARK for j in range(shot_start, cut)):
-                    continue  # black between a fade-out and a fade-in: one transition, not a shot
-                if ending and total - cut <= 2 * max_len and all(luma.get(j, 255.0) < DARK for j in range(cut, total)):
-                    continue  # the film ends on black after a fade-out
+                if n_shots and cut - shot_start <= 2 * max_len and fade_between(shot_start, cut):
+                    continue  # the middle of a fade (out to black, then in): one transition, not a shot
+                if ending and total - cut <= 2 * max_len and fade_between(cut, total, tail=True):
+                    continue  # the film ends fading out to black
                 if cut in gradual_cuts:
                     last_gradual = cut
                 yield close(cut)
