@@ -14,7 +14,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench bench-quality reliability clean-demo
+.PHONY: bench-shots bench-scale setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench bench-quality reliability clean-demo
 
 setup: $(VENV)/.installed
 
@@ -88,6 +88,12 @@ bench: setup
 	$(BIN)/python bench/shots.py
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/mining.py
+
+bench-shots: setup   # shot detection on real footage: trailer, registry clips, demo world, scenedetect CLI
+	$(BIN)/python bench/shot_detection.py --part all
+
+bench-scale: setup   # real sizes (issue 15; so far: watch logs of 1e5..1e7 events)
+	$(BIN)/python bench/scale.py watchlogs
 
 reliability: setup   # SIGKILL every stage at a random moment, rerun, compare with an uninterrupted run
 	$(BIN)/python bench/reliability.py $(RELIABILITY_ARGS)

@@ -234,34 +234,73 @@ def load_watch_logs(path: str | Path, movie_ids: set[str] | list[str]) -> WatchL
 def _read_watch_logs(path: Path, f, known: set[str]) -> WatchLog:
     problems: list[str] = []
     users, movies, times = [], [], []
-    reader = csv.DictReader(f)
-    header = reader.fieldnames or []
-    lacking = [c for c in ("user_id", "movie_id", "timestamp") if c not in header]
-    if lacking:
-        raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])
-    for row in reader:
-        where = f"{path}:{reader.line_num}"
-        if None in row:
-            problems.append(f"{where}: more fields than the header has")
-            continue
-        user, movie, ts = (str(row[c] or "").strip() for c in ("user_id", "movie_id", "timestamp"))
-        if not user:
-            problems.append(f"{where}: empty user_id")
-            continue
-        if movie not in known:
-            problems.append(f"{where}: unknown movie_id {movie!r} (not in the catalogue)")
-            continue
-        try:
-            t = parse_timestamp(ts)
-        except ValueError:
-            problems.append(f"{where}: bad timestamp {ts!r} (expected Unix seconds or ISO 8601)")
-            continue
+    for user, movie, t in _watch_rows(path, f, known, problems):
         users.append(user)
         movies.append(movie)
         times.append(t)
     if problems:
         raise CatalogueError(problems)
     return WatchLog(users, movies, times)
+
+
+def _watch_rows(path: Path, f, known: set[str], problems: list[str], limit: int = 0):
+    """The valid (user, movie, Unix seconds) rows of a watch-log CSV, in file order; every invalid
+    row adds ``file:line: reason`` to ``problems`` (at most ``limit`` of them, then a count)."""
+    reader = csv.DictReader(f)
+    header = reader.fieldnames or []
+    lacking = [c for c in ("user_id", "movie_id", "timestamp") if c not in header]
+    if lacking:
+        raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])
+    more = 0
+
+    def problem(text: str) -> None:
+        nonlocal more
+        if limit and len(problems) >= limit:
+            more += 1
+        else:
+            problems.append(text)
+
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in row:
+            problem(f"{where}: more fields than the header has")
+            continue
+        user, movie, ts = (str(row[c] or "").strip() for c in ("user_id", "movie_id", "timestamp"))
+        if not user:
+            problem(f"{where}: empty user_id")
+            continue
+        if movie not in known:
+            problem(f"{where}: unknown movie_id {movie!r} (not in the catalogue)")
+            continue
+        try:
+            t = parse_timestamp(ts)
+        except ValueError:
+            problem(f"{where}: bad timestamp {ts!r} (expected Unix seconds or ISO 8601)")
+            continue
+        yield user, movie, t
+    if more:
+        problems.append(f"{path}: ... and {more} more problem row(s)")
+
+
+def watch_log_problems(path: str | Path, known: set[str], limit: int = 50, header_only: bool = False) -> list[str]:
+    """Every problem of a watch-log CSV as ``file:line: reason`` (the first ``limit``, then a count),
+    reading it as a stream (memory does not grow with the file). ``header_only``: check only that it
+    is UTF-8 with the needed columns."""
+    path = Path(path)
+    problems: list[str] = []
+    try:
+        with open_text(path) as f:
+            rows = _watch_rows(path, f, known, problems, limit)
+            if header_only:
+                next(iter(rows), None)  # reads the header (and the first row)
+                return []
+            for _ in rows:
+                pass
+    except CatalogueError as e:
+        return list(e.problems)
+    except UnicodeDecodeError:
+        return [utf8_problem(path)]
+    return problems
 
 
 def catalogue_from_folder(videos: str | Path, out: str | Path) -> Catalogue:

@@ -17,12 +17,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from movies2scenes.catalogue import CatalogueError, load_catalogue, load_watch_logs, open_text, utf8_problem
+from movies2scenes.catalogue import CatalogueError, load_catalogue, open_text, utf8_problem
+from movies2scenes.cowatch import cowatch_pairs_from_file
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.similarity import (
     Pairs,
     combine,
-    cowatch_pairs,
     genre_pairs,
     genre_share_rate,
     genre_synopsis_pairs,
@@ -121,9 +121,8 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     for source in mp.sources:
         t0 = time.time()
         if source == "cowatch":
-            logs = load_watch_logs(cfg.watch_logs, set(genres))
-            results[source] = cowatch_pairs(logs.user_id, logs.movie_id, logs.timestamp, allowed,
-                                            mp.per_movie, mp.cowatch_lookahead)
+            results[source] = cowatch_pairs_from_file(cfg.watch_logs, set(genres), allowed, mp.per_movie,
+                                                      mp.cowatch_lookahead, temp_dir=out / ".duckdb-tmp")
         elif source == "genre":
             results[source] = genre_pairs(genres, allowed, mp.per_movie, cfg.seed)
         elif source == "synopsis":

@@ -237,7 +237,8 @@ def _demo_world(args) -> int:
 
 
 def _catalogue(args) -> int:
-    from movies2scenes.catalogue import catalogue_from_folder, load_catalogue, load_watch_logs
+    from movies2scenes.catalogue import catalogue_from_folder, load_catalogue
+    from movies2scenes.cowatch import validate_watch_logs
 
     if args.videos:
         if not args.out:
@@ -248,8 +249,8 @@ def _catalogue(args) -> int:
     cat = load_catalogue(args.check, require_videos=True)
     print(f"{args.check}: {len(cat)} movies, all videos present")
     if args.logs:
-        logs = load_watch_logs(args.logs, set(cat.ids()))
-        print(f"{args.logs}: {len(logs)} watch events, all valid")
+        events = validate_watch_logs(args.logs, set(cat.ids()))  # out of core: any size, CSV or Parquet
+        print(f"{args.logs}: {events} watch events, all valid")
     return 0
 
 

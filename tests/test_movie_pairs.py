@@ -87,6 +87,24 @@ def test_genre_pairs_are_seeded_and_share_a_genre():
     assert "e" not in p.movies()  # no partner shares "z"
 
 
+def test_movielens_cowatch_out_of_core_equals_the_reference(ml100k, tmp_path):
+    """DuckDB over the 100k real watch events (spilling under a 200 MB limit) gives exactly the
+    in-memory reference's pairs and scores."""
+    from movies2scenes.cowatch import cowatch_pairs_from_file
+
+    inter = _tsv(ml100k / "ml-100k.inter")
+    users, movies, times = [r[0] for r in inter], [r[1] for r in inter], [r[3] for r in inter]
+    known = set(movies)
+    ref = cowatch_pairs(users, movies, [float(t) for t in times], known, per_movie=3)
+    logs = tmp_path / "ml.csv"
+    with logs.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "movie_id", "timestamp"])
+        w.writerows(zip(users, movies, times))
+    got = cowatch_pairs_from_file(logs, known, known, per_movie=3, memory_limit="200MB", temp_dir=tmp_path / "spill")
+    assert got.rows() == ref.rows() and len(got) > 1000
+
+
 def test_cowatch_counts_followers_in_time_order_and_skips_duplicates():
     users = ["u1", "u1", "u1", "u2", "u2", "u2", "u2"]
     movies = ["A", "B", "C", "C", "A", "B", "B"]

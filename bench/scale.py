@@ -1,0 +1,137 @@
+"""Real sizes (issue 15). Built so far: the watch-log part; the feature-length-film and the
+feature-level catalogue parts are NOT built yet (they raise).
+
+    python bench/scale.py watchlogs [--sizes 1e5 1e6 1e7] [--movies 10000] [--json OUT]
+
+watchlogs: synthetic watch logs (users and movies Zipf-like: a few blockbusters, a long tail;
+timestamps increasing per user) as Parquet and CSV, then co-watch pairs in a fresh child process
+each — the out-of-core DuckDB path (`cowatch.cowatch_pairs_from_file`, what build-movie-pairs runs)
+and, up to --reference-max events, the in-memory reference (`similarity.cowatch_pairs` after
+reading the CSV into lists, what the stage did before). Reports wall time, the child's peak RSS and
+the growth exponents of both over the sizes (time ∝ N^a, peak RSS ∝ N^b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_logs(folder: Path, n: int, movies: int, seed: int = 0) -> tuple[Path, Path]:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    users = max(10, n // 20)
+    u = (rng.zipf(1.3, n) - 1) % users
+    m = (rng.zipf(1.2, n) - 1) % movies
+    t = rng.integers(1_500_000_000, 1_700_000_000, n)
+    table = pa.table({"user_id": pa.array(np.char.add("u", u.astype(str))),
+                      "movie_id": pa.array(np.char.add("m", m.astype(str))),
+                      "timestamp": pa.array(t, pa.int64())})
+    pq_path, csv_path = folder / f"logs-{n}.parquet", folder / f"logs-{n}.csv"
+    pq.write_table(table, pq_path)
+    pcsv.write_csv(table, csv_path)
+    return pq_path, csv_path
+
+
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+kind, path, movies, tmp = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+known = {{f"m{{i}}" for i in range(movies)}}
+t = time.perf_counter()
+if kind == "duckdb":
+    from movies2scenes.cowatch import cowatch_pairs_from_file
+    pairs = cowatch_pairs_from_file(path, known, known, per_movie=3, memory_limit="2GB", temp_dir=tmp)
+else:
+    from movies2scenes.catalogue import load_watch_logs
+    from movies2scenes.similarity import cowatch_pairs
+    logs = load_watch_logs(path, known)
+    pairs = cowatch_pairs(logs.user_id, logs.movie_id, logs.timestamp, known, per_movie=3)
+print(json.dumps({{"seconds": time.perf_counter() - t, "pairs": len(pairs)}}))
+"""
+
+
+def run_child(kind: str, path: Path, movies: int, tmp: Path) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), kind, str(path), str(movies), str(tmp)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run the sizes in increasing order
+    out["peak_rss_mb"] = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    return out
+
+
+def exponent(xs: list[float], ys: list[float]) -> float:
+    if len(xs) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def watchlogs(args) -> dict:
+    sizes = [int(float(s)) for s in args.sizes]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="m2s-scale-") as d:
+        folder = Path(d)
+        print(f"watch logs: {args.movies} movies, users = events / 20, Zipf-like; per_movie 3, lookahead 1")
+        print("| events | file | engine | seconds | peak RSS (MB) | pairs | events/s |")
+        print("|---|---|---|---|---|---|---|")
+        for n in sizes:
+            t = time.perf_counter()
+            pq_path, csv_path = write_logs(folder, n, args.movies)
+            gen = time.perf_counter() - t
+            for kind, path in (("duckdb", pq_path), ("duckdb", csv_path), ("reference", csv_path)):
+                if kind == "reference" and n > args.reference_max:
+                    continue
+                res = run_child(kind, path, args.movies, folder / "spill")
+                rows.append({"events": n, "file": path.suffix[1:], "engine": kind, **res, "generate_s": gen,
+                             "file_mb": path.stat().st_size / 2**20})
+                print(f"| {n:,} | {path.suffix[1:]} ({path.stat().st_size / 2**20:.0f} MB) | {kind} | "
+                      f"{res['seconds']:.1f} | {res['peak_rss_mb']:.0f} | {res['pairs']:,} | "
+                      f"{n / res['seconds']:,.0f} |", flush=True)
+            for p in (pq_path, csv_path):
+                p.unlink()
+    print("\n| engine | file | time exponent a (t ∝ N^a) | peak-RSS exponent b |")
+    print("|---|---|---|---|")
+    for kind, file in (("duckdb", "parquet"), ("duckdb", "csv"), ("reference", "csv")):
+        sel = [r for r in rows if r["engine"] == kind and r["file"] == file]
+        if len(sel) >= 2:
+            print(f"| {kind} | {file} | {exponent([r['events'] for r in sel], [r['seconds'] for r in sel]):.2f} | "
+                  f"{exponent([r['events'] for r in sel], [r['peak_rss_mb'] for r in sel]):.2f} |")
+    return {"watchlogs": rows}
+
+
+def not_built(args) -> dict:
+    raise SystemExit(f"bench/scale.py {args.part}: not built yet (issue 15 is in progress; see the issue's closing note)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("part", choices=["watchlogs", "film", "catalogue"])
+    ap.add_argument("--sizes", nargs="*", default=["1e5", "1e6", "1e7"])
+    ap.add_argument("--movies", type=int, default=10_000)
+    ap.add_argument("--reference-max", type=float, default=1e7, help="largest size for the in-memory reference")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    out = {"watchlogs": watchlogs, "film": not_built, "catalogue": not_built}[args.part](args)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Co-watch pairs from watch logs of any size: DuckDB over the CSV or Parquet file, out of core.
+
+The same rule as :func:`movies2scenes.similarity.cowatch_pairs` (the in-memory reference, kept for
+small inputs and tests): per user in time order (file order breaks ties), each movie's followers
+among the next ``lookahead`` watches are counted, over events of allowed movies only, with exact
+duplicate rows (user, movie, timestamp) counted once; each movie keeps its ``per_movie`` most
+frequent followers (ties: smaller id first). Here DuckDB does it in SQL, spilling to
+``temp_dir`` beyond ``memory_limit``, so 10⁸ events need neither 10⁸ Python objects nor the RAM
+to hold them (bench/scale.py measures it).
+
+Validation is a SQL gate over every row (user non-empty, movie in the catalogue, timestamp Unix
+seconds or ISO 8601, finite). When the gate finds a problem, or DuckDB cannot read a CSV file at
+all, the messages come from the streaming Python validator
+(:func:`movies2scenes.catalogue.watch_log_problems`), which names ``file:line: reason`` exactly as
+before; Parquet rows are named ``file:row N``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .catalogue import CatalogueError, watch_log_problems
+from .similarity import Pairs
+
+MAX_MESSAGES = 50
+
+
+def _connect(memory_limit: str, temp_dir: str | Path | None, threads: int):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")  # naive ISO timestamps are UTC, as in parse_timestamp
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute("SET preserve_insertion_order = true")  # row_number() OVER () is file order
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if temp_dir:
+        Path(temp_dir).mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = '{Path(temp_dir).as_posix()}'")
+    return con
+
+
+def _source(con, path: Path) -> tuple[str, bool]:
+    """A SQL relation with (i, u, m, t_text, t_num) and whether rows are CSV lines."""
+    p = str(path).replace("'", "''")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        cols = {r[0]: r[1].upper() for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{p}')").fetchall()}
+        lacking = [c for c in ("user_id", "movie_id", "timestamp") if c not in cols]
+        if lacking:
+            raise CatalogueError([f"{path}: Parquet schema lacks column(s) {', '.join(lacking)}"])
+        kind = cols["timestamp"]
+        if kind.startswith("TIMESTAMP") or kind == "DATE":
+            t_num = "epoch(CAST(\"timestamp\" AS TIMESTAMPTZ))"
+        elif any(kind.startswith(x) for x in ("DOUBLE", "FLOAT", "INT", "BIGINT", "SMALLINT", "TINYINT", "DECIMAL",
+                                                "UBIGINT", "UINTEGER", "HUGEINT", "REAL")):
+            t_num = "CAST(\"timestamp\" AS DOUBLE)"
+        else:
+            t_num = None
+        t_text = "trim(CAST(\"timestamp\" AS VARCHAR))"
+        rel = (f"(SELECT row_number() OVER () AS i, trim(CAST(user_id AS VARCHAR)) AS u, "
+               f"trim(CAST(movie_id AS VARCHAR)) AS m, {t_text} AS t_text"
+               f"{', ' + t_num + ' AS t_num' if t_num else ''} FROM read_parquet('{p}'))")
+        return rel, False
+    rel = (f"(SELECT row_number() OVER () AS i, trim(user_id) AS u, trim(movie_id) AS m, trim(\"timestamp\") AS t_text "
+           f"FROM read_csv('{p}', header = true, all_varchar = true, strict_mode = true, delim = ',', "
+           f"quote = '\"', escape = '\"'))")
+    return rel, True
+
+
+PARSE = ("coalesce(TRY_CAST(t_text AS DOUBLE), "
+         "epoch(TRY_CAST(replace(t_text, 'Z', '+00:00') AS TIMESTAMPTZ)))")
+
+
+def _load_events(con, path: Path, known: set[str]) -> int:
+    """Table ``ev`` (i, u, m, t_text, t) of every row of the watch-log file, after the row checks
+    (:class:`CatalogueError` naming rows otherwise); returns the number of rows."""
+    import duckdb
+
+    if not path.is_file():
+        raise CatalogueError([f"{path}: watch-log file not found"])
+    is_csv = path.suffix.lower() not in (".parquet", ".pq")
+    if is_csv:
+        problems = watch_log_problems(path, known, limit=MAX_MESSAGES, header_only=True)
+        if problems:
+            raise CatalogueError(problems)
+    try:
+        rel, is_csv = _source(con, path)
+        con.execute("CREATE TEMP TABLE known(m VARCHAR PRIMARY KEY)")
+        con.executemany("INSERT INTO known VALUES (?)", [(m,) for m in sorted(known)])
+        t_expr = "coalesce(t_num, " + PARSE + ")" if "t_num" in rel else PARSE
+        con.execute(f"CREATE TEMP TABLE ev AS SELECT i, u, m, t_text, {t_expr} AS t FROM {rel}")
+        bad = con.execute(
+            "SELECT i, u, m, t_text, t FROM ev WHERE u IS NULL OR u = '' OR m NOT IN (SELECT m FROM known) "
+            "OR m IS NULL OR t IS NULL OR NOT isfinite(t) ORDER BY i LIMIT ?", [MAX_MESSAGES + 1]).fetchall()
+    except duckdb.Error as e:
+        if is_csv:  # let the reference validator name the line (ragged rows, bad UTF-8, ...)
+            problems = watch_log_problems(path, known, limit=MAX_MESSAGES)
+            if problems:
+                raise CatalogueError(problems) from None
+        raise CatalogueError([f"{path}: cannot read the watch logs: {str(e).splitlines()[0]}"]) from None
+    if bad:
+        if is_csv:
+            problems = watch_log_problems(path, known, limit=MAX_MESSAGES)
+            if problems:
+                raise CatalogueError(problems)
+        raise CatalogueError([f"{path}:{'' if is_csv else 'row '}{i + (1 if is_csv else 0)}: "
+                              + ("empty user_id" if not u else f"unknown movie_id {m!r} (not in the catalogue)"
+                                 if m not in known else f"bad timestamp {tt!r} (expected Unix seconds or ISO 8601)")
+                              for i, u, m, tt, _ in bad[:MAX_MESSAGES]])
+    return int(con.execute("SELECT count(*) FROM ev").fetchone()[0])
+
+
+def validate_watch_logs(path: str | Path, known: set[str], memory_limit: str = "2GB") -> int:
+    """The number of watch events in the file, all valid (:class:`CatalogueError` otherwise)."""
+    con = _connect(memory_limit, None, 0)
+    try:
+        return _load_events(con, Path(path), known)
+    finally:
+        con.close()
+
+
+def cowatch_pairs_from_file(path: str | Path, known: set[str], allowed: set[str], per_movie: int = 3,
+                            lookahead: int = 1, memory_limit: str = "2GB", temp_dir: str | Path | None = None,
+                            threads: int = 0) -> Pairs:
+    """Co-watch pairs of a watch-log file (``.csv`` with header user_id,movie_id,timestamp, or
+    ``.parquet`` with those columns); ``known``: the catalogue's ids (others are errors);
+    ``allowed``: the movies that may be in pairs. Raises :class:`CatalogueError` naming rows."""
+    con = _connect(memory_limit, temp_dir, threads)
+    _load_events(con, Path(path), known)
+    out = Pairs()
+    con.execute("CREATE TEMP TABLE allowed(m VARCHAR PRIMARY KEY)")
+    con.executemany("INSERT INTO allowed VALUES (?)", [(m,) for m in sorted(allowed)])
+    excluded = con.execute("SELECT count(*) FROM ev WHERE m NOT IN (SELECT m FROM allowed)").fetchone()[0]
+    con.execute("CREATE TEMP TABLE kept AS SELECT u, m, t, min(i) AS i, count(*) AS n FROM ev "
+                "WHERE m IN (SELECT m FROM allowed) GROUP BY u, m, t")
+    duplicates = con.execute("SELECT coalesce(sum(n - 1), 0) FROM kept").fetchone()[0]
+    if excluded:
+        out.skipped["events of excluded movies"] = int(excluded)
+    if duplicates:
+        out.skipped["duplicate log rows"] = int(duplicates)
+    leads = ", ".join(f"lead(m, {k}) OVER w" for k in range(1, lookahead + 1))
+    rows = con.execute(f"""
+        WITH seq AS (SELECT m, [{leads}] AS nexts FROM kept WINDOW w AS (PARTITION BY u ORDER BY t, i)),
+             follow AS (SELECT m, unnest(nexts) AS n FROM seq),
+             counts AS (SELECT m, n, count(*) AS c FROM follow WHERE n IS NOT NULL AND n <> m GROUP BY m, n),
+             ranked AS (SELECT m, n, c, row_number() OVER (PARTITION BY m ORDER BY c DESC, n) AS r FROM counts)
+        SELECT m, n, c FROM ranked WHERE r <= ? ORDER BY m, r""", [per_movie]).fetchall()
+    con.close()
+    for m, n, c in rows:
+        out.add(m, n, float(c))
+    return out
