@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -66,15 +65,22 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "pairs": len(pairs)}}))
 
 
 def run_child(kind: str, path: Path, movies: int, tmp: Path) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), kind, str(path), str(movies), str(tmp)],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-2000:])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run the sizes in increasing order
-    out["peak_rss_mb"] = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    return out
+    """Run one measurement in a fresh interpreter; its own peak RSS from wait4 (not the running
+    maximum over all children that RUSAGE_CHILDREN gives)."""
+    import os
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT)), kind, str(path), str(movies),
+                                 str(tmp)], stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        if proc.returncode:
+            raise RuntimeError(err.read()[-2000:])
+        lines = [line for line in out.read().splitlines() if line.startswith("{")]
+    res = json.loads(lines[-1])
+    res["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    return res
 
 
 def exponent(xs: list[float], ys: list[float]) -> float:

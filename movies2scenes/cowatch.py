@@ -29,6 +29,7 @@ def _connect(memory_limit: str, temp_dir: str | Path | None, threads: int):
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # stdout is ours (and a pipe under SLURM)
     con.execute("SET TimeZone = 'UTC'")  # naive ISO timestamps are UTC, as in parse_timestamp
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET preserve_insertion_order = true")  # row_number() OVER () is file order
@@ -38,6 +39,15 @@ def _connect(memory_limit: str, temp_dir: str | Path | None, threads: int):
         Path(temp_dir).mkdir(parents=True, exist_ok=True)
         con.execute(f"SET temp_directory = '{Path(temp_dir).as_posix()}'")
     return con
+
+
+def _id_table(con, name: str, ids: set[str]) -> None:
+    """A temp table ``name(m)`` of ids, loaded through Arrow (``executemany`` inserts row by row)."""
+    import pyarrow as pa
+
+    con.register(f"{name}_arrow", pa.table({"m": pa.array(sorted(ids), pa.string())}))
+    con.execute(f"CREATE TEMP TABLE {name} AS SELECT m FROM {name}_arrow").fetchall()
+    con.unregister(f"{name}_arrow")
 
 
 def _source(con, path: Path) -> tuple[str, bool]:
@@ -85,8 +95,7 @@ def _load_events(con, path: Path, known: set[str]) -> int:
             raise CatalogueError(problems)
     try:
         rel, is_csv = _source(con, path)
-        con.execute("CREATE TEMP TABLE known(m VARCHAR PRIMARY KEY)")
-        con.executemany("INSERT INTO known VALUES (?)", [(m,) for m in sorted(known)])
+        _id_table(con, "known", known)
         t_expr = "coalesce(t_num, " + PARSE + ")" if "t_num" in rel else PARSE
         con.execute(f"CREATE TEMP TABLE ev AS SELECT i, u, m, t_text, {t_expr} AS t FROM {rel}")
         bad = con.execute(
@@ -107,7 +116,7 @@ def _load_events(con, path: Path, known: set[str]) -> int:
                               + ("empty user_id" if not u else f"unknown movie_id {m!r} (not in the catalogue)"
                                  if m not in known else f"bad timestamp {tt!r} (expected Unix seconds or ISO 8601)")
                               for i, u, m, tt, _ in bad[:MAX_MESSAGES]])
-    return int(con.execute("SELECT count(*) FROM ev").fetchone()[0])
+    return int(con.execute("SELECT count(*) FROM ev").fetchall()[0][0])
 
 
 def validate_watch_logs(path: str | Path, known: set[str], memory_limit: str = "2GB") -> int:
@@ -128,12 +137,11 @@ def cowatch_pairs_from_file(path: str | Path, known: set[str], allowed: set[str]
     con = _connect(memory_limit, temp_dir, threads)
     _load_events(con, Path(path), known)
     out = Pairs()
-    con.execute("CREATE TEMP TABLE allowed(m VARCHAR PRIMARY KEY)")
-    con.executemany("INSERT INTO allowed VALUES (?)", [(m,) for m in sorted(allowed)])
-    excluded = con.execute("SELECT count(*) FROM ev WHERE m NOT IN (SELECT m FROM allowed)").fetchone()[0]
+    _id_table(con, "allowed", allowed)
+    excluded = con.execute("SELECT count(*) FROM ev WHERE m NOT IN (SELECT m FROM allowed)").fetchall()[0][0]
     con.execute("CREATE TEMP TABLE kept AS SELECT u, m, t, min(i) AS i, count(*) AS n FROM ev "
                 "WHERE m IN (SELECT m FROM allowed) GROUP BY u, m, t")
-    duplicates = con.execute("SELECT coalesce(sum(n - 1), 0) FROM kept").fetchone()[0]
+    duplicates = con.execute("SELECT coalesce(sum(n - 1), 0) FROM kept").fetchall()[0][0]
     if excluded:
         out.skipped["events of excluded movies"] = int(excluded)
     if duplicates:
