@@ -50,35 +50,30 @@ def _id_table(con, name: str, ids: set[str]) -> None:
     con.unregister(f"{name}_arrow")
 
 
-def _source(con, path: Path) -> tuple[str, bool]:
-    """A SQL relation with (i, u, m, t_text, t_num) and whether rows are CSV lines."""
+PARSE = ("coalesce(TRY_CAST(t_text AS DOUBLE), "
+         "epoch(TRY_CAST(replace(t_text, 'Z', '+00:00') AS TIMESTAMPTZ)))")  # Unix seconds, else ISO 8601
+
+
+def _source(con, path: Path, is_csv: bool) -> str:
+    """A SQL relation (i, u, m, t_text, t): file-order row number, trimmed ids, the timestamp as
+    text and as Unix seconds (NULL where it does not parse)."""
     p = str(path).replace("'", "''")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        cols = {r[0]: r[1].upper() for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{p}')").fetchall()}
+    if is_csv:
+        src = (f"read_csv('{p}', header = true, all_varchar = true, strict_mode = true, delim = ',', "
+               "quote = '\"', escape = '\"')")
+        t_native = "NULL"
+    else:
+        src = f"read_parquet('{p}')"
+        cols = {r[0]: r[1].upper() for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
         lacking = [c for c in ("user_id", "movie_id", "timestamp") if c not in cols]
         if lacking:
             raise CatalogueError([f"{path}: Parquet schema lacks column(s) {', '.join(lacking)}"])
-        kind = cols["timestamp"]
-        if kind.startswith("TIMESTAMP") or kind == "DATE":
-            t_num = "epoch(CAST(\"timestamp\" AS TIMESTAMPTZ))"
-        elif any(kind.startswith(x) for x in ("DOUBLE", "FLOAT", "INT", "BIGINT", "SMALLINT", "TINYINT", "DECIMAL",
-                                                "UBIGINT", "UINTEGER", "HUGEINT", "REAL")):
-            t_num = "CAST(\"timestamp\" AS DOUBLE)"
-        else:
-            t_num = None
-        t_text = "trim(CAST(\"timestamp\" AS VARCHAR))"
-        rel = (f"(SELECT row_number() OVER () AS i, trim(CAST(user_id AS VARCHAR)) AS u, "
-               f"trim(CAST(movie_id AS VARCHAR)) AS m, {t_text} AS t_text"
-               f"{', ' + t_num + ' AS t_num' if t_num else ''} FROM read_parquet('{p}'))")
-        return rel, False
-    rel = (f"(SELECT row_number() OVER () AS i, trim(user_id) AS u, trim(movie_id) AS m, trim(\"timestamp\") AS t_text "
-           f"FROM read_csv('{p}', header = true, all_varchar = true, strict_mode = true, delim = ',', "
-           f"quote = '\"', escape = '\"'))")
-    return rel, True
-
-
-PARSE = ("coalesce(TRY_CAST(t_text AS DOUBLE), "
-         "epoch(TRY_CAST(replace(t_text, 'Z', '+00:00') AS TIMESTAMPTZ)))")
+        typed = cols["timestamp"].startswith("TIMESTAMP") or cols["timestamp"] == "DATE"
+        t_native = "epoch(CAST(\"timestamp\" AS TIMESTAMPTZ))" if typed else "NULL"  # numbers parse as text
+    return (f"(SELECT i, u, m, t_text, coalesce({t_native}, {PARSE}) AS t FROM "
+            f"(SELECT row_number() OVER () AS i, trim(CAST(user_id AS VARCHAR)) AS u, "
+            f"trim(CAST(movie_id AS VARCHAR)) AS m, trim(CAST(\"timestamp\" AS VARCHAR)) AS t_text, "
+            f"\"timestamp\" FROM {src}))")
 
 
 def _load_events(con, path: Path, known: set[str]) -> int:
@@ -94,10 +89,9 @@ def _load_events(con, path: Path, known: set[str]) -> int:
         if problems:
             raise CatalogueError(problems)
     try:
-        rel, is_csv = _source(con, path)
+        rel = _source(con, path, is_csv)
         _id_table(con, "known", known)
-        t_expr = "coalesce(t_num, " + PARSE + ")" if "t_num" in rel else PARSE
-        con.execute(f"CREATE TEMP TABLE ev AS SELECT i, u, m, t_text, {t_expr} AS t FROM {rel}")
+        con.execute(f"CREATE TEMP TABLE ev AS SELECT * FROM {rel}").fetchall()
         bad = con.execute(
             "SELECT i, u, m, t_text, t FROM ev WHERE u IS NULL OR u = '' OR m NOT IN (SELECT m FROM known) "
             "OR m IS NULL OR t IS NULL OR NOT isfinite(t) ORDER BY i LIMIT ?", [MAX_MESSAGES + 1]).fetchall()

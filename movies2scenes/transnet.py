@@ -73,6 +73,8 @@ class TransNetDetector:
     ``lookahead``: how many frames after a cut it may be reported (the window's reach).
     """
 
+    lookahead = WINDOW
+
     def __init__(self, threshold: float | None = None, min_scene_len: int = 15, model=None):
         import torch
 
@@ -86,7 +88,6 @@ class TransNetDetector:
         self.probs: list[float] = []  # predictions of frames [done, ...) not yet turned into cuts
         self.done = 0  # video frame index of probs[0]
         self.last_cut: int | None = None
-        self.lookahead = WINDOW
 
     def _window(self) -> None:
         """Run the window frames[0:WINDOW]; keep the predictions of its middle STEP frames."""
