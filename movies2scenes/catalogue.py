@@ -148,6 +148,7 @@ def load_catalogue(path: str | Path, require_videos: bool = False) -> Catalogue:
     problems: list[str] = []
     movies: list[Movie] = []
     seen: dict[str, int] = {}
+    files: dict[str, tuple[str, int]] = {}
     for lineno, row in rows:
         where = f"{path}:{lineno}"
         missing = [c for c in ("movie_id", "video") if not str(row.get(c) or "").strip()]
@@ -159,6 +160,13 @@ def load_catalogue(path: str | Path, require_videos: bool = False) -> Catalogue:
             problems.append(f"{where}: duplicate movie_id {movie_id!r} (first on row {seen[movie_id]})")
             continue
         seen[movie_id] = lineno
+        folded = safe_name(movie_id).casefold()  # per-movie files are named by the id
+        if folded in files:
+            problems.append(f"{where}: movie_id {movie_id!r} and {files[folded][0]!r} (row {files[folded][1]}) "
+                            "name the same files on a case-insensitive file system; make them differ "
+                            "by more than case")
+            continue
+        files[folded] = (movie_id, lineno)
         split = str(row.get("split") or "train").strip()
         if split not in SPLITS:
             problems.append(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")

@@ -43,6 +43,13 @@ def movie_shots(shots_dir: str | Path) -> dict[str, list[tuple[str, str]]]:
     return dict(out)
 
 
+def shard_digests(shots_dir: str | Path) -> dict[str, tuple[str, str]]:
+    """movie_id → (shot shard, its sha256), sorted by movie id, from the shots stage's index."""
+    table = pq.read_table(Path(shots_dir) / "index.parquet", columns=["movie_id", "shard", "shard_sha256"])
+    rows = zip(*(table[c].to_pylist() for c in ("movie_id", "shard", "shard_sha256")))
+    return dict(sorted({m: (s, d) for m, s, d in rows}.items()))
+
+
 def epoch_triplets(movies: dict[str, list], epoch: int, seed: int, query_fraction: float,
                    offset: int = 2, shuffle_movies: int = 16) -> list[Triplet]:
     """The epoch's queries in training order (see module doc)."""

@@ -1,10 +1,12 @@
 """Stage detect_shots: catalogue → run_dir/shots/ (webdataset shards, index.parquet, failures.jsonl).
 
-One shard per movie, ``shots-NNNNNN.tar`` with NNNNNN the movie's row in the catalogue, so the
-artefacts do not depend on how many processes made them. A movie is done when its record
-``parts/NNNNNN.json`` exists (written after its shard is renamed into place) with this config's
-hash and the video's fingerprint; a rerun skips those and redoes everything else, so a killed run
-resumes and ends with the same files as an uninterrupted one. Failures are retried on rerun.
+One shard per movie, ``shots-<ID>.tar`` with ID the movie's safe name (``catalogue.safe_name``),
+so the artefacts depend neither on how many processes made them nor on the catalogue's row order:
+adding, removing or reordering titles only processes the titles that changed. A movie is done when
+its record ``parts/<ID>.json`` exists (written after its shard is renamed into place) with this
+config's hash and the video's fingerprint; a rerun skips those and redoes everything else, so a
+killed run resumes and ends with the same files as an uninterrupted one. Failures are retried on
+rerun. The index lists movies sorted by id (the catalogue's order does not change the result).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from movies2scenes.store import (
     atomic_path,
     output_error,
     file_fingerprint,
+    sha256_file,
     read_json,
     remove_stale_tmp,
     write_json,
@@ -41,8 +44,12 @@ from ._stage import Slot, is_done, process_slot, stage_lock, write_done
 STAGE = "detect_shots"
 
 
-def shard_name(index: int) -> str:
-    return f"shots-{index:06d}.tar"
+def shard_name(movie_id: str) -> str:
+    return f"shots-{safe_name(movie_id)}.tar"
+
+
+def part_name(movie_id: str) -> str:
+    return f"{safe_name(movie_id)}.json"
 
 
 def _encode_frames(frames: np.ndarray, cfg) -> dict:
@@ -58,11 +65,11 @@ def _encode_frames(frames: np.ndarray, cfg) -> dict:
     return out
 
 
-def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
+def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
     """Detect shots of one movie and write its shard. Returns its part record (ok or failed)."""
     started = time.time()
-    record = {"movie_id": movie.movie_id, "movie_index": index, "video": str(movie.video)}
-    shard_path = out_dir / shard_name(index)
+    record = {"movie_id": movie.movie_id, "video": str(movie.video)}
+    shard_path = out_dir / shard_name(movie.movie_id)
     try:
         info = probe(movie.video)
         work = cfg.work_size or cfg.keyframe_size
@@ -102,6 +109,7 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
             for s in shots_out:
                 s["start_time"] = round(float(times[s["start_frame"]]), 6)
                 s["end_time"] = round(float(times[s["end_frame"]]), 6)
+            digest = sha256_file(tmp_shard)  # downstream per-movie stamps (features) use it
             try:
                 tmp_shard.replace(shard_path)
             except OSError as e:
@@ -111,7 +119,7 @@ def process_movie(movie: Movie, index: int, out_dir: Path, cfg) -> dict:
         record.update(
             status="ok", fps=info.fps, width=info.width, height=info.height, codec=info.codec,
             num_frames=total, keyframe_width=kf_size[0], keyframe_height=kf_size[1],
-            shard=shard_path.name, shots=shots_out, decoder=reader.decoder,
+            shard=shard_path.name, shard_sha256=digest, shots=shots_out, decoder=reader.decoder,
         )
         if reader.note:
             record["decoder_note"] = reader.note
@@ -140,7 +148,8 @@ def _fingerprint(movie: Movie) -> str:
 def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool = False) -> int:
     if not cfg.catalogue:
         raise ConfigError("no catalogue given: set catalogue=PATH (CSV or JSONL, see README)")
-    catalogue = load_catalogue(cfg.catalogue)
+    # sorted by id: the catalogue's row order changes neither the work split nor the artefacts
+    catalogue = sorted(load_catalogue(cfg.catalogue), key=lambda m: m.movie_id)
     out_dir = Path(cfg.run_dir) / "shots"
     with stage_lock(out_dir, shard) as lock:
         return _run(cfg, catalogue, out_dir, shard, strict, force, lock.exclusive)
@@ -172,21 +181,21 @@ def _run(cfg: Config, catalogue, out_dir: Path, shard: str | None, strict: bool,
     for i, (movie, fp) in enumerate(zip(catalogue, prints)):
         if not slot.mine(i):
             continue
-        part = parts_dir / f"{i:06d}.json"
+        part = parts_dir / part_name(movie.movie_id)
         if not force and part.is_file():
             rec = read_json(part)
             if (rec.get("status") == "ok" and rec.get("config_hash") == chash
-                    and rec.get("fingerprint") == fp and (out_dir / shard_name(i)).is_file()):
+                    and rec.get("fingerprint") == fp and (out_dir / shard_name(movie.movie_id)).is_file()):
                 continue
-        todo.append((i, movie, fp))
+        todo.append((movie, fp))
 
     bar = progress(todo, desc=f"shots [{slot.rank + 1}/{slot.world}]", unit="movie", position=slot.rank)
     n_frames = 0
     t0 = time.time()
-    for i, movie, fp in bar:
-        rec = process_movie(movie, i, out_dir, cfg.shots)
+    for movie, fp in bar:
+        rec = process_movie(movie, out_dir, cfg.shots)
         rec.update(config_hash=chash, fingerprint=fp)
-        write_json(parts_dir / f"{i:06d}.json", rec)
+        write_json(parts_dir / part_name(movie.movie_id), rec)
         if rec["status"] == "ok":
             n_frames += rec["num_frames"]
         else:
@@ -206,8 +215,8 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
     out_dir = Path(cfg.run_dir) / "shots"
     parts_dir = out_dir / "parts"
     records, pending = [], []
-    for i, (movie, fp) in enumerate(zip(catalogue, prints)):
-        part = parts_dir / f"{i:06d}.json"
+    for movie, fp in zip(catalogue, prints):
+        part = parts_dir / part_name(movie.movie_id)
         rec = read_json(part) if part.is_file() else None
         if not rec or rec.get("config_hash") != chash or rec.get("fingerprint") != fp:
             pending.append(movie.movie_id)
@@ -218,9 +227,9 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
               "pending in other shards — the last process to finish merges the index")
         return 0
 
-    cols = {k: [] for k in ("movie_id", "movie_index", "shot", "start_frame", "end_frame", "start_time",
+    cols = {k: [] for k in ("movie_id", "shot", "start_frame", "end_frame", "start_time",
                             "end_time", "fps", "keyframe_frames", "transition_start", "transition_end",
-                            "shard", "key")}
+                            "shard", "shard_sha256", "key")}
     failures = []
     for rec in records:
         if rec["status"] != "ok":
@@ -229,7 +238,6 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
         key_base = safe_name(rec["movie_id"])
         for s in rec["shots"]:
             cols["movie_id"].append(rec["movie_id"])
-            cols["movie_index"].append(rec["movie_index"])
             cols["shot"].append(s["shot"])
             cols["start_frame"].append(s["start_frame"])
             cols["end_frame"].append(s["end_frame"])
@@ -241,12 +249,14 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
             cols["transition_start"].append(span[0])
             cols["transition_end"].append(span[1])
             cols["shard"].append(rec["shard"])
+            cols["shard_sha256"].append(rec["shard_sha256"])
             cols["key"].append(f"{key_base}_{s['shot']:06d}")
     schema = pa.schema([
-        ("movie_id", pa.string()), ("movie_index", pa.int32()), ("shot", pa.int32()),
+        ("movie_id", pa.string()), ("shot", pa.int32()),
         ("start_frame", pa.int64()), ("end_frame", pa.int64()), ("start_time", pa.float64()),
         ("end_time", pa.float64()), ("fps", pa.float64()), ("keyframe_frames", pa.list_(pa.int64())),
-        ("transition_start", pa.int64()), ("transition_end", pa.int64()), ("shard", pa.string()), ("key", pa.string()),
+        ("transition_start", pa.int64()), ("transition_end", pa.int64()), ("shard", pa.string()),
+        ("shard_sha256", pa.string()), ("key", pa.string()),
     ])
     write_parquet(out_dir / "index.parquet", pa.table(cols, schema=schema))
     with atomic_path(out_dir / "failures.jsonl") as tmp:
@@ -255,6 +265,10 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
     keep = {r["shard"] for r in records if r["status"] == "ok"}
     for p in out_dir.glob("shots-*.tar"):
         if p.name not in keep:
+            p.unlink()
+    listed = {part_name(m.movie_id) for m in catalogue}
+    for p in parts_dir.glob("*.json"):  # records of titles that left the catalogue
+        if p.name not in listed:
             p.unlink()
     if exclusive:  # with several processes another one may still be writing a temp file
         remove_stale_tmp(out_dir)

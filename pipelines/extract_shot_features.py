@@ -2,8 +2,8 @@
 
 The frozen E_shot backbone (before the projection head) embeds every keyframe of every shot (the
 deterministic eval view: short side to the model's size, centre crop); a shot's feature is the mean
-over its k keyframes. One fp16 array per movie (``features-NNNNNN.npy``, M × d, shot order) and
-``index.parquet`` (movie_id, movie_index, file, num_shots, dim). Loader workers decode shards while
+over its k keyframes. One fp16 array per movie (``features-<ID>.npy``, M × d, shot order; ID the movie's safe name)
+and ``index.parquet`` (movie_id, file, num_shots, dim). Loader workers decode shards while
 the model runs; batched ``torch.inference_mode``, bf16 on CUDA. Data-parallel like detect-shots
 (movies split across processes, per-movie parts, the last process merges).
 """
@@ -14,23 +14,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from movies2scenes.config import Config, config_hash
-from movies2scenes.data import eval_transform, loader_workers, movie_shots
-from movies2scenes.features import feature_file
+from movies2scenes.data import eval_transform, loader_workers, shard_digests
+from movies2scenes.features import feature_file, part_name, write_index, write_movie_features
 from movies2scenes.models.vit import load_vit, read_model_config
 from movies2scenes.progress import progress
 from movies2scenes.store import (
-    atomic_path,
     decode_keyframes,
     iter_tar,
     read_json,
     remove_stale_tmp,
     write_json,
-    write_parquet,
 )
 
 from ._stage import is_done, process_slot, stage_input_hash, stage_lock, write_done
@@ -39,13 +36,14 @@ STAGE = "extract_shot_features"
 
 
 class MovieChunks(IterableDataset):
-    """Full batches of eval views packed across movies, with the segments they hold.
+    """Full batches of eval views packed across movies, with the segments they hold, read shot by
+    shot from the shards (memory bounded by the batch, not by the movie's length).
 
-    Yields (images (n, 3, S, S), segments) where each segment is (movie_index, n_shots, k, last):
+    Yields (images (n, 3, S, S), segments) where each segment is (movie_id, n_shots, k, last):
     n_shots·k consecutive images of one movie (k keyframes per shot), ``last`` when the movie ends.
-    A movie's keyframes share one size, so the transform runs batched per movie."""
+    A segment's keyframes share one size, so the transform runs batched per segment."""
 
-    def __init__(self, shots_dir: Path, movies: list[tuple[int, str]], size: int, batch_images: int):
+    def __init__(self, shots_dir: Path, movies: list[tuple[str, str]], size: int, batch_images: int):
         self.dir, self.movies, self.batch = shots_dir, movies, batch_images
         self.transform = eval_transform(size)
 
@@ -53,20 +51,27 @@ class MovieChunks(IterableDataset):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         images, segments, filled = [], [], 0
-        for j, (movie_index, shard) in enumerate(self.movies):
+        for j, (movie_id, shard) in enumerate(self.movies):
             if j % nw != wid:
                 continue
-            frames = np.stack([decode_keyframes(s) for s in iter_tar(self.dir / shard)])  # (M, k, h, w, 3)
-            m, k = frames.shape[:2]
-            views = self.transform(torch.from_numpy(frames.reshape(m * k, *frames.shape[2:])).permute(0, 3, 1, 2))
-            start = 0
-            while start < m:  # cut the movie at batch boundaries, whole shots only
-                take = max(1, min(m - start, (self.batch - filled) // k))
-                images.append(views[start * k:(start + take) * k])
-                segments.append((movie_index, take, k, start + take == m))
-                filled += take * k
-                start += take
-                if filled >= self.batch:
+            run: list[np.ndarray] = []  # (k, h, w, 3) keyframes of the segment being filled
+            samples = iter_tar(self.dir / shard)
+            sample = next(samples, None)
+            while sample is not None:
+                frames = decode_keyframes(sample)
+                sample = next(samples, None)
+                run.append(frames)
+                filled += len(frames)
+                last = sample is None
+                full = filled + len(frames) > self.batch  # the next shot would not fit
+                if last or full:
+                    batch = np.stack(run)  # (n, k, h, w, 3)
+                    n, k = batch.shape[:2]
+                    flat = torch.from_numpy(batch.reshape(n * k, *batch.shape[2:])).permute(0, 3, 1, 2)
+                    images.append(self.transform(flat))
+                    segments.append((movie_id, n, k, last))
+                    run = []
+                if full:
                     yield torch.cat(images), segments
                     images, segments, filled = [], [], 0
         if images:
@@ -95,18 +100,21 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
     (out / "parts").mkdir(parents=True, exist_ok=True)
     (out / "DONE.json").unlink(missing_ok=True)
 
-    movies = movie_shots(shots_dir)  # shard → [(key, movie_id)]
-    all_movies = sorted((int(s.split("-")[1].split(".")[0]), s) for s in movies)
-    stamp = f"{chash}:{input_hash}"
+    # a movie's features depend on this config, the encoder and that movie's shard only: its stamp
+    # says so, and a movie whose three are unchanged is not redone (titles added to or removed from
+    # the catalogue leave the others' features alone as long as the encoder stays the same)
+    shards = shard_digests(shots_dir)  # movie_id → (shard, sha256), sorted by id
+    encoder = stage_input_hash(enc_dir / "DONE.json")
+    stamps = {m: f"{chash}:{encoder}:{digest}" for m, (_, digest) in shards.items()}
     todo = []
-    for movie_index, shard_name in all_movies:
-        if not slot.mine(movie_index):
+    for i, (movie_id, (shard_name, _)) in enumerate(shards.items()):
+        if not slot.mine(i):
             continue
-        part = out / "parts" / f"{movie_index:06d}.json"
-        if not force and part.is_file() and read_json(part).get("stamp") == stamp \
-                and (out / feature_file(movie_index)).is_file():
+        part = out / "parts" / part_name(movie_id)
+        if not force and part.is_file() and read_json(part).get("stamp") == stamps[movie_id] \
+                and (out / feature_file(movie_id)).is_file():
             continue
-        todo.append((movie_index, shard_name))
+        todo.append((movie_id, shard_name))
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_vit(enc_dir, device)
@@ -114,29 +122,22 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
     fc = cfg.shot_features
     loader = DataLoader(MovieChunks(shots_dir, todo, size, fc.batch_size), batch_size=None,
                         num_workers=loader_workers(fc.num_workers))
-    pending: dict[int, list[np.ndarray]] = {}
+    pending: dict[str, list[np.ndarray]] = {}
     bar = progress(total=len(todo), desc=f"features [{slot.rank + 1}/{slot.world}]", unit="movie",
                    position=slot.rank)
-    shard_of = dict(todo)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                 enabled=device.type == "cuda"):
         for images, segments in loader:
             out_all = model(images.to(device, non_blocking=True)).float().cpu()
             offset = 0
-            for movie_index, n_shots, k, last in segments:
+            for movie_id, n_shots, k, last in segments:
                 feats = out_all[offset:offset + n_shots * k].reshape(n_shots, k, -1).mean(1)  # mean over keyframes
                 offset += n_shots * k
-                pending.setdefault(movie_index, []).append(feats.numpy().astype(np.float16))
+                pending.setdefault(movie_id, []).append(feats.numpy().astype(np.float16))
                 if not last:
                     continue
-                matrix = np.concatenate(pending.pop(movie_index))
-                with atomic_path(out / feature_file(movie_index)) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.save(f, matrix, allow_pickle=False)
-                movie_id = movies[shard_of[movie_index]][0][1]
-                write_json(out / "parts" / f"{movie_index:06d}.json",
-                           {"movie_id": movie_id, "movie_index": movie_index, "stamp": stamp,
-                            "num_shots": int(matrix.shape[0]), "dim": int(matrix.shape[1])})
+                row = write_movie_features(out, movie_id, np.concatenate(pending.pop(movie_id)))
+                write_json(out / "parts" / part_name(movie_id), row | {"stamp": stamps[movie_id]})
                 bar.update()
     bar.close()
 
@@ -144,22 +145,23 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
     if not slot.is_main and slot.state is not None:
         return 0
     parts = []
-    for movie_index, _ in all_movies:
-        p = out / "parts" / f"{movie_index:06d}.json"
+    for movie_id in shards:
+        p = out / "parts" / part_name(movie_id)
         rec = read_json(p) if p.is_file() else None
-        if not rec or rec.get("stamp") != stamp:
+        if not rec or rec.get("stamp") != stamps[movie_id]:
             print(f"extract-shot-features: process {slot.rank}/{slot.world} done; other shards still "
                   "pending — the last process to finish merges the index")
             return 0
         parts.append(rec)
-    table = pa.table({
-        "movie_id": [p["movie_id"] for p in parts],
-        "movie_index": pa.array([p["movie_index"] for p in parts], pa.int32()),
-        "file": [feature_file(p["movie_index"]) for p in parts],
-        "num_shots": pa.array([p["num_shots"] for p in parts], pa.int32()),
-        "dim": pa.array([p["dim"] for p in parts], pa.int32()),
-    })
-    write_parquet(out / "index.parquet", table)
+    write_index(out, parts)
+    keep_parts = {part_name(m) for m in shards}
+    keep_files = {feature_file(m) for m in shards}
+    for f in (out / "parts").glob("*.json"):  # movies that left the shots stage
+        if f.name not in keep_parts:
+            f.unlink()
+    for f in out.glob("features-*.npy"):
+        if f.name not in keep_files:
+            f.unlink()
     counts = {"movies": len(parts), "shots": int(sum(p["num_shots"] for p in parts)),
               "dim": parts[0]["dim"] if parts else 0}
     write_done(out, STAGE, chash, input_hash, counts, started, device=str(device))

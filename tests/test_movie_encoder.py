@@ -110,11 +110,9 @@ def test_learns_movie_similarity_when_shot_features_carry_the_place(tmp_path):
     held-out genre pairs from random pairs. (On E_shot features it cannot yet; see RESULTS.md.)"""
     import csv
 
-    import pyarrow as pa
-
     from movies2scenes.demo import make_world
-    from movies2scenes.features import feature_file
-    from movies2scenes.store import write_json, write_parquet
+    from movies2scenes.features import write_index, write_movie_features
+    from movies2scenes.store import write_json
     from pipelines import build_movie_pairs, train_movie_encoder
 
     cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={tmp_path / 'run'}",
@@ -128,17 +126,12 @@ def test_learns_movie_similarity_when_shot_features_carry_the_place(tmp_path):
     feat_dir = tmp_path / "run" / "shot_features"
     rng = np.random.default_rng(0)
     rows = []
-    for i, (movie, seq) in enumerate(sorted(places.items())):
+    for movie, seq in sorted(places.items()):
         x = np.zeros((len(seq), 32), np.float32)
         x[np.arange(len(seq)), seq] = 1.0
         x += rng.normal(0, 0.1, x.shape)
-        feat_dir.mkdir(parents=True, exist_ok=True)
-        np.save(feat_dir / feature_file(i), x.astype(np.float16))
-        rows.append((movie, i, len(seq)))
-    write_parquet(feat_dir / "index.parquet", pa.table({
-        "movie_id": [r[0] for r in rows], "movie_index": [r[1] for r in rows],
-        "file": [feature_file(r[1]) for r in rows], "num_shots": [r[2] for r in rows],
-        "dim": [32] * len(rows)}))
+        rows.append(write_movie_features(feat_dir, movie, x))
+    write_index(feat_dir, rows)
     write_json(feat_dir / "DONE.json", {"config_hash": "oracle", "input_hash": "oracle"})
     assert build_movie_pairs.run(cfg) == 0
     assert train_movie_encoder.run(cfg) == 0
