@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,6 +84,92 @@ def run_child(kind: str, path: Path, movies: int, tmp: Path) -> dict:
     return res
 
 
+def run_command(argv: list[str], log: Path | None = None) -> dict:
+    """Run ``argv`` (a stage CLI) in a fresh process: wall seconds and its own peak RSS (wait4)."""
+    import os
+
+    with (open(log, "w") if log else tempfile.TemporaryFile("w+")) as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise RuntimeError(f"{' '.join(argv[:4])} … exited {code}" + (f"; see {log}" if log else ""))
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def m2s(stage: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", stage, "-c", "configs/demo.yaml", *overrides]
+
+
+def tree_bytes(folder: Path, pattern: str = "*") -> int:
+    return sum(p.stat().st_size for p in folder.rglob(pattern) if p.is_file())
+
+
+def film(args) -> dict:
+    """One long demo movie per length through detect-shots, train-shot-encoder (a few steps: the
+    encoder the features need) and extract-shot-features, each stage in its own process."""
+    import csv
+
+    from movies2scenes.config import DemoWorldConfig
+    from movies2scenes.demo import make_world
+
+    rows = []
+    base = Path(args.workdir or tempfile.mkdtemp(prefix="m2s-film-"))
+    print(f"feature-length film: demo generator, 160×96 px, shots of 60–90 frames at 12 fps; work in {base}")
+    print("| shots (truth) | frames | stage | seconds | frames/s or shots/s | peak RSS (MB) | bytes written |")
+    print("|---|---|---|---|---|---|---|")
+    for target in args.film_shots:
+        world = base / f"world-{target}"
+        cfg = DemoWorldConfig(num_movies=1, num_genres=2, scenes_per_movie=[round(target / 7.5)] * 2,
+                              shots_per_scene=[3, 12], shot_frames=[60, 90], num_users=10,
+                              watches_per_user=[1, 1], val_fraction=0, test_fraction=0)
+        t = time.perf_counter()
+        make_world(world, cfg, seed=0, progress=False)
+        gen = time.perf_counter() - t
+        truth = list(csv.DictReader(open(world / "ground_truth" / "shots.csv")))
+        frames = int(truth[-1]["end_frame"])
+        run = base / f"run-{target}"
+        shutil.rmtree(run, ignore_errors=True)  # measure a full run, never a resumed one
+        common = [f"run_dir={run}", f"catalogue={world / 'catalogue.csv'}", "shot_encoder.train.max_steps=2", "shot_encoder.train.batch_size=16",
+                  "shot_encoder.train.num_workers=0", "shot_features.num_workers=1"]
+        video_mb = (world / "videos" / "m0000.mp4").stat().st_size
+        row = {"target_shots": target, "true_shots": len(truth), "frames": frames, "generate_s": gen,
+               "video_bytes": video_mb}
+        for stage, folder in (("detect-shots", "shots"), ("train-shot-encoder", "shot_encoder"),
+                              ("extract-shot-features", "shot_features")):
+            res = run_command(m2s(stage, *common), log=base / f"{stage}-{target}.log")
+            written = tree_bytes(run / folder)
+            if stage == "detect-shots":
+                import pyarrow.parquet as pq
+
+                starts = set(pq.read_table(run / "shots" / "index.parquet").column("start_frame").to_pylist())
+                found = len(starts)
+                cuts = {int(t["start_frame"]) for t in truth} - {0}
+                hit = sum(any(c + d in starts for d in (-1, 0, 1)) for c in cuts)
+                rate, unit = frames / res["seconds"], "frames/s"
+                row.update(found_shots=found, cut_recall=hit / len(cuts),
+                           cut_precision=hit / max(1, len(starts - {0})))
+            else:
+                rate, unit = found / res["seconds"], "shots/s"
+            row[stage] = {**res, "bytes": written, "rate": rate, "unit": unit}
+            print(f"| {len(truth):,} (found {found:,}) | {frames:,} | {stage} | {res['seconds']:.1f} | "
+                  f"{rate:,.0f} {unit} | {res['peak_rss_mb']:.0f} | {written / 2**20:.2f} MB |", flush=True)
+        print(f"|  | cuts: recall {row['cut_recall']:.3f}, precision {row['cut_precision']:.3f} (±1 frame) | "
+              f"video {video_mb / 2**20:.0f} MB, generated in {gen:.0f} s |  |  |  |  |", flush=True)
+        rows.append(row)
+    if len(rows) >= 2:
+        print("\n| stage | time exponent vs frames | peak-RSS exponent vs frames | RSS ratio longest/shortest |")
+        print("|---|---|---|---|")
+        for stage in ("detect-shots", "train-shot-encoder", "extract-shot-features"):
+            xs = [r["frames"] for r in rows]
+            print(f"| {stage} | {exponent(xs, [r[stage]['seconds'] for r in rows]):.2f} | "
+                  f"{exponent(xs, [r[stage]['peak_rss_mb'] for r in rows]):.2f} | "
+                  f"{rows[-1][stage]['peak_rss_mb'] / rows[0][stage]['peak_rss_mb']:.2f} |")
+    return {"film": rows}
+
+
 def exponent(xs: list[float], ys: list[float]) -> float:
     if len(xs) < 2:
         return float("nan")
@@ -132,9 +219,11 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="*", default=["1e5", "1e6", "1e7"])
     ap.add_argument("--movies", type=int, default=10_000)
     ap.add_argument("--reference-max", type=float, default=1e7, help="largest size for the in-memory reference")
+    ap.add_argument("--film-shots", nargs="*", type=int, default=[500, 2000], help="film: movie lengths in shots")
+    ap.add_argument("--workdir", type=Path, help="film/catalogue: keep the generated data here (default: a temp folder)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    out = {"watchlogs": watchlogs, "film": not_built, "catalogue": not_built}[args.part](args)
+    out = {"watchlogs": watchlogs, "film": film, "catalogue": not_built}[args.part](args)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

@@ -104,14 +104,23 @@ def genre_pairs(genres: dict[str, tuple[str, ...]], allowed: set[str], per_movie
             out.skipped["movies without genres"] = out.skipped.get("movies without genres", 0) + 1
         for g in genres[m]:
             by_genre[g].append(m)
+    # movies with the same genre set share one sorted candidate list (built once per set, not once
+    # per movie: that was O(N²/G) over a catalogue); a movie draws from its list without itself,
+    # the same draws as rng.choice(<the list without m>, ...)
+    shared: dict[frozenset, tuple[list[str], dict[str, int]]] = {}
     for m in movies:
-        mine = set(genres[m])
-        candidates = sorted({n for g in mine for n in by_genre[g]} - {m})
-        if not candidates:
+        mine = frozenset(genres[m])
+        if mine not in shared:
+            members = sorted({n for g in mine for n in by_genre[g]})
+            shared[mine] = (members, {n: i for i, n in enumerate(members)})
+        members, position = shared[mine]
+        if len(members) < 2:
             continue
-        for n in rng.choice(candidates, size=min(per_movie, len(candidates)), replace=False):
-            theirs = set(genres[str(n)])
-            out.add(m, str(n), len(mine & theirs) / len(mine | theirs))
+        i = position[m]
+        for j in rng.choice(len(members) - 1, size=min(per_movie, len(members) - 1), replace=False):
+            n = members[int(j) + (int(j) >= i)]
+            theirs = set(genres[n])
+            out.add(m, n, len(mine & theirs) / len(mine | theirs))
     return out
 
 

@@ -242,3 +242,29 @@ def test_bad_metadata(small_world, tmp_path):
     assert skipped["cowatch"] == {"duplicate log rows": 1}
     assert skipped["genre"] == {"movies without genres": 1}
     assert skipped["synopsis"] == {"movies without synopsis": 1}
+
+
+def test_genre_pairs_draw_as_the_per_movie_candidate_list_did():
+    """genre_pairs shares one candidate list per genre set (O(N) not O(N²/G)); its draws must be
+    those of the plain per-movie version: rng.choice(sorted(union of its genres' movies − itself))."""
+    from collections import defaultdict
+
+    from movies2scenes.similarity import Pairs, genre_pairs
+
+    rng = np.random.default_rng(1)
+    names = [f"g{i}" for i in range(6)]
+    genres = {f"m{i:04d}": tuple(sorted(set(rng.choice(names, rng.integers(0, 4))))) for i in range(600)}
+    allowed = {m for m in genres if rng.random() < 0.9}
+    ref, draw = Pairs(), np.random.default_rng([5, 31])
+    by_genre = defaultdict(list)
+    for m in sorted(allowed):
+        for g in genres[m]:
+            by_genre[g].append(m)
+    for m in sorted(allowed):
+        mine = set(genres[m])
+        candidates = sorted({n for g in mine for n in by_genre[g]} - {m})
+        if candidates:
+            for n in draw.choice(candidates, size=min(3, len(candidates)), replace=False):
+                ref.add(m, str(n), len(mine & set(genres[n])) / len(mine | set(genres[n])))
+    got = genre_pairs(genres, allowed, 3, 5)
+    assert len(got) > 500 and got.rows() == ref.rows()
