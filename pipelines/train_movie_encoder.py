@@ -86,31 +86,48 @@ def epoch_pairs(train_pos, movies, positives_set, epoch: int, seed: int):
 
 
 class FeatureBank:
-    """Shot features of every movie as float32 tensors, padded/cropped on request."""
+    """Standardised shot features of the movies, read window by window from the memory-mapped
+    fp16 arrays: a batch reads only the ``length`` rows it uses, so memory does not grow with the
+    number of movies or their length (a 10⁴-title catalogue of 2,000-shot films is ~8 GB of fp16).
+
+    Standardisation statistics (per feature, over every shot of the training movies) are
+    accumulated movie by movie in float64 (Chan's pairwise update of mean and M2): frozen ViT
+    features share a large common component that would otherwise dominate A = E(x1)·E(x2)ᵀ."""
 
     def __init__(self, feats: ShotFeatures, length: int, movies: list[str] | None = None):
         self.feats, self.length = feats, length
-        raw = {m: np.asarray(feats.movie(m), dtype=np.float32) for m in feats.movie_ids}
-        for m, x in raw.items():
+        train = set(movies or feats.movie_ids)
+        count, mean, m2 = 0, np.zeros(feats.dim), np.zeros(feats.dim)
+        for m in progress(feats.movie_ids, desc="feature statistics", unit="movie"):
+            x = np.asarray(feats.movie(m), dtype=np.float64)
             bad = np.flatnonzero(~np.isfinite(x).all(1))
             if len(bad):  # would surface as a NaN loss ("lower the learning rate"): name it instead
                 raise ConfigError(f"{feats.dir / feats.rows[m]['file']}: movie {m!r} has non-finite shot "
                                   f"features at shot(s) {', '.join(map(str, bad[:10].tolist()))}"
                                   f"{' ...' if len(bad) > 10 else ''} ({len(bad)} of {len(x)}); check those "
                                   "shots' keyframes and rerun extract-shot-features --force")
-        # standardise every feature with statistics of the training movies' shots: frozen ViT
-        # features share a large common component that would otherwise dominate A = E(x1)·E(x2)ᵀ
-        pool = np.concatenate([raw[m] for m in (movies or list(raw))])
-        self.mean, self.std = pool.mean(0), pool.std(0) + 1e-6
-        self.cache = {m: torch.from_numpy((x - self.mean) / self.std) for m, x in raw.items()}
+            if m not in train or not len(x):
+                continue
+            n, mu = len(x), x.mean(0)
+            delta = mu - mean
+            total = count + n
+            mean = mean + delta * (n / total)
+            m2 = m2 + ((x - mu) ** 2).sum(0) + delta ** 2 * (count * n / total)
+            count = total
+        self.mean = mean.astype(np.float32)
+        self.std = (np.sqrt(m2 / max(count, 1)) + 1e-6).astype(np.float32)
+
+    def window(self, movie: str, offset: int) -> torch.Tensor:
+        """Rows ``offset:offset + length`` of the movie, standardised, float32."""
+        x = np.asarray(self.feats.movie(movie)[offset:offset + self.length], dtype=np.float32)
+        return torch.from_numpy((x - self.mean) / self.std)
 
     def batch(self, movies: list[str], rng: np.random.Generator | None):
         xs, ms = [], []
         for m in movies:
-            x = self.cache[m]
-            extra = x.shape[0] - self.length
+            extra = self.feats.num_shots(m) - self.length
             offset = (int(rng.integers(extra + 1)) if rng is not None else extra // 2) if extra > 0 else 0
-            padded, mask = pad_or_crop(x, self.length, offset)
+            padded, mask = pad_or_crop(self.window(m, offset), self.length)
             xs.append(padded)
             ms.append(mask)
         return torch.stack(xs), torch.stack(ms)
