@@ -133,7 +133,8 @@ def film(args) -> dict:
         run = base / f"run-{target}"
         shutil.rmtree(run, ignore_errors=True)  # measure a full run, never a resumed one
         common = [f"run_dir={run}", f"catalogue={world / 'catalogue.csv'}", "shot_encoder.train.max_steps=2", "shot_encoder.train.batch_size=16",
-                  "shot_encoder.train.num_workers=0", "shot_features.num_workers=1"]
+                  "shot_encoder.train.num_workers=0", "shot_features.num_workers=1",
+                  f"shots.decoder={args.decoder}"]
         video_mb = (world / "videos" / "m0000.mp4").stat().st_size
         row = {"target_shots": target, "true_shots": len(truth), "frames": frames, "generate_s": gen,
                "video_bytes": video_mb}
@@ -149,6 +150,8 @@ def film(args) -> dict:
                 cuts = {int(t["start_frame"]) for t in truth} - {0}
                 hit = sum(any(c + d in starts for d in (-1, 0, 1)) for c in cuts)
                 rate, unit = frames / res["seconds"], "frames/s"
+                part = next((run / "shots" / "parts").glob("*.json"))
+                row["decoder"] = json.loads(part.read_text())["decoder"]
                 row.update(found_shots=found, cut_recall=hit / len(cuts),
                            cut_precision=hit / max(1, len(starts - {0})))
             else:
@@ -157,7 +160,7 @@ def film(args) -> dict:
             print(f"| {len(truth):,} (found {found:,}) | {frames:,} | {stage} | {res['seconds']:.1f} | "
                   f"{rate:,.0f} {unit} | {res['peak_rss_mb']:.0f} | {written / 2**20:.2f} MB |", flush=True)
         print(f"|  | cuts: recall {row['cut_recall']:.3f}, precision {row['cut_precision']:.3f} (±1 frame) | "
-              f"video {video_mb / 2**20:.0f} MB, generated in {gen:.0f} s |  |  |  |  |", flush=True)
+              f"video {video_mb / 2**20:.0f} MB, generated in {gen:.0f} s, decoder {row['decoder']} |  |  |  |  |", flush=True)
         rows.append(row)
     if len(rows) >= 2:
         print("\n| stage | time exponent vs frames | peak-RSS exponent vs frames | RSS ratio longest/shortest |")
@@ -220,6 +223,7 @@ def main() -> None:
     ap.add_argument("--movies", type=int, default=10_000)
     ap.add_argument("--reference-max", type=float, default=1e7, help="largest size for the in-memory reference")
     ap.add_argument("--film-shots", nargs="*", type=int, default=[500, 2000], help="film: movie lengths in shots")
+    ap.add_argument("--decoder", default="auto", help="film: shots.decoder (auto picks PyAV above 256 MB)")
     ap.add_argument("--workdir", type=Path, help="film/catalogue: keep the generated data here (default: a temp folder)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

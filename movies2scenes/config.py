@@ -40,7 +40,7 @@ class ShotsConfig:
     min_video_frames: int = 16  # shorter videos are recorded as failures
     max_buffer_frames: int = 512  # frames of the current shot held in memory (see shots.py)
     decode_threads: int = 0  # decoder threads per process (0 = ffmpeg picks, usually best)
-    decoder: Literal["auto", "decord", "pyav"] = "auto"  # auto: PyAV where decord is wrong (video.py)
+    decoder: Literal["auto", "decord", "pyav"] = "auto"  # auto: PyAV where decord is wrong or the file is large (video.py)
     gradual: bool = True  # also cut inside dissolves the detector misses (shots.detect_shots)
 
 

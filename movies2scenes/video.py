@@ -127,6 +127,11 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 # 1.1–3× faster (bench/decoders.py, bench/RESULTS.md) and is checked against PyAV on the first frames of every file.
 PYAV_FORMATS = frozenset({"mpeg", "mpegts", "mpegtsraw", "mpegvideo", "vob"})
 CHECK_FRAMES = 8
+# decord's demuxer runs ahead of its decoder without bound: the compressed stream piles up in memory
+# (measured: 770 MB of anonymous memory at frame 30,000 of a 615 MB file; bench/RESULTS.md "Real
+# sizes"). A feature film is 1–10 GB, so above this size auto decodes with PyAV (bounded: 69 MB on
+# the same file; about as fast as decord on HD frames, where decoding dominates).
+DECORD_MAX_BYTES = 256 * 2**20
 CHECK_TOLERANCE = 6.0  # mean |difference| per pixel (0–255) allowed between the two decoders' scalers
 
 
@@ -134,8 +139,9 @@ class FrameReader:
     """Every frame of a video in order, as (h, w, 3) uint8 RGB at ``size`` = (w, h), in one
     sequential pass (no seeking), with the decoder that is right for the file.
 
-    ``decoder``: ``"auto"`` (PyAV for :data:`PYAV_FORMATS` and wherever decord's first
-    :data:`CHECK_FRAMES` frames disagree with PyAV's; decord otherwise), ``"decord"`` or ``"pyav"``.
+    ``decoder``: ``"auto"`` (PyAV for :data:`PYAV_FORMATS`, for files above
+    :data:`DECORD_MAX_BYTES` and wherever decord's first :data:`CHECK_FRAMES` frames disagree with
+    PyAV's; decord otherwise), ``"decord"`` or ``"pyav"``.
     After the pass, ``times`` holds the N + 1 presentation-time boundaries in seconds (frame i spans
     ``[times[i], times[i+1])``, relative to the first frame; exact on variable frame rate),
     ``decoder`` the decoder used and ``note`` why (a disagreement is never silent). ``container``:
@@ -280,6 +286,10 @@ def choose_decoder(path: str | Path, size: tuple[int, int], container: str = "")
             raise VideoError(f"decoder cannot open the video: {e.strerror or e}") from None
     if set(fmt.split(",")) & PYAV_FORMATS:
         return "pyav", f"{fmt} container: decord's frames are not trusted there"
+    size_bytes = path.stat().st_size
+    if size_bytes > DECORD_MAX_BYTES:
+        return "pyav", (f"{size_bytes / 2**20:.0f} MB file: decord would hold the compressed stream in memory "
+                        f"(above {DECORD_MAX_BYTES // 2**20} MB PyAV decodes, in bounded memory)")
     small = scaled_size(*size, 64) if min(size) > 64 else size
     try:
         ref = [f.astype(np.int16) for f, _, _ in _pyav_frames(path, small, 1, limit=CHECK_FRAMES)]

@@ -269,3 +269,19 @@ def test_variable_frame_rate_timecodes_are_exact(trailer, tmp_path):
     expected = np.asarray(pts) - pts[0]
     assert np.abs(reader.times[:-1] - expected).max() < 0.001  # exact to the millisecond
     assert np.ptp(np.diff(expected)) > 0.015  # it is variable: index / fps would drift
+
+
+def test_auto_decodes_large_files_with_pyav(tmp_path, monkeypatch, bikes):
+    """decord buffers the whole compressed stream (bench/RESULTS.md, Real sizes): above
+    DECORD_MAX_BYTES auto decodes with PyAV, says why, and gives the same frames."""
+    from movies2scenes import video
+
+    info = video.probe(bikes)
+    size = video.scaled_size(info.width, info.height, 64)
+    small = list(video.FrameReader(bikes, size, decoder="auto"))
+    monkeypatch.setattr(video, "DECORD_MAX_BYTES", bikes.stat().st_size - 1)
+    reader = video.FrameReader(bikes, size, decoder="auto")
+    assert reader.decoder == "pyav" and "in bounded memory" in reader.note
+    large = list(reader)
+    assert len(large) == len(small) == 250
+    assert max(float(np.abs(a.astype(int) - b.astype(int)).mean()) for a, b in zip(small, large)) < 3
