@@ -173,6 +173,187 @@ def film(args) -> dict:
     return {"film": rows}
 
 
+GENRES = ["drama", "comedy", "thriller", "romance", "action", "horror", "documentary", "crime",
+          "animation", "sci-fi", "western", "musical"]
+
+
+def write_feature_catalogue(folder: Path, titles: int, shots: tuple[int, int] = (1000, 3000), dim: int = 96,
+                            events_per_title: int = 1000, missing: float = 0.0, seed: int = 0) -> dict:
+    """A catalogue at feature level, without video: ``catalogue.csv`` (genres, synopses, splits),
+    ``watch_logs.parquet`` (users and titles Zipf-like, users prefer their favourite genre),
+    ``kg.csv`` (director triples) and ``run/shot_features/`` (one fp16 M × dim array per movie with
+    scene structure: runs of 3–12 shots around a place prototype, places drawn from the genre).
+    ``missing``: share of titles without features (their video "failed"). Movie by movie: memory
+    does not grow with the number of titles."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from movies2scenes.features import write_index, write_movie_features
+
+    rng = np.random.default_rng([seed, titles])
+    places = rng.normal(size=(200, dim)).astype(np.float32)
+    genre_places = rng.dirichlet(np.full(200, 0.1), size=len(GENRES))
+    feat_dir = folder / "run" / "shot_features"
+    ids = [f"tt{i:07d}" for i in range(titles)]
+    genre_of = [sorted(set(rng.choice(len(GENRES), rng.integers(1, 3)).tolist())) for _ in ids]
+    rows, total_shots = [], 0
+    with open(folder / "catalogue.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["movie_id", "video", "title", "genres", "synopsis", "split"])
+        for i, m in enumerate(ids):
+            g = genre_of[i]
+            split = rng.choice(["train", "val", "test"], p=[0.9, 0.05, 0.05])
+            where = rng.choice(200, 2, p=genre_places[g[0]])
+            w.writerow([m, f"videos/{m}.mp4", f"Title {i}", "|".join(GENRES[k] for k in g),
+                        f"A {' '.join(GENRES[k] for k in g)} story between place {where[0]} and place {where[1]}.",
+                        split])
+            if rng.random() < missing:
+                continue
+            n = int(rng.integers(shots[0], shots[1] + 1))
+            x = np.empty((n, dim), np.float32)
+            s = 0
+            while s < n:
+                run = int(rng.integers(3, 13))
+                x[s:s + run] = places[rng.choice(200, p=genre_places[g[int(rng.integers(len(g)))]])]
+                s += run
+            x += rng.normal(0, 0.7, x.shape).astype(np.float32)
+            rows.append(write_movie_features(feat_dir, m, x))
+            total_shots += n
+    write_index(feat_dir, rows)
+    (feat_dir / "DONE.json").write_text(json.dumps({"config_hash": "synthetic", "input_hash": f"{titles}:{seed}"}))
+    with open(folder / "kg.csv", "w") as f:
+        f.write("head,relation,tail\n")
+        for m in ids:
+            f.write(f"{m},directed_by,director:{int(rng.zipf(1.5)) % max(1, titles // 5)}\n")
+    events = titles * events_per_title
+    users = max(10, events // 50)
+    favourite = rng.integers(len(GENRES), size=users)
+    by_genre = [np.array([i for i, g in enumerate(genre_of) if k in g] or [0]) for k in range(len(GENRES))]
+    writer = None
+    for start in range(0, events, 2_000_000):
+        n = min(2_000_000, events - start)
+        u = (rng.zipf(1.3, n) - 1) % users
+        pick = (rng.zipf(1.2, n) - 1) % titles
+        own = rng.random(n) < 0.5  # half the watches from the user's favourite genre
+        for k in range(len(GENRES)):
+            sel = own & (favourite[u] == k)
+            pool = by_genre[k]
+            pick[sel] = pool[(rng.zipf(1.2, int(sel.sum())) - 1) % len(pool)]
+        t = rng.integers(1_500_000_000, 1_700_000_000, n)
+        table = pa.table({"user_id": pa.array(np.char.add("u", u.astype(str))),
+                          "movie_id": pa.array(np.char.add("tt", np.char.zfill(pick.astype(str), 7))),
+                          "timestamp": pa.array(t, pa.int64())})
+        if writer is None:
+            writer = pq.ParquetWriter(folder / "watch_logs.parquet", table.schema)
+        writer.write_table(table)
+    writer.close()
+    return {"titles": titles, "with_features": len(rows), "shots": total_shots, "events": events,
+            "feature_bytes": tree_bytes(feat_dir)}
+
+
+MINE_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import numpy as np, pyarrow.parquet as pq, torch
+from movies2scenes.features import ShotFeatures
+from movies2scenes.mining import mine_pair
+from pipelines.mine_scene_pairs import MovieEmbeddings
+run, sample = Path(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(1)
+feats = ShotFeatures(run / "shot_features")
+pairs = sorted({{(r["movie_a"], r["movie_b"]) for r in pq.read_table(run / "movie_pairs" / "cowatch.parquet").to_pylist()}})
+have = set(feats.movie_ids)
+pairs = [p for p in pairs if p[0] in have and p[1] in have]
+total = len(pairs)
+if sample and total > sample:
+    keep = np.random.default_rng(0).choice(total, sample, replace=False)
+    pairs = [pairs[i] for i in sorted(keep)]
+embed = MovieEmbeddings(feats, run / "movie_encoder", torch.device("cpu"))
+t = time.perf_counter(); scenes = cells = 0
+for a, b in pairs:
+    m = mine_pair(embed(a), embed(b), 9, 0.5)
+    scenes += len(m.score); cells += feats.num_shots(a) * feats.num_shots(b)
+print(json.dumps({{"seconds": time.perf_counter() - t, "movie_pairs": len(pairs), "all_movie_pairs": total,
+                  "scene_pairs": scenes, "shot_cells": cells}}))
+"""
+
+
+def catalogue(args) -> dict:
+    """build-movie-pairs (every source), train-movie-encoder (fixed steps) and the mining compute
+    over the cowatch pairs, on synthetic feature-level catalogues of growing size."""
+    base = Path(args.workdir or tempfile.mkdtemp(prefix="m2s-catalogue-"))
+    rows = []
+    print(f"catalogue at feature level: shots per movie {args.shots[0]}–{args.shots[1]}, 96-d fp16, "
+          f"{args.events_per_title} watch events per title, {args.missing:.0%} titles without features; in {base}")
+    print("| titles | shots | events | stage | seconds | peak RSS (MB) | disk written | notes |")
+    print("|---|---|---|---|---|---|---|---|")
+    for titles in args.titles:
+        folder = base / f"cat-{titles}"
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "run").mkdir(parents=True)
+        t = time.perf_counter()
+        info = write_feature_catalogue(folder, titles, tuple(args.shots), events_per_title=args.events_per_title,
+                                       missing=args.missing)
+        info["generate_s"] = time.perf_counter() - t
+        run = folder / "run"
+        common = [f"run_dir={run}", f"catalogue={folder / 'catalogue.csv'}",
+                  f"watch_logs={folder / 'watch_logs.parquet'}",
+                  "movie_pairs.sources=[cowatch, genre, synopsis, kg, random]", "movie_pairs.combined=[cowatch, genre]",
+                  f"movie_pairs.kg_triples={folder / 'kg.csv'}", "movie_encoder.pairs_source=cowatch",
+                  f"movie_encoder.max_shots={args.max_shots}", f"movie_encoder.train.max_steps={args.steps}",
+                  "movie_encoder.train.batch_size=32"]
+        row = {**info}
+        for stage, folder_name in (("build-movie-pairs", "movie_pairs"), ("train-movie-encoder", "movie_encoder")):
+            res = run_command(m2s(stage, *common), log=folder / f"{stage}.log")
+            res["bytes"] = tree_bytes(run / folder_name)
+            row[stage] = res
+            note = ""
+            if stage == "build-movie-pairs":
+                counts = json.loads((run / "movie_pairs" / "DONE.json").read_text())["counts"]
+                note = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "excluded_movies")
+            print(f"| {titles:,} | {info['shots']:,} | {info['events']:,} | {stage} | {res['seconds']:.1f} | "
+                  f"{res['peak_rss_mb']:.0f} | {res['bytes'] / 2**20:.1f} MB | {note} |", flush=True)
+        with tempfile.TemporaryFile("w+") as out:
+            import os
+
+            proc = subprocess.Popen([sys.executable, "-c", MINE_CHILD.format(root=str(ROOT)), str(run),
+                                     str(args.mine_sample)], stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+            _, status, usage = os.wait4(proc.pid, 0)
+            out.seek(0)
+            text = out.read()
+            if os.waitstatus_to_exitcode(status):
+                raise RuntimeError(text[-2000:])
+            res = json.loads([x for x in text.splitlines() if x.startswith("{")][-1])
+        res["peak_rss_mb"] = usage.ru_maxrss / 1024
+        res["per_pair_s"] = res["seconds"] / max(1, res["movie_pairs"])
+        res["projected_all_s"] = res["per_pair_s"] * res["all_movie_pairs"]
+        row["mining"] = res
+        print(f"| {titles:,} | {info['shots']:,} | {info['events']:,} | mining (1 thread) | {res['seconds']:.1f} for "
+              f"{res['movie_pairs']:,} of {res['all_movie_pairs']:,} pairs | {res['peak_rss_mb']:.0f} | — | "
+              f"{1000 * res['per_pair_s']:.0f} ms/pair, {res['scene_pairs'] / max(1, res['movie_pairs']):.0f} scene "
+              f"pairs/pair; all pairs ≈ {res['projected_all_s'] / 60:.1f} min |", flush=True)
+        rows.append(row)
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    if len(rows) >= 2:
+        xs = [r["titles"] for r in rows]
+        print("\n| stage | time exponent a (t ∝ titles^a) | peak-RSS exponent b | RSS ratio largest/smallest |")
+        print("|---|---|---|---|")
+        for stage in ("build-movie-pairs", "train-movie-encoder"):
+            print(f"| {stage} | {exponent(xs, [r[stage]['seconds'] for r in rows]):.2f} | "
+                  f"{exponent(xs, [r[stage]['peak_rss_mb'] for r in rows]):.2f} | "
+                  f"{rows[-1][stage]['peak_rss_mb'] / rows[0][stage]['peak_rss_mb']:.2f} |")
+        print(f"| mining, all pairs (projected from per-pair cost) | "
+              f"{exponent(xs, [r['mining']['projected_all_s'] for r in rows]):.2f} | "
+              f"{exponent(xs, [r['mining']['peak_rss_mb'] for r in rows]):.2f} | "
+              f"{rows[-1]['mining']['peak_rss_mb'] / rows[0]['mining']['peak_rss_mb']:.2f} |")
+        print(f"| mining, cost per movie pair | {exponent(xs, [r['mining']['per_pair_s'] for r in rows]):.2f} | | |")
+    return {"catalogue": rows}
+
+
 def exponent(xs: list[float], ys: list[float]) -> float:
     if len(xs) < 2:
         return float("nan")
@@ -225,9 +406,17 @@ def main() -> None:
     ap.add_argument("--film-shots", nargs="*", type=int, default=[500, 2000], help="film: movie lengths in shots")
     ap.add_argument("--decoder", default="auto", help="film: shots.decoder (auto picks PyAV above 256 MB)")
     ap.add_argument("--workdir", type=Path, help="film/catalogue: keep the generated data here (default: a temp folder)")
+    ap.add_argument("--titles", nargs="*", type=int, default=[1000, 4000, 16000], help="catalogue: sizes")
+    ap.add_argument("--shots", nargs=2, type=int, default=[1000, 3000], help="catalogue: shots per movie (range)")
+    ap.add_argument("--events-per-title", type=int, default=1000)
+    ap.add_argument("--missing", type=float, default=0.01, help="catalogue: share of titles without features")
+    ap.add_argument("--max-shots", type=int, default=1024, help="catalogue: movie_encoder.max_shots (paper: 1024)")
+    ap.add_argument("--steps", type=int, default=20, help="catalogue: movie-encoder optimiser steps")
+    ap.add_argument("--mine-sample", type=int, default=300, help="catalogue: movie pairs mined (0 = all)")
+    ap.add_argument("--keep", action="store_true", help="catalogue: keep the generated folders")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    out = {"watchlogs": watchlogs, "film": film, "catalogue": not_built}[args.part](args)
+    out = {"watchlogs": watchlogs, "film": film, "catalogue": catalogue}[args.part](args)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

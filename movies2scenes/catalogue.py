@@ -290,7 +290,7 @@ def _watch_rows(path: Path, f, known: set[str], problems: list[str], limit: int 
         problems.append(f"{path}: ... and {more} more problem row(s)")
 
 
-def watch_log_problems(path: str | Path, known: set[str], limit: int = 50, header_only: bool = False) -> list[str]:
+def watch_log_problems(path: str | Path, known: set[str], limit: int = 100, header_only: bool = False) -> list[str]:
     """Every problem of a watch-log CSV as ``file:line: reason`` (the first ``limit``, then a count),
     reading it as a stream (memory does not grow with the file). ``header_only``: check only that it
     is UTF-8 with the needed columns."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from .catalogue import CatalogueError, watch_log_problems
 from .similarity import Pairs
 
-MAX_MESSAGES = 50
+MAX_MESSAGES = 100  # the first 100 problems are named, then a count of the rest
 
 
 def _connect(memory_limit: str, temp_dir: str | Path | None, threads: int):

@@ -138,3 +138,49 @@ def test_learns_movie_similarity_when_shot_features_carry_the_place(tmp_path):
     metrics = json.loads((tmp_path / "run" / "movie_encoder" / "metrics.json").read_text())
     print(f"oracle-feature movie encoder: held-out AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f}")
     assert metrics["auc"] >= 0.75
+
+
+def test_3000_shot_films_crop_to_max_shots_and_read_only_the_window(tmp_path, monkeypatch):
+    """A 3,000-shot film in the paper's configuration (max_shots 1024, kernel 16, stride 8): the
+    feature bank reads only the 1,024 rows of the crop from the memory-mapped file, a training
+    step runs on (B, 1024, d) and backpropagates, and mining's E_movie embeds all 3,000 shots."""
+    import time
+
+    from movies2scenes.features import ShotFeatures, write_index, write_movie_features
+    from pipelines.train_movie_encoder import FeatureBank
+
+    rng = np.random.default_rng(0)
+    rows = [write_movie_features(tmp_path, f"film{i}", rng.normal(size=(n, 96)).astype(np.float32))
+            for i, n in enumerate([3000, 2400, 700])]
+    write_index(tmp_path, rows)
+    feats = ShotFeatures(tmp_path)
+    bank = FeatureBank(feats, 1024)
+    sliced = []
+    real_movie = feats.movie
+
+    def movie(m):
+        full = real_movie(m)
+
+        class Spy:  # records which rows a batch reads
+            shape = full.shape
+
+            def __getitem__(self, key):
+                sliced.append((m, key))
+                return full[key]
+        return Spy()
+
+    monkeypatch.setattr(feats, "movie", movie)
+    x, mask = bank.batch(["film0", "film1", "film2"], np.random.default_rng(1))
+    assert x.shape == (3, 1024, 96) and mask.sum(1).tolist() == [1024, 1024, 700]
+    assert {m for m, _ in sliced} == {"film0", "film1", "film2"}  # read at batch time, from the file
+    assert all(key.stop - key.start <= 1024 for _, key in sliced)  # never the whole film
+    model = MovieEncoder(96, 512, 512, 0.5, 1024, 16, 8)
+    t = time.perf_counter()
+    logits = model(x[:2], mask[:2], x[1:], mask[1:])
+    logits.sum().backward()
+    print(f"one step, B = 2, 1,024 shots: {time.perf_counter() - t:.2f} s")
+    assert logits.shape == (2,) and torch.isfinite(logits).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        whole = model.shot_embeddings(torch.from_numpy(np.asarray(real_movie("film0"), np.float32)))
+    assert whole.shape == (3000, 512)
