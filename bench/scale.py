@@ -28,21 +28,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_logs(folder: Path, n: int, movies: int, seed: int = 0) -> tuple[Path, Path]:
+    """``n`` events as Parquet and CSV, written in chunks of 5·10⁶ (10⁸ events fit in memory nowhere)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
     users = max(10, n // 20)
-    u = (rng.zipf(1.3, n) - 1) % users
-    m = (rng.zipf(1.2, n) - 1) % movies
-    t = rng.integers(1_500_000_000, 1_700_000_000, n)
-    table = pa.table({"user_id": pa.array(np.char.add("u", u.astype(str))),
-                      "movie_id": pa.array(np.char.add("m", m.astype(str))),
-                      "timestamp": pa.array(t, pa.int64())})
     pq_path, csv_path = folder / f"logs-{n}.parquet", folder / f"logs-{n}.csv"
-    pq.write_table(table, pq_path)
-    pcsv.write_csv(table, csv_path)
+    pq_writer = csv_writer = None
+    for start in range(0, n, 5_000_000):
+        k = min(5_000_000, n - start)
+        u = (rng.zipf(1.3, k) - 1) % users
+        m = (rng.zipf(1.2, k) - 1) % movies
+        t = rng.integers(1_500_000_000, 1_700_000_000, k)
+        table = pa.table({"user_id": pa.array(np.char.add("u", u.astype(str))),
+                          "movie_id": pa.array(np.char.add("m", m.astype(str))),
+                          "timestamp": pa.array(t, pa.int64())})
+        if pq_writer is None:
+            pq_writer = pq.ParquetWriter(pq_path, table.schema)
+            csv_writer = pcsv.CSVWriter(csv_path, table.schema)
+        pq_writer.write_table(table)
+        csv_writer.write_table(table)
+    pq_writer.close()
+    csv_writer.close()
     return pq_path, csv_path
 
 
@@ -55,7 +64,7 @@ known = {{f"m{{i}}" for i in range(movies)}}
 t = time.perf_counter()
 if kind == "duckdb":
     from movies2scenes.cowatch import cowatch_pairs_from_file
-    pairs = cowatch_pairs_from_file(path, known, known, per_movie=3, memory_limit="2GB", temp_dir=tmp)
+    pairs = cowatch_pairs_from_file(path, known, known, per_movie=3, memory_limit=sys.argv[5], temp_dir=tmp)
 else:
     from movies2scenes.catalogue import load_watch_logs
     from movies2scenes.similarity import cowatch_pairs
@@ -65,14 +74,14 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "pairs": len(pairs)}}))
 """
 
 
-def run_child(kind: str, path: Path, movies: int, tmp: Path) -> dict:
+def run_child(kind: str, path: Path, movies: int, tmp: Path, memory_limit: str = "2GB") -> dict:
     """Run one measurement in a fresh interpreter; its own peak RSS from wait4 (not the running
     maximum over all children that RUSAGE_CHILDREN gives)."""
     import os
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT)), kind, str(path), str(movies),
-                                 str(tmp)], stdout=out, stderr=err, text=True)
+                                 str(tmp), memory_limit], stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
@@ -365,7 +374,8 @@ def watchlogs(args) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="m2s-scale-") as d:
         folder = Path(d)
-        print(f"watch logs: {args.movies} movies, users = events / 20, Zipf-like; per_movie 3, lookahead 1")
+        print(f"watch logs: {args.movies} movies, users = events / 20, Zipf-like; per_movie 3, lookahead 1; "
+          f"DuckDB memory_limit {args.memory_limit}")
         print("| events | file | engine | seconds | peak RSS (MB) | pairs | events/s |")
         print("|---|---|---|---|---|---|---|")
         for n in sizes:
@@ -375,7 +385,7 @@ def watchlogs(args) -> dict:
             for kind, path in (("duckdb", pq_path), ("duckdb", csv_path), ("reference", csv_path)):
                 if kind == "reference" and n > args.reference_max:
                     continue
-                res = run_child(kind, path, args.movies, folder / "spill")
+                res = run_child(kind, path, args.movies, folder / "spill", args.memory_limit)
                 rows.append({"events": n, "file": path.suffix[1:], "engine": kind, **res, "generate_s": gen,
                              "file_mb": path.stat().st_size / 2**20})
                 print(f"| {n:,} | {path.suffix[1:]} ({path.stat().st_size / 2**20:.0f} MB) | {kind} | "
@@ -402,6 +412,7 @@ def main() -> None:
     ap.add_argument("part", choices=["watchlogs", "film", "catalogue"])
     ap.add_argument("--sizes", nargs="*", default=["1e5", "1e6", "1e7"])
     ap.add_argument("--movies", type=int, default=10_000)
+    ap.add_argument("--memory-limit", default="2GB", help="watchlogs: DuckDB memory_limit")
     ap.add_argument("--reference-max", type=float, default=1e7, help="largest size for the in-memory reference")
     ap.add_argument("--film-shots", nargs="*", type=int, default=[500, 2000], help="film: movie lengths in shots")
     ap.add_argument("--decoder", default="auto", help="film: shots.decoder (auto picks PyAV above 256 MB)")
