@@ -92,8 +92,10 @@ bench: setup
 bench-shots: setup   # shot detection on real footage: trailer, registry clips, demo world, scenedetect CLI
 	$(BIN)/python bench/shot_detection.py --part all
 
-bench-scale: setup   # real sizes (issue 15; so far: watch logs of 1e5..1e7 events)
+bench-scale: setup   # real sizes (issue 15): watch logs, a feature-length film, a 1k/4k/16k-title catalogue (~1 h)
 	$(BIN)/python bench/scale.py watchlogs
+	$(BIN)/python bench/scale.py film
+	$(BIN)/python bench/scale.py catalogue
 
 reliability: setup   # SIGKILL every stage at a random moment, rerun, compare with an uninterrupted run
 	$(BIN)/python bench/reliability.py $(RELIABILITY_ARGS)
