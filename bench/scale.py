@@ -80,38 +80,30 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "pairs": len(pairs)}}))
 """
 
 
-def run_child(kind: str, path: Path, movies: int, tmp: Path, memory_limit: str = "2GB") -> dict:
-    """Run one measurement in a fresh interpreter; its own peak RSS from wait4 (not the running
-    maximum over all children that RUSAGE_CHILDREN gives)."""
+def run_command(argv: list[str], log: Path | None = None, reports: bool = False) -> dict:
+    """Run ``argv`` in a fresh process: wall seconds and its own peak RSS (wait4 — not the running
+    maximum over all children that RUSAGE_CHILDREN gives); ``reports``: the child's last output line
+    is a JSON object, merged in. stdout + stderr go to ``log`` if given."""
     import os
 
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT)), kind, str(path), str(movies),
-                                 str(tmp), memory_limit], stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        if proc.returncode:
-            raise RuntimeError(err.read()[-2000:])
-        lines = [line for line in out.read().splitlines() if line.startswith("{")]
-    res = json.loads(lines[-1])
-    res["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
-    return res
-
-
-def run_command(argv: list[str], log: Path | None = None) -> dict:
-    """Run ``argv`` (a stage CLI) in a fresh process: wall seconds and its own peak RSS (wait4)."""
-    import os
-
-    with (open(log, "w") if log else tempfile.TemporaryFile("w+")) as out:
+    with (open(log, "w+") if log else tempfile.TemporaryFile("w+")) as out:
         t = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t
+        out.seek(0)
+        text = out.read()
     code = os.waitstatus_to_exitcode(status)
     if code:
-        raise RuntimeError(f"{' '.join(argv[:4])} … exited {code}" + (f"; see {log}" if log else ""))
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+        raise RuntimeError(f"{' '.join(argv[:4])} … exited {code}" + (f"; see {log}" if log else f":\n{text[-2000:]}"))
+    return {"seconds": seconds, **(json.loads(text.strip().splitlines()[-1]) if reports else {}),
+            "peak_rss_mb": usage.ru_maxrss / 1024}  # KiB on Linux
+
+
+def run_child(kind: str, path: Path, movies: int, tmp: Path, memory_limit: str = "2GB") -> dict:
+    """One co-watch measurement in a fresh interpreter (its own "seconds" replace the wall time)."""
+    return run_command([sys.executable, "-c", CHILD.format(root=str(ROOT)), kind, str(path), str(movies),
+                        str(tmp), memory_limit], reports=True)
 
 
 def m2s(stage: str, *overrides: str) -> list[str]:
@@ -331,18 +323,7 @@ def catalogue(args) -> dict:
                 note = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "excluded_movies")
             print(f"| {titles:,} | {info['shots']:,} | {info['events']:,} | {stage} | {res['seconds']:.1f} | "
                   f"{res['peak_rss_mb']:.0f} | {res['bytes'] / 2**20:.1f} MB | {note} |", flush=True)
-        with tempfile.TemporaryFile("w+") as out:
-            import os
-
-            proc = subprocess.Popen([sys.executable, "-c", MINE_CHILD.format(root=str(ROOT)), str(run),
-                                     str(args.mine_sample)], stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-            _, status, usage = os.wait4(proc.pid, 0)
-            out.seek(0)
-            text = out.read()
-            if os.waitstatus_to_exitcode(status):
-                raise RuntimeError(text[-2000:])
-            res = json.loads([x for x in text.splitlines() if x.startswith("{")][-1])
-        res["peak_rss_mb"] = usage.ru_maxrss / 1024
+        res = run_command([sys.executable, "-c", MINE_CHILD.format(root=str(ROOT)), str(run), str(args.mine_sample)], reports=True)
         res["per_pair_s"] = res["seconds"] / max(1, res["movie_pairs"])
         res["projected_all_s"] = res["per_pair_s"] * res["all_movie_pairs"]
         row["mining"] = res

@@ -20,10 +20,6 @@ def feature_file(movie_id: str) -> str:
     return f"features-{safe_name(movie_id)}.npy"
 
 
-def part_name(movie_id: str) -> str:
-    return f"{safe_name(movie_id)}.json"
-
-
 class ShotFeatures:
     def __init__(self, folder: str | Path):
         self.dir = Path(folder)

@@ -128,9 +128,9 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 PYAV_FORMATS = frozenset({"mpeg", "mpegts", "mpegtsraw", "mpegvideo", "vob"})
 CHECK_FRAMES = 8
 # decord's demuxer runs ahead of its decoder without bound: the compressed stream piles up in memory
-# (measured: 770 MB of anonymous memory at frame 30,000 of a 615 MB file; bench/RESULTS.md "Real
-# sizes"). A feature film is 1–10 GB, so above this size auto decodes with PyAV (bounded: 69 MB on
-# the same file; about as fast as decord on HD frames, where decoding dominates).
+# (measured: 753 MB of anonymous memory at frame 30,000 of a 615 MB file; peak 405 MB on a 293 MB
+# file where PyAV's peak is 69 MB; bench/RESULTS.md "Real sizes"). A feature film is 1–10 GB, so
+# above this size auto decodes with PyAV (about as fast as decord on HD frames, where decoding dominates).
 DECORD_MAX_BYTES = 256 * 2**20
 CHECK_TOLERANCE = 6.0  # mean |difference| per pixel (0–255) allowed between the two decoders' scalers
 

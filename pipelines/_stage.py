@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from movies2scenes import __version__
+from movies2scenes.catalogue import safe_name
 from movies2scenes.config import ConfigError
 from movies2scenes.store import read_json, sha256_file, write_json
 
@@ -191,6 +192,23 @@ def stage_lock(stage_dir: Path, shard: str | None = None):
     finally:
         for fd in reversed(fds):
             os.close(fd)  # releases the flock
+
+
+# ----------------------------------------------------------------------------------------------
+# per-movie files: named by the movie's id, never by a catalogue row
+
+
+def part_name(movie_id: str) -> str:
+    """A per-movie stage's record ``parts/<ID>.json`` (ID: ``catalogue.safe_name``)."""
+    return f"{safe_name(movie_id)}.json"
+
+
+def prune(folder: Path, pattern: str, keep: set[str]) -> None:
+    """Remove the files matching ``pattern`` in ``folder`` whose names are not in ``keep`` (the
+    per-movie files of titles that left the catalogue or failed)."""
+    for p in folder.glob(pattern):
+        if p.name not in keep:
+            p.unlink()
 
 
 def done_record(stage_dir: Path) -> dict | None:

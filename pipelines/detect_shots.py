@@ -39,17 +39,13 @@ from movies2scenes.store import (
 )
 from movies2scenes.video import FrameReader, VideoError, probe, scaled_size
 
-from ._stage import Slot, is_done, process_slot, stage_lock, write_done
+from ._stage import Slot, is_done, part_name, process_slot, prune, stage_lock, write_done
 
 STAGE = "detect_shots"
 
 
 def shard_name(movie_id: str) -> str:
     return f"shots-{safe_name(movie_id)}.tar"
-
-
-def part_name(movie_id: str) -> str:
-    return f"{safe_name(movie_id)}.json"
 
 
 def _encode_frames(frames: np.ndarray, cfg) -> dict:
@@ -262,14 +258,8 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
     with atomic_path(out_dir / "failures.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
     # shards of movies that failed now or left the catalogue are not part of the result
-    keep = {r["shard"] for r in records if r["status"] == "ok"}
-    for p in out_dir.glob("shots-*.tar"):
-        if p.name not in keep:
-            p.unlink()
-    listed = {part_name(m.movie_id) for m in catalogue}
-    for p in parts_dir.glob("*.json"):  # records of titles that left the catalogue
-        if p.name not in listed:
-            p.unlink()
+    prune(out_dir, "shots-*.tar", {r["shard"] for r in records if r["status"] == "ok"})
+    prune(parts_dir, "*.json", {part_name(m.movie_id) for m in catalogue})  # titles that left the catalogue
     if exclusive:  # with several processes another one may still be writing a temp file
         remove_stale_tmp(out_dir)
 

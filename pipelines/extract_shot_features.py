@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from movies2scenes.config import Config, config_hash
 from movies2scenes.data import eval_transform, loader_workers, shard_digests
-from movies2scenes.features import feature_file, part_name, write_index, write_movie_features
+from movies2scenes.features import feature_file, write_index, write_movie_features
 from movies2scenes.models.vit import load_vit, read_model_config
 from movies2scenes.progress import progress
 from movies2scenes.store import (
@@ -30,7 +30,7 @@ from movies2scenes.store import (
     write_json,
 )
 
-from ._stage import is_done, process_slot, stage_input_hash, stage_lock, write_done
+from ._stage import is_done, part_name, process_slot, prune, stage_input_hash, stage_lock, write_done
 
 STAGE = "extract_shot_features"
 
@@ -154,14 +154,8 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
             return 0
         parts.append(rec)
     write_index(out, parts)
-    keep_parts = {part_name(m) for m in shards}
-    keep_files = {feature_file(m) for m in shards}
-    for f in (out / "parts").glob("*.json"):  # movies that left the shots stage
-        if f.name not in keep_parts:
-            f.unlink()
-    for f in out.glob("features-*.npy"):
-        if f.name not in keep_files:
-            f.unlink()
+    prune(out / "parts", "*.json", {part_name(m) for m in shards})  # movies that left the shots stage
+    prune(out, "features-*.npy", {feature_file(m) for m in shards})
     counts = {"movies": len(parts), "shots": int(sum(p["num_shots"] for p in parts)),
               "dim": parts[0]["dim"] if parts else 0}
     write_done(out, STAGE, chash, input_hash, counts, started, device=str(device))
