@@ -9,12 +9,15 @@ pairs; unit u belongs to the process with ``u % world == rank`` (``--shard i/n``
 * ``scenes-UUUUUU.tar`` — webdataset training shard, one sample per scene pair, in row order:
   ``json`` (movie_a, start_a, movie_b, start_b, score, source, n) and the stored keyframes of the
   n shots of each side (``a000.0.jpg`` … / ``b008.0.jpg``; see ``store.decode_scene``);
-* ``parts/UUUUUU.json`` — its rows and skipped movie pairs, stamped with config + input hashes.
+* ``parts/UUUUUU.parquet`` — its rows (the columns of ``pairs.parquet``), with the skipped movie
+  pairs and the stamp (config + input hashes) in the Parquet metadata.
 
 A killed run redoes only units without a matching part. The last step (main process, once every
-part is present) writes ``pairs.parquet`` (movie_a, start_a, movie_b, start_b, score, source,
-shard, key), ``failures.jsonl`` (movie pairs that could not be mined and why), the report
-(``report/index.html`` with adjacency heatmaps and a contact sheet) and ``DONE.json``.
+part is present) streams the parts, one at a time, into ``pairs.parquet`` (movie_a, start_a,
+movie_b, start_b, score, source, shard, key) and ``failures.jsonl`` (movie pairs that could not be
+mined and why), keeping only the report's top-k in memory, then writes the report
+(``report/index.html`` with adjacency heatmaps and a contact sheet) and ``DONE.json``. Memory of the
+merge is one unit's rows, whatever the number of titles.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import shutil
 import time
 from collections import OrderedDict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +47,39 @@ from movies2scenes.store import (
     remove_stale_tmp,
     decode_scene,
     iter_tar,
-    read_json,
     scene_fields,
-    write_json,
     write_parquet,
     write_shards,
 )
 
-from ._stage import is_done, process_slot, stage_input_hash, stage_lock, write_done
+from ._stage import is_done, process_slot, prune, stage_input_hash, stage_lock, write_done
 from .train_movie_encoder import load_movie_encoder
 
 STAGE = "mine_scene_pairs"
+
+
+PAIRS_SCHEMA = pa.schema([("movie_a", pa.string()), ("start_a", pa.int32()), ("movie_b", pa.string()),
+                          ("start_b", pa.int32()), ("score", pa.float32()), ("source", pa.string()),
+                          ("shard", pa.string()), ("key", pa.string())])
+
+
+def unit_part(unit: int) -> str:
+    return f"{unit:06d}.parquet"
+
+
+def part_table(rows: list[dict], stamp: str, skipped: list[dict]) -> pa.Table:
+    """One unit's rows as a table of ``PAIRS_SCHEMA``; stamp and skipped pairs in its metadata."""
+    table = pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA)
+    return table.replace_schema_metadata({"stamp": stamp, "skipped": json.dumps(skipped, sort_keys=True)})
+
+
+def part_stamp(path: Path) -> str | None:
+    """The stamp of a unit's part, or None where there is none or it cannot be read."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    return meta.get(b"stamp", b"").decode() or None
 
 
 def unit_shard(unit: int) -> str:
@@ -150,11 +175,10 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
     units = [movie_pairs[i:i + size] for i in range(0, len(movie_pairs), size)]
     todo = []
     for u in range(len(units)):
-        part = out / "parts" / f"{u:06d}.json"
+        part = out / "parts" / unit_part(u)
         if not slot.mine(u):
             continue
-        if not force and part.is_file() and read_json(part).get("stamp") == stamp \
-                and (out / unit_shard(u)).is_file():
+        if not force and part.is_file() and part_stamp(part) == stamp and (out / unit_shard(u)).is_file():
             continue
         todo.append(u)
 
@@ -191,77 +215,95 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
                            **scene_fields("b", shots(row["movie_b"])[row["start_b"]:row["start_b"] + n])}
 
             write_shards(out / unit_shard(u), samples())
-            write_json(out / "parts" / f"{u:06d}.json", {"stamp": stamp, "rows": rows, "skipped": skipped})
+            write_parquet(out / "parts" / unit_part(u), part_table(rows, stamp, skipped))
         bar.close()
 
     slot.wait_for_everyone()
     if not slot.is_main and slot.state is not None:
         return 0
-    parts = []
     for u in range(len(units)):
-        p = out / "parts" / f"{u:06d}.json"
-        rec = read_json(p) if p.is_file() else None
-        if not rec or rec.get("stamp") != stamp:
+        if part_stamp(out / "parts" / unit_part(u)) != stamp:
             print(f"mine-scene-pairs: process {slot.rank}/{slot.world} done; other units still pending "
                   "— the last process to finish merges")
             return 0
-        parts.append(rec)
-    rows = [r for p in parts for r in p["rows"]]
-    skipped = [s for p in parts for s in p["skipped"]]
-    table = pa.table({
-        "movie_a": pa.array([r["movie_a"] for r in rows], pa.string()),
-        "start_a": pa.array([r["start_a"] for r in rows], pa.int32()),
-        "movie_b": pa.array([r["movie_b"] for r in rows], pa.string()),
-        "start_b": pa.array([r["start_b"] for r in rows], pa.int32()),
-        "score": pa.array([r["score"] for r in rows], pa.float32()),
-        "source": pa.array([r["source"] for r in rows], pa.string()),
-        "shard": pa.array([r["shard"] for r in rows], pa.string()),
-        "key": pa.array([r["key"] for r in rows], pa.string()),
-    })
-    write_parquet(out / "pairs.parquet", table)
-    with atomic_path(out / "failures.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(s, sort_keys=True) + "\n" for s in skipped))
-    mined_pairs = len({(r["movie_a"], r["movie_b"]) for r in rows})
+    merged = merge_parts([out / "parts" / unit_part(u) for u in range(len(units))], out,
+                         sp.report_movie_pairs, sp.report_scene_pairs)
+    # units of an earlier, larger set of movie pairs (and parts of the older JSON format)
+    prune(out / "parts", "*", {unit_part(u) for u in range(len(units))})
+    prune(out, "scenes-*.tar", {unit_shard(u) for u in range(len(units))})
+    rows, skipped, mined_pairs = merged.rows, merged.skipped, merged.mined_pairs
     # the report is part of the stage's artefacts: if it cannot be written the stage is not done
     # (the mined units stay; the rerun only merges and draws again)
     tmp_report = out / f"{TMP_PREFIX}{os.getpid()}-report"
     shutil.rmtree(tmp_report, ignore_errors=True)
     try:
-        write_report(tmp_report, cfg, rows, source)
+        write_report(tmp_report, cfg, merged.top_movie_pairs, merged.top_rows, source)
         shutil.rmtree(out / "report", ignore_errors=True)
         tmp_report.rename(out / "report")
     except OSError as e:
         raise output_error(out / "report", e) from e
     finally:
         shutil.rmtree(tmp_report, ignore_errors=True)
-    counts = {"movie_pairs": len(movie_pairs), "mined_movie_pairs": mined_pairs, "skipped": len(skipped),
-              "scene_pairs": len(rows), "shards": len(units), "source": source}
+    counts = {"movie_pairs": len(movie_pairs), "mined_movie_pairs": mined_pairs, "skipped": skipped,
+              "scene_pairs": rows, "shards": len(units), "source": source}
     write_done(out, STAGE, chash, input_hash, counts, started, shots_per_scene=sp.shots_per_scene)
-    print(f"mine-scene-pairs: {len(rows)} scene pairs from {mined_pairs}/{len(movie_pairs)} {source} "
-          f"movie pairs ({len(skipped)} skipped) in {len(units)} shard(s) → {out}")
+    print(f"mine-scene-pairs: {rows} scene pairs from {mined_pairs}/{len(movie_pairs)} {source} "
+          f"movie pairs ({skipped} skipped) in {len(units)} shard(s) → {out}")
     if skipped:
-        print(f"mine-scene-pairs: skipped movie pairs and reasons: {out / 'failures.jsonl'}")
+        print(f"mine-scene-pairs: {skipped} skipped movie pairs and reasons: {out / 'failures.jsonl'}")
     return 0
 
 
-def write_report(rdir: Path, cfg: Config, rows: list[dict], source: str) -> None:
-    """Adjacency heatmaps of the best movie pairs and a contact sheet of the best scene pairs, into
-    the folder ``rdir``."""
+@dataclass
+class Merged:
+    rows: int
+    skipped: int
+    mined_pairs: int
+    top_movie_pairs: list[tuple[str, str]]  # best first, by their best scene pair's score
+    top_rows: list[dict]  # the best scene pairs, best first
+
+
+def merge_parts(parts: list[Path], out: Path, movie_pairs_k: int, scene_pairs_k: int) -> Merged:
+    """Stream the units' parts into ``out/pairs.parquet`` and ``out/failures.jsonl`` (both atomic),
+    holding one part at a time plus the report's top-k movie pairs and scene pairs."""
+    rows = skipped = mined = 0
+    top_pairs: list[tuple[float, str, str]] = []  # (score, movie_a, movie_b), the k best so far
+    top_rows: list[dict] = []
+    with atomic_path(out / "pairs.parquet") as tmp_pairs, atomic_path(out / "failures.jsonl") as tmp_fail, \
+            pq.ParquetWriter(tmp_pairs, PAIRS_SCHEMA) as writer, open(tmp_fail, "w") as fail:
+        for path in parts:
+            table = pq.read_table(path)
+            fail_rows = json.loads(table.schema.metadata[b"skipped"])
+            fail.write("".join(json.dumps(s, sort_keys=True) + "\n" for s in fail_rows))
+            skipped += len(fail_rows)
+            table = table.replace_schema_metadata(None)
+            writer.write_table(table)
+            rows += table.num_rows
+            if not table.num_rows:
+                continue
+            per_pair = table.group_by(["movie_a", "movie_b"]).aggregate([("score", "max")]).to_pylist()
+            mined += len(per_pair)  # units hold disjoint movie pairs
+            top_pairs = sorted(top_pairs + [(r["score_max"], r["movie_a"], r["movie_b"]) for r in per_pair],
+                               key=lambda t: (-t[0], t[1], t[2]))[:movie_pairs_k]
+            order = np.lexsort((np.asarray(table["key"].to_pylist()), -table["score"].to_numpy()))
+            top_rows = sorted(top_rows + table.take(order[:scene_pairs_k]).to_pylist(),
+                              key=lambda r: (-r["score"], r["key"]))[:scene_pairs_k]
+    return Merged(rows, skipped, mined, [(a, b) for _, a, b in top_pairs], top_rows)
+
+
+def write_report(rdir: Path, cfg: Config, top: list[tuple[str, str]], top_rows: list[dict], source: str) -> None:
+    """Adjacency heatmaps of the best movie pairs ``top`` and a contact sheet of the best scene
+    pairs ``top_rows``, into the folder ``rdir``."""
     from movies2scenes import report
 
     out = Path(cfg.run_dir) / "scene_pairs"
     sp, n = cfg.scene_pairs, cfg.scene_pairs.shots_per_scene
     sections: list = []
-    if not rows:
+    if not top_rows:
         report.write_html(rdir / "index.html", "Mined scene pairs", [("No scene pairs were mined", [], None)])
         return
     run_dir = Path(cfg.run_dir)
     embed = MovieEmbeddings(ShotFeatures(run_dir / "shot_features"), run_dir / "movie_encoder", torch.device("cpu"))
-    best: dict[tuple[str, str], float] = {}
-    for r in rows:
-        key = (r["movie_a"], r["movie_b"])
-        best[key] = max(best.get(key, -np.inf), r["score"])
-    top = sorted(best, key=lambda k: (-best[k], k))[:sp.report_movie_pairs]
     images = []
     for idx, (a, b) in enumerate(top):
         xa, xb = embed(a), embed(b)
@@ -275,10 +317,10 @@ def write_report(rdir: Path, cfg: Config, rows: list[dict], source: str) -> None
     sections.append((f"Shot adjacency of the {len(top)} best movie pairs (red: kept, dashed: dropped)",
                      images, None))
     shards: dict[str, dict[str, dict]] = {}
-    top_rows = sorted(rows, key=lambda r: (-r["score"], r["key"]))[:sp.report_scene_pairs]
+    wanted = {r["key"] for r in top_rows}
     for r in top_rows:
         if r["shard"] not in shards:
-            shards[r["shard"]] = {s["__key__"]: s for s in iter_tar(out / r["shard"])}
+            shards[r["shard"]] = {s["__key__"]: s for s in iter_tar(out / r["shard"]) if s["__key__"] in wanted}
     sheet = [(decode_scene(shards[r["shard"]][r["key"]], "a")[:, 0], decode_scene(shards[r["shard"]][r["key"]], "b")[:, 0],
               f"{r['movie_a']} shots {r['start_a']}–{r['start_a'] + n - 1}  |  {r['movie_b']} shots "
               f"{r['start_b']}–{r['start_b'] + n - 1}   score {r['score']:.3f}") for r in top_rows]

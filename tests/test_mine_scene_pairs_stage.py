@@ -104,11 +104,16 @@ def test_killed_or_sharded_runs_give_identical_artefacts(encoded_run, tmp_path):
     out = killed / "scene_pairs"
     (out / "DONE.json").unlink()
     (out / "pairs.parquet").unlink()
-    (out / "parts" / "000001.json").unlink()
+    (out / "parts" / "000001.parquet").unlink()
     (out / "scenes-000001.tar").write_bytes(b"half")  # no part: must be redone
     kept = (out / "scenes-000000.tar").stat().st_mtime_ns
+    # units of an earlier, larger set of movie pairs and a part of the older JSON format
+    stale = [out / "scenes-000999.tar", out / "parts" / "000999.parquet", out / "parts" / "000000.json"]
+    for f in stale:
+        f.write_bytes(b"old")
     assert mine_scene_pairs.run(cfg) == 0
     assert _artefacts(killed) == reference
+    assert not any(f.exists() for f in stale)
     assert (out / "scenes-000000.tar").stat().st_mtime_ns == kept  # finished units are not redone
 
     # job-array shards: two processes, the last one merges
@@ -157,3 +162,37 @@ def test_missing_source_is_a_config_error(encoded_run, tmp_path):
     shutil.rmtree(run / "movie_encoder")
     with pytest.raises(ConfigError, match="movie_encoder is not done"):
         mine_scene_pairs.run(_config(run, encoded_run[1]))
+
+
+def test_merge_streams_parts_and_keeps_the_same_top_k(tmp_path):
+    """The merge reads one unit's part at a time; pairs.parquet, failures and the report's top-k
+    equal what sorting every row in memory gives (ties on score broken by key / movie ids)."""
+    from pipelines.mine_scene_pairs import merge_parts, part_table
+
+    rng = np.random.default_rng(0)
+    parts, every_row, every_skip = [], [], []
+    for u in range(7):
+        rows = []
+        for p in range(int(rng.integers(0, 4))):  # some units mine nothing
+            a, b = f"m{u}{p}a", f"m{u}{p}b"
+            for r in range(int(rng.integers(1, 6))):
+                score = float(np.float32(rng.choice([0.5, 0.75, 0.9])))  # many ties
+                rows.append({"movie_a": a, "start_a": r, "movie_b": b, "start_b": r + 1, "score": score,
+                             "source": "cowatch", "shard": f"scenes-{u:06d}.tar", "key": f"{u:06d}_{len(rows):06d}"})
+        skipped = [{"movie_a": f"x{u}", "movie_b": "y", "reason": "no shot features for y"}] if u % 3 == 0 else []
+        path = tmp_path / f"{u:06d}.parquet"
+        pq.write_table(part_table(rows, "stamp", skipped), path)
+        parts.append(path)
+        every_row += rows
+        every_skip += skipped
+
+    merged = merge_parts(parts, tmp_path, movie_pairs_k=3, scene_pairs_k=5)
+    assert pq.read_table(tmp_path / "pairs.parquet").to_pylist() == every_row
+    assert [json.loads(x) for x in (tmp_path / "failures.jsonl").read_text().splitlines()] == every_skip
+    assert (merged.rows, merged.skipped) == (len(every_row), len(every_skip))
+    best: dict = {}
+    for r in every_row:
+        best[(r["movie_a"], r["movie_b"])] = max(best.get((r["movie_a"], r["movie_b"]), -1), r["score"])
+    assert merged.mined_pairs == len(best)
+    assert merged.top_movie_pairs == sorted(best, key=lambda k: (-best[k], k))[:3]
+    assert merged.top_rows == sorted(every_row, key=lambda r: (-r["score"], r["key"]))[:5]
