@@ -4,6 +4,7 @@ fresh process (wall time, its own peak RSS from wait4).
     python bench/scale.py watchlogs [--sizes 1e5 1e6 1e7] [--movies 10000] [--memory-limit 2GB]
     python bench/scale.py film [--film-shots 500 2000] [--decoder auto|pyav|decord]
     python bench/scale.py catalogue [--titles 1000 4000 16000] [--shots 1000 3000] [--mine-sample 300]
+    python bench/scale.py merge [--rows 1e5 1e6 6e6]
 
 watchlogs: synthetic watch logs (users and movies Zipf-like) as Parquet and CSV, then co-watch
 pairs — the out-of-core DuckDB path (`cowatch.cowatch_pairs_from_file`, what build-movie-pairs
@@ -15,6 +16,9 @@ synopses, KG triples, watch logs; 1 % of titles without features), then build-mo
 source), train-movie-encoder (fixed steps) and the mining compute on a sample of cowatch movie
 pairs (projected to all pairs from the per-pair cost; the stage's scene shards need keyframes,
 i.e. video). Exponents vs titles. The CI-sized version runs in tests/test_scale.py.
+merge: mine-scene-pairs' merge (`merge_parts`) over units of 64 movie pairs × 75 scene pairs, up to
+the ≈ 6M rows of a 30k-title catalogue; and, up to --reference-rows, every row loaded as Python
+dicts (what the JSON parts did).
 """
 
 from __future__ import annotations
@@ -390,9 +394,71 @@ def watchlogs(args) -> dict:
     return {"watchlogs": rows}
 
 
+MERGE_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+kind, folder = sys.argv[1], Path(sys.argv[2])
+parts = sorted((folder / "parts").glob("*.parquet"))
+t = time.perf_counter()
+if kind == "stream":
+    from pipelines.mine_scene_pairs import merge_parts
+    out = folder / "out"
+    out.mkdir(exist_ok=True)
+    rows = merge_parts(parts, out, 4, 16).rows
+else:
+    import pyarrow.parquet as pq
+    every = [r for p in parts for r in pq.read_table(p).to_pylist()]
+    top = sorted(every, key=lambda r: (-r["score"], r["key"]))[:16]
+    rows = len(every)
+print(json.dumps({{"seconds": time.perf_counter() - t, "rows": rows}}))
+"""
+
+
+def merge(args) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.mine_scene_pairs import PAIRS_SCHEMA
+
+    per_unit = 64 * 75
+    rows_out = []
+    print(f"mine-scene-pairs merge: units of {per_unit:,} rows (64 movie pairs × 75 scene pairs)")
+    print("| rows | units | engine | seconds | peak RSS (MB) |")
+    print("|---|---|---|---|---|")
+    for n in [int(float(x)) for x in args.rows]:
+        with tempfile.TemporaryDirectory(prefix="m2s-merge-") as d:
+            folder = Path(d)
+            (folder / "parts").mkdir()
+            rng = np.random.default_rng(0)
+            units = (n + per_unit - 1) // per_unit
+            for u in range(units):
+                k = min(per_unit, n - u * per_unit)
+                pair = np.arange(k) // 75 + u * 64
+                table = pa.table({"movie_a": np.char.add("a", pair.astype(str)), "start_a": rng.integers(0, 3000, k).astype(np.int32),
+                                  "movie_b": np.char.add("b", pair.astype(str)), "start_b": rng.integers(0, 3000, k).astype(np.int32),
+                                  "score": rng.random(k).astype(np.float32), "source": ["cowatch"] * k,
+                                  "shard": [f"scenes-{u:06d}.tar"] * k, "key": [f"{u:06d}_{r:06d}" for r in range(k)]},
+                                 schema=PAIRS_SCHEMA).replace_schema_metadata({"stamp": "bench", "skipped": "[]"})
+                pq.write_table(table, folder / "parts" / f"{u:06d}.parquet")
+            for kind in ("stream", "dicts"):
+                if kind == "dicts" and n > args.reference_rows:
+                    continue
+                res = run_command([sys.executable, "-c", MERGE_CHILD.format(root=str(ROOT)), kind, str(folder)],
+                                  reports=True)
+                rows_out.append({"rows": n, "units": units, "engine": kind, **res})
+                print(f"| {n:,} | {units:,} | {kind} | {res['seconds']:.1f} | {res['peak_rss_mb']:.0f} |", flush=True)
+    for kind in ("stream", "dicts"):
+        sel = [r for r in rows_out if r["engine"] == kind]
+        if len(sel) >= 2:
+            print(f"{kind}: time exponent {exponent([r['rows'] for r in sel], [r['seconds'] for r in sel]):.2f}, "
+                  f"peak-RSS exponent {exponent([r['rows'] for r in sel], [r['peak_rss_mb'] for r in sel]):.2f}")
+    return {"merge": rows_out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=["watchlogs", "film", "catalogue"])
+    ap.add_argument("part", choices=["watchlogs", "film", "catalogue", "merge"])
     ap.add_argument("--sizes", nargs="*", default=["1e5", "1e6", "1e7"])
     ap.add_argument("--movies", type=int, default=10_000)
     ap.add_argument("--memory-limit", default="2GB", help="watchlogs: DuckDB memory_limit")
@@ -408,9 +474,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="catalogue: movie-encoder optimiser steps")
     ap.add_argument("--mine-sample", type=int, default=300, help="catalogue: movie pairs mined (0 = all)")
     ap.add_argument("--keep", action="store_true", help="catalogue: keep the generated folders")
+    ap.add_argument("--rows", nargs="*", default=["1e5", "1e6", "6e6"], help="merge: scene-pair rows")
+    ap.add_argument("--reference-rows", type=float, default=1e6, help="merge: largest size loaded as dicts")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    out = {"watchlogs": watchlogs, "film": film, "catalogue": catalogue}[args.part](args)
+    out = {"watchlogs": watchlogs, "film": film, "catalogue": catalogue, "merge": merge}[args.part](args)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 
