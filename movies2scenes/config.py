@@ -76,6 +76,15 @@ class DemoWorldConfig:
     # so a ContentDetector threshold in (max_motion_score, min_cut_score_small) separates them
     cut_check_size: int = 64  # ... and again downscaled to this short side, where fine textures
     min_cut_score_small: float = 28.0  # blur away, the cut must still score above this
+    # "bags": a scene is 3-12 random framings of one place (the original world). "film": film
+    # grammar (issue 16; movies2scenes/demo.py) — camera set-ups per place (wide, medium, two
+    # close-up angles), scene types (establishing / dialogue / montage) drawn per genre, and a cast
+    # of actors recurring across scenes and movies; ground truth gains set-ups, characters, types.
+    grammar: Literal["bags", "film"] = "bags"
+    cast_size: int = 16  # film: actors in the world (the labels of the "characters" probe)
+    characters_per_movie: list[int] = field(default_factory=lambda: [3, 5])  # film: its cast
+    scene_type_concentration: float = 0.5  # film: Dirichlet alpha of each genre's scene-type mix
+    montage_places: list[int] = field(default_factory=lambda: [3, 5])  # film: places in a montage
 
 
 @dataclass
@@ -405,8 +414,14 @@ def _validate(cfg: Config) -> None:
         ("demo_world.transition_frames", len(w.transition_frames) == 2 and 2 <= w.transition_frames[0]
          <= w.transition_frames[1], "must be [low, high] with 2 <= low <= high (shorter shots get shorter ones)"),
     ]
+    rules += [("demo_world.cast_size", w.grammar == "bags" or w.cast_size >= w.characters_per_movie[-1],
+               "must be >= characters_per_movie's high end"),
+              ("demo_world.characters_per_movie", w.characters_per_movie[0] >= 2 if w.characters_per_movie else False,
+               "must start at >= 2 (a dialogue needs two characters)"),
+              ("demo_world.montage_places", w.grammar == "bags" or 2 <= w.montage_places[1] <= w.num_places,
+               "must end at <= num_places")]
     for name in ("genres_per_movie", "scenes_per_movie", "shots_per_scene", "shot_frames",
-                 "watches_per_user"):
+                 "watches_per_user", "characters_per_movie", "montage_places"):
         lo_hi = getattr(w, name)
         ok = len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1]
         rules.append((f"demo_world.{name}", ok, "must be [low, high] with 1 <= low <= high"))

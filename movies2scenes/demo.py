@@ -18,12 +18,32 @@ previous shot's last frame by more than ``min_cut_score`` at full size and ``min
 downscaled to ``cut_check_size`` (fine textures blur away at small working sizes), and until its own frame-to-frame changes
 stay below ``max_motion_score`` (both measured on the final, graded frames).
 
+**Film grammar** (``grammar: film``, issue 16). Real scenes are not bags of one look; each option
+models a property of films:
+
+* *Camera set-ups.* Each place has four fixed set-ups — wide, medium, close-up A and close-up B
+  (the reverse angle) — each its own zoom, texture angle/phase and background colour, so shots of
+  one set-up look alike and set-ups of a place look clearly different. A close-up is mostly a
+  character in front of a blurred, desaturated background: alone it is often ambiguous between
+  places; the set of views of a scene is not.
+* *Scene types* with a label: **establishing** (a wide shot, then medium and close-up coverage of
+  1–3 characters), **dialogue** (shot–reverse-shot: close-ups of two characters alternating A B A
+  B, sometimes opened or broken by a medium two-shot), **montage** (3–5 places, one or two short
+  shots each, no recurring characters). Each genre has its own scene-type mix (Dirichlet), as
+  places already have: metadata says something about scenes.
+* *A cast.* The world has ``cast_size`` actors (costume colour and pattern, skin, hair), each
+  movie ``characters_per_movie`` of them, recurring across its scenes — and, like real actors,
+  across movies. Ground truth: the characters of every shot (the probe "which characters are in
+  this scene").
+* Gradual transitions: ``transition_rate`` as in the bags world.
+
 Users with genre tastes watch movies in time order (the watch logs); synopses come from templates
 that name the movie's genre and its most frequent places, with noise. Everything is seeded; a
 movie depends only on (seed, its index), so a bigger world extends a smaller one.
 
 Written files (``out_dir``): ``videos/*.mp4``, ``catalogue.csv``, ``watch_logs.csv``,
-``ground_truth/shots.csv`` (movie_id, shot, start_frame, end_frame, scene, place),
+``ground_truth/shots.csv`` (movie_id, shot, start_frame, end_frame, scene, place; film grammar
+adds scene_type, setup, characters),
 ``ground_truth/movies.json`` (genres, look, scenes), ``world.json`` (genres, places, config) — the
 last written; its presence with the same config hash means the world is complete.
 """
@@ -31,9 +51,10 @@ last written; its presence with the same config hash means the world is complete
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -48,6 +69,11 @@ PLACE_NAMES = ["forest", "desert", "harbour", "city street", "laboratory", "ball
                "snowfield", "beach", "office", "kitchen", "stadium", "train station", "library",
                "hospital", "farm"]
 TEXTURES = ["stripes", "checks", "dots", "waves", "blobs"]
+SCENE_TYPES = ["establishing", "dialogue", "montage"]
+SETUPS = ["wide", "medium", "close-up A", "close-up B"]
+COSTUME_PATTERNS = ["solid", "split", "collar"]
+SKIN = [[224, 172, 138], [198, 134, 96], [141, 85, 54], [241, 194, 160], [110, 66, 42]]
+HAIR = [[30, 22, 18], [92, 56, 30], [200, 160, 90], [150, 40, 20], [190, 190, 190]]
 SHAPES = ["circle", "rectangle", "triangle", "bar"]
 GENRE_ADJ = {"drama": "moving", "comedy": "light-hearted", "thriller": "tense", "western": "dusty",
              "romance": "tender", "horror": "chilling", "scifi": "speculative", "musical": "tuneful",
@@ -112,6 +138,52 @@ def make_genres(cfg: DemoWorldConfig, seed: int) -> np.ndarray:
     """(G, P) place distribution of each genre (rows sum to 1)."""
     rng = np.random.default_rng([seed, 2])
     return rng.dirichlet(np.full(cfg.num_places, cfg.genre_concentration), size=cfg.num_genres)
+
+
+@dataclass
+class Character:
+    """An actor of the world's cast: who they are is in their costume, skin and hair."""
+    index: int
+    name: str
+    costume: list[float]
+    trim: list[float]
+    pattern: str
+    skin: list[float]
+    hair: list[float]
+
+
+def make_cast(cfg: DemoWorldConfig, seed: int) -> list[Character]:
+    rng = np.random.default_rng([seed, 6])
+    offset = rng.random()
+    cast = []
+    for i in range(cfg.cast_size):
+        hue = (offset + i / max(1, cfg.cast_size) * 2.0) % 1.0  # two turns of the wheel: patterns differ
+        costume = _hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.35, 0.95))
+        trim = _hsv_to_rgb((hue + rng.uniform(0.3, 0.7)) % 1, rng.uniform(0.3, 0.9), rng.uniform(0.6, 1.0))
+        cast.append(Character(i, f"actor {i:02d}", costume.tolist(), trim.tolist(),
+                              COSTUME_PATTERNS[i % len(COSTUME_PATTERNS)], SKIN[int(rng.integers(len(SKIN)))],
+                              HAIR[int(rng.integers(len(HAIR)))]))
+    return cast
+
+
+def make_setups(cfg: DemoWorldConfig, seed: int, places: list[Place]) -> list[list[dict]]:
+    """Per place, its camera set-ups (``SETUPS``): fixed framing, texture and background colour."""
+    rng = np.random.default_rng([seed, 5])
+    out = []
+    for place in places:
+        zoom = [rng.uniform(0.5, 0.7), rng.uniform(1.1, 1.4), rng.uniform(2.2, 3.0), rng.uniform(2.2, 3.0)]
+        background = [0, 1, 2, 0]
+        angle = [place.texture_angle, place.texture_angle + 35, place.texture_angle + 70, place.texture_angle - 60]
+        out.append([{"setup": SETUPS[k], "zoom": float(zoom[k]), "angle": float(angle[k]),
+                     "phase": float(rng.uniform(0, 2 * math.pi)), "background": background[k],
+                     "pan": float(rng.uniform(0, 2 * math.pi))} for k in range(len(SETUPS))])
+    return out
+
+
+def make_genre_scene_types(cfg: DemoWorldConfig, seed: int) -> np.ndarray:
+    """(G, 3) scene-type distribution of each genre (rows sum to 1)."""
+    rng = np.random.default_rng([seed, 7])
+    return rng.dirichlet(np.full(len(SCENE_TYPES), cfg.scene_type_concentration), size=cfg.num_genres)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,6 +330,88 @@ class ShotRenderer:
         return self.look.apply(img, self.rng)
 
 
+def draw_figure(img: np.ndarray, ch: Character, cx: float, cy: float, height: float) -> None:
+    """A character standing at (cx, cy) (its centre), ``height`` pixels tall: body in costume
+    (solid, split or with a collar of the trim colour), head, hair."""
+    r = max(2, int(0.17 * height))
+    head = (int(cx), int(cy - height / 2 + r))
+    body_c, axes = (int(cx), int(cy + 0.18 * height)), (max(2, int(0.3 * height)), max(2, int(0.36 * height)))
+    costume, trim = tuple(ch.costume), tuple(ch.trim)
+    cv2.ellipse(img, body_c, axes, 0, 0, 360, costume, -1, cv2.LINE_AA)
+    if ch.pattern == "split":
+        cv2.ellipse(img, body_c, axes, 0, 90, 270, trim, -1, cv2.LINE_AA)
+    elif ch.pattern == "collar":
+        cv2.ellipse(img, (body_c[0], body_c[1] - int(0.25 * axes[1])), (int(0.55 * axes[0]), int(0.45 * axes[1])),
+                    0, 180, 360, trim, -1, cv2.LINE_AA)
+    cv2.circle(img, head, r, tuple(ch.skin), -1, cv2.LINE_AA)
+    cv2.ellipse(img, head, (int(r * 1.1), int(r * 1.1)), 0, 180, 360, tuple(ch.hair), -1, cv2.LINE_AA)
+
+
+class FilmShotRenderer:
+    """One shot of the film-grammar world: a place seen from one of its set-ups, with characters.
+
+    ``previous`` = (background palette index, dim) of the previous shot: the exposure alternates
+    between consecutive shots, as in the bags world, so that every cut is hard."""
+
+    def __init__(self, place: Place, setup: dict, characters: list[Character], look: Look, n_frames: int,
+                 w: int, h: int, rng: np.random.Generator, speed_scale: float = 1.0,
+                 previous: tuple[int, bool] | None = None, strong_light: bool = False):
+        self.place, self.look, self.w, self.h, self.rng = place, look, w, h, rng
+        self.kind, self.characters = setup["setup"], characters
+        pal = [np.asarray(c, np.float32) for c in place.palette]
+        self.background = setup["background"]
+        bg, fg = pal[self.background], pal[(self.background + 1) % 3]
+        zoom = setup["zoom"] * rng.uniform(0.95, 1.05)
+        speed = place.speed * speed_scale * min(zoom, 1.5)
+        self.v = (math.cos(setup["pan"]) * speed, math.sin(setup["pan"]) * speed)
+        self.margin = int(math.ceil(speed * n_frames)) + 2
+        H, W = h + 2 * self.margin, w + 2 * self.margin
+        mask = _texture_mask(place.texture, H, W, place.texture_period * zoom, setup["angle"] + rng.normal(0, 3),
+                             setup["phase"] + rng.normal(0, 0.3), rng)
+        mask = cv2.GaussianBlur(mask, (0, 0), 0.8)[..., None]
+        self.dim = bool(rng.random() < 0.5) if previous is None else not previous[1]
+        if strong_light:
+            light = rng.uniform(0.35, 0.5) if self.dim else rng.uniform(1.4, 1.7)
+        else:
+            light = rng.uniform(0.6, 0.8) if self.dim else rng.uniform(1.1, 1.35)
+        grad = light * np.linspace(1.0, rng.uniform(0.55, 0.9), H, dtype=np.float32)[:, None, None]
+        alpha = rng.uniform(0.55, 0.85)
+        canvas = (bg * grad) * (1 - alpha * mask) + fg * (alpha * mask) * (light if strong_light else 1.0)
+        if self.kind.startswith("close-up"):  # shallow focus: a soft, paler background
+            canvas = cv2.GaussianBlur(canvas, (0, 0), 2.5)
+            grey = canvas.mean(axis=2, keepdims=True)
+            canvas = 0.5 * canvas + 0.5 * grey
+        self.canvas = np.clip(canvas, 0, 255).astype(np.uint8)
+        self.objects = []
+        if self.kind == "wide":  # the place's props, small
+            for _ in range(int(rng.integers(place.objects[0], place.objects[1] + 1))):
+                self.objects.append((rng.uniform(0.08, 0.16) * h, rng.uniform([0, 0], [w, h]),
+                                     rng.normal(0, 0.4 * speed_scale, 2), tuple(float(c) for c in pal[2])))
+        k = len(characters)
+        if self.kind == "close-up A":
+            self.figures = [(0.38 * w, 0.95 * h, 1.7 * h)]
+        elif self.kind == "close-up B":
+            self.figures = [(0.62 * w, 0.95 * h, 1.7 * h)]
+        elif self.kind == "medium":
+            self.figures = [((i + 1) / (k + 1) * w, 0.62 * h, 0.85 * h) for i in range(k)]
+        else:
+            self.figures = [(rng.uniform(0.15, 0.85) * w, 0.72 * h, 0.32 * h) for _ in range(k)]
+        self.sway = rng.uniform(0, 2 * math.pi, max(1, k))
+
+    def frame(self, t: int) -> np.ndarray:
+        w, h, m = self.w, self.h, self.margin
+        centre = (m + self.v[0] * t + w / 2 - 0.5, m + self.v[1] * t + h / 2 - 0.5)
+        img = cv2.getRectSubPix(self.canvas, (w, h), centre)
+        for size, pos, vel, colour in self.objects:
+            cx, cy = pos + vel * t
+            r = int(size / 2)
+            cv2.circle(img, (int(cx), int(cy)), r, colour, -1, cv2.LINE_AA) if self.place.shape != "rectangle" else \
+                cv2.rectangle(img, (int(cx - r), int(cy - r)), (int(cx + r), int(cy + r)), colour, -1)
+        for ch, (cx, cy, height), phase in zip(self.characters, self.figures, self.sway):
+            draw_figure(img, ch, cx + 1.5 * math.sin(0.15 * t + phase), cy, height)
+        return self.look.apply(img, self.rng)
+
+
 # ----------------------------------------------------------------------------------------------
 # movies
 
@@ -268,14 +422,23 @@ class MoviePlan:
     title: str
     genres: list[int]
     look: Look
-    scenes: list[dict]  # {place, shots: [n_frames, ...]}
+    scenes: list[dict]  # {place, shots: [n_frames, ...]}; film grammar adds type, characters, shot_*
+    characters: list[int] = field(default_factory=list)  # film grammar: its cast (actor indices)
 
 
-def plan_movie(index: int, cfg: DemoWorldConfig, seed: int, genre_places: np.ndarray) -> MoviePlan:
+def plan_movie(index: int, cfg: DemoWorldConfig, seed: int, genre_places: np.ndarray,
+               genre_types: np.ndarray | None = None) -> MoviePlan:
     rng = np.random.default_rng([seed, 100, index])
     n_genres = int(rng.integers(cfg.genres_per_movie[0], min(cfg.genres_per_movie[1], cfg.num_genres) + 1))
     genres = sorted(int(g) for g in rng.choice(cfg.num_genres, size=n_genres, replace=False))
     dist = genre_places[genres].mean(axis=0)
+    if cfg.grammar == "film":
+        k = int(rng.integers(cfg.characters_per_movie[0], cfg.characters_per_movie[1] + 1))
+        cast = sorted(int(c) for c in rng.choice(cfg.cast_size, size=k, replace=False))
+        scenes = _plan_film_scenes(rng, cfg, dist, genre_types[genres].mean(axis=0), cast)
+        title = f"The {rng.choice(TITLE_A)} {rng.choice(TITLE_B)}"
+        look = Look.sample(rng, cfg.look_strength, cfg.grain)
+        return MoviePlan(f"m{index:04d}", title, genres, look, scenes, cast)
     scenes, prev = [], -1
     for _ in range(int(rng.integers(cfg.scenes_per_movie[0], cfg.scenes_per_movie[1] + 1))):
         p = prev
@@ -290,9 +453,71 @@ def plan_movie(index: int, cfg: DemoWorldConfig, seed: int, genre_places: np.nda
     return MoviePlan(f"m{index:04d}", title, genres, look, scenes)
 
 
+def _plan_film_scenes(rng: np.random.Generator, cfg: DemoWorldConfig, place_dist: np.ndarray,
+                      type_dist: np.ndarray, cast: list[int]) -> list[dict]:
+    """Scenes of the film-grammar world: per scene its type, place (-1: a montage) and characters,
+    per shot its length, place, set-up and characters. Consecutive shots never share a set-up of
+    the same place (no jump cuts); consecutive scenes are in different places."""
+    num_places = len(place_dist)
+    scenes, prev = [], -1
+    for _ in range(int(rng.integers(cfg.scenes_per_movie[0], cfg.scenes_per_movie[1] + 1))):
+        kind = SCENE_TYPES[int(rng.choice(len(SCENE_TYPES), p=type_dist))]
+        if kind == "montage":  # quick cuts through several places, no recurring characters
+            m = int(rng.integers(cfg.montage_places[0], cfg.montage_places[1] + 1))
+            mix = 0.5 * place_dist + 0.5 / num_places  # a montage wanders beyond the genre's places
+            where = [int(q) for q in rng.choice(num_places, size=m, replace=False, p=mix)]
+            if where[0] == prev:
+                where = where[1:] + where[:1]
+            places, setups = [], []
+            for q in where:
+                reps = int(rng.integers(1, 3))
+                places += [q] * reps
+                setups += ["wide", "medium"][:reps]
+            lengths = rng.integers(cfg.shot_frames[0], cfg.shot_frames[0] + 5, size=len(places))
+            scenes.append({"type": kind, "place": -1, "characters": [], "shots": [int(x) for x in lengths],
+                           "shot_places": places, "shot_setups": setups, "shot_characters": [[] for _ in places]})
+            prev = places[-1]
+            continue
+        p = prev
+        while p == prev:
+            p = int(rng.choice(num_places, p=place_dist))
+        prev = p
+        n_shots = int(rng.integers(cfg.shots_per_scene[0], cfg.shots_per_scene[1] + 1))
+        if kind == "establishing":  # a wide shot, then coverage: medium shots and close-ups
+            who = sorted(int(c) for c in rng.choice(cast, size=int(rng.integers(1, min(3, len(cast)) + 1)), replace=False))
+            setups, chars = ["wide"], [list(who)]
+            while len(setups) < n_shots:
+                if rng.random() < 0.35:
+                    setup, c = "medium", list(who)
+                else:
+                    i = int(rng.integers(len(who)))
+                    setup, c = ("close-up A" if i % 2 == 0 else "close-up B"), [who[i]]
+                if setup != setups[-1]:
+                    setups.append(setup)
+                    chars.append(c)
+        else:  # dialogue: shot / reverse shot of two characters, sometimes a medium two-shot
+            who = sorted(int(c) for c in rng.choice(cast, size=2, replace=False))
+            setups, chars, turn = [], [], 0
+            if rng.random() < 0.5:
+                setups, chars = ["medium"], [list(who)]
+            while len(setups) < n_shots:
+                if setups and setups[-1] != "medium" and rng.random() < 0.15:
+                    setups.append("medium")
+                    chars.append(list(who))
+                else:
+                    setups.append("close-up A" if turn % 2 == 0 else "close-up B")
+                    chars.append([who[turn % 2]])
+                    turn += 1
+        lengths = rng.integers(cfg.shot_frames[0], cfg.shot_frames[1] + 1, size=n_shots)
+        scenes.append({"type": kind, "place": p, "characters": list(who), "shots": [int(x) for x in lengths],
+                       "shot_places": [p] * n_shots, "shot_setups": setups, "shot_characters": chars})
+    return scenes
+
+
 def render_movie(plan: MoviePlan, index: int, cfg: DemoWorldConfig, seed: int,
-                 places: list[Place], path: Path) -> list[dict]:
-    """Render and encode one movie to ``path`` (atomically). Returns its ground-truth shot rows."""
+                 places: list[Place], path: Path, film: tuple | None = None) -> list[dict]:
+    """Render and encode one movie to ``path`` (atomically). Returns its ground-truth shot rows.
+    ``film``: (set-ups per place, cast) of the film-grammar world."""
     import av
 
     rng = np.random.default_rng([seed, 200, index])
@@ -326,14 +551,28 @@ def render_movie(plan: MoviePlan, index: int, cfg: DemoWorldConfig, seed: int,
                     container.mux(packet)
 
         timeline = 0  # frames emitted + held
+        previous = None
         for scene_no, scene in enumerate(plan.scenes):
-            place, previous = places[scene["place"]], None
+            if film is None:
+                previous = None  # bags: the exposure alternates within a scene only
             for j, n in enumerate(scene["shots"]):
-                frames, previous = _render_checked(place, plan.look, n, cfg, rng, prev_last, previous)
+                if film is None:
+                    place_no, place = scene["place"], places[scene["place"]]
+                    make = functools.partial(ShotRenderer, place, plan.look, n, cfg.width, cfg.height, rng)
+                else:
+                    place_no = scene["shot_places"][j]
+                    place = places[place_no]
+                    setup = film[0][place_no][SETUPS.index(scene["shot_setups"][j])]
+                    chars = [film[1][c] for c in scene["shot_characters"][j]]
+                    make = functools.partial(_film_shot, place, setup, chars, plan.look, n, cfg.width, cfg.height, rng)
+                frames, previous = _render_checked(make, place.name, n, cfg, prev_last, previous)
                 frames = list(frames)
                 prev_last = frames[-1]
                 row = {"movie_id": plan.movie_id, "shot": shot_no, "start_frame": timeline, "end_frame": timeline + n,
-                       "scene": scene_no, "place": scene["place"]}
+                       "scene": scene_no, "place": place_no}
+                if film is not None:
+                    row.update(scene_type=scene["type"], setup=scene["shot_setups"][j],
+                               characters="|".join(film[1][c].name for c in scene["shot_characters"][j]))
                 if trng is not None:
                     row.update(transition="", transition_start=-1, transition_end=-1)
                     if scene_no > 0 and j == 0 and trng.random() < cfg.transition_rate:
@@ -378,12 +617,19 @@ def _shrink(frame: np.ndarray, cfg: DemoWorldConfig) -> np.ndarray:
     return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def _render_checked(place, look, n, cfg, rng, prev_last, previous, tries: int = 100):
-    """Frames of a shot whose cut from ``prev_last`` is hard and whose motion is smooth."""
+def _film_shot(place, setup, chars, look, n, w, h, rng, speed, previous, close_up):
+    # the set-up fixes the framing; where the cut is still soft (neighbouring hues), half-way
+    # through the tries the exposure change between the two shots is made stronger instead
+    return FilmShotRenderer(place, setup, chars, look, n, w, h, rng, speed, previous, strong_light=bool(close_up))
+
+
+def _render_checked(make, place_name, n, cfg, prev_last, previous, tries: int = 100):
+    """Frames of a shot whose cut from ``prev_last`` is hard and whose motion is smooth;
+    ``make(speed, previous, close_up)`` draws a renderer."""
     speed = 1.0
     for attempt in range(tries):
-        close_up = True if attempt >= tries // 2 else None  # close-ups make the hardest cuts
-        shot = ShotRenderer(place, look, n, cfg.width, cfg.height, rng, speed, previous, close_up)
+        close_up = True if attempt >= tries // 2 else None  # bags: close-ups make the hardest cuts
+        shot = make(speed, previous, close_up)
         first = shot.frame(0)
         if prev_last is not None and (
                 content_score(prev_last, first) < cfg.min_cut_score
@@ -396,7 +642,7 @@ def _render_checked(place, look, n, cfg, rng, prev_last, previous, tries: int = 
             continue
         return frames, (shot.background, shot.dim)
     raise RuntimeError(
-        f"demo world: could not render a shot of place {place.name!r} with a cut score above "
+        f"demo world: could not render a shot of place {place_name!r} with a cut score above "
         f"{cfg.min_cut_score} ({cfg.min_cut_score_small} at {cfg.cut_check_size} px) and motion below "
         f"{cfg.max_motion_score} in {tries} tries; lower the cut scores or raise max_motion_score")
 
@@ -433,7 +679,8 @@ def make_synopsis(plan: MoviePlan, cfg: DemoWorldConfig, rng: np.random.Generato
                   genre_names: list[str], places: list[Place]) -> str:
     counts: dict[int, int] = {}
     for s in plan.scenes:
-        counts[s["place"]] = counts.get(s["place"], 0) + len(s["shots"])
+        for q in s.get("shot_places") or [s["place"]] * len(s["shots"]):
+            counts[q] = counts.get(q, 0) + 1
     top = sorted(counts, key=lambda p: (-counts[p], p))[:2]
     def noisy_place(p):
         return places[int(rng.integers(len(places)))].name if rng.random() < cfg.synopsis_noise else places[p].name
@@ -490,9 +737,15 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
     genre_names = _names(GENRE_NAMES, cfg.num_genres, "genre")
     places = make_places(cfg, seed)
     genre_places = make_genres(cfg, seed)
-    plans = [plan_movie(i, cfg, seed, genre_places) for i in range(cfg.num_movies)]
+    film, genre_types, extra = None, None, {}
+    if cfg.grammar == "film":
+        film = (make_setups(cfg, seed, places), make_cast(cfg, seed))
+        genre_types = make_genre_scene_types(cfg, seed)
+        extra = {"scene_types": SCENE_TYPES, "genre_scene_type_distribution": np.round(genre_types, 4).tolist(),
+                 "setups": film[0], "cast": [asdict(c) for c in film[1]]}
+    plans = [plan_movie(i, cfg, seed, genre_places, genre_types) for i in range(cfg.num_movies)]
     workers = workers or min(len(plans), os.cpu_count() or 1)
-    jobs = [(plan, i, cfg, seed, places, out / "videos" / f"{plan.movie_id}.mp4")
+    jobs = [(plan, i, cfg, seed, places, out / "videos" / f"{plan.movie_id}.mp4", film)
             for i, plan in enumerate(plans)]
     bar = progress_bar(total=len(plans), desc="demo world", unit="movie", disable=not progress)
     gt_rows = []
@@ -527,12 +780,15 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
     write_json(out / "ground_truth" / "movies.json", {
         p.movie_id: {"title": p.title, "genres": [genre_names[g] for g in p.genres],
                      "look": asdict(p.look), "split": s,
-                     "scenes": [{"place": sc["place"], "num_shots": len(sc["shots"])} for sc in p.scenes]}
+                     "scenes": [{"place": sc["place"], "num_shots": len(sc["shots"]),
+                                 **({"type": sc["type"], "characters": [film[1][c].name for c in sc["characters"]]}
+                                    if film else {})} for sc in p.scenes],
+                     **({"cast": [film[1][c].name for c in p.characters]} if film else {})}
         for p, s in zip(plans, splits)})
     write_json(meta_path, {
         "hash": whash, "seed": seed, "config": asdict(cfg), "genres": genre_names,
         "places": [asdict(p) for p in places],
-        "genre_place_distribution": np.round(genre_places, 4).tolist(),
+        "genre_place_distribution": np.round(genre_places, 4).tolist(), **extra,
         "counts": {"movies": len(plans), "shots": len(gt_rows),
                    "frames": int(sum(r["end_frame"] - r["start_frame"] for r in gt_rows))},
     })
@@ -548,6 +804,10 @@ def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) 
     * ``genre.csv`` — multi-label: the movie's genres (``|``-joined);
     * ``boundary.csv`` — binary: every 4-shot window [t−2, t+2) of those movies, 1 when shot t
       starts a new scene (scene-boundary detection from 4-shot windows, as in the paper).
+
+    Film-grammar worlds add ``scene_type.csv`` (classification: establishing / dialogue /
+    montage) and ``characters.csv`` (multi-label: the actors seen in the scene; scenes with
+    characters only), and leave montages out of ``place.csv`` (a montage has no one place).
 
     Probe splits are drawn per movie (seeded): 20 % val and 20 % test of those movies (at least one
     each when there are three or more), the rest train."""
@@ -565,17 +825,31 @@ def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) 
     probe_split = {held[i]: "train" if j < n_train else "val" if j < n_train + n_val else "test"
                    for j, i in enumerate(order)}
     scenes: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    scene_info: dict[tuple[str, int], tuple[str, set[str]]] = {}  # film grammar: type, characters
     with open(world / "ground_truth" / "shots.csv", newline="") as f:
         for r in csv.DictReader(f):
             if r["movie_id"] in probe_split:
-                scenes.setdefault((r["movie_id"], int(r["scene"])), []).append((int(r["shot"]), int(r["place"])))
+                key = (r["movie_id"], int(r["scene"]))
+                scenes.setdefault(key, []).append((int(r["shot"]), int(r["place"])))
+                if "scene_type" in r:
+                    kind, chars = scene_info.setdefault(key, (r["scene_type"], set()))
+                    chars.update(c for c in r["characters"].split("|") if c)
     header = ["task", "kind", "movie_id", "start_shot", "end_shot", "label", "split"]
     rows = {"place": [], "genre": [], "boundary": []}
-    for (movie, _), shots in sorted(scenes.items()):
+    if scene_info:
+        rows |= {"scene_type": [], "characters": []}
+    for key, shots in sorted(scenes.items()):
+        movie = key[0]
         start, end = min(s for s, _ in shots), max(s for s, _ in shots) + 1
         split = probe_split[movie]
-        rows["place"].append(["place", "classification", movie, start, end, places[shots[0][1]], split])
+        kind, chars = scene_info.get(key, ("", set()))
+        if kind != "montage":
+            rows["place"].append(["place", "classification", movie, start, end, places[shots[0][1]], split])
         rows["genre"].append(["genre", "multilabel", movie, start, end, genres[movie], split])
+        if scene_info:
+            rows["scene_type"].append(["scene_type", "classification", movie, start, end, kind, split])
+            if chars:
+                rows["characters"].append(["characters", "multilabel", movie, start, end, "|".join(sorted(chars)), split])
     scene_of: dict[str, list[int]] = {}
     for (movie, scene), shots in sorted(scenes.items()):
         for shot, _ in shots:
