@@ -28,8 +28,8 @@ models a property of films:
   places; the set of views of a scene is not.
 * *Scene types* with a label: **establishing** (a wide shot, then medium and close-up coverage of
   1–3 characters), **dialogue** (shot–reverse-shot: close-ups of two characters alternating A B A
-  B, sometimes opened or broken by a medium two-shot), **montage** (3–5 places, one or two short
-  shots each, no recurring characters). Each genre has its own scene-type mix (Dirichlet), as
+  B, sometimes opened or broken by a medium two-shot), **montage** (3–5 places, one short shot
+  each, no recurring characters). Each genre has its own scene-type mix (Dirichlet), as
   places already have: metadata says something about scenes.
 * *A cast.* The world has ``cast_size`` actors (costume colour and pattern, skin, hair), each
   movie ``characters_per_movie`` of them, recurring across its scenes — and, like real actors,
@@ -172,10 +172,13 @@ def make_setups(cfg: DemoWorldConfig, seed: int, places: list[Place]) -> list[li
     out = []
     for place in places:
         zoom = [rng.uniform(0.5, 0.7), rng.uniform(1.1, 1.4), rng.uniform(2.2, 3.0), rng.uniform(2.2, 3.0)]
-        background = [0, 1, 2, 0]
+        pal = place.palette
+        h, sat, val = cv2.cvtColor(np.uint8([[pal[0]]]), cv2.COLOR_RGB2HSV)[0, 0] / [180, 255, 255]
+        reverse = _hsv_to_rgb((h + 0.5) % 1, 0.5 * sat + 0.2, 0.8 * val).tolist()  # the opposite wall
+        colours = [(pal[0], pal[1]), (pal[1], pal[2]), (pal[2], pal[0]), (reverse, pal[1])]  # (background, texture)
         angle = [place.texture_angle, place.texture_angle + 35, place.texture_angle + 70, place.texture_angle - 60]
         out.append([{"setup": SETUPS[k], "zoom": float(zoom[k]), "angle": float(angle[k]),
-                     "phase": float(rng.uniform(0, 2 * math.pi)), "background": background[k],
+                     "phase": float(rng.uniform(0, 2 * math.pi)), "colours": [list(map(float, c)) for c in colours[k]],
                      "pan": float(rng.uniform(0, 2 * math.pi))} for k in range(len(SETUPS))])
     return out
 
@@ -359,8 +362,8 @@ class FilmShotRenderer:
         self.place, self.look, self.w, self.h, self.rng = place, look, w, h, rng
         self.kind, self.characters = setup["setup"], characters
         pal = [np.asarray(c, np.float32) for c in place.palette]
-        self.background = setup["background"]
-        bg, fg = pal[self.background], pal[(self.background + 1) % 3]
+        self.background = SETUPS.index(self.kind)
+        bg, fg = (np.asarray(c, np.float32) for c in setup["colours"])
         zoom = setup["zoom"] * rng.uniform(0.95, 1.05)
         speed = place.speed * speed_scale * min(zoom, 1.5)
         self.v = (math.cos(setup["pan"]) * speed, math.sin(setup["pan"]) * speed)
@@ -468,11 +471,8 @@ def _plan_film_scenes(rng: np.random.Generator, cfg: DemoWorldConfig, place_dist
             where = [int(q) for q in rng.choice(num_places, size=m, replace=False, p=mix)]
             if where[0] == prev:
                 where = where[1:] + where[:1]
-            places, setups = [], []
-            for q in where:
-                reps = int(rng.integers(1, 3))
-                places += [q] * reps
-                setups += ["wide", "medium"][:reps]
+            places = where  # one shot per place: a cut within a place without characters is too soft
+            setups = [("wide", "medium")[int(rng.integers(2))] for _ in places]
             lengths = rng.integers(cfg.shot_frames[0], cfg.shot_frames[0] + 5, size=len(places))
             scenes.append({"type": kind, "place": -1, "characters": [], "shots": [int(x) for x in lengths],
                            "shot_places": places, "shot_setups": setups, "shot_characters": [[] for _ in places]})

@@ -174,3 +174,101 @@ def test_gradual_transitions_with_ground_truth(tmp_path):
         starts = [s.start for s in shots]
         for a, b in spans:  # every transition has a detected boundary inside it (±2 frames)
             assert any(a - 2 <= x <= b + 2 for x in starts), (a, b, starts)
+
+
+@pytest.fixture(scope="module")
+def film_world(tmp_path_factory) -> Path:
+    """A film-grammar world: 8 movies, every scene type frequent (flat genre → type mix)."""
+    cfg = small_world_config(num_movies=8, num_places=6, scenes_per_movie=[4, 6], shots_per_scene=[3, 7],
+                             grammar="film", cast_size=8, characters_per_movie=[3, 4], scene_type_concentration=50.0,
+                             montage_places=[3, 4], val_fraction=0.25, test_fraction=0.25)
+    return make_world(tmp_path_factory.mktemp("film"), cfg, seed=3, progress=False)
+
+
+def _film_scenes(world: Path) -> dict[tuple[str, int], list[dict]]:
+    scenes = defaultdict(list)
+    for r in csv.DictReader(open(world / "ground_truth" / "shots.csv")):
+        scenes[(r["movie_id"], int(r["scene"]))].append(r)
+    return scenes
+
+
+def test_film_grammar_scenes_follow_their_pattern(film_world):
+    scenes = _film_scenes(film_world)
+    kinds = Counter(rows[0]["scene_type"] for rows in scenes.values())
+    assert set(kinds) == {"establishing", "dialogue", "montage"}, kinds
+    movies = json.loads((film_world / "ground_truth" / "movies.json").read_text())
+    for (movie, _), rows in scenes.items():
+        setups = [r["setup"] for r in rows]
+        chars = [r["characters"].split("|") if r["characters"] else [] for r in rows]
+        places = [int(r["place"]) for r in rows]
+        assert all(a != b or p != q for a, b, p, q in zip(setups, setups[1:], places, places[1:]))  # no jump cuts
+        assert {c for cs in chars for c in cs} <= set(movies[movie]["cast"])  # the movie's own cast
+        kind = rows[0]["scene_type"]
+        if kind == "montage":
+            assert len(set(places)) >= 3 and not any(chars)
+            assert set(setups) <= {"wide", "medium"}
+        else:
+            assert len(set(places)) == 1
+        if kind == "establishing":
+            assert setups[0] == "wide"
+        if kind == "dialogue":  # shot / reverse shot: A and B close-ups of two characters, alternating
+            close = [(s, c) for s, c in zip(setups, chars) if s.startswith("close-up")]
+            assert {s for s, _ in close} <= {"close-up A", "close-up B"} and all(len(c) == 1 for _, c in close)
+            assert len({c[0] for _, c in close}) <= 2
+            assert all(a[0] != b[0] for a, b in zip(close, close[1:]))
+            assert len({c for cs in chars for c in cs}) == 2
+    # actors recur across the scenes of a movie and across movies
+    per_movie = {m: {c for (mm, _), rows in scenes.items() if mm == m for r in rows for c in r["characters"].split("|") if c}
+                 for m in movies}
+    seen = Counter(c for cs in per_movie.values() for c in cs)
+    assert max(seen.values()) >= 2
+    world = json.loads((film_world / "world.json").read_text())
+    dist = np.array(world["genre_scene_type_distribution"])
+    assert dist.shape == (3, 3) and np.allclose(dist.sum(1), 1)
+
+
+def test_film_set_ups_of_a_place_look_different_and_cuts_stay_hard(film_world):
+    """Within a movie (one colour grade), shots from one set-up of a place look alike and set-ups of
+    a place look different (thumbnail distance); the content detector finds every cut."""
+    from movies2scenes.shots import detect_shots, make_detector
+    from movies2scenes.video import FrameReader
+
+    scenes = _film_scenes(film_world)
+    same, diff = [], []
+    for movie in sorted({m for m, _ in scenes}):
+        rows = [r for (m, _), rs in sorted(scenes.items()) if m == movie for r in rs]
+        frames = list(iter_frames(film_world / "videos" / f"{movie}.mp4", (160, 96)))
+        thumbs: dict[tuple[int, str], list[np.ndarray]] = defaultdict(list)
+        for r in rows:
+            mid = frames[(int(r["start_frame"]) + int(r["end_frame"])) // 2]
+            thumbs[(int(r["place"]), r["setup"])].append(cv2.resize(mid, (8, 6), interpolation=cv2.INTER_AREA).astype(float))
+        keys = sorted(thumbs)
+        for i, a in enumerate(keys):
+            for b in keys[i:]:
+                if a[0] == b[0]:
+                    (same if a == b else diff).extend(np.abs(x - y).mean() for x in thumbs[a] for y in thumbs[b] if x is not y)
+        if movie in ("m0000", "m0001"):
+            shots = list(detect_shots(iter(FrameReader(film_world / "videos" / f"{movie}.mp4", (160, 96))), 12.0,
+                                      make_detector("content", 22.0, 4), 1, None, 512, 64))
+            assert [s.start for s in shots] == [int(r["start_frame"]) for r in rows]
+    assert len(same) > 50 and len(diff) > 50
+    assert np.mean(same) < 0.6 * np.mean(diff), (np.mean(same), np.mean(diff))
+
+
+def test_film_tasks_add_scene_type_and_characters(film_world, tmp_path):
+    from movies2scenes.demo import write_demo_tasks
+
+    files = {p.stem: p for p in write_demo_tasks(film_world, tmp_path)}
+    assert set(files) == {"place", "genre", "boundary", "scene_type", "characters"}
+    read = lambda name: list(csv.DictReader(open(files[name])))  # noqa: E731
+    scenes = _film_scenes(film_world)
+    by_start = {(m, int(rows[0]["shot"])): rows for (m, _), rows in scenes.items()}
+    types = read("scene_type")
+    assert types and {r["label"] for r in types} == {"establishing", "dialogue", "montage"}
+    for r in types:
+        assert by_start[(r["movie_id"], int(r["start_shot"]))][0]["scene_type"] == r["label"]
+    montage = {(r["movie_id"], r["start_shot"]) for r in types if r["label"] == "montage"}
+    assert not montage & {(r["movie_id"], r["start_shot"]) for r in read("place")}  # no single place
+    for r in read("characters"):
+        rows = by_start[(r["movie_id"], int(r["start_shot"]))]
+        assert r["label"].split("|") == sorted({c for x in rows for c in x["characters"].split("|") if c})
