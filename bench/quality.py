@@ -56,7 +56,10 @@ WORLDS = {
     "large": ["demo_world.num_movies=144", "demo_world.num_users=1200", "demo_world.val_fraction=0.2",
               "demo_world.test_fraction=0.2"],
 }
+# film grammar (issue 16): the same worlds with camera set-ups, scene types and a recurring cast
+WORLDS |= {f"film-{k}": v + ["demo_world.grammar=film"] for k, v in list(WORLDS.items())}
 SOURCES = ["random", "genre", "synopsis", "cowatch", "genre_synopsis", "kg"]
+GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal"]
 PROBE_SPLITS = 5
 
 
@@ -64,6 +67,9 @@ def rows(groups: list[str]) -> list[dict]:
     out = []
     if "main" in groups:
         out += [{"name": "random-init", "kind": "random_init"}, {"name": "E_shot mean", "kind": "shot_mean"}]
+    if "baselines" in groups:  # what a user has without any pretraining of ours
+        out += [{"name": "raw pixels mean", "kind": "pixels"}, {"name": "ImageNet MobileNetV2 mean", "kind": "imagenet"}]
+    if "main" in groups:
         out += [{"name": f"pairs: {s}", "kind": "trained", "source": s} for s in SOURCES]
     if "scale" in groups:
         out += [{"name": f"scale {f}", "kind": "trained", "source": "cowatch", "fraction": f} for f in (0.25, 0.5)]
@@ -73,6 +79,14 @@ def rows(groups: list[str]) -> list[dict]:
     if "long" in groups:  # 4x the scene encoder's training: does the gap between pair sources grow?
         out += [{"name": f"pairs: {s}, 40 epochs", "kind": "trained", "source": s,
                  "set": ["scene_encoder.train.epochs=40"]} for s in ("random", "genre")]
+    if "equal" in groups:  # the scene ViT at E_shot's budget: its architecture and input size (64 px),
+        # its optimiser steps x batch (filled in from the base run), from scratch and from E_shot's weights
+        like_shot = ["scene_encoder.model.img_size=64"]
+        for s in ("random", "genre", "cowatch"):
+            out += [{"name": f"pairs: {s}, equal budget", "kind": "trained", "source": s, "set": like_shot,
+                     "equal_budget": True},
+                    {"name": f"pairs: {s}, equal budget, init E_shot", "kind": "trained", "source": s,
+                     "set": like_shot + ["scene_encoder.init=shot_encoder"], "equal_budget": True}]
     if "init" in groups:  # the scene ViT = E_shot's architecture (64 px), starting from E_shot's weights
         like_shot = ["scene_encoder.init=shot_encoder", "scene_encoder.model.img_size=64"]
         out += [{"name": f"pairs: {s}, init E_shot", "kind": "trained", "source": s, "set": like_shot}
@@ -195,6 +209,48 @@ def subset_catalogue(base: Path, cell: Path, fraction: float, seed: int) -> Path
     return out
 
 
+def baseline_features(base: Path, kind: str, shots, tasks: "Tasks") -> dict[str, np.ndarray]:
+    """Per-shot features of the held-out movies for a baseline (cached in ``base/baselines``):
+    *pixels* — each keyframe area-resized to 8 × 8 RGB (192-d, the cheapest description of a
+    shot); *imagenet* — torchvision's ImageNet MobileNetV2 (1280-d pooled), on the same stored
+    keyframes resized to 224 px. Several keyframes of a shot are averaged."""
+    import cv2
+    import torch
+
+    from movies2scenes.store import decode_keyframes
+
+    cache = base / "baselines" / f"{kind}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    model = None
+    if kind == "imagenet":
+        from movies2scenes.pretrained import PooledImageFeatures, imagenet_mobilenet_v2
+
+        model = PooledImageFeatures(imagenet_mobilenet_v2())
+    out = {}
+    movies = sorted({m for t in tasks.names for m, _, _ in tasks.clips[t]})
+    for movie in movies:
+        frames = [decode_keyframes(s) for s in shots(movie)]  # (k, H, W, 3) per shot
+        if kind == "pixels":
+            out[movie] = np.stack([np.mean([cv2.resize(f, (8, 8), interpolation=cv2.INTER_AREA).reshape(-1) / 255.0
+                                            for f in k], 0) for k in frames]).astype(np.float32)
+        else:
+            with torch.no_grad():
+                out[movie] = np.stack([model(torch.from_numpy(k).permute(0, 3, 1, 2)).mean(0).numpy()
+                                       for k in frames]).astype(np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def shot_budget(base: Path) -> list[str]:
+    """Overrides that give the scene encoder E_shot's optimiser steps and batch size."""
+    done = json.loads((base / "shot_encoder" / "DONE.json").read_text())
+    batch = load([ROOT / "configs" / "demo.yaml"], []).shot_encoder.train.batch_size  # the base's config
+    return [f"scene_encoder.train.batch_size={batch}", f"scene_encoder.train.max_steps={done['counts']['steps']}"]
+
+
 def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: int) -> dict:
     import torch
 
@@ -220,10 +276,15 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     cfg = load([ROOT / "configs" / "demo.yaml"],
                [f"run_dir={cell}", f"seed={seed}", f"catalogue={catalogue}",
                 f"watch_logs={base / 'world' / 'watch_logs.csv'}", f"movie_pairs.sources=[{source}]",
-                "movie_pairs.combined=[]", f"movie_encoder.pairs_source={source}", *row.get("set", [])])
+                "movie_pairs.combined=[]", f"movie_encoder.pairs_source={source}", *row.get("set", []),
+                *(shot_budget(base) if row.get("equal_budget") else [])])
     shots = ShotSamples(base / "shots", cache=4)
     result = {"row": row["name"], "seed": seed}
-    if row["kind"] == "shot_mean":
+    if row["kind"] in ("pixels", "imagenet"):
+        per_shot = baseline_features(base, row["kind"], shots, tasks)
+        result["dim"] = int(next(iter(per_shot.values())).shape[1])
+        embed = lambda clips: np.stack([per_shot[m][a:b].mean(0) for m, a, b in clips])  # noqa: E731
+    elif row["kind"] == "shot_mean":
         feats = ShotFeatures(base / "shot_features")
         embed = lambda clips: np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0)  # noqa: E731
                                         for m, a, b in clips])
@@ -244,6 +305,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
             result |= {"scene_pairs": done_json("scene_pairs")["counts"]["scene_pairs"],
                        "movie_pairs": done_json("scene_pairs")["counts"]["movie_pairs"],
                        "steps": done_json("scene_encoder")["counts"]["steps"],
+                       "train_s": done_json("scene_encoder")["elapsed_s"],
                        "movie_auc": done_json("movie_encoder").get("heldout_auc"),
                        **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
         embed = lambda clips: embed_clips(encoder, shots, clips, 64)  # noqa: E731
@@ -256,10 +318,14 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     return result
 
 
-COLUMNS = [("place_top1", "place top-1"), ("genre_micro_f1", "genre µF1"), ("genre_macro_f1", "genre MF1"),
+COLUMNS = [("place_top1", "place top-1"), ("scene_type_top1", "scene type top-1"),
+           ("characters_micro_f1", "characters µF1"), ("characters_map", "characters mAP"),
+           ("genre_micro_f1", "genre µF1"), ("genre_macro_f1", "genre MF1"),
            ("genre_map", "genre mAP"), ("p_at_1", "P@1"), ("p_at_5", "P@5"), ("p_at_10", "P@10"),
            ("boundary_ap", "boundary AP"), ("mined_precision", "mined-pair precision"),
-           ("chance_precision", "random-scene precision"), ("scene_pairs", "scene pairs")]
+           ("chance_precision", "random-scene precision"), ("scene_pairs", "scene pairs"),
+           ("steps", "steps"), ("train_s", "scene-encoder s")]
+INTEGER_COLUMNS = {"scene_pairs", "steps", "train_s"}
 
 
 def table(results: list[dict], order: list[str]) -> str:
@@ -274,7 +340,7 @@ def table(results: list[dict], order: list[str]) -> str:
             v = [r[key] for r in got if r.get(key) is not None]
             if not v:
                 cells.append("–")
-            elif key == "scene_pairs":
+            elif key in INTEGER_COLUMNS:
                 cells.append(f"{np.mean(v):.0f}")
             else:
                 cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}")
@@ -286,8 +352,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", choices=sorted(WORLDS), default="demo")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--groups", nargs="+", choices=["main", "scale", "n", "long", "init"],
-                    default=["main", "scale", "n", "long", "init"])
+    ap.add_argument("--groups", nargs="+", choices=GROUPS, default=["main", "scale", "n", "long", "init"])
     ap.add_argument("--rows", nargs="+", default=None, help="only these rows (e.g. random-init 'pairs: cowatch')")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "quality"))
     ap.add_argument("--table", action="store_true", help="print the table of the finished cells and stop")
@@ -300,7 +365,7 @@ def main() -> None:
             if "mined_precision" in r and "chance_precision" not in r:  # cells measured before it existed
                 r["chance_precision"] = mined_precision(f.parent, work / args.world / "base")[1]
             done.append(r)
-        print(table(done, [r["name"] for r in rows(["main", "scale", "n", "long", "init"])]))
+        print(table(done, [r["name"] for r in rows(GROUPS)]))
         return
     base = base_run(work, args.world)
     tasks = Tasks(base, work / args.world / "tasks")

@@ -558,20 +558,23 @@ def render_movie(plan: MoviePlan, index: int, cfg: DemoWorldConfig, seed: int,
             for j, n in enumerate(scene["shots"]):
                 if film is None:
                     place_no, place = scene["place"], places[scene["place"]]
-                    make = functools.partial(ShotRenderer, place, plan.look, n, cfg.width, cfg.height, rng)
+                    make = functools.partial(_bags_shot, place, plan.look, n, cfg.width, cfg.height, rng)
                 else:
                     place_no = scene["shot_places"][j]
                     place = places[place_no]
-                    setup = film[0][place_no][SETUPS.index(scene["shot_setups"][j])]
+                    chosen = SETUPS.index(scene["shot_setups"][j])
                     chars = [film[1][c] for c in scene["shot_characters"][j]]
-                    make = functools.partial(_film_shot, place, setup, chars, plan.look, n, cfg.width, cfg.height, rng)
-                frames, previous = _render_checked(make, place.name, n, cfg, prev_last, previous)
+                    # a shot without characters may fall back to another set-up of its place
+                    setups = [film[0][place_no][k] for k in [chosen] + ([k for k in range(len(SETUPS)) if k != chosen]
+                                                                        if not chars else [])]
+                    make = functools.partial(_film_shot, place, setups, chars, plan.look, n, cfg.width, cfg.height, rng)
+                frames, previous, shot = _render_checked(make, place.name, n, cfg, prev_last, previous)
                 frames = list(frames)
                 prev_last = frames[-1]
                 row = {"movie_id": plan.movie_id, "shot": shot_no, "start_frame": timeline, "end_frame": timeline + n,
                        "scene": scene_no, "place": place_no}
                 if film is not None:
-                    row.update(scene_type=scene["type"], setup=scene["shot_setups"][j],
+                    row.update(scene_type=scene["type"], setup=shot.kind,
                                characters="|".join(film[1][c].name for c in scene["shot_characters"][j]))
                 if trng is not None:
                     row.update(transition="", transition_start=-1, transition_end=-1)
@@ -617,19 +620,27 @@ def _shrink(frame: np.ndarray, cfg: DemoWorldConfig) -> np.ndarray:
     return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def _film_shot(place, setup, chars, look, n, w, h, rng, speed, previous, close_up):
-    # the set-up fixes the framing; where the cut is still soft (neighbouring hues), half-way
-    # through the tries the exposure change between the two shots is made stronger instead
-    return FilmShotRenderer(place, setup, chars, look, n, w, h, rng, speed, previous, strong_light=bool(close_up))
+def _bags_shot(place, look, n, w, h, rng, speed, previous, attempt, tries):
+    close_up = True if attempt >= tries // 2 else None  # close-ups make the hardest cuts
+    return ShotRenderer(place, look, n, w, h, rng, speed, previous, close_up)
+
+
+def _film_shot(place, setups, chars, look, n, w, h, rng, speed, previous, attempt, tries):
+    """The set-up fixes the framing. Where the cut is still soft (neighbouring hues), half-way
+    through the tries the exposure change between the two shots is made stronger, and from three
+    quarters on a shot without characters tries its place's other set-ups."""
+    setup = setups[0] if len(setups) == 1 or attempt < 3 * tries // 4 else setups[attempt % len(setups)]
+    return FilmShotRenderer(place, setup, chars, look, n, w, h, rng, speed, previous,
+                            strong_light=attempt >= tries // 2)
 
 
 def _render_checked(make, place_name, n, cfg, prev_last, previous, tries: int = 100):
-    """Frames of a shot whose cut from ``prev_last`` is hard and whose motion is smooth;
-    ``make(speed, previous, close_up)`` draws a renderer."""
+    """Frames of a shot whose cut from ``prev_last`` is hard and whose motion is smooth, the
+    (background, dim) state the next shot alternates from, and the renderer;
+    ``make(speed, previous, attempt, tries)`` draws a renderer."""
     speed = 1.0
     for attempt in range(tries):
-        close_up = True if attempt >= tries // 2 else None  # bags: close-ups make the hardest cuts
-        shot = make(speed, previous, close_up)
+        shot = make(speed, previous, attempt, tries)
         first = shot.frame(0)
         if prev_last is not None and (
                 content_score(prev_last, first) < cfg.min_cut_score
@@ -640,7 +651,7 @@ def _render_checked(make, place_name, n, cfg, prev_last, previous, tries: int = 
         if motion > cfg.max_motion_score:
             speed *= 0.7
             continue
-        return frames, (shot.background, shot.dim)
+        return frames, (shot.background, shot.dim), shot
     raise RuntimeError(
         f"demo world: could not render a shot of place {place_name!r} with a cut score above "
         f"{cfg.min_cut_score} ({cfg.min_cut_score_small} at {cfg.cut_check_size} px) and motion below "

@@ -133,15 +133,31 @@ class FeatureBank:
         return torch.stack(xs), torch.stack(ms)
 
 
+def eval_sample(pairs: list[tuple[str, str, float]], k: int, seed: int) -> list[tuple[str, str, float]]:
+    """At most ``k`` of the labelled pairs, half positives and half negatives where there are
+    enough of each (seeded, original order kept); ``k`` = 0: all."""
+    if not k or len(pairs) <= k:
+        return pairs
+    rng = np.random.default_rng([seed, 45])
+    pos = [i for i, p in enumerate(pairs) if p[2] == 1.0]
+    neg = [i for i, p in enumerate(pairs) if p[2] != 1.0]
+    n_pos = min(len(pos), max(k // 2, k - len(neg)))
+    keep = set(rng.choice(pos, n_pos, replace=False).tolist()) | set(rng.choice(neg, min(len(neg), k - n_pos), replace=False).tolist())
+    return [p for i, p in enumerate(pairs) if i in keep]
+
+
 @torch.no_grad()
-def evaluate(model, bank: FeatureBank, pairs, device, batch: int = 64) -> dict:
+def evaluate(model, bank: FeatureBank, pairs, device, batch: int = 64, desc: str = "held-out AUC") -> dict:
     model.eval()
     scores = []
+    bar = progress(total=len(pairs), desc=desc, unit="pair")
     for i in range(0, len(pairs), batch):
         chunk = pairs[i:i + batch]
         x1, m1 = bank.batch([a for a, _, _ in chunk], None)
         x2, m2 = bank.batch([b for _, b, _ in chunk], None)
         scores.append(model(x1.to(device), m1.to(device), x2.to(device), m2.to(device)).float().cpu())
+        bar.update(len(chunk))
+    bar.close()
     model.train()
     s = torch.cat(scores).numpy()
     y = np.array([label for _, _, label in pairs])
@@ -243,11 +259,13 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
                 break
     bar.close()
     inner = accelerator.unwrap_model(model)
-    metrics = evaluate(inner, bank, heldout, device)
+    metrics = evaluate(inner, bank, eval_sample(heldout, me.eval_pairs, cfg.seed), device)
+    metrics["heldout_pairs"] = len(heldout)
     genres = _catalogue_genres(cfg)
     disjoint = genre_disjoint_heldout(heldout, movies, pos_set, genres, cfg.seed) if genres else []
     if disjoint:
-        metrics["genre_disjoint"] = evaluate(inner, bank, disjoint, device)
+        metrics["genre_disjoint"] = evaluate(inner, bank, eval_sample(disjoint, me.eval_pairs, cfg.seed), device,
+                                             desc="genre-disjoint AUC")
     accelerator.log({"heldout_auc": metrics["auc"], "heldout_accuracy": metrics["accuracy"]}, step=step)
     if accelerator.is_main_process:
         from safetensors.torch import save_file
