@@ -59,7 +59,7 @@ WORLDS = {
 # film grammar (issue 16): the same worlds with camera set-ups, scene types and a recurring cast
 WORLDS |= {f"film-{k}": v + ["demo_world.grammar=film"] for k, v in list(WORLDS.items())}
 SOURCES = ["random", "genre", "synopsis", "cowatch", "genre_synopsis", "kg"]
-GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal"]
+GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head"]
 PROBE_SPLITS = 5
 
 
@@ -87,6 +87,8 @@ def rows(groups: list[str]) -> list[dict]:
                      "equal_budget": True},
                     {"name": f"pairs: {s}, equal budget, init E_shot", "kind": "trained", "source": s,
                      "set": like_shot + ["scene_encoder.init=shot_encoder"], "equal_budget": True}]
+    if "head" in groups:  # attention pooling over E_shot features, trained on the same mined pairs
+        out += [{"name": f"scene head: {s}", "kind": "scene_head", "source": s} for s in ("random", "genre", "cowatch")]
     if "init" in groups:  # the scene ViT = E_shot's architecture (64 px), starting from E_shot's weights
         like_shot = ["scene_encoder.init=shot_encoder", "scene_encoder.model.img_size=64"]
         out += [{"name": f"pairs: {s}, init E_shot", "kind": "trained", "source": s, "set": like_shot}
@@ -284,6 +286,25 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         per_shot = baseline_features(base, row["kind"], shots, tasks)
         result["dim"] = int(next(iter(per_shot.values())).shape[1])
         embed = lambda clips: np.stack([per_shot[m][a:b].mean(0) for m, a, b in clips])  # noqa: E731
+    elif row["kind"] == "scene_head":
+        import pyarrow.parquet as pq
+
+        from movies2scenes.models.scene_head import embed_scenes, train_scene_head
+
+        for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs):
+            if stage.run(cfg) != 0:
+                raise RuntimeError(f"{stage.__name__} failed in {cell}")
+        feats = ShotFeatures(base / "shot_features")
+        n = json.loads((cell / "scene_pairs" / "DONE.json").read_text())["shots_per_scene"]
+        pairs = pq.read_table(cell / "scene_pairs" / "pairs.parquet").to_pylist()
+        window = lambda m, i: np.asarray(feats.movie(m)[i:i + n], np.float32)  # noqa: E731
+        t = time.time()
+        head = train_scene_head(np.stack([window(r["movie_a"], r["start_a"]) for r in pairs]),
+                                np.stack([window(r["movie_b"], r["start_b"]) for r in pairs]), seed=seed)
+        result |= {"scene_pairs": len(pairs), "steps": 300, "train_s": round(time.time() - t, 1),
+                   **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
+        embed = lambda clips: embed_scenes(head, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
+                                                  for m, a, b in clips])
     elif row["kind"] == "shot_mean":
         feats = ShotFeatures(base / "shot_features")
         embed = lambda clips: np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0)  # noqa: E731
