@@ -291,7 +291,11 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
 
         from movies2scenes.models.scene_head import embed_scenes, train_scene_head
 
-        for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs):
+        sibling = cell.parent / f"pairs-{row['source']}-s{seed}"  # the same seed's scene-ViT cell mined the same pairs
+        for stage in ("movie_pairs", "movie_encoder", "scene_pairs"):
+            if (sibling / stage / "DONE.json").is_file() and not (cell / stage).exists():
+                shutil.copytree(sibling / stage, cell / stage, ignore=shutil.ignore_patterns("checkpoints"))
+        for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs):  # no-ops where copied
             if stage.run(cfg) != 0:
                 raise RuntimeError(f"{stage.__name__} failed in {cell}")
         feats = ShotFeatures(base / "shot_features")

@@ -408,8 +408,10 @@ class FilmShotRenderer:
         for size, pos, vel, colour in self.objects:
             cx, cy = pos + vel * t
             r = int(size / 2)
-            cv2.circle(img, (int(cx), int(cy)), r, colour, -1, cv2.LINE_AA) if self.place.shape != "rectangle" else \
+            if self.place.shape == "rectangle":
                 cv2.rectangle(img, (int(cx - r), int(cy - r)), (int(cx + r), int(cy + r)), colour, -1)
+            else:
+                cv2.circle(img, (int(cx), int(cy)), r, colour, -1, cv2.LINE_AA)
         for ch, (cx, cy, height), phase in zip(self.characters, self.figures, self.sway):
             draw_figure(img, ch, cx + 1.5 * math.sin(0.15 * t + phase), cy, height)
         return self.look.apply(img, self.rng)
