@@ -29,7 +29,9 @@ set-ups, scene types, a recurring cast — and the probes scene type and charact
 * ``pairs: S, equal budget[, init E_shot]`` — the scene ViT at E_shot's budget: 64 px and E_shot's
   optimiser steps × batch (read from the base run), from scratch or from E_shot's weights;
 * ``scene head: S`` — attention pooling over E_shot's shot features (``models/scene_head.py``),
-  trained on the same mined scene pairs (reusing the ``pairs: S`` cell's mining of that seed).
+  trained on the same mined scene pairs (reusing the ``pairs: S`` cell's mining of that seed);
+* ``ImageNet E_shot, scene head: S`` — the ImageNet MobileNetV2 as a frozen E_shot: its features
+  feed the movie encoder, mining and a scene head (group ``imagenet``).
 
 Every representation is measured the same way on the held-out movies' ground-truth scenes
 (``demo.write_demo_tasks``): a place probe (top-1), a genre probe (micro/macro F1, mAP), a
@@ -41,7 +43,7 @@ in ``CELL/quality.json``, so a killed bench resumes. Output: a markdown table (m
 and ``WORK/WORLD/results.json``.
 
     python bench/quality.py [--world demo|large|film-demo|film-large] [--seeds 0 1 2]
-                            [--groups main baselines scale n long init equal head] [--rows NAME ...]
+                            [--groups main baselines scale n long init equal head imagenet] [--rows NAME ...]
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ WORLDS = {
 # film grammar (issue 16): the same worlds with camera set-ups, scene types and a recurring cast
 WORLDS |= {f"film-{k}": v + ["demo_world.grammar=film"] for k, v in list(WORLDS.items())}
 SOURCES = ["random", "genre", "synopsis", "cowatch", "genre_synopsis", "kg"]
-GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head"]
+GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head", "imagenet"]
 PROBE_SPLITS = 5
 
 
@@ -102,6 +104,9 @@ def rows(groups: list[str]) -> list[dict]:
                      "set": like_shot + ["scene_encoder.init=shot_encoder"], "equal_budget": True}]
     if "head" in groups:  # attention pooling over E_shot features, trained on the same mined pairs
         out += [{"name": f"scene head: {s}", "kind": "scene_head", "source": s} for s in ("random", "genre", "cowatch")]
+    if "imagenet" in groups:  # the ImageNet network as a frozen E_shot: movie encoder, mining, scene head on it
+        out += [{"name": f"ImageNet E_shot, scene head: {s}", "kind": "imagenet_head", "source": s}
+                for s in ("random", "genre", "cowatch")]
     if "init" in groups:  # the scene ViT = E_shot's architecture (64 px), starting from E_shot's weights
         like_shot = ["scene_encoder.init=shot_encoder", "scene_encoder.model.img_size=64"]
         out += [{"name": f"pairs: {s}, init E_shot", "kind": "trained", "source": s, "set": like_shot}
@@ -259,6 +264,37 @@ def baseline_features(base: Path, kind: str, shots, tasks: "Tasks") -> dict[str,
     return out
 
 
+def imagenet_shot_features(base: Path) -> Path:
+    """A shot_features stage (fp16 arrays, index, DONE.json) of ImageNet MobileNetV2 features for
+    every movie of the base run, in ``base/baselines/imagenet_shot_features``: the ImageNet network
+    as a frozen E_shot for the movie encoder, mining and the scene head."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from movies2scenes.features import write_index, write_movie_features
+    from movies2scenes.pretrained import PooledImageFeatures, imagenet_mobilenet_v2
+    from movies2scenes.store import decode_keyframes
+    from pipelines._stage import stage_input_hash, write_done
+    from pipelines.mine_scene_pairs import ShotSamples
+
+    out = base / "baselines" / "imagenet_shot_features"
+    if (out / "DONE.json").is_file():
+        return out
+    started = time.time()
+    model, shots = PooledImageFeatures(imagenet_mobilenet_v2()), ShotSamples(base / "shots", cache=2)
+    movies = sorted(set(pq.read_table(base / "shots" / "index.parquet", columns=["movie_id"])["movie_id"].to_pylist()))
+    rows = []
+    for movie in movies:
+        with torch.no_grad():
+            x = np.stack([model(torch.from_numpy(decode_keyframes(s)).permute(0, 3, 1, 2)).mean(0).numpy()
+                          for s in shots(movie)])
+        rows.append(write_movie_features(out, movie, x))
+    write_index(out, rows)
+    write_done(out, "extract_shot_features", "imagenet-mobilenet-v2-b0353104",
+               stage_input_hash(base / "shots" / "DONE.json"), {"movies": len(rows)}, started)
+    return out
+
+
 def shot_budget(base: Path) -> list[str]:
     """Overrides that give the scene encoder E_shot's optimiser steps and batch size."""
     done = json.loads((base / "shot_encoder" / "DONE.json").read_text())
@@ -281,9 +317,13 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         return json.loads(done.read_text())
     started = time.time()
     cell.mkdir(parents=True, exist_ok=True)
-    for stage in ("shots", "shot_encoder", "shot_features"):
+    shot_features = base / "shot_features"
+    if row["kind"] == "imagenet_head":  # the ImageNet network as a frozen E_shot for every later stage
+        shot_features = imagenet_shot_features(base)
+    for stage, target in (("shots", base / "shots"), ("shot_encoder", base / "shot_encoder"),
+                          ("shot_features", shot_features)):
         if not (cell / stage).exists():
-            os.symlink(base / stage, cell / stage)
+            os.symlink(target, cell / stage)
     catalogue = base / "world" / "catalogue.csv"
     if "fraction" in row:
         catalogue = subset_catalogue(base, cell, row["fraction"], seed)
@@ -299,19 +339,20 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         per_shot = baseline_features(base, row["kind"], shots, tasks)
         result["dim"] = int(next(iter(per_shot.values())).shape[1])
         embed = lambda clips: np.stack([per_shot[m][a:b].mean(0) for m, a, b in clips])  # noqa: E731
-    elif row["kind"] == "scene_head":
+    elif row["kind"] in ("scene_head", "imagenet_head"):
         import pyarrow.parquet as pq
 
         from movies2scenes.models.scene_head import embed_scenes, train_scene_head
 
         sibling = cell.parent / f"pairs-{row['source']}-s{seed}"  # the same seed's scene-ViT cell mined the same pairs
         for stage in ("movie_pairs", "movie_encoder", "scene_pairs"):
-            if (sibling / stage / "DONE.json").is_file() and not (cell / stage).exists():
+            if row["kind"] == "scene_head" and (sibling / stage / "DONE.json").is_file() and not (cell / stage).exists():
                 shutil.copytree(sibling / stage, cell / stage, ignore=shutil.ignore_patterns("checkpoints"))
         for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs):  # no-ops where copied
             if stage.run(cfg) != 0:
                 raise RuntimeError(f"{stage.__name__} failed in {cell}")
-        feats = ShotFeatures(base / "shot_features")
+        result["movie_auc"] = json.loads((cell / "movie_encoder" / "DONE.json").read_text()).get("heldout_auc")
+        feats = ShotFeatures(cell / "shot_features")
         n = json.loads((cell / "scene_pairs" / "DONE.json").read_text())["shots_per_scene"]
         pairs = pq.read_table(cell / "scene_pairs" / "pairs.parquet").to_pylist()
         window = lambda m, i: np.asarray(feats.movie(m)[i:i + n], np.float32)  # noqa: E731
@@ -360,7 +401,7 @@ COLUMNS = [("place_top1", "place top-1"), ("scene_type_top1", "scene type top-1"
            ("characters_micro_f1", "characters µF1"), ("characters_map", "characters mAP"),
            ("genre_micro_f1", "genre µF1"), ("genre_macro_f1", "genre MF1"),
            ("genre_map", "genre mAP"), ("p_at_1", "P@1"), ("p_at_5", "P@5"), ("p_at_10", "P@10"),
-           ("boundary_ap", "boundary AP"), ("mined_precision", "mined-pair precision"),
+           ("boundary_ap", "boundary AP"), ("movie_auc", "movie AUC"), ("mined_precision", "mined-pair precision"),
            ("chance_precision", "random-scene precision"), ("scene_pairs", "scene pairs"),
            ("steps", "steps"), ("train_s", "scene-encoder s")]
 INTEGER_COLUMNS = {"scene_pairs", "steps", "train_s"}
