@@ -50,3 +50,10 @@ def test_padding_is_masked_and_training_is_seeded():
     a, b = rng.normal(size=(32, 4, 8)).astype(np.float32), rng.normal(size=(32, 4, 8)).astype(np.float32)
     h1, h2 = (train_scene_head(a, b, steps=5, batch=8, seed=3, hidden=16, out_dim=8, heads=2) for _ in range(2))
     assert all(torch.equal(p, q) for p, q in zip(h1.state_dict().values(), h2.state_dict().values()))
+
+
+def test_wide_features_are_projected_first():
+    head = AttentionPoolHead(1280, width=64)
+    x = torch.randn(3, 9, 1280)
+    assert head.pool(x).shape == (3, 64) and head(x).shape == (3, 128)
+    assert isinstance(AttentionPoolHead(96, width=256).inp, torch.nn.Identity)  # E_shot's 96-d: as before

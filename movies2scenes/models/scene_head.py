@@ -18,8 +18,12 @@ from torch import nn
 
 
 class AttentionPoolHead(nn.Module):
-    def __init__(self, dim: int, hidden: int = 256, out_dim: int = 128, heads: int = 4):
+    def __init__(self, dim: int, hidden: int = 256, out_dim: int = 128, heads: int = 4, width: int = 256):
         super().__init__()
+        # wide features (e.g. 1280-d ImageNet) are first projected to ``width``: attention over the
+        # shots costs O(width²) per shot, and the pooled vector (hence the embedding) is ``width``-d
+        self.inp = nn.Linear(dim, width) if dim > width else nn.Identity()
+        dim = min(dim, width)
         self.norm = nn.LayerNorm(dim)
         self.query = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.query, std=0.02)
@@ -28,7 +32,8 @@ class AttentionPoolHead(nn.Module):
         self.proj = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, n, d) shot features (``mask``: True = a real shot) → (B, d) pooled + mean."""
+        """(B, n, d) shot features (``mask``: True = a real shot) → (B, min(d, width)) pooled + mean."""
+        x = self.inp(x)
         h = self.norm(x)
         pad = None if mask is None else ~mask
         pooled, _ = self.attn(self.query.expand(len(x), -1, -1), h, h, key_padding_mask=pad, need_weights=False)
