@@ -255,6 +255,10 @@ class EvaluateConfig:
     epochs: int = 100  # the best validation epoch is kept
     batch_size: int = 64
     embed_batch: int = 32  # clips per encoder forward
+    # the same probes on cheaper representations, side by side in the report: "shot_mean" = the
+    # run's shot features (E_shot) averaged over the clip's shots. Train the scene encoder only
+    # where it beats them (bench/RESULTS.md, issue 16). [] = the scene encoder alone.
+    baselines: list[str] = field(default_factory=lambda: ["shot_mean"])
 
 
 @dataclass
@@ -458,6 +462,7 @@ def _validate(cfg: Config) -> None:
     me = cfg.movie_encoder
     rules += [
         ("movie_encoder.heldout_fraction", 0 < me.heldout_fraction < 1, "must be in (0, 1)"),
+        ("evaluate.baselines", set(cfg.evaluate.baselines) <= {"shot_mean"}, "must be a subset of [shot_mean]"),
         ("movie_encoder.eval_pairs", me.eval_pairs == 0 or me.eval_pairs >= 2, "must be 0 (all) or >= 2"),
         ("movie_encoder.max_shots", me.max_shots >= 1, "must be >= 1"),
         ("movie_encoder.dropout", 0 <= me.dropout < 1, "must be in [0, 1)"),

@@ -45,6 +45,7 @@ from movies2scenes.evaluation import (
     precision_at_k,
     top1,
 )
+from movies2scenes.features import ShotFeatures
 from movies2scenes.store import atomic_path, decode_keyframes, file_fingerprint, read_json, write_json
 
 from ._stage import PRETRAINING_FILE, is_done, read_pretraining_movies, stage_input_hash, stage_lock, write_done
@@ -228,7 +229,11 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     ev = cfg.evaluate
     if not ev.tasks:
         raise ConfigError("evaluate.tasks is empty: give task CSVs (e.g. from `m2s demo-tasks`)")
-    input_hash = stage_input_hash(export_dir / "DONE.json", shots_dir / "DONE.json")
+    feat_dir = run_dir / "shot_features"
+    baselines = [b for b in ev.baselines if b != "shot_mean" or (feat_dir / "DONE.json").is_file()]
+    missing = sorted(set(ev.baselines) - set(baselines))
+    input_hash = stage_input_hash(export_dir / "DONE.json", shots_dir / "DONE.json",
+                                  *([feat_dir / "DONE.json"] if "shot_mean" in baselines else []))
     chash = config_hash({"evaluate": asdict(ev), "tasks": [file_fingerprint(f) for f in ev.tasks if Path(f).is_file()]})
     if not force and is_done(out, chash, input_hash):
         unscored = read_json(out / "DONE.json").get("counts", {}).get("unscored", 0)
@@ -250,11 +255,22 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
                               "evaluate anyway)")
     encoder = load_scene_encoder(export_dir)
     report = {"tasks": {}, "encoder": "export"}  # relative to the run dir: reports do not depend on where it lies
+    if baselines or missing:
+        report["baselines"] = {b: {} for b in baselines}
+    if missing:
+        report["baselines_skipped"] = {b: f"{feat_dir / 'DONE.json'} missing (run extract-shot-features)" for b in missing}
+        print(f"evaluate: warning: baseline(s) {', '.join(missing)} skipped: no shot features in {feat_dir}")
+    feats = ShotFeatures(feat_dir) if "shot_mean" in baselines else None
     for name, rows in sorted(tasks.items()):
         clips = [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in rows]
         emb = embed_clips(encoder, shots, clips, ev.embed_batch)
         report["tasks"][name] = run_task(rows[0]["kind"], rows, emb, ev)
-        print(f"evaluate: {name}: {headline(report['tasks'][name])}")
+        line = f"evaluate: {name}: {headline(report['tasks'][name])}"
+        if feats is not None:
+            mean = np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0) for m, a, b in clips])
+            report["baselines"]["shot_mean"][name] = run_task(rows[0]["kind"], rows, mean, ev)
+            line += f"  | E_shot mean: {headline(report['baselines']['shot_mean'][name])}"
+        print(line)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     write_html(out / "report.html", report, run_dir)
@@ -295,9 +311,13 @@ def clip_counts(clips) -> str:
 
 
 def write_html(path: Path, report: dict, run_dir: Path) -> None:
+    base = report.get("baselines", {}).get("shot_mean")
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(r['kind'])}</td>"
-                   f"<td>{html.escape(headline(r))}</td><td>{html.escape(clip_counts(r['clips']))}</td></tr>"
+                   f"<td>{html.escape(headline(r))}</td>"
+                   + (f"<td>{html.escape(headline(base[n]))}</td>" if base is not None else "")
+                   + f"<td>{html.escape(clip_counts(r['clips']))}</td></tr>"
                    for n, r in report["tasks"].items())
+    base_th = "<th>E_shot mean-pooled (baseline)</th>" if base is not None else ""
     curves = ""
     try:
         from movies2scenes.report import logged_scalars, training_curves
@@ -334,5 +354,8 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
         tmp.write_text("<!doctype html><meta charset='utf-8'><title>movies2scenes evaluation</title>"
                        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 8px}"
                        "table{border-collapse:collapse}</style><h1>Evaluation of the exported scene encoder</h1>"
-                       f"<table><tr><th>task</th><th>kind</th><th>test result</th><th>clips</th></tr>{rows}</table>"
-                       f"{curves}{link}\n", encoding="utf-8")
+                       f"<table><tr><th>task</th><th>kind</th><th>scene encoder (test)</th>{base_th}<th>clips</th></tr>"
+                       f"{rows}</table>"
+                       + ("<p>The baseline column runs the same probes on the run's shot features averaged over the "
+                          "clip's shots: train and deploy the scene encoder where it beats them.</p>" if base is not None else "")
+                       + f"{curves}{link}\n", encoding="utf-8")

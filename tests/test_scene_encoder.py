@@ -156,8 +156,19 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
     assert np.isfinite(length["mse"]) and 0 <= length["best_epoch"] < 5
     long = report["tasks"]["long"]  # AP is NaN when the test clips hold no positive
     assert "skipped" in long or np.isnan(long["ap"]) or 0 <= long["ap"] <= 1
+    # the baseline (on by default): the same probe on the run's shot features averaged over each clip
+    from movies2scenes.features import ShotFeatures
+
+    base = report["baselines"]["shot_mean"]
+    assert set(base) == set(report["tasks"]) and base["place"]["clips"] == place["clips"]
+    feats = ShotFeatures(run / "shot_features")
+    tasks = evaluate.read_tasks([str(task)], {m: feats.num_shots(m) for m in movies})
+    clips = [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in tasks["place"]]
+    mean = np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0) for m, a, b in clips])
+    assert evaluate.run_task("classification", tasks["place"], mean, cfg.evaluate) == base["place"]
     page = (run / "eval" / "report.html").read_text()
     assert "place" in page and "curves.png" in page and (run / "eval" / "curves.png").stat().st_size > 1000
+    assert "E_shot mean-pooled (baseline)" in page
     mining = sorted(p.name for p in (run / "scene_pairs" / "report").glob("*.png"))
     assert "contact_sheet.png" in mining  # the mining figures are copied into the evaluation report
     for name in mining:
