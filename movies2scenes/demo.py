@@ -726,8 +726,17 @@ def _render_job(job) -> list[dict]:
     return render_movie(*job)
 
 
+FILM_ONLY = ("grammar", "cast_size", "characters_per_movie", "scene_type_concentration", "montage_places")
+
+
 def world_hash(cfg: DemoWorldConfig, seed: int) -> str:
-    return config_hash({"demo_world": asdict(cfg), "seed": seed})
+    """The world's identity. A bags world is hashed without the film-grammar options, which cannot
+    change it: worlds written before those options existed stay complete (no re-render, and no
+    stage downstream sees new inputs)."""
+    fields = asdict(cfg)
+    if cfg.grammar == "bags":
+        fields = {k: v for k, v in fields.items() if k not in FILM_ONLY}
+    return config_hash({"demo_world": fields, "seed": seed})
 
 
 def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progress: bool = True,

@@ -272,3 +272,15 @@ def test_film_tasks_add_scene_type_and_characters(film_world, tmp_path):
     for r in read("characters"):
         rows = by_start[(r["movie_id"], int(r["start_shot"]))]
         assert r["label"].split("|") == sorted({c for x in rows for c in x["characters"].split("|") if c})
+
+
+def test_film_options_do_not_change_a_bags_worlds_identity():
+    """Worlds written before the film-grammar options existed stay complete (no re-render, no new
+    inputs downstream); a film world is another world."""
+    from dataclasses import replace
+
+    from movies2scenes.demo import world_hash
+
+    cfg = small_world_config()
+    assert world_hash(cfg, 0) == world_hash(replace(cfg, cast_size=99, montage_places=[2, 3]), 0)
+    assert world_hash(cfg, 0) != world_hash(replace(cfg, grammar="film"), 0)
