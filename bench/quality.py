@@ -229,13 +229,23 @@ def subset_catalogue(base: Path, cell: Path, fraction: float, seed: int) -> Path
     return out
 
 
+def imagenet_per_shot(model, samples) -> np.ndarray:
+    """(shots, 1280) float32: each shot's keyframes through the ImageNet network, averaged."""
+    import torch
+
+    from movies2scenes.store import decode_keyframes
+
+    with torch.no_grad():
+        return np.stack([model(torch.from_numpy(decode_keyframes(s)).permute(0, 3, 1, 2)).mean(0).numpy()
+                         for s in samples]).astype(np.float32)
+
+
 def baseline_features(base: Path, kind: str, shots, tasks: "Tasks") -> dict[str, np.ndarray]:
     """Per-shot features of the held-out movies for a baseline (cached in ``base/baselines``):
     *pixels* — each keyframe area-resized to 8 × 8 RGB (192-d, the cheapest description of a
     shot); *imagenet* — torchvision's ImageNet MobileNetV2 (1280-d pooled), on the same stored
     keyframes resized to 224 px. Several keyframes of a shot are averaged."""
     import cv2
-    import torch
 
     from movies2scenes.store import decode_keyframes
 
@@ -251,14 +261,12 @@ def baseline_features(base: Path, kind: str, shots, tasks: "Tasks") -> dict[str,
     out = {}
     movies = sorted({m for t in tasks.names for m, _, _ in tasks.clips[t]})
     for movie in movies:
-        frames = [decode_keyframes(s) for s in shots(movie)]  # (k, H, W, 3) per shot
         if kind == "pixels":
+            frames = [decode_keyframes(s) for s in shots(movie)]  # (k, H, W, 3) per shot
             out[movie] = np.stack([np.mean([cv2.resize(f, (8, 8), interpolation=cv2.INTER_AREA).reshape(-1) / 255.0
                                             for f in k], 0) for k in frames]).astype(np.float32)
         else:
-            with torch.no_grad():
-                out[movie] = np.stack([model(torch.from_numpy(k).permute(0, 3, 1, 2)).mean(0).numpy()
-                                       for k in frames]).astype(np.float32)
+            out[movie] = imagenet_per_shot(model, shots(movie))
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **out)
     return out
@@ -269,11 +277,9 @@ def imagenet_shot_features(base: Path) -> Path:
     every movie of the base run, in ``base/baselines/imagenet_shot_features``: the ImageNet network
     as a frozen E_shot for the movie encoder, mining and the scene head."""
     import pyarrow.parquet as pq
-    import torch
 
     from movies2scenes.features import write_index, write_movie_features
     from movies2scenes.pretrained import PooledImageFeatures, imagenet_mobilenet_v2
-    from movies2scenes.store import decode_keyframes
     from pipelines._stage import stage_input_hash, write_done
     from pipelines.mine_scene_pairs import ShotSamples
 
@@ -285,10 +291,7 @@ def imagenet_shot_features(base: Path) -> Path:
     movies = sorted(set(pq.read_table(base / "shots" / "index.parquet", columns=["movie_id"])["movie_id"].to_pylist()))
     rows = []
     for movie in movies:
-        with torch.no_grad():
-            x = np.stack([model(torch.from_numpy(decode_keyframes(s)).permute(0, 3, 1, 2)).mean(0).numpy()
-                          for s in shots(movie)])
-        rows.append(write_movie_features(out, movie, x))
+        rows.append(write_movie_features(out, movie, imagenet_per_shot(model, shots(movie))))
     write_index(out, rows)
     write_done(out, "extract_shot_features", "imagenet-mobilenet-v2-b0353104",
                stage_input_hash(base / "shots" / "DONE.json"), {"movies": len(rows)}, started)

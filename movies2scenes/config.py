@@ -421,12 +421,14 @@ def _validate(cfg: Config) -> None:
         ("demo_world.transition_frames", len(w.transition_frames) == 2 and 2 <= w.transition_frames[0]
          <= w.transition_frames[1], "must be [low, high] with 2 <= low <= high (shorter shots get shorter ones)"),
     ]
-    rules += [("demo_world.cast_size", w.grammar == "bags" or w.cast_size >= w.characters_per_movie[-1],
-               "must be >= characters_per_movie's high end"),
-              ("demo_world.characters_per_movie", w.characters_per_movie[0] >= 2 if w.characters_per_movie else False,
-               "must start at >= 2 (a dialogue needs two characters)"),
-              ("demo_world.montage_places", w.grammar == "bags" or 2 <= w.montage_places[1] <= w.num_places,
-               "must end at <= num_places")]
+    film = w.grammar == "film" and len(w.characters_per_movie) == 2 and len(w.montage_places) == 2
+    if film:  # the film grammar's own limits (the [low, high] form of both is checked below)
+        rules += [("demo_world.cast_size", w.cast_size >= w.characters_per_movie[1],
+                   "must be >= characters_per_movie's high end"),
+                  ("demo_world.characters_per_movie", w.characters_per_movie[0] >= 2,
+                   "must start at >= 2 (a dialogue needs two characters)"),
+                  ("demo_world.montage_places", 2 <= w.montage_places[1] <= w.num_places,
+                   "must end at <= num_places")]
     for name in ("genres_per_movie", "scenes_per_movie", "shots_per_scene", "shot_frames",
                  "watches_per_user", "characters_per_movie", "montage_places"):
         lo_hi = getattr(w, name)
