@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import html
+import io
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,20 @@ def _pyplot():
 def adjacency_figure(path: str | Path, a: np.ndarray, starts_a, starts_b, kept: int, n: int,
                      title: str, xlabel: str, ylabel: str) -> None:
     """Heatmap of ``a`` (M × N) with the chosen windows; the first ``kept`` are the kept ones."""
+    _save(_adjacency(a, starts_a, starts_b, kept, n, title, xlabel, ylabel), path)
+
+
+def adjacency_png(a: np.ndarray, starts_a, starts_b, kept: int, n: int, title: str, xlabel: str,
+                  ylabel: str) -> bytes:
+    """:func:`adjacency_figure` as PNG bytes (for a web page; nothing is written)."""
+    buf = io.BytesIO()
+    fig = _adjacency(a, starts_a, starts_b, kept, n, title, xlabel, ylabel)
+    fig.savefig(buf, dpi=100, format="png")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _adjacency(a, starts_a, starts_b, kept, n, title, xlabel, ylabel):
     plt = _pyplot()
     from matplotlib.patches import Rectangle
 
@@ -43,7 +58,7 @@ def adjacency_figure(path: str | Path, a: np.ndarray, starts_a, starts_b, kept: 
     ax.set_ylabel(ylabel)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="shot similarity (E_movie fc1)")
     fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
 def contact_sheet(path: str | Path, rows: list[tuple[np.ndarray, np.ndarray, str]], gap: int = 6,

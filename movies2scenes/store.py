@@ -196,6 +196,35 @@ def iter_tar(path: str | Path) -> Iterator[dict[str, bytes]]:
         yield {k: v for k, v in sample.items() if k not in ("__url__", "__local_path__")}
 
 
+class TarIndex:
+    """Random access to the members of an uncompressed tar shard: one pass over its headers (the
+    data is skipped, not read), then ``name → (offset, size)``; ``read`` seeks straight to the
+    bytes. Names are only ever looked up in this table, so no caller-supplied name reaches the
+    file system."""
+
+    def __init__(self, path: str | Path):
+        import tarfile
+
+        self.path = Path(path)
+        self.members: dict[str, tuple[int, int]] = {}
+        with tarfile.open(self.path, "r:") as tar:
+            for m in tar:
+                if m.isfile():
+                    self.members[m.name] = (m.offset_data, m.size)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.members
+
+    def read(self, name: str) -> bytes:
+        offset, size = self.members[name]  # KeyError for a name the shard does not hold
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+        if len(data) != size:
+            raise OSError(f"{self.path}: member {name!r} truncated ({len(data)} of {size} bytes)")
+        return data
+
+
 def decode_keyframes(sample: dict[str, bytes]) -> np.ndarray:
     """(k, H, W, 3) uint8 RGB keyframes of one shot sample (jpg or npy storage)."""
     if "frames.npy" in sample:

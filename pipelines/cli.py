@@ -66,6 +66,7 @@ EXAMPLES = {
     "demo-tasks": "m2s demo-tasks runs/demo/world --out runs/demo/tasks",
     "evaluate": f"m2s evaluate {STAGE_ARGS} 'evaluate.tasks=[runs/demo/tasks/place.csv]'",
     "summary": "m2s summary runs/demo",
+    "browse": "m2s browse runs/demo   (then open http://127.0.0.1:8765/)\n  m2s browse /data/run --catalogue movies.csv --host 0.0.0.0 --port 9000 --stride 3",
 }
 
 
@@ -170,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--force", action="store_true", help="evaluate again even if DONE.json matches")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("browse", help="a read-only web app over a run directory: catalogue, shots, scene search, mined pairs")
+    p.add_argument("run_dir")
+    p.add_argument("--catalogue", metavar="CSV", help="titles, genres and splits (default: RUN_DIR/world/catalogue.csv if any)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--stride", type=int, default=1,
+                   help="index every window of n shots starting every STRIDE shots (default 1; raise it for large catalogues)")
+    p.set_defaults(func=_browse)
 
     p = sub.add_parser("summary", help="what each stage of a run directory has produced")
     p.add_argument("run_dir")
@@ -325,6 +335,14 @@ def _embed(args) -> int:
         raise ConfigError("--stride, --batch and --shots-per-scene must be >= 1")
     return embed.embed(args.videos, args.encoder, args.out, args.config, args.overrides,
                        args.shots_per_scene, args.stride, args.batch)
+
+
+def _browse(args) -> int:
+    from pipelines import browse
+
+    if args.stride < 1 or not 0 <= args.port < 65536:
+        raise ConfigError("--stride must be >= 1 and --port in 0..65535")
+    return browse.serve(args.run_dir, args.catalogue, args.host, args.port, args.stride)
 
 
 def _index(args) -> int:

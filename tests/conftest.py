@@ -131,3 +131,21 @@ def mined_run(encoded_run, tmp_path_factory) -> tuple[Path, list[str]]:
     assert mine_scene_pairs.run(load([ROOT / "configs" / "demo.yaml"], ov)) == 0
     assert pq.read_table(run / "scene_pairs" / "pairs.parquet").num_rows >= 4
     return run, ov
+
+
+@pytest.fixture(scope="session")
+def exported_run(mined_run, tmp_path_factory) -> tuple[Path, list[str]]:
+    """`mined_run` plus a scene encoder (4 steps) and its export: every stage a browser shows."""
+    import shutil
+
+    from movies2scenes.config import load
+    from pipelines import export, train_scene_encoder
+
+    ROOT = Path(__file__).resolve().parents[1]
+    src, overrides = mined_run
+    run = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns("scene_encoder", "export"))
+    ov = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", "scene_encoder.train.max_steps=4"]
+    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    assert train_scene_encoder.run(cfg) == 0 and export.run(cfg) == 0
+    return run, ov

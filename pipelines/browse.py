@@ -1,0 +1,449 @@
+"""``m2s browse RUN_DIR``: a read-only local web app over a run directory.
+
+* **Catalogue** — the movies with their shot counts, failures and splits; search by title or id.
+* **Movie** — the shot strip (keyframes, timecodes) in scenes of n shots, the movie's similar
+  movies by each metadata source (``movie_pairs/*.parquet``), its mined scene pairs.
+* **Scene search** — a scene (movie id + start shot, or a click) → its nearest scenes in the rest
+  of the catalogue from an exact faiss index over the exported encoder's embeddings of every
+  window of n shots (stride ``--stride``), built once at start-up; filter by split and movie; or a
+  short uploaded clip, embedded with ``m2s embed``'s code path (``retrieval.embed_video``).
+* **Mined pairs** — movie pairs by score; a pair's scene pairs side by side and its shot
+  adjacency heatmap (E_movie's shot embeddings, the mined windows drawn on it).
+
+Keyframes are read from the shot shards by random access (``store.TarIndex``: the tar's member
+offsets), nothing is copied out. Read-only: no route writes into the run (an uploaded clip lives in
+a temporary folder for the time it takes to embed it); every path comes from the run's own indexes
+— a URL only ever names ids, which are looked up, never joined onto a path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from movies2scenes.config import ConfigError
+from movies2scenes.progress import progress
+
+from .browse_pages import environment
+
+PAGE = 50  # catalogue rows / movie pairs per page
+SHOTS_PAGE = 300  # shots of one movie per page (a 2-hour film has 2,000+)
+MAX_UPLOAD = 256 << 20
+
+
+class NotFound(KeyError):
+    """An id that the run does not hold (a 404)."""
+
+
+class RunView:
+    """Everything the browser shows, read once from a run directory (nothing is written)."""
+
+    def __init__(self, run_dir: str | Path, catalogue: str | Path | None = None, stride: int = 1,
+                 index: bool = True, batch: int = 64):
+        from movies2scenes.catalogue import load_catalogue
+
+        self.run = Path(run_dir)
+        shots_dir = self.run / "shots"
+        if not (shots_dir / "DONE.json").is_file():
+            raise ConfigError(f"{self.run}: no finished shots stage (shots/DONE.json); run detect-shots first")
+        cols = ["movie_id", "shot", "start_time", "end_time", "shard", "key"]
+        self.shots: dict[str, list[dict]] = {}
+        for r in pq.read_table(shots_dir / "index.parquet", columns=cols).to_pylist():
+            self.shots.setdefault(r["movie_id"], []).append(r)
+        self.failures = {}
+        if (shots_dir / "failures.jsonl").is_file():
+            for line in (shots_dir / "failures.jsonl").read_text().splitlines():
+                if line.strip():
+                    f = json.loads(line)
+                    self.failures[f["movie_id"]] = f.get("reason", "")
+        if catalogue is None and (self.run / "world" / "catalogue.csv").is_file():  # a demo run keeps its world inside
+            catalogue = self.run / "world" / "catalogue.csv"
+        self.catalogue_path = catalogue
+        self.movies: dict[str, dict] = {}
+        for m in (load_catalogue(catalogue).movies if catalogue else []):
+            self.movies[m.movie_id] = {"id": m.movie_id, "title": m.title, "split": m.split,
+                                       "genres": list(m.genres), "synopsis": m.synopsis}
+        for mid in set(self.shots) | set(self.failures):
+            self.movies.setdefault(mid, {"id": mid, "title": "", "split": "", "genres": [], "synopsis": ""})
+        for mid, m in self.movies.items():
+            m["shots"], m["failure"] = len(self.shots.get(mid, [])), self.failures.get(mid)
+        self.order = sorted(self.movies)
+        self.splits = sorted({m["split"] for m in self.movies.values() if m["split"]})
+        self.similar = self._movie_pairs()
+        self.pairs, self.pair_n = self._scene_pairs()
+        self._tars: dict[str, object] = {}
+        self._lock = threading.Lock()  # the tar table and the on-the-fly encoder share state
+        self.encoder, self.n, self.stride, self.windows = None, self.pair_n or 9, stride, []
+        if index and (self.run / "export" / "DONE.json").is_file():
+            self._build_index(stride, batch)
+        self._movie_embed = None
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    def _movie_pairs(self) -> dict[str, dict[str, list[tuple[str, float]]]]:
+        out: dict[str, dict[str, list[tuple[str, float]]]] = {}
+        if not (self.run / "movie_pairs" / "DONE.json").is_file():
+            return out
+        for f in sorted((self.run / "movie_pairs").glob("*.parquet")):
+            best: dict[str, dict[str, float]] = {}
+            for r in pq.read_table(f, columns=["movie_a", "movie_b", "score"]).to_pylist():
+                for a, b in ((r["movie_a"], r["movie_b"]), (r["movie_b"], r["movie_a"])):
+                    d = best.setdefault(a, {})
+                    d[b] = max(d.get(b, -math.inf), float(r["score"]))
+            out[f.stem] = {a: sorted(d.items(), key=lambda t: (-t[1], t[0])) for a, d in best.items()}
+        return out
+
+    def _scene_pairs(self) -> tuple[list[dict], int | None]:
+        done = self.run / "scene_pairs" / "DONE.json"
+        if not done.is_file():
+            return [], None
+        n = int(json.loads(done.read_text())["shots_per_scene"])
+        cols = ["movie_a", "start_a", "movie_b", "start_b", "score", "source"]
+        rows = pq.read_table(self.run / "scene_pairs" / "pairs.parquet", columns=cols).to_pylist()
+        rows.sort(key=lambda r: (-r["score"], r["movie_a"], r["start_a"], r["movie_b"], r["start_b"]))
+        return rows, n
+
+    def movie(self, movie_id: str) -> dict:
+        if movie_id not in self.movies:
+            raise NotFound(f"no movie {movie_id!r} in this run")
+        return self.movies[movie_id]
+
+    def shot_range(self, movie_id: str, start: int, end: int) -> list[dict]:
+        shots = self.shots.get(movie_id, [])
+        return shots[max(0, start):max(0, min(end, len(shots)))]
+
+    # -- keyframes ------------------------------------------------------------------------------
+
+    def keyframe(self, movie_id: str, shot: int, k: int = 0) -> bytes:
+        """JPEG bytes of keyframe k of a shot, read from the movie's shard at its offset."""
+        from movies2scenes.store import TarIndex
+
+        shots = self.shots.get(movie_id)
+        if not shots or not 0 <= shot < len(shots) or k < 0:
+            raise NotFound(f"no shot {shot} of movie {movie_id!r}")
+        r = shots[shot]
+        with self._lock:
+            tar = self._tars.get(r["shard"])
+            if tar is None:  # the shard's name comes from the run's index, never from the URL
+                tar = self._tars[r["shard"]] = TarIndex(self.run / "shots" / r["shard"])
+        name = f"{r['key']}.{k}.jpg"
+        if name in tar:
+            return tar.read(name)
+        if f"{r['key']}.frames.npy" in tar:  # image_format: npy — encode the one frame asked for
+            import io
+
+            import cv2
+
+            frames = np.load(io.BytesIO(tar.read(f"{r['key']}.frames.npy")), allow_pickle=False)
+            if k >= len(frames):
+                raise NotFound(f"shot {shot} of {movie_id!r} has {len(frames)} keyframes")
+            return cv2.imencode(".jpg", cv2.cvtColor(frames[k], cv2.COLOR_RGB2BGR))[1].tobytes()
+        raise NotFound(f"shot {shot} of {movie_id!r} has no keyframe {k}")
+
+    # -- scene search ---------------------------------------------------------------------------
+
+    def _build_index(self, stride: int, batch: int) -> None:
+        import faiss
+        import torch
+
+        from movies2scenes.export import load_scene_encoder
+        from movies2scenes.models.vit import read_model_config
+        from movies2scenes.retrieval import scene_windows
+
+        from .evaluate import embed_clips
+        from .mine_scene_pairs import ShotSamples
+
+        export = self.run / "export"
+        settings = read_model_config(export)
+        self.encoder = load_scene_encoder(export).eval()
+        self.n = int(settings.get("shots_per_scene", 9))
+        self.shot_settings = settings.get("shots") or {}
+        self.samples = ShotSamples(self.run / "shots", cache=2)
+        embs = []
+        with torch.no_grad():
+            for movie in progress(sorted(self.shots), desc="browse: scene index", unit="movie"):
+                clips = [(movie, s, e) for s, e in scene_windows(len(self.shots[movie]), self.n, stride)]
+                if clips:
+                    self.windows += clips
+                    embs.append(embed_clips(self.encoder, self.samples, clips, batch))
+        self.emb = _normalise(np.concatenate(embs)) if embs else np.zeros((0, self.encoder.num_features), np.float32)
+        self.row = {(m, s): i for i, (m, s, _) in enumerate(self.windows)}
+        self.index = faiss.IndexFlatIP(self.emb.shape[1])
+        self.index.add(self.emb)
+
+    def scene_embedding(self, movie_id: str, start: int) -> tuple[np.ndarray, int]:
+        """The query embedding of the scene of n shots starting at ``start`` (a stored window, or
+        embedded now), and its end shot."""
+        import torch
+
+        from .evaluate import embed_clips
+
+        num = len(self.shots.get(movie_id, []))
+        if not 0 <= start < num:
+            raise NotFound(f"movie {movie_id!r} has no shot {start} ({num} shots)")
+        end = min(start + self.n, num)
+        if (movie_id, start) in self.row and self.windows[self.row[movie_id, start]][2] == end:
+            return self.emb[self.row[movie_id, start]], end
+        with self._lock, torch.no_grad():
+            return _normalise(embed_clips(self.encoder, self.samples, [(movie_id, start, end)], 1))[0], end
+
+    def search(self, q: np.ndarray, k: int, exclude_movie: str | None = None, split: str = "",
+               within: str = "") -> list[dict]:
+        """The k best windows by cosine, best first: not from ``exclude_movie``, from ``split`` and
+        from movies whose id or title contains ``within`` (when given), and never a window that
+        overlaps a better hit of the same movie. Fetches more neighbours until k survive."""
+        total, fetch = self.index.ntotal, min(self.index.ntotal, max(64, 8 * k))
+        q = _normalise(np.asarray(q, np.float32)[None])
+        while True:
+            scores, rows = self.index.search(q, fetch)
+            hits, taken = [], {}
+            for score, i in zip(scores[0], rows[0]):
+                if i < 0:
+                    continue
+                m, s, e = self.windows[i]
+                info = self.movies[m]
+                if m == exclude_movie or (split and info["split"] != split):
+                    continue
+                if within and within.lower() not in f"{m} {info['title']}".lower():
+                    continue
+                if any(s < e2 and s2 < e for s2, e2 in taken.get(m, [])):
+                    continue
+                taken.setdefault(m, []).append((s, e))
+                shots = self.shots[m]
+                hits.append({"movie": m, "title": info["title"], "split": info["split"], "start": s, "end": e,
+                             "score": float(score), "t0": shots[s]["start_time"], "t1": shots[e - 1]["end_time"],
+                             "shots": shots[s:e]})
+                if len(hits) == k:
+                    return hits
+            if fetch >= total:
+                return hits
+            fetch = min(total, 4 * fetch)
+
+    def clip_embeddings(self, path: Path) -> tuple[np.ndarray, list]:
+        """``m2s embed``'s path on an uploaded clip: the encoder's own shot settings."""
+        from movies2scenes.config import load
+        from movies2scenes.retrieval import embed_video
+
+        cfg = load([], [], base={"shots": self.shot_settings} if self.shot_settings else None)
+        with self._lock:
+            emb, windows = embed_video(path, self.encoder, cfg.shots, self.n)
+        return _normalise(emb), windows
+
+    # -- mined pairs ----------------------------------------------------------------------------
+
+    def movie_pairs(self, movie: str = "") -> list[dict]:
+        groups: dict[tuple[str, str], dict] = {}
+        for r in self.pairs:  # best first, so a group's first row is its best
+            key = (r["movie_a"], r["movie_b"])
+            if movie and movie not in key:
+                continue
+            g = groups.setdefault(key, {"a": key[0], "b": key[1], "count": 0, "best": r["score"], "source": r["source"]})
+            g["count"] += 1
+        return list(groups.values())
+
+    def pair_rows(self, a: str, b: str) -> list[dict]:
+        rows = [r for r in self.pairs if r["movie_a"] == a and r["movie_b"] == b]
+        if not rows:
+            raise NotFound(f"no mined scene pairs between {a!r} and {b!r}")
+        return rows
+
+    def has_heatmap(self) -> bool:
+        return all((self.run / s / "DONE.json").is_file() for s in ("movie_encoder", "shot_features"))
+
+    def adjacency_png(self, a: str, b: str) -> bytes:
+        import torch
+
+        from movies2scenes.features import ShotFeatures
+        from movies2scenes.report import adjacency_png
+
+        from .mine_scene_pairs import MovieEmbeddings
+
+        rows = self.pair_rows(a, b)
+        if not self.has_heatmap():
+            raise NotFound("the run has no movie encoder / shot features for an adjacency heatmap")
+        with self._lock:
+            if self._movie_embed is None:
+                self._movie_embed = MovieEmbeddings(ShotFeatures(self.run / "shot_features"),
+                                                    self.run / "movie_encoder", torch.device("cpu"), cache=4)
+            xa, xb = self._movie_embed(a), self._movie_embed(b)
+        return adjacency_png((xa @ xb.T).numpy(), [r["start_a"] for r in rows], [r["start_b"] for r in rows],
+                             len(rows), self.pair_n, f"{a} × {b}: {len(rows)} mined scene pairs",
+                             f"shots of {b}", f"shots of {a}")
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12))
+
+
+def _int(value: str | None, default: int, low: int, high: int) -> int:
+    try:
+        return min(high, max(low, int(value))) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def make_app(view: RunView):
+    """The Starlette application over ``view`` (GET routes only, plus the clip upload)."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, Response
+    from starlette.routing import Route
+
+    env = environment()
+
+    def page(name: str, status: int = 200, **ctx) -> HTMLResponse:
+        return HTMLResponse(env.get_template(name).render(run_name=str(view.run), **ctx), status_code=status)
+
+    def pages(n: int, size: int) -> int:
+        return max(1, math.ceil(n / size))
+
+    def catalogue(request: Request):
+        q, split = request.query_params.get("q", "").strip(), request.query_params.get("split", "")
+        rows = [view.movies[m] for m in view.order]
+        if q:
+            rows = [m for m in rows if q.lower() in f"{m['id']} {m['title']}".lower()]
+        if split:
+            rows = [m for m in rows if m["split"] == split]
+        n_pages = pages(len(rows), PAGE)
+        p = _int(request.query_params.get("page"), 1, 1, n_pages)
+        return page("catalogue.html", q=q, split=split, splits=view.splits, total=len(rows),
+                    movies=rows[(p - 1) * PAGE:p * PAGE], page=p, pages=n_pages,
+                    url=lambda i: "/?" + urlencode({"q": q, "split": split, "page": i}),
+                    shots_total=sum(len(s) for s in view.shots.values()), failed=len(view.failures))
+
+    def movie(request: Request):
+        m = view.movie(request.path_params["movie_id"])
+        shots = view.shots.get(m["id"], [])
+        n_pages = pages(len(shots), SHOTS_PAGE)
+        p = _int(request.query_params.get("page"), 1, 1, n_pages)
+        scenes = []
+        for s in range((p - 1) * SHOTS_PAGE, min(len(shots), p * SHOTS_PAGE), view.n):
+            e = min(s + view.n, len(shots))
+            scenes.append({"start": s, "end": e, "t0": shots[s]["start_time"], "t1": shots[e - 1]["end_time"],
+                           "shots": shots[s:e]})
+        similar = [(src, by[m["id"]][:10]) for src, by in view.similar.items() if m["id"] in by]
+        mined = [(g["b"] if g["a"] == m["id"] else g["a"], g["count"], g["best"], g["a"], g["b"])
+                 for g in view.movie_pairs(m["id"])]
+        return page("movie.html", movie=m, synopsis=m["synopsis"], similar=similar, has_pairs=bool(view.similar),
+                    pairs=mined, n=view.n,
+                    scenes=scenes, searchable=view.encoder is not None, page=p, pages=n_pages,
+                    url=lambda i: f"/movie/{m['id']}?page={i}")
+
+    def search_form(params) -> dict:
+        return {"movie": params.get("movie", "").strip(), "start": params.get("start", "0").strip() or "0",
+                "k": _int(params.get("k"), 10, 1, 100), "split": params.get("split", ""),
+                "within": params.get("in", "").strip()}
+
+    def search_page(form: dict, queries: list, error: str = "", status: int = 200):
+        return page("search.html", status=status, form=form, queries=queries, error=error, splits=view.splits,
+                    searchable=view.encoder is not None, indexed=len(view.windows), n=view.n, stride=view.stride)
+
+    def search(request: Request):
+        form = search_form(request.query_params)
+        if view.encoder is None or not form["movie"]:
+            return search_page(form, [])
+        try:
+            start = int(form["start"])
+            q, end = view.scene_embedding(form["movie"], start)
+        except ValueError:
+            return search_page(form, [], f"start shot must be a whole number, not {form['start']!r}", 400)
+        except NotFound as e:
+            return search_page(form, [], e.args[0], 404)
+        hits = view.search(q, form["k"], form["movie"], form["split"], form["within"])
+        label = f"{form['movie']} shots {start}–{end - 1}"
+        return search_page(form, [{"label": label, "movie": form["movie"], "shots": view.shot_range(form["movie"], start, end),
+                                   "hits": hits}])
+
+    async def search_clip(request: Request):
+        from movies2scenes.video import VideoError
+
+        form = search_form(request.query_params)
+        if view.encoder is None:
+            return search_page(form, [], "no exported encoder in this run", 400)
+        async with request.form(max_files=1, max_fields=8, max_part_size=MAX_UPLOAD) as data:
+            upload = data.get("clip")
+            if upload is None or isinstance(upload, str) or not upload.filename:
+                return search_page(form, [], "choose a video file to upload", 400)
+            name = Path(upload.filename).name
+            suffix = "".join(c for c in Path(name).suffix[:8] if c.isalnum() or c == ".")
+            with tempfile.TemporaryDirectory(prefix="m2s-browse-") as tmp:  # outside the run; removed at once
+                path = Path(tmp) / f"clip{suffix}"
+                with open(path, "wb") as f:
+                    while chunk := await upload.read(1 << 20):
+                        f.write(chunk)
+                try:
+                    emb, windows = await run_in_threadpool(view.clip_embeddings, path)
+                except (VideoError, OSError, ValueError) as e:
+                    return search_page(form, [], f"{name}: {e}", 400)
+        if not len(windows):
+            return search_page(form, [], f"{name}: no shots found", 400)
+        queries = [{"label": f"{name}: shots {w.start_shot}–{w.end_shot - 1} ({w.start_time:.1f}–{w.end_time:.1f} s)",
+                    "movie": "", "shots": [], "hits": view.search(e, form["k"])}
+                   for e, w in list(zip(emb, windows))[:3]]
+        return search_page(form, queries)
+
+    def pairs(request: Request):
+        movie_q = request.query_params.get("movie", "").strip()
+        rows = view.movie_pairs(movie_q)
+        n_pages = pages(len(rows), PAGE)
+        p = _int(request.query_params.get("page"), 1, 1, n_pages)
+        return page("pairs.html", mined=view.pair_n is not None, movie=movie_q, total=len(rows),
+                    scene_pairs=len(view.pairs), n=view.pair_n, rows=rows[(p - 1) * PAGE:p * PAGE], page=p,
+                    pages=n_pages, url=lambda i: "/pairs?" + urlencode({"movie": movie_q, "page": i}))
+
+    def pair(request: Request):
+        a, b = request.path_params["a"], request.path_params["b"]
+        rows = [dict(r, shots_a=view.shot_range(a, r["start_a"], r["start_a"] + view.pair_n),
+                     shots_b=view.shot_range(b, r["start_b"], r["start_b"] + view.pair_n))
+                for r in view.pair_rows(a, b)]
+        return page("pair.html", a=a, b=b, rows=rows, n=view.pair_n, heatmap=view.has_heatmap())
+
+    def adjacency(request: Request):
+        png = view.adjacency_png(request.path_params["a"], request.path_params["b"])
+        return Response(png, media_type="image/png")
+
+    def keyframe(request: Request):
+        p = request.path_params
+        data = view.keyframe(p["movie_id"], p["shot"], p["k"])
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    async def not_found(request: Request, exc: Exception):
+        message = exc.args[0] if isinstance(exc, NotFound) else getattr(exc, "detail", "not found")
+        if request.url.path.endswith((".jpg", ".png")):
+            return Response(str(message), status_code=404, media_type="text/plain")
+        return page("error.html", status=404, heading="Not found", message=message)
+
+    async def http_error(request: Request, exc: HTTPException):
+        return page("error.html", status=exc.status_code, heading=f"Error {exc.status_code}", message=exc.detail)
+
+    routes = [Route("/", catalogue), Route("/movie/{movie_id}", movie), Route("/search", search),
+              Route("/search/clip", search_clip, methods=["POST"]), Route("/pairs", pairs),
+              Route("/pairs/{a}/{b}", pair), Route("/pairs/{a}/{b}/adjacency.png", adjacency),
+              Route("/keyframe/{movie_id}/{shot:int}/{k:int}.jpg", keyframe)]
+    app = Starlette(routes=routes, exception_handlers={NotFound: not_found, 404: not_found,
+                                                       HTTPException: http_error})
+    app.router.redirect_slashes = False  # an unknown path is a 404, never a redirect to a guess
+    return app
+
+
+def serve(run_dir: str, catalogue: str | None, host: str, port: int, stride: int) -> int:
+    import uvicorn
+
+    view = RunView(run_dir, catalogue, stride=stride)
+    if view.encoder is None:
+        print(f"m2s browse: {run_dir} has no export/DONE.json — scene search is off until export has run")
+    print(f"m2s browse: {len(view.movies)} movies, {sum(map(len, view.shots.values()))} shots, "
+          f"{len(view.windows)} scenes indexed, {len(view.pairs)} mined scene pairs")
+    print(f"m2s browse: serving {run_dir} read-only at http://{host}:{port}/  (Ctrl-C stops)", flush=True)
+    uvicorn.run(make_app(view), host=host, port=port, log_level="warning")
+    return 0

@@ -1,0 +1,299 @@
+"""`m2s browse`: the pages over a real (small) run, keyframes by random access into the shot shards,
+scene search against a brute-force search, clip upload, read-only and path traversal, and a real
+browser (Debian's chromium driven by Playwright) clicking catalogue → movie → scene search → hit."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def view(exported_run, small_world):
+    from pipelines.browse import RunView
+
+    return RunView(exported_run[0], small_world / "catalogue.csv")
+
+
+@pytest.fixture(scope="module")
+def client(view):
+    from starlette.testclient import TestClient
+
+    from pipelines.browse import make_app
+
+    return TestClient(make_app(view))
+
+
+def _tree_hash(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_catalogue_lists_every_movie_with_its_shots_and_searches(client, exported_run, small_world):
+    from movies2scenes.catalogue import load_catalogue
+
+    index = pq.read_table(exported_run[0] / "shots" / "index.parquet", columns=["movie_id"])["movie_id"].to_pylist()
+    movies = load_catalogue(small_world / "catalogue.csv").movies
+    page = client.get("/").text
+    for m in movies:
+        row = re.search(rf'<tr><td><a href="/movie/{m.movie_id}">{m.movie_id}</a></td><td>([^<]*)</td><td>([^<]*)</td>'
+                        rf"\s*<td>[^<]*</td><td>(\d+)</td>", page)
+        assert row, m.movie_id
+        assert (html.unescape(row[1]), row[2], int(row[3])) == (m.title, m.split, index.count(m.movie_id))
+    one = movies[1]
+    hits = client.get("/", params={"q": one.title.split()[-1].upper()}).text  # case-insensitive, by title
+    assert f'href="/movie/{one.movie_id}"' in hits
+    assert all(f'href="/movie/{m.movie_id}"' not in hits for m in movies if one.title.split()[-1] not in m.title)
+    split = client.get("/", params={"split": one.split}).text
+    assert all((f'href="/movie/{m.movie_id}"' in split) == (m.split == one.split) for m in movies)
+
+
+def test_movie_page_strip_and_keyframes_come_from_the_shard(client, exported_run, view):
+    from movies2scenes.store import iter_tar
+
+    run = exported_run[0]
+    movie = sorted(view.shots)[0]
+    page = client.get(f"/movie/{movie}").text
+    srcs = re.findall(r'<img src="(/keyframe/[^"]+)"', page)
+    assert len(srcs) == len(view.shots[movie])  # one keyframe per shot, every shot shown
+    samples = list(iter_tar(run / "shots" / view.shots[movie][0]["shard"]))
+    for shot in (0, len(samples) - 1):
+        r = client.get(f"/keyframe/{movie}/{shot}/0.jpg")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        assert r.content == samples[shot]["0.jpg"]  # the stored bytes, by offset, nothing re-encoded
+    assert client.get(f"/keyframe/{movie}/{len(samples)}/0.jpg").status_code == 404
+    assert client.get(f"/keyframe/{movie}/0/7.jpg").status_code == 404
+    # similar movies: every source's pairs of this movie are listed
+    for f in (run / "movie_pairs").glob("*.parquet"):
+        others = {r["movie_b"] if r["movie_a"] == movie else r["movie_a"] for r in pq.read_table(f).to_pylist()
+                  if movie in (r["movie_a"], r["movie_b"])}
+        for other in others:
+            assert re.search(rf"<td>{f.stem}</td><td>.*?/movie/{other}\"", page)
+
+
+def test_scene_search_agrees_with_a_brute_force_search(client, view, exported_run):
+    from movies2scenes.export import load_scene_encoder
+    from movies2scenes.retrieval import scene_windows
+    from pipelines.evaluate import embed_clips
+    from pipelines.mine_scene_pairs import ShotSamples
+
+    run = exported_run[0]
+    encoder = load_scene_encoder(run / "export").eval()
+    n = view.n
+    clips = [(m, s, e) for m in sorted(view.shots) for s, e in scene_windows(len(view.shots[m]), n)]
+    emb = embed_clips(encoder, ShotSamples(run / "shots"), clips, 8)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    query = clips[0]
+    cos = emb @ emb[0]
+    others = [i for i, c in enumerate(clips) if c[0] != query[0]]
+    best = max(others, key=lambda i: cos[i])
+    page = client.get("/search", params={"movie": query[0], "start": query[1], "k": 3}).text
+    hits = re.findall(r'score ([0-9.-]+) · <a class="hit-movie" href="/movie/([^"]+)">.*?shots (\d+)–(\d+)', page)
+    assert hits, page[-2000:]
+    assert (hits[0][1], int(hits[0][2])) == (clips[best][0], clips[best][1])
+    assert abs(float(hits[0][0]) - cos[best]) < 2e-3
+    scores = [float(h[0]) for h in hits]
+    assert scores == sorted(scores, reverse=True) and all(h[1] != query[0] for h in hits)
+    for i, (_, m, s, e) in enumerate(hits):  # never two overlapping windows of one movie
+        assert all(not (m == m2 and int(s) <= int(e2) and int(s2) <= int(e)) for _, m2, s2, e2 in hits[:i])
+    split = view.movies[hits[0][1]]["split"]
+    filtered = client.get("/search", params={"movie": query[0], "start": 0, "split": split}).text
+    found = re.findall(r'class="hit-movie" href="/movie/([^"]+)"', filtered)
+    assert found and all(view.movies[m]["split"] == split for m in found)
+    assert client.get("/search", params={"movie": "nope", "start": 0}).status_code == 404
+    bad = client.get("/search", params={"movie": query[0], "start": "x"})
+    assert bad.status_code == 400 and "whole number" in bad.text
+
+
+def test_clip_upload_searches_and_bad_uploads_are_clear(client, bikes):
+    with open(bikes, "rb") as f:
+        r = client.post("/search/clip", files={"clip": ("bikes.mp4", f, "video/mp4")})
+    assert r.status_code == 200, r.text[-1500:]
+    assert "bikes.mp4: shots 0–" in r.text and r.text.count('class="hit-movie"') >= 1
+    r = client.post("/search/clip", files={"clip": ("notes.mp4", b"this is not a video", "video/mp4")})
+    assert r.status_code == 400 and "notes.mp4:" in r.text
+    r = client.post("/search/clip", files={})
+    assert r.status_code == 400 and "choose a video file" in r.text
+
+
+def test_mined_pairs_pages_and_heatmap(client, view, exported_run):
+    pairs = pq.read_table(exported_run[0] / "scene_pairs" / "pairs.parquet").to_pylist()
+    page = client.get("/pairs").text
+    groups = {(r["movie_a"], r["movie_b"]) for r in pairs}
+    assert len(re.findall(r'<a href="/pairs/[^"/]+/[^"/]+">\d+</a>', page)) == len(groups)
+    a, b = pairs[0]["movie_a"], pairs[0]["movie_b"]
+    pair = client.get(f"/pairs/{a}/{b}").text
+    want = sum((r["movie_a"], r["movie_b"]) == (a, b) for r in pairs)
+    assert pair.count('<div class="side">') == want
+    assert pair.count(f'src="/keyframe/{a}/') == want * view.pair_n
+    png = client.get(f"/pairs/{a}/{b}/adjacency.png")
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get(f"/pairs/{b}/{a}x").status_code == 404
+
+
+TRAVERSALS = [
+    "/movie/..%2F..%2Fetc%2Fpasswd", "/movie/%2e%2e%2fshots%2fDONE.json", "/movie/..", "/movie/..%2F", "/movie/.%2E", "/movie/%2e%2e",
+    "/keyframe/..%2Fshots/0/0.jpg", "/keyframe/..%2F..%2F..%2Fetc%2Fpasswd/0/0.jpg",
+    "/keyframe/{movie}/0/..%2F..%2FDONE.json", "/keyframe/{movie}/-1/0.jpg", "/keyframe/{movie}/0/0.json",
+    "/pairs/..%2Fshots/DONE.json", "/pairs/..%2F..%2Fetc/passwd/adjacency.png", "/shots/DONE.json",
+    "/../shots/DONE.json", "/static/..%2F..%2Fshots%2FDONE.json", "/export/model.safetensors",
+]
+
+
+def _raw_get(base: str, path: str, method: str = "GET") -> tuple[int, str]:
+    """The path sent exactly as written (http.client does not resolve dot segments or decode)."""
+    import http.client
+
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request(method, path)
+    r = conn.getresponse()
+    body = r.read().decode("utf-8", "replace")
+    conn.close()
+    return r.status, body
+
+
+def test_read_only_and_no_url_reaches_the_file_system(client, view, exported_run, bikes):
+    from pipelines.browse import make_app
+
+    run = exported_run[0]
+    before = _tree_hash(run)
+    movie = sorted(view.shots)[0]
+    secret = (run / "shots" / "DONE.json").read_text()[:40]
+    with Server(make_app(view)) as base:  # a real server: raw paths, no client-side normalisation
+        for url in TRAVERSALS:
+            status, body = _raw_get(base, url.format(movie=movie))
+            assert status in (400, 404, 405), (url, status)
+            assert secret not in body and "root:" not in body
+        for url in ("/", "/pairs", f"/movie/{movie}", f"/search?movie={movie}&start=0"):
+            assert _raw_get(base, url)[0] == 200
+            assert _raw_get(base, url, "POST")[0] == 405  # nothing accepts writes but the clip upload
+            assert _raw_get(base, url, "DELETE")[0] == 405
+    with open(bikes, "rb") as f:
+        assert client.post("/search/clip", files={"clip": ("../../x.mp4", f, "video/mp4")}).status_code == 200
+    assert _tree_hash(run) == before
+
+
+def test_a_run_without_an_export_still_browses(shots_run, small_world):
+    from starlette.testclient import TestClient
+
+    from pipelines.browse import RunView, make_app
+
+    client = TestClient(make_app(RunView(shots_run, small_world / "catalogue.csv")))
+    assert client.get("/").status_code == 200
+    page = client.get("/search", params={"movie": "m0000", "start": 0}).text
+    assert "no exported scene encoder" in page
+    assert "run mine-scene-pairs" in client.get("/pairs").text
+
+
+def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "browse", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no finished shots stage" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# a real browser
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def browser_or_skip():
+    """Debian's chromium + Playwright's Python driver (no browser download); CI sets
+    M2S_REQUIRE_BROWSER=1, where a missing browser is a failure, not a skip."""
+    required = os.environ.get("M2S_REQUIRE_BROWSER") == "1"
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is None:
+        if required:
+            pytest.fail("playwright is not installed (make setup installs it)")
+        pytest.skip("playwright is not installed")
+    path = _chromium()
+    if path is None:
+        if required:
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    return path
+
+
+class Server:
+    """uvicorn on a free local port in a thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+ALL_IMAGES_LOADED = """async () => {
+  const imgs = Array.from(document.images);
+  imgs.forEach(i => { i.loading = "eager"; });
+  await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.onload = r; i.onerror = r; })));
+  return {total: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)};
+}"""
+
+
+def test_click_through_in_a_real_browser(view, tmp_path):
+    chromium = browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    from pipelines.browse import make_app
+
+    movie = sorted(view.shots)[0]
+    with Server(make_app(view)) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "/")
+        assert page.locator("table#movies tr").count() == len(view.movies) + 1
+        page.click(f"table#movies a[href='/movie/{movie}']")
+        assert page.url.endswith(f"/movie/{movie}")
+        images = page.evaluate(ALL_IMAGES_LOADED)
+        assert images["total"] == len(view.shots[movie]) and not images["broken"]
+        page.screenshot(path=str(tmp_path / "movie.png"))
+        page.click("a.similar >> nth=0")
+        assert "/search?movie=" in page.url
+        images = page.evaluate(ALL_IMAGES_LOADED)
+        assert images["total"] > view.n and not images["broken"]
+        hit = page.locator("a.hit-movie").first
+        target = hit.get_attribute("href")
+        assert target != f"/movie/{movie}"
+        hit.click()
+        assert page.url.endswith(target) and page.locator("h1").count() == 1
+        assert not page.evaluate(ALL_IMAGES_LOADED)["broken"]
+        browser.close()
