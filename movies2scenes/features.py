@@ -74,3 +74,60 @@ def write_index(folder: str | Path, rows: list[dict]) -> None:
         "num_shots": pa.array([r["num_shots"] for r in rows], pa.int32()),
         "dim": pa.array([r["dim"] for r in rows], pa.int32()),
     }))
+
+
+# ----------------------------------------------------------------------------------------------
+# shot features made elsewhere (CLIP, in-house models): checked, and mapped onto our shots
+
+
+class FeatureImportError(ValueError):
+    """An imported feature array that cannot be used; the message names the movie and the reason."""
+
+
+def check_feature_matrix(matrix, movie_id: str, where: str = "") -> np.ndarray:
+    """``matrix`` as a finite float32 (M × d) array, or :class:`FeatureImportError` naming the movie,
+    the first bad row and the reason (wrong dtype, wrong shape, NaN / inf)."""
+    where = f" ({where})" if where else ""
+    a = np.asarray(matrix)
+    if a.dtype.kind != "f":
+        raise FeatureImportError(f"movie {movie_id!r}{where}: features must be floating point, got dtype {a.dtype}")
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise FeatureImportError(f"movie {movie_id!r}{where}: features must be a non-empty (shots × dim) "
+                                 f"array, got shape {a.shape}")
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise FeatureImportError(f"movie {movie_id!r}{where}: row {rows[0]} is not finite (NaN or inf)"
+                                 + (f", and {len(rows) - 1} more row(s)" if len(rows) > 1 else ""))
+    if np.abs(a).max() > np.finfo(np.float16).max:
+        raise FeatureImportError(f"movie {movie_id!r}{where}: values beyond ±65504 do not fit the fp16 feature "
+                                 "arrays; scale the features first")
+    return a.astype(np.float32)
+
+
+def align_by_time(features: np.ndarray, starts, ends, our_starts, our_ends, movie_id: str) -> np.ndarray:
+    """Features of *our* shots from rows over the user's own shot table: each of our shots
+    [s, e) gets the mean of the rows whose [start, end) overlaps it, weighted by the overlap in
+    seconds. A shot that no row overlaps is an error naming it (the tables do not cover the same
+    film). Both tables are in seconds; theirs must have end > start on every row."""
+    starts, ends = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
+    if len(starts) != len(features) or len(ends) != len(features):
+        raise FeatureImportError(f"movie {movie_id!r}: {len(features)} feature rows but {len(starts)} start and "
+                                 f"{len(ends)} end times")
+    wrong = np.flatnonzero(~(np.isfinite(starts) & np.isfinite(ends) & (ends > starts)))
+    if len(wrong):
+        raise FeatureImportError(f"movie {movie_id!r}: row {wrong[0]} has start {starts[wrong[0]]} and end "
+                                 f"{ends[wrong[0]]} (need finite times with end > start)")
+    order = np.argsort(starts, kind="stable")
+    starts, ends, features = starts[order], ends[order], features[order]
+    reach = np.maximum.accumulate(ends)  # the latest end among rows sorted by start: a bound for the search
+    out = np.empty((len(our_starts), features.shape[1]), np.float32)
+    for i, (s, e) in enumerate(zip(our_starts, our_ends)):
+        lo = int(np.searchsorted(reach, s, side="right"))  # rows before lo all end at or before s
+        hi = int(np.searchsorted(starts, e, side="left"))  # rows from hi on all start at or after e
+        w = np.clip(np.minimum(ends[lo:hi], e) - np.maximum(starts[lo:hi], s), 0, None)
+        if not len(w) or w.sum() <= 0:
+            raise FeatureImportError(f"movie {movie_id!r}: our shot {i} ({s:.3f}–{e:.3f} s) overlaps no row of "
+                                     "the imported shot table")
+        out[i] = (w[:, None] * features[lo:hi]).sum(0) / w.sum()
+    return out

@@ -83,7 +83,7 @@ class RunView:
         self.encoder, self.n, self.stride, self.windows = None, self.pair_n or 9, stride, []
         if index and (self.run / "export" / "DONE.json").is_file():
             self._build_index(stride, batch)
-        self._movie_embed = None
+        self._movie_embed, self._heatmaps = None, {}
 
     # -- metadata -------------------------------------------------------------------------------
 
@@ -258,6 +258,17 @@ class RunView:
         return all((self.run / s / "DONE.json").is_file() for s in ("movie_encoder", "shot_features"))
 
     def adjacency_png(self, a: str, b: str) -> bytes:
+        """The pair's shot adjacency with its mined windows (rendered once, the last 32 kept)."""
+        if (a, b) in self._heatmaps:
+            return self._heatmaps[a, b]
+        png = self._adjacency_png(a, b)
+        with self._lock:
+            self._heatmaps[a, b] = png
+            while len(self._heatmaps) > 32:
+                self._heatmaps.pop(next(iter(self._heatmaps)))
+        return png
+
+    def _adjacency_png(self, a: str, b: str) -> bytes:
         import torch
 
         from movies2scenes.features import ShotFeatures

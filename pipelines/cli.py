@@ -66,6 +66,7 @@ EXAMPLES = {
     "demo-tasks": "m2s demo-tasks runs/demo/world --out runs/demo/tasks",
     "evaluate": f"m2s evaluate {STAGE_ARGS} 'evaluate.tasks=[runs/demo/tasks/place.csv]'",
     "summary": "m2s summary runs/demo",
+    "import-shot-features": f"m2s import-shot-features clip_features/ {STAGE_ARGS}   (one <movie id>.npy or .parquet per movie)",
     "browse": "m2s browse runs/demo   (then open http://127.0.0.1:8765/)\n  m2s browse /data/run --catalogue movies.csv --host 0.0.0.0 --port 9000 --stride 3",
 }
 
@@ -171,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--force", action="store_true", help="evaluate again even if DONE.json matches")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("import-shot-features", help="bring your own per-shot embeddings as the shot_features stage")
+    p.add_argument("source", metavar="DIR", help="one <movie id>.npy or .parquet per movie (see docs)")
+    _add_config_args(p)
+    p.add_argument("--force", action="store_true", help="import again even if DONE.json matches")
+    p.set_defaults(func=_import_shot_features)
 
     p = sub.add_parser("browse", help="a read-only web app over a run directory: catalogue, shots, scene search, mined pairs")
     p.add_argument("run_dir")
@@ -335,6 +342,12 @@ def _embed(args) -> int:
         raise ConfigError("--stride, --batch and --shots-per-scene must be >= 1")
     return embed.embed(args.videos, args.encoder, args.out, args.config, args.overrides,
                        args.shots_per_scene, args.stride, args.batch)
+
+
+def _import_shot_features(args) -> int:
+    from pipelines import import_shot_features
+
+    return import_shot_features.run(load(args.config, args.overrides), args.source, args.force)
 
 
 def _browse(args) -> int:

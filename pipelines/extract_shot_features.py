@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from movies2scenes.config import Config, config_hash
+from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import eval_transform, loader_workers, shard_digests
 from movies2scenes.features import feature_file, write_index, write_movie_features
 from movies2scenes.models.vit import load_vit, read_model_config
@@ -30,7 +30,7 @@ from movies2scenes.store import (
     write_json,
 )
 
-from ._stage import is_done, part_name, process_slot, prune, stage_input_hash, stage_lock, write_done
+from ._stage import done_record, is_done, part_name, process_slot, prune, stage_input_hash, stage_lock, write_done
 
 STAGE = "extract_shot_features"
 
@@ -91,6 +91,10 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
     input_hash = stage_input_hash(shots_dir / "DONE.json", enc_dir / "DONE.json")
     chash = config_hash(cfg.shot_features)
     slot = process_slot(shard)
+    imported = (done_record(out) or {}).get("imported_from")
+    if imported and not force:
+        raise ConfigError(f"{out} holds shot features imported from {imported} (m2s import-shot-features); "
+                          "rerun that command after changes, or --force to replace them with E_shot's")
     if not force and is_done(out, chash, input_hash):
         if slot.is_main:
             print(f"extract-shot-features: {out} is up to date (DONE.json matches); nothing to do")

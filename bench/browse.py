@@ -1,0 +1,111 @@
+"""`m2s browse` latency on a run directory (the demo run by default): the app is served by uvicorn in
+this process and every route is requested over real HTTP (http.client, one connection per request),
+N times each after one warm-up request; p50 / p95 / max per route. Start-up (reading the run and
+building the scene index) is timed separately. ``--screenshots DIR`` also saves the main pages as
+PNG through Debian's chromium (Playwright) — the images in docs/.
+
+    python bench/browse.py [--run runs/demo] [--requests 50] [--screenshots docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def get(port: int, path: str) -> tuple[int, float]:
+    t = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    return r.status, time.perf_counter() - t
+
+
+def routes(view) -> dict[str, list[str]]:
+    """A few paths of each kind, chosen with a seeded generator from the run itself."""
+    rng = np.random.default_rng(0)
+    movies = [m for m in sorted(view.shots) if view.shots[m]]
+    pick = [movies[i] for i in rng.choice(len(movies), min(5, len(movies)), replace=False)]
+    out = {"catalogue": ["/", "/?page=2", "/?q=the"], "movie": [f"/movie/{m}" for m in pick],
+           "keyframe": [f"/keyframe/{m}/{int(rng.integers(len(view.shots[m])))}/0.jpg" for m in pick]}
+    if view.encoder is not None:
+        out["scene search"] = [f"/search?movie={m}&start={int(rng.integers(len(view.shots[m])))}" for m in pick]
+    if view.pairs:
+        groups = view.movie_pairs()
+        out["mined pairs"] = ["/pairs"] + [f"/pairs/{g['a']}/{g['b']}" for g in groups[:3]]
+        out["adjacency heatmap"] = [f"/pairs/{g['a']}/{g['b']}/adjacency.png" for g in groups[:3]]
+    return out
+
+
+def screenshots(port: int, view, out: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from test_browse import ALL_IMAGES_LOADED
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("no chromium on PATH (apt-get install chromium)")
+    base = f"http://127.0.0.1:{port}"
+    movie = sorted(view.shots)[3]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        for name, path in [("catalogue", "/"), ("movie", f"/movie/{movie}"),
+                           ("search", f"/search?movie={movie}&start=9&k=5"), ("pairs", None)]:
+            if path is None:
+                g = view.movie_pairs()[0]
+                path = f"/pairs/{g['a']}/{g['b']}"
+            page.goto(base + path)
+            page.evaluate(ALL_IMAGES_LOADED)
+            page.screenshot(path=str(out / f"browse-{name}.png"))
+            print(f"browse: screenshot {out / f'browse-{name}.png'}")
+        browser.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default=str(ROOT / "runs" / "demo"))
+    ap.add_argument("--requests", type=int, default=50)
+    ap.add_argument("--screenshots", metavar="DIR")
+    args = ap.parse_args()
+    from test_browse import Server
+
+    from pipelines.browse import RunView, make_app
+
+    t = time.perf_counter()
+    view = RunView(args.run)
+    startup = time.perf_counter() - t
+    print(f"browse: {args.run}: {len(view.movies)} movies, {sum(map(len, view.shots.values()))} shots, "
+          f"{len(view.windows)} scenes indexed; start-up {startup:.1f} s")
+    with Server(make_app(view)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        print("| route | requests | p50 ms | p95 ms | max ms |\n|---|---|---|---|---|")
+        for name, paths in routes(view).items():
+            times = []
+            for path in paths:
+                status, _ = get(port, path)  # warm-up: first touch of a shard / movie encoder
+                if status != 200:
+                    raise SystemExit(f"{path}: HTTP {status}")
+            for i in range(args.requests):
+                status, dt = get(port, paths[i % len(paths)])
+                times.append(dt * 1000)
+            q = np.percentile(times, [50, 95])
+            print(f"| {name} | {len(times)} | {q[0]:.1f} | {q[1]:.1f} | {max(times):.1f} |", flush=True)
+        if args.screenshots:
+            screenshots(port, view, Path(args.screenshots))
+
+
+if __name__ == "__main__":
+    main()
