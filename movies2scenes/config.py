@@ -142,10 +142,15 @@ class TrainConfig:
 class ShotEncoderConfig:
     """Stage train_shot_encoder: MoCo on single shots, positive = best of shots t-2 / t+2."""
 
+    # any timm model (vit_* as before, resnet50, convnext_tiny …) or torchvision.<name>
+    # (models/backbone.py); img_size/patch_size/embed_dim/depth/num_heads apply to ViTs only
     model: ViTConfig = field(default_factory=ViTConfig)
     moco: MoCoConfig = field(default_factory=MoCoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # random, or a weights file to start from: timm-compatible .safetensors, or a PyTorch state dict
+    # (.pth/.pt/.bin, torchvision's own files) read with torch.load(weights_only=True)
+    init: str = "random"
     query_fraction: float = 0.3  # share of a movie's shots used as queries each epoch (paper: 30 %)
     neighbour_offset: int = 2  # positives are shots t - offset and t + offset
     shuffle_movies: int = 16  # queries of this many movies are shuffled together (streaming window)
@@ -226,7 +231,9 @@ class SceneEncoderConfig:
     moco: MoCoConfig = field(default_factory=MoCoConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(warmup_epochs=40.0))
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # drawn once per scene
-    init: Literal["random", "shot_encoder"] = "random"  # start from E_shot's weights (same arch)
+    # random; shot_encoder (E_shot's weights, same arch); or a ViT weights file (.safetensors / a
+    # state dict read with weights_only=True) — the scene encoder must be a ViT (models/vit.SceneViT)
+    init: str = "random"
     swap_sides: bool = True  # each pair is used in a seeded random direction (a→b or b→a)
     shuffle_shards: int = 4  # pairs of this many training shards are shuffled together
     grad_checkpointing: bool = False

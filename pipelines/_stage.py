@@ -83,6 +83,17 @@ def stage_input_hash(*done_files: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def init_stamp(init: str) -> str:
+    """The part of a training stage's input hash that a starting-weights file contributes: its
+    sha256 (a replaced file retrains), nothing for ``random`` / ``shot_encoder``."""
+    if init in ("random", "shot_encoder"):
+        return ""
+    if not Path(init).is_file():
+        raise ConfigError(f"init={init!r}: expected random, shot_encoder (scene encoder) or a weights file; "
+                          "no such file")
+    return ":init=" + sha256_file(init)[:16]
+
+
 # ----------------------------------------------------------------------------------------------
 # one writer per stage directory
 

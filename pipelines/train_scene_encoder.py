@@ -26,7 +26,7 @@ from movies2scenes.store import read_json, remove_stale_tmp, write_json
 from movies2scenes.monitor import make_knn_monitor
 from movies2scenes.training import learning_metrics, make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
 
-from ._stage import MODEL_FILES, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
+from ._stage import MODEL_FILES, init_stamp, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
 
 STAGE = "train_scene_encoder"
 
@@ -34,8 +34,16 @@ STAGE = "train_scene_encoder"
 def initial_encoder(cfg: Config):
     """The scene ViT, randomly initialised or with E_shot's weights (``scene_encoder.init``)."""
     sc = cfg.scene_encoder
+    from movies2scenes.models.backbone import is_vit, load_pretrained
+
+    if not is_vit(sc.model.arch):
+        raise ConfigError(f"scene_encoder.model.arch {sc.model.arch!r}: the scene encoder must be a timm ViT "
+                          "(it lays a scene's frames side by side and interpolates the ViT's positional "
+                          "embedding); other backbones can be the shot encoder")
     encoder = create_scene_vit(sc.model, sc.grad_checkpointing)
-    if sc.init == "shot_encoder":
+    if sc.init not in ("random", "shot_encoder"):
+        load_pretrained(encoder.vit, sc.init)
+    elif sc.init == "shot_encoder":
         from safetensors.torch import load_file
 
         shot_dir = Path(cfg.run_dir) / "shot_encoder"
@@ -72,7 +80,7 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     sc, tr = cfg.scene_encoder, cfg.scene_encoder.train
     chash = config_hash({"scene_encoder": asdict(sc), "seed": cfg.seed})
     inputs = [scene_dir / "DONE.json"] + ([run_dir / "shot_encoder" / "DONE.json"] if sc.init == "shot_encoder" else [])
-    input_hash = stage_input_hash(*inputs)
+    input_hash = stage_input_hash(*inputs) + init_stamp(sc.init)
     if not force and is_done(out, chash, input_hash):
         print(f"train-scene-encoder: {out} is up to date (DONE.json matches); nothing to do")
         return 0

@@ -19,12 +19,13 @@ from torch.utils.data import DataLoader
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import TripletStream, epoch_triplets, loader_workers, movie_shots, train_transform
 from movies2scenes.models.moco import MoCo
-from movies2scenes.models.vit import create_vit, save_vit
+from movies2scenes.models.backbone import create_backbone, load_pretrained
+from movies2scenes.models.vit import save_vit
 from movies2scenes.store import remove_stale_tmp, write_json
 from movies2scenes.monitor import make_knn_monitor
 from movies2scenes.training import learning_metrics, make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
 
-from ._stage import MODEL_FILES, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
+from ._stage import MODEL_FILES, init_stamp, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
 
 STAGE = "train_shot_encoder"
 
@@ -58,7 +59,7 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
         movies = {shard: rows for shard, rows in movies.items() if rows[0][1] in kept}
     chash = config_hash({"shot_encoder": asdict(ecfg), "seed": cfg.seed,
                          "movies": hashlib.sha256(" ".join(sorted(movies)).encode()).hexdigest()[:16]})
-    input_hash = stage_input_hash(shots_dir / "DONE.json")
+    input_hash = stage_input_hash(shots_dir / "DONE.json") + init_stamp(ecfg.init)
     if not force and is_done(out, chash, input_hash):
         print(f"train-shot-encoder: {out} is up to date (DONE.json matches); nothing to do")
         return 0
@@ -86,7 +87,16 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     warmup = int(tr.warmup_epochs * steps_per_epoch)
 
     set_seed(cfg.seed)  # identical initial weights on every rank
-    model = MoCo(create_vit(ecfg.model), ecfg.moco.dim, ecfg.moco.mlp_hidden, ecfg.moco.queue_size,
+    try:
+        backbone = create_backbone(ecfg.model)
+    except ValueError as e:
+        raise ConfigError(f"shot_encoder.model.arch: {e}") from None
+    if ecfg.init != "random":
+        dropped = load_pretrained(backbone, ecfg.init)
+        if accelerator.is_main_process:
+            print(f"train-shot-encoder: starting from {ecfg.init}"
+                  + (f" (left out its classification head: {', '.join(dropped)})" if dropped else ""))
+    model = MoCo(backbone, ecfg.moco.dim, ecfg.moco.mlp_hidden, ecfg.moco.queue_size,
                  ecfg.moco.momentum, ecfg.moco.temperature, seed=cfg.seed).to(accelerator.device)
     optimizer = make_optimizer(model.parameters(), tr)  # fused AdamW when the model is on CUDA
     scheduler = warmup_cosine(optimizer, warmup, total)

@@ -54,12 +54,15 @@ def timm_config(cfg: ViTConfig, num_features: int) -> dict:
     """A timm ``config.json`` (the format timm's ``push_to_hf_hub`` writes) for this ViT. The
     preprocessing is ours (:func:`movies2scenes.data.eval_transform`): short side to ``img_size``
     (bilinear), centre crop to ``img_size`` (``crop_pct`` 1), ImageNet mean/std."""
+    from .backbone import is_vit
+
+    vit = is_vit(cfg.arch)
     return {
         "architecture": cfg.arch,
         "num_classes": 0,
         "num_features": int(num_features),
-        "global_pool": "token",
-        "model_args": vit_kwargs(cfg),
+        "global_pool": "token" if vit else "avg",
+        "model_args": vit_kwargs(cfg) if vit else {},
         "pretrained_cfg": {
             "input_size": [3, cfg.img_size, cfg.img_size],
             "fixed_input_size": True,
@@ -69,8 +72,7 @@ def timm_config(cfg: ViTConfig, num_features: int) -> dict:
             "mean": list(MEAN),
             "std": list(STD),
             "num_classes": 0,
-            "first_conv": "patch_embed.proj",
-            "classifier": "head",
+            **({"first_conv": "patch_embed.proj", "classifier": "head"} if vit else {}),
         },
     }
 
@@ -116,11 +118,14 @@ def read_model_config(path: str | Path) -> dict:
     if (path / SETTINGS_FILE).is_file() or "pretrained_cfg" in meta:
         ours = _json_object(path / SETTINGS_FILE, path)
         meta = {**meta, **ours}
+        from .backbone import is_vit
+
         cfg = vit_config_of(meta, path / SETTINGS_FILE)
-        if meta.get("architecture") != cfg.arch or meta.get("model_args") != vit_kwargs(cfg):
+        args = vit_kwargs(cfg) if is_vit(cfg.arch) else {}
+        if meta.get("architecture") != cfg.arch or meta.get("model_args") != args:
             raise ModelFileError(f"{path / 'config.json'}: architecture/model_args "
                                  f"({meta.get('architecture')}, {meta.get('model_args')}) disagree with the vit "
-                                 f"section of {path / SETTINGS_FILE} ({cfg.arch}, {vit_kwargs(cfg)})")
+                                 f"section of {path / SETTINGS_FILE} ({cfg.arch}, {args})")
     return meta
 
 
@@ -169,12 +174,14 @@ def checked_vit_config(path: str | Path, meta: dict | None = None) -> ViTConfig:
     allocated: a hostile or damaged config.json (``depth=100000``, ``embed_dim=300000``) is an error
     naming the mismatching tensors, never an attempt to build it. The architecture is instantiated
     on the meta device (no memory) only after its depth matches the file's."""
+    from .backbone import create_backbone, is_vit
+
     path = Path(path)
     meta = read_model_config(path) if meta is None else meta
     cfg = vit_config_of(meta, path / "config.json")
     shapes = weight_shapes(path / "model.safetensors")
     depth = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
-    if cfg.depth and cfg.depth != depth:
+    if is_vit(cfg.arch) and cfg.depth and cfg.depth != depth:
         raise ModelFileError(f"{path / 'config.json'}: vit.depth {cfg.depth} but {path / 'model.safetensors'} "
                              f"holds {depth} blocks")
     if cfg.embed_dim and cfg.num_heads and cfg.embed_dim % cfg.num_heads:
@@ -182,7 +189,7 @@ def checked_vit_config(path: str | Path, meta: dict | None = None) -> ViTConfig:
                              f"vit.num_heads {cfg.num_heads}")
     try:
         with torch.device("meta"):
-            skeleton = create_vit(cfg)
+            skeleton = create_backbone(cfg)
     except Exception as e:
         raise ModelFileError(f"{path / 'config.json'}: cannot build {cfg.arch} from it ({type(e).__name__}: {e})") from None
     bad = shape_mismatches({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, shapes)
@@ -197,8 +204,10 @@ def load_vit(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     weights first: :func:`checked_vit_config`)."""
     from safetensors.torch import load_file
 
+    from .backbone import create_backbone
+
     path = Path(path)
-    model = create_vit(checked_vit_config(path))
+    model = create_backbone(checked_vit_config(path))  # a ViT, or (shot encoders) any backbone
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.to(device).eval().requires_grad_(False)
 
