@@ -497,10 +497,17 @@ def _validate(cfg: Config) -> None:
         ("scene_encoder.moco.queue_size", se.moco.queue_size >= 1, "must be >= 1"),
         ("scene_encoder.train.batch_size", se.train.batch_size >= 1, "must be >= 1"),
         ("scene_encoder.shuffle_shards", se.shuffle_shards >= 1, "must be >= 1"),
+        ("shot_encoder.init", cfg.shot_encoder.init == "random" or cfg.shot_encoder.init.endswith(WEIGHT_FILES),
+         f"must be random or a weights file ({', '.join(WEIGHT_FILES)}), got {cfg.shot_encoder.init!r}"),
+        ("scene_encoder.init", se.init in ("random", "shot_encoder") or se.init.endswith(WEIGHT_FILES),
+         f"must be random, shot_encoder or a weights file ({', '.join(WEIGHT_FILES)}), got {se.init!r}"),
     ]
     for key, ok, why in rules:
         if not ok:
             raise ConfigError(f"{key} {why}")
+
+
+WEIGHT_FILES = (".safetensors", ".pth", ".pt", ".bin")  # starting weights (models/backbone.read_state_dict)
 
 
 def _is_str_field(key: str) -> bool:
