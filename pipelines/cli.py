@@ -240,6 +240,9 @@ def _summary(args) -> int:
         failures = run / stage / "failures.jsonl"
         if failures.is_file() and failures.stat().st_size:
             print(f"  {'':<22} failures: {failures}")
+    if (run / "shots" / "DONE.json").is_file():
+        print(f"\nlook at it in a browser (catalogue, shots, scene search, mined pairs):\n"
+              f"  {Path(sys.executable).parent / 'm2s'} browse {run}    → http://127.0.0.1:8765/")
     return 0
 
 
