@@ -14,6 +14,7 @@ main{padding:12px 16px} table{border-collapse:collapse} td,th{padding:3px 8px;bo
 .strip{display:flex;gap:3px;flex-wrap:wrap;margin:4px 0 10px} figure{margin:0;text-align:center;font-size:11px;color:#555}
 figure img{display:block;height:64px;min-width:64px;background:#e4e4e4;border-radius:2px} .scene{border-left:3px solid #7a9;padding-left:8px;margin:10px 0}
 .hit{border-left:3px solid #58c;padding-left:8px;margin:10px 0} .side{display:flex;gap:24px;flex-wrap:wrap}
+.side figure img{height:40px;min-width:40px}
 .err{color:#b00;font-weight:600} .muted{color:#777} form{margin:6px 0} input[type=text]{width:10em}
 .pager a{margin-right:8px}
 </style></head>
