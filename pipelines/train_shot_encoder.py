@@ -40,6 +40,16 @@ def pretraining_movies(cfg: Config) -> set[str] | None:
     return {m.movie_id for m in load_catalogue(cfg.catalogue) if m.split == "train"}
 
 
+def hashed_settings(ecfg) -> dict:
+    """The shot_encoder section as it enters the config hash. ``init: random`` (the default) is
+    left out, so the hash is the one from before ``init`` existed: upgrading does not make every
+    trained E_shot stale."""
+    settings = asdict(ecfg)
+    if settings["init"] == "random":
+        del settings["init"]
+    return settings
+
+
 def run(cfg: Config, force: bool = False) -> int:
     """The stage, holding the lock of run_dir/shot_encoder/ (one writer at a time)."""
     with stage_lock(Path(cfg.run_dir) / "shot_encoder") as lock:
@@ -57,7 +67,7 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     kept = pretraining_movies(cfg)
     if kept is not None:
         movies = {shard: rows for shard, rows in movies.items() if rows[0][1] in kept}
-    chash = config_hash({"shot_encoder": asdict(ecfg), "seed": cfg.seed,
+    chash = config_hash({"shot_encoder": hashed_settings(ecfg), "seed": cfg.seed,
                          "movies": hashlib.sha256(" ".join(sorted(movies)).encode()).hexdigest()[:16]})
     input_hash = stage_input_hash(shots_dir / "DONE.json") + init_stamp(ecfg.init)
     if not force and is_done(out, chash, input_hash):

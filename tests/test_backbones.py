@@ -145,3 +145,16 @@ def test_scene_encoder_init_from_a_file_and_needs_a_vit(tmp_path):
     assert all(torch.equal(v, donor.state_dict()[k]) for k, v in enc.vit.state_dict().items())
     with pytest.raises(ConfigError, match="the scene encoder must be a timm ViT"):
         initial_encoder(load([ROOT / "configs" / "demo.yaml"], ["scene_encoder.model.arch=resnet18"]))
+
+
+def test_default_init_keeps_the_shot_encoder_hash_of_earlier_runs():
+    from dataclasses import asdict
+
+    from movies2scenes.config import load
+    from pipelines.train_shot_encoder import hashed_settings
+
+    ecfg = load([ROOT / "configs" / "demo.yaml"], []).shot_encoder
+    before = {k: v for k, v in asdict(ecfg).items() if k != "init"}  # the section before `init` existed
+    assert hashed_settings(ecfg) == before
+    ecfg.init = "w.safetensors"
+    assert hashed_settings(ecfg)["init"] == "w.safetensors"
