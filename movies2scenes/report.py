@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +32,27 @@ def adjacency_figure(path: str | Path, a: np.ndarray, starts_a, starts_b, kept: 
     _save(_adjacency(a, starts_a, starts_b, kept, n, title, xlabel, ylabel), path)
 
 
-def adjacency_png(a: np.ndarray, starts_a, starts_b, kept: int, n: int, title: str, xlabel: str,
-                  ylabel: str) -> bytes:
-    """:func:`adjacency_figure` as PNG bytes (for a web page; nothing is written)."""
-    buf = io.BytesIO()
-    fig = _adjacency(a, starts_a, starts_b, kept, n, title, xlabel, ylabel)
-    fig.savefig(buf, dpi=100, format="png")
-    _pyplot().close(fig)
-    return buf.getvalue()
+def adjacency_png(a: np.ndarray, starts_a, starts_b, n: int, max_px: int = 640) -> tuple[bytes, dict]:
+    """A fast raster of the shot adjacency ``a`` (M × N) for a web page: viridis colours, each
+    cell a square of equal pixels, the windows (``starts_a[i]``, ``starts_b[i]``) of n × n shots
+    outlined in red; PNG bytes (OpenCV; no matplotlib figure, ~100× faster) and the legend
+    (cell size, value range) for the page to print beside it."""
+    import cv2
+    from matplotlib import colormaps
+
+    a = np.asarray(a, np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    lut = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    idx = np.round((a - lo) / max(hi - lo, 1e-12) * 255).astype(np.int64)
+    cell = int(max(1, min(12, max_px // max(a.shape))))
+    img = np.ascontiguousarray(np.repeat(np.repeat(lut[idx], cell, 0), cell, 1)[:, :, ::-1])  # BGR for OpenCV
+    for i, j in zip(starts_a, starts_b):
+        cv2.rectangle(img, (int(j) * cell, int(i) * cell), ((int(j) + n) * cell - 1, (int(i) + n) * cell - 1),
+                      (0, 0, 255), max(1, cell // 4))
+    ok, png = cv2.imencode(".png", img)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return png.tobytes(), {"cell_px": cell, "min": lo, "max": hi, "rows": a.shape[0], "cols": a.shape[1]}
 
 
 def _adjacency(a, starts_a, starts_b, kept, n, title, xlabel, ylabel):

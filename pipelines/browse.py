@@ -257,8 +257,9 @@ class RunView:
     def has_heatmap(self) -> bool:
         return all((self.run / s / "DONE.json").is_file() for s in ("movie_encoder", "shot_features"))
 
-    def adjacency_png(self, a: str, b: str) -> bytes:
-        """The pair's shot adjacency with its mined windows (rendered once, the last 32 kept)."""
+    def adjacency_png(self, a: str, b: str) -> tuple[bytes, dict]:
+        """The pair's shot adjacency with its mined windows, and its legend (rendered once, the
+        last 32 kept)."""
         if (a, b) in self._heatmaps:
             return self._heatmaps[a, b]
         png = self._adjacency_png(a, b)
@@ -268,7 +269,7 @@ class RunView:
                 self._heatmaps.pop(next(iter(self._heatmaps)))
         return png
 
-    def _adjacency_png(self, a: str, b: str) -> bytes:
+    def _adjacency_png(self, a: str, b: str) -> tuple[bytes, dict]:
         import torch
 
         from movies2scenes.features import ShotFeatures
@@ -285,8 +286,7 @@ class RunView:
                                                     self.run / "movie_encoder", torch.device("cpu"), cache=4)
             xa, xb = self._movie_embed(a), self._movie_embed(b)
         return adjacency_png((xa @ xb.T).numpy(), [r["start_a"] for r in rows], [r["start_b"] for r in rows],
-                             len(rows), self.pair_n, f"{a} × {b}: {len(rows)} mined scene pairs",
-                             f"shots of {b}", f"shots of {a}")
+                             self.pair_n)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -417,10 +417,11 @@ def make_app(view: RunView):
         rows = [dict(r, shots_a=view.shot_range(a, r["start_a"], r["start_a"] + view.pair_n),
                      shots_b=view.shot_range(b, r["start_b"], r["start_b"] + view.pair_n))
                 for r in view.pair_rows(a, b)]
-        return page("pair.html", a=a, b=b, rows=rows, n=view.pair_n, heatmap=view.has_heatmap())
+        legend = view.adjacency_png(a, b)[1] if view.has_heatmap() else None
+        return page("pair.html", a=a, b=b, rows=rows, n=view.pair_n, heatmap=legend)
 
     def adjacency(request: Request):
-        png = view.adjacency_png(request.path_params["a"], request.path_params["b"])
+        png, _ = view.adjacency_png(request.path_params["a"], request.path_params["b"])
         return Response(png, media_type="image/png")
 
     def keyframe(request: Request):

@@ -13,7 +13,7 @@ header a{color:#fff;text-decoration:none;font-weight:600} header .run{color:#9ab
 main{padding:12px 16px} table{border-collapse:collapse} td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}
 .strip{display:flex;gap:3px;flex-wrap:wrap;margin:4px 0 10px} figure{margin:0;text-align:center;font-size:11px;color:#555}
 figure img{display:block;height:64px;min-width:64px;background:#e4e4e4;border-radius:2px} .scene{border-left:3px solid #7a9;padding-left:8px;margin:10px 0}
-.hit{border-left:3px solid #58c;padding-left:8px;margin:10px 0} .side{display:flex;gap:24px;flex-wrap:wrap}
+.hit{border-left:3px solid #58c;padding-left:8px;margin:10px 0} .side{display:grid;grid-template-columns:1fr 1fr;gap:24px}
 .side figure img{height:40px;min-width:40px}
 .err{color:#b00;font-weight:600} .muted{color:#777} form{margin:6px 0} input[type=text]{width:10em}
 .pager a{margin-right:8px}
@@ -98,6 +98,8 @@ hits from movies matching <input type="text" name="in" value="{{ form.within }}"
     "pair.html": """{% extends "base.html" %}{% import "macros.html" as x %}{% block title %}{{ a }} × {{ b }}{% endblock %}{% block main %}
 <h1><a href="/movie/{{ a|urlencode }}">{{ a }}</a> × <a href="/movie/{{ b|urlencode }}">{{ b }}</a></h1>
 {% if heatmap %}<p><img id="adjacency" src="/pairs/{{ a|urlencode }}/{{ b|urlencode }}/adjacency.png" alt="shot adjacency of {{ a }} and {{ b }}"></p>
+<p class="muted">Shot adjacency: rows are the {{ heatmap.rows }} shots of {{ a }}, columns the {{ heatmap.cols }} shots of {{ b }} ({{ heatmap.cell_px }} px per shot);
+colour = similarity of E_movie's shot embeddings (viridis, {{ '%.3g' % heatmap.min }} dark to {{ '%.3g' % heatmap.max }} yellow); red squares = the {{ rows|length }} mined scene pairs of {{ n }} × {{ n }} shots.</p>
 {% else %}<p class="muted">No adjacency heatmap: it needs the run's movie encoder and shot features.</p>{% endif %}
 {% for p in rows %}<div class="scene"><div>score {{ '%.3f' % p.score }} ({{ p.source }})</div><div class="side">
 <div>{{ a }} shots {{ p.start_a }}–{{ p.start_a + n - 1 }}{{ x.strip(p.shots_a, a) }}</div>

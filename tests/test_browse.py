@@ -143,6 +143,14 @@ def test_mined_pairs_pages_and_heatmap(client, view, exported_run):
     assert pair.count(f'src="/keyframe/{a}/') == want * view.pair_n
     png = client.get(f"/pairs/{a}/{b}/adjacency.png")
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_COLOR)  # BGR
+    cell = int(re.search(r"\((\d+) px per shot\)", pair)[1])
+    assert img.shape[:2] == (len(view.shots[a]) * cell, len(view.shots[b]) * cell)
+    for r in pairs:
+        if (r["movie_a"], r["movie_b"]) == (a, b):  # each mined window is outlined in red
+            assert tuple(img[r["start_a"] * cell, r["start_b"] * cell]) == (0, 0, 255)
     assert client.get(f"/pairs/{b}/{a}x").status_code == 404
 
 
