@@ -14,7 +14,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: bench-shots bench-scale setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench bench-quality reliability clean-demo
+.PHONY: bench-browse bench-shots bench-scale setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench bench-quality reliability clean-demo
 
 setup: $(VENV)/.installed
 
@@ -98,6 +98,9 @@ bench-scale: setup   # real sizes (issue 15): watch logs, a feature-length film,
 	$(BIN)/python bench/scale.py watchlogs
 	$(BIN)/python bench/scale.py film
 	$(BIN)/python bench/scale.py catalogue
+
+bench-browse: setup   # m2s browse latency per route over real HTTP on a finished run (make demo first)
+	$(BIN)/python bench/browse.py --run $(RUN)
 
 reliability: setup   # SIGKILL every stage at a random moment, rerun, compare with an uninterrupted run
 	$(BIN)/python bench/reliability.py $(RELIABILITY_ARGS)
