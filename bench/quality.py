@@ -120,15 +120,19 @@ def m2s(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def base_run(work: Path, world: str) -> Path:
-    """World, shots, E_shot and features, once per world (each stage skips itself when done)."""
+NO_SHOT_ENCODER = {"pixels", "imagenet", "imagenet_head"}  # rows that never read E_shot or its features
+
+
+def base_run(work: Path, world: str, shot_encoder: bool = True) -> Path:
+    """World, shots, E_shot and features, once per world (each stage skips itself when done);
+    without E_shot and its features when no row needs them (``shot_encoder=False``)."""
     base = work / world / "base"
     config = str(ROOT / "configs" / "demo.yaml")
     if not (base / "world" / "world.json").is_file():
         m2s("demo-world", str(base / "world"), "-c", config, *WORLDS[world])
     args = ["-c", config, f"run_dir={base}", f"catalogue={base / 'world' / 'catalogue.csv'}",
             f"watch_logs={base / 'world' / 'watch_logs.csv'}"]
-    for stage in ("detect-shots", "train-shot-encoder", "extract-shot-features"):
+    for stage in ("detect-shots", "train-shot-encoder", "extract-shot-features")[:3 if shot_encoder else 1]:
         m2s(stage, *args)
     return base
 
@@ -325,7 +329,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         shot_features = imagenet_shot_features(base)
     for stage, target in (("shots", base / "shots"), ("shot_encoder", base / "shot_encoder"),
                           ("shot_features", shot_features)):
-        if not (cell / stage).exists():
+        if not os.path.lexists(cell / stage):
             os.symlink(target, cell / stage)
     catalogue = base / "world" / "catalogue.csv"
     if "fraction" in row:
@@ -449,16 +453,16 @@ def main() -> None:
             done.append(r)
         print(table(done, [r["name"] for r in rows(GROUPS)]))
         return
-    base = base_run(work, args.world)
-    tasks = Tasks(base, work / args.world / "tasks")
-    print(f"quality: {args.world} world, {len(tasks.clips['place'])} held-out scenes, "
-          f"{len(tasks.clips['boundary'])} boundary windows, {PROBE_SPLITS} probe splits", flush=True)
     todo = rows(args.groups)
     if args.rows:
         unknown = set(args.rows) - {r["name"] for r in todo}
         if unknown:
             ap.error(f"unknown rows {sorted(unknown)}; rows of these groups: {[r['name'] for r in todo]}")
         todo = [r for r in todo if r["name"] in args.rows]
+    base = base_run(work, args.world, shot_encoder=any(r["kind"] not in NO_SHOT_ENCODER for r in todo))
+    tasks = Tasks(base, work / args.world / "tasks")
+    print(f"quality: {args.world} world, {len(tasks.clips['place'])} held-out scenes, "
+          f"{len(tasks.clips['boundary'])} boundary windows, {PROBE_SPLITS} probe splits", flush=True)
     results = []
     for row in todo:
         for seed in args.seeds:
