@@ -33,6 +33,9 @@ set-ups, scene types, a recurring cast — and the probes scene type and charact
 * ``ImageNet E_shot, scene head: S`` — the ImageNet MobileNetV2 as a frozen E_shot: its features
   feed the movie encoder, mining and a scene head (group ``imagenet``).
 
+When every row asked for is one that never reads E_shot (raw pixels, ImageNet mean, ImageNet
+E_shot), the base run stops after detect-shots (no E_shot is trained for it).
+
 Every representation is measured the same way on the held-out movies' ground-truth scenes
 (``demo.write_demo_tasks``): a place probe (top-1), a genre probe (micro/macro F1, mAP), a
 scene-boundary probe on 4-shot windows (AP), each the mean over 5 seeded per-movie probe splits
