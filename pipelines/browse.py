@@ -79,7 +79,8 @@ class RunView:
         self.similar = self._movie_pairs()
         self.pairs, self.pair_n = self._scene_pairs()
         self._tars: dict[str, object] = {}
-        self._lock = threading.Lock()  # the tar table and the on-the-fly encoder share state
+        # shared state, one lock each: a slow clip upload (the model lock) never holds up keyframes
+        self._tar_lock, self._model_lock, self._cache_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self.encoder, self.n, self.stride, self.windows = None, self.pair_n or 9, stride, []
         if index and (self.run / "export" / "DONE.json").is_file():
             self._build_index(stride, batch)
@@ -129,7 +130,7 @@ class RunView:
         if not shots or not 0 <= shot < len(shots) or k < 0:
             raise NotFound(f"no shot {shot} of movie {movie_id!r}")
         r = shots[shot]
-        with self._lock:
+        with self._tar_lock:
             tar = self._tars.get(r["shard"])
             if tar is None:  # the shard's name comes from the run's index, never from the URL
                 tar = self._tars[r["shard"]] = TarIndex(self.run / "shots" / r["shard"])
@@ -191,7 +192,7 @@ class RunView:
         end = min(start + self.n, num)
         if (movie_id, start) in self.row and self.windows[self.row[movie_id, start]][2] == end:
             return self.emb[self.row[movie_id, start]], end
-        with self._lock, torch.no_grad():
+        with self._model_lock, torch.no_grad():
             return _normalise(embed_clips(self.encoder, self.samples, [(movie_id, start, end)], 1))[0], end
 
     def search(self, q: np.ndarray, k: int, exclude_movie: str | None = None, split: str = "",
@@ -232,7 +233,7 @@ class RunView:
         from movies2scenes.retrieval import embed_video
 
         cfg = load([], [], base={"shots": self.shot_settings} if self.shot_settings else None)
-        with self._lock:
+        with self._model_lock:
             emb, windows = embed_video(path, self.encoder, cfg.shots, self.n)
         return _normalise(emb), windows
 
@@ -263,7 +264,7 @@ class RunView:
         if (a, b) in self._heatmaps:
             return self._heatmaps[a, b]
         png = self._adjacency_png(a, b)
-        with self._lock:
+        with self._cache_lock:
             self._heatmaps[a, b] = png
             while len(self._heatmaps) > 32:
                 self._heatmaps.pop(next(iter(self._heatmaps)))
@@ -280,7 +281,7 @@ class RunView:
         rows = self.pair_rows(a, b)
         if not self.has_heatmap():
             raise NotFound("the run has no movie encoder / shot features for an adjacency heatmap")
-        with self._lock:
+        with self._model_lock:
             if self._movie_embed is None:
                 self._movie_embed = MovieEmbeddings(ShotFeatures(self.run / "shot_features"),
                                                     self.run / "movie_encoder", torch.device("cpu"), cache=4)

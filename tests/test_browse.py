@@ -305,3 +305,20 @@ def test_click_through_in_a_real_browser(view, tmp_path):
         assert page.url.endswith(target) and page.locator("h1").count() == 1
         assert not page.evaluate(ALL_IMAGES_LOADED)["broken"]
         browser.close()
+
+
+def test_keyframes_are_served_while_the_encoder_is_busy(client, view):
+    """A clip upload holds the encoder for seconds; keyframes and pages must not wait for it."""
+    movie = sorted(view.shots)[0]
+    got = {}
+
+    def fetch():
+        got["keyframe"] = client.get(f"/keyframe/{movie}/1/0.jpg").status_code
+        got["movie"] = client.get(f"/movie/{movie}").status_code
+
+    with view._model_lock:  # as during an upload's embedding
+        t = threading.Thread(target=fetch)
+        t.start()
+        t.join(20)
+        assert not t.is_alive(), "a keyframe request waited for the encoder"
+    assert got == {"keyframe": 200, "movie": 200}
