@@ -322,3 +322,28 @@ def test_keyframes_are_served_while_the_encoder_is_busy(client, view):
         t.join(20)
         assert not t.is_alive(), "a keyframe request waited for the encoder"
     assert got == {"keyframe": 200, "movie": 200}
+
+
+def test_npy_keyframes_are_served_as_jpeg(small_world, tmp_path):
+    import cv2
+    from starlette.testclient import TestClient
+
+    from movies2scenes.config import load
+    from movies2scenes.store import decode_keyframes, iter_tar
+    from pipelines import detect_shots
+    from pipelines.browse import RunView, make_app
+
+    run = tmp_path / "run"
+    cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}",
+                                                  "shots.image_format=npy"])
+    assert detect_shots.run(cfg) == 0
+    view = RunView(run, small_world / "catalogue.csv")
+    movie = sorted(view.shots)[0]
+    r = TestClient(make_app(view)).get(f"/keyframe/{movie}/2/0.jpg")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    img = cv2.cvtColor(cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    samples = list(iter_tar(run / "shots" / view.shots[movie][2]["shard"]))
+    err = [np.abs(img.astype(int) - decode_keyframes(samples[i])[0]).mean() for i in (2, 3)]
+    assert img.shape == decode_keyframes(samples[2])[0].shape
+    assert err[0] < 8 and err[0] < err[1] / 2  # shot 2's frame (JPEG-coded), not its neighbour's
+    assert TestClient(make_app(view)).get(f"/keyframe/{movie}/2/5.jpg").status_code == 404
