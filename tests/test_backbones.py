@@ -158,3 +158,21 @@ def test_default_init_keeps_the_shot_encoder_hash_of_earlier_runs():
     assert hashed_settings(ecfg) == before
     ecfg.init = "w.safetensors"
     assert hashed_settings(ecfg)["init"] == "w.safetensors"
+
+
+def test_any_timm_model_from_its_safetensors(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from movies2scenes.config import ViTConfig
+    from movies2scenes.models.backbone import create_backbone, load_pretrained
+
+    torch.manual_seed(1)
+    theirs = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(tmp_path / "resnet18.safetensors"))
+    ours = create_backbone(ViTConfig(arch="resnet18", img_size=64))
+    assert ours.num_features == 512
+    assert sorted(load_pretrained(ours, tmp_path / "resnet18.safetensors")) == ["fc.bias", "fc.weight"]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), theirs.eval().forward_head(theirs.forward_features(x), pre_logits=True))
