@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from movies2scenes.config import ConfigError
 from movies2scenes.progress import progress
 
-from .browse_pages import environment
+from .pages import environment
 
 PAGE = 50  # catalogue rows / movie pairs per page
 SHOTS_PAGE = 300  # shots of one movie per page (a 2-hour film has 2,000+)
@@ -158,8 +158,8 @@ class RunView:
         from movies2scenes.models.vit import read_model_config
         from movies2scenes.retrieval import scene_windows
 
-        from .evaluate import embed_clips
-        from .mine_scene_pairs import ShotSamples
+        from ..evaluate import embed_clips
+        from ..mine_scene_pairs import ShotSamples
 
         export = self.run / "export"
         settings = read_model_config(export)
@@ -184,7 +184,7 @@ class RunView:
         embedded now), and its end shot."""
         import torch
 
-        from .evaluate import embed_clips
+        from ..evaluate import embed_clips
 
         num = len(self.shots.get(movie_id, []))
         if not 0 <= start < num:
@@ -276,7 +276,7 @@ class RunView:
         from movies2scenes.features import ShotFeatures
         from movies2scenes.report import adjacency_png
 
-        from .mine_scene_pairs import MovieEmbeddings
+        from ..mine_scene_pairs import MovieEmbeddings
 
         rows = self.pair_rows(a, b)
         if not self.has_heatmap():
@@ -302,8 +302,18 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
         return default
 
 
+def _web_stack() -> None:
+    import importlib.util
+
+    missing = [m for m in ("starlette", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"m2s browse needs the web stack ({', '.join(missing)} missing): "
+                          "pip install 'movies2scenes[browse]'")
+
+
 def make_app(view: RunView):
     """The Starlette application over ``view`` (GET routes only, plus the clip upload)."""
+    _web_stack()
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -450,6 +460,7 @@ def make_app(view: RunView):
 
 
 def serve(run_dir: str, catalogue: str | None, host: str, port: int, stride: int) -> int:
+    _web_stack()  # before minutes of indexing
     import uvicorn
 
     view = RunView(run_dir, catalogue, stride=stride)
