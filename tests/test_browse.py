@@ -347,3 +347,14 @@ def test_npy_keyframes_are_served_as_jpeg(small_world, tmp_path):
     assert img.shape == decode_keyframes(samples[2])[0].shape
     assert err[0] < 8 and err[0] < err[1] / 2  # shot 2's frame (JPEG-coded), not its neighbour's
     assert TestClient(make_app(view)).get(f"/keyframe/{movie}/2/5.jpg").status_code == 404
+
+
+def test_long_movies_are_paged_in_whole_scenes(view, client, monkeypatch):
+    import pipelines.browse.app as app
+
+    movie = max(view.shots, key=lambda m: len(view.shots[m]))
+    monkeypatch.setattr(app, "SHOTS_PAGE", 2 * view.n + 1)  # not a multiple of n: pages still hold whole scenes
+    first, second = client.get(f"/movie/{movie}").text, client.get(f"/movie/{movie}?page=2").text
+    starts = [int(x) for page in (first, second) for x in re.findall(r"<div>shots (\d+)–", page)]
+    assert starts == list(range(0, 4 * view.n, view.n))[:len(starts)] and len(starts) >= 3
+    assert "page 1 of" in first and "next »" in first

@@ -23,7 +23,7 @@ import math
 import tempfile
 import threading
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -346,10 +346,11 @@ def make_app(view: RunView):
     def movie(request: Request):
         m = view.movie(request.path_params["movie_id"])
         shots = view.shots.get(m["id"], [])
-        n_pages = pages(len(shots), SHOTS_PAGE)
+        size = view.n * max(1, SHOTS_PAGE // view.n)  # whole scenes per page
+        n_pages = pages(len(shots), size)
         p = _int(request.query_params.get("page"), 1, 1, n_pages)
         scenes = []
-        for s in range((p - 1) * SHOTS_PAGE, min(len(shots), p * SHOTS_PAGE), view.n):
+        for s in range((p - 1) * size, min(len(shots), p * size), view.n):
             e = min(s + view.n, len(shots))
             scenes.append({"start": s, "end": e, "t0": shots[s]["start_time"], "t1": shots[e - 1]["end_time"],
                            "shots": shots[s:e]})
@@ -359,7 +360,7 @@ def make_app(view: RunView):
         return page("movie.html", movie=m, synopsis=m["synopsis"], similar=similar, has_pairs=bool(view.similar),
                     pairs=mined, n=view.n,
                     scenes=scenes, searchable=view.encoder is not None, page=p, pages=n_pages,
-                    url=lambda i: f"/movie/{m['id']}?page={i}")
+                    url=lambda i: f"/movie/{quote(m['id'], safe='')}?page={i}")
 
     def search_form(params) -> dict:
         return {"movie": params.get("movie", "").strip(), "start": params.get("start", "0").strip() or "0",
