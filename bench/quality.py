@@ -316,7 +316,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     import torch
 
     from movies2scenes.export import load_scene_encoder
-    from movies2scenes.features import ShotFeatures
+    from movies2scenes.features import ShotFeatures, clip_means
     from pipelines import build_movie_pairs, export, mine_scene_pairs, train_movie_encoder, train_scene_encoder
     from pipelines.evaluate import embed_clips
     from pipelines.mine_scene_pairs import ShotSamples
@@ -348,7 +348,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     if row["kind"] in ("pixels", "imagenet"):
         per_shot = baseline_features(base, row["kind"], shots, tasks)
         result["dim"] = int(next(iter(per_shot.values())).shape[1])
-        embed = lambda clips: np.stack([per_shot[m][a:b].mean(0) for m, a, b in clips])  # noqa: E731
+        embed = lambda clips: clip_means(per_shot.__getitem__, clips)  # noqa: E731
     elif row["kind"] in ("scene_head", "imagenet_head"):
         import pyarrow.parquet as pq
 
@@ -375,8 +375,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
                                                   for m, a, b in clips])
     elif row["kind"] == "shot_mean":
         feats = ShotFeatures(base / "shot_features")
-        embed = lambda clips: np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0)  # noqa: E731
-                                        for m, a, b in clips])
+        embed = lambda clips: clip_means(feats.movie, clips)  # noqa: E731
     else:
         if row["kind"] == "random_init":
             from accelerate.utils import set_seed

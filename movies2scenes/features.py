@@ -44,6 +44,13 @@ class ShotFeatures:
         return np.load(self.dir / self.rows[movie_id]["file"], mmap_mode="r", allow_pickle=False)
 
 
+def clip_means(movie_features, clips) -> np.ndarray:
+    """(clips, d) float32: per-shot features averaged over each clip's shots — the pooled baseline
+    of evaluate and the quality bench. ``movie_features(movie_id)`` gives a movie's (M × d) rows
+    (``ShotFeatures.movie`` or a dict's ``__getitem__``); ``clips`` are (movie, start, end) shots."""
+    return np.stack([np.asarray(movie_features(m)[a:b], np.float32).mean(0) for m, a, b in clips])
+
+
 def write_movie_features(folder: str | Path, movie_id: str, matrix: np.ndarray) -> dict:
     """Write one movie's (M × d) array as fp16 (atomically) and return its index row."""
     from .store import atomic_path

@@ -45,7 +45,7 @@ from movies2scenes.evaluation import (
     precision_at_k,
     top1,
 )
-from movies2scenes.features import ShotFeatures
+from movies2scenes.features import ShotFeatures, clip_means
 from movies2scenes.store import atomic_path, decode_keyframes, file_fingerprint, read_json, write_json
 
 from ._stage import PRETRAINING_FILE, is_done, read_pretraining_movies, stage_input_hash, stage_lock, write_done
@@ -267,7 +267,7 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
         report["tasks"][name] = run_task(rows[0]["kind"], rows, emb, ev)
         line = f"evaluate: {name}: {headline(report['tasks'][name])}"
         if feats is not None:
-            mean = np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0) for m, a, b in clips])
+            mean = clip_means(feats.movie, clips)
             report["baselines"]["shot_mean"][name] = run_task(rows[0]["kind"], rows, mean, ev)
             line += f"  | E_shot mean: {headline(report['baselines']['shot_mean'][name])}"
         print(line)
