@@ -113,9 +113,14 @@ class _Buffer:
         return head
 
 
-SIGNAL_SIZE = (32, 18)  # frames are compared at this size for transition spans
+SIGNAL_SIZE = (32, 18)  # frames are compared at this size for transition spans and flashes
+BLEND_SIZE = (64, 36)  # the dissolve test fits blends at this size (a pan's shift must be visible)
 DARK = 16.0  # mean luma (0-255) under which a frame is black (a fade's middle)
 FLASH_MAX = 4  # frames: a "cut" followed within this many frames by the pre-cut picture is a flash
+SAME_PICTURE = 0.6  # a dissolve's two ends correlate at most this much (else: motion, light or a fade)
+BLEND_RESIDUAL = 0.25  # every frame of a dissolve is a blend of its two ends within this × their distance
+FADE_SECONDS = 4.0  # a fade's ramp into or out of a cut is looked for this far
+FADE_DEPTH = 0.2  # ... and counts when the picture dims (or brightens) by at least this fraction
 
 
 def is_blend(pre: np.ndarray | None, mid: np.ndarray | None, post: np.ndarray | None, tolerance: float) -> bool:
@@ -127,13 +132,78 @@ def is_blend(pre: np.ndarray | None, mid: np.ndarray | None, post: np.ndarray | 
     return apart >= 8.0 and float(np.abs(mid - (pre + post) / 2).mean()) <= tolerance * apart
 
 
-def transition_span(diff: dict[int, float], luma: dict[int, float], cut: int, lo: int, hi: int,
-                    max_len: int, small: dict[int, np.ndarray] | None = None) -> tuple[int, int]:
-    """[first, last] frames around a detected cut that belong to a gradual transition: frames
-    whose change from the previous frame is well above the typical change inside their own shot, or
-    that are black (a fade), contiguous with the cut, at most ``max_len`` on each side, within
-    [lo, hi). A hard cut gives (cut, cut). ``diff[j]``: mean |frame j − frame j−1| at
-    :data:`SIGNAL_SIZE`; ``luma[j]``: mean luma of frame j."""
+def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation of two grey pictures; None when either is flat (black, white, one tone)."""
+    a, b = a - a.mean(), b - b.mean()
+    na, nb = float(np.sqrt((a * a).sum())), float(np.sqrt((b * b).sum()))
+    if na < 2.0 * np.sqrt(a.size) or nb < 2.0 * np.sqrt(b.size):  # std below 2 grey levels
+        return None
+    return float((a * b).sum()) / (na * nb)
+
+
+def blend_fit(frames: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> tuple[list[float], list[float]]:
+    """For each frame f: the weight w of ``a`` in the best blend ``w·a + (1 − w)·b`` (least squares)
+    and the mean absolute residual of that blend."""
+    d = a - b
+    dd = float((d * d).sum()) or 1.0
+    weights = [float(((f - b) * d).sum()) / dd for f in frames]
+    return weights, [float(np.abs(f - b - w * d).mean()) for f, w in zip(frames, weights)]
+
+
+class Signals:
+    """What the post-rules read of every frame, kept for a bounded window: ``diff[j]`` = mean
+    |frame j − frame j−1| and ``small[j]`` at :data:`SIGNAL_SIZE`, ``luma[j]`` its mean, and
+    ``fine[j]`` at :data:`BLEND_SIZE` (the dissolve test)."""
+
+    def __init__(self):
+        self.diff: dict[int, float] = {}
+        self.luma: dict[int, float] = {}
+        self.small: dict[int, np.ndarray] = {}
+        self.fine: dict[int, np.ndarray] = {}
+
+    def add(self, index: int, rgb: np.ndarray) -> None:
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        small = cv2.resize(grey, SIGNAL_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+        prev = self.small.get(index - 1)
+        self.diff[index] = float(np.abs(small - prev).mean()) if prev is not None else 0.0
+        self.luma[index] = float(small.mean())
+        self.small[index] = small
+        self.fine[index] = cv2.resize(grey, BLEND_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    def forget(self, frames: Iterable[int]) -> None:
+        for j in list(frames):
+            for store in (self.diff, self.luma, self.small, self.fine):
+                store.pop(j, None)
+
+
+def _ramp(sig: Signals, edge: int, step: int, bound: int, limit: int) -> int:
+    """From frame ``edge`` walk away from the cut (``step`` −1: back, +1: forward) while each frame
+    is the same picture as its neighbour nearer the cut, only brighter (a fade's ramp: a blend with
+    black); return the ramp's far end, or ``edge`` when the light changes by less than FADE_DEPTH."""
+    j = edge
+    while (j + step - bound) * step < 0 and abs(j + step - edge) <= limit:
+        near, far = sig.small.get(j), sig.small.get(j + step)
+        if near is None or far is None or not sig.luma[j + step] > sig.luma[j] + 0.3:
+            break
+        r = correlation(near, far)
+        if r is None or r < 0.98:
+            break
+        j += step
+    if j == edge or sig.luma[edge] > (1 - FADE_DEPTH) * sig.luma[j]:
+        return edge
+    return j
+
+
+def transition_span(sig: Signals, cut: int, lo: int, hi: int, max_len: int, fade_len: int | None = None) \
+        -> tuple[int, int]:
+    """[first, last] frames around a detected cut that belong to a gradual transition, within [lo, hi):
+    frames whose change from the previous frame is well above the typical change inside their own
+    shot, or that are black (a fade), contiguous with the cut, at most ``max_len`` on each side, or
+    a fade's ramps (the picture dimming into the cut, brightening out of it) up to ``fade_len``.
+    A hard cut gives (cut, cut)."""
+    diff, luma = sig.diff, sig.luma
+    fade_len = max_len if fade_len is None else fade_len
+
     def threshold(frames: range) -> float:
         """3 × the typical change inside that side's own shot: its motion is not a transition."""
         values = [diff[j] for j in frames if j in diff]
@@ -154,19 +224,124 @@ def transition_span(diff: dict[int, float], luma: dict[int, float], cut: int, lo
         last -= 1 if luma.get(last, 255.0) >= DARK else 0
     last = max(last, cut)
     if any(luma.get(j, 255.0) < DARK for j in range(first, last + 1)):
-        # a fade: its ramps are the frames still dimming into black / brightening out of it, even
-        # where a short shot's own typical change is as large as the ramp's
-        while first - 1 >= lo and cut - (first - 1) <= max_len and \
+        # a fade through black: its ramps are the frames still dimming into black / brightening out
+        # of it, even where a short shot's own typical change is as large as the ramp's
+        while first - 1 >= lo and cut - (first - 1) <= fade_len and \
                 luma.get(first - 1, 0.0) > luma.get(first, 0.0) + 1.5:
             first -= 1
-        while last + 1 < hi and last + 1 - cut <= max_len and luma.get(last + 1, 0.0) > luma.get(last, 0.0) + 1.5 \
+        while last + 1 < hi and last + 1 - cut <= fade_len and luma.get(last + 1, 0.0) > luma.get(last, 0.0) + 1.5 \
                 and luma.get(last + 2, 255.0) > luma.get(last + 1, 0.0) + 1.5:
             last += 1
         return first, last
-    if small is not None and last - first >= 2 and \
-            not is_blend(small.get(first - 1), small.get((first + last) // 2), small.get(last + 1), 0.5):
-        return cut, cut  # not a fade and not a dissolve: fast motion around a hard cut
+    if last - first >= 2 and not is_blend(sig.small.get(first - 1), sig.small.get((first + last) // 2),
+                                          sig.small.get(last + 1), 0.5):
+        first, last = cut, cut  # not a fade and not a dissolve: fast motion around a hard cut
+    # a fade that never reaches black: the old picture dimming into the cut, the new one brightening out of it
+    ramp_first = _ramp(sig, cut - 1, -1, lo - 1, fade_len) if cut - 1 >= lo and cut - 1 in luma else cut
+    ramp_last = _ramp(sig, cut, +1, hi, fade_len) if cut in luma else cut
+    if ramp_first < cut - 1:
+        first = min(first, ramp_first)
+    if ramp_last > cut:
+        last = max(last, ramp_last)
     return first, last
+
+
+def fade_between(luma: dict[int, float], a: int, b: int, tail: bool = False) -> bool:
+    """Frames [a, b) are all part of one fade through black: every frame is black (luma < DARK) or
+    on a ramp — darker than the frame before it (1.5 levels) until the darkest frame, brighter
+    after it; ``tail``: a fade-out to the end (only darkening, ends black)."""
+    values = [luma.get(j, 255.0) for j in range(a, b)]
+    if not values or min(values) >= DARK or (tail and values[-1] >= DARK):
+        return False
+    k = len(values) - 1 if tail else int(np.argmin(values))
+    falling = all(values[i] < DARK or values[i] < values[i - 1] - 1.5 for i in range(1, k + 1))
+    rising = all(values[i] < DARK or values[i] > values[i - 1] + 1.5 for i in range(k + 1, len(values)))
+    return falling and rising
+
+
+class FlashRule:
+    """A detector's cut at c where frames [c, c + L), L ≤ ``max_len``, are brighter than the frames
+    on both sides, which look alike (a camera flash, lightning, a muzzle flash): not a boundary.
+    The cut back out of the flash (c + L) is dropped too. For detectors that compare neighbouring
+    frames (PySceneDetect's); TransNetV2 was trained with flashes and is not second-guessed."""
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.until = -1  # the last frame of the flash found last
+
+    def is_flash(self, c: int, sig: Signals) -> bool:
+        if c <= self.until:
+            return True  # the end of a flash already dropped
+        pre, first = sig.small.get(c - 1), sig.small.get(c)
+        if pre is None or first is None:
+            return False
+        jump = float(np.abs(pre - first).mean())
+        for length in range(1, self.max_len + 1):
+            post = sig.small.get(c + length)
+            if post is None:
+                return False
+            bright = min(sig.luma[j] for j in range(c, c + length))
+            if bright > max(sig.luma.get(c - 1, 255.0), sig.luma[c + length]) + 40.0 \
+                    and float(np.abs(pre - post).mean()) < min(12.0, 0.4 * jump):
+                self.until = c + length
+                return True
+        return False
+
+
+class DissolveFinder:
+    """Cuts inside dissolves the detector misses, found from the per-frame change as it streams.
+
+    A candidate is a run of 3 or more frames whose change is well above the shot's recent typical
+    change (twin comparison). It is a dissolve only with evidence of a transition between two
+    different pictures: the frames around the run are not the same picture (correlation at most
+    :data:`SAME_PICTURE`, so camera motion, zoom, shake and lighting changes fail) and neither is
+    flat (a fade is a blend with black, not a dissolve); every frame of the run is a blend of the two
+    (residual within :data:`BLEND_RESIDUAL` × their distance) whose weight moves monotonically from
+    one picture to the other (fast motion between two different pictures fails). The cut is placed in
+    the run's middle; ``step`` returns (cut, first, last) when a run ends as a dissolve.
+    """
+
+    def __init__(self, fps: float, max_run: int):
+        self.max_run = max_run
+        self.calm: collections.deque[float] = collections.deque(maxlen=max(8, int(round(fps))))
+        self.run_start: int | None = None
+
+    def step(self, index: int, sig: Signals) -> tuple[int, int, int] | None:
+        if index == 0:
+            return None
+        change = sig.diff[index]
+        low = max(2.0, 3.0 * float(np.median(self.calm))) if self.calm else 2.0
+        if low <= change < 30.0:  # elevated, not a hard cut's spike
+            self.run_start = index if self.run_start is None else self.run_start
+            return None
+        found = None
+        if self.run_start is not None:
+            found = self.test(self.run_start, index, sig)
+            self.run_start = None
+        if change < low:
+            self.calm.append(change)
+        return found
+
+    def test(self, start: int, end: int, sig: Signals) -> tuple[int, int, int] | None:
+        """Whether frames [start, end) are a dissolve from frame start − 1 to frame end."""
+        if not 3 <= end - start <= self.max_run:
+            return None
+        if any(sig.luma.get(j, 255.0) < DARK for j in range(start - 1, end + 1)):
+            return None
+        a, b = sig.fine.get(start - 1), sig.fine.get(end)
+        frames = [sig.fine.get(j) for j in range(start, end)]
+        if a is None or b is None or any(f is None for f in frames):
+            return None
+        apart = float(np.abs(a - b).mean())
+        r = correlation(a, b)
+        if apart < 8.0 or r is None or r > SAME_PICTURE:
+            return None
+        weights, residuals = blend_fit(frames, a, b)
+        if max(residuals) > BLEND_RESIDUAL * apart:
+            return None
+        if any(w2 > w1 + 0.1 for w1, w2 in zip(weights, weights[1:])) or weights[0] - weights[-1] < 0.5:
+            return None
+        return (start + end) // 2, start, end - 1
 
 
 def _choose(frames: list[tuple[int, np.ndarray]], start: int, end: int, k: int):
@@ -178,6 +353,143 @@ def _choose(frames: list[tuple[int, np.ndarray]], start: int, end: int, k: int):
     return [f for f, _ in chosen], np.stack([im for _, im in chosen])
 
 
+@dataclass
+class Boundary:
+    frame: int  # first frame of the new shot
+    source: str  # "detector" or "dissolve"
+    span: tuple[int, int] | None = None  # a dissolve's run of blended frames
+
+
+class ShotSplitter:
+    """Turns a stream of frames into shots: the detector's cuts, checked by the post-rules in frame
+    order once every rule can see all it needs, plus (``gradual``) the dissolves it missed.
+
+    A boundary at frame c is decided when frame c + ``delay`` has been seen: by then the detector
+    has reported every cut up to c + ``delay − lookahead`` (so no dissolve is added next to a cut the
+    detector reports late, and no later report lands inside an already closed shot), the flash test
+    sees the frames after c, and spans see their ramps. The rules never move a detector's cut; they
+    drop it only when it is a flash inside a shot (:class:`FlashRule`), the second report of one fade
+    through black, or a fade-out that ends the film. A dissolve cut is added only away from every
+    detector cut (``min_shot_frames`` and its run ± 3 frames).
+    """
+
+    def __init__(self, fps: float, detector, keyframes: int = 1, keyframe_size: tuple[int, int] | None = None,
+                 max_buffer: int = 512, lookahead: int = 64, gradual: bool = False, min_shot_frames: int | None = None):
+        self.fps, self.detector, self.keyframes, self.keyframe_size = fps, detector, keyframes, keyframe_size
+        self.lookahead = max(lookahead, getattr(detector, "lookahead", 0))  # TransNetV2 reports up to a window late
+        self.min_shot = max(1, min_shot_frames if min_shot_frames is not None else
+                            getattr(detector, "min_scene_len", None) or 1)
+        self.max_len = max(4, int(round(2 * fps)))  # a transition lasts at most 2 s on each side of its cut
+        self.fade_len = max(self.max_len, int(round(FADE_SECONDS * fps)))
+        flash_max = max(1, min(FLASH_MAX, lookahead // 4))
+        self.flash = None if getattr(detector, "handles_flashes", False) else FlashRule(flash_max)
+        self.delay = self.lookahead + flash_max + max(self.min_shot, self.max_len, self.fade_len) + 2
+        self.keep_near = max(self.fade_len, 2 * self.max_len) + 2  # signals kept around the current shot's start
+        self.buffer = _Buffer(max_buffer, self.delay + 1)
+        self.sig = Signals()
+        self.finder = DissolveFinder(fps, min(2 * self.max_len, self.lookahead // 2)) if gradual else None
+        self.waiting: list[Boundary] = []  # boundaries not decided yet
+        self.detector_cuts: list[int] = []  # the detector's recent cuts, kept or not (a dissolve keeps away)
+        self.shot_start, self.n_shots, self.total = 0, 0, 0
+        self.pending: tuple[int, int] | None = None  # (cut, first frame of its transition) into the current shot
+        self.last_source = ""
+
+    def run(self, frames: Iterable[np.ndarray]) -> Iterator[Shot]:
+        from scenedetect.common import FrameTimecode
+
+        for index, rgb in enumerate(frames):
+            self.total = index + 1
+            self.buffer.add(index, self._resize(rgb))
+            self.sig.add(index, rgb)
+            if self.finder is not None:
+                found = self.finder.step(index, self.sig)
+                if found is not None:
+                    self.waiting.append(Boundary(found[0], "dissolve", (found[1], found[2])))
+            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
+            self._report([int(c.frame_num) for c in self.detector.process_frame(FrameTimecode(index, self.fps), bgr)],
+                         index)
+            yield from self._decide(index - self.delay)
+            self._forget(index - self.delay - self.fade_len - 3)
+        if self.total == 0:
+            return
+        self._report([int(c.frame_num) for c in self.detector.post_process(FrameTimecode(self.total, self.fps))],
+                     self.total)
+        yield from self._decide(self.total, ending=True)
+        yield self._close(self.total, last_frame=True)
+
+    def _report(self, cuts: list[int], index: int) -> None:
+        for c in cuts:
+            if index - c > self.lookahead:
+                raise RuntimeError(f"cut at frame {c} reported more than {self.lookahead} frames late; "
+                                   "raise the lookahead")
+            self.waiting.append(Boundary(c, "detector"))
+            self.detector_cuts.append(c)
+
+    def _decide(self, horizon: int, ending: bool = False) -> Iterator[Shot]:
+        """Decide, in frame order, every boundary at or before ``horizon``."""
+        ready = sorted((b for b in self.waiting if b.frame <= horizon), key=lambda b: (b.frame, b.source != "detector"))
+        if not ready:
+            return
+        self.waiting = [b for b in self.waiting if b.frame > horizon]
+        for b in ready:
+            if self._keep(b, ending):
+                self.last_source = b.source
+                yield self._close(b.frame)
+        self.detector_cuts = [c for c in self.detector_cuts if c >= horizon - self.delay]
+
+    def _keep(self, b: Boundary, ending: bool) -> bool:
+        c, start = b.frame, self.shot_start
+        if not start < c < self.total:
+            return False
+        if b.source == "detector":
+            if self.flash is not None and self.flash.is_flash(c, self.sig):
+                return False
+            if self.n_shots and self.last_source == "detector" and c - start <= 2 * self.max_len \
+                    and fade_between(self.sig.luma, start, c):
+                return False  # the middle of a fade (out to black, then in): one transition, not a shot
+            if ending and self.total - c <= 2 * self.max_len and fade_between(self.sig.luma, c, self.total, tail=True):
+                return False  # the film ends fading out to black
+            return True
+        first, last = b.span
+        if c - start < self.min_shot:
+            return False
+        return not any(first - 3 <= d <= last + 3 or abs(d - c) < self.min_shot for d in self.detector_cuts)
+
+    def _resize(self, img: np.ndarray) -> np.ndarray:
+        size = self.keyframe_size
+        if size is None or (img.shape[1], img.shape[0]) == tuple(size):
+            return img
+        return cv2.resize(img, tuple(size), interpolation=cv2.INTER_AREA)
+
+    def _forget(self, old: int) -> None:
+        """Bounded memory: drop signals of frame ``old`` unless they are near the current shot's start."""
+        if old >= 0 and abs(old - self.shot_start) > self.keep_near:
+            self.sig.forget([old])
+
+    def _close(self, cut: int, last_frame: bool = False) -> Shot:
+        """The shot [shot_start, cut): its incoming transition (now that its frames are seen), the
+        outgoing one's first frame, and keyframes from the frames outside both."""
+        span_in = None
+        if self.pending is not None:
+            c, first = self.pending
+            _, last = transition_span(self.sig, c, self.shot_start, cut, self.max_len, self.fade_len)
+            if last > first:
+                span_in = (first, last)
+        out_first = cut
+        if not last_frame:
+            out_first, _ = transition_span(self.sig, cut, span_in[1] + 1 if span_in else self.shot_start, cut + 1,
+                                           self.max_len, self.fade_len)
+        usable = (span_in[1] + 1 if span_in else self.shot_start, out_first)
+        if usable[1] - usable[0] < 1:  # the shot is all transition: keep its own middle
+            usable = (self.shot_start, cut)
+        kf_index, kf = _choose(self.buffer.split(cut), *usable, self.keyframes)
+        shot = Shot(self.n_shots, self.shot_start, cut, kf_index, kf, span_in)
+        self.shot_start, self.n_shots = cut, self.n_shots + 1
+        self.pending = None if last_frame else (cut, out_first)
+        self.sig.forget([j for j in self.sig.diff if j < cut - self.keep_near])  # those near the old start
+        return shot
+
+
 def detect_shots(
     frames: Iterable[np.ndarray],
     fps: float,
@@ -187,174 +499,20 @@ def detect_shots(
     max_buffer: int = 512,
     lookahead: int = 64,
     gradual: bool = False,
+    min_shot_frames: int | None = None,
 ) -> Iterator[Shot]:
-    """Yield the shots of a sequence of RGB frames, each with its keyframes, in one pass.
+    """Yield the shots of a sequence of RGB frames, each with its keyframes, in one pass
+    (:class:`ShotSplitter`).
 
     ``keyframe_size`` = (w, h) resizes keyframes (area interpolation) when it differs from the
     frame size. ``lookahead`` bounds how late a detector may report a cut (frames); memory is at
-    most ``max_buffer + lookahead`` keyframe-sized frames. The number of frames seen is the last
-    shot's ``end``. ``gradual``: also cut inside dissolves the detector missed — a run of 3 or more
-    frames whose change is well above the shot's typical change and whose middle frame is the mean
-    of the frames around the run (twin comparison with a blend test; camera motion fails the test).
+    most ``max_buffer`` + the splitter's ``delay`` keyframe-sized frames. The number of frames seen
+    is the last shot's ``end``. ``gradual``: also cut inside dissolves the detector missed
+    (:class:`DissolveFinder`), never next to a cut it made. ``min_shot_frames``: the shortest shot a
+    dissolve cut may make (default: the detector's ``min_scene_len``).
     """
-    from scenedetect.common import FrameTimecode
-
-    lookahead = max(lookahead, getattr(detector, "lookahead", 0))  # TransNetV2 reports up to a window late
-    buffer = _Buffer(max_buffer, lookahead)
-    shot_start, index, n_shots = 0, 0, 0
-    diff: dict[int, float] = {}
-    luma: dict[int, float] = {}
-    max_len = max(4, int(round(2 * fps)))  # a transition lasts at most 2 s on each side of its cut
-    prev_small = None
-    smalls: dict[int, np.ndarray] = {}  # signal-size frames near cuts (the dissolve test)
-    pending: tuple[int, int] | None = None  # (cut, first frame of its transition) into the current shot
-    run_start: int | None = None  # first frame of the current run of elevated change (gradual)
-    calm: collections.deque[float] = collections.deque(maxlen=max(8, int(round(fps))))  # recent ordinary changes
-    last_gradual: int | None = None
-    held: list[int] = []  # the detector's cuts, held flash_max frames for the flash test
-    waiting: list[int] = []  # our dissolve cuts, waiting for earlier held cuts
-    flash_max = max(1, min(FLASH_MAX, lookahead // 4))
-    flash_until = -1
-
-    def flash_length(c: int) -> int:
-        """L > 0 when frames [c, c + L) are a flash inside one shot: brighter than the frames on
-        both sides, which look alike (a camera flash, lightning, a muzzle flash); 0 otherwise."""
-        pre, first = smalls.get(c - 1), smalls.get(c)
-        if pre is None or first is None:
-            return 0
-        jump = float(np.abs(pre - first).mean())
-        for length in range(1, flash_max + 1):
-            post = smalls.get(c + length)
-            if post is None:
-                return 0
-            bright = min(luma.get(j, 0.0) for j in range(c, c + length))
-            if bright > max(luma.get(c - 1, 255.0), luma.get(c + length, 255.0)) + 40.0 \
-                    and float(np.abs(pre - post).mean()) < min(12.0, 0.4 * jump):
-                return length
-        return 0
-
-    def fade_between(a: int, b: int, tail: bool = False) -> bool:
-        """Frames [a, b) are all part of one fade through black: every frame is black (luma <
-        DARK) or on a ramp — darker than the frame before it (1.5 levels) until the darkest frame,
-        brighter after it; ``tail``: a fade-out to the end (only darkening, ends black)."""
-        values = [luma.get(j, 255.0) for j in range(a, b)]
-        if not values or min(values) >= DARK or (tail and values[-1] >= DARK):
-            return False
-        k = len(values) - 1 if tail else int(np.argmin(values))
-        falling = all(values[i] < DARK or values[i] < values[i - 1] - 1.5 for i in range(1, k + 1))
-        rising = all(values[i] < DARK or values[i] > values[i - 1] + 1.5 for i in range(k + 1, len(values)))
-        return falling and rising
-
-    def release(index: int, ready: list[int], gradual_cuts: list[int], ending: bool = False):
-        """Yield the shots closed by the detector's cuts that passed the flash test and by our
-        dissolve cuts, in frame order. ``ending``: the stream has ended; black frames after the last
-        cut are the end of a fade-out, not a shot."""
-        nonlocal held, flash_until, last_gradual
-        held = [c for c in held if c not in ready]
-        kept = []
-        for c in sorted(set(ready)):
-            if c <= flash_until:
-                continue  # the end of a flash already dropped
-            length = flash_length(c)
-            if length:
-                flash_until = c + length
-                continue
-            kept.append(c)
-        for cut in sorted(set(kept + gradual_cuts)):
-            if cut in gradual_cuts and any(abs(cut - f) <= 3 for f in kept + held):
-                continue  # the detector has it already
-            if cut not in gradual_cuts and last_gradual is not None and 0 <= cut - last_gradual <= 3:
-                continue  # the detector's late report of the dissolve we cut already
-            if shot_start < cut <= index and cut < total:
-                if n_shots and cut - shot_start <= 2 * max_len and fade_between(shot_start, cut):
-                    continue  # the middle of a fade (out to black, then in): one transition, not a shot
-                if ending and total - cut <= 2 * max_len and fade_between(cut, total, tail=True):
-                    continue  # the film ends fading out to black
-                if cut in gradual_cuts:
-                    last_gradual = cut
-                yield close(cut)
-
-    def dissolve_cut(start: int, end: int) -> int | None:
-        """The middle of [start, end) if those frames are a dissolve (see ``gradual``)."""
-        if not 3 <= end - start <= 2 * max_len or end - start > lookahead // 2:
-            return None
-        if any(luma.get(j, 255.0) < DARK for j in range(start - 1, end + 1)):
-            return None  # a fade's ramp (a blend with black): the detector and the span handle fades
-        if not is_blend(smalls.get(start - 1), smalls.get((start + end - 1) // 2), smalls.get(end), 0.35):
-            return None
-        return (start + end) // 2
-
-    def resize(img: np.ndarray) -> np.ndarray:
-        if keyframe_size is None or (img.shape[1], img.shape[0]) == tuple(keyframe_size):
-            return img
-        return cv2.resize(img, tuple(keyframe_size), interpolation=cv2.INTER_AREA)
-
-    def close(cut: int, last_frame: bool = False) -> Shot:
-        """The shot [shot_start, cut): its incoming transition (now that its frames are seen), the
-        outgoing one's first frame, and keyframes from the frames outside both."""
-        nonlocal shot_start, n_shots, pending
-        span_in = None
-        if pending is not None:
-            c, first = pending
-            _, last = transition_span(diff, luma, c, shot_start, cut, max_len, smalls)
-            if last > first:
-                span_in = (first, last)
-        out_first = cut
-        if not last_frame:
-            out_first, _ = transition_span(diff, luma, cut, span_in[1] + 1 if span_in else shot_start, cut + 1,
-                                           max_len, smalls)
-        usable = (span_in[1] + 1 if span_in else shot_start, out_first)
-        if usable[1] - usable[0] < 1:  # the shot is all transition: keep its own middle
-            usable = (shot_start, cut)
-        kf_index, kf = _choose(buffer.split(cut), *usable, keyframes)
-        shot = Shot(n_shots, shot_start, cut, kf_index, kf, span_in)
-        shot_start, n_shots = cut, n_shots + 1
-        pending = None if last_frame else (cut, out_first)
-        for j in [j for j in diff if j < cut - max_len - 2]:  # bounded memory: only near the current shot
-            del diff[j]
-            luma.pop(j, None)
-        for j in [j for j in smalls if j < cut - max_len - 2 or (cut + max_len + 2 < j < index - lookahead - 2 * max_len - 4)]:
-            del smalls[j]
-        return shot
-
-    total = 0
-    for index, rgb in enumerate(frames):
-        total = index + 1
-        buffer.add(index, resize(rgb))
-        small = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), SIGNAL_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
-        diff[index] = float(np.abs(small - prev_small).mean()) if prev_small is not None else 0.0
-        luma[index] = float(small.mean())
-        prev_small = small
-        smalls[index] = small
-        cuts_now = []
-        if gradual and index > 0:
-            low = max(2.0, 3.0 * float(np.median(calm))) if calm else 2.0
-            if diff[index] >= low and diff[index] < 30.0:  # elevated, not a hard cut's spike
-                run_start = index if run_start is None else run_start
-            else:
-                if run_start is not None:
-                    c = dissolve_cut(run_start, index)
-                    if c is not None and c - shot_start >= 2:
-                        cuts_now.append(c)
-                    run_start = None
-                if diff[index] < low:
-                    calm.append(diff[index])
-        old = index - lookahead - 2 * max_len - 4  # keep the recent frames and those after the pending cut
-        if old in smalls and not (pending and pending[0] - max_len - 2 <= old <= pending[0] + max_len + 2):
-            del smalls[old]
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
-        held += [int(cut.frame_num) for cut in detector.process_frame(FrameTimecode(index, fps), bgr)]
-        waiting += cuts_now
-        ready = [c for c in held if c + flash_max <= index]
-        unready = [c for c in held if c + flash_max > index]
-        go = [g for g in waiting if all(g < h for h in unready)]  # frame order across both kinds
-        waiting = [g for g in waiting if g not in go]
-        yield from release(index, ready, go)
-    if total == 0:
-        return
-    held += [int(cut.frame_num) for cut in detector.post_process(FrameTimecode(total, fps))]
-    yield from release(total - 1, list(held), waiting, ending=True)
-    yield close(total, last_frame=True)
+    yield from ShotSplitter(fps, detector, keyframes, keyframe_size, max_buffer, lookahead, gradual,
+                            min_shot_frames).run(frames)
 
 
 def check_decoded(total: int, info, cfg) -> None:

@@ -74,6 +74,7 @@ class TransNetDetector:
     """
 
     lookahead = WINDOW
+    handles_flashes = True  # trained with flashes: no post-rule second-guesses its cuts (shots.FlashRule)
 
     def __init__(self, threshold: float | None = None, min_scene_len: int = 15, model=None):
         import torch
