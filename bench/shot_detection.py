@@ -5,6 +5,7 @@ with PySceneDetect's default threshold and ours, on every encoding of the traile
     python bench/shot_detection.py --part registry   # the real clips as they ship (tests/footage.py REGISTRY)
     python bench/shot_detection.py --part world      # the demo world with dissolves and fades
     python bench/shot_detection.py --part cli        # the `scenedetect` CLI with its defaults, same files
+    python bench/shot_detection.py --part precision  # footage with no cut in it (tests/footage.py precision_corpus)
 
 Per detector × threshold × file: hard cuts P/R/F1 (a detected cut within ±2 frames of a true one),
 gradual transitions found (a detected cut inside the span ±2), false cuts at flashes, keyframes
@@ -178,6 +179,75 @@ def world(detectors: list[str], min_shot_frames: int, movies: int = 6, rate: flo
     return out
 
 
+def corpus_clips() -> list:
+    """The precision corpus without psychopy's default.mp4 (an animated test pattern, not camera
+    footage: the content detector's 2 cuts on it are recorded in tests/test_real_footage.py)."""
+    return [c for c in footage.precision_corpus() if not c.name.startswith("default.mp4")]
+
+
+def score_clip(clip, shots) -> dict:
+    """One corpus clip: false cuts (a boundary matching no true cut ±TOL and inside no true
+    transition ±TOL, or a second boundary in one), missed true cuts/transitions, whether a
+    transition's recorded span starts and ends within ±TOL of the truth, keyframes inside it."""
+    starts = [s.start for s in shots[1:]]
+    used, missed, false = set(), 0, 0
+    for c in clip.cuts:
+        m = [d for d in starts if abs(d - c) <= TOL and d not in used]
+        used.update(m[:1])
+        missed += not m
+    for a, b in clip.gradual:
+        m = [d for d in starts if a - TOL <= d <= b + TOL and d not in used]
+        used.update(m[:1])
+        missed += not m
+    false = sum(1 for d in starts if d not in used)
+    spans = [s.transition_in for s in shots if s.transition_in]
+    true_spans = clip.gradual + clip.spans
+    span_exact = sum(1 for a, b in true_spans if any(abs(x - a) <= TOL and abs(y - b) <= TOL + 1 for x, y in spans))
+    keyframes = [k for s in shots for k in s.keyframe_frames]
+    in_transition = sum(1 for k in keyframes if any(a <= k <= b for a, b in true_spans))
+    return {"false": false, "missed": missed, "found": starts, "spans": [list(x) for x in spans],
+            "span_exact": span_exact, "keyframes_in_transitions": in_transition}
+
+
+def precision(detectors: list[str], min_shot_frames: int, clips: list | None = None) -> list[dict]:
+    """False cuts per 10 minutes of continuous real footage, per detector with and without the
+    dissolve pass, and the corpus' two transitions (a 40-frame dissolve, a slow fade into a cut)."""
+    clips = clips if clips is not None else corpus_clips()
+    cont = [c for c in clips if c.continuous]
+    minutes = sum(len(c.frames) / c.fps for c in cont) / 60
+    print(f"\nprecision corpus: {len(cont)} continuous clips, {sum(len(c.frames) for c in cont)} frames "
+          f"({minutes:.1f} min of footage with no cut: {sum('#' in c.name for c in cont)} shots of real clips cut at "
+          f"their checked cuts, {sum('#' not in c.name for c in cont)} camera motions on real frames); transitions: "
+          f"{', '.join(c.name for c in clips if not c.continuous)}; min_shot_frames {min_shot_frames}")
+    print("\n| detector | false cuts | per 10 min | clips with a false cut | transitions missed | spans exact | "
+          "keyframes in transitions | f/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for det in detectors:
+        for gradual in (False, True):
+            false = missed = exact = kin = 0
+            wrong, frames, seconds = [], 0, 0.0
+            for clip in clips:
+                t = time.perf_counter()
+                shots = list(detect_shots(iter(clip.frames), clip.fps, make_detector(det, None, min_shot_frames), 1,
+                                          None, 512, max(64, 4 * min_shot_frames), gradual, min_shot_frames))
+                seconds += time.perf_counter() - t
+                frames += len(clip.frames)
+                s = score_clip(clip, shots)
+                false, missed, exact, kin = (false + s["false"], missed + s["missed"], exact + s["span_exact"],
+                                             kin + s["keyframes_in_transitions"])
+                if s["false"] or s["missed"]:
+                    wrong.append(f"{clip.name} ({', '.join(map(str, s['found'])) or 'no cut'})")
+            n_trans = sum(len(c.cuts) + len(c.gradual) for c in clips)
+            rows.append({"detector": det, "gradual": gradual, "false": false, "per_10_min": 10 * false / minutes,
+                         "missed": missed, "transitions": n_trans, "spans_exact": exact,
+                         "keyframes_in_transitions": kin, "wrong": wrong, "fps": frames / seconds})
+            print(f"| {label(det, gradual)} | {false} | {10 * false / minutes:.1f} | {'; '.join(wrong) or '—'} | "
+                  f"{missed}/{n_trans} | {exact}/{sum(len(c.gradual) + len(c.spans) for c in clips)} | {kin} | "
+                  f"{frames / seconds:.0f} |", flush=True)
+    return rows
+
+
 def cli(fx: dict) -> list[dict]:
     """The `scenedetect` CLI as a user runs it (no detector named: its default), on the same files."""
     import csv
@@ -209,7 +279,7 @@ def cli(fx: dict) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["trailer", "registry", "world", "cli", "all"], default="trailer")
+    ap.add_argument("--part", choices=["trailer", "registry", "world", "cli", "precision", "all"], default="trailer")
     ap.add_argument("--detectors", nargs="*", default=list(SETTINGS))
     ap.add_argument("--min-shot-frames", type=int, default=4, help="PySceneDetect min_scene_len (default 4)")
     ap.add_argument("--files", nargs="*", help="only these trailer encodings (e.g. h264.mp4)")
@@ -227,6 +297,8 @@ def main() -> None:
         extra["world"] = world(args.detectors, args.min_shot_frames)
     if args.part in ("cli", "all"):
         extra["cli"] = cli(fx)
+    if args.part in ("precision", "all"):
+        extra["precision"] = precision(args.detectors, args.min_shot_frames)
     if args.part != "all" and args.part != "trailer":
         if args.json:
             args.json.write_text(json.dumps(extra, indent=1))

