@@ -118,7 +118,8 @@ BLEND_SIZE = (64, 36)  # the dissolve test fits blends at this size (a pan's shi
 DARK = 16.0  # mean luma (0-255) under which a frame is black (a fade's middle)
 FLASH_MAX = 4  # frames: a "cut" followed within this many frames by the pre-cut picture is a flash
 SAME_PICTURE = 0.6  # a dissolve's two ends correlate at most this much (else: motion, light or a fade)
-BLEND_RESIDUAL = 0.25  # every frame of a dissolve is a blend of its two ends within this × their distance
+BLEND_RESIDUAL = 0.15  # every frame of a dissolve is a blend of its two ends within this × their distance
+STEADY = 0.6  # ... and its frame-to-frame changes point, on average, along (end − start) by this cosine
 FADE_SECONDS = 4.0  # a fade's ramp into or out of a cut is looked for this far
 FADE_DEPTH = 0.2  # ... and counts when the picture dims (or brightens) by at least this fraction
 
@@ -148,6 +149,18 @@ def blend_fit(frames: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> tuple[l
     dd = float((d * d).sum()) or 1.0
     weights = [float(((f - b) * d).sum()) / dd for f in frames]
     return weights, [float(np.abs(f - b - w * d).mean()) for f, w in zip(frames, weights)]
+
+
+def steadiness(frames: list[np.ndarray]) -> float:
+    """Mean cosine between each frame-to-frame change and the whole change (last − first): 1 for a
+    linear blend, low for motion (its steps point every which way)."""
+    whole = (frames[-1] - frames[0]).ravel()
+    whole = whole / (float(np.linalg.norm(whole)) or 1.0)
+    cos = []
+    for f0, f1 in zip(frames, frames[1:]):
+        step = (f1 - f0).ravel()
+        cos.append(float(step @ whole) / (float(np.linalg.norm(step)) or 1.0))
+    return float(np.mean(cos))
 
 
 class Signals:
@@ -303,7 +316,10 @@ class DissolveFinder:
     :data:`SAME_PICTURE`, so camera motion, zoom, shake and lighting changes fail) and neither is
     flat (a fade is a blend with black, not a dissolve); every frame of the run is a blend of the two
     (residual within :data:`BLEND_RESIDUAL` × their distance) whose weight moves monotonically from
-    one picture to the other (fast motion between two different pictures fails). The cut is placed in
+    one picture to the other, each step of the run heading from one picture to the other (mean
+    cosine at least :data:`STEADY`): fast motion between two different pictures fails, and so does
+    moving texture. Thresholds from the candidates of the trailer, the demo worlds with and without
+    transitions and the precision corpus (bench/RESULTS.md, "Shots you can trust"). The cut is placed in
     the run's middle; ``step`` returns (cut, first, last) when a run ends as a dissolve.
     """
 
@@ -346,6 +362,8 @@ class DissolveFinder:
         if max(residuals) > BLEND_RESIDUAL * apart:
             return None
         if any(w2 > w1 + 0.1 for w1, w2 in zip(weights, weights[1:])) or weights[0] - weights[-1] < 0.5:
+            return None
+        if steadiness([a] + frames + [b]) < STEADY:
             return None
         return (start + end) // 2, start, end - 1
 
