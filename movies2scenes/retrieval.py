@@ -11,6 +11,8 @@ or raw embeddings (``metric="l2"``, the paper's retrieval protocol); on GPU when
 
 from __future__ import annotations
 
+import sys
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +60,10 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
     frames = iter(reader)
     tf = eval_transform(size)
     found = list(detect_shots(frames, info.fps, detector, shots.keyframes, kf, shots.max_buffer_frames,
-                              max(64, 4 * shots.min_shot_frames), shots.gradual))
-    check_decoded(found[-1].end if found else 0, info, shots)  # detect-shots' rules: no truncated files
+                              max(64, 4 * shots.min_shot_frames), shots.gradual, shots.min_shot_frames))
+    warning = check_decoded(found[-1].end if found else 0, info, shots)  # detect-shots' rules: no truncated files
+    if warning:
+        print(f"warning: {path}: {warning}", file=sys.stderr)
     views = [torch.stack([tf(to_chw(f)) for f in s.keyframes]) for s in found]  # each (k, 3, S, S)
     windows, out = [], []
     spans = scene_windows(len(found), n, stride)

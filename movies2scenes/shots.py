@@ -539,21 +539,35 @@ def detect_shots(
                             min_shot_frames).run(frames)
 
 
-def check_decoded(total: int, info, cfg) -> None:
+def declared_slack(declared: int, fps: float) -> int:
+    """How many frames fewer than its container declares a video may decode and still be whole:
+    declared counts are often a few frames off on real files (edit lists, B-frame padding, a last
+    packet with no picture) — up to 1 s of frames or 5 %, whichever is smaller, and at least 3."""
+    return max(3, int(min(round(fps), 0.05 * declared)))
+
+
+def check_decoded(total: int, info, cfg) -> str | None:
     """The rules every decoded video must pass (detect-shots and ``m2s embed`` alike): at least
-    ``cfg.min_video_frames`` frames, and no fewer than the container declares (2 % or 2 frames of
-    slack), and — where the container declares no frame count (Matroska, WebM, MPEG-TS) — not fewer
-    than 90 % of its declared duration × fps (loose: variable frame rate makes that an estimate):
-    otherwise :class:`~movies2scenes.video.VideoError` naming the reason."""
+    ``cfg.min_video_frames`` frames, and no fewer than the container declares beyond
+    :func:`declared_slack`, and — where the container declares no frame count (Matroska, WebM,
+    MPEG-TS) — not fewer than 90 % of its declared duration × fps (loose: variable frame rate makes
+    that an estimate): otherwise :class:`~movies2scenes.video.VideoError` naming the reason. A
+    shortfall within the slack returns a warning naming both numbers (the video is used)."""
     from .video import VideoError
 
     if total < cfg.min_video_frames:
         raise VideoError(f"only {total} frame(s) decoded; at least {cfg.min_video_frames} "
                          "are needed (shots.min_video_frames)")
-    if info.frames_hint and total < info.frames_hint - max(2, 0.02 * info.frames_hint):
-        raise VideoError(f"decoded only {total} of the {info.frames_hint} frames the container "
-                         "declares (truncated or damaged)")
+    declared = info.frames_hint
+    if declared and total < declared:
+        slack = declared_slack(declared, info.fps)
+        if total < declared - slack:
+            raise VideoError(f"decoded only {total} of the {declared} frames the container declares "
+                             f"(truncated or damaged; up to {slack} fewer would be accepted)")
+        return (f"decoded {total} of the {declared} frames the container declares ({declared - total} fewer, "
+                f"within the {slack} accepted for edit lists and padding); used as decoded")
     expected = getattr(info, "duration", 0.0) * info.fps
-    if not info.frames_hint and expected and total < 0.9 * expected - 2:
+    if not declared and expected and total < 0.9 * expected - 2:
         raise VideoError(f"decoded only {total} frames ({total / info.fps:.2f} s) of the {info.duration:.2f} s "
                          "the container declares (truncated or damaged)")
+    return None

@@ -1,5 +1,9 @@
 """Stage detect_shots: catalogue → run_dir/shots/ (webdataset shards, index.parquet, failures.jsonl).
 
+failures.jsonl lists the movies that failed (``reason``) and, with ``"status": "warning"``, movies
+that were processed but with something the user should know (a few frames fewer than the
+container declares: :func:`movies2scenes.shots.check_decoded`).
+
 One shard per movie, ``shots-<ID>.tar`` with ID the movie's safe name (``catalogue.safe_name``),
 so the artefacts depend neither on how many processes made them nor on the catalogue's row order:
 adding, removing or reordering titles only processes the titles that changed. A movie is done when
@@ -80,7 +84,7 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
         def samples():
             lookahead = max(64, 4 * cfg.min_shot_frames)  # > any detector's reporting delay
             for shot in detect_shots(frames, info.fps, detector, cfg.keyframes, kf_size,
-                                     cfg.max_buffer_frames, lookahead, cfg.gradual):
+                                     cfg.max_buffer_frames, lookahead, cfg.gradual, cfg.min_shot_frames):
                 meta = {
                     "movie_id": movie.movie_id,
                     "shot": shot.index,
@@ -99,7 +103,7 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
         try:
             write_shards(tmp_shard, samples())
             total = shots_out[-1]["end_frame"] if shots_out else 0
-            check_decoded(total, info, cfg)
+            warning = check_decoded(total, info, cfg)
             times = reader.times if reader.times is not None and len(reader.times) == total + 1 \
                 else np.arange(total + 1) / info.fps  # presentation times (exact on variable frame rate)
             for s in shots_out:
@@ -119,6 +123,8 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
         )
         if reader.note:
             record["decoder_note"] = reader.note
+        if warning:
+            record["warning"] = warning
     except OutputError:
         raise  # our own write failed (disk full, permissions): not the movie's fault — stop the stage
     except VideoError as e:
@@ -226,11 +232,14 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
     cols = {k: [] for k in ("movie_id", "shot", "start_frame", "end_frame", "start_time",
                             "end_time", "fps", "keyframe_frames", "transition_start", "transition_end",
                             "shard", "shard_sha256", "key")}
-    failures = []
+    failures, warnings = [], []
     for rec in records:
         if rec["status"] != "ok":
             failures.append({"movie_id": rec["movie_id"], "video": rec["video"], "reason": rec["reason"]})
             continue
+        if rec.get("warning"):  # processed, but the user should know (e.g. fewer frames than declared)
+            warnings.append({"movie_id": rec["movie_id"], "video": rec["video"], "status": "warning",
+                             "reason": rec["warning"]})
         key_base = safe_name(rec["movie_id"])
         for s in rec["shots"]:
             cols["movie_id"].append(rec["movie_id"])
@@ -256,7 +265,7 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
     ])
     write_parquet(out_dir / "index.parquet", pa.table(cols, schema=schema))
     with atomic_path(out_dir / "failures.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
+        tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures + warnings))
     # shards of movies that failed now or left the catalogue are not part of the result
     prune(out_dir, "shots-*.tar", {r["shard"] for r in records if r["status"] == "ok"})
     prune(parts_dir, "*.json", {part_name(m.movie_id) for m in catalogue})  # titles that left the catalogue
@@ -272,6 +281,8 @@ def merge(cfg: Config, catalogue, prints, chash, input_hash, started, strict, sl
            f"{counts['shots']} shots → {out_dir}")
     if failures:
         msg += f" (reasons in {out_dir / 'failures.jsonl'})"
+    if warnings:
+        msg += f"; {len(warnings)} processed with a warning (in {out_dir / 'failures.jsonl'})"
     print(msg)
     if ok == 0 or (strict and failures):
         return 1

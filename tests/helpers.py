@@ -98,3 +98,25 @@ TINY_SCENE = [
     "scene_encoder.train.warmup_epochs=1", "scene_encoder.train.log_every=1",
     "scene_pairs.shots_per_scene=3",
 ]
+
+
+class LateDetector:
+    """A detector that reports each of the given cuts ``delay`` frames after it happened, like a
+    look-ahead detector (TransNetV2 reports up to ``lookahead`` = 100 frames late)."""
+
+    def __init__(self, cuts, delay, lookahead: int = 0):
+        self.cuts, self.delay = cuts, delay
+        if lookahead:
+            self.lookahead = lookahead
+
+    def process_frame(self, timecode, frame):
+        from scenedetect.common import FrameTimecode
+
+        n = timecode.frame_num
+        return [FrameTimecode(c, 10.0) for c in self.cuts if c + self.delay == n]
+
+    def post_process(self, timecode):
+        from scenedetect.common import FrameTimecode
+
+        n = timecode.frame_num
+        return [FrameTimecode(c, 10.0) for c in self.cuts if c + self.delay >= n]

@@ -7,6 +7,7 @@ from movies2scenes.shots import detect_shots, keyframe_positions, make_detector
 from movies2scenes.video import VideoError, iter_frames, probe, scaled_size
 
 from conftest import BIKES_SHOT_STARTS
+from helpers import LateDetector
 
 
 @pytest.mark.parametrize("detector", ["content", "adaptive", "histogram"])
@@ -59,25 +60,6 @@ def test_keyframe_positions():
     for start, end, k in [(0, 100, 3), (7, 8, 1), (3, 50, 5)]:
         pos = keyframe_positions(start, end, k)
         assert all(start <= p < end for p in pos) and pos == sorted(pos)
-
-
-class LateDetector:
-    """Reports each cut ``delay`` frames after it happened, like a look-ahead detector."""
-
-    def __init__(self, cuts, delay):
-        self.cuts, self.delay = cuts, delay
-
-    def process_frame(self, timecode, frame):
-        from scenedetect.common import FrameTimecode
-
-        n = timecode.frame_num
-        return [FrameTimecode(c, 10.0) for c in self.cuts if c + self.delay == n]
-
-    def post_process(self, timecode):
-        from scenedetect.common import FrameTimecode
-
-        n = timecode.frame_num
-        return [FrameTimecode(c, 10.0) for c in self.cuts if c + self.delay >= n]
 
 
 def _numbered_frames(n):

@@ -62,7 +62,8 @@ class RunView:
             for line in (shots_dir / "failures.jsonl").read_text().splitlines():
                 if line.strip():
                     f = json.loads(line)
-                    self.failures[f["movie_id"]] = f.get("reason", "")
+                    if f.get("status") != "warning":  # a warning's movie was processed
+                        self.failures[f["movie_id"]] = f.get("reason", "")
         if catalogue is None and (self.run / "world" / "catalogue.csv").is_file():  # a demo run keeps its world inside
             catalogue = self.run / "world" / "catalogue.csv"
         self.catalogue_path = catalogue
