@@ -6,6 +6,7 @@ with PySceneDetect's default threshold and ours, on every encoding of the traile
     python bench/shot_detection.py --part world      # the demo world with dissolves and fades
     python bench/shot_detection.py --part cli        # the `scenedetect` CLI with its defaults, same files
     python bench/shot_detection.py --part precision  # footage with no cut in it (tests/footage.py precision_corpus)
+    python bench/shot_detection.py --part transnet-reference  # our streaming TransNetV2 = the wheel's predict_frames
 
 Per detector × threshold × file: hard cuts P/R/F1 (a detected cut within ±2 frames of a true one),
 gradual transitions found (a detected cut inside the span ±2), false cuts at flashes, keyframes
@@ -25,8 +26,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import footage  # noqa: E402
+import numpy as np  # noqa: E402
 
-from movies2scenes.shots import detect_shots, make_detector  # noqa: E402
+from movies2scenes.shots import ShotSplitter, detect_shots, make_detector  # noqa: E402
 from movies2scenes.video import FrameReader, probe, scaled_size  # noqa: E402
 
 TOL = 2
@@ -84,7 +86,7 @@ def run_one(path: str, detector: str, threshold, min_shot_frames: int, gradual: 
     t = time.perf_counter()
     reader = FrameReader(path, size)
     shots = list(detect_shots(iter(reader), info.fps, make_detector(detector, threshold, min_shot_frames), 1, size,
-                              512, max(64, 4 * min_shot_frames), gradual))
+                              512, max(64, 4 * min_shot_frames), gradual, min_shot_frames))
     dt = time.perf_counter() - t
     frames = shots[-1].end if shots else 0
     keyframes = [k for s in shots for k in s.keyframe_frames]
@@ -108,11 +110,11 @@ def cuts_table(title: str, items: dict[str, dict], detectors: list[str], min_sho
     print(f"\n{title}\n\n| detector | cuts found | false cuts | missed | hard-cut F1 | files with an error | f/s (median) |")
     print("|---|---|---|---|---|---|---|")
     rows = []
-    for det in detectors:
+    for det, gradual in [(d, g) for d in detectors for g in (False, True)]:
         tp = fp = fn = 0
         wrong, speeds = [], []
         for name, item in items.items():
-            res, fps = run_one(item["path"], det, None, min_shot_frames, True)
+            res, fps = run_one(item["path"], det, None, min_shot_frames, gradual)
             s = score(res["starts"], [], {"cuts": item["cuts"], "gradual": item.get("gradual", []), "flashes": []})
             tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["cuts"] - s["tp"]
             speeds.append(fps)
@@ -120,8 +122,8 @@ def cuts_table(title: str, items: dict[str, dict], detectors: list[str], min_sho
                 wrong.append(f"{name} ({', '.join(map(str, res['starts'][1:])) or 'no cut'})")
         p, r = tp / max(1, tp + fp), tp / max(1, tp + fn)
         f1 = 2 * p * r / max(1e-9, p + r) if tp + fp + fn else 1.0
-        rows.append({"detector": det, "tp": tp, "fp": fp, "fn": fn, "f1": f1, "wrong": wrong})
-        print(f"| {det} +gradual | {tp} | {fp} | {fn} | {f1:.3f} | {'; '.join(wrong) or '—'} | "
+        rows.append({"detector": det, "gradual_pass": gradual, "tp": tp, "fp": fp, "fn": fn, "f1": f1, "wrong": wrong})
+        print(f"| {label(det, gradual)} | {tp} | {fp} | {fn} | {f1:.3f} | {'; '.join(wrong) or '—'} | "
               f"{sorted(speeds)[len(speeds) // 2]:.0f} |", flush=True)
     return rows
 
@@ -161,21 +163,21 @@ def world(detectors: list[str], min_shot_frames: int, movies: int = 6, rate: flo
     print("\n| detector | hard-cut P | R | F1 | gradual found | gradual span P | R | F1 | keyframes in transitions |")
     print("|---|---|---|---|---|---|---|---|---|")
     out = []
-    for det in detectors:
+    for det, gradual in [(d, g) for d in detectors for g in (False, True)]:
         tot = {k: 0 for k in ("tp", "fp", "cuts", "gradual_found", "gradual", "spans", "spans_matched",
                               "keyframes_in_transitions")}
         for item in items.values():
-            res, _ = run_one(item["path"], det, None, min_shot_frames, True)
+            res, _ = run_one(item["path"], det, None, min_shot_frames, gradual)
             s = score(res["starts"], res["keyframes"], {"cuts": item["cuts"], "gradual": item["gradual"],
                                                         "flashes": []}, res["spans"])
             for k in tot:
                 tot[k] += s[k]
         p, r = tot["tp"] / max(1, tot["tp"] + tot["fp"]), tot["tp"] / max(1, tot["cuts"])
         sp, sr = tot["spans_matched"] / max(1, tot["spans"]), tot["spans_matched"] / max(1, tot["gradual"])
-        print(f"| {det} +gradual | {p:.3f} | {r:.3f} | {2 * p * r / max(1e-9, p + r):.3f} | "
+        print(f"| {label(det, gradual)} | {p:.3f} | {r:.3f} | {2 * p * r / max(1e-9, p + r):.3f} | "
               f"{tot['gradual_found']}/{tot['gradual']} | {sp:.2f} | {sr:.2f} | {2 * sp * sr / max(1e-9, sp + sr):.2f} | "
               f"{tot['keyframes_in_transitions']} |", flush=True)
-        out.append({"detector": det, **tot})
+        out.append({"detector": det, "gradual_pass": gradual, **tot})
     return out
 
 
@@ -248,6 +250,76 @@ def precision(detectors: list[str], min_shot_frames: int, clips: list | None = N
     return rows
 
 
+class Recording:
+    """A detector wrapper that records every cut the detector reports (before our post-rules)."""
+
+    def __init__(self, detector):
+        self.detector, self.cuts = detector, []
+        for name in ("lookahead", "handles_flashes", "min_scene_len"):
+            if hasattr(detector, name):
+                setattr(self, name, getattr(detector, name))
+
+    def process_frame(self, timecode, frame):
+        found = self.detector.process_frame(timecode, frame)
+        self.cuts += [int(c.frame_num) for c in found]
+        return found
+
+    def post_process(self, timecode):
+        found = self.detector.post_process(timecode)
+        self.cuts += [int(c.frame_num) for c in found]
+        return found
+
+
+def transnet_against_reference(path: str, model, gradual: bool = True) -> dict:
+    """One file: the wheel's ``predict_frames`` + ``predictions_to_scenes`` on our decoded frames
+    (48x27, as our detector feeds it) against our streaming detector inside ``detect_shots``
+    (min_shot_frames 1: the reference has no minimum). ``reference``: (first, last) frame range in
+    which each reference boundary's new shot may start (a transition of frames [i, j] ends a scene at
+    i and starts the next at j + 1; we report the frame after the run's peak). ``equal``: the same
+    number of cuts, each inside its range; ``removed``: the detector's cuts that are not boundaries
+    after our post-rules."""
+    import cv2
+    import torch
+
+    from movies2scenes.transnet import INPUT_SIZE, TransNetDetector
+
+    info = probe(path)
+    size = scaled_size(info.width, info.height, 128)
+    frames = list(FrameReader(path, size))
+    x = torch.from_numpy(np.stack([cv2.resize(f, INPUT_SIZE, interpolation=cv2.INTER_AREA) for f in frames]))
+    single, _ = model.predict_frames(x, quiet=True)
+    scenes = model.predictions_to_scenes(single.numpy())
+    reference = [(int(e) + 1, int(s2)) for (_, e), (s2, _) in zip(scenes[:-1], scenes[1:])]
+    det = Recording(TransNetDetector(None, 1, model=model))
+    splitter = ShotSplitter(info.fps, det, 1, None, 512, 64, gradual, 1)
+    shots = list(splitter.run(frames))
+    ours = sorted(det.cuts)
+    equal = len(ours) == len(reference) and all(a <= c <= b + 1 for c, (a, b) in zip(ours, reference))
+    starts = {s.start for s in shots}
+    why = {c: w for c, src, w in splitter.dropped if src == "detector"}
+    return {"frames": len(frames), "reference": reference, "ours": ours, "equal": equal,
+            "removed": {c: why.get(c, "?") for c in ours if c not in starts}, "boundaries": sorted(starts - {0})}
+
+
+def transnet_reference(fx: dict) -> list[dict]:
+    from movies2scenes.transnet import load_model
+
+    model = load_model("cpu")
+    files = {f"trailer.{k}": v for k, v in fx["files"].items()}
+    files.update({k: v["path"] for k, v in footage.registry_clips().items()})
+    print("\nTransNetV2: the wheel's predict_frames vs our streaming detector (same decoded frames), and the "
+          "detector's cuts our post-rules removed (dissolve pass on)\n")
+    print("| file | frames | reference cuts | ours | equal | removed by post-rules |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for name, path in files.items():
+        r = transnet_against_reference(path, model)
+        rows.append({"file": name, **r})
+        print(f"| {name} | {r['frames']} | {len(r['reference'])} | {len(r['ours'])} | {'yes' if r['equal'] else 'NO'} | "
+              f"{', '.join(f'{c} ({w})' for c, w in r['removed'].items()) or '—'} |", flush=True)
+    return rows
+
+
 def cli(fx: dict) -> list[dict]:
     """The `scenedetect` CLI as a user runs it (no detector named: its default), on the same files."""
     import csv
@@ -279,7 +351,8 @@ def cli(fx: dict) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["trailer", "registry", "world", "cli", "precision", "all"], default="trailer")
+    ap.add_argument("--part", choices=["trailer", "registry", "world", "cli", "precision", "transnet-reference", "all"],
+                    default="trailer")
     ap.add_argument("--detectors", nargs="*", default=list(SETTINGS))
     ap.add_argument("--min-shot-frames", type=int, default=4, help="PySceneDetect min_scene_len (default 4)")
     ap.add_argument("--files", nargs="*", help="only these trailer encodings (e.g. h264.mp4)")
@@ -299,6 +372,8 @@ def main() -> None:
         extra["cli"] = cli(fx)
     if args.part in ("precision", "all"):
         extra["precision"] = precision(args.detectors, args.min_shot_frames)
+    if args.part in ("transnet-reference", "all"):
+        extra["transnet_reference"] = transnet_reference(fx)
     if args.part != "all" and args.part != "trailer":
         if args.json:
             args.json.write_text(json.dumps(extra, indent=1))

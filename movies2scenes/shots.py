@@ -57,6 +57,17 @@ def make_detector(name: str, threshold: float | None = None, min_shot_frames: in
     return cls(**kwargs)
 
 
+def detector_min_shot(detector) -> int:
+    """The shortest shot a detector makes: its ``min_scene_len`` (TransNetV2, Adaptive), else what
+    PySceneDetect 0.7 keeps privately (Histogram/Hash ``_min_scene_len``, Content's flash filter
+    length), else 1."""
+    for value in (getattr(detector, "min_scene_len", None), getattr(detector, "_min_scene_len", None),
+                  getattr(getattr(detector, "_flash_filter", None), "_filter_length", None)):
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1
+
+
 def keyframe_positions(start: int, end: int, k: int) -> list[int]:
     """Frame indices of k evenly spaced keyframes in the shot [start, end) (end exclusive)."""
     length = end - start
@@ -393,7 +404,8 @@ class ShotSplitter:
     detector reports late, and no later report lands inside an already closed shot), the flash test
     sees the frames after c, and spans see their ramps. The rules never move a detector's cut; they
     drop it only when it is a flash inside a shot (:class:`FlashRule`), the second report of one fade
-    through black, or a fade-out that ends the film. A dissolve cut is added only away from every
+    through black, or a fade-out that ends the film (black after the cut, reached by dimming or
+    shorter than ``min_shot_frames``). A dissolve cut is added only away from every
     detector cut (``min_shot_frames`` and its run ± 3 frames).
     """
 
@@ -401,8 +413,7 @@ class ShotSplitter:
                  max_buffer: int = 512, lookahead: int = 64, gradual: bool = False, min_shot_frames: int | None = None):
         self.fps, self.detector, self.keyframes, self.keyframe_size = fps, detector, keyframes, keyframe_size
         self.lookahead = max(lookahead, getattr(detector, "lookahead", 0))  # TransNetV2 reports up to a window late
-        self.min_shot = max(1, min_shot_frames if min_shot_frames is not None else
-                            getattr(detector, "min_scene_len", None) or 1)
+        self.min_shot = max(1, min_shot_frames if min_shot_frames is not None else detector_min_shot(detector))
         self.max_len = max(4, int(round(2 * fps)))  # a transition lasts at most 2 s on each side of its cut
         self.fade_len = max(self.max_len, int(round(FADE_SECONDS * fps)))
         flash_max = max(1, min(FLASH_MAX, lookahead // 4))
@@ -417,6 +428,7 @@ class ShotSplitter:
         self.shot_start, self.n_shots, self.total = 0, 0, 0
         self.pending: tuple[int, int] | None = None  # (cut, first frame of its transition) into the current shot
         self.last_source = ""
+        self.dropped: list[tuple[int, str, str]] = []  # (frame, source, why) of every boundary not kept
 
     def run(self, frames: Iterable[np.ndarray]) -> Iterator[Shot]:
         from scenedetect.common import FrameTimecode
@@ -462,22 +474,41 @@ class ShotSplitter:
         self.detector_cuts = [c for c in self.detector_cuts if c >= horizon - self.delay]
 
     def _keep(self, b: Boundary, ending: bool) -> bool:
+        why = self._drop_reason(b, ending)
+        if why:
+            self.dropped.append((b.frame, b.source, why))
+        return not why
+
+    def _drop_reason(self, b: Boundary, ending: bool) -> str:
+        """Why boundary ``b`` is not a shot boundary ('' when it is)."""
         c, start = b.frame, self.shot_start
+        if c == start:
+            return "duplicate"
         if not start < c < self.total:
-            return False
+            return "outside the stream"
         if b.source == "detector":
             if self.flash is not None and self.flash.is_flash(c, self.sig):
-                return False
+                return "flash"
             if self.n_shots and self.last_source == "detector" and c - start <= 2 * self.max_len \
                     and fade_between(self.sig.luma, start, c):
-                return False  # the middle of a fade (out to black, then in): one transition, not a shot
-            if ending and self.total - c <= 2 * self.max_len and fade_between(self.sig.luma, c, self.total, tail=True):
-                return False  # the film ends fading out to black
-            return True
+                return "fade-middle"  # out to black, then in: one transition, not a shot of black
+            if ending and self.total - c <= 2 * self.max_len and fade_between(self.sig.luma, c, self.total, tail=True) \
+                    and (self.total - c < self.min_shot or self._dimming(c)):
+                return "fade-out-end"  # the film ends fading out to black (not a cut to a black shot of its own)
+            return ""
         first, last = b.span
         if c - start < self.min_shot:
-            return False
-        return not any(first - 3 <= d <= last + 3 or abs(d - c) < self.min_shot for d in self.detector_cuts)
+            return "dissolve-too-short"
+        if any(first - 3 <= d <= last + 3 or abs(d - c) < self.min_shot for d in self.detector_cuts):
+            return "dissolve-beside-detector-cut"
+        return ""
+
+    def _dimming(self, c: int) -> bool:
+        """Whether the picture is dimming around the cut at c (a ramp just before it or after it,
+        the cut's own step aside): a fade-out, not a hard cut to black."""
+        luma = self.sig.luma
+        frames = [j for j in range(c - 3, self.total) if j != c and j - 1 in luma and j in luma]
+        return any(luma[j - 1] >= DARK and luma[j] < luma[j - 1] - 1.5 for j in frames)
 
     def _resize(self, img: np.ndarray) -> np.ndarray:
         size = self.keyframe_size

@@ -243,3 +243,30 @@ def test_variable_frame_rate_timecodes_through_the_stage(tmp_path):
     assert worst_index_fps > 0.1  # frame / fps drifts (0.24 s here: durations 30–50 ms around 40)
     spans = [(r["transition_start"], r["transition_end"]) for r in index if r["transition_start"] >= 0]
     assert len(spans) >= 3, spans
+
+
+@pytest.mark.parametrize("name", ["trailer.h264.mp4", "trailer.mpeg2.ts", "face_noface.mov", "noface_face.mov", "a.mp4"])
+def test_transnet_equals_the_wheels_reference_and_keeps_every_cut(transnet, name):
+    """Issue 25: our streaming detector gives the cuts of the wheel's own predict_frames on the same
+    decoded frames (trailer encodings, real clips with a cut through a black frame and a fade-out
+    at the end), and detect_shots' post-rules — dissolve pass on — keep every true hard cut; what
+    they remove is named and is only ever a fade's second report or a fade-out's black tail. Every
+    encoding and clip: bench/shot_detection.py --part transnet-reference."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from shot_detection import transnet_against_reference
+
+    if name.startswith("trailer."):
+        path = footage.build()["files"][name.split(".", 1)[1]]
+    else:
+        clips = footage.registry_clips()
+        if name not in clips:
+            pytest.fail(f"{name} is not installed: run `make setup`")
+        path = clips[name]["path"]
+    r = transnet_against_reference(path, transnet)
+    assert r["equal"], (r["ours"], r["reference"])
+    # the only cuts of its a post-rule removes: the second report of one fade through black (the black
+    # between is not a shot) and a cut into the black tail of a film fading out — never a hard cut
+    assert set(r["removed"].values()) <= {"fade-middle", "fade-out-end"}, r
+    truth = footage.build()["truth"] if name.startswith("trailer.") else {"cuts": footage.registry_clips()[name]["cuts"]}
+    for cut in truth["cuts"]:
+        assert any(abs(cut - b) <= 1 for b in r["boundaries"]), (cut, r)
