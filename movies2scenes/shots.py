@@ -404,8 +404,9 @@ class ShotSplitter:
     detector reports late, and no later report lands inside an already closed shot), the flash test
     sees the frames after c, and spans see their ramps. The rules never move a detector's cut; they
     drop it only when it is a flash inside a shot (:class:`FlashRule`), the second report of one fade
-    through black, or a fade-out that ends the film (black after the cut, reached by dimming or
-    shorter than ``min_shot_frames``). A dissolve cut is added only away from every
+    through black, a fade-in from black that opens the film, or a fade-out that ends it (black
+    after the cut, reached by dimming or shorter than ``min_shot_frames``). ``dropped`` lists every
+    boundary not kept, with the reason. A dissolve cut is added only away from every
     detector cut (``min_shot_frames`` and its run ± 3 frames).
     """
 
@@ -492,6 +493,9 @@ class ShotSplitter:
             if self.n_shots and self.last_source == "detector" and c - start <= 2 * self.max_len \
                     and fade_between(self.sig.luma, start, c):
                 return "fade-middle"  # out to black, then in: one transition, not a shot of black
+            if not self.n_shots and c <= 2 * self.max_len and self.sig.luma.get(0, 255.0) < DARK \
+                    and fade_between(self.sig.luma, 0, c):
+                return "fade-in-start"  # the film opens fading in from black (no shot of black before it)
             if ending and self.total - c <= 2 * self.max_len and fade_between(self.sig.luma, c, self.total, tail=True) \
                     and (self.total - c < self.min_shot or self._dimming(c)):
                 return "fade-out-end"  # the film ends fading out to black (not a cut to a black shot of its own)

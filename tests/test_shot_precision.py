@@ -223,3 +223,19 @@ def test_music_video_dissolve_pass_adds_no_short_shot():
         starts[gradual] = [s.start for s in shots]
         assert min(s.num_frames for s in shots) >= 15, sorted(s.num_frames for s in shots)[:3]
     assert starts[True] == starts[False]
+
+
+def test_a_films_opening_fade_in_is_not_a_shot_of_black(corpus):
+    """TransNetV2 marks the end of a fade-in from black as a transition (frame 6 of the 10-frame
+    fade-in, 16 of the 30-frame one); at the start of a film there is no shot before it, so the
+    boundary is dropped and named. The same rule leaves a cut after real picture alone."""
+    from movies2scenes.shots import ShotSplitter
+
+    for name, cut in (("fade_in_10", 6), ("fade_in_30", 16)):
+        clip = corpus[name]
+        splitter = ShotSplitter(clip.fps, LateDetector([cut], 20, lookahead=100), 1, None, 512, 64, True, 4)
+        assert [s.start for s in splitter.run(iter(clip.frames))] == [0]
+        assert splitter.dropped == [(cut, "detector", "fade-in-start")]
+    clip = corpus["fade_then_cut"]
+    splitter = ShotSplitter(clip.fps, LateDetector([100], 20, lookahead=100), 1, None, 512, 64, True, 4)
+    assert [s.start for s in splitter.run(iter(clip.frames))] == [0, 100] and splitter.dropped == []
