@@ -357,26 +357,30 @@ class DissolveFinder:
 
     def test(self, start: int, end: int, sig: Signals) -> tuple[int, int, int] | None:
         """Whether frames [start, end) are a dissolve from frame start − 1 to frame end."""
-        if not 3 <= end - start <= self.max_run:
-            return None
-        if any(sig.luma.get(j, 255.0) < DARK for j in range(start - 1, end + 1)):
-            return None
-        a, b = sig.fine.get(start - 1), sig.fine.get(end)
-        frames = [sig.fine.get(j) for j in range(start, end)]
-        if a is None or b is None or any(f is None for f in frames):
-            return None
-        apart = float(np.abs(a - b).mean())
-        r = correlation(a, b)
-        if apart < 8.0 or r is None or r > SAME_PICTURE:
-            return None
-        weights, residuals = blend_fit(frames, a, b)
-        if max(residuals) > BLEND_RESIDUAL * apart:
-            return None
-        if any(w2 > w1 + 0.1 for w1, w2 in zip(weights, weights[1:])) or weights[0] - weights[-1] < 0.5:
-            return None
-        if steadiness([a] + frames + [b]) < STEADY:
+        if not 3 <= end - start <= self.max_run or not is_dissolve(sig, start, end):
             return None
         return (start + end) // 2, start, end - 1
+
+
+def is_dissolve(sig: Signals, start: int, end: int) -> bool:
+    """Whether frames [start, end) are a dissolve from frame start − 1 to frame end (the tests of
+    :class:`DissolveFinder`)."""
+    if any(sig.luma.get(j, 255.0) < DARK for j in range(start - 1, end + 1)):
+        return False
+    a, b = sig.fine.get(start - 1), sig.fine.get(end)
+    frames = [sig.fine.get(j) for j in range(start, end)]
+    if a is None or b is None or not frames or any(f is None for f in frames):
+        return False
+    apart = float(np.abs(a - b).mean())
+    r = correlation(a, b)
+    if apart < 8.0 or r is None or r > SAME_PICTURE:
+        return False
+    weights, residuals = blend_fit(frames, a, b)
+    if max(residuals) > BLEND_RESIDUAL * apart:
+        return False
+    if any(w2 > w1 + 0.1 for w1, w2 in zip(weights, weights[1:])) or weights[0] - weights[-1] < 0.5:
+        return False
+    return steadiness([a] + frames + [b]) >= STEADY
 
 
 def _choose(frames: list[tuple[int, np.ndarray]], start: int, end: int, k: int):
@@ -404,7 +408,8 @@ class ShotSplitter:
     detector reports late, and no later report lands inside an already closed shot), the flash test
     sees the frames after c, and spans see their ramps. The rules never move a detector's cut; they
     drop it only when it is a flash inside a shot (:class:`FlashRule`), the second report of one fade
-    through black, a fade-in from black that opens the film, or a fade-out that ends it (black
+    through black or of one dissolve (every frame since the first report a blend of the pictures on
+    either side: :func:`is_dissolve`), a fade-in from black that opens the film, or a fade-out that ends it (black
     after the cut, reached by dimming or shorter than ``min_shot_frames``). ``dropped`` lists every
     boundary not kept, with the reason. A dissolve cut is added only away from every
     detector cut (``min_shot_frames`` and its run ± 3 frames).
@@ -493,6 +498,9 @@ class ShotSplitter:
             if self.n_shots and self.last_source == "detector" and c - start <= 2 * self.max_len \
                     and fade_between(self.sig.luma, start, c):
                 return "fade-middle"  # out to black, then in: one transition, not a shot of black
+            if self.n_shots and self.last_source == "detector" and 2 <= c - start <= self.max_len \
+                    and is_dissolve(self.sig, start, c):
+                return "dissolve-middle"  # both ends of one dissolve reported: not a shot of blended frames
             if not self.n_shots and c <= 2 * self.max_len and self.sig.luma.get(0, 255.0) < DARK \
                     and fade_between(self.sig.luma, 0, c):
                 return "fade-in-start"  # the film opens fading in from black (no shot of black before it)

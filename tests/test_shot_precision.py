@@ -239,3 +239,20 @@ def test_a_films_opening_fade_in_is_not_a_shot_of_black(corpus):
     clip = corpus["fade_then_cut"]
     splitter = ShotSplitter(clip.fps, LateDetector([100], 20, lookahead=100), 1, None, 512, 64, True, 4)
     assert [s.start for s in splitter.run(iter(clip.frames))] == [0, 100] and splitter.dropped == []
+
+
+def test_both_ends_of_one_dissolve_reported_make_one_boundary():
+    """A detector that cuts at both ends of an 8-frame dissolve (frames 96–103, as the content
+    detector does on the demo world's short dissolves) would leave a "shot" of blended frames whose
+    keyframe is inside the transition: the second report is dropped and named, the first stays where
+    it was reported, the span covers the dissolve and no keyframe falls inside it."""
+    from movies2scenes.shots import ShotSplitter
+
+    frames = _moving_shots()
+    splitter = ShotSplitter(25.0, LateDetector([60, 96, 104, 160], 10, lookahead=100), 1, None, 512, 64, True, 4)
+    shots = list(splitter.run(iter(frames)))
+    assert [s.start for s in shots] == [0, 60, 96, 160]
+    assert [d for d in splitter.dropped if d[1] == "detector"] == [(104, "detector", "dissolve-middle")]
+    assert {d[2] for d in splitter.dropped if d[1] == "dissolve"} <= {"dissolve-beside-detector-cut"}
+    assert shots[2].transition_in is not None and shots[2].transition_in[1] >= 103
+    assert not [k for s in shots for k in s.keyframe_frames if 96 <= k <= 103]
