@@ -256,3 +256,18 @@ def test_both_ends_of_one_dissolve_reported_make_one_boundary():
     assert {d[2] for d in splitter.dropped if d[1] == "dissolve"} <= {"dissolve-beside-detector-cut"}
     assert shots[2].transition_in is not None and shots[2].transition_in[1] >= 103
     assert not [k for s in shots for k in s.keyframe_frames if 96 <= k <= 103]
+
+
+def test_a_dissolve_the_detector_cut_at_its_end_gets_the_dissolve_as_its_span():
+    """The detector reports the 8-frame dissolve (96–103) at its last frame + 1 (104), as the
+    adaptive detector does on the trailer: the boundary stays at 104, the dissolve run the pass
+    found becomes that boundary's span, and no keyframe (3 per shot) falls inside it."""
+    from movies2scenes.shots import ShotSplitter
+
+    frames = _moving_shots()
+    splitter = ShotSplitter(25.0, LateDetector([60, 104, 160], 10, lookahead=100), 3, None, 512, 64, True, 4)
+    shots = list(splitter.run(iter(frames)))
+    assert [s.start for s in shots] == [0, 60, 104, 160]
+    span = shots[2].transition_in
+    assert span is not None and span[0] <= 97, span
+    assert not [k for s in shots for k in s.keyframe_frames if 96 <= k <= 103]
