@@ -1,16 +1,22 @@
 """Cut detection and keyframe choice in one sequential pass over a video's frames.
 
 A PySceneDetect detector (Content by default; Adaptive, Histogram, Hash selectable) or TransNetV2
-(:mod:`movies2scenes.transnet`, the same interface) sees every frame once, in order. In the same pass we hold the frames of the current shot and, when a cut is
-reported, choose that shot's k keyframes: evenly spaced, frame ``start + floor((i + 0.5) * L / k)``
-for i = 0..k-1 of a shot of L frames (k = 1: the middle frame).
+(:mod:`movies2scenes.transnet`, the same interface) sees every frame once, in order. In the same
+pass we hold the frames of the current shot and, when a boundary is decided, choose that shot's k
+keyframes: evenly spaced, frame ``start + floor((i + 0.5) * L / k)`` for i = 0..k-1 of the shot's
+L frames outside its transitions (k = 1: the middle frame).
 
-Detectors may report a cut a few frames after it happened (Adaptive looks ahead); frames at or
-after the reported cut stay in the buffer for the next shot, so the delay changes nothing.
+:class:`ShotSplitter` decides each boundary ``delay`` frames after it (the detector's lookahead +
+the longest transition span): detectors report cuts late (Adaptive looks ahead, TransNetV2 up to
+100 frames), and the post-rules — :class:`FlashRule`, the fade and dissolve merges, the opening
+fade-in and closing fade-out, :class:`DissolveFinder` for dissolves the detector missed — need
+the frames on both sides. Frames at or after an undecided boundary stay in the buffer for the
+next shot, so the delay changes nothing.
 
-Memory is bounded: a shot longer than ``max_buffer + lookahead`` frames keeps only every 2^j-th
-of its older frames (the store is halved whenever it fills); its keyframes are then the retained
+Memory is bounded: a shot longer than ``max_buffer + delay`` frames keeps only every 2^j-th of
+its older frames (the store is halved whenever it fills); its keyframes are then the retained
 frames nearest to the ideal positions. Shorter shots (the normal case) get the exact positions.
+The per-frame signals are kept for the same window and around the current shot's start.
 """
 
 from __future__ import annotations
