@@ -120,3 +120,18 @@ class LateDetector:
 
         n = timecode.frame_num
         return [FrameTimecode(c, 10.0) for c in self.cuts if c + self.delay >= n]
+
+
+def tiny_export(folder: Path) -> Path:
+    """A tiny exported scene encoder (ViT-tiny, 32 px, 3 shots per scene) under ``folder/export``."""
+    import torch
+
+    from movies2scenes.config import ViTConfig
+    from movies2scenes.export import export_scene_encoder
+    from movies2scenes.models.vit import create_scene_vit, save_vit
+
+    torch.manual_seed(0)
+    tiny = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+    save_vit(create_scene_vit(tiny).vit, tiny, folder / "enc", shots_per_scene=3)
+    export_scene_encoder(folder / "enc", folder / "export", {"name": "test"})
+    return folder / "export"

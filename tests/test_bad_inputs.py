@@ -39,6 +39,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import tiny_export as _tiny_export
+
 from pipelines.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -343,20 +345,6 @@ def test_search_arguments_are_checked(tmp_path, capsys):
     assert "-k must be >= 1" in capsys.readouterr().err
     assert main(["search", str(idx), "--query", str(q), "--at", "x:abc"]) == 2
     assert "'abc' is not a time in seconds" in capsys.readouterr().err
-
-
-def _tiny_export(folder: Path) -> Path:
-    import torch
-
-    from movies2scenes.config import ViTConfig
-    from movies2scenes.export import export_scene_encoder
-    from movies2scenes.models.vit import create_scene_vit, save_vit
-
-    torch.manual_seed(0)
-    tiny = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
-    save_vit(create_scene_vit(tiny).vit, tiny, folder / "enc", shots_per_scene=3)
-    export_scene_encoder(folder / "enc", folder / "export", {"name": "test"})
-    return folder / "export"
 
 
 @pytest.mark.parametrize("edit,why", [

