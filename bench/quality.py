@@ -33,6 +33,11 @@ set-ups, scene types, a recurring cast — and the probes scene type and charact
 * ``ImageNet E_shot, scene head: S`` — the ImageNet MobileNetV2 as a frozen E_shot: its features
   feed the movie encoder, mining and a scene head (group ``imagenet``).
 
+Issue 26 adds (group ``factorised``; prepared, not yet run): ``factorised: S`` and ``ImageNet
+E_shot, factorised: S`` — the factorised encoder with a frozen backbone
+(``models/factorised.py``: the mean of the shot features + a zero-initialised temporal-transformer
+residual), trained on the same mined pairs as the scene head rows.
+
 When every row asked for is one that never reads E_shot (raw pixels, ImageNet mean, ImageNet
 E_shot), the base run stops after detect-shots (no E_shot is trained for it).
 
@@ -46,7 +51,7 @@ in ``CELL/quality.json``, so a killed bench resumes. Output: a markdown table (m
 and ``WORK/WORLD/results.json``.
 
     python bench/quality.py [--world demo|large|film-demo|film-large] [--seeds 0 1 2]
-                            [--groups main baselines scale n long init equal head imagenet] [--rows NAME ...]
+                            [--groups main baselines scale n long init equal head imagenet factorised] [--rows NAME ...]
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ WORLDS = {
 # film grammar (issue 16): the same worlds with camera set-ups, scene types and a recurring cast
 WORLDS |= {f"film-{k}": v + ["demo_world.grammar=film"] for k, v in list(WORLDS.items())}
 SOURCES = ["random", "genre", "synopsis", "cowatch", "genre_synopsis", "kg"]
-GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head", "imagenet"]
+GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head", "imagenet", "factorised"]
 PROBE_SPLITS = 5
 
 
@@ -109,6 +114,10 @@ def rows(groups: list[str]) -> list[dict]:
         out += [{"name": f"scene head: {s}", "kind": "scene_head", "source": s} for s in ("random", "genre", "cowatch")]
     if "imagenet" in groups:  # the ImageNet network as a frozen E_shot: movie encoder, mining, scene head on it
         out += [{"name": f"ImageNet E_shot, scene head: {s}", "kind": "imagenet_head", "source": s}
+                for s in ("random", "genre", "cowatch")]
+    if "factorised" in groups:  # issue 26: mean of the shot features + a zero-initialised temporal residual
+        out += [{"name": f"factorised: {s}", "kind": "factorised", "source": s} for s in ("random", "genre", "cowatch")]
+        out += [{"name": f"ImageNet E_shot, factorised: {s}", "kind": "imagenet_factorised", "source": s}
                 for s in ("random", "genre", "cowatch")]
     if "init" in groups:  # the scene ViT = E_shot's architecture (64 px), starting from E_shot's weights
         like_shot = ["scene_encoder.init=shot_encoder", "scene_encoder.model.img_size=64"]
@@ -328,7 +337,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     started = time.time()
     cell.mkdir(parents=True, exist_ok=True)
     shot_features = base / "shot_features"
-    if row["kind"] == "imagenet_head":  # the ImageNet network as a frozen E_shot for every later stage
+    if row["kind"] in ("imagenet_head", "imagenet_factorised"):  # the ImageNet network as a frozen E_shot for every later stage
         shot_features = imagenet_shot_features(base)
     for stage, target in (("shots", base / "shots"), ("shot_encoder", base / "shot_encoder"),
                           ("shot_features", shot_features)):
@@ -349,14 +358,16 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         per_shot = baseline_features(base, row["kind"], shots, tasks)
         result["dim"] = int(next(iter(per_shot.values())).shape[1])
         embed = lambda clips: clip_means(per_shot.__getitem__, clips)  # noqa: E731
-    elif row["kind"] in ("scene_head", "imagenet_head"):
+    elif row["kind"] in ("scene_head", "imagenet_head", "factorised", "imagenet_factorised"):
         import pyarrow.parquet as pq
 
+        from movies2scenes.models.factorised import embed_windows, train_factorised
         from movies2scenes.models.scene_head import embed_scenes, train_scene_head
 
         sibling = cell.parent / f"pairs-{row['source']}-s{seed}"  # the same seed's scene-ViT cell mined the same pairs
         for stage in ("movie_pairs", "movie_encoder", "scene_pairs"):
-            if row["kind"] == "scene_head" and (sibling / stage / "DONE.json").is_file() and not (cell / stage).exists():
+            if row["kind"] in ("scene_head", "factorised") and (sibling / stage / "DONE.json").is_file() \
+                    and not (cell / stage).exists():
                 shutil.copytree(sibling / stage, cell / stage, ignore=shutil.ignore_patterns("checkpoints"))
         for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs):  # no-ops where copied
             if stage.run(cfg) != 0:
@@ -367,12 +378,14 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         pairs = pq.read_table(cell / "scene_pairs" / "pairs.parquet").to_pylist()
         window = lambda m, i: np.asarray(feats.movie(m)[i:i + n], np.float32)  # noqa: E731
         t = time.time()
-        head = train_scene_head(np.stack([window(r["movie_a"], r["start_a"]) for r in pairs]),
-                                np.stack([window(r["movie_b"], r["start_b"]) for r in pairs]), seed=seed)
+        train, embed_with = ((train_factorised, embed_windows) if row["kind"].endswith("factorised")
+                             else (train_scene_head, embed_scenes))
+        head = train(np.stack([window(r["movie_a"], r["start_a"]) for r in pairs]),
+                     np.stack([window(r["movie_b"], r["start_b"]) for r in pairs]), seed=seed)
         result |= {"scene_pairs": len(pairs), "steps": 300, "train_s": round(time.time() - t, 1),
                    **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
-        embed = lambda clips: embed_scenes(head, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
-                                                  for m, a, b in clips])
+        embed = lambda clips: embed_with(head, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
+                                                for m, a, b in clips])
     elif row["kind"] == "shot_mean":
         feats = ShotFeatures(base / "shot_features")
         embed = lambda clips: clip_means(feats.movie, clips)  # noqa: E731

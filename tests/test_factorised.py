@@ -84,3 +84,22 @@ def test_pixels_through_a_frozen_backbone_start_at_the_shot_mean():
     enc(x).sum().backward()
     assert all(p.grad is None for p in backbone.parameters())
     assert enc.temporal.out.weight.grad is not None and enc.temporal.out.weight.grad.abs().sum() > 0
+
+
+def test_trained_on_pairs_it_moves_off_the_mean_and_embeds_any_length():
+    """train_factorised on feature windows of paired scenes (the frozen-backbone case): seeded (same
+    result twice), its output differs from the mean after training, and clips of other lengths embed."""
+    import numpy as np
+
+    from movies2scenes.models.factorised import embed_windows, train_factorised
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(40, 1, 12)).astype(np.float32)
+    a = base + 0.3 * rng.normal(size=(40, 5, 12)).astype(np.float32)
+    b = base + 0.3 * rng.normal(size=(40, 5, 12)).astype(np.float32)
+    enc = train_factorised(a, b, steps=30, batch=16, seed=1)
+    again = train_factorised(a, b, steps=30, batch=16, seed=1)
+    clips = [a[0], a[1][:3], np.concatenate([a[2], a[3]])]
+    e = embed_windows(enc, clips)
+    assert e.shape == (3, 12) and np.array_equal(e, embed_windows(again, clips))
+    assert not np.allclose(e[0], a[0].mean(0), atol=1e-4)

@@ -113,3 +113,42 @@ class FactorisedSceneEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.temporal(self.shot_tokens(x))
+
+
+def train_factorised(scenes_a, scenes_b, steps: int = 300, batch: int = 64, lr: float = 1e-3, seed: int = 0,
+                     depth: int = 2, heads: int = 4, proj_dim: int = 128) -> TemporalResidual:
+    """A frozen-backbone factorised encoder trained on (P, n, d) shot-feature windows of the two
+    scenes of P mined pairs: symmetric InfoNCE (the scene head's pair loss) on a projection of its
+    output, both directions; seeded, CPU-cheap. Returns the encoder (the projection is dropped, as
+    a MoCo head is), which starts — and, where training finds nothing, stays near — the mean."""
+    import numpy as np
+
+    from .scene_head import pair_loss
+
+    if len(scenes_a) != len(scenes_b) or len(scenes_a) < 2:
+        raise ValueError(f"need two aligned sets of at least 2 scenes, got {len(scenes_a)} and {len(scenes_b)}")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    xa = torch.from_numpy(np.asarray(scenes_a, np.float32))
+    xb = torch.from_numpy(np.asarray(scenes_b, np.float32))
+    enc = TemporalResidual(xa.shape[2], xa.shape[1], depth, heads)
+    proj = nn.Sequential(nn.Linear(xa.shape[2], 256), nn.GELU(), nn.Linear(256, proj_dim))
+    opt = torch.optim.AdamW([*enc.parameters(), *proj.parameters()], lr=lr, weight_decay=0.05)
+    for _ in range(steps):
+        idx = torch.randperm(len(xa), generator=g)[:batch]
+        swap = torch.rand(len(idx), generator=g) < 0.5
+        a = torch.where(swap[:, None, None], xb[idx], xa[idx])
+        b = torch.where(swap[:, None, None], xa[idx], xb[idx])
+        loss = pair_loss(proj(enc(a)), proj(enc(b)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return enc.eval()
+
+
+@torch.no_grad()
+def embed_windows(enc: TemporalResidual, clips) -> "np.ndarray":
+    """Embeddings of shot-feature clips of any length (each (n_i, d))."""
+    import numpy as np
+
+    return np.stack([enc(torch.from_numpy(np.asarray(x, np.float32))[None])[0].numpy() for x in clips])
