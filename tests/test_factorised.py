@@ -9,9 +9,10 @@ from movies2scenes.models.factorised import FactorisedSceneEncoder, TemporalResi
 
 
 @pytest.mark.parametrize("n", [1, 3, 9, 14])
-def test_untrained_encoder_is_exactly_the_mean(n):
+@pytest.mark.parametrize("width", [None, 16])
+def test_untrained_encoder_is_exactly_the_mean(n, width):
     torch.manual_seed(0)
-    enc = TemporalResidual(48, shots=9).eval()
+    enc = TemporalResidual(48, shots=9, width=width).eval()
     tokens = torch.randn(5, n, 48)
     assert torch.equal(enc(tokens), tokens.mean(1))
 

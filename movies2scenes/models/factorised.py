@@ -45,14 +45,19 @@ class TemporalResidual(nn.Module):
     """Shot tokens (B, n, dim) → (B, dim): their mean + a zero-initialised residual from a small
     transformer (timm ``Block``s) over the tokens with a learned embedding of shot positions."""
 
-    def __init__(self, dim: int, shots: int = 9, depth: int = 2, heads: int = 4, mlp_ratio: float = 2.0):
+    def __init__(self, dim: int, shots: int = 9, depth: int = 2, heads: int = 4, mlp_ratio: float = 2.0,
+                 width: int | None = None):
         super().__init__()
-        heads = max(h for h in range(1, heads + 1) if dim % h == 0)  # at most ``heads``, dividing dim
-        self.pos = nn.Parameter(torch.zeros(1, shots, dim))
+        # wide features (1280-d ImageNet) are read at ``width``: the transformer costs O(width²) per
+        # shot; its zero-initialised output projection maps back to ``dim``, so step 0 is still the mean
+        width = dim if width is None else min(width, dim)
+        self.inp = nn.Linear(dim, width) if width < dim else nn.Identity()
+        heads = max(h for h in range(1, heads + 1) if width % h == 0)  # at most ``heads``, dividing width
+        self.pos = nn.Parameter(torch.zeros(1, shots, width))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
-        self.out = nn.Linear(dim, dim)
+        self.blocks = nn.Sequential(*[Block(width, heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, dim)
         nn.init.zeros_(self.out.weight)  # step 0: the residual is exactly 0, the output the mean
         nn.init.zeros_(self.out.bias)
         self.num_features = dim
@@ -71,6 +76,7 @@ class TemporalResidual(nn.Module):
         return out
 
     def residual(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = self.inp(tokens)
         h = tokens + self.positions(tokens, mask)
         if mask is None:
             h = self.blocks(h)
@@ -116,7 +122,7 @@ class FactorisedSceneEncoder(nn.Module):
 
 
 def train_factorised(scenes_a, scenes_b, steps: int = 300, batch: int = 64, lr: float = 1e-3, seed: int = 0,
-                     depth: int = 2, heads: int = 4, proj_dim: int = 128) -> TemporalResidual:
+                     depth: int = 2, heads: int = 4, proj_dim: int = 128, width: int = 256) -> TemporalResidual:
     """A frozen-backbone factorised encoder trained on (P, n, d) shot-feature windows of the two
     scenes of P mined pairs: symmetric InfoNCE (the scene head's pair loss) on a projection of its
     output, both directions; seeded, CPU-cheap. Returns the encoder (the projection is dropped, as
@@ -131,7 +137,7 @@ def train_factorised(scenes_a, scenes_b, steps: int = 300, batch: int = 64, lr: 
     torch.manual_seed(seed)
     xa = torch.from_numpy(np.asarray(scenes_a, np.float32))
     xb = torch.from_numpy(np.asarray(scenes_b, np.float32))
-    enc = TemporalResidual(xa.shape[2], xa.shape[1], depth, heads)
+    enc = TemporalResidual(xa.shape[2], xa.shape[1], depth, heads, width=width)
     proj = nn.Sequential(nn.Linear(xa.shape[2], 256), nn.GELU(), nn.Linear(256, proj_dim))
     opt = torch.optim.AdamW([*enc.parameters(), *proj.parameters()], lr=lr, weight_decay=0.05)
     for _ in range(steps):
