@@ -31,7 +31,7 @@ def corpus() -> dict[str, footage.CorpusClip]:
     return {c.name: c for c in footage.precision_corpus()}
 
 
-def _starts(clip, detector="content", gradual=True, min_shot=15, keyframes=1):
+def _shots(clip, detector="content", gradual=True, min_shot=15, keyframes=1):
     shots = list(detect_shots(iter(clip.frames), clip.fps, make_detector(detector, None, min_shot), keyframes, None,
                               512, max(64, 4 * min_shot), gradual, min_shot))
     return shots
@@ -51,12 +51,12 @@ def test_no_cut_in_continuous_footage(corpus):
     for name, clip in corpus.items():
         if not clip.continuous or name.startswith("default.mp4"):  # an animated test pattern (test_real_footage)
             continue
-        on = [s.start for s in _starts(clip)[1:]]
-        off = [s.start for s in _starts(clip, gradual=False)[1:]]
+        on = [s.start for s in _shots(clip)[1:]]
+        off = [s.start for s in _shots(clip, gradual=False)[1:]]
         if on != off or (on and name not in CONTENT_OWN):
             wrong[name] = (on, off)
     assert not wrong, wrong
-    assert [s.start for s in _starts(corpus["pan_burst"], detector="adaptive")[1:]] == []
+    assert [s.start for s in _shots(corpus["pan_burst"], detector="adaptive")[1:]] == []
 
 
 def test_dissolve_pass_refuses_motion_fades_and_light_but_takes_a_dissolve():
@@ -133,7 +133,7 @@ def test_fade_into_a_hard_cut_is_one_transition_with_its_whole_span(corpus):
         clip = corpus[name]
         (a, b), cut = clip.spans[0], clip.cuts[0]
         for gradual in (True, False):
-            shots = _starts(clip, gradual=gradual, keyframes=3)
+            shots = _shots(clip, gradual=gradual, keyframes=3)
             assert [s.start for s in shots] == [0, cut], (name, gradual, [s.start for s in shots])
             span = shots[1].transition_in
             assert span is not None and abs(span[0] - a) <= 2 and b <= span[1] <= cut, (name, span)
@@ -260,8 +260,8 @@ def test_both_ends_of_one_dissolve_reported_make_one_boundary():
 
 def test_a_dissolve_the_detector_cut_at_its_end_gets_the_dissolve_as_its_span():
     """The detector reports the 8-frame dissolve (96–103) at its last frame + 1 (104), as the
-    adaptive detector does on the trailer: the boundary stays at 104, the dissolve run the pass
-    found becomes that boundary's span, and no keyframe (3 per shot) falls inside it."""
+    adaptive detector does on the trailer: the boundary stays at 104 (the pass's own dissolve cut
+    beside it is not added), the span covers the dissolve, and no keyframe (3 per shot) falls inside it."""
     from movies2scenes.shots import ShotSplitter
 
     frames = _moving_shots()

@@ -126,29 +126,14 @@ def train_factorised(scenes_a, scenes_b, steps: int = 300, batch: int = 64, lr: 
     """A frozen-backbone factorised encoder trained on (P, n, d) shot-feature windows of the two
     scenes of P mined pairs: symmetric InfoNCE (the scene head's pair loss) on a projection of its
     output, both directions; seeded, CPU-cheap. Returns the encoder (the projection is dropped, as
-    a MoCo head is), which starts — and, where training finds nothing, stays near — the mean."""
-    import numpy as np
+    a MoCo head is), which starts exactly at the mean."""
+    from .scene_head import fit_pairs
 
-    from .scene_head import pair_loss
-
-    if len(scenes_a) != len(scenes_b) or len(scenes_a) < 2:
-        raise ValueError(f"need two aligned sets of at least 2 scenes, got {len(scenes_a)} and {len(scenes_b)}")
-    g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    xa = torch.from_numpy(np.asarray(scenes_a, np.float32))
-    xb = torch.from_numpy(np.asarray(scenes_b, np.float32))
-    enc = TemporalResidual(xa.shape[2], xa.shape[1], depth, heads, width=width)
-    proj = nn.Sequential(nn.Linear(xa.shape[2], 256), nn.GELU(), nn.Linear(256, proj_dim))
-    opt = torch.optim.AdamW([*enc.parameters(), *proj.parameters()], lr=lr, weight_decay=0.05)
-    for _ in range(steps):
-        idx = torch.randperm(len(xa), generator=g)[:batch]
-        swap = torch.rand(len(idx), generator=g) < 0.5
-        a = torch.where(swap[:, None, None], xb[idx], xa[idx])
-        b = torch.where(swap[:, None, None], xa[idx], xb[idx])
-        loss = pair_loss(proj(enc(a)), proj(enc(b)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    enc = TemporalResidual(scenes_a.shape[2], scenes_a.shape[1], depth, heads, width=width)
+    proj = nn.Sequential(nn.Linear(scenes_a.shape[2], 256), nn.GELU(), nn.Linear(256, proj_dim))
+    fit_pairs(lambda x: proj(enc(x)), [*enc.parameters(), *proj.parameters()], scenes_a, scenes_b, steps, batch,
+              lr, seed)
     return enc.eval()
 
 

@@ -55,25 +55,34 @@ def pair_loss(za: torch.Tensor, zb: torch.Tensor, temperature: float = 0.1) -> t
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
-def train_scene_head(scenes_a: np.ndarray, scenes_b: np.ndarray, steps: int = 300, batch: int = 64,
-                     lr: float = 1e-3, seed: int = 0, **kw) -> AttentionPoolHead:
-    """Train on (P, n, d) feature windows of the two scenes of P pairs; seeded, CPU-cheap."""
+def fit_pairs(score, params, scenes_a: np.ndarray, scenes_b: np.ndarray, steps: int, batch: int, lr: float,
+              seed: int) -> None:
+    """The pair-training loop the scene head and the factorised encoder share: ``score`` maps
+    (B, n, d) windows to the vectors the InfoNCE pair loss compares; seeded batches of pairs, both
+    directions, AdamW on ``params``."""
     if len(scenes_a) != len(scenes_b) or len(scenes_a) < 2:
         raise ValueError(f"need two aligned sets of at least 2 scenes, got {len(scenes_a)} and {len(scenes_b)}")
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    head = AttentionPoolHead(scenes_a.shape[2], **kw)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.05)
-    xa, xb = torch.from_numpy(scenes_a).float(), torch.from_numpy(scenes_b).float()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    xa = torch.from_numpy(np.asarray(scenes_a, np.float32))
+    xb = torch.from_numpy(np.asarray(scenes_b, np.float32))
     for _ in range(steps):
         idx = torch.randperm(len(xa), generator=g)[:batch]
         swap = torch.rand(len(idx), generator=g) < 0.5  # both directions, as the scene encoder
         a = torch.where(swap[:, None, None], xb[idx], xa[idx])
         b = torch.where(swap[:, None, None], xa[idx], xb[idx])
-        loss = pair_loss(head(a), head(b))
+        loss = pair_loss(score(a), score(b))
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+def train_scene_head(scenes_a: np.ndarray, scenes_b: np.ndarray, steps: int = 300, batch: int = 64,
+                     lr: float = 1e-3, seed: int = 0, **kw) -> AttentionPoolHead:
+    """Train on (P, n, d) feature windows of the two scenes of P pairs; seeded, CPU-cheap."""
+    torch.manual_seed(seed)
+    head = AttentionPoolHead(scenes_a.shape[2], **kw)
+    fit_pairs(head, head.parameters(), scenes_a, scenes_b, steps, batch, lr, seed)
     return head.eval()
 
 
