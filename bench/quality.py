@@ -33,10 +33,15 @@ set-ups, scene types, a recurring cast — and the probes scene type and charact
 * ``ImageNet E_shot, scene head: S`` — the ImageNet MobileNetV2 as a frozen E_shot: its features
   feed the movie encoder, mining and a scene head (group ``imagenet``).
 
-Issue 26 adds (group ``factorised``; prepared, not yet run): ``factorised: S`` and ``ImageNet
-E_shot, factorised: S`` — the factorised encoder with a frozen backbone
-(``models/factorised.py``: the mean of the shot features + a zero-initialised temporal-transformer
-residual), trained on the same mined pairs as the scene head rows.
+Issue 26 adds (group ``factorised``): ``factorised: S`` and ``ImageNet E_shot, factorised: S`` —
+train-scene-encoder with ``scene_encoder.arch=factorised`` (frozen backbone: the mean of the shot
+features + a zero-initialised temporal-transformer residual, ``models/factorised.py``), MoCo on the
+cell's own mined pairs, FACTORISED_TRAIN below, the drift guard ``keep: knn`` (the kNN monitor's
+best evaluation on held-out movies, step 0 = the mean included); ``…, keep last`` is the same
+training keeping its last step (the same trajectory: the monitor draws no random numbers). Both are
+measured on the stored shot features through the saved temporal residual (``load_temporal``; the
+export reads the same features from pixels). Group ``fscale``: ``factorised scale f`` — the
+co-watch factorised row (ImageNet E_shot) with a seeded fraction f of the pretraining movies.
 
 When every row asked for is one that never reads E_shot (raw pixels, ImageNet mean, ImageNet
 E_shot), the base run stops after detect-shots (no E_shot is trained for it).
@@ -51,7 +56,8 @@ in ``CELL/quality.json``, so a killed bench resumes. Output: a markdown table (m
 and ``WORK/WORLD/results.json``.
 
     python bench/quality.py [--world demo|large|film-demo|film-large] [--seeds 0 1 2]
-                            [--groups main baselines scale n long init equal head imagenet factorised] [--rows NAME ...]
+                            [--groups main baselines scale n long init equal head imagenet factorised fscale]
+                            [--rows NAME ...]
 """
 
 from __future__ import annotations
@@ -82,7 +88,10 @@ WORLDS = {
 # film grammar (issue 16): the same worlds with camera set-ups, scene types and a recurring cast
 WORLDS |= {f"film-{k}": v + ["demo_world.grammar=film"] for k, v in list(WORLDS.items())}
 SOURCES = ["random", "genre", "synopsis", "cowatch", "genre_synopsis", "kg"]
-GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head", "imagenet", "factorised"]
+GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head", "imagenet", "factorised", "fscale"]
+# the factorised rows' training (decided before their table was seen): the demo's scene-encoder
+# optimiser, 40 epochs of the mined pairs (the demo's scene ViT gets 10), the kNN monitor every 10 steps
+FACTORISED_TRAIN = ["scene_encoder.arch=factorised", "scene_encoder.train.epochs=40", "scene_encoder.train.knn_every=10"]
 PROBE_SPLITS = 5
 
 
@@ -116,9 +125,14 @@ def rows(groups: list[str]) -> list[dict]:
         out += [{"name": f"ImageNet E_shot, scene head: {s}", "kind": "imagenet_head", "source": s}
                 for s in ("random", "genre", "cowatch")]
     if "factorised" in groups:  # issue 26: mean of the shot features + a zero-initialised temporal residual
-        out += [{"name": f"factorised: {s}", "kind": "factorised", "source": s} for s in ("random", "genre", "cowatch")]
-        out += [{"name": f"ImageNet E_shot, factorised: {s}", "kind": "imagenet_factorised", "source": s}
-                for s in ("random", "genre", "cowatch")]
+        for prefix, kind in (("", "factorised"), ("ImageNet E_shot, ", "imagenet_factorised")):
+            for s in ("random", "genre", "cowatch"):
+                out += [{"name": f"{prefix}factorised: {s}", "kind": kind, "source": s, "set": FACTORISED_TRAIN},
+                        {"name": f"{prefix}factorised: {s}, keep last", "kind": kind, "source": s,
+                         "set": [*FACTORISED_TRAIN, "scene_encoder.factorised.keep=last"]}]
+    if "fscale" in groups:  # the co-watch factorised row on a fraction of the pretraining movies
+        out += [{"name": f"ImageNet E_shot, factorised scale {f}", "kind": "imagenet_factorised", "source": "cowatch",
+                 "fraction": f, "set": FACTORISED_TRAIN} for f in (0.25, 0.5)]
     if "init" in groups:  # the scene ViT = E_shot's architecture (64 px), starting from E_shot's weights
         like_shot = ["scene_encoder.init=shot_encoder", "scene_encoder.model.img_size=64"]
         out += [{"name": f"pairs: {s}, init E_shot", "kind": "trained", "source": s, "set": like_shot}
@@ -310,7 +324,8 @@ def imagenet_shot_features(base: Path) -> Path:
         rows.append(write_movie_features(out, movie, imagenet_per_shot(model, shots(movie))))
     write_index(out, rows)
     write_done(out, "extract_shot_features", "imagenet-mobilenet-v2-b0353104",
-               stage_input_hash(base / "shots" / "DONE.json"), {"movies": len(rows)}, started)
+               stage_input_hash(base / "shots" / "DONE.json"), {"movies": len(rows)}, started,
+               imported_from="torchvision ImageNet MobileNetV2 (bench/quality.py)")  # no E_shot made them
     return out
 
 
@@ -339,6 +354,10 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     shot_features = base / "shot_features"
     if row["kind"] in ("imagenet_head", "imagenet_factorised"):  # the ImageNet network as a frozen E_shot for every later stage
         shot_features = imagenet_shot_features(base)
+        done = json.loads((shot_features / "DONE.json").read_text())
+        if "imported_from" not in done:  # written before the record said so
+            done["imported_from"] = "torchvision ImageNet MobileNetV2 (bench/quality.py)"
+            (shot_features / "DONE.json").write_text(json.dumps(done, indent=1))
     for stage, target in (("shots", base / "shots"), ("shot_encoder", base / "shot_encoder"),
                           ("shot_features", shot_features)):
         if not os.path.lexists(cell / stage):
@@ -358,15 +377,33 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         per_shot = baseline_features(base, row["kind"], shots, tasks)
         result["dim"] = int(next(iter(per_shot.values())).shape[1])
         embed = lambda clips: clip_means(per_shot.__getitem__, clips)  # noqa: E731
-    elif row["kind"] in ("scene_head", "imagenet_head", "factorised", "imagenet_factorised"):
+    elif row["kind"] in ("factorised", "imagenet_factorised"):
+        from movies2scenes.models.factorised import embed_windows, load_temporal
+
+        for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs, train_scene_encoder):
+            if stage.run(cfg) != 0:
+                raise RuntimeError(f"{stage.__name__} failed in {cell}")
+        done_json = lambda s: json.loads((cell / s / "DONE.json").read_text())  # noqa: E731
+        metrics = json.loads((cell / "scene_encoder" / "metrics.json").read_text())
+        settings = json.loads((cell / "scene_encoder" / "movies2scenes.json").read_text())
+        temporal = load_temporal(cell / "scene_encoder", settings["temporal"])
+        feats = ShotFeatures(cell / "shot_features")
+        result |= {"scene_pairs": done_json("scene_pairs")["counts"]["scene_pairs"],
+                   "steps": done_json("scene_encoder")["counts"]["steps"],
+                   "train_s": done_json("scene_encoder")["elapsed_s"], "kept": metrics["kept"],
+                   "kept_step": metrics["kept"]["step"],
+                   "knn_history": metrics["knn"]["history"], "movie_auc": done_json("movie_encoder").get("heldout_auc"),
+                   **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
+        embed = lambda clips: embed_windows(temporal, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
+                                                       for m, a, b in clips])
+    elif row["kind"] in ("scene_head", "imagenet_head"):
         import pyarrow.parquet as pq
 
-        from movies2scenes.models.factorised import embed_windows, train_factorised
         from movies2scenes.models.scene_head import embed_scenes, train_scene_head
 
         sibling = cell.parent / f"pairs-{row['source']}-s{seed}"  # the same seed's scene-ViT cell mined the same pairs
         for stage in ("movie_pairs", "movie_encoder", "scene_pairs"):
-            if row["kind"] in ("scene_head", "factorised") and (sibling / stage / "DONE.json").is_file() \
+            if row["kind"] == "scene_head" and (sibling / stage / "DONE.json").is_file() \
                     and not (cell / stage).exists():
                 shutil.copytree(sibling / stage, cell / stage, ignore=shutil.ignore_patterns("checkpoints"))
         for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs):  # no-ops where copied
@@ -378,14 +415,12 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         pairs = pq.read_table(cell / "scene_pairs" / "pairs.parquet").to_pylist()
         window = lambda m, i: np.asarray(feats.movie(m)[i:i + n], np.float32)  # noqa: E731
         t = time.time()
-        train, embed_with = ((train_factorised, embed_windows) if row["kind"].endswith("factorised")
-                             else (train_scene_head, embed_scenes))
-        head = train(np.stack([window(r["movie_a"], r["start_a"]) for r in pairs]),
-                     np.stack([window(r["movie_b"], r["start_b"]) for r in pairs]), seed=seed)
+        head = train_scene_head(np.stack([window(r["movie_a"], r["start_a"]) for r in pairs]),
+                                np.stack([window(r["movie_b"], r["start_b"]) for r in pairs]), seed=seed)
         result |= {"scene_pairs": len(pairs), "steps": 300, "train_s": round(time.time() - t, 1),
                    **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
-        embed = lambda clips: embed_with(head, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
-                                                for m, a, b in clips])
+        embed = lambda clips: embed_scenes(head, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
+                                                  for m, a, b in clips])
     elif row["kind"] == "shot_mean":
         feats = ShotFeatures(base / "shot_features")
         embed = lambda clips: clip_means(feats.movie, clips)  # noqa: E731
@@ -425,8 +460,8 @@ COLUMNS = [("place_top1", "place top-1"), ("scene_type_top1", "scene type top-1"
            ("genre_map", "genre mAP"), ("p_at_1", "P@1"), ("p_at_5", "P@5"), ("p_at_10", "P@10"),
            ("boundary_ap", "boundary AP"), ("movie_auc", "movie AUC"), ("mined_precision", "mined-pair precision"),
            ("chance_precision", "random-scene precision"), ("scene_pairs", "scene pairs"),
-           ("steps", "steps"), ("train_s", "scene-encoder s")]
-INTEGER_COLUMNS = {"scene_pairs", "steps", "train_s"}
+           ("steps", "steps"), ("kept_step", "kept step"), ("train_s", "scene-encoder s")]
+INTEGER_COLUMNS = {"scene_pairs", "steps", "kept_step", "train_s"}
 
 
 def table(results: list[dict], order: list[str]) -> str:

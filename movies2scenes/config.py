@@ -224,9 +224,28 @@ class ScenePairsConfig:
 
 
 @dataclass
+class FactorisedConfig:
+    """``scene_encoder.arch: factorised`` (models/factorised.py): the mean of the shot features + a
+    zero-initialised residual from a small transformer over the n shot tokens."""
+
+    backbone: str = "frozen"  # frozen: trains on shot_features/ arrays (fine-tuning is not built)
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    width: int = 256  # the transformer's width (wider features are projected to it)
+    # the drift guard: "knn" keeps the query encoder at the kNN monitor's best evaluation on held-out
+    # movies, step 0 (= exactly the mean of the shot features) included; "last" keeps the last step
+    keep: str = "knn"
+
+
+@dataclass
 class SceneEncoderConfig:
     """Stage train_scene_encoder: MoCo on mined scene pairs (query scene, its partner as positive)."""
 
+    # joint: the paper's scene ViT over all n x k frames (``model``); factorised: the shot encoder's
+    # features + a temporal residual (``factorised``; ``model``, ``augment``, ``init`` unused)
+    arch: str = "joint"
+    factorised: FactorisedConfig = field(default_factory=FactorisedConfig)
     model: ViTConfig = field(default_factory=ViTConfig)  # n shots × k frames through one ViT
     moco: MoCoConfig = field(default_factory=MoCoConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(warmup_epochs=40.0))
@@ -238,6 +257,16 @@ class SceneEncoderConfig:
     shuffle_shards: int = 4  # pairs of this many training shards are shuffled together
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the encoder (CUDA; off on CPU)
+
+
+def scene_encoder_settings(sc: SceneEncoderConfig) -> dict:
+    """The settings that decide what train-scene-encoder writes (its config hash, the model card):
+    for ``joint`` everything but the factorised section (so runs made before ``arch`` existed keep
+    their hash); for ``factorised`` everything but the scene ViT's own settings, which it never reads."""
+    data = dataclasses.asdict(sc)
+    if sc.arch == "joint":
+        return {k: v for k, v in data.items() if k not in ("arch", "factorised")}
+    return {k: v for k, v in data.items() if k not in ("model", "augment", "init", "grad_checkpointing", "compile")}
 
 
 @dataclass
@@ -497,6 +526,14 @@ def _validate(cfg: Config) -> None:
         ("scene_encoder.moco.queue_size", se.moco.queue_size >= 1, "must be >= 1"),
         ("scene_encoder.train.batch_size", se.train.batch_size >= 1, "must be >= 1"),
         ("scene_encoder.shuffle_shards", se.shuffle_shards >= 1, "must be >= 1"),
+        ("scene_encoder.arch", se.arch in ("joint", "factorised"), f"must be joint or factorised, got {se.arch!r}"),
+        ("scene_encoder.factorised.backbone", se.factorised.backbone == "frozen",
+         f"must be frozen (a fine-tuned backbone is not implemented), got {se.factorised.backbone!r}"),
+        ("scene_encoder.factorised.keep", se.factorised.keep in ("knn", "last"),
+         f"must be knn or last, got {se.factorised.keep!r}"),
+        ("scene_encoder.factorised.depth", se.factorised.depth >= 1, "must be >= 1"),
+        ("scene_encoder.factorised.heads", se.factorised.heads >= 1, "must be >= 1"),
+        ("scene_encoder.factorised.width", se.factorised.width >= 1, "must be >= 1"),
         ("shot_encoder.init", cfg.shot_encoder.init == "random" or cfg.shot_encoder.init.endswith(WEIGHT_FILES),
          f"must be random or a weights file ({', '.join(WEIGHT_FILES)}), got {cfg.shot_encoder.init!r}"),
         ("scene_encoder.init", se.init in ("random", "shot_encoder") or se.init.endswith(WEIGHT_FILES),

@@ -262,3 +262,49 @@ class ScenePairStream(RecipeStream):
             x = _seeded(self.transform, scene_tensor(frames), np.random.default_rng(s + [tag]))
             out[name] = x.reshape(frames.shape[0], frames.shape[1], *x.shape[1:])
         return out
+
+
+# ----------------------------------------------------------------------------------------------
+# scene pairs as shot-feature windows (scene_encoder.arch: factorised, frozen backbone)
+
+
+class FeaturePairBatches:
+    """This process's share of an epoch of scene pairs as batches of shot-feature windows:
+    {"query", "key"}, each (B, n, d) float32, read from ``shot_features/`` (no decoding). The recipe
+    (order and direction of every pair) is :func:`epoch_scene_pairs`, the joint encoder's, and global
+    batch b is sliced between processes as :class:`RecipeStream` does. A pair's scenes are its rows
+    ``start_a`` / ``start_b`` … + n of each movie's feature matrix."""
+
+    def __init__(self, scene_dir: str | Path, features, shots_per_scene: int, batch_size: int, rank: int = 0,
+                 world: int = 1):
+        table = pq.read_table(Path(scene_dir) / "pairs.parquet",
+                              columns=["shard", "key", "movie_a", "start_a", "movie_b", "start_b"]).to_pylist()
+        self.sides = {(r["shard"], r["key"]): ((r["movie_a"], r["start_a"]), (r["movie_b"], r["start_b"]))
+                      for r in table}
+        self.features, self.n = features, shots_per_scene
+        self.batch, self.rank, self.world = batch_size, rank, world
+        for (shard, key), sides in self.sides.items():
+            for movie, start in sides:
+                if movie not in features.rows:
+                    raise ValueError(f"{Path(scene_dir) / 'pairs.parquet'}: pair {shard}/{key} uses movie {movie!r}, "
+                                     f"which has no shot features in {features.dir}")
+                if start < 0 or start + self.n > features.num_shots(movie):
+                    raise ValueError(f"{Path(scene_dir) / 'pairs.parquet'}: pair {shard}/{key} reads shots "
+                                     f"{start}..{start + self.n - 1} of {movie!r}, which has "
+                                     f"{features.num_shots(movie)} in {features.dir}")
+
+    def window(self, movie: str, start: int) -> np.ndarray:
+        return np.asarray(self.features.movie(movie)[start:start + self.n], np.float32)
+
+    def epoch(self, items: list[ScenePairItem], start_batch: int = 0):
+        """Batches ``start_batch``, … of the epoch whose recipe is ``items``."""
+        global_batch = self.batch * self.world
+        for b in range(start_batch, len(items) // global_batch):
+            base = b * global_batch + self.rank * self.batch
+            out = {"query": [], "key": []}
+            for item in items[base:base + self.batch]:
+                a, b_side = self.sides[(item.shard, item.key)]
+                q, k = (b_side, a) if item.swap else (a, b_side)
+                out["query"].append(self.window(*q))
+                out["key"].append(self.window(*k))
+            yield {name: torch.from_numpy(np.stack(v)) for name, v in out.items()}

@@ -9,7 +9,10 @@
 
 * ``movies2scenes.json`` — the scene settings: ``vit``, n shots per scene, k frames per shot, the
   shots stage's detection settings (``m2s embed`` uses them by default), the input layout;
-* ``README.md`` — a model card with Hub front matter (license, library_name: timm, tags, metrics).
+* ``README.md`` — a model card with Hub front matter (license, library_name: timm, tags, metrics);
+* ``scene_encoder.arch: factorised`` only: ``temporal.safetensors`` and ``arch``/``temporal`` in
+  movies2scenes.json; ``model.safetensors`` is then the frozen *shot* backbone (see
+  ``models/factorised.py``).
 
 The scene encoder (any number of shots n and frames per shot k) loads with
 ``movies2scenes.load_scene_encoder(path)``.
@@ -25,7 +28,17 @@ from pathlib import Path
 import torch
 
 from .config import RUNTIME_KEYS
-from .models.vit import SETTINGS_FILE, SceneViT, checked_vit_config, create_vit, read_model_config, timm_config
+from .models.factorised import TEMPORAL_FILE, FactorisedSceneEncoder, load_temporal
+from .models.vit import (
+    SETTINGS_FILE,
+    ModelFileError,
+    SceneViT,
+    checked_vit_config,
+    create_vit,
+    load_vit,
+    read_model_config,
+    timm_config,
+)
 from .store import atomic_path, write_json
 
 INPUT_LAYOUT = "(B, n shots, k frames, 3, H, W); (B, 3, H, W) = one frame"
@@ -36,11 +49,22 @@ def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dic
     card. ``card``: name, version, license, shots (the shots stage's settings), frames_per_shot,
     data summary, config and metrics (free-form dicts). Returns the settings (movies2scenes.json)."""
     src, out = Path(encoder_dir), Path(out_dir)
+    if not (src / "config.json").is_file() and (src / TEMPORAL_FILE).is_file():
+        raise ModelFileError(f"{src}: a factorised scene encoder trained on imported shot features has no pixel "
+                             f"backbone to export; use its {TEMPORAL_FILE} on your own shot features "
+                             "(movies2scenes.models.factorised.load_temporal)")
     meta = read_model_config(src)
     cfg = checked_vit_config(src, meta)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors") as tmp:
         shutil.copyfile(src / "model.safetensors", tmp)
+    factorised = meta.get("arch", "joint") == "factorised"
+    if not factorised:
+        (out / TEMPORAL_FILE).unlink(missing_ok=True)  # an earlier factorised export's
+    else:
+        load_temporal(src, meta.get("temporal"))  # checked against its weights before it is copied
+        with atomic_path(out / TEMPORAL_FILE) as tmp:
+            shutil.copyfile(src / TEMPORAL_FILE, tmp)
     timm_cfg = timm_config(cfg, meta["num_features"])
     shots = {k: v for k, v in card.get("shots", {}).items() if k not in RUNTIME_KEYS}
     settings = {
@@ -53,6 +77,8 @@ def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dic
         "input_layout": INPUT_LAYOUT,
         "movies2scenes": card.get("version", ""),
     }
+    if factorised:
+        settings |= {"arch": "factorised", "temporal": meta["temporal"]}
     write_json(out / "config.json", timm_cfg)
     write_json(out / SETTINGS_FILE, settings)
     with atomic_path(out / "README.md") as tmp:
@@ -94,6 +120,22 @@ def _front_matter(settings: dict, card: dict) -> list[str]:
     return ["---", data.to_yaml(), "---", ""]
 
 
+DESCRIPTION_JOINT = [
+    "A frozen **scene encoder** pretrained with Movies2Scenes (Chen et al., CVPR 2023) by the",
+    "`movies2scenes` pipeline: a timm ViT that reads n shots × k keyframes as one token sequence",
+    "(positional embedding resampled from one frame's grid), trained by MoCo on similar scene pairs",
+    "mined from similar movies. Output: one embedding per scene (the class token, no projection head).",
+]
+DESCRIPTION_FACTORISED = [
+    "A frozen **factorised scene encoder** pretrained with Movies2Scenes (Chen et al., CVPR 2023) by the",
+    "`movies2scenes` pipeline: each shot's k keyframes through the shot backbone below (frozen; the mean",
+    "of its frames is the shot's token), then the mean of the n shot tokens plus a residual from a",
+    f"small transformer over them (`{TEMPORAL_FILE}`), trained by MoCo on similar scene pairs mined",
+    "from similar movies. Output: one embedding per scene (no projection head). The architecture and",
+    "`local-dir:` path below are the single-frame *shot* backbone's.",
+]
+
+
 def model_card(timm_cfg: dict, settings: dict, card: dict) -> str:
     def block(title: str, data) -> str:
         return f"## {title}\n\n```json\n{json.dumps(data, indent=2, sort_keys=True)}\n```\n"
@@ -103,10 +145,7 @@ def model_card(timm_cfg: dict, settings: dict, card: dict) -> str:
     return "\n".join(_front_matter(settings, card) + [
         f"# {settings['name']}",
         "",
-        "A frozen **scene encoder** pretrained with Movies2Scenes (Chen et al., CVPR 2023) by the",
-        "`movies2scenes` pipeline: a timm ViT that reads n shots × k keyframes as one token sequence",
-        "(positional embedding resampled from one frame's grid), trained by MoCo on similar scene pairs",
-        "mined from similar movies. Output: one embedding per scene (the class token, no projection head).",
+        *(DESCRIPTION_FACTORISED if settings.get("arch") == "factorised" else DESCRIPTION_JOINT),
         "",
         f"* architecture: `{timm_cfg['architecture']}` {timm_cfg['model_args']}",
         f"* trained on scenes of n = {n} shots × k = {k} keyframe(s), {size} px; any n and k work at inference",
@@ -150,11 +189,22 @@ def model_card(timm_cfg: dict, settings: dict, card: dict) -> str:
     ])
 
 
-def load_scene_encoder(path: str | Path, device: str | torch.device = "cpu") -> SceneViT:
-    """The exported (or trained) scene encoder at ``path``, frozen and in eval mode."""
+def load_scene_encoder(path: str | Path, device: str | torch.device = "cpu") -> SceneViT | FactorisedSceneEncoder:
+    """The exported (or trained) scene encoder at ``path``, frozen and in eval mode: a
+    :class:`SceneViT` (``arch`` joint) or a :class:`FactorisedSceneEncoder` (its backbone + temporal
+    residual). Both take (B, n, k, 3, H, W) at ``encoder.input_size`` px and return (B, num_features)."""
     from safetensors.torch import load_file
 
     path = Path(path)
+    meta = read_model_config(path)
+    if meta.get("arch", "joint") == "factorised":
+        if not (path / "model.safetensors").is_file():
+            raise ModelFileError(f"{path}: a factorised scene encoder trained on imported shot features has no "
+                                 f"pixel backbone (no model.safetensors); read its {TEMPORAL_FILE} with "
+                                 "movies2scenes.models.factorised.load_temporal and feed it your (B, n, d) shot features")
+        backbone = load_vit(path)
+        temporal = load_temporal(path, meta.get("temporal"))
+        return FactorisedSceneEncoder(backbone, temporal, int(meta["vit"]["img_size"])).to(device).eval()
     model = SceneViT(create_vit(checked_vit_config(path)))  # config checked against the weights first
     model.vit.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.to(device).eval().requires_grad_(False)

@@ -29,6 +29,11 @@ def topk_accuracy(logits: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[st
     return {f"acc{k}": a / 100 for k, a in zip(ks, accuracy(logits, target, topk=ks))}
 
 
+def spread(starts: list[int], per_movie: int) -> list[int]:
+    """Up to ``per_movie`` of ``starts``, evenly spread from the first to the last."""
+    return [starts[i] for i in np.unique(np.linspace(0, len(starts) - 1, min(per_movie, len(starts))).round().astype(int))]
+
+
 def probe_items(shots_dir: str | Path, movies: dict[str, list[tuple[str, str]]], shards: list[str],
                 size: int, per_movie: int, shots_per_item: int = 0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Eval views of up to ``per_movie`` items of each probe shard's movie: (views, label, is_query).
@@ -49,7 +54,7 @@ def probe_items(shots_dir: str | Path, movies: dict[str, list[tuple[str, str]]],
         starts = list(range(0, len(keys) - n + 1, n))
         if len(starts) < 2:
             continue
-        pick = [starts[i] for i in np.unique(np.linspace(0, len(starts) - 1, min(per_movie, len(starts))).round().astype(int))]
+        pick = spread(starts, per_movie)
         for j, s in enumerate(pick):
             frames = [decode_keyframes(samples[keys[t]]) for t in range(s, s + n)]  # each (k, h, w, 3)
             if shots_per_item:
@@ -117,4 +122,32 @@ def make_knn_monitor(shots_dir: Path, train_movies: set[str], size: int, movies_
     chosen = held[:movies_wanted] if len(held) >= 2 else order[:movies_wanted]
     views, labels, query = probe_items(shots_dir, movies, sorted(chosen), size, per_movie, shots_per_item)
     monitor = KnnMonitor(views, labels, query, held_out=len(held) >= 2)
+    return monitor if monitor.usable else None
+
+
+def make_feature_knn_monitor(features, train_movies: set[str], movies_wanted: int, per_movie: int, seed: int,
+                             shots_per_item: int) -> KnnMonitor | None:
+    """:func:`make_knn_monitor` for an encoder of shot-feature windows: the probe items are windows
+    of ``shots_per_item`` consecutive rows of ``shot_features/`` (views (P, n, d)), the same movie
+    choice (held-out first, seeded) and memory/query halves; None with fewer than 2 usable movies."""
+    rng = np.random.default_rng([seed, 77])
+    ids = sorted(features.movie_ids)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    held = [m for m in order if m not in train_movies]
+    chosen = sorted(held[:movies_wanted] if len(held) >= 2 else order[:movies_wanted])
+    n = shots_per_item
+    views, labels, query = [], [], []
+    for label, movie in enumerate(chosen):
+        starts = list(range(0, features.num_shots(movie) - n + 1, n))
+        if len(starts) < 2:
+            continue
+        pick = spread(starts, per_movie)
+        rows = features.movie(movie)
+        for j, s in enumerate(pick):
+            views.append(torch.from_numpy(np.asarray(rows[s:s + n], np.float32)))
+            labels.append(label)
+            query.append(j >= len(pick) / 2)
+    if not views:
+        return None
+    monitor = KnnMonitor(torch.stack(views), np.asarray(labels), np.asarray(query), held_out=len(held) >= 2)
     return monitor if monitor.usable else None

@@ -52,7 +52,7 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
                 device: str | torch.device = "cpu") -> tuple[np.ndarray, list[SceneWindow]]:
     """(embeddings (W, d) float32, windows) of one video. Raises ``VideoError`` for a bad file."""
     info = probe(path)
-    size = int(encoder.vit.patch_embed.img_size[0])
+    size = encoder.input_size
     work = scaled_size(info.width, info.height, shots.work_size or shots.keyframe_size)
     kf = scaled_size(info.width, info.height, max(size, shots.keyframe_size))
     detector = make_detector(shots.detector, shots.threshold, shots.min_shot_frames)

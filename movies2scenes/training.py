@@ -188,13 +188,15 @@ def optimizer_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor,
 
 def moco_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: int, total: int,
               steps_per_epoch: int, tr: TrainConfig, ckpt_dir: Path, stamp: str, last_ckpt: Path | None,
-              desc: str, unit: str, forward=None, monitor=None, resumed: dict | None = None) -> tuple[int, float, dict]:
+              desc: str, unit: str, forward=None, monitor=None, resumed: dict | None = None,
+              keep_best: "BestByKnn | None" = None) -> tuple[int, float, dict]:
     """The readable training loop both MoCo stages share: for each epoch from ``step``'s position,
     ``loader_for(epoch, start_batch)`` yields batches (dicts of tensors); forward (the model returns
     (loss, stats): contrastive acc1/acc5 and stage extras, logged as batch means), NaN guard, step,
     TensorBoard, progress (a bar on a terminal, plain lines in logs) with ``unit``/s, the kNN
     ``monitor`` (:class:`movies2scenes.monitor.KnnMonitor`) of the query encoder before training and
-    every ``tr.knn_every`` steps, checkpoints every ``tr.checkpoint_every`` steps and at the end.
+    every ``tr.knn_every`` steps (each offered to ``keep_best``, the factorised encoder's drift guard),
+    checkpoints every ``tr.checkpoint_every`` steps and at the end.
     ``resumed`` is the progress record of the checkpoint resumed from: its loss and logged values
     are the result when nothing is left to train. Returns (step, last loss, last logged values);
     logged["knn_history"] holds every kNN evaluation of this run as [step, top-1]."""
@@ -209,8 +211,11 @@ def moco_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: int
     monitor = monitor if main else None
 
     def knn() -> None:
-        top1 = monitor(accelerator.unwrap_model(model).encoder_q, accelerator.device)
+        encoder = accelerator.unwrap_model(model).encoder_q
+        top1 = monitor(encoder, accelerator.device)
         history.append([step, top1])
+        if keep_best is not None:
+            keep_best.offer(step, top1, encoder)
         accelerator.log({"knn_top1": top1, "knn_chance": monitor.chance}, step=step)
 
     if monitor is not None and step < total and not history:
@@ -262,3 +267,42 @@ def learning_metrics(logged: dict, queue_size: int, monitor) -> dict:
                       "probe_movies": monitor.movies, "probe_items": len(monitor.views),
                       "held_out": monitor.held_out}
     return out
+
+
+class BestByKnn:
+    """The drift guard of the factorised scene encoder: the query encoder's weights at the kNN
+    monitor's best evaluation (ties keep the earlier step, so an encoder that never beats its
+    step-0 level is kept at step 0), in ``file`` (safetensors, written atomically, with the run's
+    stamp, step and top-1 as metadata). A resumed run reads the file back when its stamp matches."""
+
+    def __init__(self, file: Path, stamp: str):
+        self.file, self.stamp = Path(file), stamp
+        self.step, self.top1 = None, float("-inf")
+        if self.file.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(self.file), framework="pt") as f:
+                meta = f.metadata() or {}
+            if meta.get("stamp") == stamp:
+                self.step, self.top1 = int(meta["step"]), float(meta["top1"])
+
+    def offer(self, step: int, top1: float, encoder: torch.nn.Module) -> None:
+        if top1 <= self.top1:
+            return
+        from safetensors.torch import save_file
+
+        from .store import atomic_path
+
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+        with atomic_path(self.file) as tmp:
+            save_file(state, str(tmp), metadata={"stamp": self.stamp, "step": str(step), "top1": repr(top1)})
+        self.step, self.top1 = step, top1
+
+    def restore(self, encoder: torch.nn.Module) -> None:
+        """Load the kept weights into ``encoder`` (nothing was kept: an error)."""
+        from safetensors.torch import load_file
+
+        if self.step is None:
+            raise RuntimeError(f"{self.file}: no kNN evaluation was kept")
+        encoder.load_state_dict(load_file(str(self.file)))

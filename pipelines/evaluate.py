@@ -144,7 +144,7 @@ def embed_clips(encoder, shots: ShotSamples, clips: list[tuple[str, int, int]], 
     """One embedding per (movie, start, end): the clip's keyframes as one scene (n = end − start).
     Movie by movie, each shot is read and transformed once however many clips overlap it; clips of
     equal length are batched together across movies."""
-    size = int(encoder.vit.patch_embed.img_size[0])
+    size = encoder.input_size
     tf = eval_transform(size)
     out: dict[tuple[str, int, int], np.ndarray] = {}
     pending: dict[int, list[tuple[tuple[str, int, int], torch.Tensor]]] = {}

@@ -14,8 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from movies2scenes import __version__
-from movies2scenes.config import Config, config_hash
+from movies2scenes.config import Config, config_hash, scene_encoder_settings
 from movies2scenes.export import export_scene_encoder
+from movies2scenes.models.factorised import TEMPORAL_FILE
 from movies2scenes.models.vit import SETTINGS_FILE
 from movies2scenes.store import read_json
 
@@ -62,7 +63,7 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
                 metrics[stage] = read_json(run_dir / stage / name)
     card = {"name": cfg.export.name, "version": __version__, "data": data, "license": cfg.export.license,
             "datasets": cfg.export.datasets, "shots": asdict(cfg.shots),
-            "config": {"scene_encoder": asdict(cfg.scene_encoder), "scene_pairs": asdict(cfg.scene_pairs),
+            "config": {"scene_encoder": scene_encoder_settings(cfg.scene_encoder), "scene_pairs": asdict(cfg.scene_pairs),
                        "shots": asdict(cfg.shots), "seed": cfg.seed},
             "metrics": metrics}
     seen, missing = set(), []
@@ -81,6 +82,8 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     card["pretraining_movies"] = None if missing else len(seen)
     config = export_scene_encoder(enc_dir, out, card)
     outputs = ["model.safetensors", "config.json", SETTINGS_FILE, "README.md"]
+    if config.get("arch") == "factorised":
+        outputs.append(TEMPORAL_FILE)
     if not missing:
         write_pretraining_movies(out, seen)
         outputs.append(PRETRAINING_FILE)

@@ -1,16 +1,27 @@
 """Stage train_scene_encoder: scene_pairs → run_dir/scene_encoder/.
 
-MoCo (``models/moco.py``, the pair form) on the mined scene pairs: the query is one scene of a pair
-(n shots × k keyframes through ``SceneViT``), its positive the other scene, negatives the queue. Keys
-are gathered from every process before they are enqueued. Data streams the training shards
-sequentially (``data.ScenePairStream``); an epoch's order is a seeded function of the epoch, so a
+MoCo (``models/moco.py``, the pair form) on the mined scene pairs: the query is one scene of a pair,
+its positive the other scene, negatives the queue. Keys are gathered from every process before they
+are enqueued. An epoch's order is a seeded function of the epoch (``data.epoch_scene_pairs``), so a
 resumed run sees exactly the batches an uninterrupted one would. Checkpoints, NaN guard,
-TensorBoard and progress as the shot encoder. Writes ``model.safetensors`` + ``config.json`` (the
-query encoder without its projection head — the product), ``head.safetensors``, ``metrics.json``.
+TensorBoard and progress as the shot encoder. Two architectures (``scene_encoder.arch``), each a
+:class:`SceneSource` — what the encoder is, what it reads, how it is saved:
+
+* :class:`JointScenes` (``joint``, the paper's): n shots × k keyframes through one ``SceneViT``,
+  streamed from the training shards (``data.ScenePairStream``);
+* :class:`FactorisedScenes` (``factorised``): the frozen shot backbone's features, read as windows
+  of ``shot_features/`` (no decoding), through ``models.factorised.TemporalResidual`` (the mean of
+  the shot features + a zero-initialised residual). Its drift guard (``factorised.keep: knn``) keeps
+  the weights of the kNN monitor's best evaluation on held-out movies, step 0 (= the mean) included.
+
+Writes ``model.safetensors`` + ``config.json`` + ``movies2scenes.json`` (the query encoder without
+its projection head — the product; factorised: the shot backbone, plus ``temporal.safetensors``),
+``head.safetensors``, ``metrics.json``.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,13 +29,28 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.data import ScenePairStream, epoch_scene_pairs, loader_workers, scene_pair_keys, train_transform
+from movies2scenes.config import Config, ConfigError, config_hash, scene_encoder_settings
+from movies2scenes.data import (
+    FeaturePairBatches,
+    ScenePairStream,
+    epoch_scene_pairs,
+    loader_workers,
+    scene_pair_keys,
+    train_transform,
+)
 from movies2scenes.models.moco import MoCo
-from movies2scenes.models.vit import create_scene_vit, read_model_config, save_vit
-from movies2scenes.store import read_json, remove_stale_tmp, write_json
-from movies2scenes.monitor import make_knn_monitor
-from movies2scenes.training import learning_metrics, make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine
+from movies2scenes.models.vit import SETTINGS_FILE, create_scene_vit, read_model_config, save_vit
+from movies2scenes.monitor import make_feature_knn_monitor, make_knn_monitor
+from movies2scenes.store import atomic_path, read_json, remove_stale_tmp, write_json
+from movies2scenes.training import (
+    BestByKnn,
+    learning_metrics,
+    make_accelerator,
+    make_optimizer,
+    moco_loop,
+    resume,
+    warmup_cosine,
+)
 
 from ._stage import MODEL_FILES, init_stamp, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
 
@@ -71,6 +97,140 @@ def run(cfg: Config, force: bool = False) -> int:
         return _run(cfg, force, exclusive=lock.exclusive)
 
 
+class JointScenes:
+    """``arch: joint``: the paper's scene ViT over the pixels of the training shards."""
+
+    def __init__(self, cfg: Config, n: int):
+        self.cfg, self.n = cfg, n
+        self.run_dir = Path(cfg.run_dir)
+        self.scene_dir = self.run_dir / "scene_pairs"
+        self.shards = scene_pair_keys(self.scene_dir)
+        self.num_pairs = sum(len(v) for v in self.shards.values())
+        self.rank, self.world, self.local_batch = 0, 1, 1
+
+    def inputs(self) -> list[Path]:
+        sc = self.cfg.scene_encoder
+        return [self.scene_dir / "DONE.json"] + ([self.run_dir / "shot_encoder" / "DONE.json"]
+                                                 if sc.init == "shot_encoder" else [])
+
+    def input_stamp(self) -> str:
+        return init_stamp(self.cfg.scene_encoder.init)
+
+    def place(self, rank: int, world: int, local_batch: int) -> None:
+        self.rank, self.world, self.local_batch = rank, world, local_batch
+
+    def encoder(self) -> torch.nn.Module:
+        return initial_encoder(self.cfg)
+
+    def batches(self, epoch: int, start: int):
+        sc = self.cfg.scene_encoder
+        items = epoch_scene_pairs(self.shards, epoch, self.cfg.seed, sc.shuffle_shards, sc.swap_sides)
+        stream = ScenePairStream(self.scene_dir, items, self.local_batch, self.rank, self.world,
+                                 train_transform(sc.model.img_size, sc.augment), self.cfg.seed, epoch, start,
+                                 cache_shards=sc.shuffle_shards + 1)
+        return DataLoader(stream, batch_size=self.local_batch, num_workers=loader_workers(sc.train.num_workers))
+
+    def monitor(self, train_movies: set[str]):
+        tr = self.cfg.scene_encoder.train
+        if not (self.run_dir / "shots" / "index.parquet").is_file():
+            return None
+        return make_knn_monitor(self.run_dir / "shots", train_movies, self.cfg.scene_encoder.model.img_size,
+                                tr.knn_movies, tr.knn_per_movie, self.cfg.seed, shots_per_item=self.n)
+
+    def keeper(self, ckpt_dir: Path, stamp: str) -> None:
+        return None
+
+    def describe(self) -> str:
+        return self.cfg.scene_encoder.model.arch
+
+    def save(self, encoder_q, out: Path) -> list[str]:
+        sc = self.cfg.scene_encoder
+        save_vit(encoder_q.vit, sc.model, out, stage=STAGE, moco=asdict(sc.moco), kind="scene",
+                 shots_per_scene=self.n)
+        return list(MODEL_FILES)
+
+
+class FactorisedScenes(JointScenes):
+    """``arch: factorised`` (frozen backbone): a temporal residual over windows of the shot
+    features; the saved encoder is the shot backbone that made them plus ``temporal.safetensors``."""
+
+    def __init__(self, cfg: Config, n: int):
+        from movies2scenes.features import ShotFeatures
+
+        super().__init__(cfg, n)
+        self.feature_dir = self.run_dir / "shot_features"
+        self.backbone_dir = self.run_dir / "shot_encoder"
+        if not (self.feature_dir / "DONE.json").is_file():
+            raise ConfigError(f"scene_encoder.arch=factorised reads shot features: {self.feature_dir}/DONE.json "
+                              "is missing (run extract-shot-features or import-shot-features first)")
+        self.imported = read_json(self.feature_dir / "DONE.json").get("imported_from")
+        self.features = ShotFeatures(self.feature_dir)
+        try:
+            self.pairs = FeaturePairBatches(self.scene_dir, self.features, n, 1)
+        except ValueError as e:
+            raise ConfigError(f"{e} (the scene pairs were mined on other shot features: rerun mine-scene-pairs)") from None
+
+    def inputs(self) -> list[Path]:
+        return [self.scene_dir / "DONE.json", self.feature_dir / "DONE.json"]
+
+    def input_stamp(self) -> str:
+        return ""
+
+    def place(self, rank: int, world: int, local_batch: int) -> None:
+        super().place(rank, world, local_batch)
+        self.pairs.rank, self.pairs.world, self.pairs.batch = rank, world, local_batch
+
+    def encoder(self) -> torch.nn.Module:
+        from movies2scenes.models.factorised import TemporalResidual
+
+        f = self.cfg.scene_encoder.factorised
+        return TemporalResidual(self.features.dim, self.n, f.depth, f.heads, f.mlp_ratio, width=f.width)
+
+    def batches(self, epoch: int, start: int):
+        sc = self.cfg.scene_encoder
+        items = epoch_scene_pairs(self.shards, epoch, self.cfg.seed, sc.shuffle_shards, sc.swap_sides)
+        return self.pairs.epoch(items, start)
+
+    def monitor(self, train_movies: set[str]):
+        tr = self.cfg.scene_encoder.train
+        return make_feature_knn_monitor(self.features, train_movies, tr.knn_movies, tr.knn_per_movie,
+                                        self.cfg.seed, self.n)
+
+    def keeper(self, ckpt_dir: Path, stamp: str) -> BestByKnn | None:
+        if self.cfg.scene_encoder.factorised.keep != "knn":
+            return None
+        return BestByKnn(ckpt_dir / "best-knn.safetensors", stamp)
+
+    def describe(self) -> str:
+        f = self.cfg.scene_encoder.factorised
+        return f"factorised ({self.features.dim}-d shot features, depth {f.depth}, width {f.width})"
+
+    def save(self, encoder_q, out: Path) -> list[str]:
+        import shutil
+
+        from movies2scenes.models.factorised import TEMPORAL_FILE, save_temporal
+
+        sc = self.cfg.scene_encoder
+        temporal = save_temporal(encoder_q, out)
+        settings = {"stage": STAGE, "moco": asdict(sc.moco), "kind": "scene", "arch": "factorised",
+                    "shots_per_scene": self.n, "temporal": temporal, "backbone": "frozen"}
+        if self.imported:  # no pixel backbone: the temporal residual works on the user's own features
+            for name in ("model.safetensors", "config.json"):
+                (out / name).unlink(missing_ok=True)
+            write_json(out / SETTINGS_FILE, settings | {"shot_features_imported_from": self.imported})
+            return [TEMPORAL_FILE, SETTINGS_FILE, "head.safetensors"]
+        backbone = read_model_config(self.backbone_dir)
+        for name in ("model.safetensors", "config.json"):  # the frozen backbone, as extract-shot-features read it
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(self.backbone_dir / name, tmp)
+        write_json(out / SETTINGS_FILE, {"vit": backbone["vit"], **settings})
+        return [*MODEL_FILES, TEMPORAL_FILE]
+
+
+def scene_source(cfg: Config, n: int) -> JointScenes:
+    return (FactorisedScenes if cfg.scene_encoder.arch == "factorised" else JointScenes)(cfg, n)
+
+
 def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     from accelerate.utils import set_seed
 
@@ -78,9 +238,12 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     run_dir = Path(cfg.run_dir)
     scene_dir, out = run_dir / "scene_pairs", run_dir / "scene_encoder"
     sc, tr = cfg.scene_encoder, cfg.scene_encoder.train
-    chash = config_hash({"scene_encoder": asdict(sc), "seed": cfg.seed})
-    inputs = [scene_dir / "DONE.json"] + ([run_dir / "shot_encoder" / "DONE.json"] if sc.init == "shot_encoder" else [])
-    input_hash = stage_input_hash(*inputs) + init_stamp(sc.init)
+    chash = config_hash({"scene_encoder": scene_encoder_settings(sc), "seed": cfg.seed})
+    if not (scene_dir / "DONE.json").is_file():
+        stage_input_hash(scene_dir / "DONE.json")  # the error naming the missing stage
+    n = int(read_json(scene_dir / "DONE.json").get("shots_per_scene", 0)) or cfg.scene_pairs.shots_per_scene
+    source = scene_source(cfg, n)
+    input_hash = stage_input_hash(*source.inputs()) + source.input_stamp()
     if not force and is_done(out, chash, input_hash):
         print(f"train-scene-encoder: {out} is up to date (DONE.json matches); nothing to do")
         return 0
@@ -92,9 +255,8 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     if tr.batch_size % world:
         raise ConfigError(f"scene_encoder.train.batch_size {tr.batch_size} is not divisible by the "
                           f"{world} processes")
-    local_batch = tr.batch_size // world
-    shards = scene_pair_keys(scene_dir)
-    num_pairs = sum(len(v) for v in shards.values())
+    source.place(rank, world, tr.batch_size // world)
+    num_pairs = source.num_pairs
     steps_per_epoch = num_pairs // tr.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"{num_pairs} scene pairs are too few for one batch of {tr.batch_size}: lower "
@@ -103,7 +265,7 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     warmup = int(tr.warmup_epochs * steps_per_epoch)
 
     set_seed(cfg.seed)  # identical initial weights on every rank
-    model = MoCo(initial_encoder(cfg), sc.moco.dim, sc.moco.mlp_hidden, sc.moco.queue_size,
+    model = MoCo(source.encoder(), sc.moco.dim, sc.moco.mlp_hidden, sc.moco.queue_size,
                  sc.moco.momentum, sc.moco.temperature, seed=cfg.seed).to(accelerator.device)
     optimizer = make_optimizer(model.parameters(), tr)  # fused AdamW when the model is on CUDA
     scheduler = warmup_cosine(optimizer, warmup, total)
@@ -116,41 +278,38 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     stamp = f"{chash}:{input_hash}"
     step, last_ckpt, resumed = resume(accelerator, ckpt_dir, stamp, force, "train-scene-encoder", total, scheduler)
     accelerator.init_trackers("scene_encoder", config={"lr": tr.lr, "batch_size": tr.batch_size,
-                                                       "arch": sc.model.arch, "steps": total})
-    transform = train_transform(sc.model.img_size, sc.augment)
-
-    def loader_for(epoch: int, start: int) -> DataLoader:
-        items = epoch_scene_pairs(shards, epoch, cfg.seed, sc.shuffle_shards, sc.swap_sides)
-        stream = ScenePairStream(scene_dir, items, local_batch, rank, world, transform, cfg.seed, epoch,
-                                 start, cache_shards=sc.shuffle_shards + 1)
-        return DataLoader(stream, batch_size=local_batch, num_workers=loader_workers(tr.num_workers))
-
-    n = int(read_json(scene_dir / "DONE.json").get("shots_per_scene", 0)) or cfg.scene_pairs.shots_per_scene
-    monitor = None
-    if tr.knn_every and accelerator.is_main_process and (run_dir / "shots" / "index.parquet").is_file():
-        monitor = make_knn_monitor(run_dir / "shots", set(scene_pair_movies(scene_dir)), sc.model.img_size,
-                                   tr.knn_movies, tr.knn_per_movie, cfg.seed, shots_per_item=n)
-    step, loss_value, logged = moco_loop(accelerator, model, optimizer, scheduler, loader_for, step=step,
+                                                       "arch": source.describe(), "steps": total})
+    monitor = source.monitor(set(scene_pair_movies(scene_dir))) if tr.knn_every and accelerator.is_main_process else None
+    keeper = source.keeper(ckpt_dir, stamp) if monitor is not None else None
+    step, loss_value, logged = moco_loop(accelerator, model, optimizer, scheduler, source.batches, step=step,
                                          total=total, steps_per_epoch=steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir,
                                          stamp=stamp, last_ckpt=last_ckpt, desc="scene encoder", unit="scenes",
-                                         forward=forward, monitor=monitor, resumed=resumed)
+                                         forward=forward, monitor=monitor, resumed=resumed, keep_best=keeper)
 
     if accelerator.is_main_process:
         from safetensors.torch import save_file
 
         inner = accelerator.unwrap_model(model)
-        save_vit(inner.encoder_q.vit, sc.model, out, stage=STAGE, moco=asdict(sc.moco), kind="scene",
-                 shots_per_scene=n)
+        kept = {"rule": "last", "step": step}
+        if keeper is not None and keeper.step is not None:
+            keeper.restore(inner.encoder_q)  # the drift guard: the kNN monitor's best step (0 = the mean)
+            kept = {"rule": "knn", "step": keeper.step, "knn_top1": keeper.top1, "last_step": step}
+        elif sc.arch == "factorised" and sc.factorised.keep == "knn":
+            print("train-scene-encoder: warning: no kNN monitor (knn_every = 0 or fewer than 2 probe movies); "
+                  "keeping the last step, not the kNN-chosen one", file=sys.stderr)
+        outputs = source.save(inner.encoder_q, out)
         save_file({k: v.detach().cpu().contiguous() for k, v in inner.head_q.state_dict().items()},
                   str(out / "head.safetensors"))
         write_json(out / "metrics.json", {"steps": step, "final_loss": loss_value, "steps_per_epoch": steps_per_epoch,
                                           "scene_pairs": num_pairs, "processes": world,
+                                          **({"kept": kept} if sc.arch == "factorised" else {}),
                                           **learning_metrics(logged, sc.moco.queue_size, monitor)})
         pretrained_on = write_pretraining_movies(out, scene_pair_movies(scene_dir))
         write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch,
-                                                   "scene_pairs": num_pairs}, started, outputs=MODEL_FILES,
+                                                   "scene_pairs": num_pairs}, started, outputs=outputs,
                    final_loss=loss_value, pretraining_movies=pretrained_on)
-        print(f"train-scene-encoder: {step} steps, final loss {loss_value:.4f} → {out}")
+        print(f"train-scene-encoder: {step} steps, final loss {loss_value:.4f} → {out}"
+              + (f" (kept step {kept['step']}: {kept['rule']})" if sc.arch == "factorised" else ""))
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: it closes the process group
     return 0

@@ -1,9 +1,16 @@
-"""The factorised scene encoder's model (issue 26, first part): at step 0 it is exactly the mean of
-its shot tokens, any number of shots works, padded shots change nothing, and training makes it see
-what a mean cannot (the order of shots)."""
+"""The factorised scene encoder (issue 26): at step 0 it is exactly the mean of its shot tokens, any
+number of shots works, padded shots change nothing, training makes it see what a mean cannot (the
+order of shots); the train-scene-encoder stage with ``scene_encoder.arch=factorised`` (kNN drift
+guard, export, pixels = features, resume after a kill)."""
 
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from movies2scenes.models.factorised import FactorisedSceneEncoder, TemporalResidual, resample_shot_positions
 
@@ -76,7 +83,7 @@ def test_pixels_through_a_frozen_backbone_start_at_the_shot_mean():
 
     torch.manual_seed(0)
     backbone = timm.create_model("resnet18", pretrained=False, num_classes=0).eval()
-    enc = FactorisedSceneEncoder(backbone, backbone.num_features, shots=3).eval()
+    enc = FactorisedSceneEncoder(backbone, TemporalResidual(backbone.num_features, shots=3), 32).eval()
     x = torch.randn(2, 3, 2, 3, 32, 32)  # 2 scenes of 3 shots x 2 frames
     with torch.no_grad():
         per_frame = backbone(x.flatten(0, 2)).reshape(2, 3, 2, -1)
@@ -87,20 +94,108 @@ def test_pixels_through_a_frozen_backbone_start_at_the_shot_mean():
     assert enc.temporal.out.weight.grad is not None and enc.temporal.out.weight.grad.abs().sum() > 0
 
 
-def test_trained_on_pairs_it_moves_off_the_mean_and_embeds_any_length():
-    """train_factorised on feature windows of paired scenes (the frozen-backbone case): seeded (same
-    result twice), its output differs from the mean after training, and clips of other lengths embed."""
-    import numpy as np
+def test_embed_windows_takes_clips_of_any_length():
+    """embed_windows (how the bench reads a saved residual over stored shot features): one row per
+    clip whatever its length; untrained, each row is the clip's mean."""
+    from movies2scenes.models.factorised import embed_windows
 
-    from movies2scenes.models.factorised import embed_windows, train_factorised
-
+    torch.manual_seed(0)
+    enc = TemporalResidual(12, shots=5).eval()
     rng = np.random.default_rng(0)
-    base = rng.normal(size=(40, 1, 12)).astype(np.float32)
-    a = base + 0.3 * rng.normal(size=(40, 5, 12)).astype(np.float32)
-    b = base + 0.3 * rng.normal(size=(40, 5, 12)).astype(np.float32)
-    enc = train_factorised(a, b, steps=30, batch=16, seed=1)
-    again = train_factorised(a, b, steps=30, batch=16, seed=1)
-    clips = [a[0], a[1][:3], np.concatenate([a[2], a[3]])]
+    clips = [rng.normal(size=(n, 12)).astype(np.float32) for n in (5, 3, 10, 1)]
     e = embed_windows(enc, clips)
-    assert e.shape == (3, 12) and np.array_equal(e, embed_windows(again, clips))
-    assert not np.allclose(e[0], a[0].mean(0), atol=1e-4)
+    assert e.shape == (4, 12)
+    np.testing.assert_allclose(e, np.stack([c.mean(0) for c in clips]), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# the stage (scene_encoder.arch=factorised, frozen backbone)
+
+ROOT = Path(__file__).resolve().parents[1]
+FACTORISED = ["scene_encoder.arch=factorised", "scene_encoder.train.max_steps=6", "scene_encoder.train.knn_every=2",
+              "scene_encoder.train.checkpoint_every=3", "scene_encoder.train.batch_size=4"]
+
+
+def _copy(mined_run, dest: Path) -> tuple[Path, list[str]]:
+    src, ov = mined_run
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("scene_encoder", "export"))
+    return dest, [o for o in ov if not o.startswith("run_dir=")] + [f"run_dir={dest}", *FACTORISED]
+
+
+@pytest.mark.slow
+def test_stage_trains_on_shot_features_keeps_the_knn_best_and_exports(mined_run, tmp_path):
+    """The stage trains on shot-feature windows (no decoding), keeps the kNN monitor's first best
+    evaluation (step 0 = the mean counts), exports backbone + temporal residual, and the exported
+    encoder on pixels gives what the kept residual gives on the stored shot features."""
+    from movies2scenes import load_scene_encoder
+    from movies2scenes.config import load
+    from movies2scenes.features import ShotFeatures
+    from movies2scenes.models.factorised import load_temporal
+    from pipelines import export, train_scene_encoder
+    from pipelines.evaluate import embed_clips
+    from pipelines.mine_scene_pairs import ShotSamples
+
+    run, ov = _copy(mined_run, tmp_path / "run")
+    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    assert train_scene_encoder.run(cfg) == 0
+    out = run / "scene_encoder"
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = metrics["knn"]["history"]
+    assert [s for s, _ in history] == [0, 2, 4, 6]
+    best = max(t for _, t in history)
+    assert metrics["kept"] == {"rule": "knn", "step": next(s for s, t in history if t == best), "knn_top1": best,
+                               "last_step": 6}
+    settings = json.loads((out / "movies2scenes.json").read_text())
+    assert settings["arch"] == "factorised" and settings["temporal"]["shots"] == 3
+    # the saved backbone is the shot encoder, unchanged
+    assert (out / "model.safetensors").read_bytes() == (run / "shot_encoder" / "model.safetensors").read_bytes()
+    assert train_scene_encoder.run(cfg) == 0  # a no-op
+    assert export.run(cfg) == 0
+    encoder = load_scene_encoder(run / "export")
+    assert "factorised" in (run / "export" / "README.md").read_text()
+    temporal = load_temporal(out, settings["temporal"])
+    feats = ShotFeatures(run / "shot_features")
+    movie = feats.movie_ids[0]
+    clips = [(movie, 0, 3), (movie, 1, 5)]
+    from_pixels = embed_clips(encoder, ShotSamples(run / "shots"), clips, 8)
+    with torch.no_grad():
+        from_features = np.stack([temporal(torch.from_numpy(np.asarray(feats.movie(m)[a:b], np.float32))[None])[0]
+                                  .numpy() for m, a, b in clips])
+    np.testing.assert_allclose(from_pixels, from_features, atol=2e-2 * np.abs(from_features).max())
+    if metrics["kept"]["step"] == 0:  # kept at the mean: exactly the mean of the shot features
+        mean = np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0) for m, a, b in clips])
+        np.testing.assert_array_equal(from_features, mean)
+
+
+@pytest.mark.slow
+def test_stage_keep_last_and_resume_after_kill(mined_run, tmp_path):
+    """keep=last keeps the last step's weights (they differ from the mean); a run killed at its
+    first checkpoint resumes to the same weights as an uninterrupted one — with keep=knn too
+    (the kept snapshot survives the kill)."""
+    from helpers import kill_when
+    from movies2scenes.config import load
+    from pipelines import train_scene_encoder
+
+    for keep in ("last", "knn"):
+        straight, ov = _copy(mined_run, tmp_path / f"a-{keep}")
+        killed, ov_k = _copy(mined_run, tmp_path / f"b-{keep}")
+        ov, ov_k = [*ov, f"scene_encoder.factorised.keep={keep}"], [*ov_k, f"scene_encoder.factorised.keep={keep}"]
+        assert train_scene_encoder.run(load([ROOT / "configs" / "demo.yaml"], ov)) == 0
+        kill_when(["train-scene-encoder", "-c", "configs/demo.yaml", *ov_k], ROOT,
+                  killed / "scene_encoder" / "checkpoints" / "checkpoint-00000003")
+        assert train_scene_encoder.run(load([ROOT / "configs" / "demo.yaml"], ov_k)) == 0
+        a = load_file(str(straight / "scene_encoder" / "temporal.safetensors"))
+        b = load_file(str(killed / "scene_encoder" / "temporal.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), keep
+        kept = json.loads((straight / "scene_encoder" / "metrics.json").read_text())["kept"]
+        if keep == "last":
+            assert kept == {"rule": "last", "step": 6} and a["out.weight"].abs().sum() > 0
+
+
+def test_factorised_settings_are_checked(tmp_path):
+    from movies2scenes.config import ConfigError, load
+
+    with pytest.raises(ConfigError, match="fine-tuned backbone is not implemented"):
+        load([ROOT / "configs" / "demo.yaml"], ["scene_encoder.arch=factorised", "scene_encoder.factorised.backbone=finetune"])
+    with pytest.raises(ConfigError, match="scene_encoder.arch must be joint or factorised"):
+        load([ROOT / "configs" / "demo.yaml"], ["scene_encoder.arch=vivit"])

@@ -1,4 +1,4 @@
-"""The factorised scene encoder (issue 26, first part: the model; not yet a training option).
+"""The factorised scene encoder (``scene_encoder.arch: factorised``).
 
 A scene of n shots × k frames is read in two steps: each frame through a *shot backbone* (E_shot,
 or any pretrained image model) → one token per shot (the mean of its k frames' features); then a
@@ -15,14 +15,23 @@ linearly resampled over shot positions for any other n (as SceneViT resamples it
 :class:`TemporalResidual` works on shot tokens directly (B, n, d) — the frozen-backbone case, which
 trains on ``shot_features/`` arrays with no decoding; :class:`FactorisedSceneEncoder` wraps a
 backbone for pixels (B, n, k, C, H, W), the input SceneViT takes.
+
+On disk (train-scene-encoder's folder and the export): the backbone as any saved model folder
+(``model.safetensors``, timm's ``config.json``, ``movies2scenes.json``, so ``local-dir:`` still loads
+the single-frame backbone) plus ``temporal.safetensors`` and a ``temporal`` section in
+``movies2scenes.json`` (:data:`TEMPORAL_FILE`, :func:`save_temporal`, :func:`load_temporal`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
+
+TEMPORAL_FILE = "temporal.safetensors"
 
 
 def resample_shot_positions(pos: torch.Tensor, n: int) -> torch.Tensor:
@@ -51,6 +60,8 @@ class TemporalResidual(nn.Module):
         # wide features (1280-d ImageNet) are read at ``width``: the transformer costs O(width²) per
         # shot; its zero-initialised output projection maps back to ``dim``, so step 0 is still the mean
         width = dim if width is None else min(width, dim)
+        self.settings = {"dim": dim, "shots": shots, "depth": depth, "heads": heads, "mlp_ratio": mlp_ratio,
+                         "width": width}
         self.inp = nn.Linear(dim, width) if width < dim else nn.Identity()
         heads = max(h for h in range(1, heads + 1) if width % h == 0)  # at most ``heads``, dividing width
         self.pos = nn.Parameter(torch.zeros(1, shots, width))
@@ -99,15 +110,16 @@ class FactorisedSceneEncoder(nn.Module):
     token, then :class:`TemporalResidual`. ``freeze_backbone``: the backbone's weights do not train
     (and run without building a graph)."""
 
-    def __init__(self, backbone: nn.Module, dim: int, shots: int = 9, depth: int = 2, heads: int = 4,
+    def __init__(self, backbone: nn.Module, temporal: TemporalResidual, input_size: int,
                  freeze_backbone: bool = True):
         super().__init__()
         self.backbone = backbone
-        self.temporal = TemporalResidual(dim, shots, depth, heads)
+        self.temporal = temporal
+        self.input_size = input_size  # the backbone's eval view (short side and centre crop, px)
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             backbone.requires_grad_(False)
-        self.num_features = dim
+        self.num_features = temporal.num_features
 
     def shot_tokens(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 6:
@@ -121,20 +133,46 @@ class FactorisedSceneEncoder(nn.Module):
         return self.temporal(self.shot_tokens(x))
 
 
-def train_factorised(scenes_a, scenes_b, steps: int = 300, batch: int = 64, lr: float = 1e-3, seed: int = 0,
-                     depth: int = 2, heads: int = 4, proj_dim: int = 128, width: int = 256) -> TemporalResidual:
-    """A frozen-backbone factorised encoder trained on (P, n, d) shot-feature windows of the two
-    scenes of P mined pairs: symmetric InfoNCE (the scene head's pair loss) on a projection of its
-    output, both directions; seeded, CPU-cheap. Returns the encoder (the projection is dropped, as
-    a MoCo head is), which starts exactly at the mean."""
-    from .scene_head import fit_pairs
+def save_temporal(temporal: TemporalResidual, out_dir: str | Path) -> dict:
+    """``temporal.safetensors`` (atomically) in ``out_dir``; returns the settings that rebuild it
+    (the ``temporal`` section of movies2scenes.json)."""
+    from safetensors.torch import save_file
 
-    torch.manual_seed(seed)
-    enc = TemporalResidual(scenes_a.shape[2], scenes_a.shape[1], depth, heads, width=width)
-    proj = nn.Sequential(nn.Linear(scenes_a.shape[2], 256), nn.GELU(), nn.Linear(256, proj_dim))
-    fit_pairs(lambda x: proj(enc(x)), [*enc.parameters(), *proj.parameters()], scenes_a, scenes_b, steps, batch,
-              lr, seed)
-    return enc.eval()
+    from ..store import atomic_path
+
+    state = {k: v.detach().cpu().contiguous() for k, v in temporal.state_dict().items()}
+    with atomic_path(Path(out_dir) / TEMPORAL_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    return dict(temporal.settings)
+
+
+def load_temporal(path: str | Path, settings: dict) -> TemporalResidual:
+    """The temporal residual saved in folder ``path`` with its ``settings``, frozen, in eval mode;
+    a settings section that does not match the weights is a ModelFileError naming both files."""
+    from safetensors.torch import load_file
+
+    from .vit import ModelFileError, shape_mismatches, weight_shapes
+
+    path = Path(path)
+    keys = ("dim", "shots", "depth", "heads", "mlp_ratio", "width")
+    if not isinstance(settings, dict) or any(not isinstance(settings.get(k), (int, float)) for k in keys):
+        raise ModelFileError(f"{path / 'movies2scenes.json'}: the temporal section needs numbers {', '.join(keys)}; "
+                             f"got {settings!r}")
+    shapes = weight_shapes(path / TEMPORAL_FILE)
+    depth = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
+    if depth != settings["depth"]:
+        raise ModelFileError(f"{path / 'movies2scenes.json'}: temporal.depth {settings['depth']} but "
+                             f"{path / TEMPORAL_FILE} holds {depth} blocks")
+    with torch.device("meta"):
+        skeleton = TemporalResidual(int(settings["dim"]), int(settings["shots"]), int(settings["depth"]),
+                                    int(settings["heads"]), float(settings["mlp_ratio"]), int(settings["width"]))
+    bad = shape_mismatches({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, shapes)
+    if bad:
+        raise ModelFileError(f"{path / 'movies2scenes.json'} does not match {path / TEMPORAL_FILE}: " + "; ".join(bad[:8]))
+    model = TemporalResidual(int(settings["dim"]), int(settings["shots"]), int(settings["depth"]),
+                             int(settings["heads"]), float(settings["mlp_ratio"]), int(settings["width"]))
+    model.load_state_dict(load_file(str(path / TEMPORAL_FILE)))
+    return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()

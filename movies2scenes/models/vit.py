@@ -246,6 +246,11 @@ class SceneViT(nn.Module):
         self.grad_checkpointing = grad_checkpointing
 
     @property
+    def input_size(self) -> int:
+        """The side of the square view each frame is read at (px)."""
+        return int(self.vit.patch_embed.img_size[0])
+
+    @property
     def grid(self) -> tuple[int, int]:
         return tuple(self.vit.patch_embed.grid_size)
 
