@@ -146,7 +146,7 @@ def m2s(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-NO_SHOT_ENCODER = {"pixels", "imagenet", "imagenet_head"}  # rows that never read E_shot or its features
+NO_SHOT_ENCODER = {"pixels", "imagenet", "imagenet_head", "imagenet_factorised"}  # rows that never read E_shot or its features
 
 
 def base_run(work: Path, world: str, shot_encoder: bool = True) -> Path:

@@ -229,6 +229,12 @@ def _summary(args) -> int:
                 print(f"  {'':<22} contrastive acc1 {m['acc1']:.3f} (chance {m.get('acc1_chance', 0):.2g})"
                       + (f", kNN movie top-1 {knn[0][1]:.3f} → {knn[-1][1]:.3f} (chance {m['knn']['chance']:.3f})"
                          if len(knn) >= 1 and isinstance(m['knn'].get('chance'), (int, float)) else ""))
+            kept = m.get("kept")
+            if isinstance(kept, dict) and kept.get("rule") == "knn":
+                print(f"  {'':<22} factorised: kept step {kept.get('step')} of {kept.get('last_step')} (best kNN "
+                      f"top-1 {kept.get('knn_top1', float('nan')):.3f}; step 0 = the shot-feature mean)")
+            elif isinstance(kept, dict):
+                print(f"  {'':<22} factorised: kept the last step ({kept.get('step')})")
         for report in (run / stage / "report" / "index.html", run / stage / "report.html"):
             if report.is_file():
                 print(f"  {'':<22} report: {report}")

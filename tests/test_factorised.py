@@ -150,6 +150,16 @@ def test_stage_trains_on_shot_features_keeps_the_knn_best_and_exports(mined_run,
     # the saved backbone is the shot encoder, unchanged
     assert (out / "model.safetensors").read_bytes() == (run / "shot_encoder" / "model.safetensors").read_bytes()
     assert train_scene_encoder.run(cfg) == 0  # a no-op
+    import argparse
+    import contextlib
+    import io
+
+    from pipelines.cli import _summary
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert _summary(argparse.Namespace(run_dir=str(run))) == 0
+    assert f"factorised: kept step {metrics['kept']['step']} of 6" in printed.getvalue()
     assert export.run(cfg) == 0
     encoder = load_scene_encoder(run / "export")
     assert "factorised" in (run / "export" / "README.md").read_text()
