@@ -141,9 +141,9 @@ def rows(groups: list[str]) -> list[dict]:
 
 
 def m2s(*args: str) -> None:
-    cmd = [str(Path(sys.executable).parent / "m2s"), *args]
+    cmd = [sys.executable, "-m", "pipelines.cli", *args]  # this checkout's code, not whatever `m2s` is installed
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
 
 
 NO_SHOT_ENCODER = {"pixels", "imagenet", "imagenet_head", "imagenet_factorised"}  # rows that never read E_shot or its features
