@@ -40,7 +40,9 @@ cell's own mined pairs, FACTORISED_TRAIN below, the drift guard ``keep: knn`` (t
 best evaluation on held-out movies, step 0 = the mean included); ``…, keep last`` is the same
 training keeping its last step (the same trajectory: the monitor draws no random numbers). Both are
 measured on the stored shot features through the saved temporal residual (``load_temporal``; the
-export reads the same features from pixels). Group ``fscale``: ``factorised scale f`` — the
+export reads the same features from pixels). ``factorised fine-tuned: S`` (E_shot only): the
+backbone trains too (``factorised.backbone=finetune``, at 0.1 × the learning rate, on the pairs'
+pixels), measured through pixels. Group ``fscale``: ``factorised scale f`` — the
 co-watch factorised row (ImageNet E_shot) with a seeded fraction f of the pretraining movies.
 
 When every row asked for is one that never reads E_shot (raw pixels, ImageNet mean, ImageNet
@@ -130,6 +132,8 @@ def rows(groups: list[str]) -> list[dict]:
                 out += [{"name": f"{prefix}factorised: {s}", "kind": kind, "source": s, "set": FACTORISED_TRAIN},
                         {"name": f"{prefix}factorised: {s}, keep last", "kind": kind, "source": s,
                          "set": [*FACTORISED_TRAIN, "scene_encoder.factorised.keep=last"]}]
+        out += [{"name": f"factorised fine-tuned: {s}", "kind": "factorised_finetune", "source": s,
+                 "set": [*FACTORISED_TRAIN, "scene_encoder.factorised.backbone=finetune"]} for s in ("random", "cowatch")]
     if "fscale" in groups:  # the co-watch factorised row on a fraction of the pretraining movies
         out += [{"name": f"ImageNet E_shot, factorised scale {f}", "kind": "imagenet_factorised", "source": "cowatch",
                  "fraction": f, "set": FACTORISED_TRAIN} for f in (0.25, 0.5)]
@@ -377,7 +381,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         per_shot = baseline_features(base, row["kind"], shots, tasks)
         result["dim"] = int(next(iter(per_shot.values())).shape[1])
         embed = lambda clips: clip_means(per_shot.__getitem__, clips)  # noqa: E731
-    elif row["kind"] in ("factorised", "imagenet_factorised"):
+    elif row["kind"] in ("factorised", "imagenet_factorised", "factorised_finetune"):
         from movies2scenes.models.factorised import embed_windows, load_temporal
 
         for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs, train_scene_encoder):
@@ -396,6 +400,9 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
                    **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
         embed = lambda clips: embed_windows(temporal, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
                                                        for m, a, b in clips])
+        if row["kind"] == "factorised_finetune":  # the backbone changed: read the clips' pixels through both
+            encoder = load_scene_encoder(cell / "scene_encoder")
+            embed = lambda clips: embed_clips(encoder, shots, clips, 64)  # noqa: E731
     elif row["kind"] in ("scene_head", "imagenet_head"):
         import pyarrow.parquet as pq
 

@@ -228,7 +228,10 @@ class FactorisedConfig:
     """``scene_encoder.arch: factorised`` (models/factorised.py): the mean of the shot features + a
     zero-initialised residual from a small transformer over the n shot tokens."""
 
-    backbone: str = "frozen"  # frozen: trains on shot_features/ arrays (fine-tuning is not built)
+    # frozen: trains on shot_features/ arrays (seconds to minutes on a CPU, no decoding; imported
+    # features too); finetune: the shot encoder's backbone trains with it on the scene pairs' pixels
+    backbone: str = "frozen"
+    backbone_lr: float = 0.1  # finetune: the backbone's learning rate, as a fraction of train.lr
     depth: int = 2
     heads: int = 4
     mlp_ratio: float = 2.0
@@ -266,7 +269,8 @@ def scene_encoder_settings(sc: SceneEncoderConfig) -> dict:
     data = dataclasses.asdict(sc)
     if sc.arch == "joint":
         return {k: v for k, v in data.items() if k not in ("arch", "factorised")}
-    return {k: v for k, v in data.items() if k not in ("model", "augment", "init", "grad_checkpointing", "compile")}
+    unused = ("model", "init", "grad_checkpointing", "compile") + (("augment",) if sc.factorised.backbone == "frozen" else ())
+    return {k: v for k, v in data.items() if k not in unused}
 
 
 @dataclass
@@ -527,8 +531,9 @@ def _validate(cfg: Config) -> None:
         ("scene_encoder.train.batch_size", se.train.batch_size >= 1, "must be >= 1"),
         ("scene_encoder.shuffle_shards", se.shuffle_shards >= 1, "must be >= 1"),
         ("scene_encoder.arch", se.arch in ("joint", "factorised"), f"must be joint or factorised, got {se.arch!r}"),
-        ("scene_encoder.factorised.backbone", se.factorised.backbone == "frozen",
-         f"must be frozen (a fine-tuned backbone is not implemented), got {se.factorised.backbone!r}"),
+        ("scene_encoder.factorised.backbone", se.factorised.backbone in ("frozen", "finetune"),
+         f"must be frozen or finetune, got {se.factorised.backbone!r}"),
+        ("scene_encoder.factorised.backbone_lr", 0 < se.factorised.backbone_lr <= 1, "must be in (0, 1]"),
         ("scene_encoder.factorised.keep", se.factorised.keep in ("knn", "last"),
          f"must be knn or last, got {se.factorised.keep!r}"),
         ("scene_encoder.factorised.depth", se.factorised.depth >= 1, "must be >= 1"),

@@ -41,8 +41,15 @@ class CheckpointError(ConfigError):
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
-    fused = torch.cuda.is_available() and all(p.is_cuda for p in params)
+    """AdamW (or SGD) over the trainable ``params``: tensors, or parameter groups (dicts with
+    ``params`` and e.g. their own ``lr``, as torch.optim takes them)."""
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        params = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in params]
+        tensors = [p for g in params for p in g["params"]]
+    else:
+        params = tensors = [p for p in params if p.requires_grad]
+    fused = torch.cuda.is_available() and all(p.is_cuda for p in tensors)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)

@@ -140,6 +140,9 @@ class JointScenes:
     def keeper(self, ckpt_dir: Path, stamp: str) -> None:
         return None
 
+    def param_groups(self, model: MoCo):
+        return model.parameters()
+
     def describe(self) -> str:
         return self.cfg.scene_encoder.model.arch
 
@@ -227,8 +230,82 @@ class FactorisedScenes(JointScenes):
         return [*MODEL_FILES, TEMPORAL_FILE]
 
 
+class FinetunedScenes(JointScenes):
+    """``arch: factorised`` with ``factorised.backbone: finetune``: the shot encoder's backbone and
+    the temporal residual train together on the scene pairs' pixels (the joint encoder's stream and
+    scene-level augmentation, at the backbone's input size); the backbone at
+    ``factorised.backbone_lr`` × the learning rate. Saved as the trained backbone's folder plus
+    ``temporal.safetensors``."""
+
+    def __init__(self, cfg: Config, n: int):
+        super().__init__(cfg, n)
+        self.backbone_dir = self.run_dir / "shot_encoder"
+        if not (self.backbone_dir / "DONE.json").is_file():
+            raise ConfigError(f"scene_encoder.factorised.backbone=finetune trains the shot encoder's backbone: "
+                              f"{self.backbone_dir}/DONE.json is missing (run train-shot-encoder first; on imported "
+                              "shot features only factorised.backbone=frozen works)")
+        meta = read_model_config(self.backbone_dir)
+        from movies2scenes.models.vit import vit_config_of
+
+        self.vit = vit_config_of(meta, self.backbone_dir / "config.json")
+
+    def inputs(self) -> list[Path]:
+        return [self.scene_dir / "DONE.json", self.backbone_dir / "DONE.json"]
+
+    def input_stamp(self) -> str:
+        return ""
+
+    def encoder(self) -> torch.nn.Module:
+        from movies2scenes.models.factorised import FactorisedSceneEncoder, TemporalResidual
+        from movies2scenes.models.vit import load_vit
+
+        f = self.cfg.scene_encoder.factorised
+        backbone = load_vit(self.backbone_dir).train().requires_grad_(True)
+        temporal = TemporalResidual(backbone.num_features, self.n, f.depth, f.heads, f.mlp_ratio, width=f.width)
+        return FactorisedSceneEncoder(backbone, temporal, self.vit.img_size, freeze_backbone=False)
+
+    def batches(self, epoch: int, start: int):
+        sc = self.cfg.scene_encoder
+        items = epoch_scene_pairs(self.shards, epoch, self.cfg.seed, sc.shuffle_shards, sc.swap_sides)
+        stream = ScenePairStream(self.scene_dir, items, self.local_batch, self.rank, self.world,
+                                 train_transform(self.vit.img_size, sc.augment), self.cfg.seed, epoch, start,
+                                 cache_shards=sc.shuffle_shards + 1)
+        return DataLoader(stream, batch_size=self.local_batch, num_workers=loader_workers(sc.train.num_workers))
+
+    def monitor(self, train_movies: set[str]):
+        tr = self.cfg.scene_encoder.train
+        if not (self.run_dir / "shots" / "index.parquet").is_file():
+            return None
+        return make_knn_monitor(self.run_dir / "shots", train_movies, self.vit.img_size, tr.knn_movies,
+                                tr.knn_per_movie, self.cfg.seed, shots_per_item=self.n)
+
+    keeper = FactorisedScenes.keeper
+
+    def param_groups(self, model: MoCo):
+        backbone = [p for n, p in model.named_parameters() if n.startswith("encoder_q.backbone.")]
+        rest = [p for n, p in model.named_parameters() if not n.startswith("encoder_q.backbone.")]
+        tr, f = self.cfg.scene_encoder.train, self.cfg.scene_encoder.factorised
+        return [{"params": rest}, {"params": backbone, "lr": tr.lr * f.backbone_lr}]
+
+    def describe(self) -> str:
+        f = self.cfg.scene_encoder.factorised
+        return f"factorised, fine-tuned {self.vit.arch} (lr × {f.backbone_lr}), depth {f.depth}, width {f.width}"
+
+    def save(self, encoder_q, out: Path) -> list[str]:
+        from movies2scenes.models.factorised import TEMPORAL_FILE, save_temporal
+
+        sc = self.cfg.scene_encoder
+        temporal = save_temporal(encoder_q.temporal, out)
+        save_vit(encoder_q.backbone, self.vit, out, stage=STAGE, moco=asdict(sc.moco), kind="scene",
+                 arch="factorised", shots_per_scene=self.n, temporal=temporal, backbone="finetuned")
+        return [*MODEL_FILES, TEMPORAL_FILE]
+
+
 def scene_source(cfg: Config, n: int) -> JointScenes:
-    return (FactorisedScenes if cfg.scene_encoder.arch == "factorised" else JointScenes)(cfg, n)
+    sc = cfg.scene_encoder
+    if sc.arch == "joint":
+        return JointScenes(cfg, n)
+    return (FinetunedScenes if sc.factorised.backbone == "finetune" else FactorisedScenes)(cfg, n)
 
 
 def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
@@ -267,7 +344,7 @@ def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
     set_seed(cfg.seed)  # identical initial weights on every rank
     model = MoCo(source.encoder(), sc.moco.dim, sc.moco.mlp_hidden, sc.moco.queue_size,
                  sc.moco.momentum, sc.moco.temperature, seed=cfg.seed).to(accelerator.device)
-    optimizer = make_optimizer(model.parameters(), tr)  # fused AdamW when the model is on CUDA
+    optimizer = make_optimizer(source.param_groups(model), tr)  # fused AdamW when the model is on CUDA
     scheduler = warmup_cosine(optimizer, warmup, total)
     model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler's state lives in progress.json
     forward = model

@@ -202,10 +202,39 @@ def test_stage_keep_last_and_resume_after_kill(mined_run, tmp_path):
             assert kept == {"rule": "last", "step": 6} and a["out.weight"].abs().sum() > 0
 
 
+@pytest.mark.slow
+def test_stage_finetunes_the_backbone_at_a_lower_rate(mined_run, tmp_path):
+    """factorised.backbone=finetune: the shot encoder's backbone trains with the residual on the
+    pairs' pixels (its group at backbone_lr × lr); keep=last so the trained weights are saved; the
+    export loads and embeds any n."""
+    from movies2scenes import load_scene_encoder
+    from movies2scenes.config import load
+    from movies2scenes.models.factorised import FactorisedSceneEncoder
+    from pipelines import export, train_scene_encoder
+
+    run, ov = _copy(mined_run, tmp_path / "run")
+    ov += ["scene_encoder.factorised.backbone=finetune", "scene_encoder.factorised.backbone_lr=0.5",
+           "scene_encoder.factorised.keep=last", "scene_encoder.train.max_steps=3"]
+    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    assert train_scene_encoder.run(cfg) == 0 and export.run(cfg) == 0
+    out = run / "scene_encoder"
+    trained, start = load_file(str(out / "model.safetensors")), load_file(str(run / "shot_encoder" / "model.safetensors"))
+    assert trained.keys() == start.keys() and any(not torch.equal(trained[k], start[k]) for k in start)
+    ckpt = sorted((out / "checkpoints").glob("checkpoint-*"))[-1]
+    from movies2scenes.training import read_progress
+
+    sched = read_progress(ckpt)["scheduler"]
+    assert len(sched["base_lrs"]) == 2 and sched["base_lrs"][1] == pytest.approx(0.5 * sched["base_lrs"][0])
+    encoder = load_scene_encoder(run / "export")
+    assert isinstance(encoder, FactorisedSceneEncoder)
+    size = encoder.input_size
+    assert encoder(torch.randn(2, 5, 1, 3, size, size)).shape == (2, encoder.num_features)
+
+
 def test_factorised_settings_are_checked(tmp_path):
     from movies2scenes.config import ConfigError, load
 
-    with pytest.raises(ConfigError, match="fine-tuned backbone is not implemented"):
-        load([ROOT / "configs" / "demo.yaml"], ["scene_encoder.arch=factorised", "scene_encoder.factorised.backbone=finetune"])
+    with pytest.raises(ConfigError, match="backbone must be frozen or finetune"):
+        load([ROOT / "configs" / "demo.yaml"], ["scene_encoder.arch=factorised", "scene_encoder.factorised.backbone=lora"])
     with pytest.raises(ConfigError, match="scene_encoder.arch must be joint or factorised"):
         load([ROOT / "configs" / "demo.yaml"], ["scene_encoder.arch=vivit"])
