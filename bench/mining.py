@@ -100,7 +100,7 @@ def main() -> None:
         import pyarrow.parquet as pq
 
         from movies2scenes.features import ShotFeatures
-        from pipelines.mine_scene_pairs import MovieEmbeddings
+        from movies2scenes.artefacts import MovieEmbeddings
 
         source = pq.read_table(run / "scene_pairs" / "pairs.parquet").column("source")[0].as_py()
         pairs = sorted({(r["movie_a"], r["movie_b"]) for r in pq.read_table(run / "movie_pairs" / f"{source}.parquet").to_pylist()})

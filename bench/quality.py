@@ -176,7 +176,7 @@ class Tasks:
         import pyarrow.parquet as pq
 
         from movies2scenes.demo import write_demo_tasks
-        from pipelines.evaluate import read_tasks
+        from movies2scenes.tasks import read_tasks
 
         index = pq.read_table(base / "shots" / "index.parquet", columns=["movie_id"]).column("movie_id")
         num_shots = Counter(index.to_pylist())
@@ -194,7 +194,7 @@ class Tasks:
     def measure(self, embed, seed: int) -> dict:
         from movies2scenes.config import EvaluateConfig
         from movies2scenes.evaluation import precision_at_k
-        from pipelines.evaluate import run_task
+        from movies2scenes.evaluation import run_task
 
         ev = EvaluateConfig()
         res: dict[str, list[float]] = {}
@@ -315,7 +315,7 @@ def imagenet_shot_features(base: Path) -> Path:
     from movies2scenes.features import write_index, write_movie_features
     from movies2scenes.pretrained import PooledImageFeatures, imagenet_mobilenet_v2
     from pipelines._stage import stage_input_hash, write_done
-    from pipelines.mine_scene_pairs import ShotSamples
+    from movies2scenes.artefacts import ShotSamples
 
     out = base / "baselines" / "imagenet_shot_features"
     if (out / "DONE.json").is_file():
@@ -346,8 +346,8 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     from movies2scenes.export import load_scene_encoder
     from movies2scenes.features import ShotFeatures, clip_means
     from pipelines import build_movie_pairs, export, mine_scene_pairs, train_movie_encoder, train_scene_encoder
-    from pipelines.evaluate import embed_clips
-    from pipelines.mine_scene_pairs import ShotSamples
+    from movies2scenes.evaluation import embed_clips
+    from movies2scenes.artefacts import ShotSamples
 
     cell = work / world / "cells" / f"{row['name'].replace(': ', '-').replace(' ', '')}-s{seed}"
     done = cell / "quality.json"
@@ -358,10 +358,10 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     shot_features = base / "shot_features"
     if row["kind"] in ("imagenet_head", "imagenet_factorised"):  # the ImageNet network as a frozen E_shot for every later stage
         shot_features = imagenet_shot_features(base)
-        done = json.loads((shot_features / "DONE.json").read_text())
-        if "imported_from" not in done:  # written before the record said so
-            done["imported_from"] = "torchvision ImageNet MobileNetV2 (bench/quality.py)"
-            (shot_features / "DONE.json").write_text(json.dumps(done, indent=1))
+        record = json.loads((shot_features / "DONE.json").read_text())
+        if "imported_from" not in record:  # written before the record said so
+            record["imported_from"] = "torchvision ImageNet MobileNetV2 (bench/quality.py)"
+            (shot_features / "DONE.json").write_text(json.dumps(record, indent=1))
     for stage, target in (("shots", base / "shots"), ("shot_encoder", base / "shot_encoder"),
                           ("shot_features", shot_features)):
         if not os.path.lexists(cell / stage):

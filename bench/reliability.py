@@ -27,12 +27,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = [  # (command, run-dir folder)
-    ("detect-shots", "shots"), ("train-shot-encoder", "shot_encoder"), ("extract-shot-features", "shot_features"),
-    ("build-movie-pairs", "movie_pairs"), ("train-movie-encoder", "movie_encoder"),
-    ("mine-scene-pairs", "scene_pairs"), ("train-scene-encoder", "scene_encoder"), ("export", "export"),
-    ("evaluate", "eval"),
-]
+sys.path.insert(0, str(ROOT))
+
+from movies2scenes.layout import STAGES as LAYOUT_STAGES  # noqa: E402
+
+STAGES = [(s.command, s.folder) for s in LAYOUT_STAGES]  # (command, run-dir folder), pipeline order
 VOLATILE = {"DONE.json", "logs", "checkpoints", "parts", "metrics.json"}  # timings, paths, events
 TINY_WORLD = ["num_movies=10", "num_genres=2", "scenes_per_movie=[3, 4]", "shots_per_scene=[3, 6]", "shot_frames=[8, 14]",
               "num_users=40", "watches_per_user=[2, 5]"]

@@ -271,7 +271,7 @@ sys.path.insert(0, {root!r})
 import numpy as np, pyarrow.parquet as pq, torch
 from movies2scenes.features import ShotFeatures
 from movies2scenes.mining import mine_pair
-from pipelines.mine_scene_pairs import MovieEmbeddings
+from movies2scenes.artefacts import MovieEmbeddings
 run, sample = Path(sys.argv[1]), int(sys.argv[2])
 torch.set_num_threads(1)
 feats = ShotFeatures(run / "shot_features")
@@ -402,7 +402,7 @@ kind, folder = sys.argv[1], Path(sys.argv[2])
 parts = sorted((folder / "parts").glob("*.parquet"))
 t = time.perf_counter()
 if kind == "stream":
-    from pipelines.mine_scene_pairs import merge_parts
+    from movies2scenes.scene_pairs import merge_parts
     out = folder / "out"
     out.mkdir(exist_ok=True)
     rows = merge_parts(parts, out, 4, 16).rows
@@ -419,7 +419,7 @@ def merge(args) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.mine_scene_pairs import PAIRS_SCHEMA
+    from movies2scenes.scene_pairs import PAIRS_SCHEMA
 
     per_unit = 64 * 75
     rows_out = []

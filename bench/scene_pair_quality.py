@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from movies2scenes.config import load  # noqa: E402
 from movies2scenes.features import ShotFeatures  # noqa: E402
 from movies2scenes.mining import mine_pair  # noqa: E402
-from pipelines.mine_scene_pairs import MovieEmbeddings  # noqa: E402
+from movies2scenes.artefacts import MovieEmbeddings  # noqa: E402
 
 
 def majority(places: list[int]) -> int:

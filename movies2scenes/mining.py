@@ -199,3 +199,4 @@ def mine_pair_reference(x1: np.ndarray, x2: np.ndarray, n: int = 9, keep_fractio
     kept = chosen[:k]
     return Mined(np.asarray([i for i, _, _ in kept], np.int64), np.asarray([j for _, j, _ in kept], np.int64),
                  np.asarray([s for *_, s in kept], np.float32), len(chosen), None)
+

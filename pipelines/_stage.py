@@ -18,6 +18,7 @@ from typing import Any
 
 from movies2scenes import __version__
 from movies2scenes.catalogue import safe_name
+from movies2scenes.layout import TRAINING_FOLDERS
 from movies2scenes.config import ConfigError
 from movies2scenes.store import read_json, sha256_file, write_json
 
@@ -266,7 +267,7 @@ def write_done(stage_dir: Path, stage: str, config_hash: str, input_hash: str,
 
 MODEL_FILES = ["model.safetensors", "config.json", "movies2scenes.json", "head.safetensors"]  # a training stage's final files
 PRETRAINING_FILE = "pretraining_movies.json"
-TRAINING_STAGES = ("shot_encoder", "movie_encoder", "scene_encoder")
+TRAINING_STAGES = TRAINING_FOLDERS
 
 
 def write_pretraining_movies(stage_dir: Path, movie_ids) -> dict:

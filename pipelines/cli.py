@@ -199,7 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-STAGES = ["shots", "shot_encoder", "shot_features", "movie_pairs", "movie_encoder", "scene_pairs", "scene_encoder", "export", "eval"]  # run-dir folders in pipeline order; later stages append theirs
 
 
 def _summary(args) -> int:
@@ -210,9 +209,11 @@ def _summary(args) -> int:
     if not run.is_dir():
         print(f"m2s summary: {run} does not exist", file=sys.stderr)
         return 2
+    from movies2scenes.layout import FOLDERS, done_file
+
     print(f"run {run}")
-    for stage in STAGES:
-        done = run / stage / "DONE.json"
+    for stage in FOLDERS:
+        done = done_file(run, stage)
         if not done.is_file():
             print(f"  {stage:<22} not done")
             continue
@@ -239,7 +240,7 @@ def _summary(args) -> int:
             if report.is_file():
                 print(f"  {'':<22} report: {report}")
         if (run / stage / "report.json").is_file():
-            from pipelines.evaluate import headline
+            from movies2scenes.eval_report import headline
 
             for task, res in json.loads((run / stage / "report.json").read_text())["tasks"].items():
                 print(f"  {'':<22} {task}: {headline(res)}")

@@ -22,112 +22,43 @@ merge is one unit's rows, whatever the number of titles.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
-from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from movies2scenes.artefacts import MovieEmbeddings, ShotSamples
 from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.data import ShardCache
 from movies2scenes.features import ShotFeatures
-from movies2scenes.mining import keep_count, mine_pair
+from movies2scenes.mining import mine_pair
 from movies2scenes.progress import progress
+from movies2scenes.scene_pairs import merge_parts, part_stamp, part_table, write_report
 from movies2scenes.store import (
     TMP_PREFIX,
-    atomic_path,
     output_error,
     remove_stale_tmp,
-    decode_scene,
-    iter_tar,
     scene_fields,
     write_parquet,
     write_shards,
 )
 
 from ._stage import is_done, process_slot, prune, stage_input_hash, stage_lock, write_done
-from .train_movie_encoder import load_movie_encoder
 
 STAGE = "mine_scene_pairs"
 
 
-PAIRS_SCHEMA = pa.schema([("movie_a", pa.string()), ("start_a", pa.int32()), ("movie_b", pa.string()),
-                          ("start_b", pa.int32()), ("score", pa.float32()), ("source", pa.string()),
-                          ("shard", pa.string()), ("key", pa.string())])
 
 
 def unit_part(unit: int) -> str:
     return f"{unit:06d}.parquet"
 
 
-def part_table(rows: list[dict], stamp: str, skipped: list[dict]) -> pa.Table:
-    """One unit's rows as a table of ``PAIRS_SCHEMA``; stamp and skipped pairs in its metadata."""
-    table = pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA)
-    return table.replace_schema_metadata({"stamp": stamp, "skipped": json.dumps(skipped, sort_keys=True)})
-
-
-def part_stamp(path: Path) -> str | None:
-    """The stamp of a unit's part, or None where there is none or it cannot be read."""
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowException):
-        return None
-    return meta.get(b"stamp", b"").decode() or None
-
-
 def unit_shard(unit: int) -> str:
     return f"scenes-{unit:06d}.tar"
-
-
-class MovieEmbeddings:
-    """E_movie-without-last-FC shot embeddings of whole movies (standardised as in training), with a
-    small LRU cache: units list pairs sorted by movie, so a movie is embedded about once per unit."""
-
-    def __init__(self, feats: ShotFeatures, enc_dir: Path, device: torch.device, cache: int = 16):
-        from .train_movie_encoder import checked_movie_config
-
-        c = checked_movie_config(enc_dir)
-        self.mean = np.asarray(c["feature_mean"], np.float32)
-        self.std = np.asarray(c["feature_std"], np.float32)
-        self.model = load_movie_encoder(enc_dir, device)
-        self.feats, self.device, self.size = feats, device, cache
-        self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    @torch.no_grad()
-    def __call__(self, movie_id: str) -> torch.Tensor:
-        if movie_id in self.cache:
-            self.cache.move_to_end(movie_id)
-            return self.cache[movie_id]
-        x = (np.asarray(self.feats.movie(movie_id), np.float32) - self.mean) / self.std
-        e = self.model.shot_embeddings(torch.from_numpy(x).to(self.device)).float()
-        self.cache[movie_id] = e
-        if len(self.cache) > self.size:
-            self.cache.popitem(last=False)
-        return e
-
-
-class ShotSamples:
-    """Stored shot samples (keyframe fields) of a movie in shot order, from its shot shard (read
-    sequentially and cached by ``data.ShardCache``)."""
-
-    def __init__(self, shots_dir: Path, cache: int = 8):
-        index = pq.read_table(shots_dir / "index.parquet", columns=["movie_id", "shard"]).to_pylist()
-        self.shard = {r["movie_id"]: r["shard"] for r in index}
-        self.cache = ShardCache(shots_dir, cache)
-
-    def __call__(self, movie_id: str) -> list[dict[str, bytes]]:
-        samples = list(self.cache.shard(self.shard[movie_id]).values())
-        for i, s in enumerate(samples):
-            if json.loads(s["json"])["shot"] != i:
-                raise ValueError(f"{self.shard[movie_id]}: shot {i} out of order")
-        return samples
 
 
 def _device(name: str) -> torch.device:
@@ -254,77 +185,3 @@ def _run(cfg: Config, shard: str | None = None, force: bool = False, exclusive: 
     return 0
 
 
-@dataclass
-class Merged:
-    rows: int
-    skipped: int
-    mined_pairs: int
-    top_movie_pairs: list[tuple[str, str]]  # best first, by their best scene pair's score
-    top_rows: list[dict]  # the best scene pairs, best first
-
-
-def merge_parts(parts: list[Path], out: Path, movie_pairs_k: int, scene_pairs_k: int) -> Merged:
-    """Stream the units' parts into ``out/pairs.parquet`` and ``out/failures.jsonl`` (both atomic),
-    holding one part at a time plus the report's top-k movie pairs and scene pairs."""
-    rows = skipped = mined = 0
-    top_pairs: list[tuple[float, str, str]] = []  # (score, movie_a, movie_b), the k best so far
-    top_rows: list[dict] = []
-    with atomic_path(out / "pairs.parquet") as tmp_pairs, atomic_path(out / "failures.jsonl") as tmp_fail, \
-            pq.ParquetWriter(tmp_pairs, PAIRS_SCHEMA) as writer, open(tmp_fail, "w") as fail:
-        for path in parts:
-            table = pq.read_table(path)
-            fail_rows = json.loads(table.schema.metadata[b"skipped"])
-            fail.write("".join(json.dumps(s, sort_keys=True) + "\n" for s in fail_rows))
-            skipped += len(fail_rows)
-            table = table.replace_schema_metadata(None)
-            writer.write_table(table)
-            rows += table.num_rows
-            if not table.num_rows:
-                continue
-            per_pair = table.group_by(["movie_a", "movie_b"]).aggregate([("score", "max")]).to_pylist()
-            mined += len(per_pair)  # units hold disjoint movie pairs
-            top_pairs = sorted(top_pairs + [(r["score_max"], r["movie_a"], r["movie_b"]) for r in per_pair],
-                               key=lambda t: (-t[0], t[1], t[2]))[:movie_pairs_k]
-            order = np.lexsort((np.asarray(table["key"].to_pylist()), -table["score"].to_numpy()))
-            top_rows = sorted(top_rows + table.take(order[:scene_pairs_k]).to_pylist(),
-                              key=lambda r: (-r["score"], r["key"]))[:scene_pairs_k]
-    return Merged(rows, skipped, mined, [(a, b) for _, a, b in top_pairs], top_rows)
-
-
-def write_report(rdir: Path, cfg: Config, top: list[tuple[str, str]], top_rows: list[dict], source: str) -> None:
-    """Adjacency heatmaps of the best movie pairs ``top`` and a contact sheet of the best scene
-    pairs ``top_rows``, into the folder ``rdir``."""
-    from movies2scenes import report
-
-    out = Path(cfg.run_dir) / "scene_pairs"
-    sp, n = cfg.scene_pairs, cfg.scene_pairs.shots_per_scene
-    sections: list = []
-    if not top_rows:
-        report.write_html(rdir / "index.html", "Mined scene pairs", [("No scene pairs were mined", [], None)])
-        return
-    run_dir = Path(cfg.run_dir)
-    embed = MovieEmbeddings(ShotFeatures(run_dir / "shot_features"), run_dir / "movie_encoder", torch.device("cpu"))
-    images = []
-    for idx, (a, b) in enumerate(top):
-        xa, xb = embed(a), embed(b)
-        full = mine_pair(xa, xb, n, 1.0)
-        kept = keep_count(full.chosen, sp.keep_fraction)
-        name = f"adjacency-{idx}.png"
-        report.adjacency_figure(rdir / name, (xa @ xb.T).numpy(), full.start_a, full.start_b, kept, n,
-                                f"{a} × {b} ({source}): {full.chosen} chosen, {kept} kept",
-                                f"shots of {b}", f"shots of {a}")
-        images.append(name)
-    sections.append((f"Shot adjacency of the {len(top)} best movie pairs (red: kept, dashed: dropped)",
-                     images, None))
-    shards: dict[str, dict[str, dict]] = {}
-    wanted = {r["key"] for r in top_rows}
-    for r in top_rows:
-        if r["shard"] not in shards:
-            shards[r["shard"]] = {s["__key__"]: s for s in iter_tar(out / r["shard"]) if s["__key__"] in wanted}
-    sheet = [(decode_scene(shards[r["shard"]][r["key"]], "a")[:, 0], decode_scene(shards[r["shard"]][r["key"]], "b")[:, 0],
-              f"{r['movie_a']} shots {r['start_a']}–{r['start_a'] + n - 1}  |  {r['movie_b']} shots "
-              f"{r['start_b']}–{r['start_b'] + n - 1}   score {r['score']:.3f}") for r in top_rows]
-    report.contact_sheet(rdir / "contact_sheet.png", sheet)
-    sections.append((f"The {len(top_rows)} best scene pairs (first keyframe of each shot)", "contact_sheet.png",
-                     [{k: r[k] for k in ("movie_a", "start_a", "movie_b", "start_b", "score")} for r in top_rows]))
-    report.write_html(rdir / "index.html", f"Mined scene pairs ({source}, n = {n})", sections)

@@ -225,7 +225,7 @@ def test_watch_logs_reject_non_finite_timestamps(tmp_path):
 
 def test_non_utf8_files_are_named_by_file_and_line(tmp_path):
     from pipelines.build_movie_pairs import read_triples
-    from pipelines.evaluate import read_tasks
+    from movies2scenes.tasks import read_tasks
 
     logs = tmp_path / "logs.csv"
     logs.write_bytes(b"user_id,movie_id,timestamp\nu,a,1\nu,caf\xe9,2\n")
@@ -250,7 +250,7 @@ HEADER = "task,kind,movie_id,start_shot,end_shot,label,split\n"
 
 def test_utf8_bom_files_are_read(tmp_path):
     """Excel's "CSV UTF-8" starts with a byte-order mark; it used to read as a missing first column."""
-    from pipelines.evaluate import read_tasks
+    from movies2scenes.tasks import read_tasks
 
     video = tmp_path / "v.mp4"
     video.write_bytes(b"x")
@@ -282,7 +282,7 @@ def test_jsonl_genres_must_be_strings(tmp_path):
 
 
 def test_task_rows_short_non_finite_or_without_labels(tmp_path):
-    from pipelines.evaluate import read_tasks
+    from movies2scenes.tasks import read_tasks
 
     f = tmp_path / "t.csv"
     f.write_text(HEADER + "place,classification,a,0,3,forest\n"
@@ -301,7 +301,7 @@ def test_task_rows_short_non_finite_or_without_labels(tmp_path):
 
 
 def test_a_task_whose_test_split_has_no_positive_is_skipped_not_nan():
-    from pipelines.evaluate import run_task
+    from movies2scenes.evaluation import run_task
 
     rows = [{"split": s, "label": lab} for s, lab in
             [("train", "1"), ("train", "0"), ("val", "1"), ("val", "0"), ("test", "0"), ("test", "0")]]
@@ -400,7 +400,7 @@ def test_corrupted_model_files_are_named(tmp_path, capsys):
 
 def test_movie_encoder_config_is_checked_against_its_weights(encoded_run, tmp_path):
     from movies2scenes.models.vit import ModelFileError
-    from pipelines.train_movie_encoder import load_movie_encoder
+    from movies2scenes.models.movie import load_movie_encoder
 
     src, _ = encoded_run
     enc = tmp_path / "movie_encoder"

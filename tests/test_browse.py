@@ -89,8 +89,8 @@ def test_movie_page_strip_and_keyframes_come_from_the_shard(client, exported_run
 def test_scene_search_agrees_with_a_brute_force_search(client, view, exported_run):
     from movies2scenes.export import load_scene_encoder
     from movies2scenes.retrieval import scene_windows
-    from pipelines.evaluate import embed_clips
-    from pipelines.mine_scene_pairs import ShotSamples
+    from movies2scenes.evaluation import embed_clips
+    from movies2scenes.artefacts import ShotSamples
 
     run = exported_run[0]
     encoder = load_scene_encoder(run / "export").eval()

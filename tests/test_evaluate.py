@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from movies2scenes.config import ConfigError
-from pipelines.evaluate import leakage, read_tasks
+from movies2scenes.tasks import read_tasks
+from pipelines.evaluate import leakage
 
 HEADER = "task,kind,movie_id,start_shot,end_shot,label,split\n"
 

@@ -132,8 +132,8 @@ def test_stage_trains_on_shot_features_keeps_the_knn_best_and_exports(mined_run,
     from movies2scenes.features import ShotFeatures
     from movies2scenes.models.factorised import load_temporal
     from pipelines import export, train_scene_encoder
-    from pipelines.evaluate import embed_clips
-    from pipelines.mine_scene_pairs import ShotSamples
+    from movies2scenes.evaluation import embed_clips
+    from movies2scenes.artefacts import ShotSamples
 
     run, ov = _copy(mined_run, tmp_path / "run")
     cfg = load([ROOT / "configs" / "demo.yaml"], ov)

@@ -217,7 +217,7 @@ def test_report_pictures_are_readable(tmp_path):
     from PIL import Image
 
     from movies2scenes.report import contact_sheet, training_curves
-    from pipelines.evaluate import clip_counts
+    from movies2scenes.eval_report import clip_counts
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (9, 128, 228, 3), np.uint8)  # 9 shots × 2 scenes ≈ 4,200 px wide

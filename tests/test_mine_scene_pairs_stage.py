@@ -44,7 +44,7 @@ def _artefacts(run: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_stage_mines_every_movie_pair_and_writes_training_shards(encoded_run, tmp_path):
     from pipelines import mine_scene_pairs
-    from pipelines.mine_scene_pairs import MovieEmbeddings
+    from movies2scenes.artefacts import MovieEmbeddings
     from movies2scenes.features import ShotFeatures
 
     run = _copy(encoded_run, tmp_path)
@@ -167,7 +167,7 @@ def test_missing_source_is_a_config_error(encoded_run, tmp_path):
 def test_merge_streams_parts_and_keeps_the_same_top_k(tmp_path):
     """The merge reads one unit's part at a time; pairs.parquet, failures and the report's top-k
     equal what sorting every row in memory gives (ties on score broken by key / movie ids)."""
-    from pipelines.mine_scene_pairs import merge_parts, part_table
+    from movies2scenes.scene_pairs import merge_parts, part_table
 
     rng = np.random.default_rng(0)
     parts, every_row, every_skip = [], [], []

@@ -85,6 +85,7 @@ def test_roc_auc_matches_pairwise_definition():
 def test_stage_on_the_small_world(encoded_run, tmp_path):
     """The `encoded_run` fixture (conftest.py) ran shot encoder → features → pairs → movie encoder."""
     from movies2scenes.config import ConfigError
+    from movies2scenes.models.movie import load_movie_encoder
     from pipelines import build_movie_pairs, train_movie_encoder
 
     src, overrides = encoded_run
@@ -93,7 +94,7 @@ def test_stage_on_the_small_world(encoded_run, tmp_path):
     cfg = load([ROOT / "configs" / "demo.yaml"], [*overrides, f"run_dir={run}"])
     metrics = json.loads((run / "movie_encoder" / "metrics.json").read_text())
     assert 0 <= metrics["auc"] <= 1 and 0 <= metrics["accuracy"] <= 1 and metrics["steps"] == 6
-    model = train_movie_encoder.load_movie_encoder(run / "movie_encoder")
+    model = load_movie_encoder(run / "movie_encoder")
     assert model.classifier.in_features == pooled_size(32, 4, 2) ** 2
     done = (run / "movie_encoder" / "DONE.json").read_bytes()
     assert train_movie_encoder.run(cfg) == 0  # done: a no-op
@@ -147,7 +148,7 @@ def test_3000_shot_films_crop_to_max_shots_and_read_only_the_window(tmp_path, mo
     import time
 
     from movies2scenes.features import ShotFeatures, write_index, write_movie_features
-    from pipelines.train_movie_encoder import FeatureBank
+    from movies2scenes.movie_pairs import FeatureBank
 
     rng = np.random.default_rng(0)
     rows = [write_movie_features(tmp_path, f"film{i}", rng.normal(size=(n, 96)).astype(np.float32))

@@ -126,6 +126,8 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
     """m2s evaluate on hand-made tasks over the small world's ground-truth scenes."""
     import csv
 
+    from movies2scenes.evaluation import run_task
+    from movies2scenes.tasks import read_tasks
     from pipelines import evaluate
 
     world = Path(next(o for o in ov if o.startswith("watch_logs=")).split("=", 1)[1]).parent
@@ -162,10 +164,10 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
     base = report["baselines"]["shot_mean"]
     assert set(base) == set(report["tasks"]) and base["place"]["clips"] == place["clips"]
     feats = ShotFeatures(run / "shot_features")
-    tasks = evaluate.read_tasks([str(task)], {m: feats.num_shots(m) for m in movies})
+    tasks = read_tasks([str(task)], {m: feats.num_shots(m) for m in movies})
     clips = [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in tasks["place"]]
     mean = np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0) for m, a, b in clips])
-    assert evaluate.run_task("classification", tasks["place"], mean, cfg.evaluate) == base["place"]
+    assert run_task("classification", tasks["place"], mean, cfg.evaluate) == base["place"]
     page = (run / "eval" / "report.html").read_text()
     assert "place" in page and "curves.png" in page and (run / "eval" / "curves.png").stat().st_size > 1000
     assert "E_shot mean-pooled (baseline)" in page

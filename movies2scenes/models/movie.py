@@ -17,6 +17,8 @@ Scene mining (``shot_embeddings``) uses E_movie *without its last FC* (paper sup
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,3 +82,43 @@ def pad_or_crop(x: torch.Tensor, length: int, offset: int = 0) -> tuple[torch.Te
     mask = torch.zeros(length, dtype=torch.bool)
     mask[:m] = True
     return out, mask
+
+
+def load_movie_encoder(path: str | Path, device="cpu") -> MovieEncoder:
+    """A saved movie encoder (``movie_encoder/``), checked against its weights first, in eval mode."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    c = checked_movie_config(path)
+    model = MovieEncoder(c["in_dim"], c["hidden"], c["out_dim"], c["dropout"], c["max_shots"],
+                         c["kernel"], c["stride"])
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return model.to(device).eval()
+
+
+def checked_movie_config(path: Path) -> dict:
+    """config.json of a saved movie encoder, its types and its shapes checked against the
+    safetensors header before anything is built (a hostile config cannot exhaust memory)."""
+    from .vit import ModelFileError, read_model_config, shape_mismatches, weight_shapes
+
+    c, where = read_model_config(path), path / "config.json"
+    for key in ("in_dim", "hidden", "out_dim", "max_shots", "kernel", "stride"):
+        if not isinstance(c.get(key), int) or isinstance(c.get(key), bool) or c[key] < 1:
+            raise ModelFileError(f"{where}: {key} must be an integer >= 1, got {c.get(key)!r}")
+    if not isinstance(c.get("dropout"), (int, float)) or not 0 <= c["dropout"] < 1:
+        raise ModelFileError(f"{where}: dropout must be a number in [0, 1), got {c.get('dropout')!r}")
+    for key in ("feature_mean", "feature_std"):
+        v = c.get(key)
+        if not (isinstance(v, list) and len(v) == c["in_dim"] and all(isinstance(x, (int, float)) for x in v)):
+            raise ModelFileError(f"{where}: {key} must be a list of in_dim ({c['in_dim']}) numbers")
+    try:
+        side = pooled_size(c["max_shots"], c["kernel"], c["stride"])
+    except ValueError as e:
+        raise ModelFileError(f"{where}: {e}") from None
+    expected = {"fc1.weight": (c["hidden"], c["in_dim"]), "fc1.bias": (c["hidden"],),
+                "fc2.weight": (c["out_dim"], c["hidden"]), "fc2.bias": (c["out_dim"],),
+                "classifier.weight": (1, side * side), "classifier.bias": (1,)}
+    bad = shape_mismatches(expected, weight_shapes(path / "model.safetensors"))
+    if bad:
+        raise ModelFileError(f"{where} does not match {path / 'model.safetensors'}: " + "; ".join(bad))
+    return c

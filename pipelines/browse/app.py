@@ -159,8 +159,8 @@ class RunView:
         from movies2scenes.models.vit import read_model_config
         from movies2scenes.retrieval import scene_windows
 
-        from ..evaluate import embed_clips
-        from ..mine_scene_pairs import ShotSamples
+        from movies2scenes.evaluation import embed_clips
+        from movies2scenes.artefacts import ShotSamples
 
         export = self.run / "export"
         settings = read_model_config(export)
@@ -185,7 +185,7 @@ class RunView:
         embedded now), and its end shot."""
         import torch
 
-        from ..evaluate import embed_clips
+        from movies2scenes.evaluation import embed_clips
 
         num = len(self.shots.get(movie_id, []))
         if not 0 <= start < num:
@@ -277,7 +277,7 @@ class RunView:
         from movies2scenes.features import ShotFeatures
         from movies2scenes.report import adjacency_png
 
-        from ..mine_scene_pairs import MovieEmbeddings
+        from movies2scenes.artefacts import MovieEmbeddings
 
         rows = self.pair_rows(a, b)
         if not self.has_heatmap():

@@ -1,0 +1,86 @@
+"""The evaluation report: one line per task result (:func:`headline`) and ``report.html`` (the scene
+encoder beside the E_shot-mean baseline, training curves, the mining figures)."""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+from pathlib import Path
+
+from .store import atomic_path, read_json
+
+
+def _n(v, digits: int = 3) -> str:
+    """A number for the report; NaN (in memory) or null (from report.json) reads "n/a"."""
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
+
+
+def headline(res: dict) -> str:
+    if "skipped" in res:
+        return f"skipped ({res['skipped']})"
+    if "top1" in res:
+        return f"top-1 {_n(res['top1'])} (majority {_n(res['chance'])}), P@1 {_n(res['precision_at_k']['1'])}"
+    if "ap" in res:
+        return f"AP {_n(res['ap'])} (positive rate {_n(res['positive_rate'])})"
+    if "mse" in res:
+        return f"MSE {_n(res['mse'], 4)} (predicting the mean {_n(res['mse_of_mean'], 4)})"
+    return f"mAP {_n(res['map'])}, micro F1 {_n(res['micro_f1'])}, macro F1 {_n(res['macro_f1'])}"
+
+
+def clip_counts(clips) -> str:
+    """{"train": 40, "val": 8, "test": 16} → "train 40 · val 8 · test 16"."""
+    if isinstance(clips, dict):
+        return " · ".join(f"{k} {v}" for k, v in clips.items())
+    return str(clips)
+
+
+def write_html(path: Path, report: dict, run_dir: Path) -> None:
+    base = report.get("baselines", {}).get("shot_mean")
+    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(r['kind'])}</td>"
+                   f"<td>{html.escape(headline(r))}</td>"
+                   + (f"<td>{html.escape(headline(base[n]))}</td>" if base is not None else "")
+                   + f"<td>{html.escape(clip_counts(r['clips']))}</td></tr>"
+                   for n, r in report["tasks"].items())
+    base_th = "<th>E_shot mean-pooled (baseline)</th>" if base is not None else ""
+    curves = ""
+    try:
+        from .report import logged_scalars, training_curves
+
+        found = {s: logged_scalars(run_dir / s / "logs") for s in ("shot_encoder", "movie_encoder", "scene_encoder")
+                 if (run_dir / s / "logs").is_dir()}
+        found = {s: c for s, c in found.items() if c}
+        chance = {}
+        for s in found:
+            m = read_json(run_dir / s / "metrics.json") if (run_dir / s / "metrics.json").is_file() else {}
+            chance[s] = {"acc1": m.get("acc1_chance"), "acc5": m.get("acc5_chance"),
+                         "knn_top1": (m.get("knn") or {}).get("chance")}
+        if found:
+            training_curves(path.parent / "curves.png", found, chance)
+            curves = ("<h2>Training curves</h2><p>Each MoCo stage: loss, contrastive accuracy of the positive "
+                      "among the queue's negatives, and the kNN monitor (which held-out probe movie a later "
+                      "shot or scene comes from); dashed lines are chance. Learning shows as accuracies "
+                      "above chance and rising, even while the loss rises as the queue fills.</p>"
+                      "<p><img src='curves.png' style='max-width:100%'></p>")
+    except Exception as e:  # a picture must never lose the evaluation
+        print(f"evaluate: warning: training curves not drawn: {type(e).__name__}: {e}")
+    mining = run_dir / "scene_pairs" / "report"
+    link = ""
+    if (mining / "index.html").is_file():
+        figures = []
+        for png in sorted(mining.glob("*.png")):  # copied: the evaluation folder stands on its own
+            with atomic_path(path.parent / f"mining-{png.name}") as tmp:
+                shutil.copyfile(png, tmp)
+            figures.append(f"<p><img src='mining-{html.escape(png.name)}' style='max-width:100%'></p>")
+        link = ("<h2>Scene-pair mining</h2><p>Adjacency heatmaps (chosen and kept windows) and a contact sheet "
+                "of mined pairs; full report: <a href='../scene_pairs/report/index.html'>"
+                "scene_pairs/report/index.html</a></p>" + "".join(figures))
+    with atomic_path(path) as tmp:
+        tmp.write_text("<!doctype html><meta charset='utf-8'><title>movies2scenes evaluation</title>"
+                       "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 8px}"
+                       "table{border-collapse:collapse}</style><h1>Evaluation of the exported scene encoder</h1>"
+                       f"<table><tr><th>task</th><th>kind</th><th>scene encoder (test)</th>{base_th}<th>clips</th></tr>"
+                       f"{rows}</table>"
+                       + ("<p>The baseline column runs the same probes on the run's shot features averaged over the "
+                          "clip's shots: train and deploy the scene encoder where it beats them.</p>" if base is not None else "")
+                       + f"{curves}{link}\n", encoding="utf-8")
