@@ -28,7 +28,8 @@ from movies2scenes.catalogue import load_catalogue  # noqa: E402
 from movies2scenes.config import ViTConfig  # noqa: E402
 from movies2scenes.data import eval_transform, movie_shots, to_chw  # noqa: E402
 from movies2scenes.features import ShotFeatures  # noqa: E402
-from movies2scenes.models.vit import create_vit, read_model_config  # noqa: E402
+from movies2scenes.models.folder import read_model_config  # noqa: E402
+from movies2scenes.models.vit import create_vit  # noqa: E402
 from movies2scenes.store import decode_keyframes, iter_tar  # noqa: E402
 
 

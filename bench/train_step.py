@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from movies2scenes.config import load  # noqa: E402
 from movies2scenes.models.moco import MoCo  # noqa: E402
-from movies2scenes.models.vit import create_scene_vit, create_vit, load_vit, read_model_config  # noqa: E402
+from movies2scenes.models.folder import load_vit
+from movies2scenes.models.folder import read_model_config  # noqa: E402
+from movies2scenes.models.vit import create_scene_vit, create_vit  # noqa: E402
 
 
 def timeit(fn, repeats: int, warmup: int = 2) -> float:

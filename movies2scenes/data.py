@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN as MEAN
+from timm.data import IMAGENET_DEFAULT_STD as STD
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .config import AugmentConfig
-from .models.vit import MEAN, STD
 from .store import decode_keyframes, iter_tar
 
 

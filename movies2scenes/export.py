@@ -29,16 +29,9 @@ import torch
 
 from .config import RUNTIME_KEYS
 from .models.factorised import TEMPORAL_FILE, FactorisedSceneEncoder, load_temporal
-from .models.vit import (
-    SETTINGS_FILE,
-    ModelFileError,
-    SceneViT,
-    checked_vit_config,
-    create_vit,
-    load_vit,
-    read_model_config,
-    timm_config,
-)
+from .models.folder import SETTINGS_FILE, checked_vit_config, load_vit, read_model_config, timm_config
+from .models.vit import SceneViT, create_vit
+from .models.weights import ModelFileError
 from .store import atomic_path, write_json
 
 INPUT_LAYOUT = "(B, n shots, k frames, 3, H, W); (B, 3, H, W) = one frame"

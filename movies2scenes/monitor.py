@@ -1,7 +1,7 @@
 """What shows that a MoCo encoder is learning (a MoCo loss rises while its queue fills).
 
-* ``topk_accuracy`` — how often the positive is the top-1 / top-5 logit among the 1 + K logits
-  (facebookresearch/moco's ``main_moco.py`` prints the same); chance is k / (1 + K).
+* ``models.moco.topk_accuracy`` — how often the positive is the top-1 / top-5 logit among the
+  1 + K logits (facebookresearch/moco's ``main_moco.py`` prints the same); chance is k / (1 + K).
 * :class:`KnnMonitor` — a weighted kNN classifier (Wu et al. 2018, as lightly's
   ``BenchmarkModule``) on a small probe set of the current query encoder's embeddings. Labels need no
   annotation: the label of a shot (or scene) is its **movie**; each probe movie's first half of
@@ -17,16 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-
-@torch.no_grad()
-def topk_accuracy(logits: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, torch.Tensor]:
-    """Fraction of rows whose positive (column 0) is among the k largest logits, per k
-    (``timm.utils.accuracy``, moco's own function, as fractions)."""
-    from timm.utils import accuracy
-
-    target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
-    return {f"acc{k}": a / 100 for k, a in zip(ks, accuracy(logits, target, topk=ks))}
 
 
 def spread(starts: list[int], per_movie: int) -> list[int]:

@@ -55,7 +55,7 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
     import torch
 
     from movies2scenes.export import load_scene_encoder
-    from movies2scenes.models.vit import read_model_config
+    from movies2scenes.models.folder import read_model_config
     from movies2scenes.retrieval import embed_video
     from movies2scenes.video import VideoError
 

@@ -17,7 +17,7 @@ from movies2scenes import __version__
 from movies2scenes.config import Config, config_hash, scene_encoder_settings
 from movies2scenes.export import export_scene_encoder
 from movies2scenes.models.factorised import TEMPORAL_FILE
-from movies2scenes.models.vit import SETTINGS_FILE
+from movies2scenes.models.folder import SETTINGS_FILE
 from movies2scenes.store import read_json
 
 from ._stage import (

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import eval_transform, loader_workers, shard_digests
 from movies2scenes.features import feature_file, write_index, write_movie_features
-from movies2scenes.models.vit import load_vit, read_model_config
+from movies2scenes.models.folder import load_vit, read_model_config
 from movies2scenes.progress import progress
 from movies2scenes.store import (
     decode_keyframes,

@@ -39,7 +39,8 @@ from movies2scenes.data import (
     train_transform,
 )
 from movies2scenes.models.moco import MoCo
-from movies2scenes.models.vit import SETTINGS_FILE, create_scene_vit, read_model_config, save_vit
+from movies2scenes.models.folder import SETTINGS_FILE, read_model_config, save_vit
+from movies2scenes.models.vit import create_scene_vit
 from movies2scenes.monitor import make_feature_knn_monitor, make_knn_monitor
 from movies2scenes.store import atomic_path, read_json, remove_stale_tmp, write_json
 from movies2scenes.training import (
@@ -245,7 +246,7 @@ class FinetunedScenes(JointScenes):
                               f"{self.backbone_dir}/DONE.json is missing (run train-shot-encoder first; on imported "
                               "shot features only factorised.backbone=frozen works)")
         meta = read_model_config(self.backbone_dir)
-        from movies2scenes.models.vit import vit_config_of
+        from movies2scenes.models.folder import vit_config_of
 
         self.vit = vit_config_of(meta, self.backbone_dir / "config.json")
 
@@ -257,7 +258,7 @@ class FinetunedScenes(JointScenes):
 
     def encoder(self) -> torch.nn.Module:
         from movies2scenes.models.factorised import FactorisedSceneEncoder, TemporalResidual
-        from movies2scenes.models.vit import load_vit
+        from movies2scenes.models.folder import load_vit
 
         f = self.cfg.scene_encoder.factorised
         backbone = load_vit(self.backbone_dir).train().requires_grad_(True)

@@ -20,7 +20,7 @@ from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import TripletStream, epoch_triplets, loader_workers, movie_shots, train_transform
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.backbone import create_backbone, load_pretrained
-from movies2scenes.models.vit import save_vit
+from movies2scenes.models.folder import save_vit
 from movies2scenes.store import remove_stale_tmp, write_json
 from movies2scenes.monitor import make_knn_monitor
 from movies2scenes.training import learning_metrics, make_accelerator, make_optimizer, moco_loop, resume, warmup_cosine

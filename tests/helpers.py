@@ -128,7 +128,8 @@ def tiny_export(folder: Path) -> Path:
 
     from movies2scenes.config import ViTConfig
     from movies2scenes.export import export_scene_encoder
-    from movies2scenes.models.vit import create_scene_vit, save_vit
+    from movies2scenes.models.folder import save_vit
+    from movies2scenes.models.vit import create_scene_vit
 
     torch.manual_seed(0)
     tiny = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)

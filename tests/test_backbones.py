@@ -51,7 +51,7 @@ def test_timm_safetensors_with_another_image_size_and_head(tmp_path):
 
     from movies2scenes.config import ViTConfig
     from movies2scenes.models.backbone import create_backbone, load_pretrained
-    from movies2scenes.models.vit import ModelFileError
+    from movies2scenes.models.weights import ModelFileError
 
     torch.manual_seed(0)
     theirs = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1000)  # 224 px, with head
@@ -80,7 +80,7 @@ class Payload:
 
 def test_pickles_and_bad_files_are_refused(tmp_path):
     from movies2scenes.models.backbone import read_state_dict
-    from movies2scenes.models.vit import ModelFileError
+    from movies2scenes.models.weights import ModelFileError
 
     (tmp_path / "evil.pth").write_bytes(pickle.dumps({"w": Payload()}))
     with pytest.raises(ModelFileError, match="weights_only=True"):

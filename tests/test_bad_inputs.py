@@ -360,7 +360,8 @@ def test_hostile_model_config_is_refused_before_anything_is_built(edit, why, tmp
     import time
 
     from movies2scenes.export import load_scene_encoder, load_timm_backbone
-    from movies2scenes.models.vit import ModelFileError, load_vit
+    from movies2scenes.models.folder import load_vit
+    from movies2scenes.models.weights import ModelFileError
 
     export = _tiny_export(tmp_path)
     ours = json.loads((export / "movies2scenes.json").read_text())
@@ -378,7 +379,7 @@ def test_hostile_model_config_is_refused_before_anything_is_built(edit, why, tmp
 
 def test_corrupted_model_files_are_named(tmp_path, capsys):
     from movies2scenes.export import load_scene_encoder
-    from movies2scenes.models.vit import ModelFileError
+    from movies2scenes.models.weights import ModelFileError
 
     export = _tiny_export(tmp_path)
     good = (export / "config.json").read_bytes()
@@ -399,7 +400,7 @@ def test_corrupted_model_files_are_named(tmp_path, capsys):
 
 
 def test_movie_encoder_config_is_checked_against_its_weights(encoded_run, tmp_path):
-    from movies2scenes.models.vit import ModelFileError
+    from movies2scenes.models.weights import ModelFileError
     from movies2scenes.models.movie import load_movie_encoder
 
     src, _ = encoded_run

@@ -36,7 +36,8 @@ print(json.dumps({"cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from movies2scenes.export import export_scene_encoder
-    from movies2scenes.models.vit import create_scene_vit, save_vit
+    from movies2scenes.models.folder import save_vit
+    from movies2scenes.models.vit import create_scene_vit
 
     tmp = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
@@ -106,7 +107,7 @@ def test_edited_timm_config_is_refused(exported, tmp_path):
     import shutil
 
     from movies2scenes import load_scene_encoder
-    from movies2scenes.models.vit import ModelFileError
+    from movies2scenes.models.weights import ModelFileError
 
     bad = tmp_path / "bad"
     shutil.copytree(exported, bad)

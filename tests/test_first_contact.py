@@ -29,7 +29,8 @@ TINY = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_d
 def export(tmp_path_factory):
     """A tiny exported encoder trained (as far as its settings say) with min_shot_frames 15, 64 px."""
     from movies2scenes.export import export_scene_encoder
-    from movies2scenes.models.vit import create_scene_vit, save_vit
+    from movies2scenes.models.folder import save_vit
+    from movies2scenes.models.vit import create_scene_vit
 
     tmp = tmp_path_factory.mktemp("enc")
     torch.manual_seed(0)

@@ -45,6 +45,18 @@ def test_a_stage_imports_no_other_stage():
     assert offenders == {}
 
 
+def test_models_stand_below_training_and_data():
+    """models/ imports neither the training loop, the monitor nor data loading; the ViT factory
+    imports neither the other backbones nor the folder format (no import circle)."""
+    below = {"movies2scenes.training", "movies2scenes.monitor", "movies2scenes.data"}
+    offenders = {str(p.relative_to(ROOT)): sorted(m for m in imported(p) if m.split(".")[:2] != ["movies2scenes", "models"]
+                                                  and any(m == b or m.startswith(b + ".") for b in below))
+                 for p in (ROOT / "movies2scenes" / "models").glob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+    vit = imported(ROOT / "movies2scenes" / "models" / "vit.py")
+    assert not {m for m in vit if m.startswith(("movies2scenes.models.backbone", "movies2scenes.models.folder"))}
+
+
 def test_the_wall_test_sees_imports():
     """The checks above can fail: the CLI imports stages, and the reader resolves relative imports."""
     assert "pipelines.evaluate" in imported(ROOT / "pipelines" / "cli.py")

@@ -74,7 +74,7 @@ def test_forward_enqueues_the_chosen_keys_and_rejects_shots_without_neighbours()
 
 def test_contrastive_accuracy_of_the_positive():
     """acc1/acc5 as moco's main loop computes them: the positive's rank among the 1 + K logits."""
-    from movies2scenes.monitor import topk_accuracy
+    from movies2scenes.models.moco import topk_accuracy
 
     logits = torch.tensor([[5.0, 1, 2, 3, 4, 0, 0], [1.0, 2, 3, 4, 5, 6, 0], [1.0, 5, 4, 3, 2, 0, 0]])
     acc = topk_accuracy(logits)

@@ -249,7 +249,7 @@ def test_missing_pairs_is_a_config_error(tmp_path):
 @pytest.mark.slow
 def test_embed_index_search_on_bikes(bikes, tmp_path):
     from movies2scenes.export import export_scene_encoder
-    from movies2scenes.models.vit import save_vit
+    from movies2scenes.models.folder import save_vit
 
     torch.manual_seed(0)
     enc_dir = tmp_path / "enc"

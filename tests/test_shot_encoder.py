@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from movies2scenes.config import ConfigError, ViTConfig, load
 from movies2scenes.data import epoch_triplets, eval_transform, movie_shots, to_chw
 from movies2scenes.features import ShotFeatures
-from movies2scenes.models.vit import create_vit, load_vit
+from movies2scenes.models.folder import load_vit
+from movies2scenes.models.vit import create_vit
 from movies2scenes.store import decode_keyframes, iter_tar
 from movies2scenes.training import NonFiniteLoss, check_finite
 from pipelines import extract_shot_features, train_shot_encoder

@@ -17,7 +17,7 @@ name → tensor file) or a PyTorch state dict read with ``torch.load(weights_onl
 pickle of arbitrary objects). The classifier weights of an ImageNet checkpoint are dropped (the
 backbone has none); a ViT's positional embedding is resampled to our image size (timm's
 ``resample_abs_pos_embed``); anything else that does not fit — missing keys, unexpected keys,
-shapes — is a :class:`.vit.ModelFileError` listing them.
+shapes — is a :class:`.weights.ModelFileError` listing them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..config import ViTConfig
-from .vit import ModelFileError, create_vit, shape_mismatches
+from .vit import create_vit
+from .weights import ModelFileError, shape_mismatches
 
 TORCHVISION = "torchvision."
 HEAD_KEYS = ("fc.", "classifier.", "head.", "heads.")  # classification heads of timm / torchvision models

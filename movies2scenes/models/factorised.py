@@ -151,7 +151,7 @@ def load_temporal(path: str | Path, settings: dict) -> TemporalResidual:
     a settings section that does not match the weights is a ModelFileError naming both files."""
     from safetensors.torch import load_file
 
-    from .vit import ModelFileError, shape_mismatches, weight_shapes
+    from .weights import ModelFileError, shape_mismatches, weight_shapes
 
     path = Path(path)
     keys = ("dim", "shots", "depth", "heads", "mlp_ratio", "width")
@@ -176,7 +176,7 @@ def load_temporal(path: str | Path, settings: dict) -> TemporalResidual:
 
 
 @torch.no_grad()
-def embed_windows(enc: TemporalResidual, clips) -> "np.ndarray":
+def embed_windows(enc: TemporalResidual, clips):
     """Embeddings of shot-feature clips of any length (each (n_i, d))."""
     import numpy as np
 

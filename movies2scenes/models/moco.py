@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..monitor import topk_accuracy
 
 
 @torch.no_grad()
@@ -159,3 +158,13 @@ def neighbour_logits(q, k_minus, k_plus, has_minus, has_plus):
     pos_minus = torch.where(has_minus, (q * k_minus).sum(1), torch.full_like(q[:, 0], neg_inf))
     pos_plus = torch.where(has_plus, (q * k_plus).sum(1), torch.full_like(q[:, 0], neg_inf))
     return pos_minus, pos_plus
+
+
+@torch.no_grad()
+def topk_accuracy(logits: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, torch.Tensor]:
+    """Fraction of rows whose positive (column 0) is among the k largest logits, per k
+    (``timm.utils.accuracy``, moco's own function, as fractions)."""
+    from timm.utils import accuracy
+
+    target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+    return {f"acc{k}": a / 100 for k, a in zip(ks, accuracy(logits, target, topk=ks))}

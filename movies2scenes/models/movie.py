@@ -99,7 +99,8 @@ def load_movie_encoder(path: str | Path, device="cpu") -> MovieEncoder:
 def checked_movie_config(path: Path) -> dict:
     """config.json of a saved movie encoder, its types and its shapes checked against the
     safetensors header before anything is built (a hostile config cannot exhaust memory)."""
-    from .vit import ModelFileError, read_model_config, shape_mismatches, weight_shapes
+    from .folder import read_model_config
+    from .weights import ModelFileError, shape_mismatches, weight_shapes
 
     c, where = read_model_config(path), path / "config.json"
     for key in ("in_dim", "hidden", "out_dim", "max_shots", "kernel", "stride"):

@@ -156,7 +156,7 @@ class RunView:
         import torch
 
         from movies2scenes.export import load_scene_encoder
-        from movies2scenes.models.vit import read_model_config
+        from movies2scenes.models.folder import read_model_config
         from movies2scenes.retrieval import scene_windows
 
         from movies2scenes.evaluation import embed_clips
