@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 from movies2scenes.catalogue import CatalogueError
 from movies2scenes.config import ConfigError, load
@@ -71,6 +72,54 @@ EXAMPLES = {
 }
 
 
+@dataclass(frozen=True)
+class StageCommand:
+    """How a run-dir stage (movies2scenes.layout.STAGES) is offered on the command line: its module
+    in ``pipelines``, its help line, whether it takes ``--shard`` (and ``--strict``), what
+    ``--force`` means for it, and whether it trains (a non-finite loss exits 3)."""
+
+    module: str
+    help: str
+    force: str
+    parallel: bool = False
+    strict: bool = False
+    trains: bool = False
+
+
+STAGE_COMMANDS = {
+    "detect-shots": StageCommand("detect_shots", "stage 1: cut every movie into shots, store keyframes", "",
+                                 parallel=True, strict=True),
+    "train-shot-encoder": StageCommand("train_shot_encoder", "stage 2: MoCo shot encoder (neighbour positives)",
+                                       "start over, discarding checkpoints", trains=True),
+    "extract-shot-features": StageCommand("extract_shot_features", "stage 3: frozen E_shot features of every shot", "",
+                                          parallel=True),
+    "build-movie-pairs": StageCommand("build_movie_pairs", "stage 4: similar movie pairs from metadata",
+                                      "rebuild even if DONE.json matches"),
+    "train-movie-encoder": StageCommand("train_movie_encoder", "stage 5: movie encoder (similar vs random pairs)",
+                                        "start over, discarding checkpoints", trains=True),
+    "mine-scene-pairs": StageCommand("mine_scene_pairs", "stage 6: similar non-overlapping scene pairs + training shards",
+                                     "", parallel=True),
+    "train-scene-encoder": StageCommand("train_scene_encoder", "stage 7: MoCo scene encoder on mined scene pairs",
+                                        "start over, discarding checkpoints", trains=True),
+    "export": StageCommand("export", "stage 8: the frozen scene encoder + model card → run_dir/export",
+                           "export again even if DONE.json matches"),
+    "evaluate": StageCommand("evaluate", "stage 9: MLP probes on the exported encoder (evaluate.tasks)",
+                             "evaluate again even if DONE.json matches"),
+}
+
+
+def _add_stage(sub, command: str) -> None:
+    """The subcommand of a run-dir stage, from :data:`STAGE_COMMANDS`."""
+    spec = STAGE_COMMANDS[command]
+    p = sub.add_parser(command, help=spec.help)
+    _add_config_args(p)
+    if spec.parallel:
+        _add_parallel_args(p, strict=spec.strict)
+    else:
+        p.add_argument("--force", action="store_true", help=spec.force)
+    p.set_defaults(func=_run_stage)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from movies2scenes import __version__
 
@@ -92,44 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", metavar="FILE", help="watch-log CSV to validate, with --check")
     p.set_defaults(func=_catalogue)
 
-    p = sub.add_parser("detect-shots", help="stage 1: cut every movie into shots, store keyframes")
-    _add_config_args(p)
-    _add_parallel_args(p)
-    p.set_defaults(func=_detect_shots)
-    p = sub.add_parser("train-shot-encoder", help="stage 2: MoCo shot encoder (neighbour positives)")
-    _add_config_args(p)
-    p.add_argument("--force", action="store_true", help="start over, discarding checkpoints")
-    p.set_defaults(func=_train_shot_encoder)
+    _add_stage(sub, "detect-shots")
+    _add_stage(sub, "train-shot-encoder")
 
-    p = sub.add_parser("extract-shot-features", help="stage 3: frozen E_shot features of every shot")
-    _add_config_args(p)
-    _add_parallel_args(p, strict=False)
-    p.set_defaults(func=_extract_shot_features)
+    _add_stage(sub, "extract-shot-features")
 
-    p = sub.add_parser("build-movie-pairs", help="stage 4: similar movie pairs from metadata")
-    _add_config_args(p)
-    p.add_argument("--force", action="store_true", help="rebuild even if DONE.json matches")
-    p.set_defaults(func=_build_movie_pairs)
+    _add_stage(sub, "build-movie-pairs")
 
-    p = sub.add_parser("train-movie-encoder", help="stage 5: movie encoder (similar vs random pairs)")
-    _add_config_args(p)
-    p.add_argument("--force", action="store_true", help="start over, discarding checkpoints")
-    p.set_defaults(func=_train_movie_encoder)
+    _add_stage(sub, "train-movie-encoder")
 
-    p = sub.add_parser("mine-scene-pairs", help="stage 6: similar non-overlapping scene pairs + training shards")
-    _add_config_args(p)
-    _add_parallel_args(p, strict=False)
-    p.set_defaults(func=_mine_scene_pairs)
+    _add_stage(sub, "mine-scene-pairs")
 
-    p = sub.add_parser("train-scene-encoder", help="stage 7: MoCo scene encoder on mined scene pairs")
-    _add_config_args(p)
-    p.add_argument("--force", action="store_true", help="start over, discarding checkpoints")
-    p.set_defaults(func=_train_scene_encoder)
+    _add_stage(sub, "train-scene-encoder")
 
-    p = sub.add_parser("export", help="stage 8: the frozen scene encoder + model card → run_dir/export")
-    _add_config_args(p)
-    p.add_argument("--force", action="store_true", help="export again even if DONE.json matches")
-    p.set_defaults(func=_export)
+    _add_stage(sub, "export")
 
     p = sub.add_parser("embed", help="scene embeddings of videos with an exported encoder")
     p.add_argument("videos", nargs="+", metavar="VIDEO")
@@ -168,10 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=_demo_tasks, overrides=[])
 
-    p = sub.add_parser("evaluate", help="stage 9: MLP probes on the exported encoder (evaluate.tasks)")
-    _add_config_args(p)
-    p.add_argument("--force", action="store_true", help="evaluate again even if DONE.json matches")
-    p.set_defaults(func=_evaluate)
+    _add_stage(sub, "evaluate")
 
     p = sub.add_parser("import-shot-features", help="bring your own per-shot embeddings as the shot_features stage")
     p.add_argument("source", metavar="DIR", help="one <movie id>.npy or .parquet per movie (see docs)")
@@ -281,68 +303,27 @@ def _catalogue(args) -> int:
     return 0
 
 
-def _detect_shots(args) -> int:
-    from pipelines import detect_shots
+def _run_stage(args) -> int:
+    """Any run-dir stage: its config, then ``pipelines.<module>.run`` with the options it takes."""
+    import importlib
 
-    return detect_shots.run(load(args.config, args.overrides), args.shard, args.strict, args.force)
-
-
-def _train_shot_encoder(args) -> int:
-    from movies2scenes.training import NonFiniteLoss
-    from pipelines import train_shot_encoder
-
-    try:
-        return train_shot_encoder.run(load(args.config, args.overrides), args.force)
-    except NonFiniteLoss as e:
-        print(f"m2s train-shot-encoder: {e}", file=sys.stderr)
-        return 3
-
-
-def _extract_shot_features(args) -> int:
-    from pipelines import extract_shot_features
-
+    spec = STAGE_COMMANDS[args.command]
+    stage = importlib.import_module(f"pipelines.{spec.module}")
     cfg = load(args.config, args.overrides)
-    return extract_shot_features.run(cfg, args.shard, args.force)
-
-
-def _build_movie_pairs(args) -> int:
-    from pipelines import build_movie_pairs
-
-    return build_movie_pairs.run(load(args.config, args.overrides), args.force)
-
-
-def _train_movie_encoder(args) -> int:
+    options = {"force": args.force}
+    if spec.parallel:
+        options["shard"] = args.shard
+    if spec.strict:
+        options["strict"] = args.strict
+    if not spec.trains:
+        return stage.run(cfg, **options)
     from movies2scenes.training import NonFiniteLoss
-    from pipelines import train_movie_encoder
 
     try:
-        return train_movie_encoder.run(load(args.config, args.overrides), args.force)
+        return stage.run(cfg, **options)
     except NonFiniteLoss as e:
-        print(f"m2s train-movie-encoder: {e}", file=sys.stderr)
+        print(f"m2s {args.command}: {e}", file=sys.stderr)
         return 3
-
-
-def _mine_scene_pairs(args) -> int:
-    from pipelines import mine_scene_pairs
-
-    return mine_scene_pairs.run(load(args.config, args.overrides), args.shard, args.force)
-
-
-def _train_scene_encoder(args) -> int:
-    from movies2scenes.training import NonFiniteLoss
-    from pipelines import train_scene_encoder
-
-    try:
-        return train_scene_encoder.run(load(args.config, args.overrides), args.force)
-    except NonFiniteLoss as e:
-        print(f"m2s train-scene-encoder: {e}", file=sys.stderr)
-        return 3
-
-
-def _export(args) -> int:
-    from pipelines import export
-
-    return export.run(load(args.config, args.overrides), args.force)
 
 
 def _embed(args) -> int:
@@ -389,12 +370,6 @@ def _demo_tasks(args) -> int:
     for path in write_demo_tasks(args.world_dir, args.out):
         print(f"wrote {path}")
     return 0
-
-
-def _evaluate(args) -> int:
-    from pipelines import evaluate
-
-    return evaluate.run(load(args.config, args.overrides), args.force)
 
 
 def main(argv: list[str] | None = None) -> int:

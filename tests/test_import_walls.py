@@ -59,7 +59,7 @@ def test_models_stand_below_training_and_data():
 
 def test_the_wall_test_sees_imports():
     """The checks above can fail: the CLI imports stages, and the reader resolves relative imports."""
-    assert "pipelines.evaluate" in imported(ROOT / "pipelines" / "cli.py")
+    assert "pipelines.demo_world" in imported(ROOT / "pipelines" / "cli.py")
     assert "pipelines._stage" in imported(ROOT / "pipelines" / "export.py")
 
 
@@ -76,3 +76,24 @@ def test_the_makefile_runs_the_stages_in_the_layouts_order():
     for stage in STAGES:
         rule = re.search(rf"^\$\(RUN\)/{stage.folder}/DONE\.json:.*\n((?:\t.*\n)+)", makefile, re.M)
         assert rule and f"$(M2S) {stage.command} " in rule.group(1), stage
+
+
+def test_the_cli_offers_every_stage_of_the_layout():
+    from movies2scenes.layout import STAGES
+    from pipelines.cli import STAGE_COMMANDS, build_parser
+
+    assert list(STAGE_COMMANDS) == [s.command for s in STAGES]
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert all(s.command in sub.choices for s in STAGES)
+
+
+def test_a_non_finite_loss_exits_3_naming_the_command(monkeypatch, capsys):
+    from movies2scenes.training import NonFiniteLoss
+    from pipelines import cli, train_movie_encoder
+
+    def diverge(cfg, force=False):
+        raise NonFiniteLoss("loss is nan at step 7; stopping (no checkpoint yet)")
+
+    monkeypatch.setattr(train_movie_encoder, "run", diverge)
+    assert cli.main(["train-movie-encoder", "-c", str(ROOT / "configs" / "demo.yaml")]) == 3
+    assert "m2s train-movie-encoder: loss is nan at step 7" in capsys.readouterr().err
