@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from movies2scenes.models.moco import MoCo, infonce, neighbour_infonce
+from movies2scenes.models.moco import MoCo, best_key, moco_logits, moco_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,19 +38,27 @@ def test_positive_is_the_better_neighbour():
     queue = unit([0, 0, 1], [1, 1, 1]).T  # C × K
     has = torch.tensor([True, True, True])
     no_minus = torch.tensor([True, True, False])  # row 2 sits at a movie edge: only t+2 exists
-    loss, chosen = neighbour_infonce(q, k_minus, k_plus, has, has, queue, 0.1)
+    k = torch.stack([k_minus, k_plus])  # the two candidates of every query
+
+    def eq1(valid):
+        l_pos, best = best_key(q, k, torch.stack(valid))
+        return moco_loss(moco_logits(q, l_pos, queue, 0.1)), best == 1
+
+    loss, chosen = eq1([has, has])
     assert chosen.tolist() == [False, True, False]
     # Eq. 1 by hand
     pos = torch.stack([(q[0] * k_minus[0]).sum(), (q[1] * k_plus[1]).sum(), (q[2] * k_minus[2]).sum()])
     logits = torch.cat([pos[:, None], q @ queue], 1) / 0.1
     assert torch.allclose(loss, F.cross_entropy(logits, torch.zeros(3, dtype=torch.long)))
     # at the edge the missing neighbour never counts, even when it would have been better
-    loss_edge, chosen_edge = neighbour_infonce(q, k_minus, k_plus, no_minus, has, queue, 0.1)
+    loss_edge, chosen_edge = eq1([no_minus, has])
     assert chosen_edge.tolist() == [False, True, True]
     pos[2] = (q[2] * k_plus[2]).sum()
     logits = torch.cat([pos[:, None], q @ queue], 1) / 0.1
     assert torch.allclose(loss_edge, F.cross_entropy(logits, torch.zeros(3, dtype=torch.long)))
-    assert torch.allclose(infonce(q, pos, queue, 0.1), loss_edge)
+    # one candidate, always valid: the classic pair
+    l_pos, best = best_key(q, k_plus[None], torch.ones(1, 3, dtype=torch.bool))
+    assert torch.equal(l_pos, (q * k_plus).sum(1)) and not best.any()
 
 
 def test_forward_enqueues_the_chosen_keys_and_rejects_shots_without_neighbours():

@@ -1,16 +1,17 @@
 """MoCo (He et al., 2020), in the spirit of facebookresearch/moco's ``builder.py``.
 
 A query encoder (backbone + MLP projection), a momentum copy of it as key encoder, and a queue of
-normalised keys. One class serves both uses in Movies2Scenes:
+normalised keys. One forward serves both uses in Movies2Scenes: each query comes with candidate
+keys and a validity mask, every candidate goes through the key encoder, and the positive logit is
+the best valid candidate's (:func:`best_key`); that key is enqueued.
 
-* **shots** (:meth:`MoCo.forward_neighbours`, paper Eq. 1): the positive logit of query shot t is
-  ``max(q·k(t−2), q·k(t+2))`` — both neighbours are encoded by the key encoder and the better one
-  counts; a missing neighbour (movie edge) is masked out; the chosen key is enqueued.
-* **scenes** (:meth:`MoCo.forward_pair`): the classic pair, query scene and its mined partner.
+* **shots** (paper Eq. 1): two candidates, shots t−2 and t+2 — the positive logit of query shot t
+  is ``max(q·k(t−2), q·k(t+2))``; a missing neighbour (movie edge) is masked out;
+* **scenes**: one candidate, the mined partner — the classic pair.
 
-Both return (loss, stats): stats holds ``acc1``/``acc5``, how often the positive is the top-1/top-5
-of the 1 + K logits (what moco's main loop prints: it shows learning while the loss still rises as
-the queue fills), and for shots ``chosen_t_plus``.
+The forward returns (loss, stats): stats holds ``acc1``/``acc5``, how often the positive is the
+top-1/top-5 of the 1 + K logits (what moco's main loop prints: it shows learning while the loss
+still rises as the queue fills), and for shots ``chosen_t_plus``.
 
 Keys are gathered from every process before they are enqueued, so all ranks hold the same queue.
 """
@@ -91,41 +92,44 @@ class MoCo(nn.Module):
     def _queue(self, like: torch.Tensor) -> torch.Tensor:
         return self.queue.clone().detach().to(like.dtype)
 
-    # -- the two uses ------------------------------------------------------------------------------
-    def forward_neighbours(self, query: torch.Tensor, minus: torch.Tensor, plus: torch.Tensor,
-                           has_minus: torch.Tensor, has_plus: torch.Tensor):
-        """Shot MoCo (Eq. 1). Returns (loss, stats); stats["chosen_t_plus"]: per row, whether t+2 was the positive.
-
-        Every row needs at least one neighbour (the data pipeline skips shots with none)."""
-        if not bool((has_minus | has_plus).all()):
-            raise ValueError("every query shot needs at least one neighbour")
-        q = self.embed_query(query)
-        with torch.no_grad():
-            self._momentum_update_key_encoder()
-            k = self.embed_key(torch.cat([minus, plus])).to(q.dtype)
-            k_minus, k_plus = k.chunk(2)
-        pos_minus, pos_plus = neighbour_logits(q, k_minus, k_plus, has_minus, has_plus)
-        chosen = pos_plus > pos_minus
-        logits = moco_logits(q, torch.where(chosen, pos_plus, pos_minus), self._queue(q), self.temperature)
-        self._dequeue_and_enqueue(torch.where(chosen[:, None], k_plus, k_minus))
-        return _loss(logits), {**topk_accuracy(logits), "chosen_t_plus": chosen}
-
-    def forward_pair(self, query: torch.Tensor, key: torch.Tensor):
-        """Classic MoCo: the positive of each query is its own key. Returns (loss, stats)."""
-        q = self.embed_query(query)
-        with torch.no_grad():
-            self._momentum_update_key_encoder()
-            k = self.embed_key(key).to(q.dtype)
-        logits = moco_logits(q, (q * k).sum(1), self._queue(q), self.temperature)
-        self._dequeue_and_enqueue(k)
-        return _loss(logits), topk_accuracy(logits)
-
+    # -- the forward ---------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]):
-        """A batch with ``minus``/``plus`` neighbours → shot MoCo; with ``key`` → pair MoCo."""
+        """``query`` and its candidate keys: ``minus``/``plus`` with ``has_minus``/``has_plus``
+        (shots, Eq. 1) or ``key`` (a pair). Returns (loss, stats)."""
+        query = batch["query"]
         if "minus" in batch:
-            return self.forward_neighbours(batch["query"], batch["minus"], batch["plus"],
-                                           batch["has_minus"], batch["has_plus"])
-        return self.forward_pair(batch["query"], batch["key"])
+            keys = torch.stack([batch["minus"], batch["plus"]])
+            valid = torch.stack([batch["has_minus"], batch["has_plus"]])
+        else:
+            keys = batch["key"][None]
+            valid = torch.ones(1, len(query), dtype=torch.bool, device=query.device)
+        loss, logits, best = self.contrast(query, keys, valid)
+        stats = topk_accuracy(logits)
+        if len(keys) == 2:
+            stats["chosen_t_plus"] = best == 1
+        return loss, stats
+
+    def contrast(self, query: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor):
+        """MoCo over (K, B, ...) candidate keys of B queries, ``valid`` (K, B): returns the loss, the
+        (B, 1 + K_queue) logits and, per query, which candidate was the positive."""
+        if not bool(valid.any(0).all()):
+            raise ValueError("every query needs at least one valid key (every query shot a neighbour)")
+        q = self.embed_query(query)
+        with torch.no_grad():
+            self._momentum_update_key_encoder()
+            k = self.embed_key(keys.flatten(0, 1)).to(q.dtype).unflatten(0, keys.shape[:2])  # (K, B, C)
+        l_pos, best = best_key(q, k, valid)
+        logits = moco_logits(q, l_pos, self._queue(q), self.temperature)
+        self._dequeue_and_enqueue(k[best, torch.arange(len(q), device=q.device)])
+        return moco_loss(logits), logits, best
+
+
+def best_key(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query (q: (B, C)), the largest ``q·k`` over its valid candidates (k: (K, B, C), valid:
+    (K, B)) and which candidate that is (ties: the first) — paper Eq. 1 for K = 2."""
+    scores = torch.where(valid, (q[None] * k).sum(-1), torch.full_like(k[..., 0], torch.finfo(q.dtype).min))
+    best = scores.argmax(0)
+    return scores.gather(0, best[None])[0], best
 
 
 def moco_logits(q: torch.Tensor, l_pos: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -133,31 +137,10 @@ def moco_logits(q: torch.Tensor, l_pos: torch.Tensor, queue: torch.Tensor, tempe
     return torch.cat([l_pos[:, None], q @ queue], dim=1) / temperature
 
 
-def _loss(logits: torch.Tensor) -> torch.Tensor:
+def moco_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the positive logit (column 0) against the queue's negatives."""
     labels = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits.float(), labels)
-
-
-def infonce(q: torch.Tensor, l_pos: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy of the positive logit against the queue's (C × K) negatives."""
-    return _loss(moco_logits(q, l_pos, queue, temperature))
-
-
-def neighbour_infonce(q, k_minus, k_plus, has_minus, has_plus, queue, temperature):
-    """Paper Eq. 1: positive logit max(q·k(t−2), q·k(t+2)) over the neighbours that exist.
-
-    Returns (loss, chosen) with chosen = True where k(t+2) was the positive."""
-    pos_minus, pos_plus = neighbour_logits(q, k_minus, k_plus, has_minus, has_plus)
-    chosen = pos_plus > pos_minus
-    return infonce(q, torch.where(chosen, pos_plus, pos_minus), queue, temperature), chosen
-
-
-def neighbour_logits(q, k_minus, k_plus, has_minus, has_plus):
-    """``q·k(t−2)`` and ``q·k(t+2)`` per row, −inf where that neighbour does not exist."""
-    neg_inf = torch.finfo(q.dtype).min
-    pos_minus = torch.where(has_minus, (q * k_minus).sum(1), torch.full_like(q[:, 0], neg_inf))
-    pos_plus = torch.where(has_plus, (q * k_plus).sum(1), torch.full_like(q[:, 0], neg_inf))
-    return pos_minus, pos_plus
 
 
 @torch.no_grad()
