@@ -108,6 +108,7 @@ class JointScenes:
         self.shards = scene_pair_keys(self.scene_dir)
         self.num_pairs = sum(len(v) for v in self.shards.values())
         self.rank, self.world, self.local_batch = 0, 1, 1
+        self.size = cfg.scene_encoder.model.img_size  # the side each frame is read at (px)
 
     def inputs(self) -> list[Path]:
         sc = self.cfg.scene_encoder
@@ -127,7 +128,7 @@ class JointScenes:
         sc = self.cfg.scene_encoder
         items = epoch_scene_pairs(self.shards, epoch, self.cfg.seed, sc.shuffle_shards, sc.swap_sides)
         stream = ScenePairStream(self.scene_dir, items, self.local_batch, self.rank, self.world,
-                                 train_transform(sc.model.img_size, sc.augment), self.cfg.seed, epoch, start,
+                                 train_transform(self.size, sc.augment), self.cfg.seed, epoch, start,
                                  cache_shards=sc.shuffle_shards + 1)
         return DataLoader(stream, batch_size=self.local_batch, num_workers=loader_workers(sc.train.num_workers))
 
@@ -135,8 +136,8 @@ class JointScenes:
         tr = self.cfg.scene_encoder.train
         if not (self.run_dir / "shots" / "index.parquet").is_file():
             return None
-        return make_knn_monitor(self.run_dir / "shots", train_movies, self.cfg.scene_encoder.model.img_size,
-                                tr.knn_movies, tr.knn_per_movie, self.cfg.seed, shots_per_item=self.n)
+        return make_knn_monitor(self.run_dir / "shots", train_movies, self.size, tr.knn_movies, tr.knn_per_movie,
+                                self.cfg.seed, shots_per_item=self.n)
 
     def keeper(self, ckpt_dir: Path, stamp: str) -> None:
         return None
@@ -249,6 +250,7 @@ class FinetunedScenes(JointScenes):
         from movies2scenes.models.folder import vit_config_of
 
         self.vit = vit_config_of(meta, self.backbone_dir / "config.json")
+        self.size = self.vit.img_size  # frames are read at the backbone's size
 
     def inputs(self) -> list[Path]:
         return [self.scene_dir / "DONE.json", self.backbone_dir / "DONE.json"]
@@ -264,21 +266,6 @@ class FinetunedScenes(JointScenes):
         backbone = load_vit(self.backbone_dir).train().requires_grad_(True)
         temporal = TemporalResidual(backbone.num_features, self.n, f.depth, f.heads, f.mlp_ratio, width=f.width)
         return FactorisedSceneEncoder(backbone, temporal, self.vit.img_size, freeze_backbone=False)
-
-    def batches(self, epoch: int, start: int):
-        sc = self.cfg.scene_encoder
-        items = epoch_scene_pairs(self.shards, epoch, self.cfg.seed, sc.shuffle_shards, sc.swap_sides)
-        stream = ScenePairStream(self.scene_dir, items, self.local_batch, self.rank, self.world,
-                                 train_transform(self.vit.img_size, sc.augment), self.cfg.seed, epoch, start,
-                                 cache_shards=sc.shuffle_shards + 1)
-        return DataLoader(stream, batch_size=self.local_batch, num_workers=loader_workers(sc.train.num_workers))
-
-    def monitor(self, train_movies: set[str]):
-        tr = self.cfg.scene_encoder.train
-        if not (self.run_dir / "shots" / "index.parquet").is_file():
-            return None
-        return make_knn_monitor(self.run_dir / "shots", train_movies, self.vit.img_size, tr.knn_movies,
-                                tr.knn_per_movie, self.cfg.seed, shots_per_item=self.n)
 
     keeper = FactorisedScenes.keeper
 
