@@ -102,6 +102,10 @@ def save_checkpoint(accelerator, folder: Path, step: int, keep: int, scheduler, 
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    # every rank writes its own random_states_<rank>.pkl: none may still be writing into the
+    # folder when it is renamed (else that file lands in a new .tmp- folder and the checkpoint
+    # lacks it — seen with 2 gloo processes under load)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
         (tmp / "progress.json").write_text(json.dumps({"step": step, "scheduler": sched, **extra}))
