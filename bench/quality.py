@@ -358,10 +358,6 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     shot_features = base / "shot_features"
     if row["kind"] in ("imagenet_head", "imagenet_factorised"):  # the ImageNet network as a frozen E_shot for every later stage
         shot_features = imagenet_shot_features(base)
-        record = json.loads((shot_features / "DONE.json").read_text())
-        if "imported_from" not in record:  # written before the record said so
-            record["imported_from"] = "torchvision ImageNet MobileNetV2 (bench/quality.py)"
-            (shot_features / "DONE.json").write_text(json.dumps(record, indent=1))
     for stage, target in (("shots", base / "shots"), ("shot_encoder", base / "shot_encoder"),
                           ("shot_features", shot_features)):
         if not os.path.lexists(cell / stage):
@@ -389,20 +385,21 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
                 raise RuntimeError(f"{stage.__name__} failed in {cell}")
         done_json = lambda s: json.loads((cell / s / "DONE.json").read_text())  # noqa: E731
         metrics = json.loads((cell / "scene_encoder" / "metrics.json").read_text())
-        settings = json.loads((cell / "scene_encoder" / "movies2scenes.json").read_text())
-        temporal = load_temporal(cell / "scene_encoder", settings["temporal"])
-        feats = ShotFeatures(cell / "shot_features")
         result |= {"scene_pairs": done_json("scene_pairs")["counts"]["scene_pairs"],
                    "steps": done_json("scene_encoder")["counts"]["steps"],
                    "train_s": done_json("scene_encoder")["elapsed_s"], "kept": metrics["kept"],
                    "kept_step": metrics["kept"]["step"],
                    "knn_history": metrics["knn"]["history"], "movie_auc": done_json("movie_encoder").get("heldout_auc"),
                    **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
-        embed = lambda clips: embed_windows(temporal, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
-                                                       for m, a, b in clips])
         if row["kind"] == "factorised_finetune":  # the backbone changed: read the clips' pixels through both
             encoder = load_scene_encoder(cell / "scene_encoder")
             embed = lambda clips: embed_clips(encoder, shots, clips, 64)  # noqa: E731
+        else:  # the frozen backbone's stored features through the saved residual
+            settings = json.loads((cell / "scene_encoder" / "movies2scenes.json").read_text())
+            temporal = load_temporal(cell / "scene_encoder", settings["temporal"])
+            feats = ShotFeatures(cell / "shot_features")
+            embed = lambda clips: embed_windows(temporal, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
+                                                           for m, a, b in clips])
     elif row["kind"] in ("scene_head", "imagenet_head"):
         import pyarrow.parquet as pq
 

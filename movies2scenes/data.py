@@ -276,14 +276,12 @@ class FeaturePairBatches:
     batch b is sliced between processes as :class:`RecipeStream` does. A pair's scenes are its rows
     ``start_a`` / ``start_b`` … + n of each movie's feature matrix."""
 
-    def __init__(self, scene_dir: str | Path, features, shots_per_scene: int, batch_size: int, rank: int = 0,
-                 world: int = 1):
+    def __init__(self, scene_dir: str | Path, features, shots_per_scene: int):
         table = pq.read_table(Path(scene_dir) / "pairs.parquet",
                               columns=["shard", "key", "movie_a", "start_a", "movie_b", "start_b"]).to_pylist()
         self.sides = {(r["shard"], r["key"]): ((r["movie_a"], r["start_a"]), (r["movie_b"], r["start_b"]))
                       for r in table}
         self.features, self.n = features, shots_per_scene
-        self.batch, self.rank, self.world = batch_size, rank, world
         for (shard, key), sides in self.sides.items():
             for movie, start in sides:
                 if movie not in features.rows:
@@ -297,13 +295,14 @@ class FeaturePairBatches:
     def window(self, movie: str, start: int) -> np.ndarray:
         return np.asarray(self.features.movie(movie)[start:start + self.n], np.float32)
 
-    def epoch(self, items: list[ScenePairItem], start_batch: int = 0):
-        """Batches ``start_batch``, … of the epoch whose recipe is ``items``."""
-        global_batch = self.batch * self.world
+    def epoch(self, items: list[ScenePairItem], batch_size: int, rank: int = 0, world: int = 1, start_batch: int = 0):
+        """This process's batches ``start_batch``, … (``batch_size`` pairs each) of the epoch whose
+        recipe is ``items``."""
+        global_batch = batch_size * world
         for b in range(start_batch, len(items) // global_batch):
-            base = b * global_batch + self.rank * self.batch
+            base = b * global_batch + rank * batch_size
             out = {"query": [], "key": []}
-            for item in items[base:base + self.batch]:
+            for item in items[base:base + batch_size]:
                 a, b_side = self.sides[(item.shard, item.key)]
                 q, k = (b_side, a) if item.swap else (a, b_side)
                 out["query"].append(self.window(*q))

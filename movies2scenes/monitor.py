@@ -98,6 +98,15 @@ class KnnMonitor:
         return float((votes.argmax(1) == self.labels[self.is_query]).float().mean())
 
 
+def probe_movies(keys: list[str], is_held_out, wanted: int, seed: int) -> tuple[list[str], bool]:
+    """Up to ``wanted`` of ``keys`` (sorted) in a seeded order, held-out ones (``is_held_out``) only
+    when there are at least 2 of them; and whether they are held out."""
+    rng = np.random.default_rng([seed, 77])
+    order = [keys[i] for i in rng.permutation(len(keys))]
+    held = [k for k in order if is_held_out(k)]
+    return sorted(held[:wanted] if len(held) >= 2 else order[:wanted]), len(held) >= 2
+
+
 def make_knn_monitor(shots_dir: Path, train_movies: set[str], size: int, movies_wanted: int, per_movie: int,
                      seed: int, shots_per_item: int = 0) -> KnnMonitor | None:
     """A monitor over up to ``movies_wanted`` movies of the shots stage, held-out ones first
@@ -105,13 +114,9 @@ def make_knn_monitor(shots_dir: Path, train_movies: set[str], size: int, movies_
     from .data import movie_shots
 
     movies = movie_shots(shots_dir)
-    rng = np.random.default_rng([seed, 77])
-    shards = sorted(movies)
-    order = [shards[i] for i in rng.permutation(len(shards))]
-    held = [s for s in order if movies[s][0][1] not in train_movies]
-    chosen = held[:movies_wanted] if len(held) >= 2 else order[:movies_wanted]
-    views, labels, query = probe_items(shots_dir, movies, sorted(chosen), size, per_movie, shots_per_item)
-    monitor = KnnMonitor(views, labels, query, held_out=len(held) >= 2)
+    chosen, held_out = probe_movies(sorted(movies), lambda s: movies[s][0][1] not in train_movies, movies_wanted, seed)
+    views, labels, query = probe_items(shots_dir, movies, chosen, size, per_movie, shots_per_item)
+    monitor = KnnMonitor(views, labels, query, held_out=held_out)
     return monitor if monitor.usable else None
 
 
@@ -120,11 +125,7 @@ def make_feature_knn_monitor(features, train_movies: set[str], movies_wanted: in
     """:func:`make_knn_monitor` for an encoder of shot-feature windows: the probe items are windows
     of ``shots_per_item`` consecutive rows of ``shot_features/`` (views (P, n, d)), the same movie
     choice (held-out first, seeded) and memory/query halves; None with fewer than 2 usable movies."""
-    rng = np.random.default_rng([seed, 77])
-    ids = sorted(features.movie_ids)
-    order = [ids[i] for i in rng.permutation(len(ids))]
-    held = [m for m in order if m not in train_movies]
-    chosen = sorted(held[:movies_wanted] if len(held) >= 2 else order[:movies_wanted])
+    chosen, held_out = probe_movies(sorted(features.movie_ids), lambda m: m not in train_movies, movies_wanted, seed)
     n = shots_per_item
     views, labels, query = [], [], []
     for label, movie in enumerate(chosen):
@@ -139,5 +140,5 @@ def make_feature_knn_monitor(features, train_movies: set[str], movies_wanted: in
             query.append(j >= len(pick) / 2)
     if not views:
         return None
-    monitor = KnnMonitor(torch.stack(views), np.asarray(labels), np.asarray(query), held_out=len(held) >= 2)
+    monitor = KnnMonitor(torch.stack(views), np.asarray(labels), np.asarray(query), held_out=held_out)
     return monitor if monitor.usable else None

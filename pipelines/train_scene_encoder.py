@@ -124,10 +124,14 @@ class JointScenes:
     def encoder(self) -> torch.nn.Module:
         return initial_encoder(self.cfg)
 
+    def recipe(self, epoch: int):
+        """The epoch's pairs in training order, each with its direction (both architectures)."""
+        sc = self.cfg.scene_encoder
+        return epoch_scene_pairs(self.shards, epoch, self.cfg.seed, sc.shuffle_shards, sc.swap_sides)
+
     def batches(self, epoch: int, start: int):
         sc = self.cfg.scene_encoder
-        items = epoch_scene_pairs(self.shards, epoch, self.cfg.seed, sc.shuffle_shards, sc.swap_sides)
-        stream = ScenePairStream(self.scene_dir, items, self.local_batch, self.rank, self.world,
+        stream = ScenePairStream(self.scene_dir, self.recipe(epoch), self.local_batch, self.rank, self.world,
                                  train_transform(self.size, sc.augment), self.cfg.seed, epoch, start,
                                  cache_shards=sc.shuffle_shards + 1)
         return DataLoader(stream, batch_size=self.local_batch, num_workers=loader_workers(sc.train.num_workers))
@@ -139,8 +143,12 @@ class JointScenes:
         return make_knn_monitor(self.run_dir / "shots", train_movies, self.size, tr.knn_movies, tr.knn_per_movie,
                                 self.cfg.seed, shots_per_item=self.n)
 
-    def keeper(self, ckpt_dir: Path, stamp: str) -> None:
-        return None
+    def keeper(self, ckpt_dir: Path, stamp: str) -> BestByKnn | None:
+        """The drift guard (factorised encoders with ``factorised.keep: knn``), else None."""
+        sc = self.cfg.scene_encoder
+        if sc.arch != "factorised" or sc.factorised.keep != "knn":
+            return None
+        return BestByKnn(ckpt_dir / "best-knn.safetensors", stamp)
 
     def param_groups(self, model: MoCo):
         return model.parameters()
@@ -171,7 +179,7 @@ class FactorisedScenes(JointScenes):
         self.imported = read_json(self.feature_dir / "DONE.json").get("imported_from")
         self.features = ShotFeatures(self.feature_dir)
         try:
-            self.pairs = FeaturePairBatches(self.scene_dir, self.features, n, 1)
+            self.pairs = FeaturePairBatches(self.scene_dir, self.features, n)
         except ValueError as e:
             raise ConfigError(f"{e} (the scene pairs were mined on other shot features: rerun mine-scene-pairs)") from None
 
@@ -181,10 +189,6 @@ class FactorisedScenes(JointScenes):
     def input_stamp(self) -> str:
         return ""
 
-    def place(self, rank: int, world: int, local_batch: int) -> None:
-        super().place(rank, world, local_batch)
-        self.pairs.rank, self.pairs.world, self.pairs.batch = rank, world, local_batch
-
     def encoder(self) -> torch.nn.Module:
         from movies2scenes.models.factorised import TemporalResidual
 
@@ -192,19 +196,12 @@ class FactorisedScenes(JointScenes):
         return TemporalResidual(self.features.dim, self.n, f.depth, f.heads, f.mlp_ratio, width=f.width)
 
     def batches(self, epoch: int, start: int):
-        sc = self.cfg.scene_encoder
-        items = epoch_scene_pairs(self.shards, epoch, self.cfg.seed, sc.shuffle_shards, sc.swap_sides)
-        return self.pairs.epoch(items, start)
+        return self.pairs.epoch(self.recipe(epoch), self.local_batch, self.rank, self.world, start)
 
     def monitor(self, train_movies: set[str]):
         tr = self.cfg.scene_encoder.train
         return make_feature_knn_monitor(self.features, train_movies, tr.knn_movies, tr.knn_per_movie,
                                         self.cfg.seed, self.n)
-
-    def keeper(self, ckpt_dir: Path, stamp: str) -> BestByKnn | None:
-        if self.cfg.scene_encoder.factorised.keep != "knn":
-            return None
-        return BestByKnn(ckpt_dir / "best-knn.safetensors", stamp)
 
     def describe(self) -> str:
         f = self.cfg.scene_encoder.factorised
@@ -266,8 +263,6 @@ class FinetunedScenes(JointScenes):
         backbone = load_vit(self.backbone_dir).train().requires_grad_(True)
         temporal = TemporalResidual(backbone.num_features, self.n, f.depth, f.heads, f.mlp_ratio, width=f.width)
         return FactorisedSceneEncoder(backbone, temporal, self.vit.img_size, freeze_backbone=False)
-
-    keeper = FactorisedScenes.keeper
 
     def param_groups(self, model: MoCo):
         backbone = [p for n, p in model.named_parameters() if n.startswith("encoder_q.backbone.")]
