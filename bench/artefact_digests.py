@@ -3,15 +3,17 @@
 Writes a world (``--world tiny``: the reliability bench's 10-movie world and tiny models;
 ``--world demo``: configs/demo.yaml as `make demo` runs it), runs every stage once in a fresh run
 directory, and records the sha256 of every artefact file of every stage (the reliability bench's
-rule: DONE.json, logs, checkpoints, parts and metrics.json hold timings and paths and are left
-out). ``--processes 2`` runs the data-parallel stages as two concurrent ``--shard i/2`` processes
+rule: logs, checkpoints, parts and metrics.json hold timings and paths and are left out); each
+DONE.json is digested without its timings and with the work folder's path replaced
+(``DONE.json (normalised)``). ``--processes 2`` runs the data-parallel stages as two concurrent ``--shard i/2`` processes
 (the last one merges) and the training stages under ``torchrun --nproc_per_node 2`` (gloo).
 
     python bench/artefact_digests.py --world tiny --processes 1 --out before.json
     python bench/artefact_digests.py --world tiny --processes 1 --out after.json --compare before.json
 
 ``--compare`` prints every file that differs (or exists on one side only) and exits 1 if any does.
-Run it from the checkout whose code is to be digested (it runs ``python -m pipelines.cli`` there),
+Run it from the checkout whose code is to be digested (it runs ``python -m movies2scenes.cli`` there,
+or ``pipelines.cli`` in a checkout from before the package move),
 with the same ``OMP_NUM_THREADS`` on both sides: float sums, hence weights, depend on the thread
 count (1 vs 2 threads changed 28 of the tiny world's 88 files). A leftover ``.tmp-*`` file is
 listed as ``LEFTOVER``.
@@ -20,6 +22,7 @@ listed as ``LEFTOVER``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -29,16 +32,27 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 
 from reliability import STAGES, TINY, TINY_WORLD, artefacts  # noqa: E402
 
 PER_ITEM = {"detect-shots", "extract-shot-features", "mine-scene-pairs"}  # --shard i/n stages
 TRAINING = {"train-shot-encoder", "train-movie-encoder", "train-scene-encoder"}
+CLI = "pipelines.cli" if (ROOT / "pipelines" / "cli.py").is_file() else "movies2scenes.cli"
+TIMINGS = {"elapsed_s", "finished_at", "decode_seconds"}
+
+
+def done_digest(folder: Path, work: Path) -> dict[str, str]:
+    """The stage's DONE.json without its timings, the work folder's path replaced."""
+    path = folder / "DONE.json"
+    if not path.is_file():
+        return {}
+    record = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMINGS}
+    text = json.dumps(record, sort_keys=True).replace(str(work), "<work>")
+    return {"DONE.json (normalised)": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def run_stage(cmd: str, args: list[str], processes: int, env: dict) -> None:
-    base = [sys.executable, "-m", "pipelines.cli", cmd, *args]
+    base = [sys.executable, "-m", CLI, cmd, *args]
     if processes == 1 or cmd not in PER_ITEM | TRAINING:
         procs = [subprocess.Popen(base, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     elif cmd in PER_ITEM:
@@ -47,7 +61,7 @@ def run_stage(cmd: str, args: list[str], processes: int, env: dict) -> None:
     else:
         port = str(29500 + os.getpid() % 1000)
         procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                                   "--master_port", port, "-m", "pipelines.cli", cmd, *args], cwd=ROOT,
+                                   "--master_port", port, "-m", CLI, cmd, *args], cwd=ROOT,
                                   env=dict(env, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)]
     for p in procs:
@@ -65,10 +79,10 @@ def run_stage(cmd: str, args: list[str], processes: int, env: dict) -> None:
 def digests(world_kind: str, processes: int, work: Path) -> dict[str, dict[str, str]]:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     world, run = work / "world", work / "run"
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "demo-world", str(world), "-c", "configs/demo.yaml",
+    subprocess.run([sys.executable, "-m", CLI, "demo-world", str(world), "-c", "configs/demo.yaml",
                     *(TINY_WORLD if world_kind == "tiny" else [])], cwd=ROOT, check=True, env=env,
                    stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "demo-tasks", str(world), "--out", str(world / "tasks")],
+    subprocess.run([sys.executable, "-m", CLI, "demo-tasks", str(world), "--out", str(world / "tasks")],
                    cwd=ROOT, check=True, env=env, stdout=subprocess.DEVNULL)
     common = ["-c", "configs/demo.yaml", f"catalogue={world / 'catalogue.csv'}", f"watch_logs={world / 'watch_logs.csv'}",
               f"evaluate.tasks=[{world / 'tasks' / 'place.csv'}, {world / 'tasks' / 'genre.csv'}, "
@@ -78,7 +92,7 @@ def digests(world_kind: str, processes: int, work: Path) -> dict[str, dict[str, 
     for cmd, folder in STAGES:
         print(f"artefact digests: {cmd} ({processes} process{'es' if processes > 1 else ''})", flush=True)
         run_stage(cmd, common, processes, env)
-        out[folder] = artefacts(run / folder)
+        out[folder] = artefacts(run / folder) | done_digest(run / folder, work)
     return out
 
 

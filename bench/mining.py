@@ -2,7 +2,7 @@
 
 1. M = N = 4000 shots, d = 512: mining (window scores + greedy selection) ÷ the adjacency matmul
    X₁X₂ᵀ itself (target ≤ 2). Median of --repeats, interleaved.
-2. Speed-up over the naive reference (`mining.mine_pair_reference`: loops + full sort) at sizes the
+2. Speed-up over the naive reference (`testkit.oracles.mine_pair_reference`: loops + full sort) at sizes the
    reference can finish, with identical output checked.
 3. Growth with movie length: mining time at M = N ∈ {1000, 2000, 4000}, power-law fit t ∝ M^α.
 4. A whole catalogue's pairs at demo scale: every movie pair of a finished demo run's S
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -23,9 +22,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from movies2scenes.mining import mine_pair, mine_pair_reference  # noqa: E402
+from movies2scenes.mining import mine_pair
+from testkit.oracles import mine_pair_reference
 
 
 def _sync(device):

@@ -77,8 +77,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from movies2scenes.config import load  # noqa: E402
 
@@ -145,7 +143,7 @@ def rows(groups: list[str]) -> list[dict]:
 
 
 def m2s(*args: str) -> None:
-    cmd = [sys.executable, "-m", "pipelines.cli", *args]  # this checkout's code, not whatever `m2s` is installed
+    cmd = [sys.executable, "-m", "movies2scenes.cli", *args]  # this checkout's code, not whatever `m2s` is installed
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -314,7 +312,7 @@ def imagenet_shot_features(base: Path) -> Path:
 
     from movies2scenes.features import write_index, write_movie_features
     from movies2scenes.pretrained import PooledImageFeatures, imagenet_mobilenet_v2
-    from pipelines._stage import stage_input_hash, write_done
+    from movies2scenes.stages.protocol import stage_input_hash, write_done
     from movies2scenes.artefacts import ShotSamples
 
     out = base / "baselines" / "imagenet_shot_features"
@@ -345,7 +343,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
 
     from movies2scenes.export import load_scene_encoder
     from movies2scenes.features import ShotFeatures, clip_means
-    from pipelines import build_movie_pairs, export, mine_scene_pairs, train_movie_encoder, train_scene_encoder
+    from movies2scenes.stages import build_movie_pairs, export, mine_scene_pairs, train_movie_encoder, train_scene_encoder
     from movies2scenes.evaluation import embed_clips
     from movies2scenes.artefacts import ShotSamples
 
@@ -432,7 +430,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         if row["kind"] == "random_init":
             from accelerate.utils import set_seed
 
-            from pipelines.train_scene_encoder import initial_encoder
+            from movies2scenes.scene_sources import initial_encoder
 
             set_seed(seed)  # the scene encoder exactly as train-scene-encoder starts it
             encoder = initial_encoder(cfg).eval().requires_grad_(False)

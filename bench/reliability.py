@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from movies2scenes.layout import STAGES as LAYOUT_STAGES  # noqa: E402
 
@@ -51,7 +50,7 @@ TINY = [
 
 
 def cli(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli", *args]
+    return [sys.executable, "-m", "movies2scenes.cli", *args]
 
 
 def artefacts(folder: Path) -> dict[str, str]:

@@ -68,7 +68,6 @@ def write_logs(folder: Path, n: int, movies: int, seed: int = 0) -> tuple[Path, 
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-sys.path.insert(0, {root!r})
 kind, path, movies, tmp = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 known = {{f"m{{i}}" for i in range(movies)}}
 t = time.perf_counter()
@@ -77,7 +76,7 @@ if kind == "duckdb":
     pairs = cowatch_pairs_from_file(path, known, known, per_movie=3, memory_limit=sys.argv[5], temp_dir=tmp)
 else:
     from movies2scenes.catalogue import load_watch_logs
-    from movies2scenes.similarity import cowatch_pairs
+    from testkit.oracles import cowatch_pairs
     logs = load_watch_logs(path, known)
     pairs = cowatch_pairs(logs.user_id, logs.movie_id, logs.timestamp, known, per_movie=3)
 print(json.dumps({{"seconds": time.perf_counter() - t, "pairs": len(pairs)}}))
@@ -111,7 +110,7 @@ def run_child(kind: str, path: Path, movies: int, tmp: Path, memory_limit: str =
 
 
 def m2s(stage: str, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli", stage, "-c", "configs/demo.yaml", *overrides]
+    return [sys.executable, "-m", "movies2scenes.cli", stage, "-c", "configs/demo.yaml", *overrides]
 
 
 def tree_bytes(folder: Path, pattern: str = "*") -> int:
@@ -267,7 +266,6 @@ def write_feature_catalogue(folder: Path, titles: int, shots: tuple[int, int] = 
 MINE_CHILD = r"""
 import json, sys, time
 from pathlib import Path
-sys.path.insert(0, {root!r})
 import numpy as np, pyarrow.parquet as pq, torch
 from movies2scenes.features import ShotFeatures
 from movies2scenes.mining import mine_pair
@@ -397,7 +395,6 @@ def watchlogs(args) -> dict:
 MERGE_CHILD = r"""
 import json, sys, time
 from pathlib import Path
-sys.path.insert(0, {root!r})
 kind, folder = sys.argv[1], Path(sys.argv[2])
 parts = sorted((folder / "parts").glob("*.parquet"))
 t = time.perf_counter()

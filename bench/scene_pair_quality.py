@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -28,7 +27,6 @@ import pyarrow.parquet as pq
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from movies2scenes.config import load  # noqa: E402
 from movies2scenes.features import ShotFeatures  # noqa: E402

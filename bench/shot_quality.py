@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from movies2scenes.catalogue import load_catalogue  # noqa: E402
 from movies2scenes.config import ViTConfig  # noqa: E402

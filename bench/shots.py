@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from movies2scenes.catalogue import Movie  # noqa: E402
 from movies2scenes.config import DemoWorldConfig, load  # noqa: E402
 from movies2scenes.demo import make_world  # noqa: E402
 from movies2scenes.video import iter_frames, probe, scaled_size  # noqa: E402
-from pipelines.detect_shots import process_movie  # noqa: E402
+from movies2scenes.shot_shards import process_movie  # noqa: E402
 
 BIKES_CUTS = [30, 76, 137, 187, 242]
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from movies2scenes.config import load  # noqa: E402
 from movies2scenes.models.moco import MoCo  # noqa: E402
@@ -155,7 +154,7 @@ def bench_extract(run: Path, repeats: int) -> None:
     from torch.utils.data import DataLoader
 
     from movies2scenes.data import movie_shots
-    from pipelines.extract_shot_features import MovieChunks
+    from movies2scenes.stages.extract_shot_features import MovieChunks
 
     if not (run / "shot_encoder" / "DONE.json").is_file():
         print(f"feature extraction: skipped ({run} has no trained shot encoder; run `make demo`)")

@@ -1,7 +1,7 @@
 """movies2scenes: Movies2Scenes (Chen et al., CVPR 2023) scene-encoder pretraining.
 
 The library (algorithms and I/O blocks) is importable without a GPU and without optional extras;
-the stages that wire it together live in the ``pipelines`` package (the ``m2s`` command).
+the stages that wire it together live in ``movies2scenes.stages``, the ``m2s`` command in ``movies2scenes.cli``.
 """
 
 __version__ = "0.1.0"

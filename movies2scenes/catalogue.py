@@ -347,3 +347,11 @@ def catalogue_from_folder(videos: str | Path, out: str | Path) -> Catalogue:
                 w.writeheader()
                 w.writerows(rows)
     return load_catalogue(out)
+
+
+def catalogue_genres(catalogue: str | Path | None) -> dict[str, set[str]]:
+    """Genres per movie of a catalogue file, if one is given and has genres (else {})."""
+    if not catalogue or not Path(catalogue).is_file():
+        return {}
+    genres = {m.movie_id: set(m.genres) for m in load_catalogue(catalogue)}
+    return genres if any(genres.values()) else {}

@@ -286,7 +286,7 @@ class ExportConfig:
 class EvaluateConfig:
     """Stage evaluate: MLP probes on the exported scene encoder's embeddings of task clips."""
 
-    tasks: list[str] = field(default_factory=list)  # task CSVs (see pipelines/evaluate.py)
+    tasks: list[str] = field(default_factory=list)  # task CSVs (see movies2scenes/stages/evaluate.py)
     allow_leakage: bool = False  # evaluate on movies of the pretraining (train) split anyway
     hidden: list[int] = field(default_factory=lambda: [512, 256])  # the probe's two hidden layers
     dropout: float = 0.2

@@ -1,7 +1,7 @@
 """Co-watch pairs from watch logs of any size: DuckDB over the CSV or Parquet file, out of core.
 
-The same rule as :func:`movies2scenes.similarity.cowatch_pairs` (the in-memory reference, kept for
-small inputs and tests): per user in time order (file order breaks ties), each movie's followers
+The same rule as ``testkit.oracles.cowatch_pairs`` (the in-memory reference the tests and
+``bench/scale.py`` check it against): per user in time order (file order breaks ties), each movie's followers
 among the next ``lookahead`` watches are counted, over events of allowed movies only, with exact
 duplicate rows (user, movie, timestamp) counted once; each movie keeps its ``per_movie`` most
 frequent followers (ties: smaller id first). Here DuckDB does it in SQL, spilling to

@@ -8,6 +8,7 @@ import math
 import shutil
 from pathlib import Path
 
+from .layout import RunLayout
 from .store import atomic_path, read_json
 
 
@@ -64,7 +65,7 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
                       "<p><img src='curves.png' style='max-width:100%'></p>")
     except Exception as e:  # a picture must never lose the evaluation
         print(f"evaluate: warning: training curves not drawn: {type(e).__name__}: {e}")
-    mining = run_dir / "scene_pairs" / "report"
+    mining = RunLayout(run_dir).folder("scene_pairs") / "report"
     link = ""
     if (mining / "index.html").is_file():
         figures = []

@@ -64,7 +64,7 @@ def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dic
         "name": card.get("name", "movies2scenes-scene-encoder"),
         "vit": meta["vit"],
         "num_features": meta["num_features"],
-        "shots_per_scene": meta.get("shots_per_scene", 9),
+        "shots_per_scene": meta["shots_per_scene"],
         "frames_per_shot": shots.get("keyframes", card.get("frames_per_shot", 1)),
         "shots": shots,
         "input_layout": INPUT_LAYOUT,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .catalogue import safe_name
@@ -138,3 +139,50 @@ def align_by_time(features: np.ndarray, starts, ends, our_starts, our_ends, movi
                                      "the imported shot table")
         out[i] = (w[:, None] * features[lo:hi]).sum(0) / w.sum()
     return out
+
+
+def read_source(path: Path, movie_id: str, shots: list[dict]) -> np.ndarray:
+    """One movie's imported features as float32 rows aligned with our ``shots`` (index rows)."""
+    if path.suffix == ".npy":
+        try:
+            matrix = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise FeatureImportError(f"movie {movie_id!r} ({path.name}): not a readable .npy array ({e})") from None
+        matrix = check_feature_matrix(matrix, movie_id, path.name)
+        times = None
+    else:
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise FeatureImportError(f"movie {movie_id!r} ({path.name}): not a readable Parquet file ({e})") from None
+        if "embedding" not in table.column_names:
+            raise FeatureImportError(f"movie {movie_id!r} ({path.name}): no 'embedding' column "
+                                     f"(columns: {', '.join(table.column_names)})")
+        if "shot" in table.column_names:
+            table = table.sort_by("shot")
+            order = table.column("shot").to_numpy()
+            if not np.array_equal(order, np.arange(len(order))):
+                raise FeatureImportError(f"movie {movie_id!r} ({path.name}): the 'shot' column must number the "
+                                         f"rows 0..{len(order) - 1}")
+        kind = table.schema.field("embedding").type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)) \
+                or not pa.types.is_floating(kind.value_type):
+            raise FeatureImportError(f"movie {movie_id!r} ({path.name}): 'embedding' must be a list of floats per "
+                                     f"row, got {kind}")
+        rows = table.column("embedding").to_pylist()
+        lengths = {len(r) if r is not None else 0 for r in rows}
+        if len(lengths) != 1:
+            first = next(i for i, r in enumerate(rows) if (len(r) if r is not None else 0) != len(rows[0] or []))
+            raise FeatureImportError(f"movie {movie_id!r} ({path.name}): row {first} has another length "
+                                     "(every embedding needs the same dimension)")
+        values = np.array(rows, np.float32)
+        matrix = check_feature_matrix(values, movie_id, path.name)
+        times = ((table.column("start_time").to_numpy(), table.column("end_time").to_numpy())
+                 if {"start_time", "end_time"} <= set(table.column_names) else None)
+    if times is not None:
+        return align_by_time(matrix, *times, [s["start_time"] for s in shots], [s["end_time"] for s in shots],
+                             movie_id)
+    if len(matrix) != len(shots):
+        raise FeatureImportError(f"movie {movie_id!r} ({path.name}): {len(matrix)} rows, but the shots stage has "
+                                 f"{len(shots)} shots (give start_time/end_time columns to map your own shot table)")
+    return matrix

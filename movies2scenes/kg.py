@@ -9,9 +9,14 @@ or the tail by a uniformly drawn entity. Seeded; CPU is plenty for catalogue-siz
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .catalogue import CatalogueError, open_text, utf8_problem
 
 
 def _index(triples: list[tuple[str, str, str]]):
@@ -74,3 +79,30 @@ def train_kg_embeddings(triples: list[tuple[str, str, str]], method: str = "tran
                     ent.data = F.normalize(ent.data, dim=1)
     vectors = ent.detach().numpy().astype(np.float32)
     return {e: vectors[i] for i, e in enumerate(entities)}
+
+
+def read_triples(path: Path) -> list[tuple[str, str, str]]:
+    """CSV with header head,relation,tail; every problem named by file and row."""
+    if not path.is_file():
+        raise CatalogueError([f"{path}: knowledge-graph triples file not found"])
+    out, problems = [], []
+    try:
+        with open_text(path) as f:
+            reader = csv.DictReader(f)
+            lacking = [c for c in ("head", "relation", "tail") if c not in (reader.fieldnames or [])]
+            if lacking:
+                raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])
+            for row in reader:
+                if None in row:
+                    problems.append(f"{path}:{reader.line_num}: more fields than the header has")
+                    continue
+                h, r, t = (str(row[c] or "").strip() for c in ("head", "relation", "tail"))
+                if not (h and r and t):
+                    problems.append(f"{path}:{reader.line_num}: empty head, relation or tail")
+                    continue
+                out.append((h, r, t))
+    except UnicodeDecodeError:
+        raise CatalogueError([utf8_problem(path)]) from None
+    if problems:
+        raise CatalogueError(problems)
+    return out

@@ -22,8 +22,8 @@ Finally the first ``ceil(keep_fraction × chosen)`` chosen pairs (the best ones)
 Degenerate inputs — fewer than n shots on a side, empty or non-finite features — mine nothing and
 say why (``Mined.reason``); they never raise.
 
-``mine_pair_reference`` is the literal, slow definition (loops + a full sort); the tests check the
-fast path against it exactly, ties included.
+The tests check the fast path exactly, ties included, against the literal, slow definition (loops
++ a full sort: ``testkit.oracles.mine_pair_reference``, outside the package).
 """
 
 from __future__ import annotations
@@ -176,27 +176,3 @@ def mine_pair(x1, x2, n: int = 9, keep_fraction: float = 0.5, device: str | torc
     rows, cols, vals = select_nonoverlapping(scores, n)
     k = keep_count(len(rows), keep_fraction)
     return Mined(rows[:k], cols[:k], vals[:k], len(rows), None)
-
-
-def mine_pair_reference(x1: np.ndarray, x2: np.ndarray, n: int = 9, keep_fraction: float = 0.5) -> Mined:
-    """The definition, literally and slowly: every window's mean by a loop, all windows sorted by
-    (−score, i, j), scanned with an explicit overlap test. For tests and the benchmark only."""
-    reason = check_inputs(x1, x2, n)
-    if reason:
-        return _empty(reason)
-    a = np.asarray(x1, np.float64) @ np.asarray(x2, np.float64).T
-    r, c = a.shape[0] - n + 1, a.shape[1] - n + 1
-    windows = []
-    for i in range(r):
-        for j in range(c):
-            windows.append((-float(a[i:i + n, j:j + n].mean()), i, j))
-    windows.sort()
-    chosen: list[tuple[int, int, float]] = []
-    for neg, i, j in windows:
-        if all(abs(i - ci) >= n and abs(j - cj) >= n for ci, cj, _ in chosen):
-            chosen.append((i, j, -neg))
-    k = keep_count(len(chosen), keep_fraction)
-    kept = chosen[:k]
-    return Mined(np.asarray([i for i, _, _ in kept], np.int64), np.asarray([j for _, j, _ in kept], np.int64),
-                 np.asarray([s for *_, s in kept], np.float32), len(chosen), None)
-

@@ -1,4 +1,4 @@
-"""The mined scene pairs on disk (``scene_pairs/``): each unit's part table (its rows, stamp and
+"""The mined scene pairs on disk (``scene_pairs/``): how a unit of movie pairs is mined, each unit's part table (its rows, stamp and
 skipped movie pairs in the Parquet metadata), the streaming merge of the parts into
 ``pairs.parquet`` + ``failures.jsonl``, and the mining report (adjacency heatmaps, contact sheet)."""
 
@@ -13,16 +13,63 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .artefacts import MovieEmbeddings
+from .artefacts import MovieEmbeddings, ShotSamples
 from .config import Config
 from .features import ShotFeatures
+from .layout import RunLayout
 from .mining import keep_count, mine_pair
-from .store import atomic_path, decode_scene, iter_tar
+from .store import atomic_path, decode_scene, iter_tar, scene_fields
 
 
 PAIRS_SCHEMA = pa.schema([("movie_a", pa.string()), ("start_a", pa.int32()), ("movie_b", pa.string()),
                           ("start_b", pa.int32()), ("score", pa.float32()), ("source", pa.string()),
                           ("shard", pa.string()), ("key", pa.string())])
+
+
+def unit_part(unit: int) -> str:
+    """A unit's part table under ``scene_pairs/parts/``."""
+    return f"{unit:06d}.parquet"
+
+
+def unit_shard(unit: int) -> str:
+    """A unit's webdataset shard under ``scene_pairs/``."""
+    return f"scenes-{unit:06d}.tar"
+
+
+class UnitMiner:
+    """Mines the movie pairs of one unit: its rows (scene pairs) and the pairs it skipped, and the
+    webdataset samples of those rows (keyframes of both scenes)."""
+
+    def __init__(self, sp, source: str, feats: ShotFeatures, embed: MovieEmbeddings, shots: ShotSamples):
+        self.sp, self.source, self.embed, self.shots = sp, source, embed, shots
+        self.have = set(feats.movie_ids)
+
+    def mine(self, u: int, movie_pairs: list[tuple[str, str]], bar) -> tuple[list[dict], list[dict]]:
+        rows, skipped = [], []
+        for a, b in movie_pairs:
+            missing = [m for m in (a, b) if m not in self.have]
+            if missing:
+                skipped.append({"movie_a": a, "movie_b": b, "reason": f"no shot features for {', '.join(missing)}"})
+            else:
+                mined = mine_pair(self.embed(a), self.embed(b), self.sp.shots_per_scene, self.sp.keep_fraction)
+                if mined.reason:
+                    skipped.append({"movie_a": a, "movie_b": b, "reason": mined.reason})
+                for i, j, s in zip(mined.start_a.tolist(), mined.start_b.tolist(), mined.score.tolist()):
+                    rows.append({"movie_a": a, "start_a": i, "movie_b": b, "start_b": j, "score": s,
+                                 "source": self.source})
+            bar.update()
+        for r, row in enumerate(rows):
+            row["key"], row["shard"] = f"{u:06d}_{r:06d}", unit_shard(u)
+        return rows, skipped
+
+    def samples(self, rows: list[dict]):
+        n = self.sp.shots_per_scene
+        for row in rows:
+            meta = {k: row[k] for k in ("movie_a", "start_a", "movie_b", "start_b", "score", "source")}
+            yield {"__key__": row["key"], "json": meta | {"n": n},
+                   **scene_fields("a", self.shots(row["movie_a"])[row["start_a"]:row["start_a"] + n]),
+                   **scene_fields("b", self.shots(row["movie_b"])[row["start_b"]:row["start_b"] + n])}
+
 
 
 def part_table(rows: list[dict], stamp: str, skipped: list[dict]) -> pa.Table:
@@ -82,14 +129,14 @@ def write_report(rdir: Path, cfg: Config, top: list[tuple[str, str]], top_rows: 
     pairs ``top_rows``, into the folder ``rdir``."""
     from . import report
 
-    out = Path(cfg.run_dir) / "scene_pairs"
+    out = RunLayout(cfg.run_dir).folder("scene_pairs")
     sp, n = cfg.scene_pairs, cfg.scene_pairs.shots_per_scene
     sections: list = []
     if not top_rows:
         report.write_html(rdir / "index.html", "Mined scene pairs", [("No scene pairs were mined", [], None)])
         return
-    run_dir = Path(cfg.run_dir)
-    embed = MovieEmbeddings(ShotFeatures(run_dir / "shot_features"), run_dir / "movie_encoder", torch.device("cpu"))
+    run = RunLayout(cfg.run_dir)
+    embed = MovieEmbeddings(ShotFeatures(run.folder("shot_features")), run.folder("movie_encoder"), torch.device("cpu"))
     images = []
     for idx, (a, b) in enumerate(top):
         xa, xb = embed(a), embed(b)

@@ -4,8 +4,8 @@ Every source returns :class:`Pairs` — unordered pairs (``movie_a < movie_b``),
 built only from the ``allowed`` movies (the leakage guard lives in the caller: evaluation movies are
 never allowed). About ``per_movie`` partners per movie:
 
-* :func:`cowatch_pairs` — per user in time order, count which movies are watched within the next
-  ``lookahead`` watches; for each movie keep the ``per_movie`` most frequent followers.
+* co-watch (:mod:`movies2scenes.cowatch`) — per user in time order, count which movies are watched
+  within the next ``lookahead`` watches; for each movie keep the ``per_movie`` most frequent followers.
 * :func:`genre_pairs` — ``per_movie`` random partners sharing at least one genre (seeded);
   score = Jaccard overlap of the genre sets.
 * :func:`synopsis_pairs` — sentence-transformers embeddings of synopses (a local model folder,
@@ -24,7 +24,7 @@ Ties are broken by movie id, so every source is deterministic.
 from __future__ import annotations
 
 import importlib.util
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,33 +64,6 @@ class Pairs:
 
 def _top(counter: dict[str, float], k: int) -> list[tuple[str, float]]:
     return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-
-
-def cowatch_pairs(users: list[str], movies: list[str], timestamps: list[float], allowed: set[str],
-                  per_movie: int = 3, lookahead: int = 1) -> Pairs:
-    out = Pairs()
-    events: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
-    seen: set[tuple[str, str, float]] = set()
-    for i, (u, m, t) in enumerate(zip(users, movies, timestamps)):
-        if m not in allowed:
-            out.skipped["events of excluded movies"] = out.skipped.get("events of excluded movies", 0) + 1
-            continue
-        if (u, m, t) in seen:
-            out.skipped["duplicate log rows"] = out.skipped.get("duplicate log rows", 0) + 1
-            continue
-        seen.add((u, m, t))
-        events[u].append((t, i, m))  # file order breaks timestamp ties
-    follows: dict[str, Counter] = defaultdict(Counter)
-    for seq in events.values():
-        seq.sort()
-        for j, (_, _, m) in enumerate(seq):
-            for _, _, n in seq[j + 1:j + 1 + lookahead]:
-                if n != m:
-                    follows[m][n] += 1
-    for m in sorted(follows):
-        for n, count in _top(follows[m], per_movie):
-            out.add(m, n, float(count))
-    return out
 
 
 def genre_pairs(genres: dict[str, tuple[str, ...]], allowed: set[str], per_movie: int = 3,

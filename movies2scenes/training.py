@@ -197,11 +197,11 @@ def optimizer_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor,
     optimizer.zero_grad(set_to_none=True)
 
 
-def moco_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: int, total: int,
+def train_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: int, total: int,
               steps_per_epoch: int, tr: TrainConfig, ckpt_dir: Path, stamp: str, last_ckpt: Path | None,
               desc: str, unit: str, forward=None, monitor=None, resumed: dict | None = None,
               keep_best: "BestByKnn | None" = None) -> tuple[int, float, dict]:
-    """The readable training loop both MoCo stages share: for each epoch from ``step``'s position,
+    """The readable training loop of the three training stages: for each epoch from ``step``'s position,
     ``loader_for(epoch, start_batch)`` yields batches (dicts of tensors); forward (the model returns
     (loss, stats): contrastive acc1/acc5 and stage extras, logged as batch means), NaN guard, step,
     TensorBoard, progress (a bar on a terminal, plain lines in logs) with ``unit``/s, the kNN

@@ -69,7 +69,7 @@ TINY_SHOT_ENCODER = [
 def shots_run(tmp_path_factory, small_world) -> Path:
     """A run dir whose shots stage is done on the small world (copy it before writing to it)."""
     from movies2scenes.config import load
-    from pipelines import detect_shots
+    from movies2scenes.stages import detect_shots
 
     run = tmp_path_factory.mktemp("shots_run")
     root = Path(__file__).resolve().parents[1]
@@ -84,10 +84,10 @@ def encoded_run(tmp_path_factory, shots_run, small_world) -> tuple[Path, list[st
     the overrides that made it (copy the folder before writing to it)."""
     import shutil
 
-    from helpers import write_catalogue
+    from testkit.videos import write_catalogue
     from movies2scenes.catalogue import load_catalogue
     from movies2scenes.config import load
-    from pipelines import build_movie_pairs, extract_shot_features, train_movie_encoder, train_shot_encoder
+    from movies2scenes.stages import build_movie_pairs, extract_shot_features, train_movie_encoder, train_shot_encoder
 
     base = tmp_path_factory.mktemp("encoded_run")
     run = base / "run"
@@ -120,7 +120,7 @@ def mined_run(encoded_run, tmp_path_factory) -> tuple[Path, list[str]]:
     import pyarrow.parquet as pq
 
     from movies2scenes.config import load
-    from pipelines import mine_scene_pairs
+    from movies2scenes.stages import mine_scene_pairs
 
     ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def exported_run(mined_run, tmp_path_factory) -> tuple[Path, list[str]]:
     import shutil
 
     from movies2scenes.config import load
-    from pipelines import export, train_scene_encoder
+    from movies2scenes.stages import export, train_scene_encoder
 
     ROOT = Path(__file__).resolve().parents[1]
     src, overrides = mined_run

@@ -99,7 +99,7 @@ def test_shot_encoder_from_the_imagenet_file_trains_and_extracts(shots_run, smal
     from movies2scenes.config import load
     from movies2scenes.features import ShotFeatures
     from movies2scenes.pretrained import mobilenet_v2_path
-    from pipelines import extract_shot_features, train_shot_encoder
+    from movies2scenes.stages import extract_shot_features, train_shot_encoder
 
     run = tmp_path / "run"
     shutil.copytree(shots_run / "shots", run / "shots")
@@ -132,7 +132,7 @@ def test_scene_encoder_init_from_a_file_and_needs_a_vit(tmp_path):
 
     from movies2scenes.config import ConfigError, load
     from movies2scenes.models.backbone import create_backbone
-    from pipelines.train_scene_encoder import initial_encoder
+    from movies2scenes.scene_sources import initial_encoder
 
     base = ["scene_encoder.model.arch=vit_tiny_patch16_224", "scene_encoder.model.img_size=32",
             "scene_encoder.model.patch_size=8", "scene_encoder.model.depth=2", "scene_encoder.model.embed_dim=48",
@@ -151,7 +151,7 @@ def test_default_init_keeps_the_shot_encoder_hash_of_earlier_runs():
     from dataclasses import asdict
 
     from movies2scenes.config import load
-    from pipelines.train_shot_encoder import hashed_settings
+    from movies2scenes.stages.train_shot_encoder import hashed_settings
 
     ecfg = load([ROOT / "configs" / "demo.yaml"], []).shot_encoder
     before = {k: v for k, v in asdict(ecfg).items() if k != "init"}  # the section before `init` existed

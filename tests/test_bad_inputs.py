@@ -41,7 +41,7 @@ import pytest
 
 from helpers import tiny_export as _tiny_export
 
-from pipelines.cli import main
+from movies2scenes.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from helpers import write_catalogue, write_video  # noqa: E402
+from testkit.videos import write_catalogue, write_video  # noqa: E402
 from movies2scenes.catalogue import CatalogueError, load_catalogue, load_watch_logs  # noqa: E402
 from movies2scenes.config import ConfigError, config_hash, load  # noqa: E402
 
@@ -125,7 +125,7 @@ CONFIG = str(ROOT / "configs" / "demo.yaml")
 
 
 def _cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "movies2scenes.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -224,7 +224,7 @@ def test_watch_logs_reject_non_finite_timestamps(tmp_path):
 
 
 def test_non_utf8_files_are_named_by_file_and_line(tmp_path):
-    from pipelines.build_movie_pairs import read_triples
+    from movies2scenes.kg import read_triples
     from movies2scenes.tasks import read_tasks
 
     logs = tmp_path / "logs.csv"

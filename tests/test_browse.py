@@ -9,23 +9,23 @@ import html
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from testkit.web import ALL_IMAGES_LOADED, Server
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def view(exported_run, small_world):
-    from pipelines.browse import RunView
+    from movies2scenes.apps.browse import RunView
 
     return RunView(exported_run[0], small_world / "catalogue.csv")
 
@@ -34,7 +34,7 @@ def view(exported_run, small_world):
 def client(view):
     from starlette.testclient import TestClient
 
-    from pipelines.browse import make_app
+    from movies2scenes.apps.browse import make_app
 
     return TestClient(make_app(view))
 
@@ -177,7 +177,7 @@ def _raw_get(base: str, path: str, method: str = "GET") -> tuple[int, str]:
 
 
 def test_read_only_and_no_url_reaches_the_file_system(client, view, exported_run, bikes):
-    from pipelines.browse import make_app
+    from movies2scenes.apps.browse import make_app
 
     run = exported_run[0]
     before = _tree_hash(run)
@@ -200,7 +200,7 @@ def test_read_only_and_no_url_reaches_the_file_system(client, view, exported_run
 def test_a_run_without_an_export_still_browses(shots_run, small_world):
     from starlette.testclient import TestClient
 
-    from pipelines.browse import RunView, make_app
+    from movies2scenes.apps.browse import RunView, make_app
 
     client = TestClient(make_app(RunView(shots_run, small_world / "catalogue.csv")))
     assert client.get("/").status_code == 200
@@ -210,7 +210,7 @@ def test_a_run_without_an_export_still_browses(shots_run, small_world):
 
 
 def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "browse", str(tmp_path)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", "browse", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no finished shots stage" in r.stderr
 
@@ -243,45 +243,11 @@ def browser_or_skip():
     return path
 
 
-class Server:
-    """uvicorn on a free local port in a thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-ALL_IMAGES_LOADED = """async () => {
-  const imgs = Array.from(document.images);
-  imgs.forEach(i => { i.loading = "eager"; });
-  await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.onload = r; i.onerror = r; })));
-  return {total: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)};
-}"""
-
-
 def test_click_through_in_a_real_browser(view, tmp_path):
     chromium = browser_or_skip()
     from playwright.sync_api import sync_playwright
 
-    from pipelines.browse import make_app
+    from movies2scenes.apps.browse import make_app
 
     movie = sorted(view.shots)[0]
     with Server(make_app(view)) as url, sync_playwright() as p:
@@ -330,8 +296,8 @@ def test_npy_keyframes_are_served_as_jpeg(small_world, tmp_path):
 
     from movies2scenes.config import load
     from movies2scenes.store import decode_keyframes, iter_tar
-    from pipelines import detect_shots
-    from pipelines.browse import RunView, make_app
+    from movies2scenes.stages import detect_shots
+    from movies2scenes.apps.browse import RunView, make_app
 
     run = tmp_path / "run"
     cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}",
@@ -350,7 +316,7 @@ def test_npy_keyframes_are_served_as_jpeg(small_world, tmp_path):
 
 
 def test_long_movies_are_paged_in_whole_scenes(view, client, monkeypatch):
-    import pipelines.browse.app as app
+    import movies2scenes.apps.browse.app as app
 
     movie = max(view.shots, key=lambda m: len(view.shots[m]))
     monkeypatch.setattr(app, "SHOTS_PAGE", 2 * view.n + 1)  # not a multiple of n: pages still hold whole scenes

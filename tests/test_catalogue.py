@@ -11,7 +11,7 @@ from movies2scenes.catalogue import (
     safe_name,
 )
 
-from helpers import write_catalogue
+from testkit.videos import write_catalogue
 
 
 def test_csv_and_jsonl(tmp_path):

@@ -1,5 +1,5 @@
 """Co-watch pairs out of core (DuckDB, movies2scenes/cowatch.py) against the in-memory reference
-(similarity.cowatch_pairs): the same pairs and scores on MovieLens-100k and on random logs with ties,
+(testkit.oracles.cowatch_pairs): the same pairs and scores on MovieLens-100k and on random logs with ties,
 duplicates and excluded movies; CSV and Parquet; row-named errors."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from movies2scenes.catalogue import CatalogueError
 from movies2scenes.cowatch import cowatch_pairs_from_file
-from movies2scenes.similarity import cowatch_pairs
+from testkit.oracles import cowatch_pairs
 
 
 def _write(path, users, movies, times):
@@ -71,7 +71,7 @@ def test_iso_timestamps_and_errors_name_the_row(tmp_path):
 def test_catalogue_check_validates_parquet_watch_logs(small_world, tmp_path, capsys):
     """`m2s catalogue --check CAT --logs LOGS.parquet`: the out-of-core validator counts the events;
     a bad row is named."""
-    from pipelines.cli import main
+    from movies2scenes.cli import main
 
     rows = list(csv.DictReader(open(small_world / "watch_logs.csv")))
     table = pa.table({k: [r[k] for r in rows] for k in ("user_id", "movie_id", "timestamp")})

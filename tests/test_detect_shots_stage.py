@@ -19,9 +19,9 @@ import pytest
 
 from movies2scenes.config import ConfigError, load
 from movies2scenes.store import decode_keyframes, iter_tar
-from pipelines import detect_shots
+from movies2scenes.stages import detect_shots
 
-from helpers import make_bad_inputs, write_catalogue
+from testkit.videos import make_bad_inputs, write_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def _artefacts(run_dir: Path) -> tuple[list, dict]:
 
 
 def _m2s(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "movies2scenes.cli", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, env=env, **kw)
 
 
@@ -134,7 +134,7 @@ def test_resume_after_kill_gives_identical_artefacts(small_world, tmp_path, bike
 
     killed = tmp_path / "killed"
     parts = killed / "shots" / "parts"
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "detect-shots", *args,
+    proc = subprocess.Popen([sys.executable, "-m", "movies2scenes.cli", "detect-shots", *args,
                              f"run_dir={killed}"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -174,7 +174,7 @@ def test_two_processes_under_torchrun(small_world, tmp_path):
     detect_shots.run(_cfg(tmp_path / "one", cat))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", str(29500 + os.getpid() % 1000), "--module", "pipelines.cli",
+                        "--master_port", str(29500 + os.getpid() % 1000), "--module", "movies2scenes.cli",
                         "detect-shots", "-c", "configs/demo.yaml", f"catalogue={cat}",
                         f"run_dir={tmp_path / 'two'}"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]

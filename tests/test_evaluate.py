@@ -6,7 +6,7 @@ import pytest
 
 from movies2scenes.config import ConfigError
 from movies2scenes.tasks import read_tasks
-from pipelines.evaluate import leakage
+from movies2scenes.stages.evaluate import leakage
 
 HEADER = "task,kind,movie_id,start_shot,end_shot,label,split\n"
 
@@ -49,7 +49,7 @@ def test_every_bad_row_is_reported_with_file_and_line(tmp_path):
 
 def test_leakage_is_checked_against_the_exports_record_of_pretraining_movies(tmp_path):
     """The guard trusts what pretraining recorded, not a catalogue given now; no record is an error."""
-    from pipelines._stage import write_pretraining_movies
+    from movies2scenes.stages.protocol import write_pretraining_movies
 
     tasks = {"place": [{"movie_id": "a"}, {"movie_id": "b"}]}
     export = tmp_path / "export"

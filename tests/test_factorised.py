@@ -131,7 +131,7 @@ def test_stage_trains_on_shot_features_keeps_the_knn_best_and_exports(mined_run,
     from movies2scenes.config import load
     from movies2scenes.features import ShotFeatures
     from movies2scenes.models.factorised import load_temporal
-    from pipelines import export, train_scene_encoder
+    from movies2scenes.stages import export, train_scene_encoder
     from movies2scenes.evaluation import embed_clips
     from movies2scenes.artefacts import ShotSamples
 
@@ -154,7 +154,7 @@ def test_stage_trains_on_shot_features_keeps_the_knn_best_and_exports(mined_run,
     import contextlib
     import io
 
-    from pipelines.cli import _summary
+    from movies2scenes.cli import _summary
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -184,7 +184,7 @@ def test_stage_keep_last_and_resume_after_kill(mined_run, tmp_path):
     (the kept snapshot survives the kill)."""
     from helpers import kill_when
     from movies2scenes.config import load
-    from pipelines import train_scene_encoder
+    from movies2scenes.stages import train_scene_encoder
 
     for keep in ("last", "knn"):
         straight, ov = _copy(mined_run, tmp_path / f"a-{keep}")
@@ -210,7 +210,7 @@ def test_stage_finetunes_the_backbone_at_a_lower_rate(mined_run, tmp_path):
     from movies2scenes import load_scene_encoder
     from movies2scenes.config import load
     from movies2scenes.models.factorised import FactorisedSceneEncoder
-    from pipelines import export, train_scene_encoder
+    from movies2scenes.stages import export, train_scene_encoder
 
     run, ov = _copy(mined_run, tmp_path / "run")
     ov += ["scene_encoder.factorised.backbone=finetune", "scene_encoder.factorised.backbone_lr=0.5",

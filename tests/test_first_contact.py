@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from movies2scenes.config import ShotsConfig, ViTConfig
-from pipelines.cli import main
+from movies2scenes.cli import main
 
-from helpers import write_catalogue, write_video
+from testkit.videos import write_catalogue, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ViTConfig(arch="vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
@@ -159,7 +159,7 @@ def test_help_version_and_descriptions(capsys):
         main(["--help"])
     top = capsys.readouterr().out
     assert "``" not in top and "m2s detect-shots" in top
-    from pipelines.cli import build_parser
+    from movies2scenes.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for name, parser in sub.choices.items():

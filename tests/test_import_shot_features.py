@@ -43,7 +43,7 @@ def _their_features(encoded_run, dim: int = 40) -> dict[str, np.ndarray]:
 def test_imported_arrays_feed_the_movie_encoder_and_the_miner(encoded_run, tmp_path):
     from movies2scenes.config import load
     from movies2scenes.features import ShotFeatures
-    from pipelines import import_shot_features, mine_scene_pairs, train_movie_encoder
+    from movies2scenes.stages import import_shot_features, mine_scene_pairs, train_movie_encoder
 
     run, ov = _copy(encoded_run, tmp_path / "run")
     theirs = _their_features(encoded_run)
@@ -71,7 +71,7 @@ def test_imported_arrays_feed_the_movie_encoder_and_the_miner(encoded_run, tmp_p
     assert pq.read_table(run / "scene_pairs" / "pairs.parquet").num_rows > 0
     # extract-shot-features does not silently replace imported features
     from movies2scenes.config import ConfigError
-    from pipelines import extract_shot_features
+    from movies2scenes.stages import extract_shot_features
 
     with pytest.raises(ConfigError, match="imported from"):
         extract_shot_features.run(cfg)
@@ -86,7 +86,7 @@ def test_imported_arrays_feed_the_movie_encoder_and_the_miner(encoded_run, tmp_p
 def test_own_shot_table_is_mapped_by_time(encoded_run, tmp_path):
     from movies2scenes.config import load
     from movies2scenes.features import ShotFeatures
-    from pipelines import import_shot_features
+    from movies2scenes.stages import import_shot_features
 
     run, ov = _copy(encoded_run, tmp_path / "run")
     shots = _shots(run)
@@ -131,7 +131,7 @@ def test_bad_files_name_movie_file_and_row_and_the_rest_is_imported(encoded_run,
     np.save(src / "not_a_movie.npy", theirs[good])
     for m in movies[4:]:
         np.save(src / f"{m}.npy", theirs[m])
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "import-shot-features", str(src),
+    r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", "import-shot-features", str(src),
                         "-c", str(ROOT / "configs" / "demo.yaml"), *ov], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1, r.stdout + r.stderr
     out = r.stdout
@@ -146,7 +146,7 @@ def test_bad_files_name_movie_file_and_row_and_the_rest_is_imported(encoded_run,
 
 def test_wrong_dtypes_and_columns_are_named(tmp_path):
     from movies2scenes.features import FeatureImportError
-    from pipelines.import_shot_features import read_source
+    from movies2scenes.features import read_source
 
     shots = [{"start_time": float(i), "end_time": i + 1.0} for i in range(3)]
     np.save(tmp_path / "a.npy", np.ones((3, 4), np.int32))
@@ -169,6 +169,6 @@ def test_wrong_dtypes_and_columns_are_named(tmp_path):
 
 def test_not_a_folder_is_a_config_error(encoded_run, tmp_path):
     run, ov = _copy(encoded_run, tmp_path / "run")
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "import-shot-features", str(tmp_path / "nope"),
+    r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", "import-shot-features", str(tmp_path / "nope"),
                         "-c", str(ROOT / "configs" / "demo.yaml"), *ov], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "not a folder" in r.stderr

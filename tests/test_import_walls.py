@@ -1,14 +1,18 @@
 """The walls between layers (issue 27), read from the source's import statements (module level and
 inside functions alike): the library never imports the stages or the apps, and a stage imports no
-other stage — what stages share lives in the library or in the stage kit (``pipelines/_stage.py``)."""
+other stage — what stages share lives in the library or in the stage kit (``movies2scenes/stages/kit.py``)."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = sorted(p.stem for p in (ROOT / "pipelines").glob("*.py") if not p.stem.startswith("_") and p.stem != "cli")
+PACKAGE = ROOT / "movies2scenes"
+KIT = ("kit", "protocol")  # what every stage shares
+STAGES = sorted(p.stem for p in (PACKAGE / "stages").glob("*.py") if not p.stem.startswith("_") and p.stem not in KIT)
+ABOVE = ("movies2scenes.stages", "movies2scenes.apps", "movies2scenes.cli")  # what the library never imports
 
 
 def imported(path: Path) -> set[str]:
@@ -22,24 +26,25 @@ def imported(path: Path) -> set[str]:
             base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
             module = ".".join([*base, node.module] if node.module else base)
             out.add(module)
-            out |= {f"{module}.{a.name}" for a in node.names}  # `from pipelines import evaluate`
+            out |= {f"{module}.{a.name}" for a in node.names}  # `from movies2scenes.stages import evaluate`
     return out
 
 
 def test_the_library_never_imports_stages_or_apps():
-    offenders = {str(p.relative_to(ROOT)): sorted(m for m in imported(p) if m.split(".")[0] == "pipelines")
-                 for p in (ROOT / "movies2scenes").rglob("*.py")}
+    library = [p for p in PACKAGE.rglob("*.py")
+               if p.relative_to(PACKAGE).parts[0] not in ("stages", "apps", "cli.py")]
+    offenders = {str(p.relative_to(ROOT)): sorted(m for m in imported(p) if m.startswith(ABOVE))
+                 for p in library}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_a_stage_imports_no_other_stage():
     offenders = {}
-    for path in [*(ROOT / "pipelines").glob("*.py"), *(ROOT / "pipelines" / "browse").glob("*.py")]:
-        if path.stem == "cli":
-            continue
-        own = f"pipelines.{path.stem}"
-        found = sorted(m for m in imported(path) if any(m == f"pipelines.{s}" or m.startswith(f"pipelines.{s}.")
-                                                        for s in STAGES) and not m.startswith(own))
+    for path in [*(PACKAGE / "stages").glob("*.py"), *(PACKAGE / "apps").rglob("*.py")]:
+        own = f"movies2scenes.stages.{path.stem}"
+        found = sorted(m for m in imported(path)
+                       if any(m == f"movies2scenes.stages.{s}" or m.startswith(f"movies2scenes.stages.{s}.")
+                              for s in STAGES) and not m.startswith(own))
         if found:
             offenders[str(path.relative_to(ROOT))] = found
     assert offenders == {}
@@ -59,8 +64,9 @@ def test_models_stand_below_training_and_data():
 
 def test_the_wall_test_sees_imports():
     """The checks above can fail: the CLI imports stages, and the reader resolves relative imports."""
-    assert "pipelines.demo_world" in imported(ROOT / "pipelines" / "cli.py")
-    assert "pipelines._stage" in imported(ROOT / "pipelines" / "export.py")
+    assert "movies2scenes.apps.demo_world" in imported(PACKAGE / "cli.py")
+    assert "movies2scenes.stages.protocol" in imported(PACKAGE / "stages" / "export.py")
+    assert len(STAGES) == 10
 
 
 def test_the_makefile_runs_the_stages_in_the_layouts_order():
@@ -80,7 +86,7 @@ def test_the_makefile_runs_the_stages_in_the_layouts_order():
 
 def test_the_cli_offers_every_stage_of_the_layout():
     from movies2scenes.layout import STAGES
-    from pipelines.cli import STAGE_COMMANDS, build_parser
+    from movies2scenes.cli import STAGE_COMMANDS, build_parser
 
     assert list(STAGE_COMMANDS) == [s.command for s in STAGES]
     sub = next(a for a in build_parser()._actions if a.dest == "command")
@@ -89,7 +95,8 @@ def test_the_cli_offers_every_stage_of_the_layout():
 
 def test_a_non_finite_loss_exits_3_naming_the_command(monkeypatch, capsys):
     from movies2scenes.training import NonFiniteLoss
-    from pipelines import cli, train_movie_encoder
+    from movies2scenes import cli
+    from movies2scenes.stages import train_movie_encoder
 
     def diverge(cfg, force=False):
         raise NonFiniteLoss("loss is nan at step 7; stopping (no checkpoint yet)")
@@ -97,3 +104,91 @@ def test_a_non_finite_loss_exits_3_naming_the_command(monkeypatch, capsys):
     monkeypatch.setattr(train_movie_encoder, "run", diverge)
     assert cli.main(["train-movie-encoder", "-c", str(ROOT / "configs" / "demo.yaml")]) == 3
     assert "m2s train-movie-encoder: loss is nan at step 7" in capsys.readouterr().err
+
+
+PATH_EDIT = re.compile(r"sys\.path\.(insert|append)")
+
+
+def test_tests_and_bench_share_only_the_testkit():
+    """tests/ and bench/ import the testkit package, never each other, and neither edits sys.path;
+    the library never imports the testkit."""
+    bench_modules = {p.stem for p in (ROOT / "bench").glob("*.py")}
+    test_modules = {p.stem for p in (ROOT / "tests").glob("*.py")}
+    offenders = {}
+    for path in (ROOT / "tests").glob("*.py"):
+        found = {m for m in imported(path) if m.split(".")[0] in bench_modules - test_modules}
+        if found or PATH_EDIT.search(path.read_text(encoding="utf-8")):
+            offenders[path.name] = sorted(found) or ["sys.path"]
+    for path in (ROOT / "bench").glob("*.py"):
+        found = {m for m in imported(path) if m.split(".")[0] in test_modules | {"tests"}}
+        if found or PATH_EDIT.search(path.read_text(encoding="utf-8")):
+            offenders[path.name] = sorted(found) or ["sys.path"]
+    assert offenders == {}
+    assert not [p for p in PACKAGE.rglob("*.py") if any(m.startswith("testkit") for m in imported(p))]
+    assert "testkit.footage" in imported(ROOT / "bench" / "shot_detection.py")  # the check sees imports
+
+
+def test_the_wheel_holds_one_top_level_package(tmp_path):
+    """`pip install .` installs exactly one top-level package, movies2scenes (not stages, apps or
+    the testkit beside it)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("movies2scenes-*.whl"))
+    tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist() if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"movies2scenes"}
+    assert any(n.startswith("movies2scenes/stages/") for n in zipfile.ZipFile(wheel).namelist())
+
+
+def test_stage_modules_are_declarations():
+    """Each stage module holds only its own work: at most 150 lines, no function in stages/ over
+    60 lines, and its StageSpec names the layout's command and folder."""
+    import importlib
+    import inspect
+
+    from movies2scenes.layout import STAGES as LAYOUT
+    from movies2scenes.stages.kit import Stage
+
+    long = {}
+    for path in (PACKAGE / "stages").glob("*.py"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if path.stem in STAGES and len(lines) > 150:
+            long[path.name] = len(lines)
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60:
+                long[f"{path.name}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}
+    specs = {}
+    for name in STAGES:
+        module = importlib.import_module(f"movies2scenes.stages.{name}")
+        classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
+                   if issubclass(c, Stage) and c.__module__ == module.__name__]
+        assert len(classes) == 1, (name, classes)
+        specs[classes[0].spec.command] = classes[0].spec.folder
+    assert {s.command: s.folder for s in LAYOUT}.items() <= specs.items()
+    assert specs.pop("import-shot-features") == "shot_features"  # the one stage outside the pipeline order
+
+
+def test_run_dir_names_live_in_the_layout():
+    """No library, stage or app module joins a stage folder or DONE.json onto a path itself: the
+    layout (RunLayout) and the kit do."""
+    from movies2scenes.layout import DONE, FOLDERS
+
+    names = {*FOLDERS, DONE, "world"}
+
+    def joins(source: str) -> list[int]:
+        return [node.lineno for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+                and isinstance(node.right, ast.Constant) and node.right.value in names]
+
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "layout.py" or path.parent.name == "stages" and path.stem in KIT:
+            continue
+        if found := joins(path.read_text(encoding="utf-8")):
+            offenders[str(path.relative_to(ROOT))] = found
+    assert offenders == {}
+    assert joins('x = run / "shots" / "index.parquet"') == [1]  # the check sees a join

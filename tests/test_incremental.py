@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 
 from movies2scenes.catalogue import load_catalogue
 from movies2scenes.config import load
-from pipelines import detect_shots, extract_shot_features
+from movies2scenes.stages import detect_shots, extract_shot_features
 
-from helpers import write_catalogue
+from testkit.videos import write_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
 

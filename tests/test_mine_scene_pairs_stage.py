@@ -43,7 +43,7 @@ def _artefacts(run: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_stage_mines_every_movie_pair_and_writes_training_shards(encoded_run, tmp_path):
-    from pipelines import mine_scene_pairs
+    from movies2scenes.stages import mine_scene_pairs
     from movies2scenes.artefacts import MovieEmbeddings
     from movies2scenes.features import ShotFeatures
 
@@ -90,7 +90,7 @@ def test_stage_mines_every_movie_pair_and_writes_training_shards(encoded_run, tm
 
 @pytest.mark.slow
 def test_killed_or_sharded_runs_give_identical_artefacts(encoded_run, tmp_path):
-    from pipelines import mine_scene_pairs
+    from movies2scenes.stages import mine_scene_pairs
 
     base = _copy(encoded_run, tmp_path / "base")
     assert mine_scene_pairs.run(_config(base, encoded_run[1])) == 0
@@ -127,7 +127,7 @@ def test_killed_or_sharded_runs_give_identical_artefacts(encoded_run, tmp_path):
 
 @pytest.mark.slow
 def test_bad_movie_pairs_are_skipped_with_a_reason(encoded_run, tmp_path):
-    from pipelines import mine_scene_pairs
+    from movies2scenes.stages import mine_scene_pairs
 
     run = _copy(encoded_run, tmp_path)
     source = run / "movie_pairs" / "cowatch.parquet"
@@ -154,7 +154,7 @@ def test_bad_movie_pairs_are_skipped_with_a_reason(encoded_run, tmp_path):
 
 def test_missing_source_is_a_config_error(encoded_run, tmp_path):
     from movies2scenes.config import ConfigError
-    from pipelines import mine_scene_pairs
+    from movies2scenes.stages import mine_scene_pairs
 
     run = _copy(encoded_run, tmp_path)
     with pytest.raises(ConfigError, match="synopsis.parquet does not exist"):

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from movies2scenes.mining import (
     keep_count,
     mine_pair,
-    mine_pair_reference,
     select_nonoverlapping,
 )
+from testkit.oracles import mine_pair_reference
 
 
 def _same(fast, ref):

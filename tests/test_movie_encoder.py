@@ -86,7 +86,7 @@ def test_stage_on_the_small_world(encoded_run, tmp_path):
     """The `encoded_run` fixture (conftest.py) ran shot encoder → features → pairs → movie encoder."""
     from movies2scenes.config import ConfigError
     from movies2scenes.models.movie import load_movie_encoder
-    from pipelines import build_movie_pairs, train_movie_encoder
+    from movies2scenes.stages import build_movie_pairs, train_movie_encoder
 
     src, overrides = encoded_run
     run = tmp_path / "run"
@@ -114,7 +114,7 @@ def test_learns_movie_similarity_when_shot_features_carry_the_place(tmp_path):
     from movies2scenes.demo import make_world
     from movies2scenes.features import write_index, write_movie_features
     from movies2scenes.store import write_json
-    from pipelines import build_movie_pairs, train_movie_encoder
+    from movies2scenes.stages import build_movie_pairs, train_movie_encoder
 
     cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={tmp_path / 'run'}",
                                                    "movie_pairs.sources=[genre]", "movie_pairs.combined=[]",

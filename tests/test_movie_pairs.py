@@ -13,10 +13,10 @@ import pytest
 
 from movies2scenes.catalogue import CatalogueError, load_catalogue
 from movies2scenes.config import load
+from testkit.oracles import cowatch_pairs
 from movies2scenes.similarity import (
     Pairs,
     combine,
-    cowatch_pairs,
     genre_pairs,
     genre_share_rate,
     genre_synopsis_pairs,
@@ -25,9 +25,9 @@ from movies2scenes.similarity import (
     random_pairs,
     synopsis_pairs,
 )
-from pipelines import build_movie_pairs
+from movies2scenes.stages import build_movie_pairs
 
-from helpers import write_catalogue
+from testkit.videos import write_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
 """Shots on real footage (issue 14, second part): clips as they ship in installed packages
-(tests/footage.py REGISTRY: HEVC .mov, Theora .ogv, VP9-in-AVI, MPEG-4 AVI, H.264 mp4), TransNetV2
+(testkit/footage.py REGISTRY: HEVC .mov, Theora .ogv, VP9-in-AVI, MPEG-4 AVI, H.264 mp4), TransNetV2
 as a detector, partially decodable files, and the detector/decoder rules they exposed."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import footage
+from testkit import footage
 from movies2scenes.shots import detect_shots, make_detector
 from movies2scenes.video import FrameReader, VideoError, probe, scaled_size
 
@@ -142,8 +142,7 @@ def test_transnet_streaming_equals_the_reference_predict_frames(transnet):
 def test_transnet_on_the_trailer(transnet, monkeypatch):
     """shots.detector: transnetv2 through detect_shots: every hard cut, every gradual transition
     with its span, the flash not a cut, no keyframe inside a transition (bench: F1 1.0 both)."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from shot_detection import score
+    from testkit.shot_scoring import score
 
     import movies2scenes.transnet as tn
 
@@ -176,7 +175,7 @@ def test_our_tests_are_not_shadowed_by_the_transnet_wheel():
     from this repository, and nothing imported a `tests` package from site-packages."""
     import helpers
 
-    assert Path(footage.__file__).resolve().parent == ROOT / "tests"
+    assert Path(footage.__file__).resolve().parent == ROOT / "testkit"
     assert Path(helpers.__file__).resolve().parent == ROOT / "tests"
     assert Path(__file__).resolve().parent == ROOT / "tests"
     mod = sys.modules.get("tests")
@@ -219,9 +218,9 @@ def test_variable_frame_rate_timecodes_through_the_stage(tmp_path):
     import av
     import pyarrow.parquet as pq
 
-    from helpers import write_catalogue
+    from testkit.videos import write_catalogue
     from movies2scenes.config import load
-    from pipelines import detect_shots
+    from movies2scenes.stages import detect_shots
 
     fx = footage.build()
     path = fx["files"]["vfr.mkv"]
@@ -252,8 +251,7 @@ def test_transnet_equals_the_wheels_reference_and_keeps_every_cut(transnet, name
     at the end), and detect_shots' post-rules — dissolve pass on — keep every true hard cut; what
     they remove is named and is only ever a fade's second report or a fade-out's black tail. Every
     encoding and clip: bench/shot_detection.py --part transnet-reference."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from shot_detection import transnet_against_reference
+    from testkit.shot_scoring import transnet_against_reference
 
     if name.startswith("trailer."):
         path = footage.build()["files"][name.split(".", 1)[1]]

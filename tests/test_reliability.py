@@ -33,7 +33,7 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 
-from pipelines.cli import main  # noqa: E402
+from movies2scenes.cli import main  # noqa: E402
 
 CONFIG = str(ROOT / "configs" / "demo.yaml")
 FINAL_FILES = ("DONE.json", "model.safetensors", "head.safetensors", "config.json", "movies2scenes.json", "metrics.json",
@@ -141,7 +141,7 @@ def _shots_args(world: Path, run: Path, *extra: str) -> list[str]:
 
 
 def _cli(args: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "movies2scenes.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, **kw)
 
 
@@ -203,7 +203,7 @@ def test_mining_report_that_cannot_be_written_leaves_the_stage_not_done(mined_ru
 _HOLD = """
 import sys, time
 from pathlib import Path
-from pipelines._stage import stage_lock
+from movies2scenes.stages.protocol import stage_lock
 with stage_lock(Path(sys.argv[1]), sys.argv[2] or None):
     print("held", flush=True)
     time.sleep(120)
@@ -218,7 +218,7 @@ def _holder(folder: Path, shard: str = "") -> subprocess.Popen:
 
 
 def test_stage_lock_one_writer_per_folder_and_no_stale_locks(tmp_path):
-    from pipelines._stage import StageLocked, stage_lock
+    from movies2scenes.stages.protocol import StageLocked, stage_lock
 
     folder = tmp_path / "shots"
     holder = _holder(folder)
@@ -254,7 +254,7 @@ def test_stage_lock_one_writer_per_folder_and_no_stale_locks(tmp_path):
 def test_two_concurrent_detect_shots_on_one_run_dir(small_world, tmp_path):
     """The second run is refused while the first works; the first completes every movie."""
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *_shots_args(small_world, run)], cwd=ROOT,
+    first = subprocess.Popen([sys.executable, "-m", "movies2scenes.cli", *_shots_args(small_world, run)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (run / "shots" / "parts").is_dir() and time.time() < deadline:

@@ -35,7 +35,7 @@ def test_catalogue_harness_memory_is_bounded_and_csv_equals_parquet(tmp_path):
 
     # the same logs as CSV: the same co-watch pairs, byte for byte in the table
     from movies2scenes.config import load
-    from pipelines import build_movie_pairs
+    from movies2scenes.stages import build_movie_pairs
 
     folder = tmp_path / "cat-300"
     csv_logs = folder / "watch_logs.csv"

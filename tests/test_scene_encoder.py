@@ -81,7 +81,7 @@ def _copy(mined_run, dest: Path) -> tuple[Path, list[str]]:
 
 
 def _cli(*args, env=None, check=True):
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", *args], cwd=ROOT, capture_output=True,
                        text=True, env=env)
     if check:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -92,7 +92,7 @@ def _cli(*args, env=None, check=True):
 def test_stage_trains_exports_and_reloads(mined_run, tmp_path):
     from movies2scenes import load_scene_encoder
     from movies2scenes.export import load_timm_backbone
-    from pipelines import export, train_scene_encoder
+    from movies2scenes.stages import export, train_scene_encoder
 
     run, ov = _copy(mined_run, tmp_path / "run")
     cfg = load([ROOT / "configs" / "demo.yaml"], [*ov, "scene_encoder.train.max_steps=4"])
@@ -128,7 +128,7 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
 
     from movies2scenes.evaluation import run_task
     from movies2scenes.tasks import read_tasks
-    from pipelines import evaluate
+    from movies2scenes.stages import evaluate
 
     world = Path(next(o for o in ov if o.startswith("watch_logs=")).split("=", 1)[1]).parent
     truth = list(csv.DictReader(open(world / "ground_truth" / "shots.csv")))
@@ -180,7 +180,7 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_init_from_the_shot_encoder(mined_run, tmp_path):
-    from pipelines.train_scene_encoder import initial_encoder
+    from movies2scenes.scene_sources import initial_encoder
 
     run, ov = _copy(mined_run, tmp_path / "run")
     shot = json.loads((run / "shot_encoder" / "movies2scenes.json").read_text())["vit"]
@@ -218,7 +218,7 @@ def test_two_processes_follow_one_process(mined_run, tmp_path):
     _cli(*args, *ov1)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", str(29500 + os.getpid() % 1000), "-m", "pipelines.cli", *args, *ov2],
+                        "--master_port", str(29500 + os.getpid() % 1000), "-m", "movies2scenes.cli", *args, *ov2],
                        cwd=ROOT, capture_output=True, text=True, env=env)
     (tmp_path / "torchrun.log").write_text(r.stdout + r.stderr)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
@@ -235,7 +235,7 @@ def test_two_processes_follow_one_process(mined_run, tmp_path):
 
 
 def test_missing_pairs_is_a_config_error(tmp_path):
-    from pipelines import train_scene_encoder
+    from movies2scenes.stages import train_scene_encoder
 
     cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="scene_pairs is not done"):

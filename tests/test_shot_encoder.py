@@ -21,7 +21,7 @@ from movies2scenes.models.folder import load_vit
 from movies2scenes.models.vit import create_vit
 from movies2scenes.store import decode_keyframes, iter_tar
 from movies2scenes.training import NonFiniteLoss, check_finite
-from pipelines import extract_shot_features, train_shot_encoder
+from movies2scenes.stages import extract_shot_features, train_shot_encoder
 
 from conftest import TINY_SHOT_ENCODER
 from helpers import kill_when
@@ -85,7 +85,7 @@ def test_training_lowers_the_neighbour_loss(shots_run, tmp_path):
 
 
 def test_pretraining_sees_only_the_train_split(shots_run, small_world, tmp_path):
-    from helpers import write_catalogue
+    from testkit.videos import write_catalogue
 
     from movies2scenes.catalogue import load_catalogue
 
@@ -114,13 +114,13 @@ def test_resume_after_kill_reproduces_the_weights(shots_run, tmp_path):
     killed = _run_dir(shots_run, tmp_path / "b")
     args = ["-c", "configs/demo.yaml", *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=24",
             "shot_encoder.train_split_only=false"]
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train-shot-encoder", *args,
+    r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", "train-shot-encoder", *args,
                         f"run_dir={straight}"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     kill_when(["train-shot-encoder", *args, f"run_dir={killed}"], ROOT,
               killed / "shot_encoder" / "checkpoints" / "checkpoint-00000004", timeout=120)
     assert not (killed / "shot_encoder" / "DONE.json").exists()
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train-shot-encoder", *args,
+    r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", "train-shot-encoder", *args,
                         f"run_dir={killed}"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming from checkpoint-" in r.stdout
@@ -138,7 +138,7 @@ def test_ctrl_c_prints_one_line_and_keeps_the_checkpoint(shots_run, tmp_path):
     import time
 
     run = _run_dir(shots_run, tmp_path)
-    args = [sys.executable, "-m", "pipelines.cli", "train-shot-encoder", "-c", "configs/demo.yaml",
+    args = [sys.executable, "-m", "movies2scenes.cli", "train-shot-encoder", "-c", "configs/demo.yaml",
             *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=400", "shot_encoder.train.checkpoint_every=4",
             "shot_encoder.train_split_only=false", f"run_dir={run}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

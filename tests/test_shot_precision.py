@@ -3,24 +3,23 @@ post-rules never remove or move a detector's cut, a fade is a fade (not a dissol
 span, the bags demo world exact with the dissolve pass on, and a declared frame count a few frames
 off is a warning, not a refused film.
 
-The precision corpus (tests/footage.py ``precision_corpus``) is built from clips inside installed
+The precision corpus (testkit/footage.py ``precision_corpus``) is built from clips inside installed
 packages at test time; bench/shot_detection.py ``--part precision`` prints its table."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import footage
-from helpers import LateDetector, tiny_export, write_catalogue
+from testkit import footage
+from helpers import LateDetector, tiny_export
+from testkit.videos import write_catalogue
 from movies2scenes.shots import DissolveFinder, Signals, detect_shots, make_detector
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +175,7 @@ def test_a_few_frames_short_of_the_declared_count_is_a_warning_not_a_failure(tmp
     import pyarrow.parquet as pq
 
     from movies2scenes.config import load
-    from pipelines import detect_shots as stage
+    from movies2scenes.stages import detect_shots as stage
 
     clips = footage.registry_clips()
     if "no_face.mp4" not in clips:
@@ -278,7 +277,7 @@ def test_embed_uses_a_video_a_few_frames_short_and_says_so(tmp_path, capsys):
     and the warning with both numbers goes to stderr."""
     import pyarrow.parquet as pq
 
-    from pipelines.cli import main
+    from movies2scenes.cli import main
 
     clips = footage.registry_clips()
     if "no_face.mp4" not in clips:

@@ -100,7 +100,7 @@ def test_unknown_detector():
 
 
 def test_unreadable_videos_raise_readable_errors(tmp_path, bikes):
-    from helpers import make_bad_inputs
+    from testkit.videos import make_bad_inputs
 
     bad = make_bad_inputs(tmp_path, bikes)
     expect = {"zero": "empty file", "text": "not a readable video", "truncated": "not a readable video",
@@ -116,7 +116,7 @@ def test_sequential_decode_of_mpeg4_in_avi_is_frame_accurate(tmp_path):
     """mpeg4 in AVI is where decord's seeks go wrong; our strictly sequential reads must not."""
     import av
 
-    from helpers import write_video
+    from testkit.videos import write_video
 
     rng = np.random.default_rng(0)
     frames = []
@@ -172,7 +172,7 @@ def test_every_container_gives_the_sequential_decode(ext, codec, city, tmp_path)
     itself disagrees (MPEG-TS), the reader does not use it."""
     from movies2scenes.video import FrameReader, choose_decoder
 
-    from helpers import write_video
+    from testkit.videos import write_video
 
     src = _pyav_reference(city, (160, 90))[:60]
     path = write_video(tmp_path / f"clip.{ext}", src, fps=25, codec=codec)
@@ -197,13 +197,13 @@ def test_every_container_gives_the_sequential_decode(ext, codec, city, tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
-# real edits: the footage trailer (tests/footage.py) — hard cuts, dissolves, fades, a flash, 4–12
+# real edits: the footage trailer (testkit/footage.py) — hard cuts, dissolves, fades, a flash, 4–12
 # frame shots, in several containers and one variable-frame-rate file
 
 
 @pytest.fixture(scope="module")
 def trailer():
-    import footage
+    from testkit import footage
 
     return footage.build()
 
@@ -213,13 +213,8 @@ def test_trailer_cuts_transitions_and_keyframes(trailer, name):
     """The default detector with the dissolve pass and the flash test: hard cuts within 2 frames
     (content misses one of 9), no false cut (the flash is not one), most gradual transitions, and no
     keyframe inside a true transition."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from shot_detection import score
-
     from movies2scenes.video import FrameReader
+    from testkit.shot_scoring import score
 
     path, truth = trailer["files"][name], trailer["truth"]
     info = probe(path)

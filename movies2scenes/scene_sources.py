@@ -1,61 +1,34 @@
-"""Stage train_scene_encoder: scene_pairs → run_dir/scene_encoder/.
-
-MoCo (``models/moco.py``, the pair form) on the mined scene pairs: the query is one scene of a pair,
-its positive the other scene, negatives the queue. Keys are gathered from every process before they
-are enqueued. An epoch's order is a seeded function of the epoch (``data.epoch_scene_pairs``), so a
-resumed run sees exactly the batches an uninterrupted one would. Checkpoints, NaN guard,
-TensorBoard and progress as the shot encoder. Two architectures (``scene_encoder.arch``), each a
-:class:`SceneSource` — what the encoder is, what it reads, how it is saved:
+"""What the scene encoder trains on, per architecture (``scene_encoder.arch``): a *scene source*
+says what the encoder is, what it reads, how its batches are made and how it is saved.
 
 * :class:`JointScenes` (``joint``, the paper's): n shots × k keyframes through one ``SceneViT``,
   streamed from the training shards (``data.ScenePairStream``);
 * :class:`FactorisedScenes` (``factorised``): the frozen shot backbone's features, read as windows
   of ``shot_features/`` (no decoding), through ``models.factorised.TemporalResidual`` (the mean of
   the shot features + a zero-initialised residual). Its drift guard (``factorised.keep: knn``) keeps
-  the weights of the kNN monitor's best evaluation on held-out movies, step 0 (= the mean) included.
+  the weights of the kNN monitor's best evaluation on held-out movies, step 0 (= the mean) included;
+* :class:`FinetunedScenes` (``factorised`` with ``factorised.backbone: finetune``).
 
-Writes ``model.safetensors`` + ``config.json`` + ``movies2scenes.json`` (the query encoder without
-its projection head — the product; factorised: the shot backbone, plus ``temporal.safetensors``),
-``head.safetensors``, ``metrics.json``.
+The stage ``train-scene-encoder`` trains whichever :func:`scene_source` returns.
 """
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from movies2scenes.config import Config, ConfigError, config_hash, scene_encoder_settings
-from movies2scenes.data import (
-    FeaturePairBatches,
-    ScenePairStream,
-    epoch_scene_pairs,
-    loader_workers,
-    scene_pair_keys,
-    train_transform,
-)
-from movies2scenes.models.moco import MoCo
-from movies2scenes.models.folder import SETTINGS_FILE, read_model_config, save_vit
-from movies2scenes.models.vit import create_scene_vit
-from movies2scenes.monitor import make_feature_knn_monitor, make_knn_monitor
-from movies2scenes.store import atomic_path, read_json, remove_stale_tmp, write_json
-from movies2scenes.training import (
-    BestByKnn,
-    learning_metrics,
-    make_accelerator,
-    make_optimizer,
-    moco_loop,
-    resume,
-    warmup_cosine,
-)
-
-from ._stage import MODEL_FILES, init_stamp, is_done, stage_input_hash, stage_lock, write_done, write_pretraining_movies
-
-STAGE = "train_scene_encoder"
+from .config import Config, ConfigError
+from .data import FeaturePairBatches, ScenePairStream, epoch_scene_pairs, loader_workers, scene_pair_keys, train_transform
+from .layout import MODEL_FILES, RunLayout
+from .models.folder import SETTINGS_FILE, read_model_config, save_vit
+from .models.moco import MoCo
+from .models.vit import create_scene_vit
+from .monitor import make_feature_knn_monitor, make_knn_monitor
+from .store import atomic_path, read_json, write_json
+from .training import BestByKnn
 
 
 def initial_encoder(cfg: Config):
@@ -73,7 +46,7 @@ def initial_encoder(cfg: Config):
     elif sc.init == "shot_encoder":
         from safetensors.torch import load_file
 
-        shot_dir = Path(cfg.run_dir) / "shot_encoder"
+        shot_dir = RunLayout(cfg.run_dir).folder("shot_encoder")
         if not (shot_dir / "model.safetensors").is_file():
             raise ConfigError(f"scene_encoder.init=shot_encoder: {shot_dir}/model.safetensors does not exist")
         shot_vit = read_model_config(shot_dir)["vit"]
@@ -92,31 +65,25 @@ def scene_pair_movies(scene_dir: Path) -> list[str]:
     return sorted(set(t.column("movie_a").to_pylist()) | set(t.column("movie_b").to_pylist()))
 
 
-def run(cfg: Config, force: bool = False) -> int:
-    """The stage, holding the lock of run_dir/scene_encoder/ (one writer at a time)."""
-    with stage_lock(Path(cfg.run_dir) / "scene_encoder") as lock:
-        return _run(cfg, force, exclusive=lock.exclusive)
-
-
 class JointScenes:
     """``arch: joint``: the paper's scene ViT over the pixels of the training shards."""
 
     def __init__(self, cfg: Config, n: int):
         self.cfg, self.n = cfg, n
-        self.run_dir = Path(cfg.run_dir)
-        self.scene_dir = self.run_dir / "scene_pairs"
+        self.run = RunLayout(cfg.run_dir)
+        self.scene_dir = self.run.folder("scene_pairs")
         self.shards = scene_pair_keys(self.scene_dir)
         self.num_pairs = sum(len(v) for v in self.shards.values())
         self.rank, self.world, self.local_batch = 0, 1, 1
         self.size = cfg.scene_encoder.model.img_size  # the side each frame is read at (px)
 
-    def inputs(self) -> list[Path]:
-        sc = self.cfg.scene_encoder
-        return [self.scene_dir / "DONE.json"] + ([self.run_dir / "shot_encoder" / "DONE.json"]
-                                                 if sc.init == "shot_encoder" else [])
+    def inputs(self) -> list[str]:
+        """The stage folders whose DONE records are this source's inputs."""
+        return ["scene_pairs"] + (["shot_encoder"] if self.cfg.scene_encoder.init == "shot_encoder" else [])
 
-    def input_stamp(self) -> str:
-        return init_stamp(self.cfg.scene_encoder.init)
+    def starting_weights(self) -> str:
+        """``scene_encoder.init`` where it applies (a weights file's hash is then an input)."""
+        return self.cfg.scene_encoder.init
 
     def place(self, rank: int, world: int, local_batch: int) -> None:
         self.rank, self.world, self.local_batch = rank, world, local_batch
@@ -138,9 +105,9 @@ class JointScenes:
 
     def monitor(self, train_movies: set[str]):
         tr = self.cfg.scene_encoder.train
-        if not (self.run_dir / "shots" / "index.parquet").is_file():
+        if not (self.run.folder("shots") / "index.parquet").is_file():
             return None
-        return make_knn_monitor(self.run_dir / "shots", train_movies, self.size, tr.knn_movies, tr.knn_per_movie,
+        return make_knn_monitor(self.run.folder("shots"), train_movies, self.size, tr.knn_movies, tr.knn_per_movie,
                                 self.cfg.seed, shots_per_item=self.n)
 
     def keeper(self, ckpt_dir: Path, stamp: str) -> BestByKnn | None:
@@ -156,9 +123,9 @@ class JointScenes:
     def describe(self) -> str:
         return self.cfg.scene_encoder.model.arch
 
-    def save(self, encoder_q, out: Path) -> list[str]:
+    def save(self, encoder_q, out: Path, stage: str) -> list[str]:
         sc = self.cfg.scene_encoder
-        save_vit(encoder_q.vit, sc.model, out, stage=STAGE, moco=asdict(sc.moco), kind="scene",
+        save_vit(encoder_q.vit, sc.model, out, stage=stage, moco=asdict(sc.moco), kind="scene",
                  shots_per_scene=self.n)
         return list(MODEL_FILES)
 
@@ -171,23 +138,23 @@ class FactorisedScenes(JointScenes):
         from movies2scenes.features import ShotFeatures
 
         super().__init__(cfg, n)
-        self.feature_dir = self.run_dir / "shot_features"
-        self.backbone_dir = self.run_dir / "shot_encoder"
-        if not (self.feature_dir / "DONE.json").is_file():
-            raise ConfigError(f"scene_encoder.arch=factorised reads shot features: {self.feature_dir}/DONE.json "
+        self.feature_dir = self.run.folder("shot_features")
+        self.backbone_dir = self.run.folder("shot_encoder")
+        if not self.run.is_done("shot_features"):
+            raise ConfigError(f"scene_encoder.arch=factorised reads shot features: {self.run.done('shot_features')} "
                               "is missing (run extract-shot-features or import-shot-features first)")
-        self.imported = read_json(self.feature_dir / "DONE.json").get("imported_from")
+        self.imported = read_json(self.run.done("shot_features")).get("imported_from")
         self.features = ShotFeatures(self.feature_dir)
         try:
             self.pairs = FeaturePairBatches(self.scene_dir, self.features, n)
         except ValueError as e:
             raise ConfigError(f"{e} (the scene pairs were mined on other shot features: rerun mine-scene-pairs)") from None
 
-    def inputs(self) -> list[Path]:
-        return [self.scene_dir / "DONE.json", self.feature_dir / "DONE.json"]
+    def inputs(self) -> list[str]:
+        return ["scene_pairs", "shot_features"]
 
-    def input_stamp(self) -> str:
-        return ""
+    def starting_weights(self) -> str:
+        return "random"
 
     def encoder(self) -> torch.nn.Module:
         from movies2scenes.models.factorised import TemporalResidual
@@ -207,14 +174,14 @@ class FactorisedScenes(JointScenes):
         f = self.cfg.scene_encoder.factorised
         return f"factorised ({self.features.dim}-d shot features, depth {f.depth}, width {f.width})"
 
-    def save(self, encoder_q, out: Path) -> list[str]:
+    def save(self, encoder_q, out: Path, stage: str) -> list[str]:
         import shutil
 
         from movies2scenes.models.factorised import TEMPORAL_FILE, save_temporal
 
         sc = self.cfg.scene_encoder
         temporal = save_temporal(encoder_q, out)
-        settings = {"stage": STAGE, "moco": asdict(sc.moco), "kind": "scene", "arch": "factorised",
+        settings = {"stage": stage, "moco": asdict(sc.moco), "kind": "scene", "arch": "factorised",
                     "shots_per_scene": self.n, "temporal": temporal, "backbone": "frozen"}
         if self.imported:  # no pixel backbone: the temporal residual works on the user's own features
             for name in ("model.safetensors", "config.json"):
@@ -238,10 +205,10 @@ class FinetunedScenes(JointScenes):
 
     def __init__(self, cfg: Config, n: int):
         super().__init__(cfg, n)
-        self.backbone_dir = self.run_dir / "shot_encoder"
-        if not (self.backbone_dir / "DONE.json").is_file():
+        self.backbone_dir = self.run.folder("shot_encoder")
+        if not self.run.is_done("shot_encoder"):
             raise ConfigError(f"scene_encoder.factorised.backbone=finetune trains the shot encoder's backbone: "
-                              f"{self.backbone_dir}/DONE.json is missing (run train-shot-encoder first; on imported "
+                              f"{self.run.done('shot_encoder')} is missing (run train-shot-encoder first; on imported "
                               "shot features only factorised.backbone=frozen works)")
         meta = read_model_config(self.backbone_dir)
         from movies2scenes.models.folder import vit_config_of
@@ -249,11 +216,11 @@ class FinetunedScenes(JointScenes):
         self.vit = vit_config_of(meta, self.backbone_dir / "config.json")
         self.size = self.vit.img_size  # frames are read at the backbone's size
 
-    def inputs(self) -> list[Path]:
-        return [self.scene_dir / "DONE.json", self.backbone_dir / "DONE.json"]
+    def inputs(self) -> list[str]:
+        return ["scene_pairs", "shot_encoder"]
 
-    def input_stamp(self) -> str:
-        return ""
+    def starting_weights(self) -> str:
+        return "random"
 
     def encoder(self) -> torch.nn.Module:
         from movies2scenes.models.factorised import FactorisedSceneEncoder, TemporalResidual
@@ -274,12 +241,12 @@ class FinetunedScenes(JointScenes):
         f = self.cfg.scene_encoder.factorised
         return f"factorised, fine-tuned {self.vit.arch} (lr × {f.backbone_lr}), depth {f.depth}, width {f.width}"
 
-    def save(self, encoder_q, out: Path) -> list[str]:
+    def save(self, encoder_q, out: Path, stage: str) -> list[str]:
         from movies2scenes.models.factorised import TEMPORAL_FILE, save_temporal
 
         sc = self.cfg.scene_encoder
         temporal = save_temporal(encoder_q.temporal, out)
-        save_vit(encoder_q.backbone, self.vit, out, stage=STAGE, moco=asdict(sc.moco), kind="scene",
+        save_vit(encoder_q.backbone, self.vit, out, stage=stage, moco=asdict(sc.moco), kind="scene",
                  arch="factorised", shots_per_scene=self.n, temporal=temporal, backbone="finetuned")
         return [*MODEL_FILES, TEMPORAL_FILE]
 
@@ -289,87 +256,3 @@ def scene_source(cfg: Config, n: int) -> JointScenes:
     if sc.arch == "joint":
         return JointScenes(cfg, n)
     return (FinetunedScenes if sc.factorised.backbone == "finetune" else FactorisedScenes)(cfg, n)
-
-
-def _run(cfg: Config, force: bool = False, exclusive: bool = True) -> int:
-    from accelerate.utils import set_seed
-
-    started = time.time()
-    run_dir = Path(cfg.run_dir)
-    scene_dir, out = run_dir / "scene_pairs", run_dir / "scene_encoder"
-    sc, tr = cfg.scene_encoder, cfg.scene_encoder.train
-    chash = config_hash({"scene_encoder": scene_encoder_settings(sc), "seed": cfg.seed})
-    if not (scene_dir / "DONE.json").is_file():
-        stage_input_hash(scene_dir / "DONE.json")  # the error naming the missing stage
-    n = int(read_json(scene_dir / "DONE.json").get("shots_per_scene", 0)) or cfg.scene_pairs.shots_per_scene
-    source = scene_source(cfg, n)
-    input_hash = stage_input_hash(*source.inputs()) + source.input_stamp()
-    if not force and is_done(out, chash, input_hash):
-        print(f"train-scene-encoder: {out} is up to date (DONE.json matches); nothing to do")
-        return 0
-    if exclusive:
-        remove_stale_tmp(out)
-
-    accelerator = make_accelerator(tr, out / "logs")
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if tr.batch_size % world:
-        raise ConfigError(f"scene_encoder.train.batch_size {tr.batch_size} is not divisible by the "
-                          f"{world} processes")
-    source.place(rank, world, tr.batch_size // world)
-    num_pairs = source.num_pairs
-    steps_per_epoch = num_pairs // tr.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"{num_pairs} scene pairs are too few for one batch of {tr.batch_size}: lower "
-                          "scene_encoder.train.batch_size or mine more pairs")
-    total = tr.max_steps or tr.epochs * steps_per_epoch
-    warmup = int(tr.warmup_epochs * steps_per_epoch)
-
-    set_seed(cfg.seed)  # identical initial weights on every rank
-    model = MoCo(source.encoder(), sc.moco.dim, sc.moco.mlp_hidden, sc.moco.queue_size,
-                 sc.moco.momentum, sc.moco.temperature, seed=cfg.seed).to(accelerator.device)
-    optimizer = make_optimizer(source.param_groups(model), tr)  # fused AdamW when the model is on CUDA
-    scheduler = warmup_cosine(optimizer, warmup, total)
-    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler's state lives in progress.json
-    forward = model
-    if sc.compile and accelerator.device.type == "cuda":
-        forward = torch.compile(model)
-
-    ckpt_dir = out / "checkpoints"
-    stamp = f"{chash}:{input_hash}"
-    step, last_ckpt, resumed = resume(accelerator, ckpt_dir, stamp, force, "train-scene-encoder", total, scheduler)
-    accelerator.init_trackers("scene_encoder", config={"lr": tr.lr, "batch_size": tr.batch_size,
-                                                       "arch": source.describe(), "steps": total})
-    monitor = source.monitor(set(scene_pair_movies(scene_dir))) if tr.knn_every and accelerator.is_main_process else None
-    keeper = source.keeper(ckpt_dir, stamp) if monitor is not None else None
-    step, loss_value, logged = moco_loop(accelerator, model, optimizer, scheduler, source.batches, step=step,
-                                         total=total, steps_per_epoch=steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir,
-                                         stamp=stamp, last_ckpt=last_ckpt, desc="scene encoder", unit="scenes",
-                                         forward=forward, monitor=monitor, resumed=resumed, keep_best=keeper)
-
-    if accelerator.is_main_process:
-        from safetensors.torch import save_file
-
-        inner = accelerator.unwrap_model(model)
-        kept = {"rule": "last", "step": step}
-        if keeper is not None and keeper.step is not None:
-            keeper.restore(inner.encoder_q)  # the drift guard: the kNN monitor's best step (0 = the mean)
-            kept = {"rule": "knn", "step": keeper.step, "knn_top1": keeper.top1, "last_step": step}
-        elif sc.arch == "factorised" and sc.factorised.keep == "knn":
-            print("train-scene-encoder: warning: no kNN monitor (knn_every = 0 or fewer than 2 probe movies); "
-                  "keeping the last step, not the kNN-chosen one", file=sys.stderr)
-        outputs = source.save(inner.encoder_q, out)
-        save_file({k: v.detach().cpu().contiguous() for k, v in inner.head_q.state_dict().items()},
-                  str(out / "head.safetensors"))
-        write_json(out / "metrics.json", {"steps": step, "final_loss": loss_value, "steps_per_epoch": steps_per_epoch,
-                                          "scene_pairs": num_pairs, "processes": world,
-                                          **({"kept": kept} if sc.arch == "factorised" else {}),
-                                          **learning_metrics(logged, sc.moco.queue_size, monitor)})
-        pretrained_on = write_pretraining_movies(out, scene_pair_movies(scene_dir))
-        write_done(out, STAGE, chash, input_hash, {"steps": step, "epochs": step / steps_per_epoch,
-                                                   "scene_pairs": num_pairs}, started, outputs=outputs,
-                   final_loss=loss_value, pretraining_movies=pretrained_on)
-        print(f"train-scene-encoder: {step} steps, final loss {loss_value:.4f} → {out}"
-              + (f" (kept step {kept['step']}: {kept['rule']})" if sc.arch == "factorised" else ""))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # last: it closes the process group
-    return 0

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from movies2scenes.config import ConfigError
+from movies2scenes.layout import RunLayout
 from movies2scenes.progress import progress
 
 from .pages import environment
@@ -49,9 +50,9 @@ class RunView:
                  index: bool = True, batch: int = 64):
         from movies2scenes.catalogue import load_catalogue
 
-        self.run = Path(run_dir)
-        shots_dir = self.run / "shots"
-        if not (shots_dir / "DONE.json").is_file():
+        self.run, self.layout = Path(run_dir), RunLayout(run_dir)
+        shots_dir = self.layout.folder("shots")
+        if not self.layout.is_done("shots"):
             raise ConfigError(f"{self.run}: no finished shots stage (shots/DONE.json); run detect-shots first")
         cols = ["movie_id", "shot", "start_time", "end_time", "shard", "key"]
         self.shots: dict[str, list[dict]] = {}
@@ -64,8 +65,8 @@ class RunView:
                     f = json.loads(line)
                     if f.get("status") != "warning":  # a warning's movie was processed
                         self.failures[f["movie_id"]] = f.get("reason", "")
-        if catalogue is None and (self.run / "world" / "catalogue.csv").is_file():  # a demo run keeps its world inside
-            catalogue = self.run / "world" / "catalogue.csv"
+        if catalogue is None and (self.layout.world / "catalogue.csv").is_file():  # a demo run keeps its world inside
+            catalogue = self.layout.world / "catalogue.csv"
         self.catalogue_path = catalogue
         self.movies: dict[str, dict] = {}
         for m in (load_catalogue(catalogue).movies if catalogue else []):
@@ -83,7 +84,7 @@ class RunView:
         # shared state, one lock each: a slow clip upload (the model lock) never holds up keyframes
         self._tar_lock, self._model_lock, self._cache_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self.encoder, self.n, self.stride, self.windows = None, self.pair_n or 9, stride, []
-        if index and (self.run / "export" / "DONE.json").is_file():
+        if index and self.layout.is_done("export"):
             self._build_index(stride, batch)
         self._movie_embed, self._heatmaps = None, {}
 
@@ -91,9 +92,9 @@ class RunView:
 
     def _movie_pairs(self) -> dict[str, dict[str, list[tuple[str, float]]]]:
         out: dict[str, dict[str, list[tuple[str, float]]]] = {}
-        if not (self.run / "movie_pairs" / "DONE.json").is_file():
+        if not self.layout.is_done("movie_pairs"):
             return out
-        for f in sorted((self.run / "movie_pairs").glob("*.parquet")):
+        for f in sorted(self.layout.folder("movie_pairs").glob("*.parquet")):
             best: dict[str, dict[str, float]] = {}
             for r in pq.read_table(f, columns=["movie_a", "movie_b", "score"]).to_pylist():
                 for a, b in ((r["movie_a"], r["movie_b"]), (r["movie_b"], r["movie_a"])):
@@ -103,12 +104,12 @@ class RunView:
         return out
 
     def _scene_pairs(self) -> tuple[list[dict], int | None]:
-        done = self.run / "scene_pairs" / "DONE.json"
+        done = self.layout.done("scene_pairs")
         if not done.is_file():
             return [], None
         n = int(json.loads(done.read_text())["shots_per_scene"])
         cols = ["movie_a", "start_a", "movie_b", "start_b", "score", "source"]
-        rows = pq.read_table(self.run / "scene_pairs" / "pairs.parquet", columns=cols).to_pylist()
+        rows = pq.read_table(self.layout.folder("scene_pairs") / "pairs.parquet", columns=cols).to_pylist()
         rows.sort(key=lambda r: (-r["score"], r["movie_a"], r["start_a"], r["movie_b"], r["start_b"]))
         return rows, n
 
@@ -134,7 +135,7 @@ class RunView:
         with self._tar_lock:
             tar = self._tars.get(r["shard"])
             if tar is None:  # the shard's name comes from the run's index, never from the URL
-                tar = self._tars[r["shard"]] = TarIndex(self.run / "shots" / r["shard"])
+                tar = self._tars[r["shard"]] = TarIndex(self.layout.folder("shots") / r["shard"])
         name = f"{r['key']}.{k}.jpg"
         if name in tar:
             return tar.read(name)
@@ -162,12 +163,12 @@ class RunView:
         from movies2scenes.evaluation import embed_clips
         from movies2scenes.artefacts import ShotSamples
 
-        export = self.run / "export"
+        export = self.layout.folder("export")
         settings = read_model_config(export)
         self.encoder = load_scene_encoder(export).eval()
-        self.n = int(settings.get("shots_per_scene", 9))
+        self.n = int(settings["shots_per_scene"])
         self.shot_settings = settings.get("shots") or {}
-        self.samples = ShotSamples(self.run / "shots", cache=2)
+        self.samples = ShotSamples(self.layout.folder("shots"), cache=2)
         embs = []
         with torch.no_grad():
             for movie in progress(sorted(self.shots), desc="browse: scene index", unit="movie"):
@@ -257,7 +258,7 @@ class RunView:
         return rows
 
     def has_heatmap(self) -> bool:
-        return all((self.run / s / "DONE.json").is_file() for s in ("movie_encoder", "shot_features"))
+        return all(self.layout.is_done(s) for s in ("movie_encoder", "shot_features"))
 
     def adjacency_png(self, a: str, b: str) -> tuple[bytes, dict]:
         """The pair's shot adjacency with its mined windows, and its legend (rendered once, the
@@ -284,8 +285,8 @@ class RunView:
             raise NotFound("the run has no movie encoder / shot features for an adjacency heatmap")
         with self._model_lock:
             if self._movie_embed is None:
-                self._movie_embed = MovieEmbeddings(ShotFeatures(self.run / "shot_features"),
-                                                    self.run / "movie_encoder", torch.device("cpu"), cache=4)
+                self._movie_embed = MovieEmbeddings(ShotFeatures(self.layout.folder("shot_features")),
+                                                    self.layout.folder("movie_encoder"), torch.device("cpu"), cache=4)
             xa, xb = self._movie_embed(a), self._movie_embed(b)
         return adjacency_png((xa @ xb.T).numpy(), [r["start_a"] for r in rows], [r["start_b"] for r in rows],
                              self.pair_n)

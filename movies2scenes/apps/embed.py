@@ -66,7 +66,7 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
                base_source=f"{Path(encoder_dir) / 'movies2scenes.json'}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder = load_scene_encoder(encoder_dir, device)
-    n = n or int(settings.get("shots_per_scene", 9))
+    n = n or int(settings["shots_per_scene"])
     rows, failures = [], []
     for video in progress(videos, desc="embed", unit="video"):
         try:

@@ -75,7 +75,7 @@ EXAMPLES = {
 @dataclass(frozen=True)
 class StageCommand:
     """How a run-dir stage (movies2scenes.layout.STAGES) is offered on the command line: its module
-    in ``pipelines``, its help line, whether it takes ``--shard`` (and ``--strict``), what
+    in ``movies2scenes.stages``, its help line, whether it takes ``--shard`` (and ``--strict``), what
     ``--force`` means for it, and whether it trains (a non-finite loss exits 3)."""
 
     module: str
@@ -231,11 +231,12 @@ def _summary(args) -> int:
     if not run.is_dir():
         print(f"m2s summary: {run} does not exist", file=sys.stderr)
         return 2
-    from movies2scenes.layout import FOLDERS, done_file
+    from movies2scenes.layout import FOLDERS, RunLayout
 
+    layout = RunLayout(run)
     print(f"run {run}")
     for stage in FOLDERS:
-        done = done_file(run, stage)
+        done = layout.done(stage)
         if not done.is_file():
             print(f"  {stage:<22} not done")
             continue
@@ -269,7 +270,7 @@ def _summary(args) -> int:
         failures = run / stage / "failures.jsonl"
         if failures.is_file() and failures.stat().st_size:
             print(f"  {'':<22} failures: {failures}")
-    if (run / "shots" / "DONE.json").is_file():
+    if layout.is_done("shots"):
         print(f"\nlook at it in a browser (catalogue, shots, scene search, mined pairs):\n"
               f"  {Path(sys.executable).parent / 'm2s'} browse {run}    → http://127.0.0.1:8765/")
     return 0
@@ -277,7 +278,7 @@ def _summary(args) -> int:
 
 def _demo_world(args) -> int:
     from movies2scenes.config import Config
-    from pipelines import demo_world
+    from movies2scenes.apps import demo_world
 
     top = {f for f in Config.__dataclass_fields__}
     overrides = [o if o.split("=", 1)[0].split(".")[0] in top else f"demo_world.{o}" for o in args.overrides]
@@ -304,11 +305,11 @@ def _catalogue(args) -> int:
 
 
 def _run_stage(args) -> int:
-    """Any run-dir stage: its config, then ``pipelines.<module>.run`` with the options it takes."""
+    """Any run-dir stage: its config, then ``movies2scenes.stages.<module>.run`` with the options it takes."""
     import importlib
 
     spec = STAGE_COMMANDS[args.command]
-    stage = importlib.import_module(f"pipelines.{spec.module}")
+    stage = importlib.import_module(f"movies2scenes.stages.{spec.module}")
     cfg = load(args.config, args.overrides)
     options = {"force": args.force}
     if spec.parallel:
@@ -327,7 +328,7 @@ def _run_stage(args) -> int:
 
 
 def _embed(args) -> int:
-    from pipelines import embed
+    from movies2scenes.apps import embed
 
     if args.stride < 1 or args.batch < 1 or (args.shots_per_scene is not None and args.shots_per_scene < 1):
         raise ConfigError("--stride, --batch and --shots-per-scene must be >= 1")
@@ -336,13 +337,13 @@ def _embed(args) -> int:
 
 
 def _import_shot_features(args) -> int:
-    from pipelines import import_shot_features
+    from movies2scenes.stages import import_shot_features
 
     return import_shot_features.run(load(args.config, args.overrides), args.source, args.force)
 
 
 def _browse(args) -> int:
-    from pipelines import browse
+    from movies2scenes.apps import browse
 
     if args.stride < 1 or not 0 <= args.port < 65536:
         raise ConfigError("--stride must be >= 1 and --port in 0..65535")
@@ -350,13 +351,13 @@ def _browse(args) -> int:
 
 
 def _index(args) -> int:
-    from pipelines import embed
+    from movies2scenes.apps import embed
 
     return embed.index(args.files, args.out, args.metric)
 
 
 def _search(args) -> int:
-    from pipelines import embed
+    from movies2scenes.apps import embed
 
     if args.k < 1:
         raise ConfigError(f"-k must be >= 1, got {args.k}")

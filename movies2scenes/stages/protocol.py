@@ -18,7 +18,7 @@ from typing import Any
 
 from movies2scenes import __version__
 from movies2scenes.catalogue import safe_name
-from movies2scenes.layout import TRAINING_FOLDERS
+from movies2scenes.layout import DONE, TRAINING_FOLDERS
 from movies2scenes.config import ConfigError
 from movies2scenes.store import read_json, sha256_file, write_json
 
@@ -31,7 +31,7 @@ class Slot:
     world: int = 1
     state: Any = None  # accelerate.PartialState under `accelerate launch`/torchrun, else None
 
-    def mine(self, index: int) -> bool:
+    def owns(self, index: int) -> bool:
         return index % self.world == self.rank
 
     @property
@@ -224,7 +224,7 @@ def prune(folder: Path, pattern: str, keep: set[str]) -> None:
 
 
 def done_record(stage_dir: Path) -> dict | None:
-    path = stage_dir / "DONE.json"
+    path = stage_dir / DONE
     return read_json(path) if path.is_file() else None
 
 
@@ -258,14 +258,13 @@ def write_done(stage_dir: Path, stage: str, config_hash: str, input_hash: str,
         "python": platform.python_version(),
         **extra,
     }
-    write_json(stage_dir / "DONE.json", rec)
+    write_json(stage_dir / DONE, rec)
     return rec
 
 
 # ----------------------------------------------------------------------------------------------
 # what pretraining saw (the evaluation leakage guard checks task movies against this record)
 
-MODEL_FILES = ["model.safetensors", "config.json", "movies2scenes.json", "head.safetensors"]  # a training stage's final files
 PRETRAINING_FILE = "pretraining_movies.json"
 TRAINING_STAGES = TRAINING_FOLDERS
 

@@ -1,0 +1,131 @@
+"""Stage detect_shots: catalogue → run_dir/shots/ (webdataset shards, index.parquet, failures.jsonl).
+
+failures.jsonl lists the movies that failed (``reason``) and, with ``"status": "warning"``, movies
+that were processed but with something the user should know (a few frames fewer than the
+container declares: :func:`movies2scenes.shots.check_decoded`).
+
+One shard per movie, ``shots-<ID>.tar`` with ID the movie's safe name (``catalogue.safe_name``),
+so the artefacts depend neither on how many processes made them nor on the catalogue's row order:
+adding, removing or reordering titles only processes the titles that changed. A movie is done when
+its record ``parts/<ID>.json`` exists (written after its shard is renamed into place) with this
+config's hash and the video's fingerprint; a rerun skips those and redoes everything else, so a
+killed run resumes and ends with the same files as an uninterrupted one. Failures are retried on
+rerun. The index lists movies sorted by id (the catalogue's order does not change the result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+
+from movies2scenes.catalogue import Movie, load_catalogue
+from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.progress import progress
+from movies2scenes.shot_shards import process_movie, shard_name, shot_index
+from movies2scenes.store import atomic_path, file_fingerprint, read_json, remove_stale_tmp, write_json, write_parquet
+
+from .kit import Finished, PerItemStage, StageContext, StageSpec
+from .protocol import part_name, prune
+
+def _fingerprint(movie: Movie) -> str:
+    """Never blocks: a FIFO or device is not opened (probe() records it as not a regular file)."""
+    try:
+        return file_fingerprint(movie.video)
+    except ValueError:
+        return "not-a-regular-file"
+    except OSError:
+        return "missing"
+
+
+class DetectShots(PerItemStage):
+    spec = StageSpec("detect-shots", "shots", "detect_shots")
+
+    def __init__(self, cfg: Config, force: bool = False, shard: str | None = None, strict: bool = False):
+        super().__init__(cfg, force, shard)
+        self.strict = strict
+
+    def check(self) -> None:
+        if not self.cfg.catalogue:
+            raise ConfigError("no catalogue given: set catalogue=PATH (CSV or JSONL, see README)")
+        # sorted by id: the catalogue's row order changes neither the work split nor the artefacts
+        self.catalogue = sorted(load_catalogue(self.cfg.catalogue), key=lambda m: m.movie_id)
+        self.prints = {m.movie_id: _fingerprint(m) for m in self.catalogue}
+
+    def input_hash(self) -> str:
+        return hashlib.sha256(json.dumps([[m.movie_id, str(m.video), self.prints[m.movie_id]]
+                                          for m in self.catalogue]).encode()).hexdigest()[:16]
+
+    def config_hash(self) -> str:
+        return config_hash(self.cfg.shots)
+
+    def up_to_date(self, ctx: StageContext) -> int:
+        failed = read_json(ctx.run.done("shots")).get("counts", {}).get("failed", 0)
+        if ctx.slot.is_main:
+            print(f"detect-shots: {ctx.out} is up to date (DONE.json matches); nothing to do"
+                  + (f"; {failed} movie(s) failed (reasons in {ctx.out / 'failures.jsonl'})" if failed else ""))
+        return 1 if self.strict and failed else 0
+
+    def items(self, ctx: StageContext) -> list[Movie]:
+        (ctx.out / "parts").mkdir(parents=True, exist_ok=True)
+        return self.catalogue
+
+    def part(self, ctx: StageContext, movie: Movie) -> dict | None:
+        """The movie's part record when it belongs to this config and this video file."""
+        path = ctx.out / "parts" / part_name(movie.movie_id)
+        rec = read_json(path) if path.is_file() else None
+        ok = rec and rec.get("config_hash") == ctx.config_hash and rec.get("fingerprint") == self.prints[movie.movie_id]
+        return rec if ok else None
+
+    def recorded(self, ctx: StageContext, movie: Movie) -> bool:
+        return self.part(ctx, movie) is not None
+
+    def complete(self, ctx: StageContext, movie: Movie) -> bool:
+        """Done and ok (a failed movie is retried on every run)."""
+        rec = self.part(ctx, movie)
+        return bool(rec) and rec.get("status") == "ok" and (ctx.out / shard_name(movie.movie_id)).is_file()
+
+    def process(self, ctx: StageContext, todo: list[Movie]) -> None:
+        slot = ctx.slot
+        bar = progress(todo, desc=f"shots [{slot.rank + 1}/{slot.world}]", unit="movie", position=slot.rank)
+        n_frames, t0 = 0, time.time()
+        for movie in bar:
+            rec = process_movie(movie, ctx.out, self.cfg.shots)
+            rec.update(config_hash=ctx.config_hash, fingerprint=self.prints[movie.movie_id])
+            write_json(ctx.out / "parts" / part_name(movie.movie_id), rec)
+            if rec["status"] == "ok":
+                n_frames += rec["num_frames"]
+            else:
+                bar.write(f"detect-shots: {movie.movie_id}: FAILED: {rec['reason']}", file=sys.stderr)
+            bar.set_postfix(fps=f"{n_frames / max(time.time() - t0, 1e-9):.0f}")
+        bar.close()
+
+    def merge(self, ctx: StageContext, items: list[Movie]) -> Finished:
+        """Every movie's part into index.parquet + failures.jsonl (+ DONE.json by the kit)."""
+        out = ctx.out
+        records = [self.part(ctx, m) for m in items]
+        table, failures, warnings = shot_index(records)
+        write_parquet(out / "index.parquet", table)
+        with atomic_path(out / "failures.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures + warnings))
+        # shards of movies that failed now or left the catalogue are not part of the result
+        prune(out, "shots-*.tar", {r["shard"] for r in records if r["status"] == "ok"})
+        prune(out / "parts", "*.json", {part_name(m.movie_id) for m in items})  # titles that left the catalogue
+        if ctx.exclusive:  # with several processes another one may still be writing a temp file
+            remove_stale_tmp(out)
+        ok = len(records) - len(failures)
+        counts = {"movies": len(records), "ok": ok, "failed": len(failures),
+                  "shots": table.num_rows, "frames": sum(r.get("num_frames", 0) for r in records)}
+        msg = (f"detect-shots: {counts['movies']} movies, {ok} ok, {len(failures)} failed, "
+               f"{counts['shots']} shots → {out}")
+        if failures:
+            msg += f" (reasons in {out / 'failures.jsonl'})"
+        if warnings:
+            msg += f"; {len(warnings)} processed with a warning (in {out / 'failures.jsonl'})"
+        return Finished(counts, extra={"decode_seconds": round(sum(r["elapsed_s"] for r in records), 3)},
+                        say=[msg], exit_code=1 if ok == 0 or (self.strict and failures) else 0)
+
+
+def run(cfg: Config, shard: str | None = None, strict: bool = False, force: bool = False) -> int:
+    return DetectShots(cfg, force, shard, strict).run()

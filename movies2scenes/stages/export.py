@@ -1,0 +1,82 @@
+"""Stage export: scene_encoder → run_dir/export/ (model.safetensors, timm's config.json,
+movies2scenes.json, README.md model card).
+
+Loadable with ``movies2scenes.load_scene_encoder(run_dir / "export")`` (any n shots × k frames)
+and, for the single-frame backbone, with ``timm.create_model("local-dir:run_dir/export",
+pretrained=True)`` (see ``movies2scenes/export.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+
+from movies2scenes import __version__
+from movies2scenes.config import Config, config_hash, scene_encoder_settings
+from movies2scenes.export import export_scene_encoder
+from movies2scenes.models.factorised import TEMPORAL_FILE
+from movies2scenes.models.folder import SETTINGS_FILE
+from movies2scenes.store import read_json
+
+from .kit import Finished, Stage, StageContext, StageSpec
+from .protocol import PRETRAINING_FILE, TRAINING_STAGES, read_pretraining_movies, write_pretraining_movies
+
+
+class Export(Stage):
+    spec = StageSpec("export", "export", "export", needs=("scene_encoder",))
+
+    def config_hash(self) -> str:
+        return config_hash(asdict(self.cfg.export))
+
+    def model_card(self) -> dict:
+        cfg, run = self.cfg, self.run_layout
+        data = {stage: (read_json(run.done(stage)) if run.is_done(stage) else {}).get("counts", {})
+                for stage in ("shots", "shot_features", "movie_pairs", "scene_pairs", "scene_encoder")}
+        metrics = {}
+        for stage in ("movie_encoder", "scene_encoder", "eval"):
+            for name in ("metrics.json", "report.json"):
+                if (run.folder(stage) / name).is_file():
+                    metrics[stage] = read_json(run.folder(stage) / name)
+        return {"name": cfg.export.name, "version": __version__, "data": data, "license": cfg.export.license,
+                "datasets": cfg.export.datasets, "shots": asdict(cfg.shots),
+                "config": {"scene_encoder": scene_encoder_settings(cfg.scene_encoder),
+                           "scene_pairs": asdict(cfg.scene_pairs), "shots": asdict(cfg.shots), "seed": cfg.seed},
+                "metrics": metrics}
+
+    def pretraining_movies(self) -> tuple[set[str], list[str]]:
+        """Every movie any training stage learned from, and the training stages without a record."""
+        seen, missing = set(), []
+        for stage in TRAINING_STAGES:
+            record = self.run_layout.folder(stage) / PRETRAINING_FILE
+            if self.run_layout.is_done(stage):
+                if record.is_file():
+                    seen |= read_pretraining_movies(record)
+                else:
+                    missing.append(stage)
+        return seen, missing
+
+    def work(self, ctx: StageContext) -> Finished:
+        card = self.model_card()
+        seen, missing = self.pretraining_movies()
+        if missing:
+            print(f"export: warning: {', '.join(missing)} recorded no pretraining movies (trained by an older "
+                  "movies2scenes); `m2s evaluate` will refuse this export unless evaluate.allow_leakage=true. "
+                  "Rerun those stages with --force to record them.", file=sys.stderr)
+        (ctx.out / PRETRAINING_FILE).unlink(missing_ok=True)
+        card["pretraining_movies"] = None if missing else len(seen)
+        config = export_scene_encoder(ctx.run.folder("scene_encoder"), ctx.out, card)
+        outputs = ["model.safetensors", "config.json", SETTINGS_FILE, "README.md"]
+        if config.get("arch") == "factorised":
+            outputs.append(TEMPORAL_FILE)
+        if not missing:
+            write_pretraining_movies(ctx.out, seen)
+            outputs.append(PRETRAINING_FILE)
+        out = ctx.out
+        return Finished({"num_features": config["num_features"]}, outputs=outputs, say=[
+            f"export: {config['vit']['arch']} scene encoder ({config['num_features']}-d) → {out} "
+            f"(model.safetensors, config.json, {SETTINGS_FILE}, README.md); in timm: "
+            f"timm.create_model('local-dir:{out}', pretrained=True)"])
+
+
+def run(cfg: Config, force: bool = False) -> int:
+    return Export(cfg, force).run()

@@ -1,0 +1,309 @@
+"""The stage kit: a stage declares what it reads, what it hashes and what it writes; :meth:`Stage.run`
+runs the protocol once for all of them.
+
+    check the input → input hash (upstream DONE records) → config hash → lock the folder → up to
+    date? → clear what a killed run left → drop the old DONE record → work() → DONE.json (+ the
+    sha256 of its final files)
+
+:class:`PerItemStage` adds the data-parallel protocol of the per-movie / per-unit stages: which
+process owns which item, skip the items whose part record matches, process the rest, wait, and
+let the one process that sees every part merge them. A stage module holds only its own work.
+The primitives (locks, hashes, DONE records, process slots) are :mod:`movies2scenes.stages.protocol`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, final
+
+from movies2scenes.config import Config, ConfigError
+from movies2scenes.layout import RunLayout
+from movies2scenes.store import remove_stale_tmp
+
+from .protocol import Slot, is_done, process_slot, stage_input_hash, stage_lock, write_done
+from .protocol import write_pretraining_movies
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    command: str  # the `m2s` subcommand ("mine-scene-pairs")
+    folder: str  # the folder it writes under run_dir ("scene_pairs")
+    record: str  # the "stage" of its DONE.json ("mine_scene_pairs")
+    needs: tuple[str, ...] = ()  # upstream folders whose DONE records make the input hash
+
+
+@dataclass
+class StageContext:
+    """What one run of a stage knows: its config, the run's layout, its folder and hashes."""
+
+    cfg: Config
+    run: RunLayout
+    out: Path
+    config_hash: str
+    input_hash: str
+    exclusive: bool  # no other process writes this folder (a single-process run)
+    force: bool
+    slot: Slot = field(default_factory=Slot)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def stamp(self) -> str:
+        """What a part or checkpoint records to say it belongs to this config and these inputs."""
+        return f"{self.config_hash}:{self.input_hash}"
+
+
+@dataclass
+class Finished:
+    """What a stage's work leaves for its DONE record and its user."""
+
+    counts: dict
+    outputs: list[str] = field(default_factory=list)  # final files whose sha256 DONE.json records
+    extra: dict[str, Any] = field(default_factory=dict)  # more DONE.json fields
+    say: list[str] = field(default_factory=list)  # stdout lines once DONE.json is written
+    warn: list[str] = field(default_factory=list)  # stderr lines after those
+    exit_code: int = 0
+
+
+class Stage:
+    """One stage of the pipeline. Subclasses set :attr:`spec`, give :meth:`config_hash` and
+    :meth:`work`, and may override :meth:`check`, :meth:`input_hash` and :meth:`up_to_date`."""
+
+    spec: ClassVar[StageSpec]
+
+    def __init__(self, cfg: Config, force: bool = False, shard: str | None = None):
+        self.cfg, self.force, self.shard = cfg, force, shard
+        self.run_layout = RunLayout(cfg.run_dir)
+
+    # --- what a stage declares ------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse bad input before the folder is touched (no lock, nothing written)."""
+
+    def input_hash(self) -> str:
+        """By default the DONE records of :attr:`StageSpec.needs` (an error names a missing one)."""
+        return stage_input_hash(*(self.run_layout.done(f) for f in self.spec.needs))
+
+    def config_hash(self) -> str:
+        raise NotImplementedError
+
+    def up_to_date(self, ctx: StageContext) -> int:
+        if ctx.slot.is_main:
+            print(f"{self.spec.command}: {ctx.out} is up to date (DONE.json matches); nothing to do")
+        return 0
+
+    def work(self, ctx: StageContext) -> Finished | None:
+        """The stage's own work; None when another process of the launch finishes the stage."""
+        raise NotImplementedError
+
+    def slot(self) -> Slot:
+        return Slot()
+
+    def after(self, ctx: StageContext) -> None:
+        """Called last on every process that worked (after DONE.json on the one that wrote it)."""
+
+    # --- the protocol, once ---------------------------------------------------------------------
+    @final
+    def run(self) -> int:
+        started = time.time()
+        self.check()  # bad input, a missing upstream stage: refused before the folder is created
+        input_hash = self.input_hash()
+        chash = self.config_hash()
+        out = self.run_layout.folder(self.spec.folder)
+        with stage_lock(out, self.shard) as lock:
+            ctx = StageContext(self.cfg, self.run_layout, out, chash, input_hash, lock.exclusive,
+                               self.force, self.slot(), started)
+            if not self.force and is_done(out, chash, input_hash):
+                return self.up_to_date(ctx)
+            if lock.exclusive:
+                remove_stale_tmp(out)  # what a killed run left; nobody else writes here (the lock)
+            out.mkdir(parents=True, exist_ok=True)
+            self.run_layout.done(self.spec.folder).unlink(missing_ok=True)
+            result = self.work(ctx)
+            if result is not None:
+                write_done(out, self.spec.record, chash, input_hash, result.counts, started,
+                           outputs=result.outputs, **result.extra)
+                for line in result.say:
+                    print(line)
+                for line in result.warn:
+                    print(line, file=sys.stderr)
+            self.after(ctx)
+            return result.exit_code if result is not None else 0
+
+
+class PerItemStage(Stage):
+    """A stage whose work is a list of independent items (movies, units of movie pairs), spread
+    over the processes of a launch (``--shard i/n`` or Accelerate ranks): item ``i`` belongs to the
+    process with ``i % world == rank``. Each item leaves a part record stamped with this config and
+    these inputs; an item whose part matches is not redone, so a killed run resumes; the process that
+    finds every part present merges them into the stage's result."""
+
+    unit: ClassVar[str] = "movie"  # what an item is, in messages
+
+    def slot(self) -> Slot:
+        return process_slot(self.shard)
+
+    def items(self, ctx: StageContext) -> list:
+        raise NotImplementedError
+
+    def recorded(self, ctx: StageContext, item) -> bool:
+        """The item's part is there and belongs to this config and these inputs."""
+        raise NotImplementedError
+
+    def complete(self, ctx: StageContext, item) -> bool:
+        """Nothing is left to do for the item (by default: its part is recorded)."""
+        return self.recorded(ctx, item)
+
+    def process(self, ctx: StageContext, todo: list) -> None:
+        """Do this process's unfinished items, writing each item's files and then its part."""
+        raise NotImplementedError
+
+    def merge(self, ctx: StageContext, items: list) -> Finished:
+        raise NotImplementedError
+
+    @final
+    def work(self, ctx: StageContext) -> Finished | None:
+        items = self.items(ctx)
+        slot = ctx.slot
+        todo = [item for i, item in enumerate(items)
+                if slot.owns(i) and (ctx.force or not self.complete(ctx, item))]
+        self.process(ctx, todo)
+        slot.wait_for_everyone()
+        if not slot.is_main and slot.state is not None:
+            return None  # the main process of the launch merges
+        pending = sum(not self.recorded(ctx, item) for item in items)
+        if pending:
+            print(f"{self.spec.command}: process {slot.rank}/{slot.world} done; {pending} {self.unit}(s) still "
+                  "pending in other processes — the last process to finish merges")
+            return None
+        return self.merge(ctx, items)
+
+
+@dataclass
+class Schedule:
+    """How long a training stage trains: batches per epoch, total and warm-up steps, the global batch."""
+
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    batch_size: int
+
+
+@dataclass
+class Trained:
+    """What the training loop ends with, for the stage's save()."""
+
+    step: int
+    loss: float
+    logged: dict
+    schedule: Schedule
+    world: int
+    monitor: Any = None
+
+
+class TrainingStage(Stage):
+    """A stage that learns weights from movies. Every process of an Accelerate launch trains; the
+    main one saves. The kit owns the Accelerator (and its batch check), the seed, the optimiser and
+    warm-up cosine schedule, resume from the newest checkpoint of this config and these inputs,
+    the one training loop (:func:`movies2scenes.training.train_loop`: NaN guard, logging,
+    checkpoints, kNN monitor) and the record of the movies the stage learned from. A stage gives
+    its model, its batches and what it saves."""
+
+    section: ClassVar[str]  # the config section whose ``train`` settings apply ("shot_encoder")
+    progress_unit: ClassVar[str]  # what the progress line counts per second ("shots")
+
+    @property
+    def train_cfg(self):
+        return getattr(self.cfg, self.section).train
+
+    # --- what a trainer gives -------------------------------------------------------------------
+    def prepare(self, ctx: StageContext) -> None:
+        """Read the inputs and refuse what cannot train, before the Accelerator exists."""
+
+    def schedule(self, world: int) -> Schedule:
+        raise NotImplementedError
+
+    def epochs(self, examples: int, batch_size: int, too_few: str) -> Schedule:
+        """The schedule of ``examples`` per epoch in global batches (``too_few``: the error when not
+        even one batch fits): ``max_steps`` or ``epochs`` epochs, ``warmup_epochs`` of warm-up."""
+        tr = self.train_cfg
+        steps_per_epoch = examples // batch_size
+        if steps_per_epoch == 0:
+            raise ConfigError(too_few)
+        return Schedule(steps_per_epoch, tr.max_steps or tr.epochs * steps_per_epoch,
+                        int(tr.warmup_epochs * steps_per_epoch), batch_size)
+
+    def model(self, device) -> Any:
+        """The model to train (on ``device``); seeded identically on every rank."""
+        raise NotImplementedError
+
+    def parameters(self, model):
+        return model.parameters()
+
+    def batches(self, epoch: int, start: int):
+        """The epoch's batches from batch ``start`` on, for this process (dicts of tensors)."""
+        raise NotImplementedError
+
+    def forward(self, model):
+        """What maps a batch to (loss, stats); by default the (prepared) model itself."""
+        return model
+
+    def monitor(self, ctx: StageContext):
+        """A kNN monitor of the query encoder (main process only), or None."""
+        return None
+
+    def tracked(self) -> dict:
+        """Hyper-parameters shown beside the logs."""
+        return {"lr": self.train_cfg.lr, "batch_size": self.train_cfg.batch_size}
+
+    def save(self, ctx: StageContext, model, trained: Trained) -> Finished:
+        raise NotImplementedError
+
+    def learned_from(self, ctx: StageContext, movie_ids) -> dict:
+        """Record the movies this stage learned from (the evaluation's leakage guard reads it)."""
+        return {"pretraining_movies": write_pretraining_movies(ctx.out, movie_ids)}
+
+    # --- the training protocol, once ------------------------------------------------------------
+    @final
+    def work(self, ctx: StageContext) -> Finished | None:
+        from accelerate.utils import set_seed
+
+        from movies2scenes.training import make_accelerator, make_optimizer, resume, train_loop, warmup_cosine
+
+        tr = self.train_cfg
+        self.prepare(ctx)
+        self.accelerator = accelerator = make_accelerator(tr, ctx.out / "logs")
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        if tr.batch_size % self.world:
+            raise ConfigError(f"{self.section}.train.batch_size {tr.batch_size} is not divisible by the "
+                              f"{self.world} processes")
+        plan = self.plan = self.schedule(self.world)
+        set_seed(self.cfg.seed)  # identical initial weights on every rank
+        model = self.model(accelerator.device)
+        optimizer = make_optimizer(self.parameters(model), tr)  # fused AdamW when the model is on CUDA
+        scheduler = warmup_cosine(optimizer, plan.warmup, plan.total)
+        model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler's state lives in progress.json
+        ckpt_dir = ctx.out / "checkpoints"
+        step, last_ckpt, resumed = resume(accelerator, ckpt_dir, ctx.stamp, ctx.force, self.spec.command,
+                                          plan.total, scheduler)
+        accelerator.init_trackers(self.spec.folder, config=self.tracked())
+        monitor = self.monitor(ctx) if tr.knn_every and accelerator.is_main_process else None
+        self.keeper = self.keep_best(ctx, monitor)
+        step, loss, logged = train_loop(
+            accelerator, model, optimizer, scheduler, self.batches, step=step, total=plan.total,
+            steps_per_epoch=plan.steps_per_epoch, tr=tr, ckpt_dir=ckpt_dir, stamp=ctx.stamp, last_ckpt=last_ckpt,
+            desc=self.spec.folder.replace("_", " "), unit=self.progress_unit,
+            forward=self.forward(model), monitor=monitor, resumed=resumed,
+            keep_best=self.keeper)
+        if not accelerator.is_main_process:
+            return None
+        return self.save(ctx, accelerator.unwrap_model(model), Trained(step, loss, logged, plan, self.world, monitor))
+
+    def keep_best(self, ctx: StageContext, monitor):
+        """The factorised scene encoder's drift guard (``training.BestByKnn``), or None."""
+        return None
+
+    def after(self, ctx: StageContext) -> None:
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()  # last: it closes the process group
