@@ -442,28 +442,40 @@ class ShotSplitter:
         self.last_source = ""
         self.dropped: list[tuple[int, str, str]] = []  # (frame, source, why) of every boundary not kept
 
-    def run(self, frames: Iterable[np.ndarray]) -> Iterator[Shot]:
+    def push(self, rgb: np.ndarray) -> list[Shot]:
+        """Take the next frame; return the shots it lets the splitter decide (often none)."""
         from scenedetect.common import FrameTimecode
 
-        for index, rgb in enumerate(frames):
-            self.total = index + 1
-            self.buffer.add(index, self._resize(rgb))
-            self.sig.add(index, rgb)
-            if self.finder is not None:
-                found = self.finder.step(index, self.sig)
-                if found is not None:
-                    self.waiting.append(Boundary(found[0], "dissolve", (found[1], found[2])))
-            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
-            self._report([int(c.frame_num) for c in self.detector.process_frame(FrameTimecode(index, self.fps), bgr)],
-                         index)
-            yield from self._decide(index - self.delay)
-            self._forget(index - self.delay - self.fade_len - 3)
+        index = self.total
+        self.total = index + 1
+        self.buffer.add(index, self._resize(rgb))
+        self.sig.add(index, rgb)
+        if self.finder is not None:
+            found = self.finder.step(index, self.sig)
+            if found is not None:
+                self.waiting.append(Boundary(found[0], "dissolve", (found[1], found[2])))
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
+        self._report([int(c.frame_num) for c in self.detector.process_frame(FrameTimecode(index, self.fps), bgr)],
+                     index)
+        shots = list(self._decide(index - self.delay))
+        self._forget(index - self.delay - self.fade_len - 3)
+        return shots
+
+    def finish(self) -> list[Shot]:
+        """The stream has ended: the shots still undecided, the last one included."""
+        from scenedetect.common import FrameTimecode
+
         if self.total == 0:
-            return
+            return []
         self._report([int(c.frame_num) for c in self.detector.post_process(FrameTimecode(self.total, self.fps))],
                      self.total)
-        yield from self._decide(self.total, ending=True)
-        yield self._close(self.total, last_frame=True)
+        return [*self._decide(self.total, ending=True), self._close(self.total, last_frame=True)]
+
+    def run(self, frames: Iterable[np.ndarray]) -> Iterator[Shot]:
+        """Every shot of a stream of RGB frames, as soon as it is decided."""
+        for rgb in frames:
+            yield from self.push(rgb)
+        yield from self.finish()
 
     def _report(self, cuts: list[int], index: int) -> None:
         for c in cuts:

@@ -21,6 +21,27 @@ def test_bikes_shot_starts(bikes, detector):
     assert all(a.end == b.start for a, b in zip(shots, shots[1:]))
 
 
+def test_the_splitter_takes_frames_one_at_a_time(bikes):
+    """ShotSplitter.push(frame) → the shots that frame decides, finish() → the rest: the same shots
+    as the one-pass generator, each handed out ~delay frames after its end, not at the stream's end."""
+    from movies2scenes.shots import ShotSplitter
+
+    info = probe(bikes)
+    size = scaled_size(info.width, info.height, 128)
+    whole = list(detect_shots(iter_frames(bikes, size), info.fps, make_detector("content"), keyframes=2))
+    splitter = ShotSplitter(info.fps, make_detector("content"), keyframes=2)
+    pushed, decided_at = [], []
+    for index, frame in enumerate(iter_frames(bikes, size)):
+        for shot in splitter.push(frame):
+            pushed.append(shot)
+            decided_at.append(index)
+    pushed += splitter.finish()
+    assert [(s.start, s.end, s.keyframe_frames) for s in pushed] == [(s.start, s.end, s.keyframe_frames) for s in whole]
+    assert [s.start for s in pushed] == BIKES_SHOT_STARTS
+    assert decided_at and all(at - shot.end == splitter.delay for at, shot in zip(decided_at, pushed))
+    assert all(np.array_equal(a.keyframes, b.keyframes) for a, b in zip(pushed, whole))
+
+
 @pytest.mark.parametrize("k", [1, 3])
 def test_bikes_keyframes_are_the_sequentially_decoded_frames(bikes, k):
     info = probe(bikes)
