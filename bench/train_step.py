@@ -154,7 +154,7 @@ def bench_extract(run: Path, repeats: int) -> None:
     from torch.utils.data import DataLoader
 
     from movies2scenes.data import movie_shots
-    from movies2scenes.stages.extract_shot_features import MovieChunks
+    from movies2scenes.data import MovieChunks
 
     if not (run / "shot_encoder" / "DONE.json").is_file():
         print(f"feature extraction: skipped ({run} has no trained shot encoder; run `make demo`)")

@@ -29,6 +29,12 @@ def _add_parallel_args(p: argparse.ArgumentParser, strict: bool = True) -> None:
         p.add_argument("--strict", action="store_true",
                        help="exit non-zero if any movie failed (default: only if all failed)")
     p.add_argument("--force", action="store_true", help="redo everything, ignoring DONE.json and parts")
+    p.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="where the items run: local (this process, --shard, accelerate ranks) or ray (one task "
+                        "per item on a Ray cluster, longest first; the [ray] extra); default: executor.kind")
+    p.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="with --executor ray: the cluster (a `ray start --head` address, ray://host:10001); "
+                        "default: executor.address, then $RAY_ADDRESS, else a local cluster of this machine")
 
 
 DESCRIPTION = """\
@@ -314,6 +320,8 @@ def _run_stage(args) -> int:
     options = {"force": args.force}
     if spec.parallel:
         options["shard"] = args.shard
+        cfg.executor.kind = args.executor or cfg.executor.kind
+        cfg.executor.address = args.ray_address or cfg.executor.address
     if spec.strict:
         options["strict"] = args.strict
     if not spec.trains:
@@ -382,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    from movies2scenes.stages.executors import ExecutorError
     from movies2scenes.store import OutputError
 
     try:
@@ -396,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as e:  # disk full, permissions: not an input's fault; nothing marked done
         print(f"m2s {args.command}: error: {e}", file=sys.stderr)
         return 4
+    except ExecutorError as e:  # Ray workers kept dying on one item; finished items are kept
+        print(f"m2s {args.command}: error: {e}; rerun to continue", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

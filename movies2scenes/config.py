@@ -302,6 +302,21 @@ class EvaluateConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    """Where the per-item stages (detect-shots, extract-shot-features, mine-scene-pairs) run their
+    items. ``local``: this process, or the processes of a launch (``--shard i/n``, Accelerate ranks).
+    ``ray``: one Ray task per item on a Ray cluster (``address``, else $RAY_ADDRESS, else a local
+    cluster of this machine's CPUs), longest items first. Never part of a config hash: the
+    executor changes how fast, never what."""
+
+    kind: str = "local"  # local | ray
+    address: str = ""  # a `ray start --head` address, ray://host:10001, or "" ($RAY_ADDRESS / local cluster)
+    workers: int = 0  # Ray workers (actors) at once; 0 = one per CPU the cluster offers
+    max_retries: int = 3  # an item whose worker dies is retried this often (exponential backoff)
+    recycle_after: int = 50  # a worker is replaced after this many items (decoders leak on long videos)
+
+
+@dataclass
 class Config:
     run_dir: str = "runs/default"
     seed: int = 0
@@ -317,6 +332,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     demo_world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,6 +469,10 @@ def _validate(cfg: Config) -> None:
         ("shots.jpeg_quality", 1 <= s.jpeg_quality <= 100, "must be in 1..100"),
         ("shots.max_buffer_frames", s.max_buffer_frames >= 2 * s.keyframes, "must be >= 2*keyframes"),
         ("shots.decode_threads", s.decode_threads >= 0, "must be >= 0"),
+        ("executor.kind", cfg.executor.kind in ("local", "ray"), "must be local or ray"),
+        ("executor.workers", cfg.executor.workers >= 0, "must be >= 0"),
+        ("executor.max_retries", cfg.executor.max_retries >= 0, "must be >= 0"),
+        ("executor.recycle_after", cfg.executor.recycle_after >= 1, "must be >= 1"),
         ("demo_world.width", w.width % 2 == 0 and w.width >= 32, "must be even and >= 32"),
         ("demo_world.height", w.height % 2 == 0 and w.height >= 32, "must be even and >= 32"),
         ("demo_world.num_genres", w.num_genres >= 1, "must be >= 1"),

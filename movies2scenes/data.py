@@ -308,3 +308,46 @@ class FeaturePairBatches:
                 out["query"].append(self.window(*q))
                 out["key"].append(self.window(*k))
             yield {name: torch.from_numpy(np.stack(v)) for name, v in out.items()}
+
+
+class MovieChunks(IterableDataset):
+    """Full batches of eval views packed across movies, with the segments they hold, read shot by
+    shot from the shards (memory bounded by the batch, not by the movie's length).
+
+    Yields (images (n, 3, S, S), segments) where each segment is (movie_id, n_shots, k, last):
+    n_shots·k consecutive images of one movie (k keyframes per shot), ``last`` when the movie ends.
+    A segment's keyframes share one size, so the transform runs batched per segment."""
+
+    def __init__(self, shots_dir: Path, movies: list[tuple[str, str]], size: int, batch_images: int):
+        self.dir, self.movies, self.batch = shots_dir, movies, batch_images
+        self.transform = eval_transform(size)
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        images, segments, filled = [], [], 0
+        for j, (movie_id, shard) in enumerate(self.movies):
+            if j % nw != wid:
+                continue
+            run: list[np.ndarray] = []  # (k, h, w, 3) keyframes of the segment being filled
+            samples = iter_tar(self.dir / shard)
+            sample = next(samples, None)
+            while sample is not None:
+                frames = decode_keyframes(sample)
+                sample = next(samples, None)
+                run.append(frames)
+                filled += len(frames)
+                last = sample is None
+                full = filled + len(frames) > self.batch  # the next shot would not fit
+                if last or full:
+                    batch = np.stack(run)  # (n, k, h, w, 3)
+                    n, k = batch.shape[:2]
+                    flat = torch.from_numpy(batch.reshape(n * k, *batch.shape[2:])).permute(0, 3, 1, 2)
+                    images.append(self.transform(flat))
+                    segments.append((movie_id, n, k, last))
+                    run = []
+                if full:
+                    yield torch.cat(images), segments
+                    images, segments, filled = [], [], 0
+        if images:
+            yield torch.cat(images), segments

@@ -44,7 +44,7 @@ class UnitMiner:
         self.sp, self.source, self.embed, self.shots = sp, source, embed, shots
         self.have = set(feats.movie_ids)
 
-    def mine(self, u: int, movie_pairs: list[tuple[str, str]], bar) -> tuple[list[dict], list[dict]]:
+    def mine(self, u: int, movie_pairs: list[tuple[str, str]]) -> tuple[list[dict], list[dict]]:
         rows, skipped = [], []
         for a, b in movie_pairs:
             missing = [m for m in (a, b) if m not in self.have]
@@ -57,7 +57,6 @@ class UnitMiner:
                 for i, j, s in zip(mined.start_a.tolist(), mined.start_b.tolist(), mined.score.tolist()):
                     rows.append({"movie_a": a, "start_a": i, "movie_b": b, "start_b": j, "score": s,
                                  "source": self.source})
-            bar.update()
         for r, row in enumerate(rows):
             row["key"], row["shard"] = f"{u:06d}_{r:06d}", unit_shard(u)
         return rows, skipped

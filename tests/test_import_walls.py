@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "movies2scenes"
-KIT = ("kit", "protocol")  # what every stage shares
+KIT = ("kit", "protocol", "executors")  # what every stage shares
 STAGES = sorted(p.stem for p in (PACKAGE / "stages").glob("*.py") if not p.stem.startswith("_") and p.stem not in KIT)
 ABOVE = ("movies2scenes.stages", "movies2scenes.apps", "movies2scenes.cli")  # what the library never imports
 

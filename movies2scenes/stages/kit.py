@@ -21,6 +21,7 @@ from typing import Any, ClassVar, final
 
 from movies2scenes.config import Config, ConfigError
 from movies2scenes.layout import RunLayout
+from movies2scenes.progress import progress
 from movies2scenes.store import remove_stale_tmp
 
 from .protocol import Slot, is_done, process_slot, stage_input_hash, stage_lock, write_done
@@ -133,16 +134,25 @@ class Stage:
 
 
 class PerItemStage(Stage):
-    """A stage whose work is a list of independent items (movies, units of movie pairs), spread
-    over the processes of a launch (``--shard i/n`` or Accelerate ranks): item ``i`` belongs to the
-    process with ``i % world == rank``. Each item leaves a part record stamped with this config and
-    these inputs; an item whose part matches is not redone, so a killed run resumes; the process that
-    finds every part present merges them into the stage's result."""
+    """A stage whose work is a list of independent items (movies, units of movie pairs). Each item
+    leaves its files and then a part record stamped with this config and these inputs; an item whose
+    part matches is not redone, so a killed run resumes; whoever finds every part present merges
+    them into the stage's result. Where items run is the executor's (``executor.kind``): ``local``
+    spreads them over the processes of a launch (``--shard i/n`` or Accelerate ranks: item ``i``
+    belongs to the process with ``i % world == rank``); ``ray`` sends them, longest first, to a Ray
+    cluster (:class:`movies2scenes.stages.executors.RayExecutor`) and writes the parts as they come."""
 
     unit: ClassVar[str] = "movie"  # what an item is, in messages
 
+    def __init__(self, cfg: Config, force: bool = False, shard: str | None = None):
+        super().__init__(cfg, force, shard)
+        self.executor = cfg.executor.kind
+        if shard and self.executor == "ray":
+            raise ConfigError("--shard splits the items over processes you start yourself; with "
+                              "executor.kind=ray the Ray cluster does (drop one of the two)")
+
     def slot(self) -> Slot:
-        return process_slot(self.shard)
+        return process_slot(self.shard) if self.executor == "local" else Slot()
 
     def items(self, ctx: StageContext) -> list:
         raise NotImplementedError
@@ -155,9 +165,31 @@ class PerItemStage(Stage):
         """Nothing is left to do for the item (by default: its part is recorded)."""
         return self.recorded(ctx, item)
 
-    def process(self, ctx: StageContext, todo: list) -> None:
-        """Do this process's unfinished items, writing each item's files and then its part."""
+    def size(self, ctx: StageContext, item) -> float:
+        """Roughly how long the item takes (a movie's duration, a unit's movie pairs): Ray starts the
+        longest first, so one long film does not finish alone at the end."""
+        return 1.0
+
+    def process_item(self, ctx: StageContext, item):
+        """Write the item's files and return its part (in a Ray worker, or in this process)."""
         raise NotImplementedError
+
+    def write_part(self, ctx: StageContext, item, part) -> None:
+        """Record that the item is done (always in the process that runs the stage)."""
+        raise NotImplementedError
+
+    def process(self, ctx: StageContext, todo: list) -> None:
+        """The local executor: this process's unfinished items, one after the other."""
+        slot = ctx.slot
+        bar = progress(todo, desc=f"{self.spec.command} [{slot.rank + 1}/{slot.world}]", unit=self.unit,
+                       position=slot.rank)
+        for item in bar:
+            self.write_part(ctx, item, self.process_item(ctx, item))
+        bar.close()
+
+    def ray_resources(self) -> tuple[float, float]:
+        """(CPUs, GPUs) one item takes on a Ray worker."""
+        return 1.0, 0.0
 
     def merge(self, ctx: StageContext, items: list) -> Finished:
         raise NotImplementedError
@@ -168,7 +200,12 @@ class PerItemStage(Stage):
         slot = ctx.slot
         todo = [item for i, item in enumerate(items)
                 if slot.owns(i) and (ctx.force or not self.complete(ctx, item))]
-        self.process(ctx, todo)
+        if self.executor == "ray":
+            from .executors import RayExecutor
+
+            RayExecutor(self.cfg.executor, *self.ray_resources()).run(self, ctx, todo)
+        else:
+            self.process(ctx, todo)
         slot.wait_for_everyone()
         if not slot.is_main and slot.state is not None:
             return None  # the main process of the launch merges

@@ -33,7 +33,6 @@ import torch
 from movies2scenes.artefacts import MovieEmbeddings, ShotSamples
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.features import ShotFeatures
-from movies2scenes.progress import progress
 from movies2scenes.scene_pairs import UnitMiner, merge_parts, part_stamp, part_table, unit_part, unit_shard, write_report
 from movies2scenes.store import (
     TMP_PREFIX,
@@ -86,21 +85,28 @@ class MineScenePairs(PerItemStage):
     def complete(self, ctx: StageContext, u: int) -> bool:
         return self.recorded(ctx, u) and (ctx.out / unit_shard(u)).is_file()
 
-    def process(self, ctx: StageContext, todo: list[int]) -> None:
-        if not todo:
-            return
-        run, slot = ctx.run, ctx.slot
-        feats = ShotFeatures(run.folder("shot_features"))
-        miner = UnitMiner(self.cfg.scene_pairs, self.source, feats,
-                          MovieEmbeddings(feats, run.folder("movie_encoder"), _device(self.cfg.scene_pairs.device)),
-                          ShotSamples(run.folder("shots")))
-        bar = progress(total=sum(len(self.units[u]) for u in todo), desc=f"mining [{slot.rank + 1}/{slot.world}]",
-                       unit="movie pair", position=slot.rank)
-        for u in todo:
-            rows, skipped = miner.mine(u, self.units[u], bar)
-            write_shards(ctx.out / unit_shard(u), miner.samples(rows))
-            write_parquet(ctx.out / "parts" / unit_part(u), part_table(rows, ctx.stamp, skipped))
-        bar.close()
+    def size(self, ctx: StageContext, u: int) -> float:
+        return float(len(self.units[u]))
+
+    def miner(self, ctx: StageContext) -> UnitMiner:
+        """Loaded once per process (or Ray worker): the shot features and the movie encoder."""
+        if getattr(self, "_miner", None) is None:
+            feats = ShotFeatures(ctx.run.folder("shot_features"))
+            device = _device(self.cfg.scene_pairs.device)
+            self._miner = UnitMiner(self.cfg.scene_pairs, self.source, feats,
+                                    MovieEmbeddings(feats, ctx.run.folder("movie_encoder"), device),
+                                    ShotSamples(ctx.run.folder("shots")))
+        return self._miner
+
+    def process_item(self, ctx: StageContext, u: int) -> tuple[list[dict], list[dict]]:
+        """Mine the unit's movie pairs and write its training shard; its rows and skipped pairs."""
+        miner = self.miner(ctx)
+        rows, skipped = miner.mine(u, self.units[u])
+        write_shards(ctx.out / unit_shard(u), miner.samples(rows))
+        return rows, skipped
+
+    def write_part(self, ctx: StageContext, u: int, part: tuple[list[dict], list[dict]]) -> None:
+        write_parquet(ctx.out / "parts" / unit_part(u), part_table(part[0], ctx.stamp, part[1]))
 
     def merge(self, ctx: StageContext, items: list[int]) -> Finished:
         out, sp = ctx.out, self.cfg.scene_pairs

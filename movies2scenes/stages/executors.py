@@ -1,0 +1,136 @@
+"""Where a per-item stage's items run. The local executor is the stage's own loop (this process, or
+one slot of a launch: :class:`movies2scenes.stages.kit.PerItemStage`). :class:`RayExecutor` sends
+them to a Ray cluster: one call per item to a pool of worker actors (each holds a copy of the stage,
+so what an item needs — an encoder, a movie's embeddings — is loaded once per worker, not once per
+item), longest items first, at most one item in flight per worker. The driver writes each item's
+part record as its result arrives (the parts stay the completion markers: a killed driver's rerun
+redoes only what has no part), then the stage merges once, as locally.
+
+Faults: a worker that dies mid-item (a killed process, a lost node) is replaced and the item retried
+(``executor.max_retries``, exponential backoff). An item that fails because of its *input* is not a
+fault here: the stage records it in its part (e.g. detect-shots' failures.jsonl) and it is not
+retried. Anything the stage raises (our own write errors: exit 4) stops the stage as locally.
+Workers are replaced after ``executor.recycle_after`` items (decoders leak on long videos).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+
+from movies2scenes.config import ConfigError, ExecutorConfig
+from movies2scenes.progress import progress
+
+
+class ExecutorError(RuntimeError):
+    """The executor could not finish the items (a worker died more often than allowed)."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor.kind=ray needs Ray: pip install 'movies2scenes[ray]'") from None
+    return ray
+
+
+class StageWorker:
+    """A Ray actor: one copy of the stage, processing the items it is sent, one at a time."""
+
+    def __init__(self, stage, ctx):
+        self.stage, self.ctx = stage, ctx
+
+    def process(self, item):
+        return self.stage.process_item(self.ctx, item)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayExecutor:
+    def __init__(self, settings: ExecutorConfig, cpus_per_item: float = 1.0, gpus_per_item: float = 0.0):
+        self.settings, self.cpus, self.gpus = settings, cpus_per_item, gpus_per_item
+
+    def connect(self):
+        """Join the cluster at executor.address / $RAY_ADDRESS, or start a local one."""
+        ray = import_ray()
+        if not ray.is_initialized():
+            address = self.settings.address or os.environ.get("RAY_ADDRESS") or None
+            extra = {} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
+            ray.init(address=address, log_to_driver=False, configure_logging=False, **extra)
+        return ray
+
+    def workers(self, ray) -> int:
+        if self.settings.workers:
+            return self.settings.workers
+        return max(1, int(ray.cluster_resources().get("CPU", 1) // max(self.cpus, 1e-9)))
+
+    def run(self, stage, ctx, todo: list) -> None:
+        """Process ``todo`` (longest first) and write each item's part as it arrives."""
+        if not todo:
+            return
+        ray = self.connect()
+        order = sorted(todo, key=lambda item: -stage.size(ctx, item))  # stable: ties keep the stage's order
+        actor = ray.remote(StageWorker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
+        pool = Pool(ray, actor, stage, ctx, min(self.workers(ray), len(order)))
+        queue = deque((item, 0) for item in order)
+        bar = progress(total=len(order), desc=f"{stage.spec.command} [ray, {pool.size} workers]", unit=stage.unit)
+        try:
+            for slot in range(pool.size):
+                pool.submit(slot, *queue.popleft())
+            while pool.pending:
+                slot, item, attempt, outcome = pool.next()
+                if isinstance(outcome, BaseException):  # the worker died: a fault, not the item's
+                    if attempt >= self.settings.max_retries:
+                        raise ExecutorError(f"{stage.spec.command}: the worker processing {item!r} died "
+                                            f"{attempt + 1} times ({outcome}); giving up") from None
+                    time.sleep(min(30.0, 0.5 * 2 ** attempt))
+                    queue.appendleft((item, attempt + 1))
+                    pool.replace(slot)
+                else:
+                    stage.write_part(ctx, item, outcome)
+                    bar.update()
+                    if pool.done[slot] >= self.settings.recycle_after:
+                        pool.replace(slot)
+                if queue:
+                    pool.submit(slot, *queue.popleft())
+        finally:
+            bar.close()
+            pool.close()
+
+
+class Pool:
+    """Ray actors by slot, the one call in flight on each, and how many items each has done."""
+
+    def __init__(self, ray, actor, stage, ctx, size: int):
+        self.ray, self.actor, self.stage, self.ctx, self.size = ray, actor, stage, ctx, size
+        self.actors = [actor.remote(stage, ctx) for _ in range(size)]
+        self.done = [0] * size
+        self.pending: dict = {}  # object ref → (slot, item, attempt)
+
+    def submit(self, slot: int, item, attempt: int) -> None:
+        self.pending[self.actors[slot].process.remote(item)] = (slot, item, attempt)
+
+    def next(self):
+        """(slot, item, attempt, part or the error that killed the worker) of the next item to finish;
+        an error the stage raised itself is raised here, as the stage's own exception."""
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1)
+        slot, item, attempt = self.pending.pop(ready[0])
+        try:
+            part = self.ray.get(ready[0])
+        except self.ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError,
+                self.ray.exceptions.ObjectLostError) as e:
+            return slot, item, attempt, e
+        self.done[slot] += 1
+        return slot, item, attempt, part
+
+    def replace(self, slot: int) -> None:
+        self.ray.kill(self.actors[slot], no_restart=True)
+        self.actors[slot], self.done[slot] = self.actor.remote(self.stage, self.ctx), 0
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a, no_restart=True)

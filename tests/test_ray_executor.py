@@ -1,0 +1,148 @@
+"""The per-item stages on Ray (executor.kind=ray, issue 28), on a local Ray cluster of 2 CPUs:
+the same artefacts as the local executor, a worker killed mid-item retried, a bad video recorded
+once, and a clear message without the `ray` package."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from movies2scenes.config import load
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMINGS = {"elapsed_s", "finished_at", "decode_seconds"}
+pytest.importorskip("ray", reason="the [ray] extra is not installed (make setup installs it)")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a stage folder; JSON records (parts, DONE.json) without timings."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if not p.is_file() or p.name.startswith(".lock") or "logs" in p.parts:
+            continue
+        data = p.read_bytes()
+        if p.suffix == ".json":
+            rec = json.loads(data)
+            if isinstance(rec, dict):
+                data = json.dumps({k: v for k, v in rec.items() if k not in TIMINGS}, sort_keys=True).encode()
+        out[rel] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def ray_config(run: Path, overrides: list[str], workers: int = 2):
+    cfg = load([ROOT / "configs" / "demo.yaml"],
+               [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", "executor.kind=ray",
+                                                                        f"executor.workers={workers}"])
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_detect_shots_on_ray_gives_the_local_artefacts(ray_cluster, shots_run, small_world, tmp_path, workers):
+    from movies2scenes.stages import detect_shots
+
+    cfg = ray_config(tmp_path / "run", [f"catalogue={small_world / 'catalogue.csv'}"], workers)
+    assert detect_shots.run(cfg) == 0
+    assert digest(tmp_path / "run" / "shots") == digest(shots_run / "shots")
+    assert detect_shots.run(cfg) == 0  # up to date: a no-op
+
+
+@pytest.mark.slow
+def test_features_and_mining_on_ray_give_the_local_artefacts(ray_cluster, encoded_run, mined_run, tmp_path):
+    from movies2scenes.stages import extract_shot_features, mine_scene_pairs
+
+    src, overrides = encoded_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns("shot_features", "movie_encoder", "movie_pairs"))
+    assert extract_shot_features.run(ray_config(run, overrides)) == 0
+    assert digest(run / "shot_features") == digest(src / "shot_features")
+
+    mined, mine_overrides = mined_run
+    for folder in ("movie_pairs", "movie_encoder"):
+        shutil.copytree(src / folder, run / folder)
+    assert mine_scene_pairs.run(ray_config(run, mine_overrides)) == 0
+    assert digest(run / "scene_pairs") == digest(mined / "scene_pairs")
+
+
+def _kill_a_busy_worker(parts: Path, killed: list[int]) -> None:
+    """Once the first movie is recorded, SIGKILL a Ray worker that is processing an item."""
+    deadline = time.time() + 120
+    while time.time() < deadline and not killed:
+        if parts.is_dir() and any(parts.iterdir()):
+            found = subprocess.run(["pgrep", "-f", "ray::StageWorker.process"], capture_output=True, text=True)
+            pids = [int(p) for p in found.stdout.split()]
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_movie_is_replaced_and_the_movie_redone(ray_cluster, shots_run, small_world, tmp_path):
+    from movies2scenes.stages import detect_shots
+
+    run = tmp_path / "run"
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_busy_worker, args=(run / "shots" / "parts", killed))
+    killer.start()
+    cfg = ray_config(run, [f"catalogue={small_world / 'catalogue.csv'}"])
+    assert detect_shots.run(cfg) == 0
+    killer.join()
+    assert killed, "no worker was busy to be killed"
+    assert digest(run / "shots") == digest(shots_run / "shots")
+
+
+def test_a_bad_video_is_recorded_once_not_retried(ray_cluster, bikes, tmp_path, capsys):
+    from testkit.videos import write_catalogue
+    from movies2scenes.stages import detect_shots
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    catalogue = write_catalogue(tmp_path / "cat.csv", [{"movie_id": "good", "video": str(bikes)},
+                                                      {"movie_id": "bad", "video": str(bad)}])
+    cfg = ray_config(tmp_path / "run", [f"catalogue={catalogue}"])
+    assert detect_shots.run(cfg) == 0
+    failures = (tmp_path / "run" / "shots" / "failures.jsonl").read_text().splitlines()
+    assert [json.loads(line)["movie_id"] for line in failures] == ["bad"]
+    assert capsys.readouterr().err.count("bad: FAILED") == 1  # one attempt, no retries
+
+
+def test_ray_without_the_package_names_the_extra(monkeypatch):
+    import sys
+
+    from movies2scenes.config import ConfigError
+    from movies2scenes.stages.executors import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"movies2scenes\[ray\]"):
+        import_ray()
+
+
+def test_shard_and_ray_together_are_refused(small_world, tmp_path):
+    from movies2scenes.config import ConfigError
+    from movies2scenes.stages.detect_shots import DetectShots
+
+    cfg = ray_config(tmp_path / "run", [f"catalogue={small_world / 'catalogue.csv'}"])
+    with pytest.raises(ConfigError, match="--shard"):
+        DetectShots(cfg, shard="0/2")
+    assert not (tmp_path / "run").exists()
