@@ -14,7 +14,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: bench-browse bench-shots bench-scale setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench bench-quality reliability clean-demo
+.PHONY: bench-executors bench-browse bench-shots bench-scale setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench bench-quality reliability clean-demo
 
 setup: $(VENV)/.installed
 
@@ -100,6 +100,9 @@ bench-scale: setup   # real sizes (issue 15): watch logs, a feature-length film,
 	$(BIN)/python bench/scale.py watchlogs
 	$(BIN)/python bench/scale.py film
 	$(BIN)/python bench/scale.py catalogue
+
+bench-executors: setup   # detect-shots on a skewed catalogue: 2 processes round-robin vs 2 Ray workers (issue 28)
+	$(BIN)/python bench/executors.py
 
 bench-browse: setup   # m2s browse latency per route over real HTTP on a finished run (make demo first)
 	$(BIN)/python bench/browse.py --run $(RUN)

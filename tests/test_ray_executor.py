@@ -60,7 +60,9 @@ def ray_config(run: Path, overrides: list[str], workers: int = 2):
 def test_detect_shots_on_ray_gives_the_local_artefacts(ray_cluster, shots_run, small_world, tmp_path, workers):
     from movies2scenes.stages import detect_shots
 
-    cfg = ray_config(tmp_path / "run", [f"catalogue={small_world / 'catalogue.csv'}"], workers)
+    # one worker replaced after every 2 movies (executor.recycle_after), the other setting untouched
+    recycle = ["executor.recycle_after=2"] if workers == 1 else []
+    cfg = ray_config(tmp_path / "run", [f"catalogue={small_world / 'catalogue.csv'}", *recycle], workers)
     assert detect_shots.run(cfg) == 0
     assert digest(tmp_path / "run" / "shots") == digest(shots_run / "shots")
     assert detect_shots.run(cfg) == 0  # up to date: a no-op
@@ -146,3 +148,29 @@ def test_shard_and_ray_together_are_refused(small_world, tmp_path):
     with pytest.raises(ConfigError, match="--shard"):
         DetectShots(cfg, shard="0/2")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_from_the_parts_it_wrote(ray_cluster, shots_run, small_world, tmp_path):
+    """SIGKILL the `m2s detect-shots --executor ray` process once it has written a part: the rerun
+    keeps those parts (not redone) and ends with the local run's artefacts."""
+    import sys
+
+    from movies2scenes.stages import detect_shots
+
+    run = tmp_path / "run"
+    args = ["detect-shots", "-c", "configs/demo.yaml", f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}",
+            "--executor", "ray", "executor.workers=2"]
+    proc = subprocess.Popen([sys.executable, "-m", "movies2scenes.cli", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = run / "shots" / "parts"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (parts.is_dir() and any(parts.glob("*.json"))):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the driver finished before it could be killed"
+    before = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.json")}
+    assert before and not (run / "shots" / "DONE.json").exists()
+    assert detect_shots.run(ray_config(run, [f"catalogue={small_world / 'catalogue.csv'}"])) == 0
+    assert {n: (parts / n).stat().st_mtime_ns for n in before} == before  # kept, not redone
+    assert digest(run / "shots") == digest(shots_run / "shots")

@@ -1,0 +1,136 @@
+"""detect-shots on a skewed catalogue — one long film and many short ones — with two workers:
+local processes splitting the movies round-robin (``--shard i/2``) against the Ray executor (2 worker
+actors, longest first), side by side in one run; and a Ray run in which one busy worker is killed.
+
+    python bench/executors.py [--long 9600] [--short 24] [--short-frames 600] [--keep DIR]
+
+Prints per executor the makespan (wall time of the stage, start-up and merge included), its ratio to
+the ideal (the single-process run's wall time ÷ 2 workers), Ray's own start-up
+(ray.init + shutdown of a local cluster), and for the SIGKILL run whether every movie is present
+and the artefacts equal the undisturbed run's. Targets (issue 28): Ray ≤ 1.15 × the ideal and below
+round-robin; the killed run identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from testkit.videos import write_catalogue, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+M2S = [sys.executable, "-m", "movies2scenes.cli"]
+
+
+def film(path: Path, frames: int, seed: int, shot: int = 50) -> Path:
+    """A film of a moving random block texture with a hard cut every ``shot`` frames (160 × 96, h264)."""
+    rng = np.random.default_rng(seed)
+    out, texture = [], None
+    for i in range(frames):
+        if i % shot == 0:
+            texture = np.repeat(np.repeat(rng.integers(0, 255, (6, 20, 3), np.uint8), 16, 0), 16, 1)  # smooth blocks
+        out.append(np.ascontiguousarray(texture[:, (i % shot) * 2:(i % shot) * 2 + 160]))
+    return write_video(path, out, fps=25)
+
+
+def catalogue(folder: Path, long: int, short: int, short_frames: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"movie_id": "m000-long", "video": str(film(folder / "long.mp4", long, 0))}]
+    rows += [{"movie_id": f"m{i:03d}", "video": str(film(folder / f"short{i}.mp4", short_frames, i))}
+             for i in range(1, short + 1)]
+    return write_catalogue(folder / "catalogue.csv", rows)
+
+
+def stage(run: Path, cat: Path, *extra: str) -> list[str]:
+    return [*M2S, "detect-shots", "-c", "configs/demo.yaml", f"run_dir={run}", f"catalogue={cat}",
+            "shots.decode_threads=1", *extra]
+
+
+def timed(commands: list[list[str]], env: dict) -> float:
+    """Wall time until every command (started together) has finished."""
+    t = time.perf_counter()
+    procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for c in commands]
+    for p, c in zip(procs, commands):
+        _, err = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"{' '.join(c)} failed:\n{err[-3000:]}")
+    return time.perf_counter() - t
+
+
+def digest(shots: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(shots.glob("*")) if p.suffix in (".tar", ".parquet", ".jsonl")}
+
+
+def kill_a_busy_worker(parts: Path, killed: list[int]) -> None:
+    deadline = time.time() + 600
+    while time.time() < deadline and not killed:
+        if parts.is_dir() and len(list(parts.iterdir())) >= 2:
+            found = subprocess.run(["pgrep", "-f", "ray::StageWorker.process"], capture_output=True, text=True)
+            pids = [int(p) for p in found.stdout.split()]
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+        time.sleep(0.05)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--long", type=int, default=9600, help="frames of the long film")
+    ap.add_argument("--short", type=int, default=24, help="number of short films")
+    ap.add_argument("--short-frames", type=int, default=600)
+    ap.add_argument("--keep", type=Path, help="work here instead of a temporary folder")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="m2s-executors-"))
+    shutil.rmtree(work, ignore_errors=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    try:
+        cat = catalogue(work / "films", args.long, args.short, args.short_frames)
+        frames = args.long + args.short * args.short_frames
+        print(f"skewed catalogue: 1 film of {args.long} frames + {args.short} of {args.short_frames} "
+              f"({args.long / frames:.0%} of {frames} frames in one film); 2 workers on {os.cpu_count()} CPUs")
+        single = timed([stage(work / "single", cat)], env)
+        ideal = single / 2  # the single worker's whole time, start-up included, shared by two
+        rr = timed([stage(work / "rr", cat, "--shard", f"{i}/2") for i in range(2)], env)
+        rr += timed([stage(work / "rr", cat)], env)  # the merge, when no shard did it
+        startup = timed([[sys.executable, "-c", "import ray; ray.init(num_cpus=2, include_dashboard=False); "
+                                                "ray.shutdown()"]], env)
+        ray_run = timed([stage(work / "ray", cat, "--executor", "ray", "executor.workers=2")], env)
+        killed: list[int] = []
+        killer = threading.Thread(target=kill_a_busy_worker, args=(work / "killed" / "shots" / "parts", killed))
+        killer.start()
+        ray_killed = timed([stage(work / "killed", cat, "--executor", "ray", "executor.workers=2")], env)
+        killer.join()
+        same = digest(work / "ray" / "shots") == digest(work / "single" / "shots") == digest(work / "rr" / "shots")
+        same_killed = digest(work / "killed" / "shots") == digest(work / "single" / "shots")
+        movies = json.loads((work / "killed" / "shots" / "DONE.json").read_text())["counts"]["ok"]
+        print(f"\n| executor | makespan (s) | ÷ ideal ({ideal:.1f} s) |\n|---|---:|---:|")
+        print(f"| 1 process | {single:.1f} | {single / ideal:.2f} |")
+        print(f"| 2 processes, round-robin (--shard i/2) | {rr:.1f} | {rr / ideal:.2f} |")
+        print(f"| Ray, 2 workers, longest first | {ray_run:.1f} | {ray_run / ideal:.2f} |")
+        print(f"| Ray, one busy worker SIGKILLed | {ray_killed:.1f} | {ray_killed / ideal:.2f} |")
+        print(f"\nRay start-up + shutdown of a local 2-CPU cluster: {startup:.1f} s "
+              f"(Ray's makespan without it: {(ray_run - startup) / ideal:.2f} × ideal)")
+        print(f"artefacts: Ray = round-robin = 1 process: {same}; killed run: worker killed "
+              f"{'yes' if killed else 'NO (none was busy)'}, {movies}/{1 + args.short} movies, identical: {same_killed}")
+        return 0 if same and same_killed and killed else 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
