@@ -2,7 +2,7 @@
 local processes splitting the movies round-robin (``--shard i/2``) against the Ray executor (2 worker
 actors, longest first), side by side in one run; and a Ray run in which one busy worker is killed.
 
-    python bench/executors.py [--long 9600] [--short 24] [--short-frames 600] [--keep DIR]
+    python bench/executors.py [--long 48000] [--short 24] [--short-frames 3000] [--width 320] [--keep DIR]
 
 Prints per executor the makespan (wall time of the stage, start-up and merge included), its ratio to
 the ideal (the single-process run's wall time ÷ 2 workers), Ray's own start-up
@@ -28,27 +28,38 @@ from pathlib import Path
 
 import numpy as np
 
-from testkit.videos import write_catalogue, write_video
+from testkit.videos import write_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
 M2S = [sys.executable, "-m", "movies2scenes.cli"]
 
 
-def film(path: Path, frames: int, seed: int, shot: int = 50) -> Path:
-    """A film of a moving random block texture with a hard cut every ``shot`` frames (160 × 96, h264)."""
+def film(path: Path, frames: int, seed: int, size: tuple[int, int], shot: int = 50) -> Path:
+    """A film of a moving random block texture with a hard cut every ``shot`` frames (h264),
+    written frame by frame (a feature-length film does not fit in memory)."""
+    import av
+
+    w, h = size
     rng = np.random.default_rng(seed)
-    out, texture = [], None
-    for i in range(frames):
-        if i % shot == 0:
-            texture = np.repeat(np.repeat(rng.integers(0, 255, (6, 20, 3), np.uint8), 16, 0), 16, 1)  # smooth blocks
-        out.append(np.ascontiguousarray(texture[:, (i % shot) * 2:(i % shot) * 2 + 160]))
-    return write_video(path, out, fps=25)
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("h264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            if i % shot == 0:  # smooth blocks, twice the frame's width: the picture pans across it
+                texture = np.repeat(np.repeat(rng.integers(0, 255, (h // 16 + 1, w // 8 + 1, 3), np.uint8), 16, 0), 16, 1)
+            x = (i % shot) * w // (2 * shot)
+            frame = np.ascontiguousarray(texture[:h, x:x + w])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    return path
 
 
-def catalogue(folder: Path, long: int, short: int, short_frames: int) -> Path:
+def catalogue(folder: Path, long: int, short: int, short_frames: int, size: tuple[int, int]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"movie_id": "m000-long", "video": str(film(folder / "long.mp4", long, 0))}]
-    rows += [{"movie_id": f"m{i:03d}", "video": str(film(folder / f"short{i}.mp4", short_frames, i))}
+    rows = [{"movie_id": "m000-long", "video": str(film(folder / "long.mp4", long, 0, size))}]
+    rows += [{"movie_id": f"m{i:03d}", "video": str(film(folder / f"short{i}.mp4", short_frames, i, size))}
              for i in range(1, short + 1)]
     return write_catalogue(folder / "catalogue.csv", rows)
 
@@ -89,21 +100,31 @@ def kill_a_busy_worker(parts: Path, killed: list[int]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--long", type=int, default=9600, help="frames of the long film")
+    ap.add_argument("--long", type=int, default=48000, help="frames of the long film (32 min at 25 fps)")
     ap.add_argument("--short", type=int, default=24, help="number of short films")
-    ap.add_argument("--short-frames", type=int, default=600)
+    ap.add_argument("--short-frames", type=int, default=3000)
+    ap.add_argument("--width", type=int, default=320, help="frame width (16:9)")
     ap.add_argument("--keep", type=Path, help="work here instead of a temporary folder")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="m2s-executors-"))
     shutil.rmtree(work, ignore_errors=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     try:
-        cat = catalogue(work / "films", args.long, args.short, args.short_frames)
+        cat = catalogue(work / "films", args.long, args.short, args.short_frames, (args.width, args.width * 9 // 16))
         frames = args.long + args.short * args.short_frames
-        print(f"skewed catalogue: 1 film of {args.long} frames + {args.short} of {args.short_frames} "
+        print(f"skewed catalogue ({args.width} px wide): 1 film of {args.long} frames + {args.short} of {args.short_frames} "
               f"({args.long / frames:.0%} of {frames} frames in one film); 2 workers on {os.cpu_count()} CPUs")
         single = timed([stage(work / "single", cat)], env)
         ideal = single / 2  # the single worker's whole time, start-up included, shared by two
+        # each movie's time in the single run → the makespan each schedule gives, CPU contention aside
+        took = {json.loads(p.read_text())["movie_id"]: json.loads(p.read_text())["elapsed_s"]
+                for p in (work / "single" / "shots" / "parts").glob("*.json")}
+        order = sorted(took)  # the stage's order (by id): round-robin gives movie i to worker i % 2
+        rr_model = max(sum(took[m] for m in order[w::2]) for w in range(2))
+        loads = [0.0, 0.0]
+        for m in sorted(order, key=lambda m: -took[m]):  # longest first, to the first free worker
+            loads[loads.index(min(loads))] += took[m]
+        lpt_model, work_total = max(loads), sum(took.values())
         rr = timed([stage(work / "rr", cat, "--shard", f"{i}/2") for i in range(2)], env)
         rr += timed([stage(work / "rr", cat)], env)  # the merge, when no shard did it
         startup = timed([[sys.executable, "-c", "import ray; ray.init(num_cpus=2, include_dashboard=False); "
@@ -122,7 +143,12 @@ def main() -> int:
         print(f"| 2 processes, round-robin (--shard i/2) | {rr:.1f} | {rr / ideal:.2f} |")
         print(f"| Ray, 2 workers, longest first | {ray_run:.1f} | {ray_run / ideal:.2f} |")
         print(f"| Ray, one busy worker SIGKILLed | {ray_killed:.1f} | {ray_killed / ideal:.2f} |")
-        print(f"\nRay start-up + shutdown of a local 2-CPU cluster: {startup:.1f} s "
+        print(f"\nschedules of the measured per-movie times ({work_total:.1f} s in all; ideal {work_total / 2:.1f} s): "
+              f"round-robin {rr_model:.1f} s ({rr_model / (work_total / 2):.2f} × ideal), longest first "
+              f"{lpt_model:.1f} s ({lpt_model / (work_total / 2):.2f} × ideal)")
+        print(f"measured ÷ modelled: round-robin {rr / rr_model:.2f}, Ray {ray_run / lpt_model:.2f} (above 1: two "
+              "workers at once run slower than one alone, plus start-up)")
+        print(f"Ray start-up + shutdown of a local 2-CPU cluster: {startup:.1f} s "
               f"(Ray's makespan without it: {(ray_run - startup) / ideal:.2f} × ideal)")
         print(f"artefacts: Ray = round-robin = 1 process: {same}; killed run: worker killed "
               f"{'yes' if killed else 'NO (none was busy)'}, {movies}/{1 + args.short} movies, identical: {same_killed}")
