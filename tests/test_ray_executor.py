@@ -27,7 +27,8 @@ pytest.importorskip("ray", reason="the [ray] extra is not installed (make setup 
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=128 * 1024 ** 2)  # parts are small; CI machines have little /dev/shm
     yield ray
     ray.shutdown()
 
