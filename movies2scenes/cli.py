@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shots per scene window (default: the encoder's training n)")
     p.add_argument("--stride", type=int, default=1, help="window stride in shots (default 1)")
     p.add_argument("--batch", type=int, default=16, help="scenes per forward pass")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even when it is not an earlier `m2s embed` output (never needed for one)")
     p.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
                    help="YAML config whose `shots` section sets shot detection (default: schema defaults)")
     p.set_defaults(func=_embed, overrides=[])
@@ -178,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE.parquet")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
+    p.add_argument("--force", action="store_true", help="replace --out even when it is not an `m2s index` folder")
     p.set_defaults(func=_index)
 
     p = sub.add_parser("search", help="nearest indexed scenes to a query scene")
@@ -341,7 +344,7 @@ def _embed(args) -> int:
     if args.stride < 1 or args.batch < 1 or (args.shots_per_scene is not None and args.shots_per_scene < 1):
         raise ConfigError("--stride, --batch and --shots-per-scene must be >= 1")
     return embed.embed(args.videos, args.encoder, args.out, args.config, args.overrides,
-                       args.shots_per_scene, args.stride, args.batch)
+                       args.shots_per_scene, args.stride, args.batch, args.force)
 
 
 def _import_shot_features(args) -> int:
@@ -361,7 +364,7 @@ def _browse(args) -> int:
 def _index(args) -> int:
     from movies2scenes.apps import embed
 
-    return embed.index(args.files, args.out, args.metric)
+    return embed.index(args.files, args.out, args.metric, args.force)
 
 
 def _search(args) -> int:

@@ -80,6 +80,26 @@ def write_parquet(path: str | Path, table: pa.Table) -> None:
         pq.write_table(table, tmp)
 
 
+def check_output(path: str | Path, inputs: Iterable[str | Path], ours, what: str, force: bool = False) -> None:
+    """Refuse (ConfigError) an output path that would destroy what the command did not make: one of
+    its ``inputs`` (a file, or any file inside an input folder), or an existing file that ``ours(path)``
+    does not recognise as this command's own kind of output (``what``). ``force`` allows both."""
+    from .config import ConfigError
+
+    out = Path(path)
+    if force or not (out.exists() or out.is_symlink()):
+        return
+    target = out.resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if target == src or src in target.parents:
+            raise ConfigError(f"{out} is an input of this command ({item}); writing there would destroy it: "
+                              "choose another output path")
+    if not ours(out):
+        raise ConfigError(f"{out} exists and is not {what}; it was not made by this command, so it is left "
+                          "alone: choose another output path, or --force to replace it")
+
+
 def remove_stale_tmp(folder: str | Path) -> int:
     """Delete the temporary files and folders a killed run left anywhere under ``folder``; returns
     how many. Only call it while no other process writes there (the stage lock, held exclusively)."""

@@ -26,6 +26,8 @@ still processed) are tested next to each stage:
 | search / index | ambiguous bare file name, folder without an index, parquet without embeddings | error naming the candidates / what to run | test_first_contact.py |
 | build-movie-pairs | catalogue without genres or synopses | exit 2 naming what is missing, nothing marked done | test_first_contact.py::test_metadata_free_catalogue_is_refused_not_done |
 | training | Ctrl-C | one line, exit 130, last checkpoint kept | test_shot_encoder.py::test_ctrl_c_prints_one_line_and_keeps_the_checkpoint |
+| embed / index | ``--out`` onto an input or a file it did not make | exit 2, nothing touched (``--force`` for a foreign file) | here (issue 29) |
+| import-shot-features | a folder matching no movie; E_shot's features present | exit 2, nothing changed / needs ``--force`` | here (issue 29) |
 
 The adversarial cases of issue 12 (FIFOs, playlists, rotated video, non-finite numbers, non-UTF-8
 and BOM files, hostile model configs, VFR times, ...) follow below; kills, full disks, concurrent
@@ -493,3 +495,70 @@ def test_a_replaced_model_file_is_noticed_by_the_up_to_date_check(encoded_run, t
     captured = capsys.readouterr()
     assert "differs from the file this stage wrote" in captured.err and "up to date" not in captured.out
     assert model.read_bytes() == original  # rebuilt from the final checkpoint: the same weights
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29, class 2: a command never destroys what it did not make
+
+
+def test_embed_and_index_never_write_over_their_inputs_or_foreign_files(bikes, tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    export = _tiny_export(tmp_path)
+    video = shutil.copy(bikes, tmp_path / "clip.mp4")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    index_in = tmp_path / "scenes.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"video": ["v"], "scene": [0], "start_time": [0.0], "end_time": [1.0],
+                             "embedding": [[0.5, 0.5]]}), index_in)
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in [Path(video), export / "model.safetensors", notes, index_in]}
+    cases = [
+        (["embed", str(video), "--encoder", str(export), "--out", str(video)], "is an input"),
+        (["embed", str(video), "--encoder", str(export), "--out", str(export / "model.safetensors")], "is an input"),
+        (["embed", str(video), "--encoder", str(export), "--out", str(notes)], "not a Parquet file of `m2s embed`"),
+        (["index", str(index_in), "--out", str(index_in)], "is an input"),
+        (["index", str(index_in), "--out", str(notes)], "not an index folder"),
+    ]
+    for args, why in cases:
+        assert main(args) == 2, args
+        assert why in capsys.readouterr().err, args
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before} == before
+    assert main(["index", str(index_in), "--out", str(tmp_path / "idx")]) == 0  # its own kind: fine
+    assert main(["index", str(index_in), "--out", str(tmp_path / "idx")]) == 0  # and again over itself
+    assert main(["index", str(index_in), "--out", str(notes), "--force"]) == 2  # a file, even forced: not a folder
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_import_shot_features_never_replaces_features_with_nothing(encoded_run, tmp_path, capsys):
+    import hashlib
+    import json
+    import shutil
+
+    src, ov = encoded_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    args = ["-c", str(ROOT / "configs" / "demo.yaml"), *[o for o in ov if not o.startswith("run_dir=")], f"run_dir={run}"]
+    feats = run / "shot_features"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in feats.iterdir() if p.is_file()}
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "not-a-movie.npy").write_bytes(b"x")
+    assert main(["import-shot-features", str(wrong), *args, "--force"]) == 2
+    assert "nothing was changed" in capsys.readouterr().err
+    right = tmp_path / "right"
+    right.mkdir()
+    import numpy as np
+
+    movie = json.loads((feats / "DONE.json").read_text())  # a valid import over E_shot's features
+    assert movie["counts"]["movies"] > 0
+    first = sorted(p for p in feats.glob("features-*.npy"))[0]
+    np.save(right / (first.stem.removeprefix("features-") + ".npy"), np.load(first).astype(np.float32))
+    assert main(["import-shot-features", str(right), *args]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in feats.iterdir() if p.is_file()} == before

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from movies2scenes.config import ConfigError, load
 from movies2scenes.progress import progress
-from movies2scenes.store import atomic_path, read_json, write_json, write_parquet
+from movies2scenes.store import atomic_path, check_output, read_json, write_json, write_parquet
 
 
 def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
@@ -48,8 +48,28 @@ def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
     return videos, overrides
 
 
+def is_embeddings(path: Path) -> bool:
+    """A Parquet file with the columns ``m2s embed`` writes."""
+    try:
+        return path.is_file() and {"video", "scene", "embedding"} <= set(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def is_index(path: Path) -> bool:
+    """A folder ``m2s index`` wrote (its index.json names a metric), or an empty folder."""
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        return read_json(path / "index.json").get("metric") in ("cosine", "l2")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], overrides: list[str],
-          n: int | None, stride: int, batch: int) -> int:
+          n: int | None, stride: int, batch: int, force: bool = False) -> int:
     """Shot settings: the encoder's own (``movies2scenes.json``: what detect-shots used in training),
     then ``-c`` files, then ``key=value`` overrides."""
     import torch
@@ -60,6 +80,7 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
     from movies2scenes.video import VideoError
 
     videos, more = expand_inputs(videos)
+    check_output(out, [*videos, encoder_dir], is_embeddings, "a Parquet file of `m2s embed`", force)
     settings = read_model_config(encoder_dir)  # a missing or damaged folder is a clear error
     trained_shots = settings.get("shots") or {}
     cfg = load(config, list(overrides) + more, base={"shots": trained_shots} if trained_shots else None,
@@ -113,10 +134,14 @@ def _read_embeddings(path: str, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
-def index(files: list[str], out: str, metric: str) -> int:
+def index(files: list[str], out: str, metric: str, force: bool = False) -> int:
     import faiss
 
     from movies2scenes.retrieval import build_index
+
+    check_output(out, files, is_index, "an index folder of `m2s index`", force)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"{out} is a file; --out names the folder the index is written to")
 
     tables = [_read_embeddings(f) for f in files]
     dims = {f: t.schema.field("embedding").type for f, t in zip(files, tables)}

@@ -32,7 +32,7 @@ from movies2scenes.progress import progress
 from movies2scenes.store import atomic_path, sha256_file
 
 from .kit import Finished, Stage, StageContext, StageSpec
-from .protocol import prune
+from .protocol import done_record, prune
 
 STAGE = "extract_shot_features"  # downstream stages read it as the shot_features stage it replaces
 
@@ -49,6 +49,10 @@ class ImportShotFeatures(Stage):
     def check(self) -> None:
         if not self.source.is_dir():
             raise ConfigError(f"{self.source}: not a folder (one <movie id>.npy or .parquet per movie)")
+        done = done_record(self.run_layout.folder("shot_features"))
+        if done and not done.get("imported_from") and not self.force:
+            raise ConfigError(f"{self.run_layout.folder('shot_features')} holds the features extract-shot-features "
+                              "made with E_shot; importing would replace them: --force to do so")
 
     def config_hash(self) -> str:
         source = self.source
@@ -62,6 +66,10 @@ class ImportShotFeatures(Stage):
         if doubles:
             raise ConfigError(f"{source}: both .npy and .parquet for {', '.join(doubles[:5])}; keep one per movie")
         self.unknown = sorted(set(self.files) - {safe_name(m) for m in self.shots})
+        if len(self.unknown) == len(self.files):  # never replace a stage's artefacts with nothing
+            raise ConfigError(f"{source}: none of its {len(self.files)} .npy/.parquet file(s) is named after a movie "
+                              f"of the shots stage ({len(self.shots)} movies{', e.g. ' + safe_name(min(self.shots)) + '.npy' if self.shots else ''}); "
+                              "nothing was changed")
         return config_hash({"import": {name: sha256_file(p) for name, p in sorted(self.files.items())
                                        if name not in self.unknown}})
 
