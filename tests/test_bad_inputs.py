@@ -28,6 +28,7 @@ still processed) are tested next to each stage:
 | training | Ctrl-C | one line, exit 130, last checkpoint kept | test_shot_encoder.py::test_ctrl_c_prints_one_line_and_keeps_the_checkpoint |
 | embed / index | ``--out`` onto an input or a file it did not make | exit 2, nothing touched (``--force`` for a foreign file) | here (issue 29) |
 | import-shot-features | a folder matching no movie; E_shot's features present | exit 2, nothing changed / needs ``--force`` | here (issue 29) |
+| embed / index / search | non-finite embeddings (NaN weights), NaN rows, a NaN query | the video fails with the reason / exit 2 naming file and row / exit 2 naming the query | here (issue 29) |
 
 The adversarial cases of issue 12 (FIFOs, playlists, rotated video, non-finite numbers, non-UTF-8
 and BOM files, hostile model configs, VFR times, ...) follow below; kills, full disks, concurrent
@@ -562,3 +563,37 @@ def test_import_shot_features_never_replaces_features_with_nothing(encoded_run, 
     assert main(["import-shot-features", str(right), *args]) == 2
     assert "--force" in capsys.readouterr().err
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in feats.iterdir() if p.is_file()} == before
+
+
+def test_non_finite_embeddings_are_refused_by_embed_index_and_search(bikes, tmp_path, capsys):
+    """issue 29, class 5: an encoder with NaN weights gives no rows (the video fails, naming why);
+    NaN rows are never indexed; a NaN query is named, not "every scene was excluded"."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    export = _tiny_export(tmp_path)
+    weights = load_file(str(export / "model.safetensors"))
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in weights.items()},
+              str(export / "model.safetensors"))
+    out = tmp_path / "scenes.parquet"
+    assert main(["embed", str(bikes), "--encoder", str(export), "--out", str(out)]) == 1
+    assert "non-finite embedding" in capsys.readouterr().err
+    assert pq.read_table(out).num_rows == 0
+    assert "non-finite" in json.loads((tmp_path / "scenes.parquet.failures.jsonl").read_text())["reason"]
+
+    rows = {"video": ["a", "a", "b"], "scene": [0, 1, 0], "start_shot": [0, 1, 0], "end_shot": [3, 4, 3],
+            "start_frame": [0, 10, 0], "end_frame": [30, 40, 30], "start_time": [0.0, 0.4, 0.0],
+            "end_time": [1.2, 1.6, 1.2], "embedding": [[1.0, 0.0], [float("nan"), 1.0], [0.0, 1.0]]}
+    pq.write_table(pa.table(rows), tmp_path / "mixed.parquet")
+    assert main(["index", str(tmp_path / "mixed.parquet"), "--out", str(tmp_path / "idx")]) == 2
+    assert "mixed.parquet row 1" in capsys.readouterr().err
+    assert not (tmp_path / "idx" / "index.faiss").exists()
+    good = {k: [v[0], v[2]] for k, v in rows.items()}
+    pq.write_table(pa.table(good), tmp_path / "good.parquet")
+    assert main(["index", str(tmp_path / "good.parquet"), "--out", str(tmp_path / "idx")]) == 0
+    assert main(["search", str(tmp_path / "idx"), "--query", str(tmp_path / "mixed.parquet"), "--row", "1"]) == 2
+    assert "query embedding is not finite" in capsys.readouterr().err

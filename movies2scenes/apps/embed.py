@@ -92,6 +92,11 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
     for video in progress(videos, desc="embed", unit="video"):
         try:
             emb, windows = embed_video(video, encoder, cfg.shots, n, stride, batch, device)
+            bad = np.flatnonzero(~np.isfinite(np.asarray(emb, np.float32)).all(axis=1)) if len(emb) else []
+            if len(bad):  # a silent wrong answer otherwise: NaN rows poison every index they enter
+                raise VideoError(f"non-finite embedding(s) for {len(bad)} of {len(emb)} scene(s) (scene "
+                                 f"{', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}): the encoder "
+                                 f"{encoder_dir} gives NaN/inf (damaged or diverged weights?)")
         except (VideoError, OSError) as e:
             failures.append({"video": video, "reason": str(e)})
             print(f"m2s embed: {video}: {e}", file=sys.stderr)
@@ -152,6 +157,13 @@ def index(files: list[str], out: str, metric: str, force: bool = False) -> int:
     if table.num_rows == 0:
         raise ConfigError("no scenes to index")
     emb = np.asarray(table["embedding"].to_pylist(), np.float32)
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if len(bad):
+        starts = np.cumsum([0] + [t.num_rows for t in tables])
+        where = [f"{files[int(np.searchsorted(starts, i, 'right')) - 1]} row "
+                 f"{int(i - starts[int(np.searchsorted(starts, i, 'right')) - 1])}" for i in bad[:5]]
+        raise ConfigError(f"{len(bad)} embedding(s) are not finite (NaN/inf): {', '.join(where)}"
+                          f"{' ...' if len(bad) > 5 else ''}; nothing was indexed")
     idx = build_index(emb, metric)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -226,6 +238,9 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
     if not 0 <= row < len(table):
         raise ConfigError(f"--row {row}: {query} has {len(table)} rows")
     q = table[row]
+    if not np.isfinite(np.asarray(q["embedding"], np.float32)).all():
+        raise ConfigError(f"{query} row {row}: the query embedding is not finite (NaN/inf); no search is "
+                          "possible (re-embed the video with a sound encoder)")
     if len(q["embedding"]) != meta["dim"]:
         raise ConfigError(f"{query}: {len(q['embedding'])}-d embeddings, but the index at {d} holds "
                           f"{meta['dim']}-d ones (another encoder)")
