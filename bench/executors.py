@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from testkit.ray_faults import kill_a_busy_worker
 from testkit.videos import write_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,18 +86,6 @@ def digest(shots: Path) -> dict[str, str]:
             for p in sorted(shots.glob("*")) if p.suffix in (".tar", ".parquet", ".jsonl")}
 
 
-def kill_a_busy_worker(parts: Path, killed: list[int]) -> None:
-    deadline = time.time() + 600
-    while time.time() < deadline and not killed:
-        if parts.is_dir() and len(list(parts.iterdir())) >= 2:
-            found = subprocess.run(["pgrep", "-f", "ray::StageWorker.process"], capture_output=True, text=True)
-            pids = [int(p) for p in found.stdout.split()]
-            if pids:
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-        time.sleep(0.05)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--long", type=int, default=48000, help="frames of the long film (32 min at 25 fps)")
@@ -117,8 +105,8 @@ def main() -> int:
         single = timed([stage(work / "single", cat)], env)
         ideal = single / 2  # the single worker's whole time, start-up included, shared by two
         # each movie's time in the single run → the makespan each schedule gives, CPU contention aside
-        took = {json.loads(p.read_text())["movie_id"]: json.loads(p.read_text())["elapsed_s"]
-                for p in (work / "single" / "shots" / "parts").glob("*.json")}
+        parts = [json.loads(p.read_text()) for p in (work / "single" / "shots" / "parts").glob("*.json")]
+        took = {part["movie_id"]: part["elapsed_s"] for part in parts}
         order = sorted(took)  # the stage's order (by id): round-robin gives movie i to worker i % 2
         rr_model = max(sum(took[m] for m in order[w::2]) for w in range(2))
         loads = [0.0, 0.0]
@@ -131,7 +119,7 @@ def main() -> int:
                                                 "ray.shutdown()"]], env)
         ray_run = timed([stage(work / "ray", cat, "--executor", "ray", "executor.workers=2")], env)
         killed: list[int] = []
-        killer = threading.Thread(target=kill_a_busy_worker, args=(work / "killed" / "shots" / "parts", killed))
+        killer = threading.Thread(target=kill_a_busy_worker, args=(work / "killed" / "shots" / "parts", killed, 2))
         killer.start()
         ray_killed = timed([stage(work / "killed", cat, "--executor", "ray", "executor.workers=2")], env)
         killer.join()

@@ -441,11 +441,12 @@ class ShotSplitter:
         self.pending: tuple[int, int] | None = None  # (cut, first frame of its transition) into the current shot
         self.last_source = ""
         self.dropped: list[tuple[int, str, str]] = []  # (frame, source, why) of every boundary not kept
+        from scenedetect.common import FrameTimecode
+
+        self.timecode = FrameTimecode  # PySceneDetect's frame position type (imported once, not per frame)
 
     def push(self, rgb: np.ndarray) -> list[Shot]:
         """Take the next frame; return the shots it lets the splitter decide (often none)."""
-        from scenedetect.common import FrameTimecode
-
         index = self.total
         self.total = index + 1
         self.buffer.add(index, self._resize(rgb))
@@ -455,7 +456,7 @@ class ShotSplitter:
             if found is not None:
                 self.waiting.append(Boundary(found[0], "dissolve", (found[1], found[2])))
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
-        self._report([int(c.frame_num) for c in self.detector.process_frame(FrameTimecode(index, self.fps), bgr)],
+        self._report([int(c.frame_num) for c in self.detector.process_frame(self.timecode(index, self.fps), bgr)],
                      index)
         shots = list(self._decide(index - self.delay))
         self._forget(index - self.delay - self.fade_len - 3)
@@ -463,11 +464,9 @@ class ShotSplitter:
 
     def finish(self) -> list[Shot]:
         """The stream has ended: the shots still undecided, the last one included."""
-        from scenedetect.common import FrameTimecode
-
         if self.total == 0:
             return []
-        self._report([int(c.frame_num) for c in self.detector.post_process(FrameTimecode(self.total, self.fps))],
+        self._report([int(c.frame_num) for c in self.detector.post_process(self.timecode(self.total, self.fps))],
                      self.total)
         return [*self._decide(self.total, ending=True), self._close(self.total, last_frame=True)]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from movies2scenes.config import load
+from testkit.ray_faults import kill_a_busy_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMINGS = {"elapsed_s", "finished_at", "decode_seconds"}
@@ -50,10 +51,9 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def ray_config(run: Path, overrides: list[str], workers: int = 2):
-    cfg = load([ROOT / "configs" / "demo.yaml"],
-               [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", "executor.kind=ray",
-                                                                        f"executor.workers={workers}"])
-    return cfg
+    return load([ROOT / "configs" / "demo.yaml"],
+                [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", "executor.kind=ray",
+                                                                         f"executor.workers={workers}"])
 
 
 @pytest.mark.slow
@@ -86,27 +86,13 @@ def test_features_and_mining_on_ray_give_the_local_artefacts(ray_cluster, encode
     assert digest(run / "scene_pairs") == digest(mined / "scene_pairs")
 
 
-def _kill_a_busy_worker(parts: Path, killed: list[int]) -> None:
-    """Once the first movie is recorded, SIGKILL a Ray worker that is processing an item."""
-    deadline = time.time() + 120
-    while time.time() < deadline and not killed:
-        if parts.is_dir() and any(parts.iterdir()):
-            found = subprocess.run(["pgrep", "-f", "ray::StageWorker.process"], capture_output=True, text=True)
-            pids = [int(p) for p in found.stdout.split()]
-            if pids:
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-                return
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_a_worker_killed_mid_movie_is_replaced_and_the_movie_redone(ray_cluster, shots_run, small_world, tmp_path):
     from movies2scenes.stages import detect_shots
 
     run = tmp_path / "run"
     killed: list[int] = []
-    killer = threading.Thread(target=_kill_a_busy_worker, args=(run / "shots" / "parts", killed))
+    killer = threading.Thread(target=kill_a_busy_worker, args=(run / "shots" / "parts", killed, 1, 120))
     killer.start()
     cfg = ray_config(run, [f"catalogue={small_world / 'catalogue.csv'}"])
     assert detect_shots.run(cfg) == 0

@@ -14,12 +14,13 @@ from dataclasses import asdict
 from movies2scenes import __version__
 from movies2scenes.config import Config, config_hash, scene_encoder_settings
 from movies2scenes.export import export_scene_encoder
+from movies2scenes.layout import TRAINING_FOLDERS
 from movies2scenes.models.factorised import TEMPORAL_FILE
 from movies2scenes.models.folder import SETTINGS_FILE
 from movies2scenes.store import read_json
 
 from .kit import Finished, Stage, StageContext, StageSpec
-from .protocol import PRETRAINING_FILE, TRAINING_STAGES, read_pretraining_movies, write_pretraining_movies
+from .protocol import PRETRAINING_FILE, read_pretraining_movies, write_pretraining_movies
 
 
 class Export(Stage):
@@ -46,7 +47,7 @@ class Export(Stage):
     def pretraining_movies(self) -> tuple[set[str], list[str]]:
         """Every movie any training stage learned from, and the training stages without a record."""
         seen, missing = set(), []
-        for stage in TRAINING_STAGES:
+        for stage in TRAINING_FOLDERS:
             record = self.run_layout.folder(stage) / PRETRAINING_FILE
             if self.run_layout.is_done(stage):
                 if record.is_file():

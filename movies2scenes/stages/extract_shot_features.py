@@ -69,7 +69,8 @@ class ExtractShotFeatures(PerItemStage):
         enc_dir, fc = ctx.run.folder("shot_encoder"), self.cfg.shot_features
         if getattr(self, "_model", None) is None:  # once per process (or Ray worker)
             self._model = load_vit(enc_dir, self.device)
-        size = read_model_config(enc_dir)["vit"]["img_size"]
+            self._size = read_model_config(enc_dir)["vit"]["img_size"]
+        size = self._size
         movies = [(m, self.shards[m][0]) for m in movie_ids]
         loader = DataLoader(MovieChunks(ctx.run.folder("shots"), movies, size, fc.batch_size), batch_size=None,
                             num_workers=workers)

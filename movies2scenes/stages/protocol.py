@@ -18,7 +18,7 @@ from typing import Any
 
 from movies2scenes import __version__
 from movies2scenes.catalogue import safe_name
-from movies2scenes.layout import DONE, TRAINING_FOLDERS
+from movies2scenes.layout import DONE
 from movies2scenes.config import ConfigError
 from movies2scenes.store import read_json, sha256_file, write_json
 
@@ -266,7 +266,6 @@ def write_done(stage_dir: Path, stage: str, config_hash: str, input_hash: str,
 # what pretraining saw (the evaluation leakage guard checks task movies against this record)
 
 PRETRAINING_FILE = "pretraining_movies.json"
-TRAINING_STAGES = TRAINING_FOLDERS
 
 
 def write_pretraining_movies(stage_dir: Path, movie_ids) -> dict:
