@@ -232,7 +232,11 @@ def write_feature_catalogue(folder: Path, titles: int, shots: tuple[int, int] = 
             rows.append(write_movie_features(feat_dir, m, x))
             total_shots += n
     write_index(feat_dir, rows)
-    (feat_dir / "DONE.json").write_text(json.dumps({"config_hash": "synthetic", "input_hash": f"{titles}:{seed}"}))
+    from movies2scenes.integrity import file_record  # what later stages check (sizes, first-read sha256)
+
+    files = {name: f for r in rows for name, f in r["files"].items()} | {"index.parquet": file_record(feat_dir / "index.parquet")}
+    (feat_dir / "DONE.json").write_text(json.dumps({"config_hash": "synthetic", "input_hash": f"{titles}:{seed}",
+                                                    "files": files}))
     with open(folder / "kg.csv", "w") as f:
         f.write("head,relation,tail\n")
         for m in ids:

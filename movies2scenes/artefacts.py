@@ -13,6 +13,7 @@ import torch
 
 from .data import ShardCache
 from .features import ShotFeatures
+from .integrity import verified
 from .models.movie import checked_movie_config, load_movie_encoder
 
 
@@ -46,7 +47,7 @@ class ShotSamples:
     sequentially and cached by ``data.ShardCache``)."""
 
     def __init__(self, shots_dir: Path, cache: int = 8):
-        index = pq.read_table(shots_dir / "index.parquet", columns=["movie_id", "shard"]).to_pylist()
+        index = pq.read_table(verified(shots_dir / "index.parquet"), columns=["movie_id", "shard"]).to_pylist()
         self.shard = {r["movie_id"]: r["shard"] for r in index}
         self.cache = ShardCache(shots_dir, cache)
 

@@ -62,6 +62,40 @@ class Catalogue:
         return [m.movie_id for m in self.movies]
 
 
+def video_fingerprints(movies) -> dict[str, str]:
+    """movie id → its video's content fingerprint (``store.file_fingerprint``), or ``missing`` /
+    ``not-a-regular-file``; never blocks (a FIFO or device is not opened)."""
+    from .store import file_fingerprint
+
+    out = {}
+    for m in movies:
+        try:
+            out[m.movie_id] = file_fingerprint(m.video)
+        except ValueError:
+            out[m.movie_id] = "not-a-regular-file"
+        except OSError:
+            out[m.movie_id] = "missing"
+    return out
+
+
+def duplicate_videos(prints: dict[str, str]) -> dict[str, str]:
+    """Movies whose video is another movie's: ``prints`` maps movie id → content fingerprint
+    (``store.file_fingerprint``: size + first and last 64 KiB, so one file under two paths, a link
+    or a byte copy all match); returns each later id (sorted) → the first id with that video.
+    Fingerprints that are not of a readable file (``missing``, ...) never match."""
+    first: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for movie_id in sorted(prints):
+        fp = prints[movie_id]
+        if not re.fullmatch(r"[0-9a-f]{16}", fp or ""):
+            continue
+        if fp in first:
+            out[movie_id] = first[fp]
+        else:
+            first[fp] = movie_id
+    return out
+
+
 def safe_name(movie_id: str, max_len: int = 64) -> str:
     """A file-name- and webdataset-key-safe form of ``movie_id`` (ids are data, never paths).
 
@@ -107,6 +141,42 @@ def open_text(path: Path):
     return open(path, encoding="utf-8-sig", newline="")
 
 
+CSV_FIELD_LIMIT = 16 << 20  # bytes per field (Python's default, 128 KiB, refuses a long synopsis)
+
+
+class CsvReader(csv.DictReader):
+    """``csv.DictReader`` over an :func:`open_text` file whose errors (a field over 16 MiB, a NUL
+    byte, an unterminated quote) are a :class:`CatalogueError` naming the file and line."""
+
+    def __init__(self, path: Path, f):
+        csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+        super().__init__(f)
+        self.path = path
+
+    def _problem(self, e: csv.Error) -> CatalogueError:
+        why = str(e)
+        if "field larger than field limit" in why:
+            why = f"a field is longer than {CSV_FIELD_LIMIT >> 20} MiB"
+        return CatalogueError([f"{self.path}:{max(1, self.line_num)}: not a readable CSV row ({why})"])
+
+    @property
+    def fieldnames(self):
+        try:
+            return super().fieldnames
+        except csv.Error as e:
+            raise self._problem(e) from None
+
+    @fieldnames.setter
+    def fieldnames(self, value):
+        self._fieldnames = value
+
+    def __next__(self):
+        try:
+            return super().__next__()
+        except csv.Error as e:
+            raise self._problem(e) from None
+
+
 def _read_rows(path: Path) -> list[tuple[int, dict]]:
     """(line number, row dict) for a CSV or JSONL file."""
     if path.suffix.lower() in (".jsonl", ".json"):
@@ -124,7 +194,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
                 rows.append((lineno, row))
         return rows
     with open_text(path) as f:
-        reader = csv.DictReader(f)
+        reader = CsvReader(path, f)
         if reader.fieldnames is None:
             raise CatalogueError([f"{path}:1: empty file (expected a header row)"])
         rows = []
@@ -254,7 +324,7 @@ def _read_watch_logs(path: Path, f, known: set[str]) -> WatchLog:
 def _watch_rows(path: Path, f, known: set[str], problems: list[str], limit: int = 0):
     """The valid (user, movie, Unix seconds) rows of a watch-log CSV, in file order; every invalid
     row adds ``file:line: reason`` to ``problems`` (at most ``limit`` of them, then a count)."""
-    reader = csv.DictReader(f)
+    reader = CsvReader(path, f)
     header = reader.fieldnames or []
     lacking = [c for c in ("user_id", "movie_id", "timestamp") if c not in header]
     if lacking:

@@ -123,6 +123,9 @@ def _add_stage(sub, command: str) -> None:
         _add_parallel_args(p, strict=spec.strict)
     else:
         p.add_argument("--force", action="store_true", help=spec.force)
+    p.add_argument("--verify", action="store_true",
+                   help="hash every file the stage recorded (not only their sizes) and redo the movies or units "
+                        "whose files differ; what an error about a damaged file asks for")
     p.set_defaults(func=_run_stage)
 
 
@@ -208,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="DIR", help="one <movie id>.npy or .parquet per movie (see docs)")
     _add_config_args(p)
     p.add_argument("--force", action="store_true", help="import again even if DONE.json matches")
+    p.add_argument("--verify", action="store_true", help="import again if any imported array differs from "
+                   "what was written (hashes every one)")
     p.set_defaults(func=_import_shot_features)
 
     p = sub.add_parser("browse", help="a read-only web app over a run directory: catalogue, shots, scene search, mined pairs")
@@ -296,7 +301,7 @@ def _demo_world(args) -> int:
 
 
 def _catalogue(args) -> int:
-    from movies2scenes.catalogue import catalogue_from_folder, load_catalogue
+    from movies2scenes.catalogue import catalogue_from_folder, duplicate_videos, load_catalogue, video_fingerprints
     from movies2scenes.cowatch import validate_watch_logs
 
     if args.videos:
@@ -307,6 +312,14 @@ def _catalogue(args) -> int:
         return 0
     cat = load_catalogue(args.check, require_videos=True)
     print(f"{args.check}: {len(cat)} movies, all videos present")
+    duplicates = duplicate_videos(video_fingerprints(cat.movies))
+    videos = {m.movie_id: m.video for m in cat}
+    for movie_id, first in sorted(duplicates.items())[:20]:
+        print(f"warning: {args.check}: movie {movie_id!r} has the same video as {first!r} "
+              f"({videos[movie_id]}); detect-shots processes it once, for {first!r}, and fails "
+              f"{movie_id!r}", file=sys.stderr)
+    if len(duplicates) > 20:
+        print(f"warning: ... and {len(duplicates) - 20} more movies sharing a video", file=sys.stderr)
     if args.logs:
         events = validate_watch_logs(args.logs, set(cat.ids()))  # out of core: any size, CSV or Parquet
         print(f"{args.logs}: {events} watch events, all valid")
@@ -320,6 +333,7 @@ def _run_stage(args) -> int:
     spec = STAGE_COMMANDS[args.command]
     stage = importlib.import_module(f"movies2scenes.stages.{spec.module}")
     cfg = load(args.config, args.overrides)
+    cfg.verify = cfg.verify or args.verify
     options = {"force": args.force}
     if spec.parallel:
         options["shard"] = args.shard
@@ -350,7 +364,9 @@ def _embed(args) -> int:
 def _import_shot_features(args) -> int:
     from movies2scenes.stages import import_shot_features
 
-    return import_shot_features.run(load(args.config, args.overrides), args.source, args.force)
+    cfg = load(args.config, args.overrides)
+    cfg.verify = cfg.verify or args.verify
+    return import_shot_features.run(cfg, args.source, args.force)
 
 
 def _browse(args) -> int:

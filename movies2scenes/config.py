@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -333,6 +334,9 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     demo_world: DemoWorldConfig = field(default_factory=DemoWorldConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    # --verify: the up-to-date check hashes every file a stage recorded instead of comparing sizes,
+    # and redoes the movies / units whose files differ. Never part of a config hash.
+    verify: bool = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,37 +365,47 @@ def _check(value: Any, tp: Any, key: str) -> Any:
                 return _check(value, arm, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_short(value)}")
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_short(value)}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_short(value)}")
         (item_tp,) = typing.get_args(tp)
         return [_check(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e6 / 1e-4 (no dot) as strings; they are numbers
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_short(value)}")
         if not math.isfinite(value):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {_short(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_short(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            raise ConfigError(f"{key}: expected true/false, got {_short(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_short(value)}")
         return value
     raise ConfigError(f"{key}: unsupported schema type {tp!r}")  # a bug in the schema
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, bounded (YAML aliases can make a 10-line file a structure
+    whose full repr has 10⁹ items)."""
+    return _REPR.repr(value)
 
 
 def _apply(obj: Any, updates: dict, prefix: str, source: str) -> None:
@@ -399,7 +413,7 @@ def _apply(obj: Any, updates: dict, prefix: str, source: str) -> None:
     names = {f.name for f in dataclasses.fields(obj)}
     if not isinstance(updates, dict):
         where = prefix.rstrip(".") or "top level"
-        raise ConfigError(f"{source}: {where} must be a mapping, got {updates!r}")
+        raise ConfigError(f"{source}: {where} must be a mapping, got {_short(updates)}")
     for name, value in updates.items():
         key = f"{prefix}{name}"
         if name not in names:
@@ -425,6 +439,39 @@ def _nested(key: str, value: Any) -> dict:
     return out
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; this bounds what a mistaken path makes us parse
+
+
+def _read_yaml(path: Path) -> dict:
+    """A config file's YAML mapping, or a ConfigError naming the file and what is wrong with it
+    (missing, a folder, not UTF-8, too large, not YAML, nested too deep, not a mapping)."""
+    try:
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a config file (-c takes a YAML file)")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a config file is at most "
+                              f"{MAX_CONFIG_BYTES >> 20} MiB of YAML")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config (sections are at most a few levels)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (key: value), got a {type(data).__name__}")
+    return data
+
+
 def load(files: list[str | Path] = (), overrides: list[str] = (), base: dict | None = None,
          base_source: str = "defaults") -> Config:
     """Config from ``base`` (a nested dict applied first, named ``base_source`` in errors), YAML
@@ -434,12 +481,7 @@ def load(files: list[str | Path] = (), overrides: list[str] = (), base: dict | N
         _apply(cfg, base, "", base_source)
     for f in files:
         path = Path(f)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        data = _read_yaml(path)
         _apply(cfg, data, "", str(path))
     for item in overrides:
         if "=" not in item:
@@ -459,12 +501,15 @@ def load(files: list[str | Path] = (), overrides: list[str] = (), base: dict | N
 def _validate(cfg: Config) -> None:
     """Range checks the type system cannot express."""
     s, w = cfg.shots, cfg.demo_world
+    root = Path(cfg.run_dir or ".").resolve()
     rules = [
+        ("run_dir", bool(cfg.run_dir.strip()) and root != Path(root.anchor),
+         "must name a run folder (not empty, not the root of the file system)"),
         ("shots.threshold", s.threshold is None or s.threshold > 0, "must be > 0 (or null: the detector's default)"),
         ("shots.min_video_frames", s.min_video_frames >= 1, "must be >= 1"),
-        ("shots.keyframes", s.keyframes >= 1, "must be >= 1"),
-        ("shots.keyframe_size", s.keyframe_size >= 8, "must be >= 8"),
-        ("shots.work_size", s.work_size == 0 or s.work_size >= 8, "must be 0 or >= 8"),
+        ("shots.keyframes", 1 <= s.keyframes <= 64, "must be 1..64"),
+        ("shots.keyframe_size", 8 <= s.keyframe_size <= 4096, "must be 8..4096 px"),
+        ("shots.work_size", s.work_size == 0 or 8 <= s.work_size <= 4096, "must be 0 or 8..4096 px"),
         ("shots.min_shot_frames", s.min_shot_frames >= 1, "must be >= 1"),
         ("shots.jpeg_quality", 1 <= s.jpeg_quality <= 100, "must be in 1..100"),
         ("shots.max_buffer_frames", s.max_buffer_frames >= 2 * s.keyframes, "must be >= 2*keyframes"),

@@ -17,6 +17,8 @@ before; Parquet rows are named ``file:row N``.
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 from .catalogue import CatalogueError, watch_log_problems
@@ -54,13 +56,14 @@ PARSE = ("coalesce(TRY_CAST(t_text AS DOUBLE), "
          "epoch(TRY_CAST(replace(t_text, 'Z', '+00:00') AS TIMESTAMPTZ)))")  # Unix seconds, else ISO 8601
 
 
-def _source(con, path: Path, is_csv: bool) -> str:
+def _source(con, path: Path, is_csv: bool, strict: bool = True) -> str:
     """A SQL relation (i, u, m, t_text, t): file-order row number, trimmed ids, the timestamp as
-    text and as Unix seconds (NULL where it does not parse)."""
+    text and as Unix seconds (NULL where it does not parse). ``strict=False`` only for a CSV that
+    the row-by-row reader found valid (DuckDB's strict sniffer refuses e.g. mixed CRLF/LF lines)."""
     p = str(path).replace("'", "''")
     if is_csv:
-        src = (f"read_csv('{p}', header = true, all_varchar = true, strict_mode = true, delim = ',', "
-               "quote = '\"', escape = '\"')")
+        src = (f"read_csv('{p}', header = true, all_varchar = true, strict_mode = {str(strict).lower()}, "
+               "delim = ',', quote = '\"', escape = '\"')")
         t_native = "NULL"
     else:
         src = f"read_parquet('{p}')"
@@ -76,6 +79,15 @@ def _source(con, path: Path, is_csv: bool) -> str:
             f"\"timestamp\" FROM {src}))")
 
 
+def _events_table(con, path: Path, is_csv: bool, strict: bool) -> list[tuple]:
+    """Table ``ev`` of the file's rows; the first invalid rows (at most MAX_MESSAGES + 1)."""
+    con.execute("DROP TABLE IF EXISTS ev")
+    con.execute(f"CREATE TEMP TABLE ev AS SELECT * FROM {_source(con, path, is_csv, strict)}").fetchall()
+    return con.execute(
+        "SELECT i, u, m, t_text, t FROM ev WHERE u IS NULL OR u = '' OR m NOT IN (SELECT m FROM known) "
+        "OR m IS NULL OR t IS NULL OR NOT isfinite(t) ORDER BY i LIMIT ?", [MAX_MESSAGES + 1]).fetchall()
+
+
 def _load_events(con, path: Path, known: set[str]) -> int:
     """Table ``ev`` (i, u, m, t_text, t) of every row of the watch-log file, after the row checks
     (:class:`CatalogueError` naming rows otherwise); returns the number of rows."""
@@ -88,19 +100,21 @@ def _load_events(con, path: Path, known: set[str]) -> int:
         problems = watch_log_problems(path, known, limit=MAX_MESSAGES, header_only=True)
         if problems:
             raise CatalogueError(problems)
+    _id_table(con, "known", known)
     try:
-        rel = _source(con, path, is_csv)
-        _id_table(con, "known", known)
-        con.execute(f"CREATE TEMP TABLE ev AS SELECT * FROM {rel}").fetchall()
-        bad = con.execute(
-            "SELECT i, u, m, t_text, t FROM ev WHERE u IS NULL OR u = '' OR m NOT IN (SELECT m FROM known) "
-            "OR m IS NULL OR t IS NULL OR NOT isfinite(t) ORDER BY i LIMIT ?", [MAX_MESSAGES + 1]).fetchall()
+        bad = _events_table(con, path, is_csv, strict=True)
     except duckdb.Error as e:
-        if is_csv:  # let the reference validator name the line (ragged rows, bad UTF-8, ...)
-            problems = watch_log_problems(path, known, limit=MAX_MESSAGES)
-            if problems:
-                raise CatalogueError(problems) from None
-        raise CatalogueError([f"{path}: cannot read the watch logs: {str(e).splitlines()[0]}"]) from None
+        if not is_csv:
+            raise CatalogueError([f"{path}: cannot read the watch logs: {str(e).splitlines()[0]}"]) from None
+        # let the reference validator name the line (ragged rows, bad UTF-8, ...); a file it finds
+        # valid row by row is read without DuckDB's strict dialect check (mixed CRLF/LF line endings)
+        problems = watch_log_problems(path, known, limit=MAX_MESSAGES)
+        if problems:
+            raise CatalogueError(problems) from None
+        try:
+            bad = _events_table(con, path, is_csv, strict=False)
+        except duckdb.Error as e2:
+            raise CatalogueError([f"{path}: cannot read the watch logs: {str(e2).splitlines()[0]}"]) from None
     if bad:
         if is_csv:
             problems = watch_log_problems(path, known, limit=MAX_MESSAGES)
@@ -110,7 +124,20 @@ def _load_events(con, path: Path, known: set[str]) -> int:
                               + ("empty user_id" if not u else f"unknown movie_id {m!r} (not in the catalogue)"
                                  if m not in known else f"bad timestamp {tt!r} (expected Unix seconds or ISO 8601)")
                               for i, u, m, tt, _ in bad[:MAX_MESSAGES]])
+    _warn_date_like(con, path, is_csv)
     return int(con.execute("SELECT count(*) FROM ev").fetchall()[0][0])
+
+
+def _warn_date_like(con, path: Path, is_csv: bool) -> None:
+    """Timestamps such as 20240101 are valid Unix seconds (1970-08-23) but almost surely dates in
+    YYYYMMDD: say so (they are still read as seconds)."""
+    n, first, text = con.execute(
+        "SELECT count(*), min(i), arg_min(t_text, i) FROM ev WHERE regexp_full_match(t_text, '(19|20)[0-9]{2}"
+        "(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])')").fetchall()[0]
+    if n:
+        where = f"{path}:{first + 1}" if is_csv else f"{path} row {first}"
+        print(f"warning: {where}: {n} timestamp(s) look like YYYYMMDD dates (e.g. {text!r}) but are read as Unix "
+              f"seconds (1970); write dates as ISO 8601 (e.g. {text[:4]}-{text[4:6]}-{text[6:]})", file=sys.stderr)
 
 
 def validate_watch_logs(path: str | Path, known: set[str], memory_limit: str = "2GB") -> int:

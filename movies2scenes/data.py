@@ -23,6 +23,7 @@ from timm.data import IMAGENET_DEFAULT_STD as STD
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .config import AugmentConfig
+from .integrity import verified
 from .store import decode_keyframes, iter_tar
 
 
@@ -36,7 +37,7 @@ class Triplet:
 
 def movie_shots(shots_dir: str | Path) -> dict[str, list[tuple[str, str]]]:
     """shard → [(key, movie_id)] in shot order, for every movie of the shots stage."""
-    table = pq.read_table(Path(shots_dir) / "index.parquet", columns=["shard", "key", "shot", "movie_id"])
+    table = pq.read_table(verified(Path(shots_dir) / "index.parquet"), columns=["shard", "key", "shot", "movie_id"])
     out: dict[str, list] = defaultdict(list)
     columns = (table[c].to_pylist() for c in ("shard", "shot", "key", "movie_id"))
     for shard, _shot, key, movie in sorted(zip(*columns)):
@@ -46,7 +47,7 @@ def movie_shots(shots_dir: str | Path) -> dict[str, list[tuple[str, str]]]:
 
 def shard_digests(shots_dir: str | Path) -> dict[str, tuple[str, str]]:
     """movie_id → (shot shard, its sha256), sorted by movie id, from the shots stage's index."""
-    table = pq.read_table(Path(shots_dir) / "index.parquet", columns=["movie_id", "shard", "shard_sha256"])
+    table = pq.read_table(verified(Path(shots_dir) / "index.parquet"), columns=["movie_id", "shard", "shard_sha256"])
     rows = zip(*(table[c].to_pylist() for c in ("movie_id", "shard", "shard_sha256")))
     return dict(sorted({m: (s, d) for m, s, d in rows}.items()))
 
@@ -123,7 +124,7 @@ class ShardCache:
     def shard(self, shard: str) -> dict:
         """All samples of a shard, key → sample, in shard order."""
         if shard not in self.items:
-            self.items[shard] = {s["__key__"]: s for s in iter_tar(self.dir / shard)}
+            self.items[shard] = {s["__key__"]: s for s in iter_tar(verified(self.dir / shard))}
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         self.items.move_to_end(shard)
@@ -214,7 +215,7 @@ class ScenePairItem:
 
 def scene_pair_keys(scene_dir: str | Path) -> dict[str, list[str]]:
     """shard → sample keys in shard order, from ``scene_pairs/pairs.parquet``."""
-    table = pq.read_table(Path(scene_dir) / "pairs.parquet", columns=["shard", "key"])
+    table = pq.read_table(verified(Path(scene_dir) / "pairs.parquet"), columns=["shard", "key"])
     out: dict[str, list[str]] = defaultdict(list)
     for shard, key in sorted(zip(table["shard"].to_pylist(), table["key"].to_pylist())):
         out[shard].append(key)
@@ -277,7 +278,7 @@ class FeaturePairBatches:
     ``start_a`` / ``start_b`` … + n of each movie's feature matrix."""
 
     def __init__(self, scene_dir: str | Path, features, shots_per_scene: int):
-        table = pq.read_table(Path(scene_dir) / "pairs.parquet",
+        table = pq.read_table(verified(Path(scene_dir) / "pairs.parquet"),
                               columns=["shard", "key", "movie_a", "start_a", "movie_b", "start_b"]).to_pylist()
         self.sides = {(r["shard"], r["key"]): ((r["movie_a"], r["start_a"]), (r["movie_b"], r["start_b"]))
                       for r in table}
@@ -330,7 +331,7 @@ class MovieChunks(IterableDataset):
             if j % nw != wid:
                 continue
             run: list[np.ndarray] = []  # (k, h, w, 3) keyframes of the segment being filled
-            samples = iter_tar(self.dir / shard)
+            samples = iter_tar(verified(self.dir / shard))
             sample = next(samples, None)
             while sample is not None:
                 frames = decode_keyframes(sample)

@@ -182,6 +182,28 @@ def model_card(timm_cfg: dict, settings: dict, card: dict) -> str:
     ])
 
 
+MAX_SHOTS_PER_SCENE = 256
+
+
+def scene_settings(path: str | Path) -> dict:
+    """An exported encoder's settings (``movies2scenes.json`` over ``config.json``) with the values
+    ``m2s embed`` and browse use checked like the ``vit`` section: ``shots_per_scene`` an integer
+    1..256 (the ``shots`` section is checked when it is applied as a config, see ``config.load``),
+    or :class:`ModelFileError` naming the file."""
+    path = Path(path)
+    meta = read_model_config(path)
+    n = meta.get("shots_per_scene")
+    if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SHOTS_PER_SCENE):
+        raise ModelFileError(f"{path / SETTINGS_FILE}: shots_per_scene must be an integer 1..{MAX_SHOTS_PER_SCENE}, "
+                             f"got {json.dumps(n)[:40]}")
+    k = meta.get("frames_per_shot", 1)
+    if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 64):
+        raise ModelFileError(f"{path / SETTINGS_FILE}: frames_per_shot must be an integer 1..64, got {json.dumps(k)[:40]}")
+    if not isinstance(meta.get("shots") or {}, dict):
+        raise ModelFileError(f"{path / SETTINGS_FILE}: shots must be a mapping of detect-shots settings")
+    return meta
+
+
 def load_scene_encoder(path: str | Path, device: str | torch.device = "cpu") -> SceneViT | FactorisedSceneEncoder:
     """The exported (or trained) scene encoder at ``path``, frozen and in eval mode: a
     :class:`SceneViT` (``arch`` joint) or a :class:`FactorisedSceneEncoder` (its backbone + temporal

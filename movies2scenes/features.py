@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .catalogue import safe_name
+from .integrity import verified
 
 
 def feature_file(movie_id: str) -> str:
@@ -24,7 +25,7 @@ def feature_file(movie_id: str) -> str:
 class ShotFeatures:
     def __init__(self, folder: str | Path):
         self.dir = Path(folder)
-        table = pq.read_table(self.dir / "index.parquet").to_pylist()
+        table = pq.read_table(verified(self.dir / "index.parquet")).to_pylist()
         self.rows = {r["movie_id"]: r for r in table}
         self.dim = int(table[0]["dim"]) if table else 0
 
@@ -42,7 +43,7 @@ class ShotFeatures:
         """(M × d) float16, memory-mapped, rows in shot order."""
         if movie_id not in self.rows:
             raise KeyError(f"no features for movie {movie_id!r} in {self.dir}")
-        return np.load(self.dir / self.rows[movie_id]["file"], mmap_mode="r", allow_pickle=False)
+        return np.load(verified(self.dir / self.rows[movie_id]["file"]), mmap_mode="r", allow_pickle=False)
 
 
 def clip_means(movie_features, clips) -> np.ndarray:
@@ -65,8 +66,11 @@ def write_movie_features(folder: str | Path, movie_id: str, matrix: np.ndarray) 
     with atomic_path(folder / feature_file(movie_id)) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, matrix.astype(np.float16), allow_pickle=False)
-    return {"movie_id": movie_id, "file": feature_file(movie_id), "num_shots": int(matrix.shape[0]),
-            "dim": int(matrix.shape[1])}
+    from .integrity import file_record
+
+    name = feature_file(movie_id)
+    return {"movie_id": movie_id, "file": name, "num_shots": int(matrix.shape[0]), "dim": int(matrix.shape[1]),
+            "files": {name: file_record(folder / name)}}
 
 
 def write_index(folder: str | Path, rows: list[dict]) -> None:
@@ -142,19 +146,47 @@ def align_by_time(features: np.ndarray, starts, ends, our_starts, our_ends, movi
 
 
 def read_source(path: Path, movie_id: str, shots: list[dict]) -> np.ndarray:
-    """One movie's imported features as float32 rows aligned with our ``shots`` (index rows)."""
+    """One movie's imported features as float32 rows aligned with our ``shots`` (index rows). Any
+    problem of the file is a :class:`FeatureImportError` naming the movie and the file: it fails
+    that movie, never the import."""
+    try:
+        return _read_source(path, movie_id, shots)
+    except FeatureImportError:
+        raise
+    except (MemoryError, ValueError, TypeError, OSError, pa.ArrowException) as e:  # what a file can make us raise
+        raise FeatureImportError(f"movie {movie_id!r} ({path.name}): cannot be read as shot features "
+                                 f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _read_npy(path: Path, movie_id: str) -> np.ndarray:
+    """Memory-mapped first: a header declaring more data than the file holds is refused without
+    allocating what it declares."""
+    try:
+        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise FeatureImportError(f"movie {movie_id!r} ({path.name}): not a readable .npy array ({e})") from None
+    return check_feature_matrix(matrix, movie_id, path.name)
+
+
+def _time_column(table: pa.Table, name: str, path: Path, movie_id: str) -> np.ndarray:
+    kind = table.schema.field(name).type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        raise FeatureImportError(f"movie {movie_id!r} ({path.name}): column {name!r} must hold numbers of seconds, "
+                                 f"got {kind}")
+    return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _read_source(path: Path, movie_id: str, shots: list[dict]) -> np.ndarray:
     if path.suffix == ".npy":
-        try:
-            matrix = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise FeatureImportError(f"movie {movie_id!r} ({path.name}): not a readable .npy array ({e})") from None
-        matrix = check_feature_matrix(matrix, movie_id, path.name)
+        matrix = _read_npy(path, movie_id)
         times = None
     else:
         try:
             table = pq.read_table(path)
         except Exception as e:  # pyarrow raises several types for a damaged file
             raise FeatureImportError(f"movie {movie_id!r} ({path.name}): not a readable Parquet file ({e})") from None
+        if table.num_rows == 0:
+            raise FeatureImportError(f"movie {movie_id!r} ({path.name}): no rows")
         if "embedding" not in table.column_names:
             raise FeatureImportError(f"movie {movie_id!r} ({path.name}): no 'embedding' column "
                                      f"(columns: {', '.join(table.column_names)})")
@@ -177,7 +209,7 @@ def read_source(path: Path, movie_id: str, shots: list[dict]) -> np.ndarray:
                                      "(every embedding needs the same dimension)")
         values = np.array(rows, np.float32)
         matrix = check_feature_matrix(values, movie_id, path.name)
-        times = ((table.column("start_time").to_numpy(), table.column("end_time").to_numpy())
+        times = ((_time_column(table, "start_time", path, movie_id), _time_column(table, "end_time", path, movie_id))
                  if {"start_time", "end_time"} <= set(table.column_names) else None)
     if times is not None:
         return align_by_time(matrix, *times, [s["start_time"] for s in shots], [s["end_time"] for s in shots],

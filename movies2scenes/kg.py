@@ -9,14 +9,13 @@ or the tail by a uniformly drawn entity. Seeded; CPU is plenty for catalogue-siz
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .catalogue import CatalogueError, open_text, utf8_problem
+from .catalogue import CatalogueError, CsvReader, open_text, utf8_problem
 
 
 def _index(triples: list[tuple[str, str, str]]):
@@ -88,7 +87,7 @@ def read_triples(path: Path) -> list[tuple[str, str, str]]:
     out, problems = [], []
     try:
         with open_text(path) as f:
-            reader = csv.DictReader(f)
+            reader = CsvReader(path, f)
             lacking = [c for c in ("head", "relation", "tail") if c not in (reader.fieldnames or [])]
             if lacking:
                 raise CatalogueError([f"{path}:1: header lacks column(s) {', '.join(lacking)}"])

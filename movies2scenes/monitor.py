@@ -32,6 +32,7 @@ def probe_items(shots_dir: str | Path, movies: dict[str, list[tuple[str, str]]],
     n consecutive shots × k keyframes, views (P, n, k, 3, S, S). Items are spread evenly over the
     movie; the first half are memory, the second half queries."""
     from .data import eval_transform
+    from .integrity import verified
     from .store import decode_keyframes, iter_tar
 
     tf = eval_transform(size)
@@ -39,7 +40,7 @@ def probe_items(shots_dir: str | Path, movies: dict[str, list[tuple[str, str]]],
     for label, shard in enumerate(shards):
         keys = [k for k, _ in movies[shard]]
         wanted_keys = set(keys)
-        samples = {s["__key__"]: s for s in iter_tar(Path(shots_dir) / shard) if s["__key__"] in wanted_keys}
+        samples = {s["__key__"]: s for s in iter_tar(verified(Path(shots_dir) / shard)) if s["__key__"] in wanted_keys}
         n = max(1, shots_per_item)
         starts = list(range(0, len(keys) - n + 1, n))
         if len(starts) < 2:

@@ -71,19 +71,22 @@ class UnitMiner:
 
 
 
-def part_table(rows: list[dict], stamp: str, skipped: list[dict]) -> pa.Table:
-    """One unit's rows as a table of ``PAIRS_SCHEMA``; stamp and skipped pairs in its metadata."""
+def part_table(rows: list[dict], stamp: str, skipped: list[dict], files: dict[str, list]) -> pa.Table:
+    """One unit's rows as a table of ``PAIRS_SCHEMA``; in its metadata the stamp, the skipped pairs
+    and the files the unit wrote (name → [size, sha256], ``movies2scenes.integrity``)."""
     table = pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA)
-    return table.replace_schema_metadata({"stamp": stamp, "skipped": json.dumps(skipped, sort_keys=True)})
+    return table.replace_schema_metadata({"stamp": stamp, "skipped": json.dumps(skipped, sort_keys=True),
+                                          "files": json.dumps(files, sort_keys=True)})
 
 
-def part_stamp(path: Path) -> str | None:
-    """The stamp of a unit's part, or None where there is none or it cannot be read."""
+def part_meta(path: Path) -> dict | None:
+    """A unit part's stamp and files ({"stamp", "files"}), or None where there is none or it cannot
+    be read (a damaged part is a unit to redo)."""
     try:
         meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowException):
+        return {"stamp": meta[b"stamp"].decode(), "files": json.loads(meta[b"files"])}
+    except (OSError, pa.ArrowException, KeyError, ValueError):
         return None
-    return meta.get(b"stamp", b"").decode() or None
 
 
 @dataclass

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from .config import Config, ConfigError
 from .data import FeaturePairBatches, ScenePairStream, epoch_scene_pairs, loader_workers, scene_pair_keys, train_transform
+from .integrity import verified
 from .layout import MODEL_FILES, RunLayout
 from .models.folder import SETTINGS_FILE, read_model_config, save_vit
 from .models.moco import MoCo
@@ -61,7 +62,7 @@ def scene_pair_movies(scene_dir: Path) -> list[str]:
     """The movies whose scenes are in the mined pairs (what the scene encoder is trained on)."""
     import pyarrow.parquet as pq
 
-    t = pq.read_table(scene_dir / "pairs.parquet", columns=["movie_a", "movie_b"])
+    t = pq.read_table(verified(scene_dir / "pairs.parquet"), columns=["movie_a", "movie_b"])
     return sorted(set(t.column("movie_a").to_pylist()) | set(t.column("movie_b").to_pylist()))
 
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from .catalogue import Movie, safe_name
 from .shots import check_decoded, detect_shots, make_detector
-from .store import OutputError, output_error, sha256_file, write_shards
+from .store import OutputError, output_error, read_part, sha256_file, write_shards
 from .video import FrameReader, VideoError, probe, scaled_size
 
 
@@ -80,6 +80,7 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
                 s["start_time"] = round(float(times[s["start_frame"]]), 6)
                 s["end_time"] = round(float(times[s["end_frame"]]), 6)
             digest = sha256_file(tmp_shard)  # downstream per-movie stamps (features) use it
+            size = tmp_shard.stat().st_size
             try:
                 tmp_shard.replace(shard_path)
             except OSError as e:
@@ -90,6 +91,7 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
             status="ok", fps=info.fps, width=info.width, height=info.height, codec=info.codec,
             num_frames=total, keyframe_width=kf_size[0], keyframe_height=kf_size[1],
             shard=shard_path.name, shard_sha256=digest, shots=shots_out, decoder=reader.decoder,
+            files={shard_path.name: [size, digest]},  # what later stages check (movies2scenes.integrity)
         )
         if reader.note:
             record["decoder_note"] = reader.note
@@ -105,6 +107,17 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
         record.update(status="failed", reason=f"unexpected {type(e).__name__}: {e}")
     record["elapsed_s"] = round(time.time() - started, 3)
     return record
+
+
+def video_prints(shots_dir: Path, movie_ids) -> dict[str, str]:
+    """movie id → the content fingerprint of the video the shots stage processed for it (from its
+    part record; ``catalogue.video_fingerprints``), for the ids that have one."""
+    out = {}
+    for m in movie_ids:
+        rec = read_part(Path(shots_dir) / "parts" / f"{safe_name(m)}.json")
+        if rec and rec.get("status") == "ok" and rec.get("fingerprint"):
+            out[m] = rec["fingerprint"]
+    return out
 
 
 INDEX_SCHEMA = pa.schema([

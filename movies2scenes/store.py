@@ -75,6 +75,16 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_part(path: str | Path) -> dict | None:
+    """A per-item part record (JSON object), or None when there is none or it cannot be read (a
+    damaged part is an item to redo, never an error)."""
+    try:
+        rec = read_json(path)
+    except (OSError, ValueError):  # missing, not UTF-8, not JSON
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def write_parquet(path: str | Path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -121,6 +131,27 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def file_kind(path: str | Path) -> str | None:
+    """None for a regular file (links followed); else what it is, for messages — never opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken link" if os.path.islink(path) else "missing"
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
 
 def file_fingerprint(path: str | Path, chunk: int = 1 << 16) -> str:

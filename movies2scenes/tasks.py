@@ -6,11 +6,10 @@ bad row as ``file:row: reason``."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
-from .catalogue import open_text, utf8_problem
+from .catalogue import CsvReader, open_text, utf8_problem
 from .config import ConfigError
 
 COLUMNS = ["task", "kind", "movie_id", "start_shot", "end_shot", "label", "split"]
@@ -41,7 +40,7 @@ def read_tasks(files: list[str], num_shots: dict[str, int]) -> dict[str, list[di
 
 def _read_task_file(path: Path, num_shots: dict[str, int], tasks: dict[str, list[dict]], problems: list[str]) -> None:
     with open_text(path) as fh:
-        reader = csv.DictReader(fh)
+        reader = CsvReader(path, fh)
         missing = set(COLUMNS) - set(reader.fieldnames or [])
         if missing:
             raise ConfigError(f"{path}: missing column(s) {', '.join(sorted(missing))}")

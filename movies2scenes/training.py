@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, TrainConfig
+from .store import OutputError, output_error
 
 CKPT_PREFIX = "checkpoint-"
 
@@ -92,6 +93,22 @@ def read_progress(ckpt: Path) -> dict:
     return prog
 
 
+def checkpoint_write_error(path: Path, e: Exception) -> Exception:
+    """What a failed ``save_state`` is: our own write failing (disk full, quota, permissions) is an
+    :class:`~movies2scenes.store.OutputError` (exit 4) — torch.save reports it as a RuntimeError
+    ("unexpected pos", "PytorchStreamWriter failed writing file"), safetensors as an IoError; any
+    other error is returned as it is."""
+    if isinstance(e, OSError):
+        return output_error(path, e)
+    text = str(e)
+    if any(s in text for s in ("unexpected pos", "PytorchStreamWriter", "IoError", "No space left", "File too large",
+                               "Disk quota", "Read-only file system", "Permission denied")):
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        return OutputError(f"cannot write the checkpoint {path}: {first}; nothing was marked done: free space / "
+                           "fix permissions and rerun to resume from the last complete checkpoint")
+    return e
+
+
 def save_checkpoint(accelerator, folder: Path, step: int, keep: int, scheduler, **extra) -> Path:
     """Accelerate ``save_state`` into ``checkpoint-<step>`` atomically; keep the newest ``keep``.
     The scheduler's state goes into ``progress.json`` (JSON), never into a pickle."""
@@ -101,14 +118,23 @@ def save_checkpoint(accelerator, folder: Path, step: int, keep: int, scheduler, 
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    except Exception as e:
+        error = checkpoint_write_error(tmp, e)
+        if error is e:
+            raise
+        raise error from e
     # every rank writes its own random_states_<rank>.pkl: none may still be writing into the
     # folder when it is renamed (else that file lands in a new .tmp- folder and the checkpoint
     # lacks it — seen with 2 gloo processes under load)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-        (tmp / "progress.json").write_text(json.dumps({"step": step, "scheduler": sched, **extra}))
+        try:
+            (tmp / "progress.json").write_text(json.dumps({"step": step, "scheduler": sched, **extra}))
+        except OSError as e:
+            raise output_error(tmp / "progress.json", e) from e
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

@@ -71,3 +71,16 @@ def tiny_export(folder: Path) -> Path:
     save_vit(create_scene_vit(tiny).vit, tiny, folder / "enc", shots_per_scene=3)
     export_scene_encoder(folder / "enc", folder / "export", {"name": "test"})
     return folder / "export"
+
+
+def record_as_written(path: Path) -> None:
+    """Record ``path``'s current bytes in its stage's DONE.json, as if the stage had written them
+    (tests of what a stage does with bad content that it wrote itself, past the integrity checks)."""
+    import json
+
+    from movies2scenes.integrity import file_record
+
+    done = path.parent / "DONE.json"
+    rec = json.loads(done.read_text())
+    rec["files"][path.name] = file_record(path)
+    done.write_text(json.dumps(rec))

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import record_as_written
 from helpers import tiny_export as _tiny_export
 
 from movies2scenes.cli import main
@@ -474,6 +475,7 @@ def test_nan_shot_feature_is_named_by_movie_and_shot(encoded_run, tmp_path, caps
     x = np.load(feats)
     x[2, 5] = np.nan
     np.save(feats, x)
+    record_as_written(feats)  # NaN as extract-shot-features wrote it (an edited file is refused earlier)
     movie = {r["file"]: r["movie_id"] for r in __import__("pyarrow.parquet", fromlist=["x"])
              .read_table(run / "shot_features" / "index.parquet").to_pylist()}[feats.name]
     assert main(["train-movie-encoder", "-c", CONFIG, *ov]) == 2
@@ -494,7 +496,7 @@ def test_a_replaced_model_file_is_noticed_by_the_up_to_date_check(encoded_run, t
     shutil.copy(run / "shot_encoder" / "model.safetensors", model)  # someone swapped the weights
     assert main(["train-movie-encoder", "-c", CONFIG, *ov]) == 0
     captured = capsys.readouterr()
-    assert "differs from the file this stage wrote" in captured.err and "up to date" not in captured.out
+    assert "sha256 differs" in captured.err and "up to date" not in captured.out
     assert model.read_bytes() == original  # rebuilt from the final checkpoint: the same weights
 
 
@@ -597,3 +599,303 @@ def test_non_finite_embeddings_are_refused_by_embed_index_and_search(bikes, tmp_
     assert main(["index", str(tmp_path / "good.parquet"), "--out", str(tmp_path / "idx")]) == 0
     assert main(["search", str(tmp_path / "idx"), "--query", str(tmp_path / "mixed.parquet"), "--row", "1"]) == 2
     assert "query embedding is not finite" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29, class 3: the exit-status contract — each problem named, with status 2 or 4
+
+
+def _npy_declaring(path: Path, shape: tuple[int, ...]) -> None:
+    """A .npy whose header declares ``shape`` float32 but which holds 64 bytes."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        f.write(b"\0" * 64)
+
+
+@pytest.mark.slow
+def test_imported_files_that_cannot_be_read_fail_their_movie_only(encoded_run, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src, ov = encoded_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    args = ["-c", CONFIG, *[o for o in ov if not o.startswith("run_dir=")], f"run_dir={run}", "--force"]
+    index = pq.read_table(run / "shots" / "index.parquet").to_pylist()
+    movies = sorted({r["movie_id"] for r in index})
+    shots = {m: [r for r in index if r["movie_id"] == m] for m in movies}
+    source = tmp_path / "mine"
+    source.mkdir()
+    huge, empty, strings, lists, good = movies[0], movies[1], movies[2], movies[3], movies[0]
+    _npy_declaring(source / f"{huge}.npy", (10**7, 10**7))  # today's main: MemoryError, the import aborts
+    pq.write_table(pa.table({"embedding": pa.array([], pa.list_(pa.float32()))}), source / f"{empty}.parquet")
+    n = len(shots[strings])
+    pq.write_table(pa.table({"start_time": [str(r["start_time"]) for r in shots[strings]],
+                             "end_time": [str(r["end_time"]) for r in shots[strings]],
+                             "embedding": [[1.0, 2.0]] * n}), source / f"{strings}.parquet")
+    n = len(shots[lists])
+    pq.write_table(pa.table({"start_time": [[r["start_time"]] for r in shots[lists]],
+                             "end_time": [[r["end_time"]] for r in shots[lists]],
+                             "embedding": [[1.0, 2.0]] * n}), source / f"{lists}.parquet")
+    assert main(["import-shot-features", str(source), *args]) == 2  # every movie failed: nothing replaced
+    err = capsys.readouterr().err
+    assert "nothing was changed" in err and "Traceback" not in err
+    for movie, why in [(huge, "not a readable .npy array"), (empty, "no rows"), (strings, "must hold numbers"),
+                       (lists, "must hold numbers")]:
+        assert f"movie {movie!r}" in err and why in err, (movie, why, err)
+    # one good file among them: it is imported, the others are failures of their own movie (exit 1)
+    (source / f"{huge}.npy").unlink()
+    np.save(source / f"{good}.npy", np.ones((len(shots[good]), 2), np.float32))
+    assert main(["import-shot-features", str(source), *args]) == 1
+    failures = [json.loads(line) for line in (run / "shot_features" / "failures.jsonl").read_text().splitlines()]
+    assert sorted(f["movie_id"] for f in failures) == sorted([empty, strings, lists])
+
+
+def _index_folder(tmp_path: Path) -> tuple[Path, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {"video": ["a", "a", "b"], "scene": [0, 1, 0], "start_shot": [0, 1, 0], "end_shot": [3, 4, 3],
+            "start_frame": [0, 10, 0], "end_frame": [30, 40, 30], "start_time": [0.0, 0.4, 0.0],
+            "end_time": [1.2, 1.6, 1.2], "embedding": [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]}
+    emb = tmp_path / "scenes.parquet"
+    pq.write_table(pa.table(rows), emb)
+    assert main(["index", str(emb), "--out", str(tmp_path / "idx")]) == 0
+    return tmp_path / "idx", emb
+
+
+def test_damaged_index_folders_are_named_by_search(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    idx, emb = _index_folder(tmp_path)
+    search = ["search", str(idx), "--query", str(emb), "--row", "0"]
+    assert main(search) == 0
+    capsys.readouterr()
+    good = {p.name: p.read_bytes() for p in idx.iterdir()}
+
+    def damaged(name: str, data: bytes, why: str) -> None:
+        (idx / name).write_bytes(data)
+        assert main(search) == 2, name  # today's main: tracebacks, or a metric 'dot' used as L2
+        err = capsys.readouterr().err
+        assert str(idx / name) in err and why in err and "m2s index" in err, err
+        (idx / name).write_bytes(good[name])
+
+    record = json.loads(good["index.json"])
+    damaged("index.json", b"{not json", "not the record")
+    damaged("index.json", json.dumps(record | {"metric": "dot"}).encode(), "cosine or l2")
+    damaged("index.faiss", good["index.faiss"][:-40], "bytes where")
+    short = tmp_path / "short.parquet"
+    pq.write_table(pq.read_table(idx / "meta.parquet").slice(0, 2), short)
+    damaged("meta.parquet", short.read_bytes(), "not the file")
+    # a folder from before the record: the files' own checks still name what is wrong
+    (idx / "index.json").write_text(json.dumps({k: v for k, v in record.items() if k != "files"}))
+    (idx / "meta.parquet").write_bytes(short.read_bytes())
+    assert main(search) == 2
+    assert "meta.parquet 2 rows" in capsys.readouterr().err
+
+
+def test_a_read_only_run_dir_is_fine_when_nothing_is_to_do(shots_run, small_world, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from movies2scenes.stages import protocol
+
+    run = tmp_path / "run"
+    shutil.copytree(shots_run, run)
+    (run / "shots" / ".lock").unlink(missing_ok=True)
+    real_open = os.open
+
+    def read_only(path, flags, *a):  # what a read-only mount (or another user's folder) answers
+        if str(path).endswith(".lock") and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(protocol.os, "open", read_only)
+    args = _args("detect-shots", run, small_world)
+    assert main(args) == 0  # today's main: a traceback creating .lock, exit 1
+    assert "up to date" in capsys.readouterr().out
+    assert main([*args, "--force"]) == 4  # work to do: cannot write, the documented status
+    err = capsys.readouterr().err
+    assert "cannot write" in err and ".lock" in err and "Read-only file system" in err
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_a_checkpoint_exits_4(encoded_run, tmp_path):
+    import resource
+
+    src, ov = encoded_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns("shot_encoder", "shot_features", "movie_*"))
+    args = ["train-shot-encoder", "-c", CONFIG, *[o for o in ov if not o.startswith("run_dir=")], f"run_dir={run}",
+            "shot_encoder.train.checkpoint_every=1", "shot_encoder.train.max_steps=2"]
+    limit = 64 << 10  # the optimiser state (torch.save) is larger than this; logs and progress are not
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", *args], capture_output=True, text=True,
+                       preexec_fn=small_disk, timeout=600)
+    assert r.returncode == 4, r.stderr[-2000:]  # today's main: "unexpected pos" traceback, exit 1
+    assert "cannot write the checkpoint" in r.stderr or "cannot write" in r.stderr
+    assert "Traceback" not in r.stderr and not (run / "shot_encoder" / "DONE.json").exists()
+    r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]  # space is back: it trains to the end
+
+
+def test_csv_fields_long_and_too_long(tmp_path):
+    long = "x" * (200 << 10)  # a 200 KiB synopsis: Python's default limit (128 KiB) refused it
+    cat = write_catalogue(tmp_path / "cat.csv", [{"movie_id": "a", "video": "a.mp4", "synopsis": long}])
+    assert load_catalogue(cat).movies[0].synopsis == long
+    huge = tmp_path / "huge.csv"
+    huge.write_text("movie_id,video,synopsis\na,a.mp4,ok\nb,b.mp4," + "y" * (17 << 20) + "\n")
+    with pytest.raises(CatalogueError, match=r"huge.csv:\d+: not a readable CSV row \(a field is longer than 16 MiB\)"):
+        load_catalogue(huge)
+
+
+@pytest.mark.parametrize("case", ["folder", "latin-1", "deep", "list"])
+def test_config_files_that_are_not_configs_are_named(case, small_world, tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    if case == "folder":
+        path.mkdir()
+        why = "is a folder"
+    elif case == "latin-1":
+        path.write_bytes("run_dir: caf\xe9\n".encode("latin-1"))
+        why = "not UTF-8"
+    elif case == "deep":
+        path.write_text("seed: " + "[" * 20000 + "]" * 20000 + "\n")
+        why = "nested too deeply"
+    else:
+        path.write_text("- a\n- b\n")
+        why = "expected a mapping"
+    assert main(["detect-shots", "-c", str(path), f"run_dir={tmp_path / 'run'}",
+                 f"catalogue={small_world / 'catalogue.csv'}"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and why in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29, class 4: small inputs that ask for large work
+
+
+def test_a_yaml_billion_laughs_is_refused_with_a_short_message(tmp_path):
+    levels = ["[&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("seed: " + ", ".join(levels) + "]\n")  # 9^10 items once expanded
+    with pytest.raises(ConfigError) as e:  # today's main: ~3 GB and minutes printing the value
+        load([path])
+    assert "seed: expected an integer" in str(e.value) and len(str(e.value)) < 500
+
+
+@pytest.mark.parametrize("edit, why", [
+    ({"shots_per_scene": 0}, "shots_per_scene must be an integer"),
+    ({"shots_per_scene": -3}, "shots_per_scene must be an integer"),
+    ({"shots_per_scene": "nine"}, "shots_per_scene must be an integer"),
+    ({"shots": {"keyframe_size": 30000}}, "shots.keyframe_size must be 8..4096"),
+])
+def test_export_settings_are_checked_before_use(edit, why, bikes, tmp_path, capsys):
+    export = _tiny_export(tmp_path)
+    settings = json.loads((export / "movies2scenes.json").read_text())
+    (export / "movies2scenes.json").write_text(json.dumps(settings | edit))
+    assert main(["embed", str(bikes), "--encoder", str(export), "--out", str(tmp_path / "e.parquet")]) == 2
+    assert why in capsys.readouterr().err
+    assert not (tmp_path / "e.parquet").exists()
+
+
+def test_quantised_export_weights_are_refused(bikes, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    export = _tiny_export(tmp_path)
+    weights = load_file(str(export / "model.safetensors"))
+    save_file({k: (v * 10).to(torch.int8) for k, v in weights.items()}, str(export / "model.safetensors"))
+    assert main(["embed", str(bikes), "--encoder", str(export), "--out", str(tmp_path / "e.parquet")]) == 2
+    assert "is I8" in capsys.readouterr().err  # today's main: loads them, silently cast
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29, class 5 (rest) and class 6
+
+
+def test_one_video_under_several_ids_is_decoded_once_and_named(bikes, tmp_path, capsys):
+    video = tmp_path / "film.mp4"
+    shutil.copy(bikes, video)
+    copy = tmp_path / "copy.mp4"
+    shutil.copy(bikes, copy)
+    os.symlink(video, tmp_path / "link.mp4")
+    cat = write_catalogue(tmp_path / "cat.csv", [
+        {"movie_id": "a", "video": str(video)}, {"movie_id": "b", "video": str(video)},
+        {"movie_id": "c", "video": str(copy)}, {"movie_id": "d", "video": str(tmp_path / "link.mp4")}])
+    assert main(["catalogue", "--check", str(cat)]) == 0
+    err = capsys.readouterr().err
+    assert all(f"movie {m!r} has the same video as 'a'" in err for m in "bcd")  # today's main: silent
+    run = tmp_path / "run"
+    assert main(["detect-shots", "-c", CONFIG, f"run_dir={run}", f"catalogue={cat}"]) == 0
+    done = json.loads((run / "shots" / "DONE.json").read_text())
+    assert done["counts"]["ok"] == 1 and done["counts"]["failed"] == 3  # decoded once
+    failures = {json.loads(line)["movie_id"]: json.loads(line)["reason"]
+                for line in (run / "shots" / "failures.jsonl").read_text().splitlines()}
+    assert sorted(failures) == ["b", "c", "d"] and all("the same video as movie 'a'" in r for r in failures.values())
+
+
+def test_the_leakage_guard_compares_videos_not_only_ids(tmp_path):
+    from movies2scenes.stages.evaluate import leakage
+    from movies2scenes.stages.protocol import write_pretraining_movies
+
+    export, shots = tmp_path / "export", tmp_path / "shots"
+    (shots / "parts").mkdir(parents=True)
+    export.mkdir()
+    write_pretraining_movies(export, ["train1", "train2"])
+    for movie, fp in [("train1", "1111111111111111"), ("train2", "2222222222222222"),
+                      ("test1", "1111111111111111"), ("test2", "3333333333333333")]:
+        (shots / "parts" / f"{movie}.json").write_text(json.dumps({"status": "ok", "fingerprint": fp}))
+    tasks = {"t": [{"movie_id": "test1"}, {"movie_id": "test2"}, {"movie_id": "train2"}]}
+    # today's main: ["train2"] only — test1 is train1's film under another id
+    assert leakage(tasks, export, shots) == ["test1 (the video of pretraining movie 'train1')", "train2"]
+
+
+def test_watch_logs_with_mixed_line_endings_and_date_like_numbers(tmp_path, capsys):
+    import csv
+
+    from movies2scenes.cowatch import validate_watch_logs
+
+    logs = tmp_path / "logs.csv"
+    with open(logs, "w", newline="") as f:  # Python's csv writes CRLF
+        w = csv.writer(f)
+        w.writerow(["user_id", "movie_id", "timestamp"])
+        w.writerows([["u1", "a", 1600000000], ["u2", "a", 1600000100]])
+    with open(logs, "a") as f:
+        f.write("u3,a,20240101\n")  # a row appended with `echo >>`: LF, and a YYYYMMDD date
+    assert validate_watch_logs(logs, {"a"}) == 3  # today's main: DuckDB's sniffer refuses the file, no row named
+    err = capsys.readouterr().err
+    assert f"{logs}:4: 1 timestamp(s) look like YYYYMMDD dates" in err and "2024-01-01" in err
+
+
+@pytest.mark.parametrize("run_dir", ["/", "/tmp/..", ""])
+def test_run_dir_at_the_root_is_refused(run_dir):
+    with pytest.raises(ConfigError, match="run_dir must name a run folder"):
+        load([], [f"run_dir={run_dir}"])
+
+
+@pytest.mark.slow
+def test_import_names_fifos_folders_and_upper_case_extensions(encoded_run, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    src, ov = encoded_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    args = ["-c", CONFIG, *[o for o in ov if not o.startswith("run_dir=")], f"run_dir={run}", "--force"]
+    index = pq.read_table(run / "shots" / "index.parquet").to_pylist()
+    movies = sorted({r["movie_id"] for r in index})
+    source = tmp_path / "mine"
+    source.mkdir()
+    os.mkfifo(source / f"{movies[0]}.npy")
+    (source / f"{movies[1]}.npy").mkdir()
+    n = sum(r["movie_id"] == movies[2] for r in index)
+    np.save(source / f"{movies[2]}.npy", np.ones((n, 2), np.float32))
+    (source / f"{movies[2]}.npy").rename(source / f"{movies[2]}.NPY")
+    n = sum(r["movie_id"] == movies[3] for r in index)
+    np.save(source / f"{movies[3]}.npy", np.ones((n, 2), np.float32))
+    assert main(["import-shot-features", str(source), *args]) == 1
+    out = capsys.readouterr().out
+    assert f"{movies[0]}.npy is a FIFO (named pipe)" in out and f"{movies[1]}.npy is a folder" in out
+    assert f"not lower case (rename to .npy / .parquet): {movies[2]}.NPY" in out

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from movies2scenes.catalogue import load_catalogue
 from movies2scenes.config import load
+from movies2scenes.shot_shards import shard_name
 from movies2scenes.stages import detect_shots, extract_shot_features
 
 from testkit.videos import write_catalogue
@@ -62,7 +63,7 @@ def test_detect_shots_adds_removes_and_reorders_only_what_changed(small_world, t
     assert go([new] + rows[::-1], "added") == ["0-added-title"]
     after = _stamps(shots, "shots-*.tar")
     assert {k: v for k, v in after.items() if k in before} == before  # old shards untouched
-    assert set(after) - set(before) == {detect_shots.shard_name("0-added-title")}
+    assert set(after) - set(before) == {shard_name("0-added-title")}
     index = pq.read_table(shots / "index.parquet").to_pylist()
     assert [r for r in index if r["movie_id"] != "0-added-title"] == index_before
     assert [r["shot"] for r in index if r["movie_id"] == "0-added-title"] == \
@@ -76,11 +77,11 @@ def test_detect_shots_adds_removes_and_reorders_only_what_changed(small_world, t
     # removing a title removes its shard and record, and processes nothing
     assert go(rows[1:] + [new], "removed") == []
     gone = rows[0]["movie_id"]
-    assert not (shots / detect_shots.shard_name(gone)).exists()
+    assert not (shots / shard_name(gone)).exists()
     assert not (shots / "parts" / detect_shots.part_name(gone)).exists()
     assert gone not in {r["movie_id"] for r in pq.read_table(shots / "index.parquet").to_pylist()}
     assert _stamps(shots, "shots-*.tar") == \
-        {k: v for k, v in after.items() if k != detect_shots.shard_name(gone)}
+        {k: v for k, v in after.items() if k != shard_name(gone)}
 
 
 def test_features_of_unchanged_movies_are_kept_when_a_title_is_added(encoded_run, small_world, tmp_path):

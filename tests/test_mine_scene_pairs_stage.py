@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from helpers import record_as_written
+
 from movies2scenes.config import load
 from movies2scenes.mining import mine_pair
 from movies2scenes.store import decode_keyframes, decode_scene, iter_tar
@@ -134,6 +136,7 @@ def test_bad_movie_pairs_are_skipped_with_a_reason(encoded_run, tmp_path):
     good = pq.read_table(source).to_pylist()
     rows = good + [{"movie_a": good[0]["movie_a"], "movie_b": "no-such-movie", "score": 1.0}]
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(source)), source)
+    record_as_written(source)  # a bad pair as build-movie-pairs would have written it
     # a scene length that some paired movies are too short for, and others are not
     counts = {r["movie_id"]: r["num_shots"] for r in pq.read_table(run / "shot_features" / "index.parquet").to_pylist()}
     n = next(n for n in range(2, 100) if any(min(counts[r["movie_a"]], counts[r["movie_b"]]) < n for r in good)
@@ -181,7 +184,7 @@ def test_merge_streams_parts_and_keeps_the_same_top_k(tmp_path):
                              "source": "cowatch", "shard": f"scenes-{u:06d}.tar", "key": f"{u:06d}_{len(rows):06d}"})
         skipped = [{"movie_a": f"x{u}", "movie_b": "y", "reason": "no shot features for y"}] if u % 3 == 0 else []
         path = tmp_path / f"{u:06d}.parquet"
-        pq.write_table(part_table(rows, "stamp", skipped), path)
+        pq.write_table(part_table(rows, "stamp", skipped, {}), path)
         parts.append(path)
         every_row += rows
         every_skip += skipped

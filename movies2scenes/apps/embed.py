@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from movies2scenes.config import ConfigError, load
+from movies2scenes.integrity import difference, file_record
 from movies2scenes.progress import progress
 from movies2scenes.store import atomic_path, check_output, read_json, write_json, write_parquet
 
@@ -74,14 +75,13 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
     then ``-c`` files, then ``key=value`` overrides."""
     import torch
 
-    from movies2scenes.export import load_scene_encoder
-    from movies2scenes.models.folder import read_model_config
+    from movies2scenes.export import load_scene_encoder, scene_settings
     from movies2scenes.retrieval import embed_video
     from movies2scenes.video import VideoError
 
     videos, more = expand_inputs(videos)
     check_output(out, [*videos, encoder_dir], is_embeddings, "a Parquet file of `m2s embed`", force)
-    settings = read_model_config(encoder_dir)  # a missing or damaged folder is a clear error
+    settings = scene_settings(encoder_dir)  # a missing, damaged or out-of-range folder is a clear error
     trained_shots = settings.get("shots") or {}
     cfg = load(config, list(overrides) + more, base={"shots": trained_shots} if trained_shots else None,
                base_source=f"{Path(encoder_dir) / 'movies2scenes.json'}")
@@ -171,9 +171,51 @@ def index(files: list[str], out: str, metric: str, force: bool = False) -> int:
         faiss.write_index(idx, str(tmp))
     write_parquet(out_dir / "meta.parquet", table.drop_columns(["embedding"]))
     write_json(out_dir / "index.json", {"metric": metric, "count": table.num_rows, "dim": emb.shape[1],
-                                        "sources": [str(f) for f in files]})
+                                        "sources": [str(f) for f in files],
+                                        "files": {n: file_record(out_dir / n) for n in INDEX_FILES}})
     print(f"m2s index: {table.num_rows} scenes ({metric}) → {out_dir}")
     return 0
+
+
+INDEX_FILES = ("index.faiss", "meta.parquet")
+
+
+def read_index_record(d: Path) -> dict:
+    """``index.json`` of an index folder, checked: metric, count, dim (and the files' record)."""
+    try:
+        meta = json.loads((d / "index.json").read_text(encoding="utf-8"))
+        ok = (isinstance(meta, dict) and meta.get("metric") in ("cosine", "l2")
+              and all(isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) and meta[k] > 0
+                      for k in ("count", "dim")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{d / 'index.json'}: not the record `m2s index` writes (metric cosine or l2, count and "
+                          f"dim > 0); rebuild the index: m2s index FILE.parquet --out {d} --force")
+    return meta
+
+
+def read_index_files(d: Path, meta: dict):
+    """The faiss index and the rows of ``meta.parquet``, checked against ``index.json``: the files
+    are the ones `m2s index` wrote (size and sha256, where recorded), readable, and of its count."""
+    import faiss
+
+    rebuild = f"rebuild the index: m2s index FILE.parquet --out {d} --force"
+    for name, record in (meta.get("files") or {}).items():
+        if name in INDEX_FILES and (why := difference(d / name, record, content=True)):
+            raise ConfigError(f"{d / name} {why}: not the file `m2s index` wrote; {rebuild}")
+    try:
+        index = faiss.read_index(str(d / "index.faiss"))
+    except RuntimeError as e:
+        raise ConfigError(f"{d / 'index.faiss'}: not a readable faiss index ({str(e).splitlines()[0]}); {rebuild}") from None
+    try:
+        rows = pq.read_table(d / "meta.parquet").to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        raise ConfigError(f"{d / 'meta.parquet'}: not readable ({e}); {rebuild}") from None
+    if not (index.ntotal == len(rows) == meta["count"] and index.d == meta["dim"]):
+        raise ConfigError(f"{d}: index.faiss holds {index.ntotal} × {index.d}, meta.parquet {len(rows)} rows, "
+                          f"index.json says {meta['count']} × {meta['dim']}; {rebuild}")
+    return index, rows
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -209,7 +251,6 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
     """Nearest indexed scenes to one query scene. ``exclude``: none, self (the query scene itself,
     matched by video and frames) or video (every scene of the query's video). ``videos``: keep only
     hits whose video path matches one of these globs (fnmatch)."""
-    import faiss
     from fnmatch import fnmatch
 
     from movies2scenes.retrieval import search as knn
@@ -231,7 +272,7 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
     if missing:
         raise ConfigError(f"{d}: not an index folder (no {', '.join(missing)}); make one with "
                           f"`m2s index FILE.parquet --out {d}`")
-    meta = read_json(d / "index.json")
+    meta = read_index_record(d)
     table = _read_embeddings(query).to_pylist()
     if row is None:
         row = find_scene(table, video, t, query)
@@ -244,8 +285,7 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
     if len(q["embedding"]) != meta["dim"]:
         raise ConfigError(f"{query}: {len(q['embedding'])}-d embeddings, but the index at {d} holds "
                           f"{meta['dim']}-d ones (another encoder)")
-    index = faiss.read_index(str(d / "index.faiss"))
-    rows = pq.read_table(d / "meta.parquet").to_pylist()
+    index, rows = read_index_files(d, meta)
 
     def keep(r: dict) -> bool:
         if exclude == "video" and r["video"] == q["video"]:

@@ -18,11 +18,23 @@ def weight_shapes(file: str | Path) -> dict[str, tuple[int, ...]]:
 
     try:
         with safe_open(str(file), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            shapes = {k: tuple(s.get_shape()) for k, s in slices.items()}
+            dtypes = {k: s.get_dtype() for k, s in slices.items()}
     except FileNotFoundError:
         raise ModelFileError(f"{file}: not found") from None
     except Exception as e:  # safetensors raises its own error types for damaged headers
         raise ModelFileError(f"{file}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    odd = {k: d for k, d in dtypes.items() if d not in FLOAT_DTYPES}
+    if odd:
+        name = min(odd)
+        raise ModelFileError(f"{file}: tensor {name} is {odd[name]} ({len(odd)} tensor(s) not floating point); "
+                             "movies2scenes saves and loads F32/F16/BF16 weights (a quantised file is not an export "
+                             "it can run)")
+    return shapes
+
+
+FLOAT_DTYPES = {"F32", "F16", "BF16", "F64"}
 
 
 def shape_mismatches(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> list[str]:

@@ -30,6 +30,7 @@ from movies2scenes.similarity import (
     random_pairs,
     synopsis_pairs,
 )
+from movies2scenes.integrity import file_record
 from movies2scenes.store import file_fingerprint, write_json, write_parquet
 
 from .kit import Finished, Stage, StageContext, StageSpec
@@ -132,7 +133,9 @@ class BuildMoviePairs(Stage):
                 "skipped": pairs.skipped,
             }
         write_json(out / "summary.json", summary)
-        return Finished({n: len(p) for n, p in results.items()} | {"excluded_movies": excluded}, say=[
+        files = {f"{name}.parquet": file_record(out / f"{name}.parquet") for name in results}
+        counts = {n: len(p) for n, p in results.items()} | {"excluded_movies": excluded}
+        return Finished(counts, files=files, say=[
             f"build-movie-pairs: {excluded} val/test/exclude movie(s) kept out of every pair; "
             f"summary in {out / 'summary.json'}", json.dumps(summary["sources"], indent=1)])
 

@@ -20,23 +20,14 @@ import json
 import sys
 from pathlib import Path
 
-from movies2scenes.catalogue import Movie, load_catalogue
+from movies2scenes.catalogue import Movie, duplicate_videos, load_catalogue, video_fingerprints
 from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.shot_shards import process_movie, shard_name, shot_index
-from movies2scenes.store import atomic_path, file_fingerprint, read_json, remove_stale_tmp, write_json, write_parquet
+from movies2scenes.integrity import file_record
+from movies2scenes.shot_shards import process_movie, shot_index
+from movies2scenes.store import atomic_path, read_json, read_part, remove_stale_tmp, write_json, write_parquet
 
 from .kit import Finished, PerItemStage, StageContext, StageSpec
 from .protocol import part_name, prune
-
-def _fingerprint(movie: Movie) -> str:
-    """Never blocks: a FIFO or device is not opened (probe() records it as not a regular file)."""
-    try:
-        return file_fingerprint(movie.video)
-    except ValueError:
-        return "not-a-regular-file"
-    except OSError:
-        return "missing"
-
 
 class DetectShots(PerItemStage):
     spec = StageSpec("detect-shots", "shots", "detect_shots")
@@ -50,7 +41,8 @@ class DetectShots(PerItemStage):
             raise ConfigError("no catalogue given: set catalogue=PATH (CSV or JSONL, see README)")
         # sorted by id: the catalogue's row order changes neither the work split nor the artefacts
         self.catalogue = sorted(load_catalogue(self.cfg.catalogue), key=lambda m: m.movie_id)
-        self.prints = {m.movie_id: _fingerprint(m) for m in self.catalogue}
+        self.prints = video_fingerprints(self.catalogue)
+        self.duplicates = duplicate_videos(self.prints)  # decoded once, for the first id of each video
 
     def input_hash(self) -> str:
         return hashlib.sha256(json.dumps([[m.movie_id, str(m.video), self.prints[m.movie_id]]
@@ -72,18 +64,20 @@ class DetectShots(PerItemStage):
 
     def part(self, ctx: StageContext, movie: Movie) -> dict | None:
         """The movie's part record when it belongs to this config and this video file."""
-        path = ctx.out / "parts" / part_name(movie.movie_id)
-        rec = read_json(path) if path.is_file() else None
+        rec = read_part(ctx.out / "parts" / part_name(movie.movie_id))
         ok = rec and rec.get("config_hash") == ctx.config_hash and rec.get("fingerprint") == self.prints[movie.movie_id]
         return rec if ok else None
 
     def recorded(self, ctx: StageContext, movie: Movie) -> bool:
         return self.part(ctx, movie) is not None
 
+    def item_files(self, ctx: StageContext, movie: Movie) -> dict[str, list]:
+        return (self.part(ctx, movie) or {}).get("files", {})
+
     def complete(self, ctx: StageContext, movie: Movie) -> bool:
-        """Done and ok (a failed movie is retried on every run)."""
+        """Done, ok and its shard as written (a failed movie is retried on every run)."""
         rec = self.part(ctx, movie)
-        return bool(rec) and rec.get("status") == "ok" and (ctx.out / shard_name(movie.movie_id)).is_file()
+        return bool(rec) and rec.get("status") == "ok" and "files" in rec and super().complete(ctx, movie)
 
     def size(self, ctx: StageContext, movie: Movie) -> float:
         """The video file's bytes: a free stand-in for its duration."""
@@ -93,7 +87,13 @@ class DetectShots(PerItemStage):
             return 0.0
 
     def process_item(self, ctx: StageContext, movie: Movie) -> dict:
-        rec = process_movie(movie, ctx.out, self.cfg.shots)
+        first = self.duplicates.get(movie.movie_id)
+        if first is not None:  # never decoded twice, never two ids for one film in training or evaluation
+            rec = {"movie_id": movie.movie_id, "video": str(movie.video), "status": "failed", "elapsed_s": 0.0,
+                   "reason": f"the same video as movie {first!r} (same size and first/last 64 KiB): processed "
+                             "once, for that id; give each film one catalogue row"}
+        else:
+            rec = process_movie(movie, ctx.out, self.cfg.shots)
         return rec | {"config_hash": ctx.config_hash, "fingerprint": self.prints[movie.movie_id]}
 
     def write_part(self, ctx: StageContext, movie: Movie, rec: dict) -> None:
@@ -114,6 +114,8 @@ class DetectShots(PerItemStage):
         records = [self.part(ctx, m) for m in items]
         table, failures, warnings = shot_index(records)
         write_parquet(out / "index.parquet", table)
+        files = {name: f for r in records if r["status"] == "ok" for name, f in r["files"].items()}
+        files["index.parquet"] = file_record(out / "index.parquet")
         with atomic_path(out / "failures.jsonl") as tmp:
             tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures + warnings))
         # shards of movies that failed now or left the catalogue are not part of the result
@@ -130,7 +132,7 @@ class DetectShots(PerItemStage):
             msg += f" (reasons in {out / 'failures.jsonl'})"
         if warnings:
             msg += f"; {len(warnings)} processed with a warning (in {out / 'failures.jsonl'})"
-        return Finished(counts, extra={"decode_seconds": round(sum(r["elapsed_s"] for r in records), 3)},
+        return Finished(counts, files=files, extra={"decode_seconds": round(sum(r["elapsed_s"] for r in records), 3)},
                         say=[msg], exit_code=1 if ok == 0 or (self.strict and failures) else 0)
 
 

@@ -31,23 +31,35 @@ from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.eval_report import headline, write_html
 from movies2scenes.evaluation import embed_clips, run_task
 from movies2scenes.features import ShotFeatures, clip_means
+from movies2scenes.shot_shards import video_prints
+from movies2scenes.integrity import verified
 from movies2scenes.store import file_fingerprint, read_json, write_json
 from movies2scenes.tasks import read_tasks
 
 from .kit import Finished, Stage, StageContext, StageSpec
 from .protocol import PRETRAINING_FILE, read_pretraining_movies, stage_input_hash
 
-def leakage(tasks: dict[str, list[dict]], export_dir: Path) -> list[str]:
+def leakage(tasks: dict[str, list[dict]], export_dir: Path, shots_dir: Path) -> list[str]:
     """Task movies that pretraining learned from, by the export's own record of them
     (``pretraining_movies.json``: every movie any training stage of the run saw) — not by whatever
-    catalogue is given now. No record is an error, never a reason to skip the check."""
+    catalogue is given now — or whose video is a pretraining movie's under another id (content
+    fingerprints recorded by the shots stage). No record is an error, never a reason to skip it."""
     record = export_dir / PRETRAINING_FILE
     if not record.is_file():
         raise ConfigError(f"{record} does not exist: this export has no record of the movies it was pretrained "
                           "on (exported by an older movies2scenes, or a training stage lacked its record), so "
                           "leakage cannot be checked; rerun the training stages and export with --force, or "
                           "set evaluate.allow_leakage=true to evaluate anyway")
-    return sorted({r["movie_id"] for rows in tasks.values() for r in rows} & read_pretraining_movies(record))
+    task_movies = {r["movie_id"] for rows in tasks.values() for r in rows}
+    seen = read_pretraining_movies(record)
+    leaked = {m: "" for m in task_movies & seen}
+    # the same film under another id: compare the videos' content fingerprints (the shots stage's)
+    prints = video_prints(shots_dir, task_movies | seen)
+    by_print = {prints[m]: m for m in sorted(seen, reverse=True) if m in prints}
+    for m in sorted(task_movies - seen):
+        if prints.get(m) in by_print:
+            leaked[m] = f" (the video of pretraining movie {by_print[prints[m]]!r})"
+    return [m + why for m, why in sorted(leaked.items())]
 
 
 class Evaluate(Stage):
@@ -77,10 +89,10 @@ class Evaluate(Stage):
 
     def tasks(self, shots_dir: Path, export_dir: Path) -> dict[str, list[dict]]:
         """The task CSVs' rows, checked against the shots stage and the leakage guard."""
-        index = pq.read_table(shots_dir / "index.parquet", columns=["movie_id"]).column("movie_id").to_pylist()
+        index = pq.read_table(verified(shots_dir / "index.parquet"), columns=["movie_id"]).column("movie_id").to_pylist()
         tasks = read_tasks(self.cfg.evaluate.tasks, Counter(index))
         if not self.cfg.evaluate.allow_leakage:
-            leaked = leakage(tasks, export_dir)
+            leaked = leakage(tasks, export_dir, shots_dir)
             if leaked:
                 raise ConfigError(f"{len(leaked)} evaluation movie(s) were seen in pretraining (by "
                                   f"{export_dir / PRETRAINING_FILE}): {', '.join(leaked[:10])}"

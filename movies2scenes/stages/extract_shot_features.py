@@ -18,12 +18,10 @@ from torch.utils.data import DataLoader
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.data import MovieChunks, loader_workers, shard_digests
 from movies2scenes.features import feature_file, write_index, write_movie_features
+from movies2scenes.integrity import file_record
 from movies2scenes.models.folder import load_vit, read_model_config
 from movies2scenes.progress import progress
-from movies2scenes.store import (
-    read_json,
-    write_json,
-)
+from movies2scenes.store import read_part, write_json
 
 from .kit import Finished, PerItemStage, StageContext, StageSpec
 from .protocol import done_record, part_name, prune, stage_input_hash
@@ -54,12 +52,15 @@ class ExtractShotFeatures(PerItemStage):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return list(self.shards)
 
-    def recorded(self, ctx: StageContext, movie_id: str) -> bool:
-        part = ctx.out / "parts" / part_name(movie_id)
-        return part.is_file() and read_json(part).get("stamp") == self.stamps[movie_id]
+    def part(self, ctx: StageContext, movie_id: str) -> dict | None:
+        rec = read_part(ctx.out / "parts" / part_name(movie_id))
+        return rec if rec and rec.get("stamp") == self.stamps[movie_id] and "files" in rec else None
 
-    def complete(self, ctx: StageContext, movie_id: str) -> bool:
-        return self.recorded(ctx, movie_id) and (ctx.out / feature_file(movie_id)).is_file()
+    def recorded(self, ctx: StageContext, movie_id: str) -> bool:
+        return self.part(ctx, movie_id) is not None
+
+    def item_files(self, ctx: StageContext, movie_id: str) -> dict[str, list]:
+        return (self.part(ctx, movie_id) or {}).get("files", {})
 
     def size(self, ctx: StageContext, movie_id: str) -> float:
         return float((ctx.run.folder("shots") / self.shards[movie_id][0]).stat().st_size)
@@ -109,13 +110,15 @@ class ExtractShotFeatures(PerItemStage):
 
     def merge(self, ctx: StageContext, items: list[str]) -> Finished:
         out = ctx.out
-        parts = [read_json(out / "parts" / part_name(m)) for m in items]
+        parts = [self.part(ctx, m) for m in items]
         write_index(out, parts)
+        files = {name: f for p in parts for name, f in p["files"].items()}
+        files["index.parquet"] = file_record(out / "index.parquet")
         prune(out / "parts", "*.json", {part_name(m) for m in items})  # movies that left the shots stage
         prune(out, "features-*.npy", {feature_file(m) for m in items})
         counts = {"movies": len(parts), "shots": int(sum(p["num_shots"] for p in parts)),
                   "dim": parts[0]["dim"] if parts else 0}
-        return Finished(counts, extra={"device": str(self.device)}, say=[
+        return Finished(counts, files=files, extra={"device": str(self.device)}, say=[
             f"extract-shot-features: {counts['movies']} movies, {counts['shots']} shots × "
             f"{counts['dim']} (fp16) → {out}"])
 

@@ -28,8 +28,9 @@ import pyarrow.parquet as pq
 from movies2scenes.catalogue import safe_name
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.features import FeatureImportError, feature_file, read_source, write_index, write_movie_features
+from movies2scenes.integrity import file_record, verified
 from movies2scenes.progress import progress
-from movies2scenes.store import atomic_path, sha256_file
+from movies2scenes.store import atomic_path, file_kind, sha256_file
 
 from .kit import Finished, Stage, StageContext, StageSpec
 from .protocol import done_record, prune
@@ -56,12 +57,16 @@ class ImportShotFeatures(Stage):
 
     def config_hash(self) -> str:
         source = self.source
-        index = pq.read_table(self.run_layout.folder("shots") / "index.parquet",
+        index = pq.read_table(verified(self.run_layout.folder("shots") / "index.parquet"),
                               columns=["movie_id", "shot", "start_time", "end_time"])
         self.shots: dict[str, list[dict]] = {}
         for r in index.to_pylist():
             self.shots.setdefault(r["movie_id"], []).append(r)
-        self.files = {p.stem: p for p in sorted(source.iterdir()) if p.suffix in (".npy", ".parquet") and p.is_file()}
+        entries = sorted(p for p in source.iterdir() if p.suffix.lower() in (".npy", ".parquet"))
+        kinds = {p: file_kind(p) for p in entries if p.suffix in (".npy", ".parquet")}
+        self.files = {p.stem: p for p, kind in kinds.items() if kind is None}
+        self.odd = {p.stem: (p, kind) for p, kind in kinds.items() if kind is not None}  # named, then failed
+        self.wrong_case = [p.name for p in entries if p.suffix not in (".npy", ".parquet")]
         doubles = sorted(s for s in self.files if (source / f"{s}.npy").is_file() and (source / f"{s}.parquet").is_file())
         if doubles:
             raise ConfigError(f"{source}: both .npy and .parquet for {', '.join(doubles[:5])}; keep one per movie")
@@ -79,6 +84,9 @@ class ImportShotFeatures(Stage):
         wanted = {m: self.files.get(safe_name(m)) for m in sorted(self.shots)}
         for movie, path in progress(wanted.items(), total=len(wanted), desc="import shot features", unit="movie"):
             try:
+                if path is None and safe_name(movie) in self.odd:
+                    odd, kind = self.odd[safe_name(movie)]
+                    raise FeatureImportError(f"movie {movie!r}: {odd} is {kind}, not a file of features")
                 if path is None:
                     raise FeatureImportError(f"movie {movie!r}: no {safe_name(movie)}.npy or .parquet in {self.source}")
                 matrix = read_source(path, movie, self.shots[movie])
@@ -94,7 +102,12 @@ class ImportShotFeatures(Stage):
     def work(self, ctx: StageContext) -> Finished:
         out, source, unknown = ctx.out, self.source, self.unknown
         rows, failures, dim = self.read_all(out)
+        if not rows:  # never replace a stage's artefacts with nothing (nothing was written yet)
+            raise ConfigError(f"{source}: no movie could be imported; nothing was changed:\n  "
+                              + "\n  ".join(f["reason"] for f in failures[:10]))
         write_index(out, rows)
+        files = {name: f for r in rows for name, f in r["files"].items()}
+        files["index.parquet"] = file_record(out / "index.parquet")
         prune(out, "features-*.npy", {feature_file(r["movie_id"]) for r in rows})
         if (out / "parts").is_dir():  # extract-shot-features' per-movie stamps: not these features
             prune(out / "parts", "*.json", set())
@@ -108,10 +121,14 @@ class ImportShotFeatures(Stage):
         if unknown:
             say.append(f"import-shot-features: ignored {len(unknown)} file(s) of movies the shots stage does not hold: "
                        f"{', '.join(self.files[u].name for u in unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+        if self.wrong_case:
+            say.append(f"import-shot-features: ignored {len(self.wrong_case)} file(s) whose extension is not lower case "
+                       f"(rename to .npy / .parquet): {', '.join(self.wrong_case[:5])}"
+                       f"{' ...' if len(self.wrong_case) > 5 else ''}")
         say.append(f"import-shot-features: {len(rows)} movies, {counts['shots']} shots, {dim}-d from {source} → {out}"
                    + (f"; {len(failures)} failed" if failures else ""))
-        return Finished(counts, extra={"imported_from": str(source.resolve()),
-                                       "ignored_files": [self.files[u].name for u in unknown]},
+        return Finished(counts, files=files, extra={"imported_from": str(source.resolve()),
+                                       "ignored_files": [self.files[u].name for u in unknown] + self.wrong_case},
                         say=say, exit_code=1 if failures else 0)
 
 

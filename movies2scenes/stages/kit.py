@@ -13,6 +13,7 @@ The primitives (locks, hashes, DONE records, process slots) are :mod:`movies2sce
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import Any, ClassVar, final
 
 from movies2scenes.config import Config, ConfigError
+from movies2scenes.integrity import difference
 from movies2scenes.layout import RunLayout
 from movies2scenes.progress import progress
-from movies2scenes.store import remove_stale_tmp
+from movies2scenes.store import OutputError, remove_stale_tmp
 
 from .protocol import Slot, is_done, process_slot, stage_input_hash, stage_lock, write_done
 from .protocol import write_pretraining_movies
@@ -61,7 +63,8 @@ class Finished:
     """What a stage's work leaves for its DONE record and its user."""
 
     counts: dict
-    outputs: list[str] = field(default_factory=list)  # final files whose sha256 DONE.json records
+    outputs: list[str] = field(default_factory=list)  # model files whose sha256 DONE.json records
+    files: dict[str, list] = field(default_factory=dict)  # name → [size, sha256]: what later stages read
     extra: dict[str, Any] = field(default_factory=dict)  # more DONE.json fields
     say: list[str] = field(default_factory=list)  # stdout lines once DONE.json is written
     warn: list[str] = field(default_factory=list)  # stderr lines after those
@@ -112,10 +115,17 @@ class Stage:
         input_hash = self.input_hash()
         chash = self.config_hash()
         out = self.run_layout.folder(self.spec.folder)
-        with stage_lock(out, self.shard) as lock:
+        with contextlib.ExitStack() as held:
+            try:
+                lock = held.enter_context(stage_lock(out, self.shard))
+            except OutputError:  # the lock cannot be made (a read-only run dir): fine if nothing is to do
+                if self.force or not is_done(out, chash, input_hash, content=self.cfg.verify):
+                    raise
+                return self.up_to_date(StageContext(self.cfg, self.run_layout, out, chash, input_hash, False,
+                                                    self.force, self.slot(), started))
             ctx = StageContext(self.cfg, self.run_layout, out, chash, input_hash, lock.exclusive,
                                self.force, self.slot(), started)
-            if not self.force and is_done(out, chash, input_hash):
+            if not self.force and is_done(out, chash, input_hash, content=self.cfg.verify):
                 return self.up_to_date(ctx)
             if lock.exclusive:
                 remove_stale_tmp(out)  # what a killed run left; nobody else writes here (the lock)
@@ -124,7 +134,7 @@ class Stage:
             result = self.work(ctx)
             if result is not None:
                 write_done(out, self.spec.record, chash, input_hash, result.counts, started,
-                           outputs=result.outputs, **result.extra)
+                           outputs=result.outputs, files=result.files, **result.extra)
                 for line in result.say:
                     print(line)
                 for line in result.warn:
@@ -161,9 +171,16 @@ class PerItemStage(Stage):
         """The item's part is there and belongs to this config and these inputs."""
         raise NotImplementedError
 
+    def item_files(self, ctx: StageContext, item) -> dict[str, list]:
+        """The files the item's recorded part says it wrote: name → [size, sha256]."""
+        raise NotImplementedError
+
     def complete(self, ctx: StageContext, item) -> bool:
-        """Nothing is left to do for the item (by default: its part is recorded)."""
-        return self.recorded(ctx, item)
+        """Nothing is left to do for the item: its part is recorded and its files are there as
+        written (sizes; with ``--verify`` their sha256 too). A deleted or damaged file is redone."""
+        return self.recorded(ctx, item) and not any(
+            difference(ctx.out / name, record, self.cfg.verify)
+            for name, record in self.item_files(ctx, item).items())
 
     def size(self, ctx: StageContext, item) -> float:
         """Roughly how long the item takes (a movie's duration, a unit's movie pairs): Ray starts the

@@ -33,13 +33,9 @@ import torch
 from movies2scenes.artefacts import MovieEmbeddings, ShotSamples
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.features import ShotFeatures
-from movies2scenes.scene_pairs import UnitMiner, merge_parts, part_stamp, part_table, unit_part, unit_shard, write_report
-from movies2scenes.store import (
-    TMP_PREFIX,
-    output_error,
-    write_parquet,
-    write_shards,
-)
+from movies2scenes.integrity import file_record, verified
+from movies2scenes.scene_pairs import UnitMiner, merge_parts, part_meta, part_table, unit_part, unit_shard, write_report
+from movies2scenes.store import TMP_PREFIX, output_error, write_parquet, write_shards
 
 from .kit import Finished, PerItemStage, StageContext, StageSpec
 from .protocol import prune
@@ -74,16 +70,20 @@ class MineScenePairs(PerItemStage):
             raise ConfigError(f"scene_pairs.pairs_source {self.source!r}: {source_file} does not exist "
                               "(add it to movie_pairs.sources)")
         (ctx.out / "parts").mkdir(parents=True, exist_ok=True)
-        self.movie_pairs = sorted({(r["movie_a"], r["movie_b"]) for r in pq.read_table(source_file).to_pylist()})
+        self.movie_pairs = sorted({(r["movie_a"], r["movie_b"]) for r in pq.read_table(verified(source_file)).to_pylist()})
         size = self.cfg.scene_pairs.movie_pairs_per_shard
         self.units = [self.movie_pairs[i:i + size] for i in range(0, len(self.movie_pairs), size)]
         return list(range(len(self.units)))
 
-    def recorded(self, ctx: StageContext, u: int) -> bool:
-        return part_stamp(ctx.out / "parts" / unit_part(u)) == ctx.stamp
+    def part(self, ctx: StageContext, u: int) -> dict | None:
+        meta = part_meta(ctx.out / "parts" / unit_part(u))
+        return meta if meta and meta["stamp"] == ctx.stamp else None
 
-    def complete(self, ctx: StageContext, u: int) -> bool:
-        return self.recorded(ctx, u) and (ctx.out / unit_shard(u)).is_file()
+    def recorded(self, ctx: StageContext, u: int) -> bool:
+        return self.part(ctx, u) is not None
+
+    def item_files(self, ctx: StageContext, u: int) -> dict[str, list]:
+        return (self.part(ctx, u) or {}).get("files", {})
 
     def size(self, ctx: StageContext, u: int) -> float:
         return float(len(self.units[u]))
@@ -98,15 +98,16 @@ class MineScenePairs(PerItemStage):
                                     ShotSamples(ctx.run.folder("shots")))
         return self._miner
 
-    def process_item(self, ctx: StageContext, u: int) -> tuple[list[dict], list[dict]]:
-        """Mine the unit's movie pairs and write its training shard; its rows and skipped pairs."""
+    def process_item(self, ctx: StageContext, u: int) -> tuple[list[dict], list[dict], dict]:
+        """Mine the unit's movie pairs and write its training shard; its rows, skipped pairs and files."""
         miner = self.miner(ctx)
         rows, skipped = miner.mine(u, self.units[u])
         write_shards(ctx.out / unit_shard(u), miner.samples(rows))
-        return rows, skipped
+        return rows, skipped, {unit_shard(u): file_record(ctx.out / unit_shard(u))}
 
-    def write_part(self, ctx: StageContext, u: int, part: tuple[list[dict], list[dict]]) -> None:
-        write_parquet(ctx.out / "parts" / unit_part(u), part_table(part[0], ctx.stamp, part[1]))
+    def write_part(self, ctx: StageContext, u: int, part: tuple[list[dict], list[dict], dict]) -> None:
+        rows, skipped, files = part
+        write_parquet(ctx.out / "parts" / unit_part(u), part_table(rows, ctx.stamp, skipped, files))
 
     def merge(self, ctx: StageContext, items: list[int]) -> Finished:
         out, sp = ctx.out, self.cfg.scene_pairs
@@ -116,6 +117,8 @@ class MineScenePairs(PerItemStage):
         prune(out / "parts", "*", {unit_part(u) for u in items})
         prune(out, "scenes-*.tar", {unit_shard(u) for u in items})
         self.report(out, merged)
+        files = {name: f for u in items for name, f in self.item_files(ctx, u).items()}
+        files["pairs.parquet"] = file_record(out / "pairs.parquet")
         rows, skipped, mined_pairs = merged.rows, merged.skipped, merged.mined_pairs
         counts = {"movie_pairs": len(self.movie_pairs), "mined_movie_pairs": mined_pairs, "skipped": skipped,
                   "scene_pairs": rows, "shards": len(items), "source": self.source}
@@ -123,7 +126,7 @@ class MineScenePairs(PerItemStage):
                f"movie pairs ({skipped} skipped) in {len(items)} shard(s) → {out}"]
         if skipped:
             say.append(f"mine-scene-pairs: {skipped} skipped movie pairs and reasons: {out / 'failures.jsonl'}")
-        return Finished(counts, extra={"shots_per_scene": sp.shots_per_scene}, say=say)
+        return Finished(counts, files=files, extra={"shots_per_scene": sp.shots_per_scene}, say=say)
 
     def report(self, out: Path, merged) -> None:
         """The report is part of the stage's artefacts: if it cannot be written the stage is not

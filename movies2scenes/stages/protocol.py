@@ -20,7 +20,8 @@ from movies2scenes import __version__
 from movies2scenes.catalogue import safe_name
 from movies2scenes.layout import DONE
 from movies2scenes.config import ConfigError
-from movies2scenes.store import read_json, sha256_file, write_json
+from movies2scenes.integrity import StageFiles
+from movies2scenes.store import output_error, read_json, sha256_file, write_json
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def process_slot(shard: str | None = None) -> Slot:
 
 def stage_input_hash(*done_files: Path) -> str:
     """Hash of the upstream stages' DONE records (their config and input hashes, and the hashes of
-    their final files), or a ConfigError naming the first upstream stage that is not done."""
+    their final files), or a ConfigError naming the first upstream stage that is not done, or
+    whose recorded files are not all there with their sizes (``integrity.StageFiles``)."""
     h = hashlib.sha256()
     for f in done_files:
         if not f.is_file():
@@ -79,6 +81,7 @@ def stage_input_hash(*done_files: Path) -> str:
             h.update(f"{rec['config_hash']}:{rec['input_hash']}".encode())
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
             raise ConfigError(f"{f}: not a DONE record ({type(e).__name__}); rerun that stage") from None
+        StageFiles.of(f.parent, rec).check_present()
         if rec.get("outputs"):
             h.update(json.dumps(rec["outputs"], sort_keys=True).encode())
     return h.hexdigest()[:16]
@@ -124,7 +127,10 @@ def _lock_fd(path: Path, exclusive: bool) -> int | None:
     """An fd holding flock on ``path`` (created if needed), or None when it is held elsewhere."""
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a read-only run dir, permissions: we cannot write here
+        raise output_error(path, e) from e
     try:
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -136,7 +142,7 @@ def _lock_fd(path: Path, exclusive: bool) -> int | None:
                   "runs on this folder are not detected", file=sys.stderr)
             return fd
         os.close(fd)
-        raise
+        raise output_error(path, e) from e
     return fd
 
 
@@ -181,7 +187,10 @@ def stage_lock(stage_dir: Path, shard: str | None = None):
     own slot, so two launches doing the same slot, or a single run beside a launch, are refused.
     Locks are ``flock`` locks: the kernel drops them when the holder dies, so a killed run never
     leaves a stale lock (the file stays, with the last holder's pid/host for messages)."""
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(stage_dir, e) from e
     if shard:
         rank, world = parse_shard(shard)
     else:
@@ -228,30 +237,33 @@ def done_record(stage_dir: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def is_done(stage_dir: Path, config_hash: str, input_hash: str) -> bool:
-    """DONE.json matches the config and inputs, and every final file it lists is there unchanged."""
+def is_done(stage_dir: Path, config_hash: str, input_hash: str, content: bool = False) -> bool:
+    """DONE.json matches the config and inputs, and every file it records is there unchanged: by
+    size (by sha256 with ``content``, i.e. ``--verify``); model files always by sha256."""
     rec = done_record(stage_dir)
     if not (rec and rec.get("config_hash") == config_hash and rec.get("input_hash") == input_hash):
         return False
-    for name, digest in (rec.get("outputs") or {}).items():
-        f = stage_dir / name
-        if not f.is_file() or sha256_file(f) != digest:
-            print(f"{stage_dir.name}: {f} is missing or differs from the file this stage wrote; "
-                  "redoing the stage", file=sys.stderr)
-            return False
-    return True
+    damaged = StageFiles.of(stage_dir, rec).damaged(content)
+    for name, why in damaged[:5]:
+        print(f"{stage_dir.name}: {stage_dir / name} {why}; redoing what it holds", file=sys.stderr)
+    if len(damaged) > 5:
+        print(f"{stage_dir.name}: ... and {len(damaged) - 5} more damaged or missing file(s)", file=sys.stderr)
+    return not damaged
 
 
 def write_done(stage_dir: Path, stage: str, config_hash: str, input_hash: str,
-               counts: dict, started: float, outputs: list[str] = (), **extra) -> dict:
-    """DONE.json; ``outputs`` (names under ``stage_dir``) are recorded with their sha256 and checked
-    by :func:`is_done`, so a replaced model file is noticed."""
+               counts: dict, started: float, outputs: list[str] = (), files: dict | None = None,
+               **extra) -> dict:
+    """DONE.json; ``outputs`` (model files under ``stage_dir``) are recorded with their sha256,
+    ``files`` (name → [size, sha256], the files later stages read) as given; :func:`is_done` and
+    the stages that read them check both (``movies2scenes.integrity``)."""
     rec = {
         "stage": stage,
         "config_hash": config_hash,
         "input_hash": input_hash,
         "counts": counts,
         "outputs": {name: sha256_file(stage_dir / name) for name in outputs},
+        "files": dict(sorted((files or {}).items())),
         "elapsed_s": round(time.time() - started, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "movies2scenes": __version__,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from movies2scenes.catalogue import catalogue_genres
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.features import ShotFeatures
+from movies2scenes.integrity import verified
 from movies2scenes.models.movie import MovieEncoder
 from movies2scenes.movie_pairs import (
     FeatureBank,
@@ -51,7 +52,7 @@ class TrainMovieEncoder(TrainingStage):
                               "exist (add it to movie_pairs.sources)")
         self.feats = ShotFeatures(ctx.run.folder("shot_features"))
         have = set(self.feats.movie_ids)
-        table = pq.read_table(source_file).to_pylist()
+        table = pq.read_table(verified(source_file)).to_pylist()
         self.positives = sorted({(r["movie_a"], r["movie_b"]) for r in table
                                  if r["movie_a"] in have and r["movie_b"] in have})
         self.movies = sorted({m for p in self.positives for m in p})

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 from movies2scenes.config import Config, config_hash, scene_encoder_settings
+from movies2scenes.integrity import verified
 from movies2scenes.models.moco import MoCo
 from movies2scenes.scene_sources import scene_source
 from movies2scenes.store import read_json, write_json
@@ -33,7 +34,7 @@ from .protocol import init_stamp, stage_input_hash
 
 def scene_pair_movies(scene_dir) -> list[str]:
     """The movies whose scenes are in the mined pairs (what the scene encoder is trained on)."""
-    t = pq.read_table(scene_dir / "pairs.parquet", columns=["movie_a", "movie_b"])
+    t = pq.read_table(verified(scene_dir / "pairs.parquet"), columns=["movie_a", "movie_b"])
     return sorted(set(t.column("movie_a").to_pylist()) | set(t.column("movie_b").to_pylist()))
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from movies2scenes.config import ConfigError
+from movies2scenes.integrity import DamagedArtefact, verified
 from movies2scenes.layout import RunLayout
 from movies2scenes.progress import progress
 
@@ -37,6 +38,33 @@ from .pages import environment
 PAGE = 50  # catalogue rows / movie pairs per page
 SHOTS_PAGE = 300  # shots of one movie per page (a 2-hour film has 2,000+)
 MAX_UPLOAD = 256 << 20
+
+
+def limited_body(request, limit: int):
+    """``request`` whose body may not pass ``limit`` bytes (+ 64 KiB of multipart framing): a
+    Content-Length above it is answered 413 before anything is read, and a body that turns out
+    longer (chunked, or a lying header) is cut off with 413 the moment it passes the limit —
+    never spooled to disk first. (Starlette's ``max_part_size`` applies to text fields only.)"""
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+
+    allowed = limit + (64 << 10)
+    too_large = HTTPException(413, f"the upload is larger than {limit >> 20} MB")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > allowed:
+        raise too_large
+    received = 0
+
+    async def receive():
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > allowed:
+                raise too_large
+        return message
+
+    return Request(request.scope, receive)
 
 
 class NotFound(KeyError):
@@ -56,7 +84,7 @@ class RunView:
             raise ConfigError(f"{self.run}: no finished shots stage (shots/DONE.json); run detect-shots first")
         cols = ["movie_id", "shot", "start_time", "end_time", "shard", "key"]
         self.shots: dict[str, list[dict]] = {}
-        for r in pq.read_table(shots_dir / "index.parquet", columns=cols).to_pylist():
+        for r in pq.read_table(verified(shots_dir / "index.parquet"), columns=cols).to_pylist():
             self.shots.setdefault(r["movie_id"], []).append(r)
         self.failures = {}
         if (shots_dir / "failures.jsonl").is_file():
@@ -96,7 +124,7 @@ class RunView:
             return out
         for f in sorted(self.layout.folder("movie_pairs").glob("*.parquet")):
             best: dict[str, dict[str, float]] = {}
-            for r in pq.read_table(f, columns=["movie_a", "movie_b", "score"]).to_pylist():
+            for r in pq.read_table(verified(f), columns=["movie_a", "movie_b", "score"]).to_pylist():
                 for a, b in ((r["movie_a"], r["movie_b"]), (r["movie_b"], r["movie_a"])):
                     d = best.setdefault(a, {})
                     d[b] = max(d.get(b, -math.inf), float(r["score"]))
@@ -109,7 +137,7 @@ class RunView:
             return [], None
         n = int(json.loads(done.read_text())["shots_per_scene"])
         cols = ["movie_a", "start_a", "movie_b", "start_b", "score", "source"]
-        rows = pq.read_table(self.layout.folder("scene_pairs") / "pairs.parquet", columns=cols).to_pylist()
+        rows = pq.read_table(verified(self.layout.folder("scene_pairs") / "pairs.parquet"), columns=cols).to_pylist()
         rows.sort(key=lambda r: (-r["score"], r["movie_a"], r["start_a"], r["movie_b"], r["start_b"]))
         return rows, n
 
@@ -135,7 +163,7 @@ class RunView:
         with self._tar_lock:
             tar = self._tars.get(r["shard"])
             if tar is None:  # the shard's name comes from the run's index, never from the URL
-                tar = self._tars[r["shard"]] = TarIndex(self.layout.folder("shots") / r["shard"])
+                tar = self._tars[r["shard"]] = TarIndex(verified(self.layout.folder("shots") / r["shard"]))
         name = f"{r['key']}.{k}.jpg"
         if name in tar:
             return tar.read(name)
@@ -156,15 +184,14 @@ class RunView:
         import faiss
         import torch
 
-        from movies2scenes.export import load_scene_encoder
-        from movies2scenes.models.folder import read_model_config
+        from movies2scenes.export import load_scene_encoder, scene_settings
         from movies2scenes.retrieval import scene_windows
 
         from movies2scenes.evaluation import embed_clips
         from movies2scenes.artefacts import ShotSamples
 
         export = self.layout.folder("export")
-        settings = read_model_config(export)
+        settings = scene_settings(export)
         self.encoder = load_scene_encoder(export).eval()
         self.n = int(settings["shots_per_scene"])
         self.shot_settings = settings.get("shots") or {}
@@ -395,6 +422,7 @@ def make_app(view: RunView):
         form = search_form(request.query_params)
         if view.encoder is None:
             return search_page(form, [], "no exported encoder in this run", 400)
+        request = limited_body(request, MAX_UPLOAD)  # 413 from the header, or as soon as the stream passes it
         async with request.form(max_files=1, max_fields=8, max_part_size=MAX_UPLOAD) as data:
             upload = data.get("clip")
             if upload is None or isinstance(upload, str) or not upload.filename:
@@ -449,6 +477,11 @@ def make_app(view: RunView):
             return Response(str(message), status_code=404, media_type="text/plain")
         return page("error.html", status=404, heading="Not found", message=message)
 
+    async def damaged(request: Request, exc: DamagedArtefact):  # a run file changed since its stage wrote it
+        if request.url.path.endswith((".jpg", ".png")):
+            return Response(str(exc), status_code=500, media_type="text/plain")
+        return page("error.html", status=500, heading="A file of the run is damaged", message=str(exc))
+
     async def http_error(request: Request, exc: HTTPException):
         return page("error.html", status=exc.status_code, heading=f"Error {exc.status_code}", message=exc.detail)
 
@@ -457,7 +490,7 @@ def make_app(view: RunView):
               Route("/pairs/{a}/{b}", pair), Route("/pairs/{a}/{b}/adjacency.png", adjacency),
               Route("/keyframe/{movie_id}/{shot:int}/{k:int}.jpg", keyframe)]
     app = Starlette(routes=routes, exception_handlers={NotFound: not_found, 404: not_found,
-                                                       HTTPException: http_error})
+                                                       HTTPException: http_error, DamagedArtefact: damaged})
     app.router.redirect_slashes = False  # an unknown path is a 404, never a redirect to a guess
     return app
 

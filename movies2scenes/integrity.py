@@ -1,0 +1,141 @@
+"""Every file a stage leaves for later stages is recorded, and checked before it is used.
+
+A finished stage's ``DONE.json`` lists its files under ``files``: name → ``[size, sha256]`` (shot
+shards, feature arrays, scene-pair shards, the index and pair tables, movie-pair tables; model
+files keep their own ``outputs`` record of sha256). Two checks read it:
+
+* **presence and size** (a ``stat`` per file, no reading): the stage's own up-to-date check and the
+  start of every stage that reads it. A deleted or truncated file makes the owning stage redo that
+  movie or unit, and a later stage refuse to start, naming the file and the command that repairs it;
+* **content** (the sha256 of what is read), once per process the first time a reader opens a
+  file (:func:`verified`): a flipped byte is refused naming the file and the repairing command
+  (``m2s <stage> --verify``: the owning stage hashes every file it recorded and redoes the movies or
+  units whose files differ), never trained on or shown.
+
+Records written by a movies2scenes older than these checks have no ``files``; they are taken as
+they are (nothing to compare) until the stage runs again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError
+from .layout import DONE, STAGES
+from .store import read_json, sha256_file
+
+COMMANDS = {s.folder: s.command for s in STAGES}
+
+
+class DamagedArtefact(ConfigError):
+    """A stage's file is missing, or is not the file the stage recorded (exit status 2, like any
+    input that cannot be used). The message names the file and the command that repairs it."""
+
+
+def file_record(path: str | Path) -> list:
+    """``[size, sha256]`` of a file a stage has just written, for its ``files`` record."""
+    return [os.stat(path).st_size, sha256_file(path)]
+
+
+def difference(path: Path, record: list, content: bool) -> str | None:
+    """Why ``path`` is not the recorded file (missing, another size, other bytes), or None."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "is missing"
+    if size != record[0]:
+        return f"has {size} bytes where {record[0]} were written"
+    if content and sha256_file(path) != record[1]:
+        return "has other bytes than were written (sha256 differs)"
+    return None
+
+
+@dataclass
+class StageFiles:
+    """The recorded files of one finished stage folder."""
+
+    folder: Path
+    files: dict[str, list]  # name → [size, sha256]
+    outputs: dict[str, str]  # model files: name → sha256
+    repair: str  # the command that redoes the stage's damaged files
+
+    @classmethod
+    def of(cls, folder: str | Path, rec: dict | None = None) -> StageFiles:
+        folder = Path(folder)
+        if rec is None:
+            rec = read_json(folder / DONE) if (folder / DONE).is_file() else {}
+        command = COMMANDS.get(folder.name, folder.name)
+        if rec.get("imported_from"):
+            repair = f"m2s import-shot-features {rec['imported_from']} --verify"
+        else:
+            repair = f"m2s {command} --verify (the same config)"
+        return cls(folder, dict(rec.get("files") or {}), dict(rec.get("outputs") or {}), repair)
+
+    def damaged(self, content: bool = False) -> list[tuple[str, str]]:
+        """(name, why) of every recorded file that is missing or differs: per-item files and tables
+        by size (by sha256 too with ``content``); model files always by sha256 (few, and small next
+        to the shards)."""
+        out = [(name, why) for name, record in sorted(self.files.items())
+               if (why := difference(self.folder / name, record, content))]
+        for name, digest in sorted(self.outputs.items()):
+            f = self.folder / name
+            if not f.is_file():
+                out.append((name, "is missing"))
+            elif sha256_file(f) != digest:
+                out.append((name, "has other bytes than were written (sha256 differs)"))
+        return out
+
+    def refuse(self, damaged: list[tuple[str, str]]) -> DamagedArtefact:
+        shown = "; ".join(f"{self.folder / n} {why}" for n, why in damaged[:5])
+        more = f" (and {len(damaged) - 5} more)" if len(damaged) > 5 else ""
+        return DamagedArtefact(f"{shown}{more}: not what {self.folder.name} recorded in its {DONE} (damaged, "
+                               f"deleted or replaced since); run `{self.repair}` to redo what they hold")
+
+    def check_present(self) -> None:
+        """Refuse unless every recorded file is there with its size (and every model file intact)."""
+        damaged = self.damaged(content=False)
+        if damaged:
+            raise self.refuse(damaged)
+
+
+class Verifier:
+    """The content check of the files a process reads from other stages' folders: each file is
+    hashed once per process (again only if it changes on disk)."""
+
+    def __init__(self):
+        self.records: dict[Path, tuple[int, StageFiles]] = {}  # folder → (DONE.json mtime, its files)
+        self.seen: set[tuple] = set()
+
+    def stage(self, folder: Path) -> StageFiles | None:
+        done = folder / DONE
+        try:
+            mtime = done.stat().st_mtime_ns
+        except OSError:
+            return None  # not a finished stage: nothing recorded to compare with
+        cached = self.records.get(folder)
+        if cached is None or cached[0] != mtime:
+            cached = self.records[folder] = (mtime, StageFiles.of(folder))
+        return cached[1]
+
+    def __call__(self, path: str | Path) -> Path:
+        path = Path(path)
+        files = self.stage(path.parent)
+        record = files.files.get(path.name) if files else None
+        if record is None:
+            return path  # not a recorded file (or a record older than these checks)
+        try:
+            st = path.stat()
+        except OSError:
+            raise files.refuse([(path.name, "is missing")]) from None
+        key = (str(path), st.st_size, st.st_mtime_ns, record[1])
+        if key not in self.seen:
+            why = difference(path, record, content=True)
+            if why:
+                raise files.refuse([(path.name, why)])
+            self.seen.add(key)
+        return path
+
+
+verified = Verifier()  # this process's content checks; `verified(path)` before reading a stage's file

@@ -1,0 +1,121 @@
+"""Issue 29, class 1: nothing damaged or missing is used. Every file a stage leaves for later stages
+is recorded in its DONE.json ([size, sha256]); stages check sizes before they start and hashes when
+they first read a file, and refuse naming the file and the command that repairs it; the owning
+stage redoes exactly the movies or units whose files differ (sizes on every run, hashes with
+``--verify``). Each test damages a finished run the way the adversarial round did."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from movies2scenes.cli import main
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+
+
+def _copy(fixture, tmp_path: Path) -> tuple[Path, list[str]]:
+    src, overrides = fixture
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    return run, ["-c", CONFIG, *(o for o in overrides if not o.startswith("run_dir=")), f"run_dir={run}"]
+
+
+def _flip(path: Path, where: float = 0.6) -> bytes:
+    """Flip one bit of ``path`` in place (same size); the original bytes."""
+    data = path.read_bytes()
+    i = int(len(data) * where)
+    path.write_bytes(data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1:])
+    return data
+
+
+def _mtimes(folder: Path, pattern: str) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob(pattern)}
+
+
+def test_a_flipped_byte_in_a_shot_shard_is_refused_and_verify_redoes_that_movie(encoded_run, tmp_path, capsys):
+    run, args = _copy(encoded_run, tmp_path)
+    shard = sorted((run / "shots").glob("shots-*.tar"))[1]
+    parts_before = _mtimes(run / "shots" / "parts", "*.json")
+    original = _flip(shard)
+    capsys.readouterr()
+    # today's main: exit 0, features of the damaged keyframes; now refused on first read
+    assert main(["extract-shot-features", *args, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert str(shard) in err and "m2s detect-shots --verify" in err
+    # the size is unchanged: the cheap check says up to date; --verify hashes and redoes that movie only
+    assert main(["detect-shots", *args]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main(["detect-shots", *args, "--verify"]) == 0
+    assert str(shard) in capsys.readouterr().err
+    assert shard.read_bytes() == original
+    changed = {n for n, t in _mtimes(run / "shots" / "parts", "*.json").items() if parts_before[n] != t}
+    assert changed == {shard.name.replace("shots-", "").replace(".tar", ".json")}
+    assert main(["extract-shot-features", *args]) == 0
+
+
+def test_a_deleted_shot_shard_is_named_downstream_and_redone_by_detect_shots(encoded_run, tmp_path, capsys):
+    run, args = _copy(encoded_run, tmp_path)
+    shard = sorted((run / "shots").glob("shots-*.tar"))[0]
+    original = shard.read_bytes()
+    shard.unlink()
+    features_before = _mtimes(run / "shot_features", "*")
+    capsys.readouterr()
+    # today's main: "up to date" here, and a FileNotFoundError in the next stage that reads shards
+    assert main(["extract-shot-features", *args, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert f"{shard} is missing" in err and "m2s detect-shots --verify" in err
+    assert _mtimes(run / "shot_features", "*") == features_before  # refused before anything was touched
+    assert main(["detect-shots", *args]) == 0  # the size check notices: only that movie is redone
+    assert "is missing; redoing" in capsys.readouterr().err
+    assert shard.read_bytes() == original
+    assert main(["extract-shot-features", *args]) == 0
+    assert "up to date" in capsys.readouterr().out  # the same shard: nothing downstream is redone
+
+
+def test_a_flipped_byte_in_a_feature_array_is_never_trained_on(encoded_run, tmp_path, capsys):
+    run, args = _copy(encoded_run, tmp_path)
+    array = sorted((run / "shot_features").glob("features-*.npy"))[-1]
+    original = _flip(array, 0.9)  # inside the data, past the .npy header
+    capsys.readouterr()
+    assert main(["train-movie-encoder", *args, "--force"]) == 2  # today's main: exit 0, other weights
+    err = capsys.readouterr().err
+    assert str(array) in err and "m2s extract-shot-features --verify" in err
+    assert main(["extract-shot-features", *args, "--verify"]) == 0
+    assert array.read_bytes() == original
+
+
+def test_damaged_scene_pair_shards_and_pairs_table_are_refused(mined_run, tmp_path, capsys):
+    run, args = _copy(mined_run, tmp_path)
+    out = run / "scene_pairs"
+    pairs = out / "pairs.parquet"
+    original = _flip(pairs, 0.3)
+    capsys.readouterr()
+    # today's main: a pyarrow error naming no file, or a start shot of 16,711,693
+    assert main(["train-scene-encoder", *args]) == 2
+    err = capsys.readouterr().err
+    assert str(pairs) in err and "m2s mine-scene-pairs --verify" in err
+    units_before = _mtimes(out, "scenes-*.tar")
+    assert main(["mine-scene-pairs", *args, "--verify"]) == 0  # the units are intact: only the merge runs again
+    assert pairs.read_bytes() == original and _mtimes(out, "scenes-*.tar") == units_before
+
+    shard = sorted(out.glob("scenes-*.tar"))[0]
+    original = _flip(shard)
+    assert main(["train-scene-encoder", *args, "scene_encoder.train.max_steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert str(shard) in err and "m2s mine-scene-pairs --verify" in err
+    assert main(["mine-scene-pairs", *args, "--verify"]) == 0
+    assert shard.read_bytes() == original
+
+
+def test_a_damaged_part_record_is_an_item_to_redo(shots_run, small_world, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(shots_run, run)
+    args = ["-c", CONFIG, f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}"]
+    part = sorted((run / "shots" / "parts").glob("*.json"))[0]
+    part.write_bytes(b"\x00\xff{not json")
+    (run / "shots" / "DONE.json").unlink()  # e.g. a run killed before its merge
+    before = _mtimes(run / "shots", "shots-*.tar")
+    assert main(["detect-shots", *args]) == 0  # today's main: a JSONDecodeError traceback
+    after = _mtimes(run / "shots", "shots-*.tar")
+    assert {n for n in before if before[n] != after[n]} == {part.stem.join(["shots-", ".tar"])}
