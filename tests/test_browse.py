@@ -324,3 +324,50 @@ def test_long_movies_are_paged_in_whole_scenes(view, client, monkeypatch):
     starts = [int(x) for page in (first, second) for x in re.findall(r"<div>shots (\d+)–", page)]
     assert starts == list(range(0, 4 * view.n, view.n))[:len(starts)] and len(starts) >= 3
     assert "page 1 of" in first and "next »" in first
+
+
+def test_an_oversized_upload_is_refused_on_the_stream(view, monkeypatch):
+    """issue 29, class 4: the upload limit holds on the stream — a declared Content-Length above it
+    is answered 413 before the body is read, and a chunked body is cut off once it passes the limit
+    (today's main read 2 GB in full, spooled it to disk twice, then refused it)."""
+    import select
+    import socket
+
+    from movies2scenes.apps.browse import app as browse_app
+    from movies2scenes.apps.browse import make_app
+
+    monkeypatch.setattr(browse_app, "MAX_UPLOAD", 1 << 20)
+    boundary = "m2sboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"clip\"; filename=\"big.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+
+    def post(headers: str, chunks, chunked: bool) -> tuple[int, int]:
+        """(status, body bytes sent before the answer came)."""
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall((f"POST /search/clip HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                       f"boundary={boundary}\r\n{headers}\r\n").encode())
+            sent = 0
+            for chunk in chunks:
+                if select.select([s], [], [], 0)[0]:
+                    break  # the server answered
+                try:
+                    s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += len(chunk)
+            answer = b""
+            while b"\r\n" not in answer:
+                answer += s.recv(4096)
+        return int(answer.split()[1]), sent
+
+    def body(total: int):
+        yield head
+        for _ in range(total // (256 << 10)):
+            yield b"\0" * (256 << 10)
+
+    with Server(make_app(view)) as base:
+        status, sent = post("Content-Length: 2147483648\r\n", body(2 << 30), chunked=False)
+        assert status == 413 and sent < (8 << 20), (status, sent)  # answered from the header
+        status, sent = post("Transfer-Encoding: chunked\r\n", body(64 << 20), chunked=True)
+        assert status == 413 and sent < (8 << 20), (status, sent)  # cut off on the stream

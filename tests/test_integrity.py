@@ -119,3 +119,19 @@ def test_a_damaged_part_record_is_an_item_to_redo(shots_run, small_world, tmp_pa
     assert main(["detect-shots", *args]) == 0  # today's main: a JSONDecodeError traceback
     after = _mtimes(run / "shots", "shots-*.tar")
     assert {n for n in before if before[n] != after[n]} == {part.stem.join(["shots-", ".tar"])}
+
+
+def test_the_integrity_bench_runs_at_smoke_size(tmp_path):
+    """bench/integrity.py (the cost of these checks at 16k titles, bench/RESULTS.md) cannot rot."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "integrity.json"
+    r = subprocess.run([sys.executable, "bench/integrity.py", "--smoke", "--json", str(out)], cwd=root,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["titles"] == 200 and result["bytes"] > 0
+    assert "--verify: every recorded file hashed" in r.stdout
