@@ -612,9 +612,9 @@ def _npy_declaring(path: Path, shape: tuple[int, ...]) -> None:
         f.write(b"\0" * 64)
 
 
-@pytest.mark.slow
-def test_imported_files_that_cannot_be_read_fail_their_movie_only(encoded_run, tmp_path, capsys):
-    import pyarrow as pa
+def _import_run(encoded_run, tmp_path: Path) -> tuple[Path, list[str], dict[str, list[dict]]]:
+    """A copy of ``encoded_run``, the import's arguments (``--force``: over E_shot's features) and
+    each movie's shot rows."""
     import pyarrow.parquet as pq
 
     src, ov = encoded_run
@@ -622,8 +622,16 @@ def test_imported_files_that_cannot_be_read_fail_their_movie_only(encoded_run, t
     shutil.copytree(src, run)
     args = ["-c", CONFIG, *[o for o in ov if not o.startswith("run_dir=")], f"run_dir={run}", "--force"]
     index = pq.read_table(run / "shots" / "index.parquet").to_pylist()
-    movies = sorted({r["movie_id"] for r in index})
-    shots = {m: [r for r in index if r["movie_id"] == m] for m in movies}
+    return run, args, {m: [r for r in index if r["movie_id"] == m] for m in sorted({r["movie_id"] for r in index})}
+
+
+@pytest.mark.slow
+def test_imported_files_that_cannot_be_read_fail_their_movie_only(encoded_run, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run, args, shots = _import_run(encoded_run, tmp_path)
+    movies = sorted(shots)
     source = tmp_path / "mine"
     source.mkdir()
     huge, empty, strings, lists, good = movies[0], movies[1], movies[2], movies[3], movies[0]
@@ -878,23 +886,15 @@ def test_run_dir_at_the_root_is_refused(run_dir):
 
 @pytest.mark.slow
 def test_import_names_fifos_folders_and_upper_case_extensions(encoded_run, tmp_path, capsys):
-    import pyarrow.parquet as pq
-
-    src, ov = encoded_run
-    run = tmp_path / "run"
-    shutil.copytree(src, run)
-    args = ["-c", CONFIG, *[o for o in ov if not o.startswith("run_dir=")], f"run_dir={run}", "--force"]
-    index = pq.read_table(run / "shots" / "index.parquet").to_pylist()
-    movies = sorted({r["movie_id"] for r in index})
+    run, args, shots = _import_run(encoded_run, tmp_path)
+    movies = sorted(shots)
     source = tmp_path / "mine"
     source.mkdir()
     os.mkfifo(source / f"{movies[0]}.npy")
     (source / f"{movies[1]}.npy").mkdir()
-    n = sum(r["movie_id"] == movies[2] for r in index)
-    np.save(source / f"{movies[2]}.npy", np.ones((n, 2), np.float32))
+    np.save(source / f"{movies[2]}.npy", np.ones((len(shots[movies[2]]), 2), np.float32))
     (source / f"{movies[2]}.npy").rename(source / f"{movies[2]}.NPY")
-    n = sum(r["movie_id"] == movies[3] for r in index)
-    np.save(source / f"{movies[3]}.npy", np.ones((n, 2), np.float32))
+    np.save(source / f"{movies[3]}.npy", np.ones((len(shots[movies[3]]), 2), np.float32))
     assert main(["import-shot-features", str(source), *args]) == 1
     out = capsys.readouterr().out
     assert f"{movies[0]}.npy is a FIFO (named pipe)" in out and f"{movies[1]}.npy is a folder" in out
