@@ -194,9 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--at", metavar="VIDEO:SECONDS", help="the scene of VIDEO that covers this time")
     p.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
     p.add_argument("--exclude", choices=["none", "self", "video"], default="self",
-                   help="leave out the query scene itself (default), every scene of its video, or nothing")
+                   help="leave out the query scene and its overlapping windows (default), every scene of its video, "
+                        "or nothing")
     p.add_argument("--video", action="append", default=[], metavar="GLOB",
-                   help="keep only hits from videos whose path matches (fnmatch, repeatable), e.g. '*/trailers/*'")
+                   help="keep only hits from videos whose path or file name matches (fnmatch, repeatable), "
+                        "e.g. 'trailer_*' or '*/trailers/*'")
+    p.add_argument("--keep-overlapping", action="store_true",
+                   help="keep hits that share shots with a better hit of the same video (sliding windows "
+                        "overlap; by default only the best of each overlapping group is shown)")
     p.add_argument("--json", action="store_true", help="print the query and hits as one JSON object")
     p.set_defaults(func=_search)
 
@@ -389,7 +394,8 @@ def _search(args) -> int:
     if args.k < 1:
         raise ConfigError(f"-k must be >= 1, got {args.k}")
 
-    return embed.search(args.index_dir, args.query, args.row, args.at, args.k, args.exclude, args.video, args.json)
+    return embed.search(args.index_dir, args.query, args.row, args.at, args.k, args.exclude, args.video, args.json,
+                        echoes=args.keep_overlapping)
 
 
 def _demo_tasks(args) -> int:

@@ -101,6 +101,23 @@ def build_index(embeddings: np.ndarray, metric: str = "cosine"):
     return index
 
 
+class Echoes:
+    """Windows of n shots already shown, per video (or movie): a window that shares a shot with one
+    of them is an echo of it — sliding windows with stride 1 share up to n − 1 shots, and their
+    embeddings are near-identical (cosine ≥ 0.99), so without this a query's top hits are shifted
+    copies of one scene. Browse and ``m2s search`` keep the best of each overlapping group."""
+
+    def __init__(self):
+        self.taken: dict[str, list[tuple[int, int]]] = {}
+
+    def echo(self, video: str, start: int, end: int) -> bool:
+        """[start, end) shares a shot with a window taken from ``video``."""
+        return any(start < e and s < end for s, e in self.taken.get(video, []))
+
+    def take(self, video: str, start: int, end: int) -> None:
+        self.taken.setdefault(video, []).append((start, end))
+
+
 def search(index, queries: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
     """(scores, ids) of the k nearest indexed scenes per query (GPU faiss when available)."""
     import faiss

@@ -120,12 +120,38 @@ def test_search_at_matches_the_path_and_leaves_out_the_query(two_clips, capsys):
     assert (itself["hits"][0]["video"], itself["hits"][0]["scene"]) == (b, got["query"]["scene"])
     others = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "--exclude", "video", "-k", "10")
     assert others["hits"] and all(h["video"] != b for h in others["hits"])
-    only_b = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "--video", "*/b/*", "-k", "10")
+    only_b = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "--video", "*/b/*", "-k", "10",
+                     "--keep-overlapping")  # b's other windows all share shots with the query
     assert only_b["hits"] and all(h["video"] == b for h in only_b["hits"])
     # a bare name that two videos share is an error naming both, never a silent pick
     assert main(["search", str(idx), "--query", str(emb), "--at", "clip.mp4:5.0"]) == 2
     err = capsys.readouterr().err
     assert "2 videos" in err and "give the path" in err
+
+
+def test_search_leaves_out_echoes_of_the_query_and_of_each_hit(two_clips, capsys):
+    """Issue 30: with stride-1 windows every hit used to be a shifted copy of the query (sharing
+    n − 1 shots). By default a hit shares no shot with the query (same video) nor with a better
+    hit of its video; --keep-overlapping shows them all. --video matches file names too, and a
+    glob that matches no indexed video is an error, not "no hits"."""
+    tmp, emb = two_clips
+    idx, b = tmp / "idx", str(tmp / "b" / "clip.mp4")
+
+    def overlap(x, y):
+        return x["video"] == y["video"] and x["start_shot"] < y["end_shot"] and y["start_shot"] < x["end_shot"]
+
+    got = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "-k", "10")
+    hits, q = got["hits"], got["query"]
+    assert hits and not any(overlap(h, q) for h in hits)
+    assert not any(overlap(x, y) for i, x in enumerate(hits) for y in hits[i + 1:])
+    echoes = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "-k", "10", "--keep-overlapping")["hits"]
+    assert any(overlap(h, q) for h in echoes) and len(echoes) > len(hits)  # today's main: this, by default
+    by_name = _search(capsys, idx, "--query", emb, "--at", f"{b}:5.0", "--video", "clip.*", "--keep-overlapping")
+    assert by_name["hits"]  # a file-name glob (today's main: matched against the full path only, no hits)
+    assert main(["search", str(idx), "--query", str(emb), "--row", "0", "--video", "trailer_*"]) == 2
+    assert "matches no indexed video" in capsys.readouterr().err
+    assert main(["search", str(idx), "--query", str(emb), "--row", "0"]) == 0
+    assert "[start, end): end exclusive" in capsys.readouterr().out
 
 
 def test_simple_mistakes_are_one_line_errors(two_clips, tmp_path, capsys):

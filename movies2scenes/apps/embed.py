@@ -246,13 +246,21 @@ def find_scene(table: list[dict], video: str, t: float, query: str) -> int:
     return hits[0]
 
 
-def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, exclude: str = "self",
-           videos: list[str] = (), as_json: bool = False) -> int:
-    """Nearest indexed scenes to one query scene. ``exclude``: none, self (the query scene itself,
-    matched by video and frames) or video (every scene of the query's video). ``videos``: keep only
-    hits whose video path matches one of these globs (fnmatch)."""
+def video_matches(video: str, globs) -> bool:
+    """``video`` matches one of ``globs`` (fnmatch) as a path or by its file name."""
     from fnmatch import fnmatch
 
+    return any(fnmatch(video, g) or fnmatch(Path(video).name, g) for g in globs)
+
+
+def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, exclude: str = "self",
+           videos: list[str] = (), as_json: bool = False, echoes: bool = False) -> int:
+    """Nearest indexed scenes to one query scene. ``exclude``: none, self (the query scene itself
+    and the windows that share a shot with it) or video (every scene of the query's video).
+    ``videos``: keep only hits whose video matches one of these globs (path or file name). Unless
+    ``echoes``, a hit that shares a shot with a better hit of its video is left out
+    (:class:`retrieval.Echoes`)."""
+    from movies2scenes.retrieval import Echoes
     from movies2scenes.retrieval import search as knn
 
     if row is None:  # the arguments first, then the files
@@ -286,19 +294,34 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
         raise ConfigError(f"{query}: {len(q['embedding'])}-d embeddings, but the index at {d} holds "
                           f"{meta['dim']}-d ones (another encoder)")
     index, rows = read_index_files(d, meta)
+    if videos and not any(video_matches(v, videos) for v in {r["video"] for r in rows}):
+        names = sorted({Path(r["video"]).name for r in rows})
+        raise ConfigError(f"--video {' '.join(videos)}: matches no indexed video (the index at {d} holds "
+                          f"{len(names)}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})")
 
-    def keep(r: dict) -> bool:
-        if exclude == "video" and r["video"] == q["video"]:
-            return False
-        if exclude == "self" and r["video"] == q["video"] and r["start_frame"] == q["start_frame"] \
-                and r["end_frame"] == q["end_frame"]:
-            return False
-        return not videos or any(fnmatch(r["video"], g) for g in videos)
+    def same(r: dict) -> bool:
+        return r["video"] == q["video"] and r["start_frame"] == q["start_frame"] and r["end_frame"] == q["end_frame"]
 
     fetch = min(index.ntotal, max(4 * k, k + 64))
     while True:  # filters may drop hits: fetch more until k are kept or the index is exhausted
         scores, ids = knn(index, np.asarray([q["embedding"]], np.float32), fetch, meta["metric"])
-        hits = [(float(s), rows[int(i)]) for s, i in zip(scores[0], ids[0]) if i >= 0 and keep(rows[int(i)])][:k]
+        shown = Echoes()
+        if exclude == "self" and not echoes:
+            shown.take(q["video"], q["start_shot"], q["end_shot"])  # the query's own shifted copies
+        hits = []
+        for s, i in zip(scores[0], ids[0]):
+            r = rows[int(i)] if i >= 0 else None
+            if r is None or (exclude == "video" and r["video"] == q["video"]) or (exclude == "self" and same(r)):
+                continue
+            if videos and not video_matches(r["video"], videos):
+                continue
+            if not echoes:
+                if shown.echo(r["video"], r["start_shot"], r["end_shot"]):
+                    continue
+                shown.take(r["video"], r["start_shot"], r["end_shot"])
+            hits.append((float(s), r))
+            if len(hits) == k:
+                break
         if len(hits) == k or fetch >= index.ntotal:
             break
         fetch = min(index.ntotal, fetch * 4)
@@ -308,11 +331,15 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
                           "hits": [{"rank": i, "score": s, **{f: r[f] for f in fields if f in r}}
                                    for i, (s, r) in enumerate(hits, 1)]}))
         return 0
-    print(f"query: {q['video']} scene {q['scene']} ({q['start_time']:.2f}–{q['end_time']:.2f} s); "
-          f"{meta['metric']} similarity, excluding {exclude if exclude != 'none' else 'nothing'}")
+    left_out = {"none": "nothing", "self": "the query scene", "video": "the query's video"}[exclude]
+    if not echoes and exclude != "video":
+        left_out += " and windows sharing a shot with a better hit" + (" or the query" if exclude == "self" else "")
+    print(f"query: {q['video']} scene {q['scene']} ({q['start_time']:.2f}–{q['end_time']:.2f} s, shots "
+          f"[{q['start_shot']}, {q['end_shot']})); {meta['metric']} similarity; left out: {left_out}")
     if not hits:
         print("no hits (every indexed scene was excluded or filtered out)")
     for rank, (s, r) in enumerate(hits, 1):
         print(f"{rank:3d}. {s:8.4f}  {r['video']}  scene {r['scene']}  {r['start_time']:.2f}–{r['end_time']:.2f} s "
-              f"(shots {r['start_shot']}–{r['end_shot'] - 1})")
+              f"(shots [{r['start_shot']}, {r['end_shot']}))")
+    print("shot ranges are [start, end): end exclusive, as end_shot in --json and the Parquet files")
     return 0

@@ -229,11 +229,13 @@ class RunView:
         """The k best windows by cosine, best first: not from ``exclude_movie``, from ``split`` and
         from movies whose id or title contains ``within`` (when given), and never a window that
         overlaps a better hit of the same movie. Fetches more neighbours until k survive."""
+        from movies2scenes.retrieval import Echoes
+
         total, fetch = self.index.ntotal, min(self.index.ntotal, max(64, 8 * k))
         q = _normalise(np.asarray(q, np.float32)[None])
         while True:
             scores, rows = self.index.search(q, fetch)
-            hits, taken = [], {}
+            hits, shown = [], Echoes()
             for score, i in zip(scores[0], rows[0]):
                 if i < 0:
                     continue
@@ -243,9 +245,9 @@ class RunView:
                     continue
                 if within and within.lower() not in f"{m} {info['title']}".lower():
                     continue
-                if any(s < e2 and s2 < e for s2, e2 in taken.get(m, [])):
+                if shown.echo(m, s, e):
                     continue
-                taken.setdefault(m, []).append((s, e))
+                shown.take(m, s, e)
                 shots = self.shots[m]
                 hits.append({"movie": m, "title": info["title"], "split": info["split"], "start": s, "end": e,
                              "score": float(score), "t0": shots[s]["start_time"], "t1": shots[e - 1]["end_time"],
