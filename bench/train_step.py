@@ -153,8 +153,7 @@ def bench_scene_gpu(batch: int, steps: int = 20, n: int = 9, peak_tflops: float 
 def bench_extract(run: Path, repeats: int) -> None:
     from torch.utils.data import DataLoader
 
-    from movies2scenes.data import movie_shots
-    from movies2scenes.data import MovieChunks
+    from movies2scenes.data import MovieChunks, movie_shots, shard_digests
 
     if not (run / "shot_encoder" / "DONE.json").is_file():
         print(f"feature extraction: skipped ({run} has no trained shot encoder; run `make demo`)")
@@ -162,9 +161,8 @@ def bench_extract(run: Path, repeats: int) -> None:
     cfg = load([ROOT / "configs" / "demo.yaml"])
     model = load_vit(run / "shot_encoder")
     size = read_model_config(run / "shot_encoder")["vit"]["img_size"]
-    shards = movie_shots(run / "shots")
-    todo = sorted((int(s.split("-")[1].split(".")[0]), s) for s in shards)
-    n = sum(len(v) for v in shards.values())
+    todo = [(movie, shard) for movie, (shard, _) in shard_digests(run / "shots").items()]  # what the stage reads
+    n = sum(len(v) for v in movie_shots(run / "shots").values())
     fc = cfg.shot_features
 
     def stage():
@@ -200,7 +198,14 @@ def main() -> int:
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "demo")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--gpu-batch", type=int, default=128)
+    ap.add_argument("--smoke", action="store_true", help="demo.yaml steps at batch 4 and the extraction of --run, "
+                    "once (seconds; make test runs it on a tiny run)")
     args = ap.parse_args()
+    if args.smoke:
+        bench_step("demo.yaml", 4, 1)
+        bench_scene_step("demo.yaml", 2, 1)
+        bench_extract(args.run, 1)
+        return 0
     bench_step("demo.yaml", 64, args.repeats)
     bench_step("paper.yaml", 8, max(2, args.repeats // 2))
     bench_scene_step("demo.yaml", 32, args.repeats)
