@@ -282,13 +282,26 @@ def _summary(args) -> int:
             if report.is_file():
                 print(f"  {'':<22} report: {report}")
         if (run / stage / "report.json").is_file():
-            from movies2scenes.eval_report import headline
+            from movies2scenes.eval_report import verdict
 
-            for task, res in json.loads((run / stage / "report.json").read_text())["tasks"].items():
-                print(f"  {'':<22} {task}: {headline(res)}")
+            report = json.loads((run / stage / "report.json").read_text())
+            base = (report.get("baselines") or {}).get("shot_mean") or {}
+            for task, res in report["tasks"].items():
+                print(f"  {'':<22} {task}: {verdict(res, base.get(task))}")
+            wins = sum("scene encoder better" in verdict(r, base.get(t)) for t, r in report["tasks"].items())
+            if base:
+                print(f"  {'':<22} the scene encoder beats the mean of its shot features on {wins} of "
+                      f"{len(report['tasks'])} task(s)" + ("" if wins == len(report["tasks"]) else
+                                                           " — where it does not, the pooled shot features are the better choice"))
         failures = run / stage / "failures.jsonl"
         if failures.is_file() and failures.stat().st_size:
             print(f"  {'':<22} failures: {failures}")
+    if layout.is_done("export"):
+        export = layout.folder("export")
+        print(f"\nthe deliverable — the frozen scene encoder: {export}\n"
+              f"  m2s embed VIDEO... --encoder {export} --out scenes.parquet   (then m2s index / m2s search)\n"
+              f"  timm.create_model(\"local-dir:{export}\", pretrained=True)   (the single-frame backbone)\n"
+              f"  movies2scenes.load_scene_encoder(\"{export}\")   (whole scenes: (B, n, k, 3, H, W) → (B, d))")
     if layout.is_done("shots"):
         print(f"\nlook at it in a browser (catalogue, shots, scene search, mined pairs):\n"
               f"  {Path(sys.executable).parent / 'm2s'} browse {run}    → http://127.0.0.1:8765/")

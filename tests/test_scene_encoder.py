@@ -176,6 +176,25 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
     for name in mining:
         assert f"mining-{name}" in page and (run / "eval" / f"mining-{name}").read_bytes() == \
             (run / "scene_pairs" / "report" / name).read_bytes()
+    # m2s summary shows the verdict per task (issue 30: it printed the encoder's numbers alone) and
+    # where the deliverable is and how to use it
+    import contextlib
+    import io
+
+    from movies2scenes.cli import main
+    from movies2scenes.eval_report import primary
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["summary", str(run)]) == 0
+    text = out.getvalue()
+    for name in ("place", "length"):
+        mine, theirs = primary(report["tasks"][name]), primary(base[name])
+        better = (mine[1] - theirs[1]) * (1 if mine[2] else -1)
+        word = "tie" if abs(better) < 0.005 else "scene encoder better" if better > 0 else "BASELINE BETTER"
+        assert f"{name}: scene encoder {mine[0]} {mine[1]:.3f} vs E_shot mean {theirs[1]:.3f} → {word}" in text
+    assert "beats the mean of its shot features on" in text
+    assert f"the deliverable — the frozen scene encoder: {run / 'export'}" in text and "load_scene_encoder" in text
 
 
 @pytest.mark.slow
