@@ -69,6 +69,27 @@ def clip_counts(clips) -> str:
     return str(clips)
 
 
+def keep_previous(out: Path, tasks) -> str | None:
+    """Before a report of other tasks replaces ``out/report.{json,html}``, move the old pair to
+    ``out/by_tasks/<its task names>/`` (a later run of those tasks replaces only its own); returns
+    what was kept, for the user, or None (no report, or one of the same tasks)."""
+    old = out / "report.json"
+    try:
+        before = sorted(read_json(old)["tasks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if before == sorted(tasks):
+        return None
+    keep = out / "by_tasks" / "+".join(before)[:120]
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("report.json", "report.html"):
+        if (out / name).is_file():
+            (out / name).replace(keep / name)
+    for png in out.glob("*.png"):  # the figures its page shows (the new report draws its own)
+        shutil.copyfile(png, keep / png.name)
+    return f"evaluate: the report of tasks {', '.join(before)} is kept in {keep} (not replaced)"
+
+
 def write_html(path: Path, report: dict, run_dir: Path) -> None:
     base = report.get("baselines", {}).get("shot_mean")
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(r['kind'])}</td>"

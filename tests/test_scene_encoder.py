@@ -297,3 +297,22 @@ def test_embed_index_search_on_bikes(bikes, tmp_path):
     assert r.stdout.splitlines()[1].split()[3:5] == ["scene", "2"]  # unless asked: itself first
     r = _cli("search", str(tmp_path / "idx"), "--query", str(out), "--row", "99", check=False)
     assert r.returncode == 2 and "has 4 rows" in r.stderr
+
+
+def test_an_evaluation_of_other_tasks_keeps_the_previous_report(tmp_path):
+    """Issue 30: `m2s evaluate` with the README's two tasks after `make demo` replaced the three-task
+    report silently. The previous report (and its figures) moves to eval/by_tasks/<tasks>/."""
+    from movies2scenes.eval_report import keep_previous
+    from movies2scenes.store import write_json
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    write_json(out / "report.json", {"tasks": {"place": {}, "genre": {}, "boundary": {}}})
+    (out / "report.html").write_text("three tasks")
+    (out / "curves.png").write_bytes(b"png")
+    assert keep_previous(out, {"place": {}, "genre": {}, "boundary": {}}) is None  # the same tasks: replaced
+    said = keep_previous(out, {"place": {}, "genre": {}})
+    kept = out / "by_tasks" / "boundary+genre+place"
+    assert said and str(kept) in said
+    assert (kept / "report.html").read_text() == "three tasks" and (kept / "curves.png").is_file()
+    assert not (out / "report.json").exists()  # the new report is written next

@@ -11,7 +11,6 @@ movies never do, and the summary says how many were excluded. Bad metadata eithe
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -135,9 +134,12 @@ class BuildMoviePairs(Stage):
         write_json(out / "summary.json", summary)
         files = {f"{name}.parquet": file_record(out / f"{name}.parquet") for name in results}
         counts = {n: len(p) for n, p in results.items()} | {"excluded_movies": excluded}
-        return Finished(counts, files=files, say=[
-            f"build-movie-pairs: {excluded} val/test/exclude movie(s) kept out of every pair; "
-            f"summary in {out / 'summary.json'}", json.dumps(summary["sources"], indent=1)])
+        say = [f"build-movie-pairs: {name}: {v['pairs']} pairs over {v['movies_covered']} movies, "
+               f"{v['partners_per_movie']} partners per movie, genre shared by "
+               + (f"{v['genre_share_rate']:.0%}" if v["genre_share_rate"] == v["genre_share_rate"] else "n/a")
+               for name, v in summary["sources"].items()]
+        return Finished(counts, files=files, say=[*say, f"build-movie-pairs: {excluded} val/test/exclude movie(s) "
+                                                  f"kept out of every pair; details in {out / 'summary.json'}"])
 
 
 def run(cfg: Config, force: bool = False) -> int:

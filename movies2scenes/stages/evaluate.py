@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from movies2scenes.artefacts import ShotSamples
 from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.eval_report import headline, write_html
+from movies2scenes.eval_report import headline, keep_previous, write_html
 from movies2scenes.evaluation import embed_clips, run_task
 from movies2scenes.features import ShotFeatures, clip_means
 from movies2scenes.shot_shards import video_prints
@@ -126,12 +126,14 @@ class Evaluate(Stage):
                 report["baselines"]["shot_mean"][name] = run_task(rows[0]["kind"], rows, mean, ev)
                 line += f"  | E_shot mean: {headline(report['baselines']['shot_mean'][name])}"
             print(line)
+        kept = keep_previous(out, report["tasks"])  # another task set's report is moved aside, never lost
         write_json(out / "report.json", report)
         write_html(out / "report.html", report, run.root)
         # a skipped task says why (too few clips, no positive in test); a NaN/inf metric is an error
         unscored = sorted(n for n, r in report["tasks"].items()
                           if any(isinstance(v, float) and not math.isfinite(v) for v in r.values()))
-        done = Finished({"tasks": len(tasks), "unscored": len(unscored)}, say=[f"evaluate: report → {out / 'report.html'}"])
+        done = Finished({"tasks": len(tasks), "unscored": len(unscored)},
+                        say=[*([kept] if kept else []), f"evaluate: report → {out / 'report.html'}"])
         if unscored:
             done.warn.append(f"evaluate: error: {len(unscored)} task(s) have a non-finite score: "
                              f"{', '.join(unscored)} (see the report)")
