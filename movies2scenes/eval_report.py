@@ -131,7 +131,9 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
             with atomic_path(path.parent / f"mining-{png.name}") as tmp:
                 shutil.copyfile(png, tmp)
             figures.append(f"<p><img src='mining-{html.escape(png.name)}' style='max-width:100%'></p>")
-        link = ("<h2>Scene-pair mining</h2><p>Adjacency heatmaps (chosen and kept windows) and a contact sheet "
+        link = ("<h2>Scene-pair mining</h2><p>Adjacency heatmaps — colour: the dot product of two movies' E_movie "
+                "shot embeddings (unbounded, higher = more alike); red boxes: kept scene pairs, white dashed: chosen "
+                "but dropped by keep_fraction — and a contact sheet "
                 "of mined pairs; full report: <a href='../scene_pairs/report/index.html'>"
                 "scene_pairs/report/index.html</a></p>" + "".join(figures))
     with atomic_path(path) as tmp:

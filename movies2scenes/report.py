@@ -68,7 +68,10 @@ def _adjacency(a, starts_a, starts_b, kept, n, title, xlabel, ylabel):
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="shot similarity (E_movie fc1)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
+                 label="shot similarity: dot product of E_movie shot embeddings (unbounded; higher = more alike)")
+    ax.text(0.0, -0.08, "red box: kept scene pair · white dashed: chosen, dropped by keep_fraction",
+            transform=ax.transAxes, fontsize=7, va="top")
     fig.tight_layout()
     return fig
 

@@ -121,9 +121,41 @@ def merge_parts(parts: list[Path], out: Path, movie_pairs_k: int, scene_pairs_k:
             top_pairs = sorted(top_pairs + [(r["score_max"], r["movie_a"], r["movie_b"]) for r in per_pair],
                                key=lambda t: (-t[0], t[1], t[2]))[:movie_pairs_k]
             order = np.lexsort((np.asarray(table["key"].to_pylist()), -table["score"].to_numpy()))
-            top_rows = sorted(top_rows + table.take(order[:scene_pairs_k]).to_pylist(),
-                              key=lambda r: (-r["score"], r["key"]))[:scene_pairs_k]
-    return Merged(rows, skipped, mined, [(a, b) for _, a, b in top_pairs], top_rows)
+            pool = 4 * scene_pairs_k  # enough to pick k pairs of distinct scenes from
+            top_rows = sorted(top_rows + table.take(order[:pool]).to_pylist(),
+                              key=lambda r: (-r["score"], r["key"]))[:pool]
+    return Merged(rows, skipped, mined, [(a, b) for _, a, b in top_pairs], diverse(top_rows, scene_pairs_k))
+
+
+def movie_labels(catalogue: str | Path | None) -> dict[str, str]:
+    """movie id → "Title (genre, genre) [id]" from the run's catalogue, for figures a person
+    judges; {} when there is no readable catalogue (ids are shown then)."""
+    from .catalogue import CatalogueError, load_catalogue
+
+    if not catalogue or not Path(catalogue).is_file():
+        return {}
+    try:
+        movies = load_catalogue(catalogue)
+    except CatalogueError:
+        return {}
+    return {m.movie_id: f"{m.title or m.movie_id}{' (' + ', '.join(m.genres) + ')' if m.genres else ''}"
+                        f"{' [' + m.movie_id + ']' if m.title else ''}" for m in movies}
+
+
+def diverse(rows: list[dict], k: int) -> list[dict]:
+    """The first ``k`` of ``rows`` (best first) with at most one pair per scene: a row whose scene
+    a or b is already shown is passed over (one scene paired with four others used to fill a
+    third of the contact sheet)."""
+    shown, out = set(), []
+    for r in rows:
+        sides = {(r["movie_a"], r["start_a"]), (r["movie_b"], r["start_b"])}
+        if sides & shown:
+            continue
+        shown |= sides
+        out.append(r)
+        if len(out) == k:
+            break
+    return out
 
 
 def write_report(rdir: Path, cfg: Config, top: list[tuple[str, str]], top_rows: list[dict], source: str) -> None:
@@ -149,17 +181,21 @@ def write_report(rdir: Path, cfg: Config, top: list[tuple[str, str]], top_rows: 
                                 f"{a} × {b} ({source}): {full.chosen} chosen, {kept} kept",
                                 f"shots of {b}", f"shots of {a}")
         images.append(name)
-    sections.append((f"Shot adjacency of the {len(top)} best movie pairs (red: kept, dashed: dropped)",
+    sections.append((f"Shot adjacency of the {len(top)} best movie pairs (red: kept, dashed: dropped; colour: "
+                     "dot product of the movies' E_movie shot embeddings, unbounded, higher = more alike)",
                      images, None))
     shards: dict[str, dict[str, dict]] = {}
     wanted = {r["key"] for r in top_rows}
     for r in top_rows:
         if r["shard"] not in shards:
             shards[r["shard"]] = {s["__key__"]: s for s in iter_tar(out / r["shard"]) if s["__key__"] in wanted}
+    name = movie_labels(cfg.catalogue)
     sheet = [(decode_scene(shards[r["shard"]][r["key"]], "a")[:, 0], decode_scene(shards[r["shard"]][r["key"]], "b")[:, 0],
-              f"{r['movie_a']} shots {r['start_a']}–{r['start_a'] + n - 1}  |  {r['movie_b']} shots "
-              f"{r['start_b']}–{r['start_b'] + n - 1}   score {r['score']:.3f}") for r in top_rows]
+              f"{name.get(r['movie_a'], r['movie_a'])} shots {r['start_a']}–{r['start_a'] + n - 1}  |  "
+              f"{name.get(r['movie_b'], r['movie_b'])} shots {r['start_b']}–{r['start_b'] + n - 1}   "
+              f"score {r['score']:.3f}") for r in top_rows]
     report.contact_sheet(rdir / "contact_sheet.png", sheet)
-    sections.append((f"The {len(top_rows)} best scene pairs (first keyframe of each shot)", "contact_sheet.png",
+    sections.append((f"The {len(top_rows)} best scene pairs, at most one per scene (first keyframe of each shot)",
+                     "contact_sheet.png",
                      [{k: r[k] for k in ("movie_a", "start_a", "movie_b", "start_b", "score")} for r in top_rows]))
     report.write_html(rdir / "index.html", f"Mined scene pairs ({source}, n = {n})", sections)

@@ -257,3 +257,14 @@ def test_report_pictures_are_readable(tmp_path):
               "movie_encoder": {"loss": [(0, 0.7), (10, 0.5)]}}
     training_curves(tmp_path / "curves.png", curves, {"shot_encoder": {"acc1": 1 / 4097, "knn_top1": 0.125}})
     assert Image.open(tmp_path / "curves.png").size[0] > 800
+
+
+def test_mining_figures_name_movies_by_title_and_genre(small_world, tmp_path):
+    """Issue 30: the contact sheet showed ids only, so nobody could judge a pair."""
+    from movies2scenes.catalogue import load_catalogue
+    from movies2scenes.scene_pairs import movie_labels
+
+    labels = movie_labels(small_world / "catalogue.csv")
+    for m in load_catalogue(small_world / "catalogue.csv"):
+        assert m.title and labels[m.movie_id] == f"{m.title} ({', '.join(m.genres)}) [{m.movie_id}]"
+    assert movie_labels(tmp_path / "missing.csv") == {}

@@ -198,4 +198,11 @@ def test_merge_streams_parts_and_keeps_the_same_top_k(tmp_path):
         best[(r["movie_a"], r["movie_b"])] = max(best.get((r["movie_a"], r["movie_b"]), -1), r["score"])
     assert merged.mined_pairs == len(best)
     assert merged.top_movie_pairs == sorted(best, key=lambda k: (-best[k], k))[:3]
-    assert merged.top_rows == sorted(every_row, key=lambda r: (-r["score"], r["key"]))[:5]
+    # the best 5 scene pairs, at most one per scene (issue 30: one scene filled a third of the sheet)
+    from movies2scenes.scene_pairs import diverse
+
+    ranked = sorted(every_row, key=lambda r: (-r["score"], r["key"]))
+    assert merged.top_rows == diverse(ranked, 5)
+    scenes = [s for r in merged.top_rows for s in ((r["movie_a"], r["start_a"]), (r["movie_b"], r["start_b"]))]
+    assert len(scenes) == len(set(scenes)) and len(merged.top_rows) == 5
+    assert diverse([ranked[0], dict(ranked[0], key="x", movie_b="other")], 5) == [ranked[0]]
