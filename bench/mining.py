@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -54,13 +55,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--run", default=str(ROOT / "runs" / "demo"))
     ap.add_argument("-n", type=int, default=9)
+    ap.add_argument("--smoke", action="store_true", help="every part at small sizes, once (seconds; make test runs it)")
     args = ap.parse_args()
     device, n = torch.device(args.device), args.n
+    big, growth, naive = (4000, [1000, 2000, 4000], (60, 120, 200)) if not args.smoke else (400, [100, 200, 400], (30,))
+    if args.smoke:
+        args.repeats = 1
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; n = {n} shots per scene; keep 50 %")
 
     # 1. ratio at 4000 × 4000
-    x1, x2 = features(4000, 512, 0, device), features(4000, 512, 1, device)
+    x1, x2 = features(big, 512, 0, device), features(big, 512, 1, device)
     timed(lambda: x1 @ x2.T, device), timed(lambda: mine_pair(x1, x2, n), device)  # warm-up
     t_mm, t_mine = [], []
     for _ in range(args.repeats):
@@ -68,12 +73,12 @@ def main() -> None:
         dt, mined = timed(lambda: mine_pair(x1, x2, n), device)
         t_mine.append(dt)
     mm, mine = statistics.median(t_mm), statistics.median(t_mine)
-    print(f"\n[1] M = N = 4000, d = 512: matmul {mm * 1e3:.1f} ms, mining {mine * 1e3:.1f} ms "
+    print(f"\n[1] M = N = {big}, d = 512: matmul {mm * 1e3:.1f} ms, mining {mine * 1e3:.1f} ms "
           f"→ mining ÷ matmul = {mine / mm:.2f} (target ≤ 2); {mined.chosen} chosen, {len(mined)} kept")
 
     # 2. speed-up over the naive reference (identical output)
     print("\n[2] naive reference (loops + full sort) vs ours, same output:")
-    for m in (60, 120, 200):
+    for m in naive:
         a, b = features(m, 64, 2, "cpu"), features(m, 64, 3, "cpu")
         t_ref, ref = timed(lambda: mine_pair_reference(a.numpy(), b.numpy(), n), torch.device("cpu"))
         t_ours = statistics.median(timed(lambda: mine_pair(a, b, n), torch.device("cpu"))[0] for _ in range(5))
@@ -84,7 +89,7 @@ def main() -> None:
 
     # 3. growth with movie length
     print("\n[3] growth with movie length (d = 512):")
-    sizes, times = [1000, 2000, 4000], []
+    sizes, times = growth, []
     for m in sizes:
         a, b = features(m, 512, 4, device), features(m, 512, 5, device)
         timed(lambda: mine_pair(a, b, n), device)
@@ -101,7 +106,7 @@ def main() -> None:
         from movies2scenes.features import ShotFeatures
         from movies2scenes.artefacts import MovieEmbeddings
 
-        source = pq.read_table(run / "scene_pairs" / "pairs.parquet").column("source")[0].as_py()
+        source = json.loads((run / "scene_pairs" / "DONE.json").read_text())["counts"]["source"]
         pairs = sorted({(r["movie_a"], r["movie_b"]) for r in pq.read_table(run / "movie_pairs" / f"{source}.parquet").to_pylist()})
         embed = MovieEmbeddings(ShotFeatures(run / "shot_features"), run / "movie_encoder", device, cache=10**6)
         t_embed, _ = timed(lambda: [embed(m) for p in pairs for m in p], device)

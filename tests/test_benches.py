@@ -29,3 +29,19 @@ def test_train_step_bench_smoke(encoded_run):
     out = _bench("bench/train_step.py", "--smoke", "--run", str(encoded_run[0]))
     assert "shot encoder" in out and "scene encoder" in out
     assert "feature extraction over" in out and "ratio" in out  # the part that crashed on `shots-m0000.tar`
+
+
+def test_mining_bench_smoke(mined_run):
+    out = _bench("bench/mining.py", "--smoke", "--run", str(mined_run[0]), "-n", "3")
+    assert "mining ÷ matmul" in out and "(identical: True)" in out and "fit t ∝ M^" in out
+    assert "[4] demo catalogue" in out  # the whole catalogue of a finished run
+
+
+def test_browse_bench_smoke(exported_run):
+    out = _bench("bench/browse.py", "--run", str(exported_run[0]), "--requests", "2")
+    assert "| route |" in out and "scene search" in out and "| mined pairs |" in out
+
+
+def test_scene_pair_quality_bench_smoke(mined_run, small_world):
+    out = _bench("bench/scene_pair_quality.py", "--run", str(mined_run[0]), "--world", str(small_world))
+    assert "cowatch" in out
