@@ -54,10 +54,10 @@ def test_leakage_is_checked_against_the_exports_record_of_pretraining_movies(tmp
     tasks = {"place": [{"movie_id": "a"}, {"movie_id": "b"}]}
     export = tmp_path / "export"
     with pytest.raises(ConfigError, match="no record of the movies it was pretrained on"):
-        leakage(tasks, export)
+        leakage(tasks, export, tmp_path / "shots")
     write_pretraining_movies(export, ["a", "c"])
-    assert leakage(tasks, export) == ["a"]
+    assert leakage(tasks, export, tmp_path / "shots") == ["a"]
     record = export / "pretraining_movies.json"
     record.write_text(record.read_text().replace('"c"', '"b"'))  # edited by hand: hash no longer matches
     with pytest.raises(ConfigError, match="not a valid record"):
-        leakage(tasks, export)
+        leakage(tasks, export, tmp_path / "shots")

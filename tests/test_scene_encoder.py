@@ -290,7 +290,7 @@ def test_embed_index_search_on_bikes(bikes, tmp_path):
     _cli("index", str(out), "--out", str(tmp_path / "idx"))
     r = _cli("search", str(tmp_path / "idx"), "--query", str(out), "--at", f"{bikes.name}:8.0", "-k", "2")
     lines = r.stdout.splitlines()
-    assert "scene 2" in lines[0] and "excluding self" in lines[0]
+    assert "scene 2" in lines[0] and "left out: the query scene" in lines[0]
     assert all(line.split()[3:5] != ["scene", "2"] for line in lines[1:])  # the query itself is left out
     r = _cli("search", str(tmp_path / "idx"), "--query", str(out), "--at", f"{bikes}:8.0", "-k", "2",
              "--exclude", "none")

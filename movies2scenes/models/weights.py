@@ -25,7 +25,7 @@ def weight_shapes(file: str | Path) -> dict[str, tuple[int, ...]]:
         raise ModelFileError(f"{file}: not found") from None
     except Exception as e:  # safetensors raises its own error types for damaged headers
         raise ModelFileError(f"{file}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-    odd = {k: d for k, d in dtypes.items() if d not in FLOAT_DTYPES}
+    odd = {k: d for k, d in dtypes.items() if d not in FLOAT_DTYPES and not k.endswith("num_batches_tracked")}
     if odd:
         name = min(odd)
         raise ModelFileError(f"{file}: tensor {name} is {odd[name]} ({len(odd)} tensor(s) not floating point); "
@@ -34,7 +34,7 @@ def weight_shapes(file: str | Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-FLOAT_DTYPES = {"F32", "F16", "BF16", "F64"}
+FLOAT_DTYPES = {"F32", "F16", "BF16", "F64"}  # besides, BatchNorm's integer step counters (num_batches_tracked)
 
 
 def shape_mismatches(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> list[str]:
