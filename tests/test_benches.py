@@ -38,7 +38,7 @@ def test_mining_bench_smoke(mined_run):
 
 
 def test_browse_bench_smoke(exported_run):
-    out = _bench("bench/browse.py", "--run", str(exported_run[0]), "--requests", "2")
+    out = _bench("bench/browse.py", "--run", str(exported_run[0]), "--requests", "1")
     assert "| route |" in out and "scene search" in out and "| mined pairs |" in out
 
 
