@@ -200,7 +200,11 @@ def main() -> int:
     ap.add_argument("--gpu-batch", type=int, default=128)
     ap.add_argument("--smoke", action="store_true", help="demo.yaml steps at batch 4 and the extraction of --run, "
                     "once (seconds; make test runs it on a tiny run)")
+    ap.add_argument("--only-extract", action="store_true", help="only the feature-extraction ratio (on --run)")
     args = ap.parse_args()
+    if args.only_extract:
+        bench_extract(args.run, max(2, args.repeats // 2))
+        return 0
     if args.smoke:
         bench_step("demo.yaml", 4, 1)
         bench_scene_step("demo.yaml", 2, 1)
