@@ -141,7 +141,10 @@ def test_ctrl_c_prints_one_line_and_keeps_the_checkpoint(shots_run, tmp_path):
     args = [sys.executable, "-m", "movies2scenes.cli", "train-shot-encoder", "-c", "configs/demo.yaml",
             *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=400", "shot_encoder.train.checkpoint_every=4",
             "shot_encoder.train_split_only=false", f"run_dir={run}"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: Ctrl-C's default disposition (a library in this test process may have set
+    # SIGINT to "ignore", which a child would inherit — then Python never raises KeyboardInterrupt)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = run / "shot_encoder" / "checkpoints" / "checkpoint-00000004"
     deadline = time.time() + 120
     while not first.exists() and proc.poll() is None and time.time() < deadline:
