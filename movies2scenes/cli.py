@@ -282,13 +282,14 @@ def _summary(args) -> int:
             if report.is_file():
                 print(f"  {'':<22} report: {report}")
         if (run / stage / "report.json").is_file():
-            from movies2scenes.eval_report import verdict
+            from movies2scenes.eval_report import compare, verdict
 
             report = json.loads((run / stage / "report.json").read_text())
             base = (report.get("baselines") or {}).get("shot_mean") or {}
             for task, res in report["tasks"].items():
                 print(f"  {'':<22} {task}: {verdict(res, base.get(task))}")
-            wins = sum("scene encoder better" in verdict(r, base.get(t)) for t, r in report["tasks"].items())
+            wins = sum((compare(r, base.get(t)) or ("",))[0] == "scene encoder better"
+                       for t, r in report["tasks"].items())
             if base:
                 print(f"  {'':<22} the scene encoder beats the mean of its shot features on {wins} of "
                       f"{len(report['tasks'])} task(s)" + ("" if wins == len(report["tasks"]) else

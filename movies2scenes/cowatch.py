@@ -132,7 +132,8 @@ def _warn_date_like(con, path: Path, is_csv: bool) -> None:
     """Timestamps such as 20240101 are valid Unix seconds (1970-08-23) but almost surely dates in
     YYYYMMDD: say so (they are still read as seconds)."""
     n, first, text = con.execute(
-        "SELECT count(*), min(i), arg_min(t_text, i) FROM ev WHERE regexp_full_match(t_text, '(19|20)[0-9]{2}"
+        "SELECT count(*), min(i), arg_min(t_text, i) FROM ev WHERE t BETWEEN 19000101 AND 20991231 "  # cheap first
+        "AND regexp_full_match(t_text, '(19|20)[0-9]{2}"
         "(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])')").fetchall()[0]
     if n:
         where = f"{path}:{first + 1}" if is_csv else f"{path} row {first}"

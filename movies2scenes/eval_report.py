@@ -41,25 +41,32 @@ def primary(res: dict) -> tuple[str, float, bool] | None:
     return None
 
 
+def compare(encoder: dict, baseline: dict | None) -> tuple[str, float] | None:
+    """Which is better on the task's main number — "scene encoder better", "BASELINE BETTER" or
+    "tie" (within 0.005) — and the encoder's number minus the baseline's; None when either lacks one."""
+    mine, theirs = primary(encoder), primary(baseline) if baseline else None
+    if mine is None or theirs is None:
+        return None
+    diff = mine[1] - theirs[1]
+    better = diff if mine[2] else -diff
+    return ("tie" if abs(better) < 0.005 else "scene encoder better" if better > 0 else "BASELINE BETTER"), diff
+
+
 def verdict(encoder: dict, baseline: dict | None) -> str:
     """One line per task: the encoder's main number against the E_shot-mean baseline's, and which
-    is better (a tie within 0.005 is a tie)."""
+    is better."""
     mine = primary(encoder)
     if mine is None:
         return headline(encoder)
-    name, value, higher = mine
-    line = f"scene encoder {name} {value:.3f}"
-    theirs = primary(baseline) if baseline else None
-    if theirs is None:
+    line = f"scene encoder {mine[0]} {mine[1]:.3f}"
+    result = compare(encoder, baseline)
+    if result is None:
         return line + " (no baseline)"
-    diff = (value - theirs[1]) * (1 if higher else -1)
-    winner = "tie" if abs(diff) < 0.005 else ("scene encoder better" if diff > 0 else "BASELINE BETTER")
-    return f"{line} vs E_shot mean {theirs[1]:.3f} → {winner} ({value - theirs[1]:+.3f})"
+    return f"{line} vs E_shot mean {primary(baseline)[1]:.3f} → {result[0]} ({result[1]:+.3f})"
 
 
-def _winner(encoder: dict, baseline: dict | None) -> str:
-    text = verdict(encoder, baseline)
-    return text.split("→ ")[1] if "→ " in text else "—"
+def _cell(result: tuple[str, float] | None) -> str:
+    return f"{result[0]} ({result[1]:+.3f})" if result else "—"
 
 
 def clip_counts(clips) -> str:
@@ -94,7 +101,7 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
     base = report.get("baselines", {}).get("shot_mean")
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(r['kind'])}</td>"
                    f"<td>{html.escape(headline(r))}</td>"
-                   + (f"<td>{html.escape(headline(base[n]))}</td><td>{html.escape(_winner(r, base.get(n)))}</td>"
+                   + (f"<td>{html.escape(headline(base[n]))}</td><td>{html.escape(_cell(compare(r, base.get(n))))}</td>"
                       if base is not None else "")
                    + f"<td>{html.escape(clip_counts(r['clips']))}</td></tr>"
                    for n, r in report["tasks"].items())

@@ -68,16 +68,10 @@ class DetectShots(PerItemStage):
         ok = rec and rec.get("config_hash") == ctx.config_hash and rec.get("fingerprint") == self.prints[movie.movie_id]
         return rec if ok else None
 
-    def recorded(self, ctx: StageContext, movie: Movie) -> bool:
-        return self.part(ctx, movie) is not None
-
-    def item_files(self, ctx: StageContext, movie: Movie) -> dict[str, list]:
-        return (self.part(ctx, movie) or {}).get("files", {})
-
     def complete(self, ctx: StageContext, movie: Movie) -> bool:
         """Done, ok and its shard as written (a failed movie is retried on every run)."""
         rec = self.part(ctx, movie)
-        return bool(rec) and rec.get("status") == "ok" and "files" in rec and super().complete(ctx, movie)
+        return bool(rec) and rec.get("status") == "ok" and "files" in rec and self.intact(ctx, rec)
 
     def size(self, ctx: StageContext, movie: Movie) -> float:
         """The video file's bytes: a free stand-in for its duration."""

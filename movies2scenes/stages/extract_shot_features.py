@@ -56,12 +56,6 @@ class ExtractShotFeatures(PerItemStage):
         rec = read_part(ctx.out / "parts" / part_name(movie_id))
         return rec if rec and rec.get("stamp") == self.stamps[movie_id] and "files" in rec else None
 
-    def recorded(self, ctx: StageContext, movie_id: str) -> bool:
-        return self.part(ctx, movie_id) is not None
-
-    def item_files(self, ctx: StageContext, movie_id: str) -> dict[str, list]:
-        return (self.part(ctx, movie_id) or {}).get("files", {})
-
     def size(self, ctx: StageContext, movie_id: str) -> float:
         return float((ctx.run.folder("shots") / self.shards[movie_id][0]).stat().st_size)
 

@@ -167,20 +167,24 @@ class PerItemStage(Stage):
     def items(self, ctx: StageContext) -> list:
         raise NotImplementedError
 
-    def recorded(self, ctx: StageContext, item) -> bool:
-        """The item's part is there and belongs to this config and these inputs."""
+    def part(self, ctx: StageContext, item) -> dict | None:
+        """The item's part record when it is there and belongs to this config and these inputs
+        (else None); its ``files`` (name → [size, sha256]) are the files the item wrote."""
         raise NotImplementedError
 
-    def item_files(self, ctx: StageContext, item) -> dict[str, list]:
-        """The files the item's recorded part says it wrote: name → [size, sha256]."""
-        raise NotImplementedError
+    def recorded(self, ctx: StageContext, item) -> bool:
+        return self.part(ctx, item) is not None
+
+    def intact(self, ctx: StageContext, part: dict) -> bool:
+        """The part's files are there as written (sizes; with ``--verify`` their sha256 too)."""
+        return not any(difference(ctx.out / name, record, self.cfg.verify)
+                       for name, record in part.get("files", {}).items())
 
     def complete(self, ctx: StageContext, item) -> bool:
-        """Nothing is left to do for the item: its part is recorded and its files are there as
-        written (sizes; with ``--verify`` their sha256 too). A deleted or damaged file is redone."""
-        return self.recorded(ctx, item) and not any(
-            difference(ctx.out / name, record, self.cfg.verify)
-            for name, record in self.item_files(ctx, item).items())
+        """Nothing is left to do for the item: its part is recorded and its files are intact (a
+        deleted or damaged file is redone)."""
+        part = self.part(ctx, item)
+        return part is not None and self.intact(ctx, part)
 
     def size(self, ctx: StageContext, item) -> float:
         """Roughly how long the item takes (a movie's duration, a unit's movie pairs): Ray starts the

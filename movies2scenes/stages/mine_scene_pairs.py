@@ -79,12 +79,6 @@ class MineScenePairs(PerItemStage):
         meta = part_meta(ctx.out / "parts" / unit_part(u))
         return meta if meta and meta["stamp"] == ctx.stamp else None
 
-    def recorded(self, ctx: StageContext, u: int) -> bool:
-        return self.part(ctx, u) is not None
-
-    def item_files(self, ctx: StageContext, u: int) -> dict[str, list]:
-        return (self.part(ctx, u) or {}).get("files", {})
-
     def size(self, ctx: StageContext, u: int) -> float:
         return float(len(self.units[u]))
 
@@ -117,7 +111,7 @@ class MineScenePairs(PerItemStage):
         prune(out / "parts", "*", {unit_part(u) for u in items})
         prune(out, "scenes-*.tar", {unit_shard(u) for u in items})
         self.report(out, merged)
-        files = {name: f for u in items for name, f in self.item_files(ctx, u).items()}
+        files = {name: f for u in items for name, f in self.part(ctx, u)["files"].items()}
         files["pairs.parquet"] = file_record(out / "pairs.parquet")
         rows, skipped, mined_pairs = merged.rows, merged.skipped, merged.mined_pairs
         counts = {"movie_pairs": len(self.movie_pairs), "mined_movie_pairs": mined_pairs, "skipped": skipped,
