@@ -11,7 +11,8 @@ DONE.json is digested without its timings and with the work folder's path replac
     python bench/artefact_digests.py --world tiny --processes 1 --out before.json
     python bench/artefact_digests.py --world tiny --processes 1 --out after.json --compare before.json
 
-``--compare`` prints every file that differs (or exists on one side only) and exits 1 if any does.
+``--diff A B`` compares two digest files without running anything. ``--smoke``: the tiny world's
+first two stages (make test). ``--compare`` prints every file that differs (or exists on one side only) and exits 1 if any does.
 Run it from the checkout whose code is to be digested (it runs ``python -m movies2scenes.cli`` there,
 or ``pipelines.cli`` in a checkout from before the package move),
 with the same ``OMP_NUM_THREADS`` on both sides: float sums, hence weights, depend on the thread
@@ -76,7 +77,7 @@ def run_stage(cmd: str, args: list[str], processes: int, env: dict) -> None:
             raise SystemExit(f"{cmd} (merge) failed (exit {r.returncode})")
 
 
-def digests(world_kind: str, processes: int, work: Path) -> dict[str, dict[str, str]]:
+def digests(world_kind: str, processes: int, work: Path, stages: int | None = None) -> dict[str, dict[str, str]]:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     world, run = work / "world", work / "run"
     subprocess.run([sys.executable, "-m", CLI, "demo-world", str(world), "-c", "configs/demo.yaml",
@@ -89,7 +90,7 @@ def digests(world_kind: str, processes: int, work: Path) -> dict[str, dict[str, 
               f"{world / 'tasks' / 'boundary.csv'}]", f"run_dir={run}",
               *(TINY if world_kind == "tiny" else ["evaluate.allow_leakage=false"])]
     out = {"world": artefacts(world)}
-    for cmd, folder in STAGES:
+    for cmd, folder in STAGES[:stages]:
         print(f"artefact digests: {cmd} ({processes} process{'es' if processes > 1 else ''})", flush=True)
         run_stage(cmd, common, processes, env)
         out[folder] = artefacts(run / folder) | done_digest(run / folder, work)
@@ -108,28 +109,40 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", choices=["tiny", "demo"], default="tiny")
     ap.add_argument("--processes", type=int, choices=[1, 2], default=1)
-    ap.add_argument("--out", type=Path, required=True, help="the digests (JSON)")
+    ap.add_argument("--out", type=Path, help="the digests (JSON)")
     ap.add_argument("--compare", type=Path, help="digests of the other side: print what differs")
     ap.add_argument("--keep", type=Path, help="keep the run here instead of a temporary folder")
+    ap.add_argument("--stages", type=int, help="only the first N stages (--smoke: the tiny world, 2 stages)")
+    ap.add_argument("--smoke", action="store_true", help="seconds: the tiny world's first two stages")
+    ap.add_argument("--diff", type=Path, nargs=2, metavar=("A", "B"), help="only compare two digest files (no run)")
     args = ap.parse_args()
+    if args.diff:
+        return report(*(json.loads(p.read_text()) for p in args.diff), args.diff[0])
+    if not args.out:
+        ap.error("--out is required (or --diff A B)")
+    if args.smoke:
+        args.world, args.stages = "tiny", args.stages or 2
     work = args.keep or Path(tempfile.mkdtemp(prefix="m2s-digests-"))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        got = digests(args.world, args.processes, work)
+        got = digests(args.world, args.processes, work, args.stages)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     args.out.write_text(json.dumps(got, indent=1, sort_keys=True))
     files = sum(len(v) for v in got.values())
     print(f"artefact digests: {files} files in {len(got)} folders → {args.out}")
-    if args.compare:
-        differ = compare(json.loads(args.compare.read_text()), got)
-        print(f"compared with {args.compare}: " + ("identical" if not differ else f"{len(differ)} differ"))
-        for f in differ[:50]:
-            print("  ", f)
-        return 1 if differ else 0
-    return 0
+    return report(json.loads(args.compare.read_text()), got, args.compare) if args.compare else 0
+
+
+def report(a: dict, b: dict, name: Path) -> int:
+    """Print what differs between two digest sets; 1 if anything does."""
+    differ = compare(a, b)
+    print(f"compared with {name}: " + ("identical" if not differ else f"{len(differ)} differ"))
+    for f in differ[:50]:
+        print("  ", f)
+    return 1 if differ else 0
 
 
 if __name__ == "__main__":

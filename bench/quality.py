@@ -79,6 +79,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from movies2scenes.config import load  # noqa: E402
+from movies2scenes.config import EvaluateConfig  # noqa: E402
+from reliability import TINY, TINY_WORLD  # noqa: E402
 
 WORLDS = {
     "demo": ["demo_world.num_movies=96", "demo_world.val_fraction=0.2", "demo_world.test_fraction=0.2"],
@@ -87,12 +89,17 @@ WORLDS = {
 }
 # film grammar (issue 16): the same worlds with camera set-ups, scene types and a recurring cast
 WORLDS |= {f"film-{k}": v + ["demo_world.grammar=film"] for k, v in list(WORLDS.items())}
+# --smoke: the reliability bench's 10-movie world and tiny models, so that make test runs this file
+WORLDS["tiny"] = [f"demo_world.{s}" for s in TINY_WORLD] + ["demo_world.val_fraction=0.2", "demo_world.test_fraction=0.2"]
+SMOKE_ROWS = ["E_shot mean", "pairs: random"]
+STAGE_SET: list[str] = []  # overrides every stage of every cell gets (--smoke: TINY)
 SOURCES = ["random", "genre", "synopsis", "cowatch", "genre_synopsis", "kg"]
 GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head", "imagenet", "factorised", "fscale"]
 # the factorised rows' training (decided before their table was seen): the demo's scene-encoder
 # optimiser, 40 epochs of the mined pairs (the demo's scene ViT gets 10), the kNN monitor every 10 steps
 FACTORISED_TRAIN = ["scene_encoder.arch=factorised", "scene_encoder.train.epochs=40", "scene_encoder.train.knn_every=10"]
 PROBE_SPLITS = 5
+PROBE_EPOCHS = EvaluateConfig().epochs  # --smoke: fewer
 
 
 def rows(groups: list[str]) -> list[dict]:
@@ -159,7 +166,7 @@ def base_run(work: Path, world: str, shot_encoder: bool = True) -> Path:
     if not (base / "world" / "world.json").is_file():
         m2s("demo-world", str(base / "world"), "-c", config, *WORLDS[world])
     args = ["-c", config, f"run_dir={base}", f"catalogue={base / 'world' / 'catalogue.csv'}",
-            f"watch_logs={base / 'world' / 'watch_logs.csv'}"]
+            f"watch_logs={base / 'world' / 'watch_logs.csv'}", *STAGE_SET]
     for stage in ("detect-shots", "train-shot-encoder", "extract-shot-features")[:3 if shot_encoder else 1]:
         m2s(stage, *args)
     return base
@@ -190,11 +197,10 @@ class Tasks:
                        for t in self.names)
 
     def measure(self, embed, seed: int) -> dict:
-        from movies2scenes.config import EvaluateConfig
         from movies2scenes.evaluation import precision_at_k
         from movies2scenes.evaluation import run_task
 
-        ev = EvaluateConfig()
+        ev = EvaluateConfig(epochs=PROBE_EPOCHS)
         res: dict[str, list[float]] = {}
         every = list(dict.fromkeys(c for t in self.names for c in self.clips[t]))  # place = genre clips
         by_clip = dict(zip(every, embed(every)))  # each clip embedded once for all tasks
@@ -367,7 +373,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     cfg = load([ROOT / "configs" / "demo.yaml"],
                [f"run_dir={cell}", f"seed={seed}", f"catalogue={catalogue}",
                 f"watch_logs={base / 'world' / 'watch_logs.csv'}", f"movie_pairs.sources=[{source}]",
-                "movie_pairs.combined=[]", f"movie_encoder.pairs_source={source}", *row.get("set", []),
+                "movie_pairs.combined=[]", f"movie_encoder.pairs_source={source}", *STAGE_SET, *row.get("set", []),
                 *(shot_budget(base) if row.get("equal_budget") else [])])
     shots = ShotSamples(base / "shots", cache=4)
     result = {"row": row["name"], "seed": seed}
@@ -487,14 +493,32 @@ def table(results: list[dict], order: list[str]) -> str:
 
 
 def main() -> None:
+    global PROBE_SPLITS, PROBE_EPOCHS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", choices=sorted(WORLDS), default="demo")
+    ap.add_argument("--world", choices=sorted(WORLDS), default="demo")  # tiny: what --smoke uses
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--groups", nargs="+", choices=GROUPS, default=["main", "scale", "n", "long", "init"])
     ap.add_argument("--rows", nargs="+", default=None, help="only these rows (e.g. random-init 'pairs: cowatch')")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "quality"))
     ap.add_argument("--table", action="store_true", help="print the table of the finished cells and stop")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"seconds, not hours: the tiny world and models, seed 0, rows {SMOKE_ROWS}, in a temporary folder")
     args = ap.parse_args()
+    if args.smoke:
+        import tempfile
+
+        STAGE_SET.extend(TINY)
+        PROBE_SPLITS, PROBE_EPOCHS = 2, 5
+        args.world, args.seeds, args.groups, args.rows = "tiny", [0], ["main"], SMOKE_ROWS
+        args.work = tempfile.mkdtemp(prefix="m2s-quality-smoke-")
+        try:
+            return measure(args)
+        finally:
+            shutil.rmtree(args.work, ignore_errors=True)
+    measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     work = Path(args.work).resolve()
     if args.table:
         done = []
@@ -509,7 +533,7 @@ def main() -> None:
     if args.rows:
         unknown = set(args.rows) - {r["name"] for r in todo}
         if unknown:
-            ap.error(f"unknown rows {sorted(unknown)}; rows of these groups: {[r['name'] for r in todo]}")
+            raise SystemExit(f"unknown rows {sorted(unknown)}; rows of these groups: {[r['name'] for r in todo]}")
         todo = [r for r in todo if r["name"] in args.rows]
     base = base_run(work, args.world, shot_encoder=any(r["kind"] not in NO_SHOT_ENCODER for r in todo))
     tasks = Tasks(base, work / args.world / "tasks")

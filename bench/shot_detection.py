@@ -7,6 +7,7 @@ with PySceneDetect's default threshold and ours, on every encoding of the traile
     python bench/shot_detection.py --part cli        # the `scenedetect` CLI with its defaults, same files
     python bench/shot_detection.py --part precision  # footage with no cut in it (testkit/footage.py precision_corpus)
     python bench/shot_detection.py --part transnet-reference  # our streaming TransNetV2 = the wheel's predict_frames
+    python bench/shot_detection.py --smoke  # one encoding, the content detector: make test runs it
 
 Per detector × threshold × file: hard cuts P/R/F1 (a detected cut within ±2 frames of a true one),
 gradual transitions found (a detected cut inside the span ±2), false cuts at flashes, keyframes
@@ -264,8 +265,12 @@ def main() -> None:
     ap.add_argument("--files", nargs="*", help="only these trailer encodings (e.g. h264.mp4)")
     ap.add_argument("--only-gradual-pass", action="store_true", help="only the rows with the dissolve pass on")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds, not minutes: the trailer's first encoding with the content detector only")
     args = ap.parse_args()
     fx = footage.build()
+    if args.smoke:
+        args.part, args.detectors, args.files = "trailer", ["content"], [next(iter(fx["files"]))]
     truth = fx["truth"]
     if args.files:
         fx["files"] = {k: v for k, v in fx["files"].items() if k in args.files}

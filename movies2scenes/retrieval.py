@@ -6,7 +6,8 @@ fewer than n shots gives one window of all its shots — the encoder takes any n
 encoder → one embedding per window with its shot range and start/end time.
 
 ``build_index``/``search``: a faiss index over L2-normalised embeddings (inner product = cosine)
-or raw embeddings (``metric="l2"``, the paper's retrieval protocol); on GPU when faiss has one.
+or raw embeddings (``metric="l2"``, the paper's retrieval protocol); searched on a CUDA device by
+torch when one is there (the same exact search; faiss-gpu has no CUDA 13 build).
 """
 
 from __future__ import annotations
@@ -118,13 +119,45 @@ class Echoes:
         self.taken.setdefault(video, []).append((start, end))
 
 
-def search(index, queries: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
-    """(scores, ids) of the k nearest indexed scenes per query (GPU faiss when available)."""
-    import faiss
+def search(index, queries: np.ndarray, k: int, metric: str = "cosine",
+           device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of the k nearest indexed scenes per query: faiss on the CPU, or the same exact
+    search as a matrix product on a CUDA device when torch sees one (``device``: force one).
+
+    The GPU path is torch, not faiss-gpu: PyPI's faiss-gpu is built for CUDA 12 only and today's
+    torch wheels for CUDA 13, and faiss asks for one CUDA in a process; the index is flat (exact),
+    so a matmul + top-k on the device gives the same neighbours (bench/gpu_check.py compares them)."""
+    import torch
 
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if metric == "cosine":
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
-        index = faiss.index_cpu_to_all_gpus(index)
-    return index.search(q, min(k, index.ntotal))
+    k = min(k, index.ntotal)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" or k == 0:
+        return index.search(q, k)
+    return flat_search_torch(index.reconstruct_n(0, index.ntotal), q, k, metric, torch.device(device))
+
+
+def flat_search_torch(x: np.ndarray, q: np.ndarray, k: int, metric: str, device) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's flat search on ``device``: inner product (largest first) or squared L2 (smallest
+    first), fp32 without TF32, queries in chunks of about 256 MB of scores."""
+    import torch
+
+    xt, out_d, out_i = torch.from_numpy(x).to(device), [], []
+    norms = (xt * xt).sum(1) if metric == "l2" else None
+    rows = max(1, (1 << 26) // max(1, len(x)))
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for i in range(0, len(q), rows):
+            qt = torch.from_numpy(q[i:i + rows]).to(device)
+            scores = qt @ xt.T
+            if metric == "l2":
+                scores = (qt * qt).sum(1, keepdim=True) - 2 * scores + norms[None]
+            d, j = torch.topk(scores, k, dim=1, largest=metric != "l2", sorted=True)
+            out_d.append(d.cpu().numpy())
+            out_i.append(j.cpu().numpy().astype(np.int64))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    return np.concatenate(out_d), np.concatenate(out_i)

@@ -45,3 +45,47 @@ def test_browse_bench_smoke(exported_run):
 def test_scene_pair_quality_bench_smoke(mined_run, small_world):
     out = _bench("bench/scene_pair_quality.py", "--run", str(mined_run[0]), "--world", str(small_world))
     assert "cowatch" in out
+
+
+def test_shot_detection_bench_smoke():
+    out = _bench("bench/shot_detection.py", "--smoke")
+    assert "| content +gradual | default |" in out and "| f/s (median) |" in out
+
+
+def test_executors_bench_smoke():
+    out = _bench("bench/executors.py", "--smoke")
+    assert "| Ray, 2 workers, longest first |" in out
+    assert "artefacts: Ray = round-robin = 1 process: True" in out and "identical: True" in out
+
+
+def test_artefact_digests_bench_smoke(tmp_path):
+    import json
+
+    out = _bench("bench/artefact_digests.py", "--smoke", "--processes", "2", "--out", str(tmp_path / "two.json"))
+    assert "artefact digests:" in out
+    got = json.loads((tmp_path / "two.json").read_text())
+    assert set(got) == {"world", "shots", "shot_encoder"} and got["shots"]
+    changed = dict(got, shots={**got["shots"], "index.parquet": "0" * 64})  # what a refactor that changed a byte gives
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    assert "identical" in _bench("bench/artefact_digests.py", "--diff", str(tmp_path / "two.json"), str(tmp_path / "two.json"))
+    r = subprocess.run([sys.executable, "bench/artefact_digests.py", "--diff", str(tmp_path / "two.json"),
+                        str(tmp_path / "changed.json")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "1 differ" in r.stdout and "shots/index.parquet" in r.stdout, r.stdout + r.stderr
+
+
+def test_quality_bench_smoke():
+    out = _bench("bench/quality.py", "--smoke")
+    assert "| E_shot mean (1 seeds) |" in out and "| pairs: random (1 seeds) |" in out
+
+
+def test_gpu_check_cpu_smoke(tmp_path):
+    """Issue 31: every CUDA path of bench/gpu_check.py, on CPU at tiny sizes (inductor compile included)."""
+    import json
+
+    out = _bench("bench/gpu_check.py", "--cpu-smoke", "--json", str(tmp_path / "check.json"))
+    got = {r["name"]: r for r in json.loads((tmp_path / "check.json").read_text())["results"]}
+    assert set(got) == {"scene_step", "scene_step_compiled", "shot_step", "shot_step_compiled", "extract", "mining",
+                        "faiss", "transnet", "gather", "decode"}
+    assert all(r["status"] == "PASS" for r in got.values()), out
+    assert got["scene_step"]["figures"]["tflops_per_step"] > 0 and got["mining"]["figures"]["identical"] == 4
+    assert "10/10 PASS" in out

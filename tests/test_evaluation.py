@@ -65,3 +65,21 @@ def test_probe_learns_a_known_rule_and_keeps_the_best_epoch(kind):
         x[:400], y[:400], x[400:500], y[400:500]).score(x[500:], y[500:])
     print(f"{kind}: trained {test:.3f} vs untrained {chance:.3f}")
     assert test > chance + (0.3 if kind != "regression" else 1.0)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_torch_flat_search_equals_faiss(metric):
+    """m2s search's GPU path (torch: PyPI's faiss-gpu has no CUDA 13 build) gives faiss-cpu's
+    neighbours and scores — run here on the CPU device, on the GPU by bench/gpu_check.py."""
+    import torch
+
+    from movies2scenes.retrieval import build_index, flat_search_torch, search
+
+    rng = np.random.default_rng(3)
+    db, q = rng.standard_normal((3000, 24)).astype(np.float32), rng.standard_normal((70, 24)).astype(np.float32)
+    index = build_index(db, metric)
+    d_ref, i_ref = search(index, q, 10, metric, device="cpu")
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True) if metric == "cosine" else q
+    d, i = flat_search_torch(index.reconstruct_n(0, index.ntotal), qn, 10, metric, torch.device("cpu"))
+    assert (i == i_ref).all()
+    np.testing.assert_allclose(d, d_ref, rtol=1e-4, atol=1e-4)

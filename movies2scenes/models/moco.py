@@ -73,13 +73,13 @@ class MoCo(nn.Module):
         size, n = self.queue.shape[1], keys.shape[0]
         if n >= size:  # more keys than room: keep the newest
             self.queue.copy_(keys[-size:].T)
-            self.queue_ptr[0] = 0
+            self.queue_ptr.zero_()
             return
-        ptr = int(self.queue_ptr)
-        first = min(n, size - ptr)
-        self.queue[:, ptr:ptr + first] = keys[:first].T
-        self.queue[:, : n - first] = keys[first:].T  # wrap around
-        self.queue_ptr[0] = (ptr + n) % size
+        # the columns ptr, ptr + 1, … wrapping around, computed on the device: no host sync (the
+        # pointer never leaves the GPU) and no graph break under torch.compile
+        columns = (self.queue_ptr + torch.arange(n, device=keys.device)) % size
+        self.queue.index_copy_(1, columns, keys.T.contiguous())
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)
 
     # -- encoders ----------------------------------------------------------------------------------
     def embed_query(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +112,7 @@ class MoCo(nn.Module):
     def contrast(self, query: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor):
         """MoCo over (K, B, ...) candidate keys of B queries, ``valid`` (K, B): returns the loss, the
         (B, 1 + K_queue) logits and, per query, which candidate was the positive."""
-        if not bool(valid.any(0).all()):
+        if not torch.compiler.is_compiling() and not bool(valid.any(0).all()):  # eager only: a host sync
             raise ValueError("every query needs at least one valid key (every query shot a neighbour)")
         q = self.embed_query(query)
         with torch.no_grad():
