@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("browse", help="a read-only web app over a run directory: catalogue, shots, scene search, mined pairs")
     p.add_argument("run_dir")
-    p.add_argument("--catalogue", metavar="CSV", help="titles, genres and splits (default: RUN_DIR/world/catalogue.csv if any)")
+    p.add_argument("--catalogue", metavar="CSV", help="titles, genres and splits (default: the catalogue the run was built from, as detect-shots recorded it; else RUN_DIR/world/catalogue.csv)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--stride", type=int, default=1,

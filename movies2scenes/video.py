@@ -46,6 +46,14 @@ REFUSED_FORMATS = frozenset({
 })
 
 
+# single images (ffmpeg opens a lone JPEG/PNG/… with an image demuxer): a still image, not a video
+STILL_IMAGE = frozenset({"image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "gif_pipe", "webp_pipe", "tiff_pipe",
+                         "j2k_pipe", "qoi_pipe", "pam_pipe", "ppm_pipe", "pgm_pipe", "pbm_pipe", "dpx_pipe",
+                         "exr_pipe", "psd_pipe", "svg_pipe", "xpm_pipe", "sgi_pipe"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jp2", ".qoi",
+                            ".ppm", ".pgm", ".pbm", ".exr", ".psd", ".svg"})
+
+
 def _refused_format(name: str) -> str | None:
     return next((part for part in name.split(",") if part in REFUSED_FORMATS or part.endswith("_pipe")), None)
 
@@ -78,6 +86,8 @@ def probe(path: str | Path) -> VideoInfo:
     try:
         with av.open(str(path), options={"protocol_whitelist": "file", "enable_drefs": "0"}) as container:
             refused = _refused_format(container.format.name)
+            if refused and (refused in STILL_IMAGE or path.suffix.lower() in IMAGE_SUFFIXES):
+                raise VideoError(f"a still image ({container.format.name}), not a video: give a video file")
             if refused:
                 raise VideoError(f"refused: a {refused!r} file (playlist, list or pattern that makes the "
                                  "demuxer read other files); give the video file itself")

@@ -371,3 +371,25 @@ def test_an_oversized_upload_is_refused_on_the_stream(view, monkeypatch):
         assert status == 413 and sent < (8 << 20), (status, sent)  # answered from the header
         status, sent = post("Transfer-Encoding: chunked\r\n", body(64 << 20), chunked=True)
         assert status == 413 and sent < (8 << 20), (status, sent)  # cut off on the stream
+
+
+def test_the_runs_own_catalogue_titles_pairs_and_clear_refusals(client, view, exported_run, small_world):
+    """Issue 32 (2, 3): without --catalogue, browse reads the catalogue detect-shots recorded (before,
+    only RUN/world/catalogue.csv: a user's run had no titles, genres or splits); mined pairs name and
+    link their movies; an id in the wrong case is "no such movie", not "has no shot"; a JPEG upload is
+    called a still image."""
+    import cv2
+
+    from movies2scenes.apps.browse import RunView
+
+    own = RunView(exported_run[0], index=False)
+    assert own.catalogue_path == (small_world / "catalogue.csv").resolve()
+    assert any(m["title"] for m in own.movies.values()) and own.splits == view.splits
+    a = view.movie_pairs()[0]["a"]
+    page = client.get("/pairs").text
+    assert f'<a href="/movie/{a}">{a}</a> · {view.title(a)}' in page and view.title(a)
+    r = client.get("/search", params={"movie": a.upper() if a.upper() != a else a.lower(), "start": "1"})
+    assert r.status_code == 404 and "no movie" in r.text and "did you mean" in r.text and "has no shot" not in r.text
+    ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))
+    r = client.post("/search/clip", files={"clip": ("photo.jpg", jpeg.tobytes(), "image/jpeg")})
+    assert r.status_code == 400 and "a still image" in r.text and "playlist" not in r.text

@@ -138,7 +138,8 @@ class BuildMoviePairs(Stage):
                f"{v['partners_per_movie']} partners per movie, genre shared by "
                + (f"{v['genre_share_rate']:.0%}" if v["genre_share_rate"] == v["genre_share_rate"] else "n/a")
                for name, v in summary["sources"].items()]
-        return Finished(counts, files=files, say=[*say, f"build-movie-pairs: {excluded} val/test/exclude movie(s) "
+        return Finished(counts, files=files, extra={"catalogue": str(Path(self.cfg.catalogue).resolve())},
+                        say=[*say, f"build-movie-pairs: {excluded} val/test/exclude movie(s) "
                                                   f"kept out of every pair; details in {out / 'summary.json'}"])
 
 

@@ -126,7 +126,8 @@ class DetectShots(PerItemStage):
             msg += f" (reasons in {out / 'failures.jsonl'})"
         if warnings:
             msg += f"; {len(warnings)} processed with a warning (in {out / 'failures.jsonl'})"
-        return Finished(counts, files=files, extra={"decode_seconds": round(sum(r["elapsed_s"] for r in records), 3)},
+        return Finished(counts, files=files, extra={"decode_seconds": round(sum(r["elapsed_s"] for r in records), 3),
+                                                    "catalogue": str(Path(self.cfg.catalogue).resolve())},
                         say=[msg], exit_code=1 if ok == 0 or (self.strict and failures) else 0)
 
 

@@ -67,6 +67,12 @@ def limited_body(request, limit: int):
     return Request(request.scope, receive)
 
 
+def no_such_movie(movie_id: str, known) -> str:
+    """"no movie X in this run", naming the id it differs from only by case, if there is one."""
+    same = [m for m in known if m.lower() == movie_id.lower()]
+    return f"no movie {movie_id!r} in this run" + (f" (ids are case-sensitive: did you mean {same[0]!r}?)" if same else "")
+
+
 class NotFound(KeyError):
     """An id that the run does not hold (a 404)."""
 
@@ -93,8 +99,8 @@ class RunView:
                     f = json.loads(line)
                     if f.get("status") != "warning":  # a warning's movie was processed
                         self.failures[f["movie_id"]] = f.get("reason", "")
-        if catalogue is None and (self.layout.world / "catalogue.csv").is_file():  # a demo run keeps its world inside
-            catalogue = self.layout.world / "catalogue.csv"
+        if catalogue is None:
+            catalogue = self.recorded_catalogue()
         self.catalogue_path = catalogue
         self.movies: dict[str, dict] = {}
         for m in (load_catalogue(catalogue).movies if catalogue else []):
@@ -143,7 +149,7 @@ class RunView:
 
     def movie(self, movie_id: str) -> dict:
         if movie_id not in self.movies:
-            raise NotFound(f"no movie {movie_id!r} in this run")
+            raise NotFound(no_such_movie(movie_id, self.movies))
         return self.movies[movie_id]
 
     def shot_range(self, movie_id: str, start: int, end: int) -> list[dict]:
@@ -208,6 +214,17 @@ class RunView:
         self.index = faiss.IndexFlatIP(self.emb.shape[1])
         self.index.add(self.emb)
 
+    def recorded_catalogue(self) -> Path | None:
+        """The catalogue the run was built from: the one detect-shots (or build-movie-pairs)
+        recorded in its DONE.json, if that file is still there; else a demo run's own world."""
+        for stage in ("shots", "movie_pairs"):
+            done = self.layout.folder(stage) / "DONE.json"
+            path = json.loads(done.read_text()).get("catalogue") if done.is_file() else None
+            if path and Path(path).is_file():
+                return Path(path)
+        world = self.layout.world / "catalogue.csv"
+        return world if world.is_file() else None
+
     def scene_embedding(self, movie_id: str, start: int) -> tuple[np.ndarray, int]:
         """The query embedding of the scene of n shots starting at ``start`` (a stored window, or
         embedded now), and its end shot."""
@@ -215,7 +232,9 @@ class RunView:
 
         from movies2scenes.evaluation import embed_clips
 
-        num = len(self.shots.get(movie_id, []))
+        if movie_id not in self.shots:
+            raise NotFound(no_such_movie(movie_id, self.shots))
+        num = len(self.shots[movie_id])
         if not 0 <= start < num:
             raise NotFound(f"movie {movie_id!r} has no shot {start} ({num} shots)")
         end = min(start + self.n, num)
@@ -276,9 +295,13 @@ class RunView:
             key = (r["movie_a"], r["movie_b"])
             if movie and movie not in key:
                 continue
-            g = groups.setdefault(key, {"a": key[0], "b": key[1], "count": 0, "best": r["score"], "source": r["source"]})
+            g = groups.setdefault(key, {"a": key[0], "b": key[1], "count": 0, "best": r["score"], "source": r["source"],
+                                        "title_a": self.title(key[0]), "title_b": self.title(key[1])})
             g["count"] += 1
         return list(groups.values())
+
+    def title(self, movie_id: str) -> str:
+        return self.movies.get(movie_id, {}).get("title", "")
 
     def pair_rows(self, a: str, b: str) -> list[dict]:
         rows = [r for r in self.pairs if r["movie_a"] == a and r["movie_b"] == b]

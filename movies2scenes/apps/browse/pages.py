@@ -92,7 +92,7 @@ hits from movies matching <input type="text" name="in" value="{{ form.within }}"
 <form action="/pairs" method="get">movie <input type="text" name="movie" value="{{ movie }}" aria-label="movie"><button>Filter</button></form>
 <p class="muted">{{ total }} movie pair{{ '' if total == 1 else 's' }} · {{ scene_pairs }} scene pairs of n = {{ n }} shots, best first</p>
 <table id="pairs"><tr><th>movie a</th><th>movie b</th><th>scene pairs</th><th>best score</th><th>source</th></tr>
-{% for p in rows %}<tr><td>{{ p.a }}</td><td>{{ p.b }}</td><td><a href="/pairs/{{ p.a|urlencode }}/{{ p.b|urlencode }}">{{ p.count }}</a></td><td>{{ '%.3f' % p.best }}</td><td>{{ p.source }}</td></tr>{% endfor %}</table>
+{% for p in rows %}<tr><td><a href="/movie/{{ p.a|urlencode }}">{{ p.a }}</a>{% if p.title_a %} · {{ p.title_a }}{% endif %}</td><td><a href="/movie/{{ p.b|urlencode }}">{{ p.b }}</a>{% if p.title_b %} · {{ p.title_b }}{% endif %}</td><td><a href="/pairs/{{ p.a|urlencode }}/{{ p.b|urlencode }}">{{ p.count }}</a></td><td>{{ '%.3f' % p.best }}</td><td>{{ p.source }}</td></tr>{% endfor %}</table>
 {{ x.pager(page, pages, url) }}{% endif %}
 {% endblock %}""",
     "pair.html": """{% extends "base.html" %}{% import "macros.html" as x %}{% block title %}{{ a }} × {{ b }}{% endblock %}{% block main %}
