@@ -76,6 +76,18 @@ def test_stage_before_its_input_is_refused_with_what_to_run(stage, small_world, 
     missing = tmp_path / "run" / NEEDS[stage] / "DONE.json"
     assert f"m2s {stage}: error:" in err and str(missing) in err and "run that stage first" in err
     assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before any folder (or lock) is made
+
+
+@pytest.mark.parametrize("missing", ["watch_logs", "movie_pairs.kg_triples"])
+def test_missing_input_files_leave_no_stage_folder(missing, small_world, tmp_path, capsys):
+    """Issue 32 (5): build-movie-pairs with a missing watch log left movie_pairs/ with a .lock and a
+    .duckdb-tmp folder behind."""
+    extra = [f"{missing}={tmp_path / 'nope.csv'}"] + (["movie_pairs.sources=[kg]", "movie_pairs.combined=[]"] if "kg" in missing else [])
+    assert main(_args("build-movie-pairs", tmp_path / "run", small_world, *extra)) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nope.csv'}:" in err and "not found" in err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("stage", ["train-shot-encoder", "train-movie-encoder", "train-scene-encoder"])
@@ -898,3 +910,16 @@ def test_import_names_fifos_folders_and_upper_case_extensions(encoded_run, tmp_p
     out = capsys.readouterr().out
     assert f"{movies[0]}.npy is a FIFO (named pipe)" in out and f"{movies[1]}.npy is a folder" in out
     assert f"not lower case (rename to .npy / .parquet): {movies[2]}.NPY" in out
+
+
+def test_hints_point_at_what_to_use(exported_run, bikes, tmp_path, capsys):
+    """Issue 32 (5): `m2s embed --encoder RUN_DIR` names the run's export; `m2s search FILE.parquet`
+    no longer suggests `m2s index FILE.parquet --out FILE.parquet` (which would write onto it)."""
+    run = exported_run[0]
+    assert main(["embed", "--encoder", str(run), str(bikes), "--out", str(tmp_path / "e.parquet")]) == 2
+    assert f"use {run / 'export'}" in capsys.readouterr().err
+    emb = tmp_path / "scenes.parquet"
+    emb.write_bytes(b"PAR1")
+    assert main(["search", str(emb), "--query", str(emb), "--row", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "a file, not an index folder" in err and f"--out {emb} " not in err and f"--out {tmp_path / 'scenes.index'}" in err

@@ -274,6 +274,10 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
         if not math.isfinite(t) or t < 0:
             raise ConfigError(f"--at {at}: the time must be a finite number of seconds >= 0")
     d = Path(index_dir)
+    if d.is_file():  # an embeddings file given where the index folder goes: never suggest --out onto it
+        raise ConfigError(f"{d}: a file, not an index folder; search takes the folder `m2s index` writes: "
+                          f"m2s index {d} --out {d.with_suffix('')}.index, then m2s search {d.with_suffix('')}.index "
+                          f"--query {d} ...")
     if not d.is_dir():
         raise ConfigError(f"{d}: no such index folder (make one with `m2s index FILE.parquet --out {d}`)")
     missing = [f for f in ("index.json", "index.faiss", "meta.parquet") if not (d / f).is_file()]

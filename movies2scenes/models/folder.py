@@ -70,11 +70,18 @@ def save_vit(model: nn.Module, cfg: ViTConfig, out_dir: str | Path, **extra) -> 
     write_json(out / SETTINGS_FILE, {"vit": asdict(cfg), **extra})
 
 
+def _model_folder_hint(folder: Path) -> str:
+    """A run directory given for a model folder: name the model folders it holds."""
+    inside = [folder / sub for sub in ("export", "scene_encoder", "shot_encoder") if (folder / sub / "config.json").is_file()]
+    return f" — it is a run directory: use {inside[0]}" if inside else ""
+
+
 def _json_object(f: Path, folder: str | Path) -> dict:
     try:
         meta = json.loads(f.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
-        raise ModelFileError(f"{f}: not found (is {folder} a saved or exported model folder?)") from None
+        raise ModelFileError(f"{f}: not found (is {folder} a saved or exported model folder?"
+                             + _model_folder_hint(Path(folder)) + ")") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{f}: not readable JSON ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict):

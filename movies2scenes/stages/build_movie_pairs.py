@@ -67,8 +67,12 @@ class BuildMoviePairs(Stage):
         if "cowatch" in cfg.movie_pairs.sources:
             if not cfg.watch_logs:
                 raise ConfigError("movie_pairs.sources has cowatch but no watch_logs=PATH is given")
+            if not Path(cfg.watch_logs).is_file():  # before the stage folder and its lock exist
+                raise CatalogueError([f"{cfg.watch_logs}: watch-log file not found"])
             self.inputs.append(Path(cfg.watch_logs))
         if "kg" in cfg.movie_pairs.sources and cfg.movie_pairs.kg_triples:
+            if not Path(cfg.movie_pairs.kg_triples).is_file():
+                raise CatalogueError([f"{cfg.movie_pairs.kg_triples}: KG triples file not found (movie_pairs.kg_triples)"])
             self.inputs.append(Path(cfg.movie_pairs.kg_triples))
 
     def input_hash(self) -> str:
