@@ -132,6 +132,7 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     num_workers: int = 2  # data-loading processes per training process
     checkpoint_every: int = 500  # optimizer steps; a checkpoint is also written at the end
+    checkpoint_minutes: float = 0.0  # also when this many minutes passed since the last one (0: off)
     keep_checkpoints: int = 2
     log_every: int = 10
     knn_every: int = 100  # kNN monitor on held-out probe movies every this many steps; 0 = off
@@ -543,6 +544,8 @@ def _validate(cfg: Config) -> None:
         rules += [(f"{name}.{k}", getattr(t, k) >= lo, f"must be >= {lo}")
                   for k, lo in (("knn_every", 0), ("knn_movies", 2), ("knn_per_movie", 2), ("log_every", 1),
                                 ("checkpoint_every", 1))]
+        rules.append((f"{name}.checkpoint_minutes", math.isfinite(t.checkpoint_minutes) and t.checkpoint_minutes >= 0,
+                      "must be a finite number of minutes >= 0 (0: off)"))
     e = cfg.shot_encoder
     rules += [
         ("shot_encoder.query_fraction", 0 < e.query_fraction <= 1, "must be in (0, 1]"),
@@ -630,7 +633,7 @@ def _is_str_field(key: str) -> bool:
 # Settings that change how fast a stage runs, never what it writes (tested: loader workers, decoder
 # threads, how many old checkpoints are kept). They are left out of every config hash, so changing
 # one neither redoes a finished stage nor refuses to resume a checkpoint.
-RUNTIME_KEYS = frozenset({"num_workers", "decode_threads", "keep_checkpoints"})
+RUNTIME_KEYS = frozenset({"num_workers", "decode_threads", "keep_checkpoints", "checkpoint_minutes"})
 
 
 def _results_only(data: Any) -> Any:

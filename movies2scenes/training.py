@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -154,6 +155,33 @@ def check_finite(accelerator, loss: torch.Tensor, step: int, last_checkpoint: Pa
                             "Lower the learning rate or check the data.")
 
 
+CPU_PARAMETERS = 30_000_000  # above this a CPU step takes seconds (ViT-B/16, 86 M: ~10 s per paper.yaml step here)
+
+
+def warn_large_model_on_cpu(command: str, model, device, steps: int) -> None:
+    """One warning when a GPU-sized model (configs/paper.yaml's ViT-B/16) is about to train on the CPU."""
+    if device.type != "cpu":
+        return
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if n > CPU_PARAMETERS:
+        print(f"{command}: WARNING: training {n / 1e6:.0f} M parameters on the CPU ({steps} steps): expect seconds "
+              "per step and days in all — this model size (configs/paper.yaml) is meant for GPUs; "
+              "configs/demo.yaml is sized for a CPU", file=sys.stderr)
+
+
+def checkpoint_due(accelerator, since: float, minutes: float) -> bool:
+    """``minutes`` (> 0) have passed since ``since`` on the main process's clock; every process
+    gets the main process's answer (saving a checkpoint is collective)."""
+    if minutes <= 0:
+        return False
+    due = time.time() - since >= minutes * 60
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast
+
+        due = bool(broadcast(torch.tensor([float(due)], device=accelerator.device), from_process=0).item())
+    return due
+
+
 def make_accelerator(cfg: TrainConfig, project_dir: Path):
     """An Accelerator for a training stage. Without CUDA it is told ``cpu=True``: otherwise, under
     torchrun/`accelerate launch` on CPU, every process believes it is process 0 of 1 (Accelerate
@@ -233,7 +261,7 @@ def train_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: in
     TensorBoard, progress (a bar on a terminal, plain lines in logs) with ``unit``/s, the kNN
     ``monitor`` (:class:`movies2scenes.monitor.KnnMonitor`) of the query encoder before training and
     every ``tr.knn_every`` steps (each offered to ``keep_best``, the factorised encoder's drift guard),
-    checkpoints every ``tr.checkpoint_every`` steps and at the end.
+    checkpoints every ``tr.checkpoint_every`` steps, every ``tr.checkpoint_minutes`` minutes and at the end.
     ``resumed`` is the progress record of the checkpoint resumed from: its loss and logged values
     are the result when nothing is left to train. Returns (step, last loss, last logged values);
     logged["knn_history"] holds every kNN evaluation of this run as [step, top-1]."""
@@ -246,6 +274,7 @@ def train_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: in
     loss_value, logged, t0, seen = resumed.get("loss", float("nan")), resumed.get("logged", {}), time.time(), 0
     history = list(logged.get("knn_history", []))
     monitor = monitor if main else None
+    saved_at = time.time()  # the last checkpoint (tr.checkpoint_minutes counts from it)
 
     def knn() -> None:
         encoder = accelerator.unwrap_model(model).encoder_q
@@ -284,9 +313,11 @@ def train_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: in
             bar.set_postfix({**postfix, f"{unit}/s": f"{seen / (time.time() - t0):.1f}"})
             bar.update()
             logged["knn_history"] = history
-            if step % tr.checkpoint_every == 0 or step == total:
+            if step % tr.checkpoint_every == 0 or step == total or checkpoint_due(accelerator, saved_at,
+                                                                                   tr.checkpoint_minutes):
                 last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, scheduler,
                                             stamp=stamp, loss=loss_value, logged=logged)
+                saved_at = time.time()
             if step >= total:
                 break
     bar.close()

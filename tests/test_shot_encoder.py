@@ -220,3 +220,30 @@ def test_features_shapes_order_and_round_trip(shots_run, tmp_path):
     assert extract_shot_features.run(cfg) == 0  # done: a no-op
     with pytest.raises(KeyError, match="no features"):
         feats.movie("nope")
+
+
+def test_time_based_checkpoints_and_gpu_sized_models_on_the_cpu(shots_run, tmp_path, capsys):
+    """Issue 32 (6): `checkpoint_minutes` writes checkpoints by wall time besides every
+    `checkpoint_every` steps (a SIGTERM an hour into paper.yaml's 500-step interval lost everything)
+    and is not in the config hash; a GPU-sized model on the CPU is warned about; too few query
+    shots says how many there are."""
+    run = _run_dir(shots_run, tmp_path)
+    extra = ["shot_encoder.train.max_steps=4", "shot_encoder.train.checkpoint_every=100",
+             "shot_encoder.train.keep_checkpoints=10", "shot_encoder.train.checkpoint_minutes=1e-9"]
+    assert train_shot_encoder.run(_cfg(run, *extra)) == 0
+    names = sorted(p.name for p in (run / "shot_encoder" / "checkpoints").iterdir())
+    assert names == [f"checkpoint-{s:08d}" for s in (1, 2, 3, 4)], names  # steps alone: only step 4
+    assert train_shot_encoder.run(_cfg(run, *extra[:-1])) == 0  # the same stage: up to date
+    assert "up to date" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="checkpoint_minutes"):
+        _cfg(run, "shot_encoder.train.checkpoint_minutes=-1")
+
+    big = _run_dir(shots_run, tmp_path / "big")
+    vit_b = ["shot_encoder.model.arch=vit_base_patch16_224", "shot_encoder.model.embed_dim=0",
+             "shot_encoder.model.depth=0", "shot_encoder.model.num_heads=0", "shot_encoder.train.batch_size=100000"]
+    with pytest.raises(ConfigError, match=r"^\d+ query shots \(of \d+ shots in \d+ movies\) are too few for one batch of 100000"):
+        train_shot_encoder.run(_cfg(big, *vit_b))
+    from movies2scenes.training import warn_large_model_on_cpu
+
+    warn_large_model_on_cpu("train-shot-encoder", create_vit(ViTConfig()), torch.device("cpu"), 10)
+    assert "WARNING: training 86 M parameters on the CPU" in capsys.readouterr().err

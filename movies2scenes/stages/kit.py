@@ -327,7 +327,8 @@ class TrainingStage(Stage):
     def work(self, ctx: StageContext) -> Finished | None:
         from accelerate.utils import set_seed
 
-        from movies2scenes.training import make_accelerator, make_optimizer, resume, train_loop, warmup_cosine
+        from movies2scenes.training import (make_accelerator, make_optimizer, resume, train_loop,
+                                            warmup_cosine, warn_large_model_on_cpu)
 
         tr = self.train_cfg
         self.prepare(ctx)
@@ -339,6 +340,7 @@ class TrainingStage(Stage):
         plan = self.plan = self.schedule(self.world)
         set_seed(self.cfg.seed)  # identical initial weights on every rank
         model = self.model(accelerator.device)
+        warn_large_model_on_cpu(self.spec.command, model, accelerator.device, plan.total)
         optimizer = make_optimizer(self.parameters(model), tr)  # fused AdamW when the model is on CUDA
         scheduler = warmup_cosine(optimizer, plan.warmup, plan.total)
         model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler's state lives in progress.json

@@ -78,8 +78,10 @@ class TrainShotEncoder(TrainingStage):
         if self.accelerator.is_main_process:
             print(f"train-shot-encoder: {len(self.movies)} movies" + (" (the catalogue's train split)"
                   if self.kept is not None else " (every movie of the shots stage)"))
-        return self.epochs(len(epoch_triplets(self.movies, 0, *self.triplet_args)), tr.batch_size,
-                           f"too few query shots for one batch of {tr.batch_size}: lower "
+        queries = len(epoch_triplets(self.movies, 0, *self.triplet_args))
+        return self.epochs(queries, tr.batch_size,
+                           f"{queries} query shots (of {sum(len(s) for s in self.movies.values())} shots in "
+                           f"{len(self.movies)} movies) are too few for one batch of {tr.batch_size}: lower "
                            "shot_encoder.train.batch_size or raise shot_encoder.query_fraction")
 
     def model(self, device) -> MoCo:
