@@ -14,11 +14,12 @@ from movies2scenes.catalogue import CatalogueError
 from movies2scenes.config import ConfigError, load
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, example: str = "") -> None:
     p.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
                    help="YAML config file (repeatable; later files override earlier ones)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. run_dir=runs/x shots.keyframes=3")
+                   help="config overrides (YAML values; quote one with spaces), e.g. run_dir=runs/x "
+                        + (example or "seed=1"))
 
 
 def _add_parallel_args(p: argparse.ArgumentParser, strict: bool = True) -> None:
@@ -47,7 +48,8 @@ EPILOG = """\
 pipeline (in order):
   m2s detect-shots -c configs/demo.yaml run_dir=runs/x catalogue=movies.csv
   m2s train-shot-encoder, extract-shot-features, build-movie-pairs, train-movie-encoder,
-      mine-scene-pairs, train-scene-encoder, export, evaluate   (same arguments)
+      mine-scene-pairs, train-scene-encoder, export   (same arguments)
+  m2s evaluate ... 'evaluate.tasks=[place.csv, genre.csv]'   (the same, plus task CSVs: m2s demo-tasks)
 use an exported encoder:
   m2s embed videos/ --encoder runs/x/export --out scenes.parquet
   m2s index scenes.parquet --out idx && m2s search idx --query scenes.parquet --at videos/a.mp4:75
@@ -56,6 +58,20 @@ exit status: 0 done, 1 failures that matter, 2 bad config/input/lock, 3 non-fini
 docs: README.md and docs/architecture.md"""
 
 STAGE_ARGS = "-c configs/demo.yaml run_dir=runs/demo catalogue=runs/demo/world/catalogue.csv"
+# each command's own override in its help (the stage's section, a value its schema takes)
+OVERRIDE_EXAMPLES = {
+    "demo-world": "demo_world.num_movies=16",
+    "detect-shots": "shots.keyframes=3",
+    "train-shot-encoder": "shot_encoder.train.max_steps=200",
+    "extract-shot-features": "shot_features.batch_size=256",
+    "build-movie-pairs": "movie_pairs.per_movie=5",
+    "train-movie-encoder": "movie_encoder.pairs_source=genre",
+    "mine-scene-pairs": "scene_pairs.keep_fraction=0.25",
+    "train-scene-encoder": "scene_encoder.train.checkpoint_minutes=15",
+    "export": "export.license=cc-by-4.0",
+    "evaluate": "'evaluate.tasks=[a.csv, b.csv]'",
+    "import-shot-features": "shot_features.batch_size=256",
+}
 EXAMPLES = {
     "demo-world": "m2s demo-world runs/demo/world -c configs/demo.yaml num_movies=16",
     "catalogue": "m2s catalogue --videos /data/films --out movies.csv\n  m2s catalogue --check movies.csv --logs watch_logs.csv",
@@ -70,8 +86,8 @@ EXAMPLES = {
     "embed": "m2s embed videos/ movies.csv clip.mp4 --encoder runs/demo/export --out scenes.parquet shots.detector=adaptive",
     "index": "m2s index scenes.parquet more.parquet --out idx --metric cosine",
     "search": "m2s search idx --query scenes.parquet --at videos/a.mp4:754.2 -k 10 --exclude video --json",
-    "demo-tasks": "m2s demo-tasks runs/demo/world --out runs/demo/tasks",
-    "evaluate": f"m2s evaluate {STAGE_ARGS} 'evaluate.tasks=[runs/demo/tasks/place.csv]'",
+    "demo-tasks": "m2s demo-tasks runs/demo/world --out runs/demo/world/tasks",
+    "evaluate": f"m2s evaluate {STAGE_ARGS} 'evaluate.tasks=[runs/demo/world/tasks/place.csv, runs/demo/world/tasks/genre.csv]'",
     "summary": "m2s summary runs/demo",
     "import-shot-features": f"m2s import-shot-features clip_features/ {STAGE_ARGS}   (one <movie id>.npy or .parquet per movie)",
     "browse": "m2s browse runs/demo   (then open http://127.0.0.1:8765/)\n  m2s browse /data/run --catalogue movies.csv --host 0.0.0.0 --port 9000 --stride 3",
@@ -118,7 +134,7 @@ def _add_stage(sub, command: str) -> None:
     """The subcommand of a run-dir stage, from :data:`STAGE_COMMANDS`."""
     spec = STAGE_COMMANDS[command]
     p = sub.add_parser(command, help=spec.help)
-    _add_config_args(p)
+    _add_config_args(p, OVERRIDE_EXAMPLES[command])
     if spec.parallel:
         _add_parallel_args(p, strict=spec.strict)
     else:
@@ -138,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-world", help="write the synthetic demo world (videos + metadata + truth)")
-    p.add_argument("out_dir")
-    _add_config_args(p)
+    p.add_argument("out_dir", help="folder to write (videos/, catalogue.csv, watch_logs.csv, ground_truth/)")
+    _add_config_args(p, OVERRIDE_EXAMPLES["demo-world"])
     p.set_defaults(func=_demo_world)
 
     p = sub.add_parser("catalogue", help="build a catalogue from a folder of videos, or check one")
@@ -166,9 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage(sub, "export")
 
     p = sub.add_parser("embed", help="scene embeddings of videos with an exported encoder")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("videos", nargs="+", metavar="VIDEO|key=value",
+                   help="video files, folders of videos, catalogue CSVs; key=value arguments are shots-config "
+                        "overrides (e.g. shots.detector=adaptive)")
     p.add_argument("--encoder", required=True, metavar="DIR", help="exported encoder (run_dir/export)")
-    p.add_argument("--out", required=True, metavar="FILE.parquet")
+    p.add_argument("--out", required=True, metavar="FILE.parquet",
+                   help="scene embeddings to write: one row per window of n shots, with times")
     p.add_argument("-n", "--shots-per-scene", type=int, default=None,
                    help="shots per scene window (default: the encoder's training n)")
     p.add_argument("--stride", type=int, default=1, help="window stride in shots (default 1)")
@@ -180,14 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_embed, overrides=[])
 
     p = sub.add_parser("index", help="faiss index over scene embeddings from `m2s embed`")
-    p.add_argument("files", nargs="+", metavar="FILE.parquet")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("files", nargs="+", metavar="FILE.parquet", help="scene embeddings written by `m2s embed`")
+    p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (index.faiss, meta.parquet, index.json)")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
     p.add_argument("--force", action="store_true", help="replace --out even when it is not an `m2s index` folder")
     p.set_defaults(func=_index)
 
     p = sub.add_parser("search", help="nearest indexed scenes to a query scene")
-    p.add_argument("index_dir", metavar="DIR")
+    p.add_argument("index_dir", metavar="DIR", help="index folder written by `m2s index`")
     p.add_argument("--query", required=True, metavar="FILE.parquet", help="embeddings holding the query scene")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--row", type=int, help="row of the query file")
@@ -206,22 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_search)
 
     p = sub.add_parser("demo-tasks", help="evaluation task CSVs from a demo world's ground truth")
-    p.add_argument("world_dir")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("world_dir", help="a demo world (m2s demo-world)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the task CSVs (place, genre, boundary)")
     p.set_defaults(func=_demo_tasks, overrides=[])
 
     _add_stage(sub, "evaluate")
 
     p = sub.add_parser("import-shot-features", help="bring your own per-shot embeddings as the shot_features stage")
     p.add_argument("source", metavar="DIR", help="one <movie id>.npy or .parquet per movie (see docs)")
-    _add_config_args(p)
+    _add_config_args(p, OVERRIDE_EXAMPLES["import-shot-features"])
     p.add_argument("--force", action="store_true", help="import again even if DONE.json matches")
     p.add_argument("--verify", action="store_true", help="import again if any imported array differs from "
                    "what was written (hashes every one)")
     p.set_defaults(func=_import_shot_features)
 
     p = sub.add_parser("browse", help="a read-only web app over a run directory: catalogue, shots, scene search, mined pairs")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run directory (the stages' run_dir; at least detect-shots done)")
     p.add_argument("--catalogue", metavar="CSV", help="titles, genres and splits (default: the catalogue the run was built from, as detect-shots recorded it; else RUN_DIR/world/catalogue.csv)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
@@ -230,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_browse)
 
     p = sub.add_parser("summary", help="what each stage of a run directory has produced")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run directory (the stages' run_dir)")
     p.set_defaults(func=_summary)
     for name, p in sub.choices.items():  # each sub-command: its one-line description and an example
         help_line = next(a.help for a in sub._choices_actions if a.dest == name)
@@ -420,15 +439,20 @@ def _demo_tasks(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with key=value overrides also after options (`m2s demo-world OUT -c f.yaml seed=1`)."""
     args, extra = parser.parse_known_args(argv)
-    # key=value overrides may also come after options (`m2s demo-world OUT -c f.yaml seed=1`)
     bad = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_args(parser, argv)
     from movies2scenes.stages.executors import ExecutorError
     from movies2scenes.store import OutputError
 

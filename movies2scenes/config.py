@@ -373,7 +373,11 @@ def _check(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {_short(value)}")
+            hint = ""
+            if isinstance(value, str) and value.lstrip().startswith("[") and not value.rstrip().endswith("]"):
+                hint = (f" — the shell split the list at a space: quote the whole override, "
+                        f"'{key}=[a.csv, b.csv]', or leave out the spaces: {key}=[a.csv,b.csv]")
+            raise ConfigError(f"{key}: expected a list, got {_short(value)}{hint}")
         (item_tp,) = typing.get_args(tp)
         return [_check(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:

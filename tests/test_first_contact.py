@@ -268,3 +268,49 @@ def test_mining_figures_name_movies_by_title_and_genre(small_world, tmp_path):
     for m in load_catalogue(small_world / "catalogue.csv"):
         assert m.title and labels[m.movie_id] == f"{m.title} ({', '.join(m.genres)}) [{m.movie_id}]"
     assert movie_labels(tmp_path / "missing.csv") == {}
+
+
+def test_every_help_example_parses_and_names_what_the_demo_makes():
+    """Issue 32 (4): each command's example parses with its own parser, its key=value overrides load
+    against configs/demo.yaml, every runs/demo path it names is one `make demo` writes (the evaluate
+    example pointed at runs/demo/tasks, which nothing writes), and each stage's override example is
+    its own (every stage showed detect-shots' shots.keyframes=3)."""
+    import re
+    import shlex
+
+    from movies2scenes.cli import EXAMPLES, OVERRIDE_EXAMPLES, build_parser, parse_args
+    from movies2scenes.config import load
+    from movies2scenes.layout import STAGES
+
+    root = Path(__file__).resolve().parents[1]
+    made = {"runs/demo", "runs/demo/world", "runs/demo/world/catalogue.csv", "runs/demo/world/watch_logs.csv",
+            *(f"runs/demo/world/tasks/{t}.csv" for t in ("place", "genre", "boundary")), "runs/demo/world/tasks",
+            *(f"runs/demo/{s.folder}" for s in STAGES)}
+    makefile = (root / "Makefile").read_text()
+    assert "RUN    ?= runs/demo" in makefile and "WORLD  ?= $(RUN)/world" in makefile and "$(WORLD)/tasks" in makefile
+    parser = build_parser()
+    for name, text in EXAMPLES.items():
+        for line in text.splitlines():
+            words = shlex.split(line.split("   (")[0])
+            assert words[0] == "m2s" and words[1] == name, line
+            args = parse_args(parser, words[1:])
+            overrides = [w for w in getattr(args, "overrides", []) if "=" in w]
+            if name == "embed":
+                overrides = [w for w in args.videos if "=" in w]
+            if overrides and name not in ("embed", "demo-world"):
+                load([root / "configs" / "demo.yaml"], overrides)  # a ConfigError fails the test
+            for path in re.findall(r"runs/demo[\w/.-]*", line):
+                assert path.rstrip("/") in made, f"{name}'s example names {path}, which make demo does not write"
+    stage_help = {n: parser._subparsers._group_actions[0].choices[n].format_help() for n in OVERRIDE_EXAMPLES}
+    for name, example in OVERRIDE_EXAMPLES.items():
+        assert example in " ".join(stage_help[name].split()), name
+        if name not in ("detect-shots",):
+            assert "shots.keyframes=3" not in stage_help[name], name
+        key_value = shlex.split(example)[0]
+        load([root / "configs" / "demo.yaml"], [key_value] if name != "demo-world" else [])
+    for name in ("search", "index", "browse", "embed", "demo-world", "summary", "demo-tasks"):
+        text = parser._subparsers._group_actions[0].choices[name].format_help()
+        positional = text.split("positional arguments:")[1].split("options:")[0]
+        assert all(len(line.split()) > 1 for line in positional.strip().splitlines()[:1]), (name, positional)
+    top = parser.format_help()
+    assert "evaluate.tasks" in top
