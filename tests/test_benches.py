@@ -40,6 +40,7 @@ def test_mining_bench_smoke(mined_run):
 def test_browse_bench_smoke(exported_run):
     out = _bench("bench/browse.py", "--run", str(exported_run[0]), "--requests", "1")
     assert "| route |" in out and "scene search" in out and "| mined pairs |" in out
+    assert "later starts" in out and "read back from browse_index/" in out
 
 
 def test_scene_pair_quality_bench_smoke(mined_run, small_world):

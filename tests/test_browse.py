@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -393,3 +394,59 @@ def test_the_runs_own_catalogue_titles_pairs_and_clear_refusals(client, view, ex
     ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))
     r = client.post("/search/clip", files={"clip": ("photo.jpg", jpeg.tobytes(), "image/jpeg")})
     assert r.status_code == 400 and "a still image" in r.text and "playlist" not in r.text
+
+
+def test_scene_index_is_kept_in_the_run_grows_alone_and_builds_behind_the_pages(exported_run, tmp_path, monkeypatch):
+    """Issue 32 (1): browse embedded every window of the catalogue at every start (26–57 s for the
+    demo, hours at 10⁴ titles). The index is now kept in RUN/browse_index/: a restart embeds nothing,
+    a movie whose cache is gone is embedded alone, and while embedding runs in the background every
+    page is served and search says it is building."""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    import movies2scenes.evaluation as evaluation
+    from movies2scenes.apps.browse import RunView, make_app
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run, ignore=shutil.ignore_patterns("browse_index"))
+    real, calls = evaluation.embed_clips, []
+
+    def counted(encoder, samples, clips, batch):
+        calls.append(clips[0][0])
+        return real(encoder, samples, clips, batch)
+
+    monkeypatch.setattr(evaluation, "embed_clips", counted)
+    first = RunView(run)
+    assert first.index_cached == 0 and len(calls) == first.index_total > 1
+    assert len(list((run / "browse_index").glob("*.npy"))) == first.index_total
+    calls.clear()
+    again = RunView(run)
+    assert calls == [] and again.index_cached == again.index_total
+    assert again.windows == first.windows and np.array_equal(again.emb, first.emb)
+    movie = again.windows[0][0]
+    q = again.emb[0]
+    assert again.search(q, 5, movie) == first.search(q, 5, movie)
+    next((run / "browse_index").glob(f"{movie}-*.npy")).unlink()
+    grown = RunView(run)
+    assert calls == [movie] and np.array_equal(grown.emb, first.emb)
+
+    shutil.rmtree(run / "browse_index")
+    gate = threading.Event()
+
+    def slow(encoder, samples, clips, batch):
+        gate.wait(60)
+        return real(encoder, samples, clips, batch)
+
+    monkeypatch.setattr(evaluation, "embed_clips", slow)
+    t = time.perf_counter()
+    view = RunView(run, background=True)
+    assert time.perf_counter() - t < 30 and not view.index_ready
+    client = TestClient(make_app(view))
+    assert client.get("/").status_code == 200 and client.get(f"/movie/{movie}").status_code == 200
+    r = client.get("/search", params={"movie": movie, "start": "0"})
+    assert r.status_code == 503 and "being built: 0 of" in r.text
+    gate.set()
+    view._builder.join(120)
+    r = client.get("/search", params={"movie": movie, "start": "0"})
+    assert r.status_code == 200 and r.text.count('class="hit-movie"') >= 1 and np.array_equal(view.emb, first.emb)

@@ -5,13 +5,16 @@
   movies by each metadata source (``movie_pairs/*.parquet``), its mined scene pairs.
 * **Scene search** — a scene (movie id + start shot, or a click) → its nearest scenes in the rest
   of the catalogue from an exact faiss index over the exported encoder's embeddings of every
-  window of n shots (stride ``--stride``), built once at start-up; filter by split and movie; or a
+  window of n shots (stride ``--stride``), kept in ``RUN/browse_index/`` (:mod:`.scene_index`: a
+  restart reads it back, a new movie is embedded alone; built in the background while the other
+  pages are served); filter by split and movie; or a
   short uploaded clip, embedded with ``m2s embed``'s code path (``retrieval.embed_video``).
 * **Mined pairs** — movie pairs by score; a pair's scene pairs side by side and its shot
   adjacency heatmap (E_movie's shot embeddings, the mined windows drawn on it).
 
 Keyframes are read from the shot shards by random access (``store.TarIndex``: the tar's member
-offsets), nothing is copied out. Read-only: no route writes into the run (an uploaded clip lives in
+offsets), nothing is copied out. Read-only but for its own ``browse_index/`` cache (skipped where the
+run cannot be written): no route writes into the run (an uploaded clip lives in
 a temporary folder for the time it takes to embed it); every path comes from the run's own indexes
 — a URL only ever names ids, which are looked up, never joined onto a path.
 """
@@ -81,7 +84,7 @@ class RunView:
     """Everything the browser shows, read once from a run directory (nothing is written)."""
 
     def __init__(self, run_dir: str | Path, catalogue: str | Path | None = None, stride: int = 1,
-                 index: bool = True, batch: int = 64):
+                 index: bool = True, batch: int = 64, background: bool = False):
         from movies2scenes.catalogue import load_catalogue
 
         self.run, self.layout = Path(run_dir), RunLayout(run_dir)
@@ -118,8 +121,9 @@ class RunView:
         # shared state, one lock each: a slow clip upload (the model lock) never holds up keyframes
         self._tar_lock, self._model_lock, self._cache_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self.encoder, self.n, self.stride, self.windows = None, self.pair_n or 9, stride, []
+        self.index, self.index_total, self.index_done, self.index_cached = None, 0, 0, 0
         if index and self.layout.is_done("export"):
-            self._build_index(stride, batch)
+            self._build_index(stride, batch, background)
         self._movie_embed, self._heatmaps = None, {}
 
     # -- metadata -------------------------------------------------------------------------------
@@ -186,15 +190,16 @@ class RunView:
 
     # -- scene search ---------------------------------------------------------------------------
 
-    def _build_index(self, stride: int, batch: int) -> None:
-        import faiss
-        import torch
-
+    def _build_index(self, stride: int, batch: int, background: bool) -> None:
+        """The encoder, and the scene index: each movie's windows read back from the run's
+        ``browse_index/`` when embedded before by this export (:mod:`.scene_index`), the rest
+        embedded — in a background thread when ``background`` (pages are served meanwhile and
+        search says it is building), else before returning."""
+        from movies2scenes.artefacts import ShotSamples
         from movies2scenes.export import load_scene_encoder, scene_settings
         from movies2scenes.retrieval import scene_windows
 
-        from movies2scenes.evaluation import embed_clips
-        from movies2scenes.artefacts import ShotSamples
+        from .scene_index import SceneIndexCache
 
         export = self.layout.folder("export")
         settings = scene_settings(export)
@@ -202,17 +207,56 @@ class RunView:
         self.n = int(settings["shots_per_scene"])
         self.shot_settings = settings.get("shots") or {}
         self.samples = ShotSamples(self.layout.folder("shots"), cache=2)
-        embs = []
-        with torch.no_grad():
-            for movie in progress(sorted(self.shots), desc="browse: scene index", unit="movie"):
-                clips = [(movie, s, e) for s, e in scene_windows(len(self.shots[movie]), self.n, stride)]
-                if clips:
-                    self.windows += clips
-                    embs.append(embed_clips(self.encoder, self.samples, clips, batch))
-        self.emb = _normalise(np.concatenate(embs)) if embs else np.zeros((0, self.encoder.num_features), np.float32)
-        self.row = {(m, s): i for i, (m, s, _) in enumerate(self.windows)}
-        self.index = faiss.IndexFlatIP(self.emb.shape[1])
-        self.index.add(self.emb)
+        cache = SceneIndexCache(self.run, self.n, stride)
+        plan, known, todo = [], {}, []
+        for movie in sorted(self.shots):
+            clips = [(movie, s, e) for s, e in scene_windows(len(self.shots[movie]), self.n, stride)]
+            if clips:
+                stamp = cache.stamp(movie, self.shots[movie][0]["shard"])
+                plan.append((movie, clips, stamp))
+                emb = cache.load(movie, stamp, len(clips))
+                if emb is None:
+                    todo.append(plan[-1])
+                else:
+                    known[movie] = emb
+        self.index_total, self.index_done = len(plan), len(known)
+        self.index_cached = len(known)
+
+        def build() -> None:
+            import torch
+
+            from movies2scenes.evaluation import embed_clips
+
+            with torch.no_grad():
+                for movie, clips, stamp in progress(todo, desc="browse: scene index", unit="movie"):
+                    with self._model_lock:
+                        known[movie] = embed_clips(self.encoder, self.samples, clips, batch)
+                    cache.save(movie, stamp, known[movie])
+                    self.index_done += 1
+            self._assemble(plan, known)
+
+        if background and todo:
+            self._builder = threading.Thread(target=build, name="browse-scene-index", daemon=True)
+            self._builder.start()
+        else:
+            build()
+
+    def _assemble(self, plan: list, known: dict) -> None:
+        """The faiss index over every window, in movie order; published last (search waits for it)."""
+        import faiss
+
+        windows = [c for _, clips, _ in plan for c in clips]
+        emb = _normalise(np.concatenate([known[m] for m, _, _ in plan])) if plan else \
+            np.zeros((0, self.encoder.num_features), np.float32)
+        index = faiss.IndexFlatIP(emb.shape[1])
+        index.add(emb)
+        self.windows, self.emb = windows, emb
+        self.row = {(m, s): i for i, (m, s, _) in enumerate(windows)}
+        self.index = index
+
+    @property
+    def index_ready(self) -> bool:
+        return self.index is not None
 
     def recorded_catalogue(self) -> Path | None:
         """The catalogue the run was built from: the one detect-shots (or build-movie-pairs)
@@ -422,13 +466,17 @@ def make_app(view: RunView):
                 "within": params.get("in", "").strip()}
 
     def search_page(form: dict, queries: list, error: str = "", status: int = 200):
+        building = None if view.encoder is None or view.index_ready else (view.index_done, view.index_total)
         return page("search.html", status=status, form=form, queries=queries, error=error, splits=view.splits,
-                    searchable=view.encoder is not None, indexed=len(view.windows), n=view.n, stride=view.stride)
+                    searchable=view.encoder is not None, indexed=len(view.windows), n=view.n, stride=view.stride,
+                    building=building)
 
     def search(request: Request):
         form = search_form(request.query_params)
         if view.encoder is None or not form["movie"]:
             return search_page(form, [])
+        if not view.index_ready:
+            return search_page(form, [], "", 503)
         try:
             start = int(form["start"])
             q, end = view.scene_embedding(form["movie"], start)
@@ -447,6 +495,8 @@ def make_app(view: RunView):
         form = search_form(request.query_params)
         if view.encoder is None:
             return search_page(form, [], "no exported encoder in this run", 400)
+        if not view.index_ready:
+            return search_page(form, [], "", 503)
         request = limited_body(request, MAX_UPLOAD)  # 413 from the header, or as soon as the stream passes it
         async with request.form(max_files=1, max_fields=8, max_part_size=MAX_UPLOAD) as data:
             upload = data.get("clip")
@@ -524,11 +574,13 @@ def serve(run_dir: str, catalogue: str | None, host: str, port: int, stride: int
     _web_stack()  # before minutes of indexing
     import uvicorn
 
-    view = RunView(run_dir, catalogue, stride=stride)
+    view = RunView(run_dir, catalogue, stride=stride, background=True)
     if view.encoder is None:
         print(f"m2s browse: {run_dir} has no export/DONE.json — scene search is off until export has run")
     print(f"m2s browse: {len(view.movies)} movies, {sum(map(len, view.shots.values()))} shots, "
-          f"{len(view.windows)} scenes indexed, {len(view.pairs)} mined scene pairs")
+          f"{len(view.pairs)} mined scene pairs; scene index: {view.index_cached} of {view.index_total} movies "
+          "read back from browse_index/" + ("" if view.index_ready or view.encoder is None
+                                             else ", the rest being embedded while pages are served"))
     print(f"m2s browse: serving {run_dir} read-only at http://{host}:{port}/  (Ctrl-C stops)", flush=True)
     uvicorn.run(make_app(view), host=host, port=port, log_level="warning")
     return 0

@@ -78,7 +78,8 @@ hits from movies matching <input type="text" name="in" value="{{ form.within }}"
 <button>Search</button></form>
 <form action="/search/clip" method="post" enctype="multipart/form-data">or a short video clip <input type="file" name="clip" accept="video/*" aria-label="clip">
 <button>Search with clip</button></form>
-<p class="muted">{{ indexed }} scenes of {{ n }} shots indexed (stride {{ stride }}); hits leave out the query's movie and overlapping windows of a hit already shown.</p>
+{% if building %}<p class="err" id="building">The scene index is being built: {{ building[0] }} of {{ building[1] }} movies embedded (kept in the run for the next start). Search answers when it is done; every other page works now.</p>
+{% else %}<p class="muted">{{ indexed }} scenes of {{ n }} shots indexed (stride {{ stride }}); hits leave out the query's movie and overlapping windows of a hit already shown.</p>{% endif %}
 {% endif %}
 {% if error %}<p class="err">{{ error }}</p>{% endif %}
 {% for q in queries %}<div class="scene"><h2>{{ q.label }}</h2>{% if q.shots %}{{ x.strip(q.shots, q.movie) }}{% endif %}
