@@ -1,5 +1,6 @@
 """decord vs PyAV: speed and agreement per file (what ``video.FrameReader``'s choice rests on).
 
+    python bench/decoders.py --smoke         (bikes.mp4 once: make test)
     python bench/decoders.py [VIDEO ...]     (default: the demo world's first video, bikes.mp4,
                                               bigbuckbunny.mp4, cityCC0.mpg and cityCC0 remuxed to TS)
 
@@ -50,9 +51,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("videos", nargs="*", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="bikes.mp4 once (make test)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         videos = args.videos or default_videos(Path(tmp))
+        if args.smoke:
+            videos, args.repeats = [v for v in videos if v.name == "bikes.mp4"], 1
         print("| video | container | frames decord / PyAV | decord f/s | PyAV f/s | PyAV ÷ decord | mean abs diff | auto picks |")
         print("|---|---|---|---|---|---|---|---|")
         for v in videos:

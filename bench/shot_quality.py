@@ -5,7 +5,7 @@ of the same architecture at its random initial weights, and a raw-pixel baseline
 A linear classifier (softmax regression) is fit on the shots of `train`-split movies and scored on
 the shots of the other movies (cross-movie: the per-movie look is a nuisance). Reported, not asserted.
 
-    python bench/shot_quality.py [--run runs/demo]
+    python bench/shot_quality.py [--run runs/demo] [--world RUN/world]   (make test: a tiny run)
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def linear_probe(x_tr, y_tr, x_te, y_te, classes: int, epochs: int = 300, seed: 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "demo")
+    ap.add_argument("--world", type=Path, help="the run's demo world (default: RUN/world, where make demo writes it)")
     args = ap.parse_args()
-    world = args.run / "world"
+    world = args.world or args.run / "world"
     truth: dict[str, list[tuple[int, int]]] = {}  # movie → [(start_frame, place)] in order
     for r in csv.DictReader(open(world / "ground_truth" / "shots.csv")):
         truth.setdefault(r["movie_id"], []).append((int(r["start_frame"]), int(r["place"])))

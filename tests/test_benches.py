@@ -90,3 +90,13 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert all(r["status"] == "PASS" for r in got.values()), out
     assert got["scene_step"]["figures"]["tflops_per_step"] > 0 and got["mining"]["figures"]["identical"] == 4
     assert "10/10 PASS" in out
+
+
+def test_decoders_bench_smoke():
+    out = _bench("bench/decoders.py", "--smoke")
+    assert "| bikes.mp4 |" in out and "auto picks" in out
+
+
+def test_shot_quality_bench_smoke(encoded_run, small_world):
+    out = _bench("bench/shot_quality.py", "--run", str(encoded_run[0]), "--world", str(small_world))
+    assert "trained E_shot" in out and "random-init ViT" in out and "raw 8x5 pixels" in out, out
