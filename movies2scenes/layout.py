@@ -58,4 +58,9 @@ class RunLayout:
         """``run_dir/world``: where ``m2s demo-world`` / ``make demo`` put the synthetic world."""
         return self.root / "world"
 
+    @property
+    def browse_index(self) -> Path:
+        """``run_dir/browse_index``: ``m2s browse``'s scene-index cache (not a stage)."""
+        return self.root / "browse_index"
+
 MODEL_FILES = ("model.safetensors", "config.json", "movies2scenes.json", "head.safetensors")  # a trained encoder's final files

@@ -63,17 +63,16 @@ class BuildMoviePairs(Stage):
         if not cfg.catalogue:
             raise ConfigError("no catalogue given: set catalogue=PATH")
         self.catalogue = load_catalogue(cfg.catalogue)
-        self.inputs = [Path(cfg.catalogue)]
+        extra = []  # (what, path) of the files beside the catalogue
         if "cowatch" in cfg.movie_pairs.sources:
             if not cfg.watch_logs:
                 raise ConfigError("movie_pairs.sources has cowatch but no watch_logs=PATH is given")
-            if not Path(cfg.watch_logs).is_file():  # before the stage folder and its lock exist
-                raise CatalogueError([f"{cfg.watch_logs}: watch-log file not found"])
-            self.inputs.append(Path(cfg.watch_logs))
+            extra.append(("watch-log", Path(cfg.watch_logs)))
         if "kg" in cfg.movie_pairs.sources and cfg.movie_pairs.kg_triples:
-            if not Path(cfg.movie_pairs.kg_triples).is_file():
-                raise CatalogueError([f"{cfg.movie_pairs.kg_triples}: KG triples file not found (movie_pairs.kg_triples)"])
-            self.inputs.append(Path(cfg.movie_pairs.kg_triples))
+            extra.append(("KG triples", Path(cfg.movie_pairs.kg_triples)))
+        if missing := [f"{p}: {what} file not found" for what, p in extra if not p.is_file()]:
+            raise CatalogueError(missing)  # before the stage folder and its lock exist
+        self.inputs = [Path(cfg.catalogue), *(p for _, p in extra)]
 
     def input_hash(self) -> str:
         return hashlib.sha256("".join(file_fingerprint(p) if p.is_file() else "missing"

@@ -207,7 +207,7 @@ class RunView:
         self.n = int(settings["shots_per_scene"])
         self.shot_settings = settings.get("shots") or {}
         self.samples = ShotSamples(self.layout.folder("shots"), cache=2)
-        cache = SceneIndexCache(self.run, self.n, stride)
+        cache = SceneIndexCache(self.layout, self.n, stride)
         plan, known, todo = [], {}, []
         for movie in sorted(self.shots):
             clips = [(movie, s, e) for s, e in scene_windows(len(self.shots[movie]), self.n, stride)]
@@ -262,7 +262,7 @@ class RunView:
         """The catalogue the run was built from: the one detect-shots (or build-movie-pairs)
         recorded in its DONE.json, if that file is still there; else a demo run's own world."""
         for stage in ("shots", "movie_pairs"):
-            done = self.layout.folder(stage) / "DONE.json"
+            done = self.layout.done(stage)
             path = json.loads(done.read_text()).get("catalogue") if done.is_file() else None
             if path and Path(path).is_file():
                 return Path(path)

@@ -21,16 +21,13 @@ import numpy as np
 from movies2scenes.catalogue import safe_name
 from movies2scenes.store import OutputError, atomic_path
 
-FOLDER = "browse_index"
-
-
 class SceneIndexCache:
     """Per-movie window embeddings of one exported encoder (float32, un-normalised, window order)."""
 
-    def __init__(self, run: Path, n: int, stride: int):
-        self.folder = Path(run) / FOLDER
-        export = json.loads((Path(run) / "export" / "DONE.json").read_text())
-        shots = json.loads((Path(run) / "shots" / "DONE.json").read_text())
+    def __init__(self, layout, n: int, stride: int):
+        """``layout``: the run's :class:`movies2scenes.layout.RunLayout`."""
+        self.folder = layout.browse_index
+        export, shots = (json.loads(layout.done(s).read_text()) for s in ("export", "shots"))
         self.base = json.dumps([export.get("outputs", {}), n, stride], sort_keys=True)
         self.shards = shots.get("files", {})
         self.writable = True
