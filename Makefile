@@ -1,6 +1,9 @@
 # movies2scenes — one target per stage; each is incremental on the stage's DONE.json.
 #   make demo    set up, write the demo world, run every stage that exists, print a summary
-#   make test    the test suite
+#   make setup   the pipeline's venv (constraints.txt; TORCH=cpu: PyTorch's CPU wheels); no test data
+#   make test    the test suite (adds the test data: test-setup)
+#   make test-min  a subset on the oldest declared torch/torchvision (.venv-min, constraints-min.txt)
+#   make gpu-check every CUDA path once on this machine's GPU (bench/gpu_check.py)
 #   make bench   performance benchmarks (print ratios; results go to bench/RESULTS.md by hand)
 #   make bench-quality   the quality table (scene representations x pair sources x 3 seeds; roughly 3 h on 2 cores)
 
