@@ -6,6 +6,7 @@ from browse_index/), and the run's tables alone (when `m2s browse` serves its fi
 JPEG through Debian's chromium (Playwright) — the images in docs/.
 
     python bench/browse.py [--run runs/demo] [--requests 50] [--screenshots docs]
+    python bench/browse.py --run none --index-scale 1000 2000 4000 [--windows 500 --dim 96]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,12 +74,76 @@ def screenshots(port: int, view, out: Path) -> None:
         browser.close()
 
 
+class FakeLayout:
+    """What :class:`SceneIndexCache` reads of a run: DONE records of export and shots, and its folder."""
+
+    def __init__(self, root: Path, shards: dict):
+        import json
+
+        self.root, self.browse_index = root, root / "browse_index"
+        for stage, record in (("export", {"outputs": {"model.safetensors": "0" * 64}}), ("shots", {"files": shards})):
+            (root / stage).mkdir(parents=True, exist_ok=True)
+            (root / stage / "DONE.json").write_text(json.dumps(record))
+
+    def done(self, stage: str) -> Path:
+        return self.root / stage / "DONE.json"
+
+
+def index_scale(sizes: list[int], windows: int, dim: int) -> None:
+    """A later start's index part against catalogue size, at feature level: ``m`` movies of
+    ``windows`` cached window embeddings (``dim``-d) read back from browse_index/ and added to the
+    flat index — what RunView does once the run's tables are read."""
+    import faiss
+
+    from movies2scenes.apps.browse.scene_index import SceneIndexCache
+
+    print(f"\n| movies | windows | read back (s) | concatenate + normalise + faiss add (s) | index memory (GB) |\n|---|---|---|---|---|")
+    times = []
+    rng = np.random.default_rng(0)
+    for m in sizes:
+        work = Path(tempfile.mkdtemp(prefix="m2s-browse-index-"))
+        try:
+            movies = [f"m{i:06d}" for i in range(m)]
+            layout = FakeLayout(work, {f"shots-{mid}.tar": [1, mid] for mid in movies})
+            cache = SceneIndexCache(layout, 9, 1)
+            block = rng.standard_normal((windows, dim)).astype(np.float32)
+            for mid in movies:
+                cache.save(mid, cache.stamp(mid, f"shots-{mid}.tar"), block)
+            t = time.perf_counter()
+            cache = SceneIndexCache(layout, 9, 1)
+            got = [cache.load(mid, cache.stamp(mid, f"shots-{mid}.tar"), windows) for mid in movies]
+            read = time.perf_counter() - t
+            assert all(g is not None for g in got)
+            t = time.perf_counter()
+            x = np.concatenate(got)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            index = faiss.IndexFlatIP(dim)
+            index.add(x)
+            add = time.perf_counter() - t
+            times.append(read + add)
+            print(f"| {m:,} | {m * windows:,} | {read:.2f} | {add:.2f} | {x.nbytes / 1e9:.2f} |", flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    if len(sizes) > 1:
+        slope = np.polyfit(np.log(sizes), np.log(times), 1)[0]
+        print(f"start-up index part: t ∝ movies^{slope:.2f} over {sizes[0]:,}–{sizes[-1]:,} movies")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "demo"))
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--screenshots", metavar="DIR")
+    ap.add_argument("--index-scale", type=int, nargs="*", metavar="MOVIES",
+                    help="also time a later start's index part at these catalogue sizes (feature level: "
+                         "--windows cached windows of --dim floats per movie), e.g. 1000 4000")
+    ap.add_argument("--windows", type=int, default=500)
+    ap.add_argument("--dim", type=int, default=96)
     args = ap.parse_args()
+    if args.index_scale:
+        index_scale(args.index_scale, args.windows, args.dim)
+        if args.run == "none":
+            return
     from testkit.web import Server
 
     from movies2scenes.apps.browse import RunView, make_app

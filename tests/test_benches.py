@@ -38,7 +38,9 @@ def test_mining_bench_smoke(mined_run):
 
 
 def test_browse_bench_smoke(exported_run):
-    out = _bench("bench/browse.py", "--run", str(exported_run[0]), "--requests", "1")
+    out = _bench("bench/browse.py", "--run", str(exported_run[0]), "--requests", "1", "--index-scale", "20", "40",
+                 "--windows", "30", "--dim", "8")
+    assert "| 40 | 1,200 |" in out and "start-up index part: t ∝ movies^" in out
     assert "| route |" in out and "scene search" in out and "| mined pairs |" in out
     assert "later starts" in out and "read back from browse_index/" in out
 
