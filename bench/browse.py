@@ -97,7 +97,7 @@ def index_scale(sizes: list[int], windows: int, dim: int) -> None:
 
     from movies2scenes.apps.browse.scene_index import SceneIndexCache
 
-    print(f"\n| movies | windows | read back (s) | concatenate + normalise + faiss add (s) | index memory (GB) |\n|---|---|---|---|---|")
+    print("\n| movies | windows | read back (s) | concatenate + normalise + faiss add (s) | index memory (GB) |\n|---|---|---|---|---|")
     times = []
     rng = np.random.default_rng(0)
     for m in sizes:
