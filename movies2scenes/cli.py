@@ -85,7 +85,8 @@ EXAMPLES = {
     "export": f"m2s export {STAGE_ARGS} export.license=cc-by-4.0",
     "embed": "m2s embed videos/ movies.csv clip.mp4 --encoder runs/demo/export --out scenes.parquet shots.detector=adaptive",
     "index": "m2s index scenes.parquet more.parquet --out idx --metric cosine",
-    "search": "m2s search idx --query scenes.parquet --at videos/a.mp4:754.2 -k 10 --exclude video --json",
+    "search": "m2s search idx --query scenes.parquet --at videos/a.mp4:754.2 -k 10 --exclude video --json\n"
+              "  m2s search runs/demo --movie m0003 --start 12 -k 5   (a run: the scene index m2s browse keeps)",
     "demo-tasks": "m2s demo-tasks runs/demo/world --out runs/demo/world/tasks",
     "evaluate": f"m2s evaluate {STAGE_ARGS} 'evaluate.tasks=[runs/demo/world/tasks/place.csv, runs/demo/world/tasks/genre.csv]'",
     "summary": "m2s summary runs/demo",
@@ -206,11 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_index)
 
     p = sub.add_parser("search", help="nearest indexed scenes to a query scene")
-    p.add_argument("index_dir", metavar="DIR", help="index folder written by `m2s index`")
-    p.add_argument("--query", required=True, metavar="FILE.parquet", help="embeddings holding the query scene")
-    g = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("index_dir", metavar="DIR", help="index folder written by `m2s index`; or a run directory "
+                   "with --movie: the scene index m2s browse keeps in it (RUN/browse_index/)")
+    p.add_argument("--query", metavar="FILE.parquet", help="embeddings holding the query scene (with an index folder)")
+    g = p.add_mutually_exclusive_group()
     g.add_argument("--row", type=int, help="row of the query file")
     g.add_argument("--at", metavar="VIDEO:SECONDS", help="the scene of VIDEO that covers this time")
+    p.add_argument("--movie", metavar="ID", help="with a run directory: the query scene's movie id")
+    p.add_argument("--start", type=int, default=0, metavar="SHOT",
+                   help="with a run directory: the query scene's first shot (default 0)")
     p.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
     p.add_argument("--exclude", choices=["none", "self", "video"], default="self",
                    help="leave out the query scene and its overlapping windows (default), every scene of its video, "
@@ -426,7 +431,16 @@ def _search(args) -> int:
 
     if args.k < 1:
         raise ConfigError(f"-k must be >= 1, got {args.k}")
+    from movies2scenes.layout import RunLayout
 
+    if RunLayout(args.index_dir).is_done("shots"):  # a run directory: browse's scene index of it
+        if not args.movie or args.query or args.row is not None or args.at:
+            raise ConfigError(f"{args.index_dir} is a run directory: give --movie ID [--start SHOT] "
+                              "(--query/--row/--at go with an index folder of `m2s index`)")
+        return embed.search_run(args.index_dir, args.movie, args.start, args.k, args.json)
+    if not args.query or (args.row is None and not args.at):
+        raise ConfigError("give --query FILE.parquet and --row I or --at VIDEO:SECONDS (with an index folder), "
+                          "or a run directory with --movie ID")
     return embed.search(args.index_dir, args.query, args.row, args.at, args.k, args.exclude, args.video, args.json,
                         echoes=args.keep_overlapping)
 

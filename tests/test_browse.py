@@ -5,6 +5,7 @@ browser (Debian's chromium driven by Playwright) clicking catalogue â†’ movie â†
 from __future__ import annotations
 
 import hashlib
+import json
 import html
 import os
 import re
@@ -450,3 +451,25 @@ def test_scene_index_is_kept_in_the_run_grows_alone_and_builds_behind_the_pages(
     view._builder.join(120)
     r = client.get("/search", params={"movie": movie, "start": "0"})
     assert r.status_code == 200 and r.text.count('class="hit-movie"') >= 1 and np.array_equal(view.emb, first.emb)
+
+
+def test_m2s_search_on_a_run_uses_the_kept_scene_index(exported_run, tmp_path, capsys):
+    """Issue 32 (1): `m2s search RUN --movie M --start S` searches the run's browse_index/ (building
+    it where missing) and gives browse's hits; the index-folder form is unchanged."""
+    from movies2scenes.apps.browse import RunView
+    from movies2scenes.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run, ignore=shutil.ignore_patterns("browse_index"))
+    view = RunView(run)  # builds and keeps the index
+    movie = view.windows[0][0]
+    want = view.search(view.scene_embedding(movie, 0)[0], 3, movie)
+    assert main(["search", str(run), "--movie", movie, "--start", "0", "-k", "3", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [(h["movie_id"], h["start_shot"]) for h in got["hits"]] == [(h["movie"], h["start"]) for h in want]
+    assert main(["search", str(run), "--movie", movie]) == 0
+    assert f"of {view.index_total} movies read back from browse_index/" in capsys.readouterr().out
+    assert main(["search", str(run), "--query", "x.parquet", "--row", "0"]) == 2
+    assert "is a run directory: give --movie" in capsys.readouterr().err
+    assert main(["search", str(run), "--movie", movie.upper() + "X"]) == 2
+    assert "no movie" in capsys.readouterr().err

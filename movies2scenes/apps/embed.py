@@ -5,6 +5,8 @@ embed  VIDEO... --encoder DIR --out FILE.parquet   one row per scene window: vid
        are reported (``FILE.failures.jsonl``) and skipped; the others are embedded.
 index  FILE.parquet... --out DIR                    faiss index (index.faiss) + rows (meta.parquet)
 search DIR --query FILE.parquet (--row I | --at VIDEO:SECONDS) [-k 5]   nearest scenes
+search RUN_DIR --movie ID [--start SHOT] [-k 5]   nearest scenes of a run, from the scene index
+       m2s browse keeps in it (browse_index/; built there if missing)
 """
 
 from __future__ import annotations
@@ -251,6 +253,34 @@ def video_matches(video: str, globs) -> bool:
     from fnmatch import fnmatch
 
     return any(fnmatch(video, g) or fnmatch(Path(video).name, g) for g in globs)
+
+
+def search_run(run_dir: str, movie: str, start: int, k: int, as_json: bool = False) -> int:
+    """Nearest scenes in a run to the scene of ``movie`` starting at shot ``start``, from the scene
+    index ``m2s browse`` keeps in the run (``browse_index/``: read back, the missing movies embedded
+    and kept) — the same search as browse's: other movies only, no window overlapping a better hit."""
+    from movies2scenes.apps.browse.app import NotFound, RunView
+
+    view = RunView(run_dir)
+    if view.encoder is None:
+        raise ConfigError(f"{run_dir}: no finished export (export/DONE.json): run export first")
+    try:
+        q, end = view.scene_embedding(movie, start)
+    except NotFound as e:
+        raise ConfigError(e.args[0]) from None
+    hits = view.search(q, k, movie)
+    rows = [{"movie_id": h["movie"], "title": h["title"], "split": h["split"], "start_shot": h["start"],
+             "end_shot": h["end"], "start_time": h["t0"], "end_time": h["t1"], "score": h["score"]} for h in hits]
+    query = {"movie_id": movie, "start_shot": start, "end_shot": end}
+    if as_json:
+        print(json.dumps({"query": query, "hits": rows}))
+        return 0
+    print(f"query: {movie} shots [{start}, {end}) — {len(view.windows)} scenes of {view.n} shots indexed "
+          f"({view.index_cached} of {view.index_total} movies read back from browse_index/)")
+    for i, r in enumerate(rows, 1):
+        print(f"{i:>3}. {r['score']:.3f}  {r['movie_id']}  shots [{r['start_shot']}, {r['end_shot']})  "
+              f"{r['start_time']:.1f}–{r['end_time']:.1f} s  {r['title']}")
+    return 0
 
 
 def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, exclude: str = "self",
