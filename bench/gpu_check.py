@@ -77,7 +77,8 @@ class Sizes:
     """One size for every path: FULL on a GPU, SMOKE on CPU in make test."""
 
     vit: ViTConfig
-    scene_shots: int
+    moco_dim: int
+    scene_shots: int  # also the mining window n
     scene_batch: int
     shot_batch: int
     queue: int
@@ -95,11 +96,11 @@ class Sizes:
     decode_processes: int
 
 
-FULL = Sizes(vit=ViTConfig("vit_base_patch16_224", 128, 16), scene_shots=9, scene_batch=128, shot_batch=256,
+FULL = Sizes(vit=ViTConfig("vit_base_patch16_224", 128, 16), moco_dim=128, scene_shots=9, scene_batch=128, shot_batch=256,
              queue=65536, mlp_hidden=2048, steps=20, world=["demo_world.num_movies=12"], keyframe_size=128,
              extract_repeat=40, extract_batch=512, mining_pairs=200, mining_shots=(800, 2000), feature_dim=768,
              faiss_rows=200_000, faiss_queries=2_000, decode_processes=os.cpu_count() or 1)
-SMOKE = Sizes(vit=ViTConfig("vit_tiny_patch16_224", 32, 8, embed_dim=48, depth=1, num_heads=3), scene_shots=3,
+SMOKE = Sizes(vit=ViTConfig("vit_tiny_patch16_224", 32, 8, embed_dim=48, depth=1, num_heads=3), moco_dim=16, scene_shots=3,
               scene_batch=2, shot_batch=4, queue=64, mlp_hidden=32, steps=2,
               world=[f"demo_world.{s}" for s in ("num_movies=4", "num_genres=2", "scenes_per_movie=[2, 3]",
                                                   "shots_per_scene=[3, 4]", "shot_frames=[8, 12]", "num_users=20")],
@@ -161,7 +162,7 @@ class TrainStep(Check):
     def model(self, sizes: Sizes, device: torch.device) -> MoCo:
         torch.manual_seed(0)
         backbone = create_scene_vit(sizes.vit) if self.kind == "scene" else create_vit(sizes.vit)
-        return MoCo(backbone, 128 if sizes is FULL else 16, sizes.mlp_hidden, sizes.queue, 0.999, 0.07).to(device)
+        return MoCo(backbone, sizes.moco_dim, sizes.mlp_hidden, sizes.queue, 0.999, 0.07).to(device)
 
     def batch(self, sizes: Sizes, device: torch.device) -> tuple[dict, int]:
         """The inputs (seeded) and the images one step reads."""
@@ -326,12 +327,13 @@ class Mining(Check):
         previous = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision("highest")  # what mining asks for: no TF32 on the window scores
         try:
-            cpu = [mine_pair(a, b, 9 if sizes is FULL else 3, 0.5, "cpu") for a, b in pairs]
+            n = sizes.scene_shots
+            cpu = [mine_pair(a, b, n, 0.5, "cpu") for a, b in pairs]
             on = [torch.as_tensor(a).to(device) for p in pairs for a in p]
-            mine_pair(on[0], on[1], 9 if sizes is FULL else 3, 0.5)  # warm-up
+            mine_pair(on[0], on[1], n, 0.5)  # warm-up
             sync(device)
             t = time.perf_counter()
-            dev = [mine_pair(on[2 * i], on[2 * i + 1], 9 if sizes is FULL else 3, 0.5) for i in range(len(pairs))]
+            dev = [mine_pair(on[2 * i], on[2 * i + 1], n, 0.5) for i in range(len(pairs))]
             sync(device)
             dt = time.perf_counter() - t
         finally:

@@ -6,7 +6,7 @@
    cost of the method's machinery (target <= 1.15).
 2. MoCo scene step (SceneViT on n shots: query fwd+bwd, key encoder on the partner scene, queue)
    vs the bare scene encoder's forward+backward, and vs bare + the key forward (target <= 1.15).
-   On CUDA also throughput and MFU for ViT-B/16, 128 px, 9 shots, bf16 (target MFU >= 40 %).
+   Throughput and MFU on a GPU (ViT-B/16, 128 px, 9 shots, bf16; target MFU >= 40 %): bench/gpu_check.py.
 3. Feature extraction (the stage's loader: shard reads, JPEG decode, transforms, workers) vs the
    pure model forward on ready tensors, in shots/s (target >= 0.9). Needs a finished demo run.
 
@@ -106,50 +106,6 @@ def bench_scene_step(cfg_file: str, batch: int, repeats: int, n: int = 9) -> Non
     print(f"  MoCo ÷ (bare + key fwd)  = {t_moco / t_key:.2f}  (the machinery; target <= 1.15)")
 
 
-def vit_forward_flops(depth: int, dim: int, tokens: int, patch_flops: int) -> float:
-    """Matmul FLOPs of one ViT forward (2 per multiply-add): qkv + proj + MLP(4×) = 24·L·D², attention
-    scores and values 4·L²·D, per block; plus the patch embedding."""
-    return depth * (24 * tokens * dim * dim + 4 * tokens * tokens * dim) + patch_flops
-
-
-def bench_scene_gpu(batch: int, steps: int = 20, n: int = 9, peak_tflops: float = 989.0) -> None:
-    """ViT-B/16, 128 px, 9 shots, bf16 MoCo step on CUDA: scenes/s and MFU (H100 SXM dense bf16
-    peak 989 TFLOP/s; pass another --peak-tflops for other devices)."""
-    if not torch.cuda.is_available():
-        print("scene encoder on GPU: skipped (no CUDA device here)")
-        return
-    from movies2scenes.config import ViTConfig
-
-    cfg = ViTConfig(arch="vit_base_patch16_224", img_size=128, patch_size=16)
-    dev = torch.device("cuda")
-    torch.manual_seed(0)
-    model = MoCo(create_scene_vit(cfg), 128, 2048, 65536, 0.999, 0.07).to(dev)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1.5e-4, fused=True)
-    x = {k: torch.randn(batch, n, 1, 3, 128, 128, device=dev) for k in ("query", "key")}
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss, _ = model(x)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    dt = (time.perf_counter() - t) / steps
-    tokens, dim, depth = 1 + n * 64, 768, 12
-    fwd = batch * vit_forward_flops(depth, dim, tokens, n * 64 * 2 * 768 * 3 * 16 * 16)
-    flops = 3 * fwd + fwd  # query forward+backward (3×) + key forward (1×)
-    print(f"scene encoder on {torch.cuda.get_device_name(dev)}: ViT-B/16, 128 px, {n} shots, bf16, batch {batch}: "
-          f"{batch / dt:.0f} scenes/s, {flops / dt / 1e12:.0f} TFLOP/s, MFU {flops / dt / 1e12 / peak_tflops:.1%} "
-          f"(peak {peak_tflops:.0f} TFLOP/s)")
-
-
 def bench_extract(run: Path, repeats: int) -> None:
     from torch.utils.data import DataLoader
 
@@ -197,7 +153,6 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "demo")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--gpu-batch", type=int, default=128)
     ap.add_argument("--smoke", action="store_true", help="demo.yaml steps at batch 4 and the extraction of --run, "
                     "once (seconds; make test runs it on a tiny run)")
     ap.add_argument("--only-extract", action="store_true", help="only the feature-extraction ratio (on --run)")
@@ -214,7 +169,6 @@ def main() -> int:
     bench_step("paper.yaml", 8, max(2, args.repeats // 2))
     bench_scene_step("demo.yaml", 32, args.repeats)
     bench_scene_step("paper.yaml", 2, max(2, args.repeats // 2))
-    bench_scene_gpu(args.gpu_batch)
     bench_extract(args.run, max(2, args.repeats // 2))
     return 0
 

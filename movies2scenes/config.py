@@ -132,7 +132,7 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     num_workers: int = 2  # data-loading processes per training process
     checkpoint_every: int = 500  # optimizer steps; a checkpoint is also written at the end
-    checkpoint_minutes: float = 0.0  # also when this many minutes passed since the last one (0: off)
+    checkpoint_minutes: float = 0.0  # also when this many minutes passed since the last one (0: off; checked every log_every steps)
     keep_checkpoints: int = 2
     log_every: int = 10
     knn_every: int = 100  # kNN monitor on held-out probe movies every this many steps; 0 = off

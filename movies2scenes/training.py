@@ -313,8 +313,9 @@ def train_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: in
             bar.set_postfix({**postfix, f"{unit}/s": f"{seen / (time.time() - t0):.1f}"})
             bar.update()
             logged["knn_history"] = history
-            if step % tr.checkpoint_every == 0 or step == total or checkpoint_due(accelerator, saved_at,
-                                                                                   tr.checkpoint_minutes):
+            # the clock is read (and, across processes, broadcast) on logging steps only: no collective per step
+            if step % tr.checkpoint_every == 0 or step == total or (
+                    step % tr.log_every == 0 and checkpoint_due(accelerator, saved_at, tr.checkpoint_minutes)):
                 last_ckpt = save_checkpoint(accelerator, ckpt_dir, step, tr.keep_checkpoints, scheduler,
                                             stamp=stamp, loss=loss_value, logged=logged)
                 saved_at = time.time()

@@ -21,6 +21,7 @@ import numpy as np
 from movies2scenes.catalogue import safe_name
 from movies2scenes.store import OutputError, atomic_path
 
+
 class SceneIndexCache:
     """Per-movie window embeddings of one exported encoder (float32, un-normalised, window order)."""
 
@@ -56,13 +57,13 @@ class SceneIndexCache:
         """Keep the movie's embeddings (and drop its older stamps); a read-only run keeps nothing."""
         if not stamp or not self.writable:
             return
+        path = self.path(movie_id, stamp)
         try:
-            self.folder.mkdir(exist_ok=True)
-            with atomic_path(self.path(movie_id, stamp)) as tmp:
+            with atomic_path(path) as tmp:  # makes the folder
                 with open(tmp, "wb") as f:
                     np.save(f, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
             for old in self.folder.glob(f"{safe_name(movie_id)}-*.npy"):
-                if old.name != self.path(movie_id, stamp).name:
+                if old != path:
                     old.unlink(missing_ok=True)
         except (OSError, OutputError) as e:
             self.writable = False
