@@ -2,7 +2,8 @@
 
 Catalogue: CSV or JSONL with columns ``movie_id, video`` and optional ``title, genres, synopsis,
 split``. ``genres`` is ``|``-separated in CSV (a list or a ``|`` string in JSONL); ``split`` is one of
-train/val/test/exclude (default train). Relative video paths are relative to the catalogue file.
+train/val/test/exclude/eval (default train; eval = evaluation only, never
+pretraining and never a training monitor's probe movie). Relative video paths are relative to the catalogue file.
 
 Watch logs: CSV ``user_id, movie_id, timestamp``; the timestamp is Unix seconds or ISO 8601.
 
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-SPLITS = ("train", "val", "test", "exclude")
+# eval: evaluation only (issue 39) — never pretraining, never a training monitor's probe movie
+SPLITS = ("train", "val", "test", "exclude", "eval")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
                     ".wmv", ".ogv", ".ogg", ".mxf", ".flv", ".3gp", ".3g2", ".vob", ".divx", ".y4m")
 _MAX_SHOWN = 20
@@ -425,3 +427,10 @@ def catalogue_genres(catalogue: str | Path | None) -> dict[str, set[str]]:
         return {}
     genres = {m.movie_id: set(m.genres) for m in load_catalogue(catalogue)}
     return genres if any(genres.values()) else {}
+
+
+def eval_only_movies(catalogue: str | Path | None) -> set[str]:
+    """The ids of the catalogue's ``eval``-split movies (none without a catalogue)."""
+    if not catalogue or not Path(catalogue).is_file():
+        return set()
+    return {m.movie_id for m in load_catalogue(catalogue) if m.split == "eval"}

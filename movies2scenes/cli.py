@@ -277,6 +277,7 @@ def _summary(args) -> int:
     from movies2scenes.layout import FOLDERS, RunLayout
 
     layout = RunLayout(run)
+    verdicts: list = []  # [counts, half-widths] of the evaluation against the E_shot mean, once read
     print(f"run {run}")
     for stage in FOLDERS:
         done = layout.done(stage)
@@ -306,24 +307,31 @@ def _summary(args) -> int:
             if report.is_file():
                 print(f"  {'':<22} report: {report}")
         if (run / stage / "report.json").is_file():
-            from movies2scenes.eval_report import compare, verdict
+            from movies2scenes.eval_report import task_line, verdict_counts
 
             report = json.loads((run / stage / "report.json").read_text())
-            base = (report.get("baselines") or {}).get("shot_mean") or {}
-            for task, res in report["tasks"].items():
-                print(f"  {'':<22} {task}: {verdict(res, base.get(task))}")
-            wins = sum((compare(r, base.get(t)) or ("",))[0] == "scene encoder better"
-                       for t, r in report["tasks"].items())
-            if base:
-                print(f"  {'':<22} the scene encoder beats the mean of its shot features on {wins} of "
-                      f"{len(report['tasks'])} task(s)" + ("" if wins == len(report["tasks"]) else
-                                                           " — where it does not, the pooled shot features are the better choice"))
+            for task, entry in report["tasks"].items():
+                print(f"  {'':<22} {task}: {task_line(entry)}")
+            counts, widths = verdict_counts(report)
+            if widths:
+                verdicts[:] = [counts, widths]
+                print(f"  {'':<22} the scene encoder against the mean of its shot features, {sum(counts.values())} "
+                      f"task(s): better on {counts['better']}, tie on {counts['tie']}, worse on {counts['worse']} "
+                      f"(95 % intervals by movie, half-widths {min(widths):.1f}–{max(widths):.1f} points)"
+                      + (" — where it is not better, the pooled shot features serve as well or better"
+                         if counts["better"] < sum(counts.values()) else ""))
         failures = run / stage / "failures.jsonl"
         if failures.is_file() and failures.stat().st_size:
             print(f"  {'':<22} failures: {failures}")
     if layout.is_done("export"):
         export = layout.folder("export")
-        print(f"\nthe deliverable — the frozen scene encoder: {export}\n"
+        title = "the deliverable — the frozen scene encoder"
+        if verdicts and verdicts[0]["better"] == 0:
+            title = "the trained scene encoder (not better than the mean of its shot features on any task here)"
+            print(f"\nthe evaluation finds the scene encoder better than the mean of its shot features on no task: "
+                  f"by this run's measurements the pooled shot features ({layout.folder('shot_features')}) are "
+                  f"as good a representation")
+        print(f"\n{title}: {export}\n"
               f"  m2s embed VIDEO... --encoder {export} --out scenes.parquet   (then m2s index / m2s search)\n"
               f"  timm.create_model(\"local-dir:{export}\", pretrained=True)   (the single-frame backbone)\n"
               f"  movies2scenes.load_scene_encoder(\"{export}\")   (whole scenes: (B, n, k, 3, H, W) → (B, d))")

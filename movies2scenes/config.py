@@ -70,6 +70,10 @@ class DemoWorldConfig:
     synopsis_noise: float = 0.2  # chance that a synopsis mentions a wrong genre/place
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    # movies rendered for evaluation only (issue 39), after the num_movies others: catalogue split
+    # "eval", no watch-log events, never pretraining, never a training monitor's probe; when a world
+    # has them, demo-tasks draws its task clips from them alone. 0 leaves a world as it was.
+    eval_movies: int = 0
     codec: Literal["mpeg4", "h264"] = "mpeg4"  # mpeg4: byte-identical reruns; libx264 here is not
     crf: int = 18  # h264 quality (lower = better); mpeg4 uses quantiser 2-3
     min_cut_score: float = 32.0  # each cut is re-rendered until its HSV content score exceeds this
@@ -286,10 +290,21 @@ class ExportConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Stage evaluate: MLP probes on the exported scene encoder's embeddings of task clips."""
+    """Stage evaluate: probes on the exported scene encoder's embeddings of task clips, under
+    repeated cross-validation grouped by movie (movies2scenes/eval)."""
 
     tasks: list[str] = field(default_factory=list)  # task CSVs (see movies2scenes/stages/evaluate.py)
     allow_leakage: bool = False  # evaluate on movies of the pretraining (train) split anyway
+    repeats: int = 10  # draws of the grouped folds (the same for every representation compared)
+    folds: int = 5  # folds per draw (a movie is never on both sides)
+    fold_seed: int = 0  # the folds' seed (not the run's: a new training seed is probed on the same folds)
+    probe_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])  # the linear probe's C (inner CV)
+    knn: int = 10  # the cosine kNN probe's neighbours
+    bootstrap: int = 1000  # movie-level paired bootstrap resamples (95 % interval of a difference)
+    permutations: int = 1000  # paired permutations (swaps of whole movies) for the p value
+    mlp: bool = True  # also the paper's MLP probe (first fold draw only; slower), reported beside
+    shuffle_diagnostic: bool = True  # also probe every window with its shots shuffled (how much order is used)
+    # the MLP probe (the paper's): two hidden layers, epoch chosen on an inner grouped split
     hidden: list[int] = field(default_factory=lambda: [512, 256])  # the probe's two hidden layers
     dropout: float = 0.2
     lr: float = 1.0e-3
@@ -527,6 +542,7 @@ def _validate(cfg: Config) -> None:
         ("demo_world.height", w.height % 2 == 0 and w.height >= 32, "must be even and >= 32"),
         ("demo_world.num_genres", w.num_genres >= 1, "must be >= 1"),
         ("demo_world.num_places", w.num_places >= 2, "must be >= 2"),
+        ("demo_world.eval_movies", w.eval_movies >= 0, "must be >= 0"),
         ("demo_world.transition_rate", 0 <= w.transition_rate <= 1, "must be in [0, 1]"),
         ("demo_world.transition_frames", len(w.transition_frames) == 2 and 2 <= w.transition_frames[0]
          <= w.transition_frames[1], "must be [low, high] with 2 <= low <= high (shorter shots get shorter ones)"),
@@ -577,6 +593,13 @@ def _validate(cfg: Config) -> None:
     rules += [
         ("movie_encoder.heldout_fraction", 0 < me.heldout_fraction < 1, "must be in (0, 1)"),
         ("evaluate.baselines", set(cfg.evaluate.baselines) <= {"shot_mean"}, "must be a subset of [shot_mean]"),
+        ("evaluate.repeats", cfg.evaluate.repeats >= 1, "must be >= 1"),
+        ("evaluate.folds", cfg.evaluate.folds >= 2, "must be >= 2"),
+        ("evaluate.probe_grid", len(cfg.evaluate.probe_grid) >= 1
+         and all(math.isfinite(c) and c > 0 for c in cfg.evaluate.probe_grid), "must be finite values > 0"),
+        ("evaluate.knn", cfg.evaluate.knn >= 1, "must be >= 1"),
+        ("evaluate.bootstrap", cfg.evaluate.bootstrap >= 100, "must be >= 100"),
+        ("evaluate.permutations", cfg.evaluate.permutations >= 100, "must be >= 100"),
         ("movie_encoder.eval_pairs", me.eval_pairs == 0 or me.eval_pairs >= 2, "must be 0 (all) or >= 2"),
         ("movie_encoder.max_shots", me.max_shots >= 1, "must be >= 1"),
         ("movie_encoder.dropout", 0 <= me.dropout < 1, "must be in [0, 1)"),

@@ -736,6 +736,8 @@ def world_hash(cfg: DemoWorldConfig, seed: int) -> str:
     fields = asdict(cfg)
     if cfg.grammar == "bags":
         fields = {k: v for k, v in fields.items() if k not in FILM_ONLY}
+    if not cfg.eval_movies:  # worlds written before eval-only movies existed keep their identity
+        fields.pop("eval_movies")
     return config_hash({"demo_world": fields, "seed": seed})
 
 
@@ -765,7 +767,8 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
         genre_types = make_genre_scene_types(cfg, seed)
         extra = {"scene_types": SCENE_TYPES, "genre_scene_type_distribution": np.round(genre_types, 4).tolist(),
                  "setups": film[0], "cast": [asdict(c) for c in film[1]]}
-    plans = [plan_movie(i, cfg, seed, genre_places, genre_types) for i in range(cfg.num_movies)]
+    # eval-only movies come after the others: the others' plans, logs, splits and synopses are unchanged
+    plans = [plan_movie(i, cfg, seed, genre_places, genre_types) for i in range(cfg.num_movies + cfg.eval_movies)]
     workers = workers or min(len(plans), os.cpu_count() or 1)
     jobs = [(plan, i, cfg, seed, places, out / "videos" / f"{plan.movie_id}.mp4", film)
             for i, plan in enumerate(plans)]
@@ -783,7 +786,7 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
     bar.close()
 
     rng = np.random.default_rng([seed, 4])
-    splits = _split_of(rng, len(plans), cfg)
+    splits = _split_of(rng, cfg.num_movies, cfg) + ["eval"] * cfg.eval_movies
     with atomic_path(out / "catalogue.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["movie_id", "video", "title", "genres", "synopsis", "split"])
@@ -794,7 +797,7 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
     with atomic_path(out / "watch_logs.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["user_id", "movie_id", "timestamp"])
-        w.writerows(make_watch_logs(cfg, seed, plans))
+        w.writerows(make_watch_logs(cfg, seed, plans[:cfg.num_movies]))  # nobody watches an eval-only movie
     with atomic_path(out / "ground_truth" / "shots.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(gt_rows[0]))
         w.writeheader()
@@ -829,16 +832,20 @@ def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) 
 
     Film-grammar worlds add ``scene_type.csv`` (classification: establishing / dialogue /
     montage) and ``characters.csv`` (multi-label: the actors seen in the scene; scenes with
-    characters only), and leave montages out of ``place.csv`` (a montage has no one place).
+    characters only), leave montages out of ``place.csv`` (a montage has no one place), and write
+    the order tasks of :mod:`movies2scenes.eval.order` (``arrow``, ``shuffled``, ``coverage``,
+    ``establishing``: the same shots in every class, in the ``shots`` column's order).
 
-    Probe splits are drawn per movie (seeded): 20 % val and 20 % test of those movies (at least one
-    each when there are three or more), the rest train."""
+    A world with eval-only movies (``demo_world.eval_movies``) takes its clips from those alone;
+    otherwise from every movie outside the train split. The ``split`` column (20 % val and 20 % test
+    of the movies, seeded) is written for older readers; ``m2s evaluate`` cross-validates by movie."""
     world, out = Path(world_dir), Path(out_dir)
     info = json.loads((world / "world.json").read_text())
     places = [p["name"] for p in info["places"]]
     with open(world / "catalogue.csv", newline="") as f:
         catalogue = list(csv.DictReader(f))
-    held = sorted(r["movie_id"] for r in catalogue if r["split"] != "train")
+    held = sorted(r["movie_id"] for r in catalogue if r["split"] == "eval") \
+        or sorted(r["movie_id"] for r in catalogue if r["split"] != "train")
     genres = {r["movie_id"]: r["genres"] for r in catalogue}
     order = np.random.default_rng([seed, 31]).permutation(len(held))
     n_val = max(1, int(round(0.2 * len(held)))) if len(held) >= 3 else 0
@@ -848,12 +855,14 @@ def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) 
                    for j, i in enumerate(order)}
     scenes: dict[tuple[str, int], list[tuple[int, int]]] = {}
     scene_info: dict[tuple[str, int], tuple[str, set[str]]] = {}  # film grammar: type, characters
+    scene_rows: dict[tuple[str, int], list[dict]] = {}  # film grammar: the ground-truth rows (order tasks)
     with open(world / "ground_truth" / "shots.csv", newline="") as f:
         for r in csv.DictReader(f):
             if r["movie_id"] in probe_split:
                 key = (r["movie_id"], int(r["scene"]))
                 scenes.setdefault(key, []).append((int(r["shot"]), int(r["place"])))
                 if "scene_type" in r:
+                    scene_rows.setdefault(key, []).append(r)
                     kind, chars = scene_info.setdefault(key, (r["scene_type"], set()))
                     chars.update(c for c in r["characters"].split("|") if c)
     header = ["task", "kind", "movie_id", "start_shot", "end_shot", "label", "split"]
@@ -882,10 +891,20 @@ def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) 
                                      probe_split[movie]])
     written = []
     for name, body in rows.items():
-        with atomic_path(out / f"{name}.csv") as tmp:
-            with open(tmp, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(header)
-                w.writerows(body)
+        _write_rows(out / f"{name}.csv", header, body)
         written.append(out / f"{name}.csv")
+    if scene_rows:
+        from .eval.order import order_rows
+
+        for name, body in order_rows(scene_rows, seed).items():
+            _write_rows(out / f"{name}.csv", ["task", "kind", "movie_id", "start_shot", "end_shot", "label", "shots"], body)
+            written.append(out / f"{name}.csv")
     return written
+
+
+def _write_rows(path: Path, header: list[str], body: list[list]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(body)

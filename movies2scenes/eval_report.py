@@ -17,56 +17,57 @@ def _n(v, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
 
 
-def headline(res: dict) -> str:
-    if "skipped" in res:
-        return f"skipped ({res['skipped']})"
-    if "top1" in res:
-        return f"top-1 {_n(res['top1'])} (majority {_n(res['chance'])}), P@1 {_n(res['precision_at_k']['1'])}"
-    if "ap" in res:
-        return f"AP {_n(res['ap'])} (positive rate {_n(res['positive_rate'])})"
-    if "mse" in res:
-        return f"MSE {_n(res['mse'], 4)} (predicting the mean {_n(res['mse_of_mean'], 4)})"
-    return f"mAP {_n(res['map'])}, micro F1 {_n(res['micro_f1'])}, macro F1 {_n(res['macro_f1'])}"
+def _points(metric: str, v: float) -> str:
+    return f"{v:+.4f}" if metric == "MSE" else f"{100 * v:+.1f}"
 
 
-def primary(res: dict) -> tuple[str, float, bool] | None:
-    """A task result's main number: (name, value, higher is better), or None (skipped, not finite)."""
-    import math
-
-    for key, name, higher in (("top1", "top-1", True), ("ap", "AP", True), ("map", "mAP", True),
-                              ("mse", "MSE", False)):
-        value = res.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return name, float(value), higher
-    return None
+def comparison_text(c: dict) -> str:
+    """"tie (+0.4, CI −0.6..+1.3, p 0.41)" — points for top-1/AP/mAP (× 100), raw for MSE."""
+    m = c["metric"]
+    return (f"{c['verdict']} ({_points(m, c['diff'])}, CI {_points(m, c['low'])}..{_points(m, c['high'])}, "
+            f"p {c['p']:.3f})")
 
 
-def compare(encoder: dict, baseline: dict | None) -> tuple[str, float] | None:
-    """Which is better on the task's main number — "scene encoder better", "BASELINE BETTER" or
-    "tie" (within 0.005) — and the encoder's number minus the baseline's; None when either lacks one."""
-    mine, theirs = primary(encoder), primary(baseline) if baseline else None
-    if mine is None or theirs is None:
-        return None
-    diff = mine[1] - theirs[1]
-    better = diff if mine[2] else -diff
-    return ("tie" if abs(better) < 0.005 else "scene encoder better" if better > 0 else "BASELINE BETTER"), diff
+def headline(res: dict, metric: str) -> str:
+    """One representation's numbers on one task: the primary probe first, the others beside."""
+    digits = 4 if metric == "MSE" else 3
+    parts = [f"{metric} {_n(res.get('linear'), digits)}"]
+    if "knn" in res:
+        parts.append(f"kNN {_n(res['knn'], digits)}")
+    if "mlp" in res:
+        parts.append(f"MLP {_n(res['mlp'], digits)}")
+    if "p_at_1" in res:
+        parts.append(f"P@1 {_n(res['p_at_1'])}")
+    return parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
 
 
-def verdict(encoder: dict, baseline: dict | None) -> str:
-    """One line per task: the encoder's main number against the E_shot-mean baseline's, and which
-    is better."""
-    mine = primary(encoder)
-    if mine is None:
-        return headline(encoder)
-    line = f"scene encoder {mine[0]} {mine[1]:.3f}"
-    result = compare(encoder, baseline)
-    if result is None:
-        return line + " (no baseline)"
-    return f"{line} vs E_shot mean {primary(baseline)[1]:.3f} → {result[0]} ({result[1]:+.3f})"
+def task_line(entry: dict) -> str:
+    """The scene encoder's number, the E_shot mean's, and the verdict with its interval."""
+    if "skipped" in entry:
+        return f"skipped ({entry['skipped']})"
+    metric = entry["metric"]
+    line = f"scene encoder {headline(entry['encoder'], metric)}"
+    for name, res in entry.get("baselines", {}).items():
+        c = entry["vs"][name]
+        label = BASELINE_NAMES.get(name, name)
+        line += f" | {label} {headline(res, metric)} → scene encoder {comparison_text(c)}"
+    return line
 
 
-def _cell(result: tuple[str, float] | None) -> str:
-    return f"{result[0]} ({result[1]:+.3f})" if result else "—"
+BASELINE_NAMES = {"shot_mean": "E_shot mean"}
+
+
+def verdict_counts(report: dict, baseline: str = "shot_mean") -> tuple[dict[str, int], list[float]]:
+    """How many tasks the scene encoder is better / tie / worse on against ``baseline`` and the
+    intervals' half-widths (in the metric's points): what the instrument could resolve."""
+    counts = {"better": 0, "tie": 0, "worse": 0}
+    widths = []
+    for entry in report.get("tasks", {}).values():
+        c = (entry.get("vs") or {}).get(baseline)
+        if isinstance(c, dict) and c.get("verdict") in counts:
+            counts[c["verdict"]] += 1
+            widths.append(c["half_width"] * (1 if c["metric"] == "MSE" else 100))
+    return counts, widths
 
 
 def clip_counts(clips) -> str:
@@ -98,14 +99,23 @@ def keep_previous(out: Path, tasks) -> str | None:
 
 
 def write_html(path: Path, report: dict, run_dir: Path) -> None:
-    base = report.get("baselines", {}).get("shot_mean")
-    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(r['kind'])}</td>"
-                   f"<td>{html.escape(headline(r))}</td>"
-                   + (f"<td>{html.escape(headline(base[n]))}</td><td>{html.escape(_cell(compare(r, base.get(n))))}</td>"
-                      if base is not None else "")
-                   + f"<td>{html.escape(clip_counts(r['clips']))}</td></tr>"
-                   for n, r in report["tasks"].items())
-    base_th = "<th>E_shot mean-pooled (baseline)</th><th>verdict</th>" if base is not None else ""
+    rows = []
+    for n, e in report["tasks"].items():
+        if "skipped" in e:
+            rows.append(f"<tr><td>{html.escape(n)}</td><td>{html.escape(e['kind'])}</td>"
+                        f"<td colspan='5'>skipped: {html.escape(e['skipped'])}</td></tr>")
+            continue
+        base = e.get("baselines", {}).get("shot_mean")
+        vs = e.get("vs", {}).get("shot_mean")
+        shuffled = e.get("shuffled", {}).get("encoder")
+        rows.append(f"<tr><td>{html.escape(n)}</td><td>{html.escape(e['kind'])}</td>"
+                    f"<td>{html.escape(headline(e['encoder'], e['metric']))}</td>"
+                    f"<td>{html.escape(headline(base, e['metric'])) if base else '—'}</td>"
+                    f"<td>{html.escape(comparison_text(vs)) if vs else '—'}</td>"
+                    f"<td>{html.escape(comparison_text(shuffled['gap'])) if shuffled else '—'}</td>"
+                    f"<td>{e['clips']} clips · {e['movies']} movies · chance {_n(e['chance'])}</td></tr>")
+    protocol = report.get("protocol", {})
+    method = "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in protocol.items())
     curves = ""
     try:
         from .report import logged_scalars, training_curves
@@ -124,7 +134,7 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
                       "among the queue's negatives, and the kNN monitor (which held-out probe movie a later "
                       "shot or scene comes from); dashed lines are chance. The contrastive accuracy and loss "
                       "are measured against a queue that fills with harder negatives as training goes on, so "
-                      "acc1 falling and the loss rising are expected early and are not a verdict; the kNN "
+                      "acc1 falling and the loss rising can come from the queue alone and are not a verdict; the kNN "
                       "curve (held-out movies) and the table above are. If the kNN curve stays at chance, the "
                       "encoder did not learn what tells movies apart.</p>"
                       "<p><img src='curves.png' style='max-width:100%'></p>")
@@ -147,8 +157,15 @@ def write_html(path: Path, report: dict, run_dir: Path) -> None:
         tmp.write_text("<!doctype html><meta charset='utf-8'><title>movies2scenes evaluation</title>"
                        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 8px}"
                        "table{border-collapse:collapse}</style><h1>Evaluation of the exported scene encoder</h1>"
-                       f"<table><tr><th>task</th><th>kind</th><th>scene encoder (test)</th>{base_th}<th>clips</th></tr>"
-                       f"{rows}</table>"
-                       + ("<p>The baseline column runs the same probes on the run's shot features averaged over the "
-                          "clip's shots: train and deploy the scene encoder where it beats them.</p>" if base is not None else "")
+                       "<table><tr><th>task</th><th>kind</th><th>scene encoder</th><th>E_shot mean-pooled (baseline)</th>"
+                       "<th>scene encoder vs baseline</th><th>intact vs shuffled shots</th><th>clips</th></tr>"
+                       f"{''.join(rows)}</table>"
+                       "<p>Numbers are out-of-fold: the primary linear probe first, the cosine kNN, the paper's MLP "
+                       "and retrieval P@1 beside it, every representation on the same folds (a movie is never on "
+                       "both sides). A verdict is \"better\" or \"worse\" only when the 95 % interval of the "
+                       "difference (a bootstrap over movies) excludes 0; the interval's width is what this task "
+                       "set can resolve. The baseline is the run's shot features averaged over the clip's shots: "
+                       "train and deploy the scene encoder where it is better. \"intact vs shuffled\": the same "
+                       "probe with each window's shots shuffled — how much the encoder uses shot order (the mean's "
+                       f"gap is 0 by construction).</p><ul>{method}</ul>"
                        + f"{curves}{link}\n", encoding="utf-8")

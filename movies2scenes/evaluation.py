@@ -169,16 +169,17 @@ class MLPProbe:
 
 
 @torch.no_grad()
-def embed_clips(encoder, shots: "ShotSamples", clips: list[tuple[str, int, int]], batch: int) -> np.ndarray:
-    """One embedding per (movie, start, end): the clip's keyframes as one scene (n = end − start).
-    Movie by movie, each shot is read and transformed once however many clips overlap it; clips of
-    equal length are batched together across movies."""
+def embed_clips(encoder, shots: "ShotSamples", clips: list[tuple], batch: int) -> np.ndarray:
+    """One embedding per clip — (movie, start, end) or (movie, shots in order): the clip's keyframes
+    as one scene, in the clip's shot order. Movie by movie, each shot is read and transformed once
+    however many clips overlap it; clips of equal length are batched together across movies."""
     from .data import eval_transform, to_chw
+    from .features import clip_shots
     from .store import decode_keyframes
     size = encoder.input_size
     tf = eval_transform(size)
-    out: dict[tuple[str, int, int], np.ndarray] = {}
-    pending: dict[int, list[tuple[tuple[str, int, int], torch.Tensor]]] = {}
+    out: dict[tuple, np.ndarray] = {}
+    pending: dict[int, list[tuple[tuple, torch.Tensor]]] = {}
 
     def flush(length: int) -> None:
         items = pending.pop(length, [])
@@ -186,18 +187,19 @@ def embed_clips(encoder, shots: "ShotSamples", clips: list[tuple[str, int, int]]
             for (c, _), e in zip(items, encoder(torch.stack([x for _, x in items])).float().numpy()):
                 out[c] = e
 
-    by_movie: dict[str, list[tuple[str, int, int]]] = {}
+    by_movie: dict[str, list[tuple]] = {}
     for c in dict.fromkeys(clips):
         by_movie.setdefault(c[0], []).append(c)
     for movie, movie_clips in by_movie.items():
         samples, views = shots(movie), {}
         for c in movie_clips:
-            for t in range(c[1], c[2]):
+            order = clip_shots(c)
+            for t in order:
                 if t not in views:
                     views[t] = torch.stack([tf(to_chw(f)) for f in decode_keyframes(samples[t])])
-            pending.setdefault(c[2] - c[1], []).append((c, torch.stack([views[t] for t in range(c[1], c[2])])))
-            if len(pending[c[2] - c[1]]) == batch:
-                flush(c[2] - c[1])
+            pending.setdefault(len(order), []).append((c, torch.stack([views[t] for t in order])))
+            if len(pending[len(order)]) == batch:
+                flush(len(order))
     for length in list(pending):
         flush(length)
     return np.stack([out[c] for c in clips])

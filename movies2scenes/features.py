@@ -46,11 +46,26 @@ class ShotFeatures:
         return np.load(verified(self.dir / self.rows[movie_id]["file"]), mmap_mode="r", allow_pickle=False)
 
 
+def clip_shots(clip) -> tuple[int, ...]:
+    """A clip's shots in order: ``(movie, start, end)`` → start..end−1; ``(movie, shots)`` → shots."""
+    return tuple(range(clip[1], clip[2])) if len(clip) == 3 else tuple(clip[1])
+
+
+def clip_rows(movie_features, clip) -> np.ndarray:
+    """(n, d) float32: a clip's shot features in the clip's order."""
+    rows = movie_features(clip[0])
+    if len(clip) == 3:
+        return np.asarray(rows[clip[1]:clip[2]], np.float32)
+    return np.asarray(rows[list(clip[1])], np.float32)
+
+
 def clip_means(movie_features, clips) -> np.ndarray:
     """(clips, d) float32: per-shot features averaged over each clip's shots — the pooled baseline
     of evaluate and the quality bench. ``movie_features(movie_id)`` gives a movie's (M × d) rows
-    (``ShotFeatures.movie`` or a dict's ``__getitem__``); ``clips`` are (movie, start, end) shots."""
-    return np.stack([np.asarray(movie_features(m)[a:b], np.float32).mean(0) for m, a, b in clips])
+    (``ShotFeatures.movie`` or a dict's ``__getitem__``); ``clips`` are (movie, start, end) or
+    (movie, shots). The mean is summed in shot-number order whatever the clip's order, so the same
+    shots in another order give the very same bits (a mean cannot see order, to the last bit)."""
+    return np.stack([np.asarray(movie_features(c[0])[sorted(clip_shots(c))], np.float32).mean(0) for c in clips])
 
 
 def write_movie_features(folder: str | Path, movie_id: str, matrix: np.ndarray) -> dict:

@@ -7,7 +7,8 @@
   annotation: the label of a shot (or scene) is its **movie**; each probe movie's first half of
   items is the memory bank, the second half are the queries ("which movie is this later shot
   from?"), so adjacent, near-identical shots never face each other. Chance is 1 / probe movies.
-  The probe movies are held out of training where the catalogue has other splits.
+  The probe movies are held out of training where the catalogue has other splits; movies of the
+  catalogue's ``eval`` split are never probe movies (the kept step must not be chosen on them).
 """
 
 from __future__ import annotations
@@ -109,12 +110,13 @@ def probe_movies(keys: list[str], is_held_out, wanted: int, seed: int) -> tuple[
 
 
 def make_knn_monitor(shots_dir: Path, train_movies: set[str], size: int, movies_wanted: int, per_movie: int,
-                     seed: int, shots_per_item: int = 0) -> KnnMonitor | None:
+                     seed: int, shots_per_item: int = 0, eval_only: set[str] = frozenset()) -> KnnMonitor | None:
     """A monitor over up to ``movies_wanted`` movies of the shots stage, held-out ones first
-    (movies not in ``train_movies``); None when the shots stage has fewer than 2 usable movies."""
+    (movies not in ``train_movies``), never one of ``eval_only``; None when the shots stage has
+    fewer than 2 usable movies."""
     from .data import movie_shots
 
-    movies = movie_shots(shots_dir)
+    movies = {s: rows for s, rows in movie_shots(shots_dir).items() if rows[0][1] not in eval_only}
     chosen, held_out = probe_movies(sorted(movies), lambda s: movies[s][0][1] not in train_movies, movies_wanted, seed)
     views, labels, query = probe_items(shots_dir, movies, chosen, size, per_movie, shots_per_item)
     monitor = KnnMonitor(views, labels, query, held_out=held_out)
@@ -122,11 +124,12 @@ def make_knn_monitor(shots_dir: Path, train_movies: set[str], size: int, movies_
 
 
 def make_feature_knn_monitor(features, train_movies: set[str], movies_wanted: int, per_movie: int, seed: int,
-                             shots_per_item: int) -> KnnMonitor | None:
+                             shots_per_item: int, eval_only: set[str] = frozenset()) -> KnnMonitor | None:
     """:func:`make_knn_monitor` for an encoder of shot-feature windows: the probe items are windows
     of ``shots_per_item`` consecutive rows of ``shot_features/`` (views (P, n, d)), the same movie
     choice (held-out first, seeded) and memory/query halves; None with fewer than 2 usable movies."""
-    chosen, held_out = probe_movies(sorted(features.movie_ids), lambda m: m not in train_movies, movies_wanted, seed)
+    chosen, held_out = probe_movies(sorted(set(features.movie_ids) - set(eval_only)), lambda m: m not in train_movies,
+                                    movies_wanted, seed)
     n = shots_per_item
     views, labels, query = [], [], []
     for label, movie in enumerate(chosen):

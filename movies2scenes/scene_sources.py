@@ -27,6 +27,7 @@ from .layout import MODEL_FILES, RunLayout
 from .models.folder import SETTINGS_FILE, read_model_config, save_vit
 from .models.moco import MoCo
 from .models.vit import create_scene_vit
+from .catalogue import eval_only_movies
 from .monitor import make_feature_knn_monitor, make_knn_monitor
 from .store import atomic_path, read_json, write_json
 from .training import BestByKnn
@@ -109,7 +110,7 @@ class JointScenes:
         if not (self.run.folder("shots") / "index.parquet").is_file():
             return None
         return make_knn_monitor(self.run.folder("shots"), train_movies, self.size, tr.knn_movies, tr.knn_per_movie,
-                                self.cfg.seed, shots_per_item=self.n)
+                                self.cfg.seed, shots_per_item=self.n, eval_only=eval_only_movies(self.cfg.catalogue))
 
     def keeper(self, ckpt_dir: Path, stamp: str) -> BestByKnn | None:
         """The drift guard (factorised encoders with ``factorised.keep: knn``), else None."""
@@ -169,7 +170,7 @@ class FactorisedScenes(JointScenes):
     def monitor(self, train_movies: set[str]):
         tr = self.cfg.scene_encoder.train
         return make_feature_knn_monitor(self.features, train_movies, tr.knn_movies, tr.knn_per_movie,
-                                        self.cfg.seed, self.n)
+                                        self.cfg.seed, self.n, eval_only=eval_only_movies(self.cfg.catalogue))
 
     def describe(self) -> str:
         f = self.cfg.scene_encoder.factorised

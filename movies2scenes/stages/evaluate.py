@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from movies2scenes.artefacts import ShotSamples
 from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.eval_report import headline, keep_previous, write_html
-from movies2scenes.evaluation import embed_clips, run_task
+from movies2scenes.eval_report import keep_previous, task_line, write_html
+from movies2scenes.evaluation import embed_clips
 from movies2scenes.features import ShotFeatures, clip_means
 from movies2scenes.shot_shards import video_prints
 from movies2scenes.integrity import verified
@@ -101,6 +101,8 @@ class Evaluate(Stage):
         return tasks
 
     def work(self, ctx: StageContext) -> Finished:
+        from movies2scenes.eval.protocol import Protocol
+        from movies2scenes.eval.task import Task
         from movies2scenes.export import load_scene_encoder
 
         run, ev, out = ctx.run, self.cfg.evaluate, ctx.out
@@ -108,30 +110,27 @@ class Evaluate(Stage):
         shots = ShotSamples(run.folder("shots"), cache=4)
         tasks = self.tasks(run.folder("shots"), export_dir)
         encoder = load_scene_encoder(export_dir)
-        report = {"tasks": {}, "encoder": "export"}  # relative to the run dir: reports do not depend on where it lies
-        if self.baselines or self.skipped:
-            report["baselines"] = {b: {} for b in self.baselines}
+        protocol = Protocol.from_config(ev)
+        # relative to the run dir: reports do not depend on where it lies
+        report = {"encoder": "export", "protocol": protocol.describe(), "tasks": {}}
         if self.skipped:
             report["baselines_skipped"] = {b: f"{run.done('shot_features')} missing (run extract-shot-features)"
                                            for b in self.skipped}
             print(f"evaluate: warning: baseline(s) {', '.join(self.skipped)} skipped: no shot features in {feat_dir}")
         feats = ShotFeatures(feat_dir) if "shot_mean" in self.baselines else None
+        represent = {"encoder": lambda clips: embed_clips(encoder, shots, clips, ev.embed_batch)}
+        if feats is not None:
+            represent["shot_mean"] = lambda clips: clip_means(feats.movie, clips)
         for name, rows in sorted(tasks.items()):
-            clips = [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in rows]
-            emb = embed_clips(encoder, shots, clips, ev.embed_batch)
-            report["tasks"][name] = run_task(rows[0]["kind"], rows, emb, ev)
-            line = f"evaluate: {name}: {headline(report['tasks'][name])}"
-            if feats is not None:
-                mean = clip_means(feats.movie, clips)
-                report["baselines"]["shot_mean"][name] = run_task(rows[0]["kind"], rows, mean, ev)
-                line += f"  | E_shot mean: {headline(report['baselines']['shot_mean'][name])}"
-            print(line)
+            entry = score_task(protocol, Task.from_rows(name, rows), represent, ev.shuffle_diagnostic)
+            report["tasks"][name] = entry
+            print(f"evaluate: {name}: {task_line(entry)}", flush=True)
         kept = keep_previous(out, report["tasks"])  # another task set's report is moved aside, never lost
         write_json(out / "report.json", report)
         write_html(out / "report.html", report, run.root)
-        # a skipped task says why (too few clips, no positive in test); a NaN/inf metric is an error
-        unscored = sorted(n for n, r in report["tasks"].items()
-                          if any(isinstance(v, float) and not math.isfinite(v) for v in r.values()))
+        # a skipped task says why (too few movies); a NaN/inf metric is an error
+        unscored = sorted(n for n, r in report["tasks"].items() if "skipped" not in r
+                          and not math.isfinite(r["encoder"]["linear"]))
         done = Finished({"tasks": len(tasks), "unscored": len(unscored)},
                         say=[*([kept] if kept else []), f"evaluate: report → {out / 'report.html'}"])
         if unscored:
@@ -139,6 +138,35 @@ class Evaluate(Stage):
                              f"{', '.join(unscored)} (see the report)")
             done.exit_code = 1
         return done
+
+
+def score_task(protocol, task, represent: dict, shuffle_diagnostic: bool) -> dict:
+    """One task's report entry: every representation (``represent``: name → clips → embeddings;
+    the first is the one judged, the others its baselines) probed on the same folds, each baseline
+    compared with it, and — for ordinary windows of several shots — the shuffle diagnostic."""
+    from movies2scenes.eval.paired import value
+    from movies2scenes.eval.protocol import shuffled
+
+    entry = {"kind": task.kind, "clips": len(task.clips), "movies": int(len(set(task.movies))),
+             "metric": None, "chance": task.chance()}
+    try:
+        folds = protocol.draw(task)
+    except ValueError as e:
+        return entry | {"skipped": str(e)}
+    scores = {name: protocol.score(task, embed(task.clips), folds) for name, embed in represent.items()}
+    (first, mine), *baselines = scores.items()
+    entry |= {"metric": protocol.result(task, mine)["metric"], first: protocol.result(task, mine),
+              "baselines": {b: protocol.result(task, s) for b, s in baselines},
+              "vs": {b: protocol.versus(task, mine, s).as_dict() for b, s in baselines}}
+    ordinary = all(shots == tuple(range(shots[0], shots[0] + len(shots))) for _, shots in task.clips)
+    if shuffle_diagnostic and ordinary and any(len(shots) > 1 for _, shots in task.clips):
+        mixed = shuffled(task, protocol.folds.seed)
+        entry["shuffled"] = {}
+        for name, embed in represent.items():
+            s = protocol.score(mixed, embed(mixed.clips), folds)
+            gap = protocol.versus(task, scores[name], s)
+            entry["shuffled"][name] = {"linear": value(task, s.linear), "gap": gap.as_dict()}
+    return entry
 
 
 def run(cfg: Config, force: bool = False) -> int:

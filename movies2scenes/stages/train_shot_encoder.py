@@ -21,6 +21,7 @@ from movies2scenes.models.backbone import create_backbone, load_pretrained
 from movies2scenes.layout import MODEL_FILES
 from movies2scenes.models.folder import save_vit
 from movies2scenes.store import write_json
+from movies2scenes.catalogue import eval_only_movies
 from movies2scenes.monitor import make_knn_monitor
 from movies2scenes.training import learning_metrics
 
@@ -111,7 +112,8 @@ class TrainShotEncoder(TrainingStage):
     def monitor(self, ctx: StageContext):
         tr, ecfg = self.train_cfg, self.cfg.shot_encoder
         return make_knn_monitor(ctx.run.folder("shots"), {rows[0][1] for rows in self.movies.values()},
-                                ecfg.model.img_size, tr.knn_movies, tr.knn_per_movie, self.cfg.seed)
+                                ecfg.model.img_size, tr.knn_movies, tr.knn_per_movie, self.cfg.seed,
+                                eval_only=eval_only_movies(self.cfg.catalogue))
 
     def save(self, ctx: StageContext, model: MoCo, trained: Trained) -> Finished:
         from safetensors.torch import save_file

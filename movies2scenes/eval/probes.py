@@ -1,0 +1,188 @@
+"""Probes on frozen embeddings, as out-of-fold predictions over a :class:`~.folds.FoldPlan`'s folds.
+
+* :class:`LinearProbe` — the primary probe: standardised features, L2 logistic regression
+  (one-vs-rest for multi-label) or ridge (regression), its C chosen by inner grouped CV on the
+  training folds only (ties go to the stronger regularisation). Deterministic: one number per fold.
+* :class:`KnnProbe` — cosine k nearest training clips, no training: the neighbours' label share as
+  the score, and retrieval precision@k (a neighbour with the query's label) for classifications.
+* :class:`MlpProbe` — the paper's probe (two hidden layers, ``evaluation.MLPProbe``), its epoch
+  chosen on one inner grouped split of the training folds; kept beside the others, labelled.
+
+:func:`out_of_fold` runs a probe over every fold of every repeat: each clip is predicted once per
+repeat, by a probe that never saw its movie."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .folds import inner_splits
+from .scoring import higher_is_better, metric
+from .task import Task
+
+
+def outputs(task: Task) -> int:
+    return len(task.classes) if task.kind in ("classification", "multilabel") else 1
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    name = "linear"
+    grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)  # C (logistic) or 1 / alpha (ridge)
+    inner_folds: int = 3
+    max_iter: int = 500
+
+    def estimator(self, kind: str, c: float):
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.multiclass import OneVsRestClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        if kind == "regression":
+            head = Ridge(alpha=1.0 / c)
+        elif kind == "multilabel":
+            head = OneVsRestClassifier(LogisticRegression(C=c, max_iter=self.max_iter))
+        else:
+            head = LogisticRegression(C=c, max_iter=self.max_iter)
+        return make_pipeline(StandardScaler(), head)
+
+    def _predict(self, task: Task, est, x: np.ndarray) -> np.ndarray:
+        if task.kind == "regression":
+            return est.predict(x)[:, None]
+        proba = est.predict_proba(x)
+        if task.kind == "multilabel":
+            return proba
+        out = np.zeros((len(x), outputs(task) if task.kind == "classification" else 2))
+        out[:, est.classes_] = proba  # a class missing from the training folds scores 0
+        return out if task.kind == "classification" else out[:, 1:]
+
+    def _fit(self, task: Task, c: float, x: np.ndarray, y: np.ndarray):
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        est = self.estimator(task.kind, c)
+        if task.kind in ("classification", "binary") and len(np.unique(y)) < 2:
+            return _Constant(task, y)
+        if task.kind == "multilabel":  # sklearn warns about a label that is constant in these folds
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                return est.fit(x, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return est.fit(x, y)
+
+    def choose(self, task: Task, x: np.ndarray, y: np.ndarray, movies: np.ndarray, strata: np.ndarray) -> float:
+        """The grid value with the best mean inner-CV metric (the first, most regularised, on ties)."""
+        splits = inner_splits(movies, strata, self.inner_folds)
+        if not splits:
+            return self.grid[len(self.grid) // 2]
+        sign = 1.0 if higher_is_better(task.kind) else -1.0
+        best, best_c = -np.inf, self.grid[0]
+        for c in self.grid:
+            got = []
+            for tr, va in splits:
+                est = self._fit(task, c, x[tr], y[tr])
+                value = metric(task.kind, self._predict(task, est, x[va]), y[va])
+                if np.isfinite(value):
+                    got.append(value)
+            score = sign * float(np.mean(got)) if got else -np.inf
+            if score > best + 1e-12:
+                best, best_c = score, c
+        return best_c
+
+    def fit_predict(self, task: Task, x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        y, movies, strata = task.y[train], task.movies[train], task.strata[train]
+        c = self.choose(task, x[train], y, movies, strata)
+        return self._predict(task, self._fit(task, c, x[train], y), x[test])
+
+
+class _Constant:
+    """A classifier for training folds that hold one class: it predicts that class."""
+
+    def __init__(self, task: Task, y: np.ndarray):
+        self.classes_ = np.unique(y)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.ones((len(x), 1))
+
+
+@dataclass(frozen=True)
+class KnnProbe:
+    name = "knn"
+    k: int = 10
+
+    def neighbours(self, x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        from sklearn.neighbors import NearestNeighbors
+
+        nn = NearestNeighbors(n_neighbors=min(self.k, len(train)), metric="cosine", algorithm="brute")
+        return train[nn.fit(x[train]).kneighbors(x[test], return_distance=False)]
+
+    def fit_predict(self, task: Task, x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        nbr = self.neighbours(x, train, test)
+        if task.kind == "classification":
+            return np.eye(outputs(task))[task.y[nbr]].mean(1)
+        if task.kind == "multilabel":
+            return task.y[nbr].astype(np.float64).mean(1)
+        return task.y[nbr].astype(np.float64).mean(1)[:, None]
+
+
+@dataclass(frozen=True)
+class MlpProbe:
+    """The paper's probe (``evaluation.MLPProbe``); the epoch is chosen on one inner grouped split."""
+    name = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 100
+    batch_size: int = 64
+    seed: int = 0
+
+    def fit_predict(self, task: Task, x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        import torch
+
+        from ..evaluation import MLPProbe, ProbeConfig
+
+        splits = inner_splits(task.movies[train], task.strata[train], 5)
+        tr, va = (train[splits[0][0]], train[splits[0][1]]) if splits else (train, train)
+        kind = {"binary": "multilabel"}.get(task.kind, task.kind)
+        y = task.y.astype(np.float32)[:, None] if task.kind == "binary" else task.y
+        if task.kind == "multilabel":
+            y = y.astype(np.float32)
+        torch.manual_seed(self.seed)
+        probe = MLPProbe(kind, x.shape[1], outputs(task), ProbeConfig(self.hidden, self.dropout, self.lr,
+                                                                     self.weight_decay, self.epochs,
+                                                                     self.batch_size, self.seed))
+        probe.fit(x[tr], y[tr], x[va], y[va])
+        out = probe.predict(x[test])
+        return out[:, None] if out.ndim == 1 else out
+
+
+def out_of_fold(probe, task: Task, x: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """(repeats, clips, outputs) scores: in each repeat, every clip scored by the probe trained on
+    the other folds."""
+    x = np.asarray(x, np.float64)
+    if len(x) != len(task.clips):
+        raise ValueError(f"task {task.name!r}: {len(x)} embeddings for {len(task.clips)} clips")
+    out = np.zeros((len(folds), len(task.clips), outputs(task)))
+    for r, ids in enumerate(folds):
+        for f in np.unique(ids):
+            test, train = np.flatnonzero(ids == f), np.flatnonzero(ids != f)
+            out[r, test] = probe.fit_predict(task, x, train, test)
+    return out
+
+
+def precision_at_k(task: Task, x: np.ndarray, folds: np.ndarray, k: int = 1) -> np.ndarray:
+    """(repeats, clips) retrieval precision@k of a classification task under the same folds: the
+    share of a clip's k cosine-nearest clips of the *other* folds (other movies) that share its label."""
+    knn = KnnProbe(k)
+    x = np.asarray(x, np.float64)
+    out = np.zeros(folds.shape)
+    for r, ids in enumerate(folds):
+        for f in np.unique(ids):
+            test, train = np.flatnonzero(ids == f), np.flatnonzero(ids != f)
+            out[r, test] = (task.y[knn.neighbours(x, train, test)] == task.y[test][:, None]).mean(1)
+    return out
