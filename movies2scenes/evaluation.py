@@ -7,9 +7,8 @@
   neighbours (a query never retrieves itself).
 
 Average precision comes from scikit-learn (``average_precision_score``), everything else is a few
-lines of numpy. Also :func:`embed_clips` (a clip's keyframes through a scene encoder as one scene)
-and :func:`run_task` (one task's probe, trained, epoch-chosen and scored) — what the ``evaluate``
-stage and the quality bench share.
+lines of numpy. Also :func:`embed_clips` (a clip's keyframes through a scene encoder as one scene).
+How probes are run, repeated and compared (grouped folds, paired intervals) is ``movies2scenes.eval``.
 """
 
 from __future__ import annotations
@@ -203,45 +202,3 @@ def embed_clips(encoder, shots: "ShotSamples", clips: list[tuple], batch: int) -
     for length in list(pending):
         flush(length)
     return np.stack([out[c] for c in clips])
-
-
-def run_task(kind: str, rows: list[dict], emb: np.ndarray, cfg, seed: int = 0) -> dict:
-    """One task's probe (trained on the rows' train split, epoch chosen on val) scored on test."""
-    split = np.array([r["split"] for r in rows])
-    if kind == "classification":
-        classes = sorted({r["label"] for r in rows})
-        y = np.array([classes.index(r["label"]) for r in rows])
-        out_dim = len(classes)
-    elif kind == "regression":
-        y, out_dim = np.array([float(r["label"]) for r in rows], np.float32), 1
-    elif kind == "binary":
-        y, out_dim = np.array([[float(r["label"])] for r in rows], np.float32), 1
-    else:
-        classes = sorted({t for r in rows for t in r["label"].split("|") if t})
-        y = np.array([[c in r["label"].split("|") for c in classes] for r in rows], np.float32)
-        out_dim = len(classes)
-    parts = {s: split == s for s in ("train", "val", "test")}
-    counts = {s: int(m.sum()) for s, m in parts.items()}
-    if min(counts.values()) == 0:
-        return {"kind": kind, "clips": counts, "skipped": "needs clips in each of train, val and test"}
-    if kind in ("binary", "multilabel") and not y[parts["test"]].any():
-        return {"kind": kind, "clips": counts, "skipped": "the test split has no positive label (AP is undefined)"}
-    probe = MLPProbe("multilabel" if kind == "binary" else kind, emb.shape[1], out_dim, ProbeConfig(cfg.hidden, cfg.dropout, cfg.lr, cfg.weight_decay,
-                                                            cfg.epochs, cfg.batch_size, seed=seed))
-    probe.fit(emb[parts["train"]], y[parts["train"]], emb[parts["val"]], y[parts["val"]])
-    pred = probe.predict(emb[parts["test"]])
-    res = {"kind": kind, "clips": counts, "best_epoch": probe.best_epoch}
-    if kind == "classification":
-        res["top1"] = top1(pred, y[parts["test"]])
-        res["chance"] = float(np.bincount(y[parts["test"]]).max() / counts["test"])
-        res["precision_at_k"] = {str(k): v for k, v in precision_at_k(emb[parts["test"]], y[parts["test"]]).items()}
-    elif kind == "regression":
-        res["mse"] = mse(pred, y[parts["test"]])
-        res["mse_of_mean"] = mse(np.full_like(y[parts["test"]], y[parts["train"]].mean()), y[parts["test"]])
-    elif kind == "binary":
-        res["ap"] = average_precision(pred[:, 0], y[parts["test"]][:, 0])
-        res["positive_rate"] = float(y[parts["test"]].mean())
-    else:
-        res["map"] = mean_average_precision(pred, y[parts["test"]])
-        res["micro_f1"], res["macro_f1"] = f1_scores(pred > 0, y[parts["test"]] > 0.5)
-    return res

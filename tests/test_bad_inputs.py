@@ -316,14 +316,18 @@ def test_task_rows_short_non_finite_or_without_labels(tmp_path):
         read_tasks([str(f)], {"a": 10})
 
 
-def test_a_task_whose_test_split_has_no_positive_is_skipped_not_nan():
-    from movies2scenes.evaluation import run_task
+def test_a_task_without_positives_or_with_one_movie_is_skipped_not_nan():
+    from movies2scenes.eval.protocol import Protocol
+    from movies2scenes.eval.task import Task
+    from movies2scenes.stages.evaluate import score_task
 
-    rows = [{"split": s, "label": lab} for s, lab in
-            [("train", "1"), ("train", "0"), ("val", "1"), ("val", "0"), ("test", "0"), ("test", "0")]]
-    res = run_task("binary", rows, np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32),
-                   load().evaluate)
-    assert "skipped" in res and "no positive label" in res["skipped"] and "ap" not in res
+    rows = [{"movie_id": f"m{i % 3}", "shots": (i,), "kind": "binary", "label": "0"} for i in range(6)]
+    x = lambda clips: np.random.default_rng(0).normal(size=(len(clips), 4))  # noqa: E731
+    entry = score_task(Protocol(), Task.from_rows("cut", rows), {"encoder": x}, False)
+    assert "every clip has the same label" in entry["skipped"] and "encoder" not in entry
+    one = [{**r, "movie_id": "m0", "label": str(i % 2)} for i, r in enumerate(rows)]
+    entry = score_task(Protocol(), Task.from_rows("cut", one), {"encoder": x}, False)
+    assert "1 movie(s)" in entry["skipped"]
 
 
 def test_yaml_11_float_overrides_and_non_finite_numbers():

@@ -259,7 +259,8 @@ def test_film_tasks_add_scene_type_and_characters(film_world, tmp_path):
     from movies2scenes.demo import write_demo_tasks
 
     files = {p.stem: p for p in write_demo_tasks(film_world, tmp_path)}
-    assert set(files) == {"place", "genre", "boundary", "scene_type", "characters"}
+    assert set(files) == {"place", "genre", "boundary", "scene_type", "characters",
+                          "arrow", "shuffled", "coverage", "establishing"}  # the order tasks (issue 39)
     read = lambda name: list(csv.DictReader(open(files[name])))  # noqa: E731
     scenes = _film_scenes(film_world)
     by_start = {(m, int(rows[0]["shot"])): rows for (m, _), rows in scenes.items()}
@@ -284,3 +285,52 @@ def test_film_options_do_not_change_a_bags_worlds_identity():
     cfg = small_world_config()
     assert world_hash(cfg, 0) == world_hash(replace(cfg, cast_size=99, montage_places=[2, 3]), 0)
     assert world_hash(cfg, 0) != world_hash(replace(cfg, grammar="film"), 0)
+
+
+def test_order_tasks_hold_the_same_shots_in_every_class(film_world, tmp_path):
+    """Issue 39: every source window of an order task gives one clip per class made of the very
+    same shots; the classes differ in order only, and the order is what the task says."""
+    from movies2scenes.demo import write_demo_tasks
+
+    files = {p.stem: p for p in write_demo_tasks(film_world, tmp_path)}
+    setup = {(r["movie_id"], int(r["shot"])): r["setup"] for rows in _film_scenes(film_world).values() for r in rows}
+    labels = {"arrow": ("forward", "reversed"), "shuffled": ("intact", "shuffled"),
+              "coverage": ("alternating", "blocked"), "establishing": ("wide first", "wide last")}
+    for task, (one, other) in labels.items():
+        rows = list(csv.DictReader(open(files[task])))
+        assert rows, task
+        assert Counter(r["label"] for r in rows) == {one: len(rows) // 2, other: len(rows) // 2}
+        for a, b in zip(rows[::2], rows[1::2]):  # written in pairs: the source, then its other order
+            sa, sb = [int(t) for t in a["shots"].split()], [int(t) for t in b["shots"].split()]
+            assert (a["label"], b["label"]) == (one, other) and a["movie_id"] == b["movie_id"]
+            assert sorted(sa) == sorted(sb) and sa != sb and len(sa) == 4
+            ups = [setup[(a["movie_id"], t)] for t in sa], [setup[(b["movie_id"], t)] for t in sb]
+            if task == "arrow":
+                assert sb == sa[::-1] and sa == sorted(sa)
+            elif task == "shuffled":
+                assert ups[0] != ups[1]  # a shuffle that keeps the set-up sequence could not be told
+            elif task == "coverage":
+                assert ups[0][0] == ups[0][2] != ups[0][1] == ups[0][3]  # A B A B
+                assert ups[1][0] == ups[1][1] != ups[1][2] == ups[1][3]  # A A B B
+            else:
+                assert ups[0][0] == "wide" == ups[1][-1] and "wide" not in ups[0][1:]
+
+
+def test_eval_only_movies_are_watched_by_nobody_and_leave_the_others_unchanged(tmp_path):
+    """demo_world.eval_movies: extra movies with split "eval", no watch-log events; the other
+    movies, their logs and splits are those of the world without them; demo-tasks takes its clips
+    from the eval movies alone."""
+    from dataclasses import replace
+
+    from movies2scenes.demo import world_hash, write_demo_tasks
+
+    cfg = small_world_config(num_movies=4)
+    assert world_hash(cfg, 7) == world_hash(replace(cfg, eval_movies=0), 7)  # old worlds keep their identity
+    a = make_world(tmp_path / "a", cfg, seed=7, progress=False)
+    b = make_world(tmp_path / "b", replace(cfg, eval_movies=2), seed=7, progress=False)
+    cat_a, cat_b = list(csv.DictReader(open(a / "catalogue.csv"))), list(csv.DictReader(open(b / "catalogue.csv")))
+    assert cat_b[:4] == cat_a and [r["split"] for r in cat_b[4:]] == ["eval", "eval"]
+    assert (a / "watch_logs.csv").read_bytes() == (b / "watch_logs.csv").read_bytes()
+    assert (a / "videos" / "m0001.mp4").read_bytes() == (b / "videos" / "m0001.mp4").read_bytes()
+    rows = list(csv.DictReader(open(write_demo_tasks(b, tmp_path / "tasks")[0])))
+    assert rows and {r["movie_id"] for r in rows} == {"m0004", "m0005"}

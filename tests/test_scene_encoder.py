@@ -126,7 +126,6 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
     """m2s evaluate on hand-made tasks over the small world's ground-truth scenes."""
     import csv
 
-    from movies2scenes.evaluation import run_task
     from movies2scenes.tasks import read_tasks
     from movies2scenes.stages import evaluate
 
@@ -147,27 +146,34 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
             w.writerow(["length", "regression", m, rows[0]["shot"], int(rows[-1]["shot"]) + 1, len(rows), split[m]])
             w.writerow(["long", "binary", m, rows[0]["shot"], int(rows[-1]["shot"]) + 1, int(len(rows) > 4), split[m]])
     cfg = load([ROOT / "configs" / "demo.yaml"], [*ov, f"evaluate.tasks=[{task}]", "evaluate.epochs=5",
-                                                   "evaluate.hidden=[16, 8]"])
+                                                   "evaluate.hidden=[16, 8]", "evaluate.repeats=2",
+                                                   "evaluate.bootstrap=200", "evaluate.permutations=200"])
     with pytest.raises(ConfigError, match="were seen in pretraining"):  # the leakage guard
         evaluate.run(cfg)
     cfg.evaluate.allow_leakage = True
     assert evaluate.run(cfg) == 0
     report = json.loads((run / "eval" / "report.json").read_text())
     place, length = report["tasks"]["place"], report["tasks"]["length"]
-    assert 0 <= place["top1"] <= 1 and place["clips"]["test"] == sum(1 for k in scenes if split[k[0]] == "test")
-    assert np.isfinite(length["mse"]) and 0 <= length["best_epoch"] < 5
-    long = report["tasks"]["long"]  # AP is NaN when the test clips hold no positive
-    assert "skipped" in long or np.isnan(long["ap"]) or 0 <= long["ap"] <= 1
-    # the baseline (on by default): the same probe on the run's shot features averaged over each clip
+    assert place["clips"] == len(scenes) and place["movies"] == 4 and place["metric"] == "top-1"
+    assert 0 <= place["encoder"]["linear"] <= 1 and 0 <= place["encoder"]["knn"] <= 1 and "mlp" in place["encoder"]
+    assert np.isfinite(length["encoder"]["linear"]) and length["metric"] == "MSE"
+    # the baseline (on by default): the same probes, the same folds, on the run's shot features
+    # averaged over each clip; the verdict is read from its interval
+    from movies2scenes.eval.protocol import Protocol
+    from movies2scenes.eval.task import Task
     from movies2scenes.features import ShotFeatures
 
-    base = report["baselines"]["shot_mean"]
-    assert set(base) == set(report["tasks"]) and base["place"]["clips"] == place["clips"]
+    vs = place["vs"]["shot_mean"]
+    assert vs["low"] <= vs["diff"] <= vs["high"] and 0 < vs["p"] <= 1
+    assert vs["verdict"] == ("better" if vs["low"] > 0 else "worse" if vs["high"] < 0 else "tie")
     feats = ShotFeatures(run / "shot_features")
-    tasks = read_tasks([str(task)], {m: feats.num_shots(m) for m in movies})
-    clips = [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in tasks["place"]]
-    mean = np.stack([np.asarray(feats.movie(m)[a:b], np.float32).mean(0) for m, a, b in clips])
-    assert run_task("classification", tasks["place"], mean, cfg.evaluate) == base["place"]
+    task_rows = read_tasks([str(task)], {m: feats.num_shots(m) for m in movies})
+    place_task = Task.from_rows("place", task_rows["place"])
+    mean = np.stack([np.asarray(feats.movie(m)[list(shots)], np.float32).mean(0) for m, shots in place_task.clips])
+    protocol = Protocol.from_config(cfg.evaluate)
+    again = protocol.result(place_task, protocol.score(place_task, mean))
+    assert again == report["tasks"]["place"]["baselines"]["shot_mean"]  # deterministic, and what it says
+    assert "shot_mean" in place["shuffled"] and place["shuffled"]["shot_mean"]["gap"]["diff"] == 0  # a mean cannot see order
     page = (run / "eval" / "report.html").read_text()
     assert "place" in page and "curves.png" in page and (run / "eval" / "curves.png").stat().st_size > 1000
     assert "E_shot mean-pooled (baseline)" in page
@@ -182,19 +188,18 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
     import io
 
     from movies2scenes.cli import main
-    from movies2scenes.eval_report import primary
+    from movies2scenes.eval_report import task_line
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["summary", str(run)]) == 0
     text = out.getvalue()
     for name in ("place", "length"):
-        mine, theirs = primary(report["tasks"][name]), primary(base[name])
-        better = (mine[1] - theirs[1]) * (1 if mine[2] else -1)
-        word = "tie" if abs(better) < 0.005 else "scene encoder better" if better > 0 else "BASELINE BETTER"
-        assert f"{name}: scene encoder {mine[0]} {mine[1]:.3f} vs E_shot mean {theirs[1]:.3f} → {word}" in text
-    assert "beats the mean of its shot features on" in text
-    assert f"the deliverable — the frozen scene encoder: {run / 'export'}" in text and "load_scene_encoder" in text
+        assert f"{name}: {task_line(report['tasks'][name])}" in text
+    assert "CI " in text and "the scene encoder against the mean of its shot features, 3 task(s)" in text
+    better = sum(e.get("vs", {}).get("shot_mean", {}).get("verdict") == "better" for e in report["tasks"].values())
+    title = "the deliverable — the frozen scene encoder" if better else "the trained scene encoder (not better"
+    assert title in text and str(run / "export") in text and "load_scene_encoder" in text
 
 
 @pytest.mark.slow

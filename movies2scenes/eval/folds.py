@@ -7,6 +7,7 @@ where the task is a classification; plain grouped otherwise)."""
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -36,8 +37,10 @@ class FoldPlan:
         for r in range(self.repeats):
             seed = int(np.random.SeedSequence([self.seed, salt, r]).generate_state(1)[0] % (2 ** 31))
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-            for f, (_, test) in enumerate(splitter.split(np.zeros(len(movies)), task.strata, groups)):
-                out[r, test] = f
+            with warnings.catch_warnings():  # "the least populated class has only m members": expected, harmless
+                warnings.simplefilter("ignore", UserWarning)
+                for f, (_, test) in enumerate(splitter.split(np.zeros(len(movies)), task.strata, groups)):
+                    out[r, test] = f
         return out
 
 
@@ -50,4 +53,6 @@ def inner_splits(movies: np.ndarray, strata: np.ndarray, folds: int = 3) -> list
     k = min(folds, len(np.unique(groups)))
     if k < 2:
         return []
-    return list(StratifiedGroupKFold(n_splits=k, shuffle=False).split(np.zeros(len(movies)), strata, groups))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return list(StratifiedGroupKFold(n_splits=k, shuffle=False).split(np.zeros(len(movies)), strata, groups))

@@ -149,6 +149,10 @@ def score_task(protocol, task, represent: dict, shuffle_diagnostic: bool) -> dic
 
     entry = {"kind": task.kind, "clips": len(task.clips), "movies": int(len(set(task.movies))),
              "metric": None, "chance": task.chance()}
+    if task.kind in ("classification", "binary") and len(set(task.y.tolist())) < 2:
+        return entry | {"skipped": "every clip has the same label (nothing to tell apart)"}
+    if task.kind == "multilabel" and not task.y.any():
+        return entry | {"skipped": "no clip has a label"}
     try:
         folds = protocol.draw(task)
     except ValueError as e:
