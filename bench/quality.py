@@ -91,15 +91,23 @@ WORLDS = {
 WORLDS |= {f"film-{k}": v + ["demo_world.grammar=film"] for k, v in list(WORLDS.items())}
 # --smoke: the reliability bench's 10-movie world and tiny models, so that make test runs this file
 WORLDS["tiny"] = [f"demo_world.{s}" for s in TINY_WORLD] + ["demo_world.val_fraction=0.2", "demo_world.test_fraction=0.2"]
-SMOKE_ROWS = ["E_shot mean", "pairs: random"]
+AA_PIXELS = "A/A: E_shot mean from pixels (factorised step 0, fp32)"
+AA_FOLDS = "A/A: E_shot mean, second fold draw"
+PLANTED = "planted: E_shot mean + place label (25 % kept)"
+SMOKE_ROWS = ["E_shot mean", "pairs: random", AA_PIXELS, AA_FOLDS, PLANTED]
 STAGE_SET: list[str] = []  # overrides every stage of every cell gets (--smoke: TINY)
 SOURCES = ["random", "genre", "synopsis", "cowatch", "genre_synopsis", "kg"]
-GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head", "imagenet", "factorised", "fscale"]
+GROUPS = ["main", "baselines", "scale", "n", "long", "init", "equal", "head", "imagenet", "factorised", "fscale",
+          "instrument"]
 # the factorised rows' training (decided before their table was seen): the demo's scene-encoder
 # optimiser, 40 epochs of the mined pairs (the demo's scene ViT gets 10), the kNN monitor every 10 steps
 FACTORISED_TRAIN = ["scene_encoder.arch=factorised", "scene_encoder.train.epochs=40", "scene_encoder.train.knn_every=10"]
-PROBE_SPLITS = 5
-PROBE_EPOCHS = EvaluateConfig().epochs  # --smoke: fewer
+# the probe protocol (issue 39; decided before the table): repeats x 5-fold grouped CV, the linear
+# probe's C grid by 3-fold inner grouped CV, 1,000 movie-level bootstrap resamples and permutations
+PROBE_REPEATS = 3
+PROBE_GRID = [0.01, 0.1, 1.0]
+BOOTSTRAP = 1000
+PLANT_KEEP = 0.25  # the planted row: the place label copied with probability 0.25 (else a random class)
 
 
 def rows(groups: list[str]) -> list[dict]:
@@ -142,6 +150,11 @@ def rows(groups: list[str]) -> list[dict]:
     if "fscale" in groups:  # the co-watch factorised row on a fraction of the pretraining movies
         out += [{"name": f"ImageNet E_shot, factorised scale {f}", "kind": "imagenet_factorised", "source": "cowatch",
                  "fraction": f, "set": FACTORISED_TRAIN} for f in (0.25, 0.5)]
+    if "instrument" in groups:  # issue 39: what the instrument must tell and must not
+        out += [{"name": "E_shot concatenation control", "kind": "concat"},
+                {"name": AA_PIXELS, "kind": "aa_pixels"}, {"name": AA_FOLDS, "kind": "aa_folds"},
+                {"name": PLANTED, "kind": "planted"},
+                {"name": "ImageNet concatenation control", "kind": "imagenet_concat"}]
     if "init" in groups:  # the scene ViT = E_shot's architecture (64 px), starting from E_shot's weights
         like_shot = ["scene_encoder.init=shot_encoder", "scene_encoder.model.img_size=64"]
         out += [{"name": f"pairs: {s}, init E_shot", "kind": "trained", "source": s, "set": like_shot}
@@ -173,7 +186,10 @@ def base_run(work: Path, world: str, shot_encoder: bool = True) -> Path:
 
 
 class Tasks:
-    """The held-out movies' clips (place / genre / boundary) and PROBE_SPLITS per-movie probe splits."""
+    """The evaluation movies' tasks (``demo.write_demo_tasks``: place, genre, boundary; film worlds
+    add scene type, characters and the order tasks) under one :class:`movies2scenes.eval.Protocol`:
+    the folds are drawn once per task, so every row is probed on the same folds. ``measure`` keeps
+    each task's out-of-fold scores (``CELL/scores.npz``) for the paired table."""
 
     def __init__(self, base: Path, out: Path):
         from collections import Counter
@@ -181,43 +197,94 @@ class Tasks:
         import pyarrow.parquet as pq
 
         from movies2scenes.demo import write_demo_tasks
+        from movies2scenes.eval.task import Task
         from movies2scenes.tasks import read_tasks
 
         index = pq.read_table(base / "shots" / "index.parquet", columns=["movie_id"]).column("movie_id")
         num_shots = Counter(index.to_pylist())
-        self.splits = []
-        for k in range(PROBE_SPLITS):
-            files = write_demo_tasks(base / "world", out / f"split{k}", seed=k)
-            self.splits.append(read_tasks([str(f) for f in files], num_shots))
-        first = self.splits[0]
-        self.names = sorted(first)
-        self.clips = {t: [(r["movie_id"], r["start_shot"], r["end_shot"]) for r in first[t]] for t in self.names}
-        for split in self.splits[1:]:  # the same clips in the same order; only the split differs
-            assert all([(r["movie_id"], r["start_shot"], r["end_shot"]) for r in split[t]] == self.clips[t]
-                       for t in self.names)
+        files = write_demo_tasks(base / "world", out, seed=0)
+        rows = read_tasks([str(f) for f in files], num_shots)
+        self.tasks = {name: Task.from_rows(name, r) for name, r in sorted(rows.items())}
+        self.names = list(self.tasks)
+        self.protocol = protocol()
+        self.folds = {n: self.protocol.draw(t) for n, t in self.tasks.items()}
+        self.clips = {n: t.clips for n, t in self.tasks.items()}
+        self.ordered = {n for n, t in self.tasks.items()  # tasks whose clips list an explicit order
+                        if any(s != tuple(range(s[0], s[0] + len(s))) for _, s in t.clips)}
+        self.movies = sorted({m for t in self.tasks.values() for m in t.movies})
 
-    def measure(self, embed, seed: int) -> dict:
-        from movies2scenes.evaluation import precision_at_k
-        from movies2scenes.evaluation import run_task
+    def measure(self, embed, seed: int, cell: Path, plant=None, fold_seed: int | None = None) -> dict:
+        """Every task's numbers for a representation (``embed``: clips → (n, d)); ``plant``: task →
+        extra columns (the planted-difference row); ``fold_seed``: another draw of the folds (the
+        A/A row). Out-of-fold scores go to ``cell/scores.npz``; appearance tasks are also probed
+        with each window's shots shuffled (the shuffle diagnostic)."""
+        from movies2scenes.eval.protocol import shuffled
 
-        ev = EvaluateConfig(epochs=PROBE_EPOCHS)
-        res: dict[str, list[float]] = {}
-        every = list(dict.fromkeys(c for t in self.names for c in self.clips[t]))  # place = genre clips
+        every = list(dict.fromkeys(c for t in self.names for c in self.clips[t]))
+        mixed = {n: shuffled(self.tasks[n]) for n in self.names if n not in self.ordered and n != "boundary"}
+        every += list(dict.fromkeys(c for t in mixed.values() for c in t.clips if c not in set(every)))
         by_clip = dict(zip(every, embed(every)))  # each clip embedded once for all tasks
-        for task in self.names:
-            emb = np.stack([by_clip[c] for c in self.clips[task]])
-            for split in self.splits:
-                r = run_task(split[task][0]["kind"], split[task], emb, ev, seed=seed)
-                if "skipped" in r:
-                    raise RuntimeError(f"task {task}: {r['skipped']}")
-                for key in ("top1", "micro_f1", "macro_f1", "map", "ap"):
-                    if key in r:
-                        res.setdefault(f"{task}_{key}", []).append(r[key])
-            if task == "place":
-                labels = np.array([r["label"] for r in self.splits[0][task]])
-                for k, v in precision_at_k(emb, labels).items():
-                    res[f"p_at_{k}"] = [v]
-        return {k: float(np.mean(v)) for k, v in res.items()}
+        res, arrays = {}, {}
+        for name, task in self.tasks.items():
+            folds = self.folds[name] if fold_seed is None else _redraw(self.protocol, task, fold_seed)
+            x = np.stack([by_clip[c] for c in task.clips])
+            if plant is not None:
+                x = np.hstack([x, plant(task)])
+            s = self.protocol.score(task, x, folds)
+            res[name] = self.protocol.result(task, s)
+            arrays |= {f"{name}/{k}": v for k, v in s.save().items()}
+            if name in mixed:
+                xs = np.stack([by_clip[c] for c in mixed[name].clips])
+                if plant is not None:
+                    xs = np.hstack([xs, plant(task)])
+                sm = self.protocol.score(mixed[name], xs, folds)
+                res[name]["shuffled"] = self.protocol.result(task, sm)["linear"]
+                arrays[f"{name}/shuffled"] = sm.linear
+        np.savez_compressed(cell / "scores.npz", **arrays)
+        return {"tasks": res}
+
+
+def ordered_concat(rows_of, clips, slots: int = 4) -> np.ndarray:
+    """The order-aware positive control: each clip's shot features concatenated in the clip's order,
+    at ``slots`` evenly spaced positions (exactly the clip's shots for the 4-shot order tasks)."""
+    out = []
+    for movie, *rest in clips:
+        shots = list(rest[0]) if len(rest) == 1 else list(range(rest[0], rest[1]))
+        pick = [shots[i] for i in np.linspace(0, len(shots) - 1, slots).round().astype(int)]
+        out.append(np.asarray(rows_of(movie)[pick], np.float32).reshape(-1))
+    return np.stack(out)
+
+
+class Planted:
+    """The planted difference: a one-hot copy of ``task``'s label appended to the representation,
+    kept with probability ``keep`` (else a uniformly drawn class); every other task gets a one-hot
+    of uniformly drawn classes — columns of pure noise. Seeded per task."""
+
+    def __init__(self, tasks: "Tasks", task: str, keep: float, seed: int):
+        self.target, self.keep, self.seed = tasks.tasks[task], keep, seed
+
+    def __call__(self, task) -> np.ndarray:
+        classes = len(self.target.classes)
+        rng = np.random.default_rng([self.seed, 71, len(task.clips)])
+        noise = rng.integers(0, classes, len(task.clips))
+        label = np.where(rng.random(len(task.clips)) < self.keep, task.y, noise) if task.name == self.target.name else noise
+        return np.eye(classes)[label]
+
+
+def protocol():
+    from movies2scenes.eval.folds import FoldPlan
+    from movies2scenes.eval.paired import Resampling
+    from movies2scenes.eval.probes import LinearProbe
+    from movies2scenes.eval.protocol import Protocol
+
+    return Protocol(FoldPlan(PROBE_REPEATS, 5, 0), LinearProbe(tuple(PROBE_GRID)), mlp=None,
+                    resampling=Resampling(BOOTSTRAP, BOOTSTRAP))
+
+
+def _redraw(protocol, task, fold_seed: int):
+    from dataclasses import replace
+
+    return replace(protocol.folds, seed=fold_seed).draw(task)
 
 
 def _places(base: Path) -> dict[str, list[int]]:
@@ -353,7 +420,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     from movies2scenes.evaluation import embed_clips
     from movies2scenes.artefacts import ShotSamples
 
-    cell = work / world / "cells" / f"{row['name'].replace(': ', '-').replace(' ', '')}-s{seed}"
+    cell = cell_dir(work, world, row["name"], seed)
     done = cell / "quality.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -377,6 +444,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
                 *(shot_budget(base) if row.get("equal_budget") else [])])
     shots = ShotSamples(base / "shots", cache=4)
     result = {"row": row["name"], "seed": seed}
+    measure: dict = {}  # how Tasks.measure probes this row (another fold draw, a planted column)
     if row["kind"] in ("pixels", "imagenet"):
         per_shot = baseline_features(base, row["kind"], shots, tasks)
         result["dim"] = int(next(iter(per_shot.values())).shape[1])
@@ -429,9 +497,28 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
                    **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
         embed = lambda clips: embed_scenes(head, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
                                                   for m, a, b in clips])
-    elif row["kind"] == "shot_mean":
+    elif row["kind"] in ("shot_mean", "aa_folds", "planted"):
         feats = ShotFeatures(base / "shot_features")
         embed = lambda clips: clip_means(feats.movie, clips)  # noqa: E731
+        if row["kind"] == "aa_folds":
+            measure["fold_seed"] = 1
+        if row["kind"] == "planted":
+            measure["plant"] = Planted(tasks, "place", PLANT_KEEP, seed)
+    elif row["kind"] in ("concat", "imagenet_concat"):
+        if row["kind"] == "imagenet_concat":
+            per_shot = baseline_features(base, "imagenet", shots, tasks)
+            rows_of = per_shot.__getitem__
+        else:
+            rows_of = ShotFeatures(base / "shot_features").movie
+        embed = lambda clips: ordered_concat(rows_of, clips)  # noqa: E731
+    elif row["kind"] == "aa_pixels":  # the factorised encoder at step 0, from pixels in fp32
+        from movies2scenes.models.factorised import FactorisedSceneEncoder, TemporalResidual
+        from movies2scenes.models.folder import load_vit, read_model_config
+
+        backbone = load_vit(base / "shot_encoder")
+        size = int(read_model_config(base / "shot_encoder")["vit"]["img_size"])
+        encoder = FactorisedSceneEncoder(backbone, TemporalResidual(backbone.num_features, 9), size).eval()
+        embed = lambda clips: embed_clips(encoder, shots, clips, 64)  # noqa: E731
     else:
         if row["kind"] == "random_init":
             from accelerate.utils import set_seed
@@ -454,7 +541,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
                        **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
         embed = lambda clips: embed_clips(encoder, shots, clips, 64)  # noqa: E731
     torch.manual_seed(seed)
-    result |= tasks.measure(embed, seed)
+    result |= tasks.measure(embed, seed, cell, **measure)
     result["elapsed_s"] = round(time.time() - started, 1)
     done.write_text(json.dumps(result, indent=1))
     for heavy in ("scene_encoder/checkpoints", "movie_encoder/checkpoints"):  # only needed to resume
@@ -462,40 +549,104 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     return result
 
 
-COLUMNS = [("place_top1", "place top-1"), ("scene_type_top1", "scene type top-1"),
-           ("characters_micro_f1", "characters µF1"), ("characters_map", "characters mAP"),
-           ("genre_micro_f1", "genre µF1"), ("genre_macro_f1", "genre MF1"),
-           ("genre_map", "genre mAP"), ("p_at_1", "P@1"), ("p_at_5", "P@5"), ("p_at_10", "P@10"),
-           ("boundary_ap", "boundary AP"), ("movie_auc", "movie AUC"), ("mined_precision", "mined-pair precision"),
-           ("chance_precision", "random-scene precision"), ("scene_pairs", "scene pairs"),
-           ("steps", "steps"), ("kept_step", "kept step"), ("train_s", "scene-encoder s")]
+TASK_ORDER = ["place", "scene_type", "characters", "genre", "boundary", "arrow", "shuffled", "coverage", "establishing"]
+TRAINING = [("movie_auc", "movie AUC"), ("mined_precision", "mined-pair precision"),
+            ("chance_precision", "random-scene precision"), ("scene_pairs", "scene pairs"), ("steps", "steps"),
+            ("kept_step", "kept step"), ("train_s", "scene-encoder s")]
 INTEGER_COLUMNS = {"scene_pairs", "steps", "kept_step", "train_s"}
+SEEDLESS = {"shot_mean", "pixels", "imagenet", "concat", "imagenet_concat", "aa_pixels", "aa_folds", "planted"}
 
 
-def table(results: list[dict], order: list[str]) -> str:
-    lines = ["| representation | " + " | ".join(c for _, c in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 1) + "|"]
-    for name in order:
-        got = [r for r in results if r["row"] == name]
-        if not got:
+def cell_dir(work: Path, world: str, name: str, seed: int) -> Path:
+    return work / world / "cells" / f"{name.replace(': ', '-').replace(' ', '').replace('/', '')}-s{seed}"
+
+
+def baseline_of(name: str) -> str:
+    """The row a row is compared with: the mean of the shot features it was built on."""
+    return "ImageNet MobileNetV2 mean" if name.startswith("ImageNet") else "E_shot mean"
+
+
+def row_scores(work: Path, world: str, results: list[dict], name: str) -> dict:
+    """Task → stacked Scores over the row's seeds (and "TASK/shuffled" → linear scores)."""
+    from movies2scenes.eval.protocol import Scores
+
+    cells = [cell_dir(work, world, name, r["seed"]) for r in results if r["row"] == name]
+    loaded = []
+    for cell in cells:
+        with np.load(cell / "scores.npz", allow_pickle=False) as z:
+            loaded.append({k: z[k] for k in z.files})
+    out = {}
+    for task in {k.split("/")[0] for z in loaded for k in z}:
+        out[task] = Scores.stack([Scores.load({k.split("/")[1]: v for k, v in z.items() if k.startswith(task + "/")})
+                                  for z in loaded])
+        if all(f"{task}/shuffled" in z for z in loaded):
+            out[task + "/shuffled"] = np.concatenate([z[f"{task}/shuffled"] for z in loaded])
+    return out
+
+
+def table(work: Path, world: str, results: list[dict], order: list[str], tasks: "Tasks") -> tuple[str, dict]:
+    """Markdown tables — each row's number per task and its paired verdict against its baseline
+    (95 % interval by movie, in points), the shuffle diagnostic, the training columns — and the
+    same as data."""
+    from movies2scenes.eval.paired import compare, value
+
+    names = [t for t in TASK_ORDER if t in tasks.tasks]
+    have = [n for n in order if any(r["row"] == n for r in results)]
+    scores = {n: row_scores(work, world, results, n) for n in have}
+    data: dict = {}
+    head = "| representation | " + " | ".join(names) + " |"
+    lines = [head, "|---" * (len(names) + 1) + "|"]
+    gaps = ["| representation | " + " | ".join(f"{t} intact − shuffled" for t in names if t not in tasks.ordered
+                                              and t != "boundary") + " |"]
+    gaps.append("|---" * (len(gaps[0].split("|")) - 2) + "|")
+    for n in have:
+        base = baseline_of(n)
+        seeds = sorted(r["seed"] for r in results if r["row"] == n)
+        cells, gap_cells, data[n] = [], [], {"seeds": seeds, "tasks": {}}
+        for t in names:
+            task, mine = tasks.tasks[t], scores[n].get(t)
+            if mine is None:
+                cells.append("–")
+                continue
+            v = value(task, mine.linear)
+            entry = {"value": v}
+            text = f"{v:.3f}"
+            if n != base and base in scores and t in scores[base]:
+                c = compare(task, mine.linear, scores[base][t].linear, tasks.protocol.resampling)
+                entry["vs"] = c.as_dict() | {"baseline": base}
+                text += f" {c.verdict} ({100 * c.diff:+.1f} ± {100 * c.half_width:.1f})"
+            cells.append(text)
+            if f"{t}/shuffled" in scores[n]:
+                g = compare(task, mine.linear, scores[n][f"{t}/shuffled"], tasks.protocol.resampling)
+                entry["shuffle_gap"] = g.as_dict()
+                gap_cells.append(f"{100 * g.diff:+.1f} ± {100 * g.half_width:.1f}")
+            data[n]["tasks"][t] = entry
+        lines.append(f"| {n} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}) | " + " | ".join(cells) + " |")
+        if gap_cells:
+            gaps.append(f"| {n} | " + " | ".join(gap_cells) + " |")
+    train = ["| representation | " + " | ".join(c for _, c in TRAINING) + " |", "|---" * (len(TRAINING) + 1) + "|"]
+    for n in have:
+        got = [r for r in results if r["row"] == n]
+        if not any(r.get(k) is not None for r in got for k, _ in TRAINING):
             continue
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in TRAINING:
             v = [r[key] for r in got if r.get(key) is not None]
-            if not v:
-                cells.append("–")
-            elif key in INTEGER_COLUMNS:
-                cells.append(f"{np.mean(v):.0f}")
-            else:
-                cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}")
-        lines.append(f"| {name} ({len(got)} seeds) | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            cells.append("–" if not v else f"{np.mean(v):.0f}" if key in INTEGER_COLUMNS
+                         else f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}")
+        train.append(f"| {n} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n\nShuffle diagnostic (points, ± the 95 % half-width):\n\n" + "\n".join(gaps)
+    if len(train) > 2:
+        text += "\n\nTraining:\n\n" + "\n".join(train)
+    return text, data
 
 
 def main() -> None:
-    global PROBE_SPLITS, PROBE_EPOCHS
+    global PROBE_REPEATS, BOOTSTRAP
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", choices=sorted(WORLDS), default="demo")  # tiny: what --smoke uses
+    ap.add_argument("--eval-movies", type=int, default=None,
+                    help="eval-only movies rendered beside the world's (demo_world.eval_movies; the tasks use them alone)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--groups", nargs="+", choices=GROUPS, default=["main", "scale", "n", "long", "init"])
     ap.add_argument("--rows", nargs="+", default=None, help="only these rows (e.g. random-init 'pairs: cowatch')")
@@ -508,8 +659,9 @@ def main() -> None:
         import tempfile
 
         STAGE_SET.extend(TINY)
-        PROBE_SPLITS, PROBE_EPOCHS = 2, 5
-        args.world, args.seeds, args.groups, args.rows = "tiny", [0], ["main"], SMOKE_ROWS
+        PROBE_REPEATS, BOOTSTRAP = 2, 200
+        args.world, args.seeds, args.groups, args.rows = "tiny", [0], ["main", "instrument"], SMOKE_ROWS
+        args.eval_movies = 6
         args.work = tempfile.mkdtemp(prefix="m2s-quality-smoke-")
         try:
             return measure(args)
@@ -520,37 +672,36 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
     work = Path(args.work).resolve()
-    if args.table:
-        done = []
-        for f in sorted((work / args.world / "cells").glob("*/quality.json")):
-            r = json.loads(f.read_text())
-            if "mined_precision" in r and "chance_precision" not in r:  # cells measured before it existed
-                r["chance_precision"] = mined_precision(f.parent, work / args.world / "base")[1]
-            done.append(r)
-        print(table(done, [r["name"] for r in rows(GROUPS)]))
-        return
-    todo = rows(args.groups)
+    world = args.world
+    if args.eval_movies:
+        world = f"{args.world}+{args.eval_movies}eval"
+        WORLDS[world] = WORLDS[args.world] + [f"demo_world.eval_movies={args.eval_movies}"]
+    todo = rows(GROUPS if args.table else args.groups)
     if args.rows:
         unknown = set(args.rows) - {r["name"] for r in todo}
         if unknown:
             raise SystemExit(f"unknown rows {sorted(unknown)}; rows of these groups: {[r['name'] for r in todo]}")
         todo = [r for r in todo if r["name"] in args.rows]
-    base = base_run(work, args.world, shot_encoder=any(r["kind"] not in NO_SHOT_ENCODER for r in todo))
-    tasks = Tasks(base, work / args.world / "tasks")
-    print(f"quality: {args.world} world, {len(tasks.clips['place'])} held-out scenes, "
-          f"{len(tasks.clips['boundary'])} boundary windows, {PROBE_SPLITS} probe splits", flush=True)
+    base = base_run(work, world, shot_encoder=any(r["kind"] not in NO_SHOT_ENCODER for r in todo))
+    tasks = Tasks(base, work / world / "tasks")
+    print(f"quality: {world} world, {len(tasks.movies)} evaluation movies, "
+          + ", ".join(f"{n} {len(tasks.clips[n])}" for n in tasks.names)
+          + f" clips; {PROBE_REPEATS} x 5-fold grouped CV", flush=True)
     results = []
-    for row in todo:
-        for seed in args.seeds:
-            r = run_cell(work, args.world, base, tasks, row, seed)
+    if args.table:
+        results = [json.loads(f.read_text()) for f in sorted((work / world / "cells").glob("*/quality.json"))]
+    for row in ([] if args.table else todo):
+        for seed in (args.seeds[:1] if row["kind"] in SEEDLESS else args.seeds):
+            r = run_cell(work, world, base, tasks, row, seed)
             results.append(r)
-            print(f"quality: {r['row']} seed {seed}: place {r['place_top1']:.3f} genre µF1 "
-                  f"{r['genre_micro_f1']:.3f} P@1 {r['p_at_1']:.3f} boundary AP {r['boundary_ap']:.3f}"
-                  + (f" mined precision {r['mined_precision']:.3f}" if "mined_precision" in r else "")
+            print(f"quality: {r['row']} seed {seed}: "
+                  + ", ".join(f"{t} {v['linear']:.3f}" for t, v in r["tasks"].items())
+                  + (f"; mined precision {r['mined_precision']:.3f}" if "mined_precision" in r else "")
                   + f" ({r['elapsed_s']} s)", flush=True)
-    (work / args.world / "results.json").write_text(json.dumps(results, indent=1))
+    text, data = table(work, world, results, [r["name"] for r in todo], tasks)
+    (work / world / "results.json").write_text(json.dumps({"cells": results, "table": data}, indent=1))
     print()
-    print(table(results, [r["name"] for r in todo]))
+    print(text)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,13 @@ def test_artefact_digests_bench_smoke(tmp_path):
 
 def test_quality_bench_smoke():
     out = _bench("bench/quality.py", "--smoke")
-    assert "| E_shot mean (1 seeds) |" in out and "| pairs: random (1 seeds) |" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert "E_shot mean (1 seed)" in rows and "pairs: random (1 seed)" in rows, out
+    # the A/A rows: the E_shot mean from pixels in fp32 and on another fold draw, each a tie (issue 39)
+    for name in ("A/A: E_shot mean from pixels (factorised step 0, fp32) (1 seed)",
+                 "A/A: E_shot mean, second fold draw (1 seed)"):
+        assert rows[name].count(" tie (") == 3 and "better" not in rows[name] and "worse" not in rows[name], out
+    assert "planted: E_shot mean + place label (25 % kept) (1 seed)" in rows
 
 
 def test_gpu_check_cpu_smoke(tmp_path):
