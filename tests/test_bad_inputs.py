@@ -317,9 +317,8 @@ def test_task_rows_short_non_finite_or_without_labels(tmp_path):
 
 
 def test_a_task_without_positives_or_with_one_movie_is_skipped_not_nan():
-    from movies2scenes.eval.protocol import Protocol
+    from movies2scenes.eval.protocol import Protocol, score_task
     from movies2scenes.eval.task import Task
-    from movies2scenes.stages.evaluate import score_task
 
     rows = [{"movie_id": f"m{i % 3}", "shots": (i,), "kind": "binary", "label": "0"} for i in range(6)]
     x = lambda clips: np.random.default_rng(0).normal(size=(len(clips), 4))  # noqa: E731

@@ -116,6 +116,8 @@ class LinearProbe:
             return head.fit(x, y)
 
     def fit_predict(self, task: Task, x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        if task.kind == "multilabel" and len(task.classes) == 1:  # one label: a binary task
+            task = Task(task.name, "binary", task.clips, task.y[:, 0].astype(int), ["0", "1"])
         y, movies, strata = task.y[train], task.movies[train], task.strata[train]
         c = self.choose(task, x[train], y, movies, strata)
         return self._predict(task, self._fit(task, c, x[train], y), x[test])

@@ -101,7 +101,7 @@ class Evaluate(Stage):
         return tasks
 
     def work(self, ctx: StageContext) -> Finished:
-        from movies2scenes.eval.protocol import Protocol
+        from movies2scenes.eval.protocol import Protocol, score_task
         from movies2scenes.eval.task import Task
         from movies2scenes.export import load_scene_encoder
 
@@ -138,39 +138,6 @@ class Evaluate(Stage):
                              f"{', '.join(unscored)} (see the report)")
             done.exit_code = 1
         return done
-
-
-def score_task(protocol, task, represent: dict, shuffle_diagnostic: bool) -> dict:
-    """One task's report entry: every representation (``represent``: name → clips → embeddings;
-    the first is the one judged, the others its baselines) probed on the same folds, each baseline
-    compared with it, and — for ordinary windows of several shots — the shuffle diagnostic."""
-    from movies2scenes.eval.paired import value
-    from movies2scenes.eval.protocol import shuffled
-
-    entry = {"kind": task.kind, "clips": len(task.clips), "movies": int(len(set(task.movies))),
-             "metric": None, "chance": task.chance()}
-    if task.kind in ("classification", "binary") and len(set(task.y.tolist())) < 2:
-        return entry | {"skipped": "every clip has the same label (nothing to tell apart)"}
-    if task.kind == "multilabel" and not task.y.any():
-        return entry | {"skipped": "no clip has a label"}
-    try:
-        folds = protocol.draw(task)
-    except ValueError as e:
-        return entry | {"skipped": str(e)}
-    scores = {name: protocol.score(task, embed(task.clips), folds) for name, embed in represent.items()}
-    (first, mine), *baselines = scores.items()
-    entry |= {"metric": protocol.result(task, mine)["metric"], first: protocol.result(task, mine),
-              "baselines": {b: protocol.result(task, s) for b, s in baselines},
-              "vs": {b: protocol.versus(task, mine, s).as_dict() for b, s in baselines}}
-    ordinary = all(shots == tuple(range(shots[0], shots[0] + len(shots))) for _, shots in task.clips)
-    if shuffle_diagnostic and ordinary and any(len(shots) > 1 for _, shots in task.clips):
-        mixed = shuffled(task, protocol.folds.seed)
-        entry["shuffled"] = {}
-        for name, embed in represent.items():
-            s = protocol.score(mixed, embed(mixed.clips), folds)
-            gap = protocol.versus(task, scores[name], s)
-            entry["shuffled"][name] = {"linear": value(task, s.linear), "gap": gap.as_dict()}
-    return entry
 
 
 def run(cfg: Config, force: bool = False) -> int:
