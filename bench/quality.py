@@ -681,7 +681,7 @@ def measure(args: argparse.Namespace) -> None:
         unknown = set(args.rows) - {r["name"] for r in todo}
         if unknown:
             raise SystemExit(f"unknown rows {sorted(unknown)}; rows of these groups: {[r['name'] for r in todo]}")
-        todo = [r for r in todo if r["name"] in args.rows]
+        todo = sorted((r for r in todo if r["name"] in args.rows), key=lambda r: args.rows.index(r["name"]))
     base = base_run(work, world, shot_encoder=any(r["kind"] not in NO_SHOT_ENCODER for r in todo))
     tasks = Tasks(base, work / world / "tasks")
     print(f"quality: {world} world, {len(tasks.movies)} evaluation movies, "

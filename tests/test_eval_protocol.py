@@ -188,3 +188,29 @@ def test_a_malformed_shot_order_is_an_error_naming_file_and_row(tmp_path):
                       (7, "shots '1 x' is not a space-separated list"), (8, "start_shot/end_shot [0, 2) do not span shots '2 1 0'")]:
         assert f"order.csv:{line}: {why}" in msg, (line, msg)
     assert "order.csv:2" not in msg
+
+
+def test_eval_only_movies_are_never_a_training_monitors_probe(tmp_path):
+    """The kNN monitor picks the kept step of the factorised encoder: choosing it on evaluation
+    movies would leak them into the model, so the catalogue's ``eval`` movies are never its probes."""
+    from movies2scenes.catalogue import eval_only_movies
+    from movies2scenes.monitor import make_feature_knn_monitor
+
+    class Features:
+        movie_ids = [f"m{i}" for i in range(8)]
+
+        def num_shots(self, movie):
+            return 12
+
+        def movie(self, movie):
+            return np.random.default_rng(int(movie[1:])).normal(size=(12, 4)).astype(np.float16)
+
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    catalogue = tmp_path / "cat.csv"
+    catalogue.write_text("movie_id,video,split\n" + "".join(
+        f"m{i},v.mp4,{'train' if i < 2 else 'eval' if i >= 5 else 'val'}\n" for i in range(8)))
+    eval_only = eval_only_movies(catalogue)
+    assert eval_only == {"m5", "m6", "m7"}
+    monitor = make_feature_knn_monitor(Features(), {"m0", "m1"}, 8, 4, 0, 3, eval_only=eval_only)
+    assert monitor.movies == 3 and monitor.held_out  # m2, m3, m4: held out and not eval-only
+    assert make_feature_knn_monitor(Features(), {"m0", "m1"}, 8, 4, 0, 3).movies == 6  # without the rule
