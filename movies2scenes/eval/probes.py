@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..evaluation import ProbeConfig
 from .folds import inner_splits
 from .scoring import higher_is_better, metric
 from .task import Task
@@ -155,20 +156,15 @@ class KnnProbe:
 
 @dataclass(frozen=True)
 class MlpProbe:
-    """The paper's probe (``evaluation.MLPProbe``); the epoch is chosen on one inner grouped split."""
+    """The paper's probe (``evaluation.MLPProbe`` with ``config``); the epoch is chosen on one inner
+    grouped split of the training folds."""
     name = "mlp"
-    hidden: list[int] = field(default_factory=lambda: [512, 256])
-    dropout: float = 0.2
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    epochs: int = 100
-    batch_size: int = 64
-    seed: int = 0
+    config: ProbeConfig = field(default_factory=ProbeConfig)
 
     def fit_predict(self, task: Task, x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
         import torch
 
-        from ..evaluation import MLPProbe, ProbeConfig
+        from ..evaluation import MLPProbe
 
         splits = inner_splits(task.movies[train], task.strata[train], 5)
         tr, va = (train[splits[0][0]], train[splits[0][1]]) if splits else (train, train)
@@ -176,10 +172,8 @@ class MlpProbe:
         y = task.y.astype(np.float32)[:, None] if task.kind == "binary" else task.y
         if task.kind == "multilabel":
             y = y.astype(np.float32)
-        torch.manual_seed(self.seed)
-        probe = MLPProbe(kind, x.shape[1], outputs(task), ProbeConfig(self.hidden, self.dropout, self.lr,
-                                                                     self.weight_decay, self.epochs,
-                                                                     self.batch_size, self.seed))
+        torch.manual_seed(self.config.seed)
+        probe = MLPProbe(kind, x.shape[1], outputs(task), self.config)
         probe.fit(x[tr], y[tr], x[va], y[va])
         out = probe.predict(x[test])
         return out[:, None] if out.ndim == 1 else out

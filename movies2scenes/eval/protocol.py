@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..evaluation import ProbeConfig
 from .folds import FoldPlan
 from .paired import Comparison, Resampling, compare, spread, value
 from .probes import KnnProbe, LinearProbe, MlpProbe, out_of_fold, precision_at_k
@@ -54,7 +55,8 @@ class Protocol:
     @classmethod
     def from_config(cls, ev) -> "Protocol":
         """From an ``EvaluateConfig``."""
-        mlp = MlpProbe(list(ev.hidden), ev.dropout, ev.lr, ev.weight_decay, ev.epochs, ev.batch_size) if ev.mlp else None
+        mlp = MlpProbe(ProbeConfig(list(ev.hidden), ev.dropout, ev.lr, ev.weight_decay, ev.epochs, ev.batch_size)) \
+            if ev.mlp else None
         return cls(FoldPlan(ev.repeats, ev.folds, ev.fold_seed), LinearProbe(tuple(ev.probe_grid)), KnnProbe(ev.knn),
                    mlp, Resampling(ev.bootstrap, ev.permutations))
 
