@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-tasks", help="evaluation task CSVs from a demo world's ground truth")
     p.add_argument("world_dir", help="a demo world (m2s demo-world)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the task CSVs (place, genre, boundary)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the task CSVs (place, genre, boundary; a film-grammar world adds "
+                   "scene_type, characters and the order tasks arrow, shuffled, coverage, establishing)")
     p.set_defaults(func=_demo_tasks, overrides=[])
 
     _add_stage(sub, "evaluate")
