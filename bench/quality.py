@@ -48,17 +48,26 @@ co-watch factorised row (ImageNet E_shot) with a seeded fraction f of the pretra
 When every row asked for is one that never reads E_shot (raw pixels, ImageNet mean, ImageNet
 E_shot), the base run stops after detect-shots (no E_shot is trained for it).
 
-Every representation is measured the same way on the held-out movies' ground-truth scenes
-(``demo.write_demo_tasks``): a place probe (top-1), a genre probe (micro/macro F1, mAP), a
-scene-boundary probe on 4-shot windows (AP), each the mean over 5 seeded per-movie probe splits
-(MLP probes of ``m2s evaluate``, validation epoch), and retrieval P@1/5/10 by L2 over all held-out
-scenes (label: place). Trained rows also report the *precision of their mined scene pairs* (both
-scenes mostly of the same place): the signal the scene encoder was given. A cell's numbers are kept
-in ``CELL/quality.json``, so a killed bench resumes. Output: a markdown table (mean ± std over seeds)
-and ``WORK/WORLD/results.json``.
+Every representation is measured the same way (issue 39, ``movies2scenes.eval``) on the
+evaluation movies' ground-truth tasks (``demo.write_demo_tasks``: place, genre, boundary; film worlds
+add scene type, characters and the order tasks arrow / shuffled / coverage / establishing):
+``PROBE_REPEATS`` × 5-fold cross-validation grouped by movie, the folds drawn once per task so that
+every row is probed on the same folds; the deterministic linear probe (C by inner grouped CV), the
+cosine kNN and retrieval P@1 beside it; appearance tasks again with each window's shots shuffled.
+``--eval-movies N`` renders N evaluation-only movies beside the world's (never pretraining, no
+watch-log events) and the tasks use them alone. Group ``instrument`` checks the instrument: the
+ordered concatenation of the shot features (the order tasks' positive control), two A/A rows (the
+E_shot mean from pixels through the factorised encoder at step 0 in fp32, and on a second fold
+draw) and a planted difference (the mean plus a noisy copy of the place label). Trained rows also
+report the *precision of their mined scene pairs* (both scenes mostly of the same place). A cell keeps
+its numbers in ``CELL/quality.json`` and its out-of-fold scores in ``CELL/scores.npz``, so a killed
+bench resumes; the table compares every row with its mean (E_shot's, or ImageNet's for the ImageNet
+rows) by the movie-level paired interval, seeds stacked: "better"/"worse" only when it excludes 0.
+Output: markdown tables and ``WORK/WORLD/results.json``.
 
-    python bench/quality.py [--world demo|large|film-demo|film-large] [--seeds 0 1 2]
-                            [--groups main baselines scale n long init equal head imagenet factorised fscale]
+    python bench/quality.py [--world demo|large|film-demo|film-large] [--eval-movies N] [--seeds 0 1 2]
+                            [--groups main baselines scale n long init equal head imagenet factorised fscale
+                                      instrument]
                             [--rows NAME ...]
 """
 
