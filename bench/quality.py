@@ -373,7 +373,7 @@ def baseline_features(base: Path, kind: str, shots, tasks: "Tasks") -> dict[str,
 
         model = PooledImageFeatures(imagenet_mobilenet_v2())
     out = {}
-    movies = sorted({m for t in tasks.names for m, _, _ in tasks.clips[t]})
+    movies = tasks.movies
     for movie in movies:
         if kind == "pixels":
             frames = [decode_keyframes(s) for s in shots(movie)]  # (k, H, W, 3) per shot
@@ -424,7 +424,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     import torch
 
     from movies2scenes.export import load_scene_encoder
-    from movies2scenes.features import ShotFeatures, clip_means
+    from movies2scenes.features import ShotFeatures, clip_means, clip_rows
     from movies2scenes.stages import build_movie_pairs, export, mine_scene_pairs, train_movie_encoder, train_scene_encoder
     from movies2scenes.evaluation import embed_clips
     from movies2scenes.artefacts import ShotSamples
@@ -479,8 +479,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
             settings = json.loads((cell / "scene_encoder" / "movies2scenes.json").read_text())
             temporal = load_temporal(cell / "scene_encoder", settings["temporal"])
             feats = ShotFeatures(cell / "shot_features")
-            embed = lambda clips: embed_windows(temporal, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
-                                                           for m, a, b in clips])
+            embed = lambda clips: embed_windows(temporal, [clip_rows(feats.movie, c) for c in clips])  # noqa: E731
     elif row["kind"] in ("scene_head", "imagenet_head"):
         import pyarrow.parquet as pq
 
@@ -504,8 +503,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
                                 np.stack([window(r["movie_b"], r["start_b"]) for r in pairs]), seed=seed)
         result |= {"scene_pairs": len(pairs), "steps": 300, "train_s": round(time.time() - t, 1),
                    **dict(zip(("mined_precision", "chance_precision"), mined_precision(cell, base)))}
-        embed = lambda clips: embed_scenes(head, [np.asarray(feats.movie(m)[a:b], np.float32)  # noqa: E731
-                                                  for m, a, b in clips])
+        embed = lambda clips: embed_scenes(head, [clip_rows(feats.movie, c) for c in clips])  # noqa: E731
     elif row["kind"] in ("shot_mean", "aa_folds", "planted"):
         feats = ShotFeatures(base / "shot_features")
         embed = lambda clips: clip_means(feats.movie, clips)  # noqa: E731
