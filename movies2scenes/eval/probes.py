@@ -13,6 +13,7 @@ repeat, by a probe that never saw its movie."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,16 +180,31 @@ class MlpProbe:
         return out[:, None] if out.ndim == 1 else out
 
 
+@contextlib.contextmanager
+def one_thread():
+    """BLAS and torch on one thread while probes fit: their matrices are small, and threads that
+    contend with other processes for the cores cost far more than they give (an MLP probe fit took
+    24 s on 2 torch threads beside another busy process, 0.8 s on one)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def out_of_fold(probe, task: Task, x: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """(repeats, clips, outputs) scores: in each repeat, every clip scored by the probe trained on
     the other folds."""
-    from threadpoolctl import threadpool_limits
-
     x = np.asarray(x, np.float64)
     if len(x) != len(task.clips):
         raise ValueError(f"task {task.name!r}: {len(x)} embeddings for {len(task.clips)} clips")
     out = np.zeros((len(folds), len(task.clips), outputs(task)))
-    with threadpool_limits(1, user_api="blas"):  # small matrices: BLAS threads only contend
+    with one_thread():
         for r, ids in enumerate(folds):
             for f in np.unique(ids):
                 test, train = np.flatnonzero(ids == f), np.flatnonzero(ids != f)

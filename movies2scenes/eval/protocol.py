@@ -8,6 +8,7 @@ only, so every representation scored by one protocol is compared clip by clip.""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,13 +74,15 @@ class Protocol:
     def draw(self, task: Task) -> np.ndarray:
         return self.folds.draw(task)
 
-    def score(self, task: Task, x: np.ndarray, folds: np.ndarray | None = None) -> Scores:
+    def score(self, task: Task, x: np.ndarray, folds: np.ndarray | None = None, secondary: bool = True) -> Scores:
+        """Out-of-fold scores of every probe; ``secondary=False``: the linear probe's alone (the kNN
+        then comes free, the MLP and P@1 are left out)."""
         folds = self.draw(task) if folds is None else folds
         x = np.asarray(x, np.float64)
         if not np.isfinite(x).all():
             raise ValueError(f"task {task.name!r}: the embeddings hold non-finite values")
-        mlp = out_of_fold(self.mlp, task, x, folds[:1])[None] if self.mlp is not None else None
-        p1 = precision_at_k(task, x, folds, 1)[None] if task.kind == "classification" else None
+        mlp = out_of_fold(self.mlp, task, x, folds[:1])[None] if self.mlp is not None and secondary else None
+        p1 = precision_at_k(task, x, folds, 1)[None] if task.kind == "classification" and secondary else None
         return Scores(out_of_fold(self.linear, task, x, folds)[None], out_of_fold(self.knn, task, x, folds)[None], mlp, p1)
 
     def result(self, task: Task, s: Scores) -> dict:
@@ -125,7 +128,11 @@ def score_task(protocol: Protocol, task: Task, represent: dict, shuffle_diagnost
         folds = protocol.draw(task)
     except ValueError as e:
         return entry | {"skipped": str(e)}
-    scores = {name: protocol.score(task, embed(task.clips), folds) for name, embed in represent.items()}
+    started, scores = time.time(), {}
+    for name, embed in represent.items():
+        scores[name] = protocol.score(task, embed(task.clips), folds)
+        print(f"evaluate: {task.name}: {name} probed ({len(task.clips)} clips, {len(set(task.movies))} movies, "
+              f"{time.time() - started:.0f} s)", flush=True)
     (first, mine), *baselines = scores.items()
     entry |= {"metric": protocol.result(task, mine)["metric"], first: protocol.result(task, mine),
               "baselines": {b: protocol.result(task, s) for b, s in baselines},
@@ -134,8 +141,9 @@ def score_task(protocol: Protocol, task: Task, represent: dict, shuffle_diagnost
     if shuffle_diagnostic and ordinary and any(len(shots) > 1 for _, shots in task.clips):
         mixed = shuffled(task, protocol.folds.seed)
         entry["shuffled"] = {}
-        for name, embed in represent.items():
-            s = protocol.score(mixed, embed(mixed.clips), folds)
+        for name, embed in represent.items():  # the linear probe alone: the gap is read from it
+            s = protocol.score(mixed, embed(mixed.clips), folds, secondary=False)
             gap = protocol.versus(task, scores[name], s)
             entry["shuffled"][name] = {"linear": value(task, s.linear), "gap": gap.as_dict()}
+        print(f"evaluate: {task.name}: shuffle diagnostic done ({time.time() - started:.0f} s)", flush=True)
     return entry
