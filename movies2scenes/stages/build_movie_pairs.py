@@ -2,7 +2,7 @@
 
 Writes ``<source>.parquet`` (movie_a, movie_b, score) per source in ``movie_pairs.sources`` (and
 ``combined.parquet`` when ``movie_pairs.combined`` names sources), ``summary.json`` and
-``DONE.json``. **Leakage guard**: only movies of the ``train`` split enter pairs; val/test/exclude
+``DONE.json``. **Leakage guard**: only movies of the ``train`` split enter pairs; val/test/exclude/eval
 movies never do, and the summary says how many were excluded. Bad metadata either fails with
 ``file:row: reason`` (malformed CSV, unknown ids, bad timestamps) or is a counted, documented skip
 (duplicate log rows, movies without genres or synopsis, movies outside the knowledge graph).
@@ -40,7 +40,7 @@ def why_no_pairs(source: str, catalogue, allowed: set[str], cfg: Config) -> str:
     where = f"{cfg.catalogue}"
     if len(train) < 2:
         return (f"{where} has {len(train)} movie(s) in the train split (pairs need 2; the split column "
-                "sends the others to val/test/exclude)")
+                "sends the others to val/test/exclude/eval)")
     with_genres = sum(1 for m in train if m.genres)
     with_synopsis = sum(1 for m in train if (m.synopsis or "").strip())
     if source in ("genre", "kg", "genre_synopsis") and with_genres < 2:
@@ -142,7 +142,7 @@ class BuildMoviePairs(Stage):
                + (f"{v['genre_share_rate']:.0%}" if v["genre_share_rate"] == v["genre_share_rate"] else "n/a")
                for name, v in summary["sources"].items()]
         return Finished(counts, files=files, extra={"catalogue": str(Path(self.cfg.catalogue).resolve())},
-                        say=[*say, f"build-movie-pairs: {excluded} val/test/exclude movie(s) "
+                        say=[*say, f"build-movie-pairs: {excluded} val/test/exclude/eval movie(s) "
                                                   f"kept out of every pair; details in {out / 'summary.json'}"])
 
 
