@@ -241,9 +241,9 @@ class Tasks:
         with each window's shots shuffled (the shuffle diagnostic)."""
         from movies2scenes.eval.protocol import shuffled
 
-        every = list(dict.fromkeys(c for t in self.names for c in self.clips[t]))
         mixed = {n: shuffled(self.tasks[n]) for n in self.names if n not in self.ordered and n != "boundary"}
-        every += list(dict.fromkeys(c for t in mixed.values() for c in t.clips if c not in set(every)))
+        every = list(dict.fromkeys([c for t in self.names for c in self.clips[t]]
+                                   + [c for t in mixed.values() for c in t.clips]))
         by_clip = dict(zip(every, embed(every)))  # each clip embedded once for all tasks
         res, arrays = {}, {}
         for name, task in self.tasks.items():
@@ -268,11 +268,13 @@ class Tasks:
 def ordered_concat(rows_of, clips, slots: int = 4) -> np.ndarray:
     """The order-aware positive control: each clip's shot features concatenated in the clip's order,
     at ``slots`` evenly spaced positions (exactly the clip's shots for the 4-shot order tasks)."""
+    from movies2scenes.features import clip_shots
+
     out = []
-    for movie, *rest in clips:
-        shots = list(rest[0]) if len(rest) == 1 else list(range(rest[0], rest[1]))
+    for clip in clips:
+        shots = clip_shots(clip)
         pick = [shots[i] for i in np.linspace(0, len(shots) - 1, slots).round().astype(int)]
-        out.append(np.asarray(rows_of(movie)[pick], np.float32).reshape(-1))
+        out.append(np.asarray(rows_of(clip[0])[pick], np.float32).reshape(-1))
     return np.stack(out)
 
 

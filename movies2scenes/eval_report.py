@@ -21,6 +21,9 @@ def _points(metric: str, v: float) -> str:
     return f"{v:+.4f}" if metric == "MSE" else f"{100 * v:+.1f}"
 
 
+BASELINE_NAMES = {"shot_mean": "E_shot mean"}
+
+
 def comparison_text(c: dict) -> str:
     """"tie (+0.4, CI −0.6..+1.3, p 0.41)" — points for top-1/AP/mAP (× 100), raw for MSE."""
     m = c["metric"]
@@ -52,9 +55,6 @@ def task_line(entry: dict) -> str:
         label = BASELINE_NAMES.get(name, name)
         line += f" | {label} {headline(res, metric)} → scene encoder {comparison_text(c)}"
     return line
-
-
-BASELINE_NAMES = {"shot_mean": "E_shot mean"}
 
 
 def verdict_counts(report: dict, baseline: str = "shot_mean") -> tuple[dict[str, int], list[float]]:

@@ -53,10 +53,7 @@ def clip_shots(clip) -> tuple[int, ...]:
 
 def clip_rows(movie_features, clip) -> np.ndarray:
     """(n, d) float32: a clip's shot features in the clip's order."""
-    rows = movie_features(clip[0])
-    if len(clip) == 3:
-        return np.asarray(rows[clip[1]:clip[2]], np.float32)
-    return np.asarray(rows[list(clip[1])], np.float32)
+    return np.asarray(movie_features(clip[0])[list(clip_shots(clip))], np.float32)
 
 
 def clip_means(movie_features, clips) -> np.ndarray:

@@ -72,13 +72,6 @@ class Comparison:
     def half_width(self) -> float:
         return (self.high - self.low) / 2
 
-    def text(self, scale: float = 100.0) -> str:
-        """"better (+2.1, CI +0.8..+3.4, p 0.002)" in points (scale 100; MSE unscaled)."""
-        s = 1.0 if self.metric == "MSE" else scale
-        ci = f"CI {s * self.low:+.1f}..{s * self.high:+.1f}" if s != 1.0 else f"CI {self.low:+.4f}..{self.high:+.4f}"
-        d = f"{s * self.diff:+.1f}" if s != 1.0 else f"{self.diff:+.4f}"
-        return f"{self.verdict} ({d}, {ci}, p {self.p:.3f})"
-
     def as_dict(self) -> dict:
         return asdict(self) | {"verdict": self.verdict, "half_width": self.half_width}
 

@@ -35,19 +35,16 @@ class LinearProbe:
     inner_folds: int = 3
     max_iter: int = 500
 
-    def estimator(self, kind: str, c: float):
+    def head(self, kind: str, c: float):
+        """The estimator on standardised features: ridge, one-vs-rest logistic or logistic."""
         from sklearn.linear_model import LogisticRegression, Ridge
         from sklearn.multiclass import OneVsRestClassifier
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
 
         if kind == "regression":
-            head = Ridge(alpha=1.0 / c)
-        elif kind == "multilabel":
-            head = OneVsRestClassifier(LogisticRegression(C=c, max_iter=self.max_iter))
-        else:
-            head = LogisticRegression(C=c, max_iter=self.max_iter)
-        return make_pipeline(StandardScaler(), head)
+            return Ridge(alpha=1.0 / c)
+        if kind == "multilabel":
+            return OneVsRestClassifier(LogisticRegression(C=c, max_iter=self.max_iter))
+        return LogisticRegression(C=c, max_iter=self.max_iter)
 
     def _predict(self, task: Task, est, x: np.ndarray) -> np.ndarray:
         if task.kind == "regression":
@@ -58,23 +55,6 @@ class LinearProbe:
         out = np.zeros((len(x), outputs(task) if task.kind == "classification" else 2))
         out[:, est.classes_] = proba  # a class missing from the training folds scores 0
         return out if task.kind == "classification" else out[:, 1:]
-
-    def _fit(self, task: Task, c: float, x: np.ndarray, y: np.ndarray):
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-
-        est = self.estimator(task.kind, c)
-        if task.kind in ("classification", "binary") and len(np.unique(y)) < 2:
-            return _Constant(task, y)
-        if task.kind == "multilabel":  # sklearn warns about a label that is constant in these folds
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                return est.fit(x, y)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return est.fit(x, y)
 
     def choose(self, task: Task, x: np.ndarray, y: np.ndarray, movies: np.ndarray, strata: np.ndarray) -> float:
         """The grid value with the best mean inner-CV metric (the first, most regularised, on ties).
@@ -101,14 +81,15 @@ class LinearProbe:
         return grid[int(np.argmax(mean))]  # the first maximum: the strongest regularisation among equals
 
     def _fit_head(self, task: Task, c: float, x: np.ndarray, y: np.ndarray, previous=None):
-        """The head alone on standardised features, warm-started from ``previous`` where it can be."""
+        """The head on standardised features, warm-started from ``previous`` where it can be (sklearn's
+        warnings about a label constant in these folds, or an unconverged path point, are silenced)."""
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
 
         if task.kind in ("classification", "binary") and len(np.unique(y)) < 2:
-            return _Constant(task, y)
-        head = self.estimator(task.kind, c)[-1]
+            return _Constant(y)
+        head = self.head(task.kind, c)
         if previous is not None and task.kind in ("classification", "binary") and hasattr(previous, "coef_"):
             head.set_params(warm_start=True)
             head.coef_, head.intercept_ = previous.coef_.copy(), previous.intercept_.copy()
@@ -120,15 +101,18 @@ class LinearProbe:
     def fit_predict(self, task: Task, x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
         if task.kind == "multilabel" and len(task.classes) == 1:  # one label: a binary task
             task = Task(task.name, "binary", task.clips, task.y[:, 0].astype(int), ["0", "1"])
+        from sklearn.preprocessing import StandardScaler
+
         y, movies, strata = task.y[train], task.movies[train], task.strata[train]
         c = self.choose(task, x[train], y, movies, strata)
-        return self._predict(task, self._fit(task, c, x[train], y), x[test])
+        scaler = StandardScaler().fit(x[train])
+        return self._predict(task, self._fit_head(task, c, scaler.transform(x[train]), y), scaler.transform(x[test]))
 
 
 class _Constant:
     """A classifier for training folds that hold one class: it predicts that class."""
 
-    def __init__(self, task: Task, y: np.ndarray):
+    def __init__(self, y: np.ndarray):
         self.classes_ = np.unique(y)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -147,7 +131,10 @@ class KnnProbe:
         return train[nn.fit(x[train]).kneighbors(x[test], return_distance=False)]
 
     def fit_predict(self, task: Task, x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        nbr = self.neighbours(x, train, test)
+        return self.vote(task, self.neighbours(x, train, test))
+
+    def vote(self, task: Task, nbr: np.ndarray) -> np.ndarray:
+        """The neighbours' label share: class shares, label shares, or the mean (regression)."""
         if task.kind == "classification":
             return np.eye(outputs(task))[task.y[nbr]].mean(1)
         if task.kind == "multilabel":
@@ -184,7 +171,7 @@ class MlpProbe:
 def one_thread():
     """BLAS and torch on one thread while probes fit: their matrices are small, and threads that
     contend with other processes for the cores cost far more than they give (an MLP probe fit took
-    24 s on 2 torch threads beside another busy process, 0.8 s on one)."""
+    20 epochs in 24 s on 2 torch threads beside another busy process, 0.8 s on one)."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -212,14 +199,19 @@ def out_of_fold(probe, task: Task, x: np.ndarray, folds: np.ndarray) -> np.ndarr
     return out
 
 
-def precision_at_k(task: Task, x: np.ndarray, folds: np.ndarray, k: int = 1) -> np.ndarray:
-    """(repeats, clips) retrieval precision@k of a classification task under the same folds: the
-    share of a clip's k cosine-nearest clips of the *other* folds (other movies) that share its label."""
-    knn = KnnProbe(k)
+def knn_out_of_fold(probe: KnnProbe, task: Task, x: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The kNN probe's out-of-fold scores (as :func:`out_of_fold`) and, for a classification, each
+    clip's retrieval P@1 under the same folds (its nearest clip of the *other* folds — other movies —
+    shares its label), both from one neighbour search per fold."""
     x = np.asarray(x, np.float64)
-    out = np.zeros(folds.shape)
-    for r, ids in enumerate(folds):
-        for f in np.unique(ids):
-            test, train = np.flatnonzero(ids == f), np.flatnonzero(ids != f)
-            out[r, test] = (task.y[knn.neighbours(x, train, test)] == task.y[test][:, None]).mean(1)
-    return out
+    scores = np.zeros((len(folds), len(task.clips), outputs(task)))
+    p1 = np.zeros(folds.shape) if task.kind == "classification" else None
+    with one_thread():
+        for r, ids in enumerate(folds):
+            for f in np.unique(ids):
+                test, train = np.flatnonzero(ids == f), np.flatnonzero(ids != f)
+                nbr = probe.neighbours(x, train, test)
+                scores[r, test] = probe.vote(task, nbr)
+                if p1 is not None:
+                    p1[r, test] = task.y[nbr[:, 0]] == task.y[test]
+    return scores, p1

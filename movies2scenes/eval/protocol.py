@@ -16,7 +16,7 @@ import numpy as np
 from ..evaluation import ProbeConfig
 from .folds import FoldPlan
 from .paired import Comparison, Resampling, compare, spread, value
-from .probes import KnnProbe, LinearProbe, MlpProbe, out_of_fold, precision_at_k
+from .probes import KnnProbe, LinearProbe, MlpProbe, knn_out_of_fold, out_of_fold
 from .scoring import NAMES
 from .task import Task
 
@@ -75,15 +75,16 @@ class Protocol:
         return self.folds.draw(task)
 
     def score(self, task: Task, x: np.ndarray, folds: np.ndarray | None = None, secondary: bool = True) -> Scores:
-        """Out-of-fold scores of every probe; ``secondary=False``: the linear probe's alone (the kNN
-        then comes free, the MLP and P@1 are left out)."""
+        """Out-of-fold scores of every probe; ``secondary=False``: without the MLP and P@1 (the kNN,
+        cheap, is always scored)."""
         folds = self.draw(task) if folds is None else folds
         x = np.asarray(x, np.float64)
         if not np.isfinite(x).all():
             raise ValueError(f"task {task.name!r}: the embeddings hold non-finite values")
         mlp = out_of_fold(self.mlp, task, x, folds[:1])[None] if self.mlp is not None and secondary else None
-        p1 = precision_at_k(task, x, folds, 1)[None] if task.kind == "classification" and secondary else None
-        return Scores(out_of_fold(self.linear, task, x, folds)[None], out_of_fold(self.knn, task, x, folds)[None], mlp, p1)
+        knn, p1 = knn_out_of_fold(self.knn, task, x, folds)
+        return Scores(out_of_fold(self.linear, task, x, folds)[None], knn[None], mlp,
+                      p1[None] if p1 is not None and secondary else None)
 
     def result(self, task: Task, s: Scores) -> dict:
         """The report's numbers for one representation on one task."""
@@ -134,7 +135,8 @@ def score_task(protocol: Protocol, task: Task, represent: dict, shuffle_diagnost
         print(f"evaluate: {task.name}: {name} probed ({len(task.clips)} clips, {len(set(task.movies))} movies, "
               f"{time.time() - started:.0f} s)", flush=True)
     (first, mine), *baselines = scores.items()
-    entry |= {"metric": protocol.result(task, mine)["metric"], first: protocol.result(task, mine),
+    result = protocol.result(task, mine)
+    entry |= {"metric": result["metric"], first: result,
               "baselines": {b: protocol.result(task, s) for b, s in baselines},
               "vs": {b: protocol.versus(task, mine, s).as_dict() for b, s in baselines}}
     ordinary = all(shots == tuple(range(shots[0], shots[0] + len(shots))) for _, shots in task.clips)
