@@ -84,7 +84,7 @@ def test_quality_bench_smoke():
     for name in ("A/A: E_shot mean from pixels (factorised step 0, fp32) (1 seed)",
                  "A/A: E_shot mean, second fold draw (1 seed)"):
         assert rows[name].count(" tie (") == 3 and "better" not in rows[name] and "worse" not in rows[name], out
-    assert "planted: E_shot mean + place label (25 % kept) (1 seed)" in rows
+    assert "planted: E_shot mean + place label (50 % kept), place only (1 seed)" in rows
 
 
 def test_gpu_check_cpu_smoke(tmp_path):

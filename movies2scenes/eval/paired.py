@@ -1,16 +1,24 @@
 """A representation against a baseline on the same folds: the mean difference of the task's main
-metric, a 95 % interval from a bootstrap that resamples **movies** (every clip of a drawn movie, both
-representations' predictions of it together: a paired bootstrap), and a paired permutation p that
-swaps the two representations' predictions movie by movie (seed × movie where both have several
-training seeds). ``scipy.stats.bootstrap`` and ``scipy.stats.permutation_test`` do the resampling.
+metric, a 95 % interval from a bootstrap, and a paired permutation p that swaps the two
+representations' predictions movie by movie (seed × movie where both have several training seeds).
+``scipy.stats.bootstrap`` and ``scipy.stats.permutation_test`` do the resampling.
+
+The bootstrap resamples everything the number is an average over, so that its interval holds the
+variance of each: **movies** (every clip of a drawn movie, both representations' predictions of it
+together: paired), the **draws of the folds** (the same draw indices for both sides: paired when both
+were probed on the same folds, and still right when they were not, as in the fold-draw A/A test) and
+the **training seeds** (paired by index where both sides have as many; else each side's own). An
+interval over movies alone misses the fold draw: issue 39's A/A row — one representation, a second draw
+of 3 × 5 folds — came out "worse" by 2.4 ± 1.5 points on genre mAP.
 
 The verdict is read from the interval alone: "better" / "worse" when it excludes 0, else "tie".
 Scores are (seeds, repeats, clips, outputs) arrays of out-of-fold predictions
 (:func:`.probes.out_of_fold` per training seed). A representation's number: for top-1 and MSE (means
-over clips) the mean over its seeds and repeats — each clip's term averaged, so a resample is a few
-sums; for AP and mAP (not means over clips) the metric of each clip's score averaged over the seeds
-and repeats (an out-of-fold ensemble of the probes), so a resample costs one scikit-learn call per
-representation instead of one per seed × repeat."""
+over clips) the mean over its seeds and repeats of each clip's term; for AP and mAP (not means over
+clips) the mean over its training seeds of the metric of each clip's score averaged over the draws
+(the draws' probes bagged, as many on both sides), so a resample costs one scikit-learn call per seed
+instead of one per seed × draw. Seeds are never pooled into an ensemble: three trained models
+averaged would beat one baseline by ensembling alone."""
 
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ def value(task: Task, scores: np.ndarray) -> float:
     scores = _four(scores)
     if decomposable(task.kind):
         return float(per_clip(task.kind, scores, task.y).mean())
-    return metric(task.kind, scores.mean((0, 1)), task.y)
+    return _seed_mean(task.kind, scores.mean(1), task.y)
 
 
 def spread(task: Task, scores: np.ndarray) -> float:
@@ -97,31 +105,57 @@ def compare(task: Task, a: np.ndarray, b: np.ndarray, resampling: Resampling = R
     a, b = _four(a), _four(b)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"task {task.name!r}: scores of shapes {a.shape} and {b.shape} were not made on the same folds")
-    units, kind, y = _Units(task), task.kind, task.y
-    rng = np.random.default_rng(resampling.seed)
-    movies = np.arange(units.n)
-    if decomposable(kind):  # per-movie sums of per-clip terms: every resample is a few sums
-        ta = per_clip(kind, a, y).mean((0, 1))
-        tb = per_clip(kind, b, y).mean((0, 1))
-        sa, sb = np.bincount(units.of_clip, ta, units.n), np.bincount(units.of_clip, tb, units.n)
-
-        def boot(m, axis=-1):
-            m = np.asarray(m, int)
-            return (sa[m].sum(axis) - sb[m].sum(axis)) / units.count[m].sum(axis)
-    else:  # the metric of the seed-and-repeat-averaged scores of the drawn movies' clips
-        ma, mb = a.mean((0, 1)), b.mean((0, 1))
-
-        def boot(m):
-            rows = units.clips(m)
-            return metric(kind, ma[rows], y[rows]) - metric(kind, mb[rows], y[rows])
-    ci = bootstrap((movies,), boot, vectorized=decomposable(kind), n_resamples=resampling.n_bootstrap,
+    units, rng = _Units(task), np.random.default_rng(resampling.seed)
+    draw = _Draw(task, units, a, b)
+    ci = bootstrap(draw.samples(), draw, vectorized=False, n_resamples=resampling.n_bootstrap,
                    method="percentile", confidence_level=resampling.confidence, random_state=rng).confidence_interval
     va, vb = value(task, a), value(task, b)
     p = _permutation_p(task, units, a, b, resampling, rng, permutation_test)
     low, high = float(ci.low), float(ci.high)
     if not np.isfinite(low) or not np.isfinite(high):  # every resample equal: the difference is that number
         low = high = va - vb
-    return Comparison(NAMES[kind], higher_is_better(kind), va, vb, va - vb, low, high, p, units.n)
+    return Comparison(NAMES[task.kind], higher_is_better(task.kind), va, vb, va - vb, low, high, p, units.n)
+
+
+class _Draw:
+    """One bootstrap resample's difference a − b, given drawn indices of movies, fold draws and seeds
+    (``samples()`` lists what is resampled; scipy draws each independently, with replacement)."""
+
+    def __init__(self, task: Task, units: _Units, a: np.ndarray, b: np.ndarray):
+        self.task, self.units = task, units
+        self.paired_seeds = a.shape[0] == b.shape[0]
+        if decomposable(task.kind):  # per-movie sums of per-clip terms, per seed and draw: (seeds, draws, movies)
+            self.a, self.b = (np.stack([[np.bincount(units.of_clip, t, units.n) for t in s]
+                                        for s in per_clip(task.kind, x, task.y)]) for x in (a, b))
+        else:
+            self.a, self.b = a, b
+        # what is resampled: movies, fold draws, a's seeds and — unless paired by index — b's; an
+        # axis of one element is not (scipy needs two)
+        whole = {"movies": units.n, "draws": a.shape[1], "seeds_a": a.shape[0],
+                 "seeds_b": 1 if self.paired_seeds else b.shape[0]}
+        self.axes = {k: n for k, n in whole.items() if n > 1 or k == "movies"}
+
+    def samples(self) -> tuple:
+        return tuple(np.arange(n) for n in self.axes.values())
+
+    def __call__(self, *drawn):
+        pick = {"draws": slice(None), "seeds_a": slice(None), "seeds_b": slice(None)}
+        pick |= {k: np.asarray(v, int) for k, v in zip(self.axes, drawn)}
+        if self.paired_seeds:
+            pick["seeds_b"] = pick["seeds_a"]
+        m, r = pick["movies"], pick["draws"]
+        a = self.a[pick["seeds_a"]][:, r].mean(1)  # (seeds, movies) sums, or (seeds, clips, outputs) scores
+        b = self.b[pick["seeds_b"]][:, r].mean(1)
+        if decomposable(self.task.kind):
+            return (a.mean(0)[m].sum() - b.mean(0)[m].sum()) / self.units.count[m].sum()
+        rows, y, kind = self.units.clips(m), self.task.y, self.task.kind
+        return _seed_mean(kind, a[:, rows], y[rows]) - _seed_mean(kind, b[:, rows], y[rows])
+
+
+def _seed_mean(kind: str, scores: np.ndarray, y: np.ndarray) -> float:
+    """The metric of each seed's draw-averaged scores, averaged over the seeds: a row of several
+    training seeds is scored as the mean of its models, never as their ensemble."""
+    return float(np.mean([metric(kind, s, y) for s in scores]))
 
 
 def _permutation_p(task, units: _Units, a, b, resampling: Resampling, rng, permutation_test) -> float:
@@ -150,12 +184,12 @@ def _permutation_p(task, units: _Units, a, b, resampling: Resampling, rng, permu
         def stat(xs, zs, axis=-1):
             return np.where(swapped(xs), -d, d).sum((-2, -1)) / total
         vectorized = True
-    else:  # per seed: its repeats' mean scores, a's or b's by unit; then the seeds' mean
+    else:  # per seed: its repeats' mean scores, a's or b's by unit; the metric per seed, then their mean
         ra, rb = a.mean(1), b.mean(1)  # (seeds, clips, outputs)
 
         def stat(xs, zs):
             m = swapped(xs)[:, units.of_clip, None]  # (seeds, clips, 1)
-            return (metric(kind, np.where(m, rb, ra).mean(0), y) - metric(kind, np.where(m, ra, rb).mean(0), y))
+            return _seed_mean(kind, np.where(m, rb, ra), y) - _seed_mean(kind, np.where(m, ra, rb), y)
         vectorized = False
     res = permutation_test((x, z), stat, permutation_type="samples", vectorized=vectorized,
                            n_resamples=resampling.n_permutations, random_state=rng)
