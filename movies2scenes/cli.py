@@ -294,10 +294,16 @@ def _summary(args) -> int:
         if stage in ("shot_encoder", "scene_encoder") and metrics.is_file():
             m = json.loads(metrics.read_text())
             knn = (m.get("knn") or {}).get("history") or []
+            gain = (m.get("knn") or {}).get("gain")
             if isinstance(m.get("acc1"), (int, float)):
                 print(f"  {'':<22} contrastive acc1 {m['acc1']:.3f} (chance {m.get('acc1_chance', 0):.2g})"
                       + (f", kNN movie top-1 {knn[0][1]:.3f} → {knn[-1][1]:.3f} (chance {m['knn']['chance']:.3f})"
-                         if len(knn) >= 1 and isinstance(m['knn'].get('chance'), (int, float)) else ""))
+                         if len(knn) >= 1 and not isinstance(gain, dict)
+                         and isinstance(m['knn'].get('chance'), (int, float)) else ""))
+            if isinstance(gain, dict):
+                from movies2scenes.monitor import gain_text
+
+                print(f"  {'':<22} gain over its start: {gain_text(gain)}")
             kept = m.get("kept")
             if isinstance(kept, dict) and kept.get("rule") == "knn":
                 print(f"  {'':<22} factorised: kept step {kept.get('step')} of {kept.get('last_step')} (best kNN "

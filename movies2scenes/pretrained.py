@@ -46,6 +46,29 @@ def mobilenet_v2_path() -> Path:
     return path
 
 
+def shipped_weights(name: str) -> Path:
+    """The file of a starting-weights name a config may give instead of a path
+    (:data:`movies2scenes.config.SHIPPED_WEIGHTS`), its sha256 checked."""
+    from .store import sha256_file
+
+    files = {"imagenet-mobilenet-v2": (mobilenet_v2_path, MOBILENET_V2_SHA256)}
+    if name not in files:
+        raise KeyError(name)
+    locate, expected = files[name]
+    path = locate()
+    if (got := sha256_file(path)) != expected:
+        raise MissingWeights(f"{path}: sha256 {got} is not the expected {expected} (a different or damaged file; "
+                             "reinstall the wheel)")
+    return path
+
+
+def weights_path(init: str) -> Path:
+    """A starting-weights setting as a file: a shipped name resolved, a path as it is."""
+    from .config import SHIPPED_WEIGHTS
+
+    return shipped_weights(init) if init in SHIPPED_WEIGHTS else Path(init)
+
+
 def load_state_dict(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """A torchvision-style state dict read with ``weights_only=True``; ``sha256`` checked first."""
     from .store import sha256_file

@@ -4,7 +4,7 @@ says what the encoder is, what it reads, how its batches are made and how it is 
 * :class:`JointScenes` (``joint``, the paper's): n shots × k keyframes through one ``SceneViT``,
   streamed from the training shards (``data.ScenePairStream``);
 * :class:`FactorisedScenes` (``factorised``): the frozen shot backbone's features, read as windows
-  of ``shot_features/`` (no decoding), through ``models.factorised.TemporalResidual`` (the mean of
+  of ``shot_features/`` (no decoding), through a ``models.factorised.TemporalHead`` (the mean of
   the shot features + a zero-initialised residual). Its drift guard (``factorised.keep: knn``) keeps
   the weights of the kNN monitor's best evaluation on held-out movies, step 0 (= the mean) included;
 * :class:`FinetunedScenes` (``factorised`` with ``factorised.backbone: finetune``).
@@ -122,6 +122,11 @@ class JointScenes:
     def param_groups(self, model: MoCo):
         return model.parameters()
 
+    def terms(self):
+        """A factory of the training terms beside the pair loss (encoder → PretextTerms), or None:
+        the pair loss alone (the joint encoder; the factorised one with every term's weight 0)."""
+        return None
+
     def describe(self) -> str:
         return self.cfg.scene_encoder.model.arch
 
@@ -159,13 +164,22 @@ class FactorisedScenes(JointScenes):
         return "random"
 
     def encoder(self) -> torch.nn.Module:
-        from movies2scenes.models.factorised import TemporalResidual
+        from movies2scenes.models.factorised import temporal_head
 
         f = self.cfg.scene_encoder.factorised
-        return TemporalResidual(self.features.dim, self.n, f.depth, f.heads, f.mlp_ratio, width=f.width)
+        return temporal_head(f.head, self.features.dim, self.n, f.depth, f.heads, f.mlp_ratio, f.width)
 
     def batches(self, epoch: int, start: int):
         return self.pairs.epoch(self.recipe(epoch), self.local_batch, self.rank, self.world, start)
+
+    def terms(self):
+        from movies2scenes.models.pretext import PretextTerms
+
+        f = self.cfg.scene_encoder.factorised
+        if not (f.msm or f.order_negatives or f.boundary):
+            return None
+        return lambda encoder: PretextTerms(encoder.width, encoder.num_features, f.msm, f.mask_ratio, f.msm_loss,
+                                            f.order_negatives, f.boundary)
 
     def monitor(self, train_movies: set[str]):
         tr = self.cfg.scene_encoder.train
@@ -174,7 +188,10 @@ class FactorisedScenes(JointScenes):
 
     def describe(self) -> str:
         f = self.cfg.scene_encoder.factorised
-        return f"factorised ({self.features.dim}-d shot features, depth {f.depth}, width {f.width})"
+        terms = [f"{k} {getattr(f, k):g}" for k in ("msm", "order_negatives", "boundary") if getattr(f, k)]
+        head = "" if f.head == "transformer" else f", {f.head} head"
+        return (f"factorised ({self.features.dim}-d shot features{head}, depth {f.depth}, width {f.width}"
+                + (f"; terms: {', '.join(terms)}" if terms else "") + ")")
 
     def save(self, encoder_q, out: Path, stage: str) -> list[str]:
         import shutil
@@ -225,12 +242,12 @@ class FinetunedScenes(JointScenes):
         return "random"
 
     def encoder(self) -> torch.nn.Module:
-        from movies2scenes.models.factorised import FactorisedSceneEncoder, TemporalResidual
+        from movies2scenes.models.factorised import FactorisedSceneEncoder, temporal_head
         from movies2scenes.models.folder import load_vit
 
         f = self.cfg.scene_encoder.factorised
         backbone = load_vit(self.backbone_dir).train().requires_grad_(True)
-        temporal = TemporalResidual(backbone.num_features, self.n, f.depth, f.heads, f.mlp_ratio, width=f.width)
+        temporal = temporal_head(f.head, backbone.num_features, self.n, f.depth, f.heads, f.mlp_ratio, f.width)
         return FactorisedSceneEncoder(backbone, temporal, self.vit.img_size, freeze_backbone=False)
 
     def param_groups(self, model: MoCo):

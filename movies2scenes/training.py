@@ -326,16 +326,31 @@ def train_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: in
     return step, loss_value, logged
 
 
-def learning_metrics(logged: dict, queue_size: int, monitor) -> dict:
+def learning_metrics(logged: dict, queue_size: int, monitor, kept_top1: float | None = None) -> dict:
     """What shows learning, for metrics.json: the last batch's contrastive acc1/acc5 with their
-    chance levels k / (1 + K), and the kNN monitor's history with its chance level."""
+    chance levels k / (1 + K), the kNN monitor's history with its chance level, and its gain over
+    the starting weights (``kept_top1``: the saved step's evaluation where a drift guard chose it)."""
+    from .monitor import gain_over_start
+
     out = {k: logged[k] for k in ("acc1", "acc5") if k in logged}
     out["acc1_chance"], out["acc5_chance"] = 1 / (1 + queue_size), min(1.0, 5 / (1 + queue_size))
     if monitor is not None:
-        out["knn"] = {"history": logged.get("knn_history", []), "chance": monitor.chance,
+        history = logged.get("knn_history", [])
+        out["knn"] = {"history": history, "chance": monitor.chance,
                       "probe_movies": monitor.movies, "probe_items": len(monitor.views),
-                      "held_out": monitor.held_out}
+                      "probe_queries": monitor.queries, "held_out": monitor.held_out}
+        gain = gain_over_start(history, monitor.queries, monitor.chance, kept_top1)
+        if gain is not None:
+            out["knn"]["gain"] = gain
     return out
+
+
+def gain_lines(command: str, learning: dict) -> list[str]:
+    """The stage's closing line on its gain over its start (:func:`learning_metrics`), if measured."""
+    from .monitor import gain_text
+
+    gain = (learning.get("knn") or {}).get("gain")
+    return [f"{command}: {gain_text(gain)}"] if gain else []
 
 
 class BestByKnn:

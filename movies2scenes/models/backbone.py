@@ -82,7 +82,9 @@ def _drop_classifier(model: nn.Module, arch: str) -> int:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """name → tensor from a safetensors file or a PyTorch state dict (``weights_only=True``; a
     checkpoint that wraps it in ``state_dict`` / ``model`` is unwrapped)."""
-    path = Path(path)
+    from ..pretrained import weights_path
+
+    path = weights_path(str(path))  # a shipped name (imagenet-mobilenet-v2) becomes its checked file
     if not path.is_file():
         raise ModelFileError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":

@@ -50,9 +50,41 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
 
 
-class TemporalResidual(nn.Module):
-    """Shot tokens (B, n, dim) → (B, dim): their mean + a zero-initialised residual from a small
-    transformer (timm ``Block``s) over the tokens with a learned embedding of shot positions."""
+class TemporalHead(nn.Module):
+    """Shot tokens (B, n, dim) → (B, dim): their mean + a zero-initialised residual read from
+    *contextual tokens* (B, n, width) — each shot seen in its window — which a subclass computes.
+    ``contextual`` can hide shots (``hide`` (B, n) True: the shot's input replaced by ``fill``, a
+    (width,) vector): what masked shot modelling reads (models/pretext.py)."""
+
+    def _zero_out(self, width: int, dim: int) -> None:
+        """The residual's last projection, zero-initialised: step 0 is exactly the mean. Created
+        last, after every randomly initialised layer (the seeded initial weights depend on it)."""
+        self.out = nn.Linear(width, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.num_features, self.width = dim, width
+
+    def inputs(self, tokens: torch.Tensor, hide: torch.Tensor | None, fill: torch.Tensor | None) -> torch.Tensor:
+        x = self.inp(tokens)
+        if hide is not None:
+            x = torch.where(hide[..., None], fill.to(x.dtype).expand_as(x), x)
+        return x
+
+    def contextual(self, tokens, mask=None, hide=None, fill=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def residual(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out(masked_mean(self.contextual(tokens, mask), mask))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if tokens.ndim != 3:
+            raise ValueError(f"{type(self).__name__} input must be (B, n, d) shot tokens, got {tuple(tokens.shape)}")
+        return masked_mean(tokens, mask) + self.residual(tokens, mask)
+
+
+class TemporalResidual(TemporalHead):
+    """The transformer head: timm ``Block``s over the shot tokens with a learned embedding of shot
+    positions."""
 
     def __init__(self, dim: int, shots: int = 9, depth: int = 2, heads: int = 4, mlp_ratio: float = 2.0,
                  width: int | None = None):
@@ -68,10 +100,7 @@ class TemporalResidual(nn.Module):
         nn.init.trunc_normal_(self.pos, std=0.02)
         self.blocks = nn.Sequential(*[Block(width, heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
-        self.out = nn.Linear(width, dim)
-        nn.init.zeros_(self.out.weight)  # step 0: the residual is exactly 0, the output the mean
-        nn.init.zeros_(self.out.bias)
-        self.num_features = dim
+        self._zero_out(width, dim)
 
     def positions(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B or 1, n, d): the shot positions of each window, resampled to its own number of real
@@ -86,8 +115,8 @@ class TemporalResidual(nn.Module):
                 out[lengths == length, :length] = resample_shot_positions(self.pos, length).to(tokens.dtype)
         return out
 
-    def residual(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        tokens = self.inp(tokens)
+    def contextual(self, tokens, mask=None, hide=None, fill=None) -> torch.Tensor:
+        tokens = self.inputs(tokens, hide, fill)
         h = tokens + self.positions(tokens, mask)
         if mask is None:
             h = self.blocks(h)
@@ -96,12 +125,41 @@ class TemporalResidual(nn.Module):
             for blk in self.blocks:
                 h = h + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(h), attn_mask=attn_mask)))
                 h = h + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(h))))
-        return self.out(masked_mean(self.norm(h), mask))
+        return self.norm(h)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if tokens.ndim != 3:
-            raise ValueError(f"TemporalResidual input must be (B, n, d) shot tokens, got {tuple(tokens.shape)}")
-        return masked_mean(tokens, mask) + self.residual(tokens, mask)
+
+class GruResidual(TemporalHead):
+    """The recurrent head (``factorised.head: gru``): a bidirectional GRU over the shot tokens (its
+    order is its position code), ``depth`` layers, width/2 per direction."""
+
+    def __init__(self, dim: int, shots: int = 9, depth: int = 1, width: int | None = None):
+        super().__init__()
+        width = dim if width is None else min(width, dim)
+        width -= width % 2
+        self.settings = {"head": "gru", "dim": dim, "shots": shots, "depth": depth, "width": width}
+        self.inp = nn.Linear(dim, width) if width < dim else nn.Identity()
+        self.gru = nn.GRU(width, width // 2, num_layers=depth, batch_first=True, bidirectional=True)
+        self.norm = nn.LayerNorm(width)
+        self._zero_out(width, dim)
+
+    def contextual(self, tokens, mask=None, hide=None, fill=None) -> torch.Tensor:
+        x = self.inputs(tokens, hide, fill)
+        if mask is None:
+            return self.norm(self.gru(x)[0])
+        lengths = mask.sum(1).clamp(min=1).cpu()  # real shots first, then padding
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        h, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
+        return self.norm(h)
+
+
+def temporal_head(head: str, dim: int, shots: int, depth: int, heads: int, mlp_ratio: float,
+                  width: int | None) -> TemporalHead:
+    """The temporal head a config or a saved settings section names."""
+    if head == "gru":
+        return GruResidual(dim, shots, depth, width)
+    if head == "transformer":
+        return TemporalResidual(dim, shots, depth, heads, mlp_ratio, width)
+    raise ValueError(f"unknown temporal head {head!r} (transformer or gru)")
 
 
 class FactorisedSceneEncoder(nn.Module):
@@ -110,7 +168,7 @@ class FactorisedSceneEncoder(nn.Module):
     token, then :class:`TemporalResidual`. ``freeze_backbone``: the backbone's weights do not train
     (and run without building a graph)."""
 
-    def __init__(self, backbone: nn.Module, temporal: TemporalResidual, input_size: int,
+    def __init__(self, backbone: nn.Module, temporal: TemporalHead, input_size: int,
                  freeze_backbone: bool = True):
         super().__init__()
         self.backbone = backbone
@@ -133,7 +191,7 @@ class FactorisedSceneEncoder(nn.Module):
         return self.temporal(self.shot_tokens(x))
 
 
-def save_temporal(temporal: TemporalResidual, out_dir: str | Path) -> dict:
+def save_temporal(temporal: TemporalHead, out_dir: str | Path) -> dict:
     """``temporal.safetensors`` (atomically) in ``out_dir``; returns the settings that rebuild it
     (the ``temporal`` section of movies2scenes.json)."""
     from safetensors.torch import save_file
@@ -146,7 +204,7 @@ def save_temporal(temporal: TemporalResidual, out_dir: str | Path) -> dict:
     return dict(temporal.settings)
 
 
-def load_temporal(path: str | Path, settings: dict) -> TemporalResidual:
+def load_temporal(path: str | Path, settings: dict) -> TemporalHead:
     """The temporal residual saved in folder ``path`` with its ``settings``, frozen, in eval mode;
     a settings section that does not match the weights is a ModelFileError naming both files."""
     from safetensors.torch import load_file
@@ -154,29 +212,32 @@ def load_temporal(path: str | Path, settings: dict) -> TemporalResidual:
     from .weights import ModelFileError, shape_mismatches, weight_shapes
 
     path = Path(path)
-    keys = ("dim", "shots", "depth", "heads", "mlp_ratio", "width")
-    if not isinstance(settings, dict) or any(not isinstance(settings.get(k), (int, float)) for k in keys):
-        raise ModelFileError(f"{path / 'movies2scenes.json'}: the temporal section needs numbers {', '.join(keys)}; "
-                             f"got {settings!r}")
+    head = settings.get("head", "transformer") if isinstance(settings, dict) else None
+    keys = ("dim", "shots", "depth", "width") + (("heads", "mlp_ratio") if head == "transformer" else ())
+    if head not in ("transformer", "gru") or any(
+            not isinstance(settings.get(k), (int, float)) or isinstance(settings.get(k), bool) for k in keys):
+        raise ModelFileError(f"{path / 'movies2scenes.json'}: the temporal section needs a head (transformer or "
+                             f"gru) and numbers {', '.join(keys)}; got {settings!r}")
     shapes = weight_shapes(path / TEMPORAL_FILE)
-    depth = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
-    if depth != settings["depth"]:
+    layers = ({k.split(".")[1] for k in shapes if k.startswith("blocks.")} if head == "transformer"
+              else {k.split("_l")[-1].split("_")[0] for k in shapes if k.startswith("gru.weight_ih_l")})
+    if len(layers) != settings["depth"]:
         raise ModelFileError(f"{path / 'movies2scenes.json'}: temporal.depth {settings['depth']} but "
-                             f"{path / TEMPORAL_FILE} holds {depth} blocks")
+                             f"{path / TEMPORAL_FILE} holds {len(layers)} layers")
+    args = (head, int(settings["dim"]), int(settings["shots"]), int(settings["depth"]), int(settings.get("heads", 1)),
+            float(settings.get("mlp_ratio", 1.0)), int(settings["width"]))
     with torch.device("meta"):
-        skeleton = TemporalResidual(int(settings["dim"]), int(settings["shots"]), int(settings["depth"]),
-                                    int(settings["heads"]), float(settings["mlp_ratio"]), int(settings["width"]))
+        skeleton = temporal_head(*args)
     bad = shape_mismatches({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, shapes)
     if bad:
         raise ModelFileError(f"{path / 'movies2scenes.json'} does not match {path / TEMPORAL_FILE}: " + "; ".join(bad[:8]))
-    model = TemporalResidual(int(settings["dim"]), int(settings["shots"]), int(settings["depth"]),
-                             int(settings["heads"]), float(settings["mlp_ratio"]), int(settings["width"]))
+    model = temporal_head(*args)
     model.load_state_dict(load_file(str(path / TEMPORAL_FILE)))
     return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()
-def embed_windows(enc: TemporalResidual, clips):
+def embed_windows(enc: TemporalHead, clips):
     """Embeddings of shot-feature clips of any length (each (n_i, d))."""
     import numpy as np
 

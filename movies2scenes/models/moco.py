@@ -114,7 +114,10 @@ class MoCo(nn.Module):
         (B, 1 + K_queue) logits and, per query, which candidate was the positive."""
         if not torch.compiler.is_compiling() and not bool(valid.any(0).all()):  # eager only: a host sync
             raise ValueError("every query needs at least one valid key (every query shot a neighbour)")
-        q = self.embed_query(query)
+        return self.contrast_embedded(self.embed_query(query), keys, valid)
+
+    def contrast_embedded(self, q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor):
+        """:meth:`contrast` from the queries' normalised embeddings ``q`` (B, C)."""
         with torch.no_grad():
             self._momentum_update_key_encoder()
             k = self.embed_key(keys.flatten(0, 1)).to(q.dtype).unflatten(0, keys.shape[:2])  # (K, B, C)

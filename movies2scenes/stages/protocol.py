@@ -90,12 +90,18 @@ def stage_input_hash(*done_files: Path) -> str:
 def init_stamp(init: str) -> str:
     """The part of a training stage's input hash that a starting-weights file contributes: its
     sha256 (a replaced file retrains), nothing for ``random`` / ``shot_encoder``."""
+    from ..pretrained import MissingWeights, weights_path
+
     if init in ("random", "shot_encoder"):
         return ""
-    if not Path(init).is_file():
-        raise ConfigError(f"init={init!r}: expected random, shot_encoder (scene encoder) or a weights file; "
-                          "no such file")
-    return ":init=" + sha256_file(init)[:16]
+    try:
+        path = weights_path(init)
+    except MissingWeights as e:
+        raise ConfigError(f"init={init!r}: {e}") from None
+    if not path.is_file():
+        raise ConfigError(f"init={init!r}: expected random, shot_encoder (scene encoder), a shipped name or a "
+                          "weights file; no such file")
+    return ":init=" + sha256_file(path)[:16]
 
 
 # ----------------------------------------------------------------------------------------------

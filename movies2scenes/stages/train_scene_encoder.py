@@ -24,9 +24,10 @@ import torch
 from movies2scenes.config import Config, config_hash, scene_encoder_settings
 from movies2scenes.integrity import verified
 from movies2scenes.models.moco import MoCo
+from movies2scenes.models.pretext import PretextMoCo
 from movies2scenes.scene_sources import scene_source
 from movies2scenes.store import read_json, write_json
-from movies2scenes.training import BestByKnn, learning_metrics
+from movies2scenes.training import BestByKnn, gain_lines, learning_metrics
 
 from .kit import Finished, Schedule, StageContext, StageSpec, Trained, TrainingStage
 from .protocol import init_stamp, stage_input_hash
@@ -62,8 +63,11 @@ class TrainSceneEncoder(TrainingStage):
 
     def model(self, device) -> MoCo:
         sc = self.cfg.scene_encoder
-        return MoCo(self.source.encoder(), sc.moco.dim, sc.moco.mlp_hidden, sc.moco.queue_size,
-                    sc.moco.momentum, sc.moco.temperature, seed=self.cfg.seed).to(device)
+        encoder, terms = self.source.encoder(), self.source.terms()
+        args = (sc.moco.dim, sc.moco.mlp_hidden, sc.moco.queue_size, sc.moco.momentum, sc.moco.temperature)
+        if terms is None:  # the paper's pair loss alone
+            return MoCo(encoder, *args, seed=self.cfg.seed).to(device)
+        return PretextMoCo(encoder, terms(encoder), *args, seed=self.cfg.seed).to(device)
 
     def parameters(self, model: MoCo):
         return self.source.param_groups(model)
@@ -104,15 +108,17 @@ class TrainSceneEncoder(TrainingStage):
         save_file({k: v.detach().cpu().contiguous() for k, v in model.head_q.state_dict().items()},
                   str(out / "head.safetensors"))
         factorised = sc.arch == "factorised"
+        learning = learning_metrics(trained.logged, sc.moco.queue_size, trained.monitor, kept.get("knn_top1"))
         write_json(out / "metrics.json", {
             "steps": step, "final_loss": trained.loss, "steps_per_epoch": trained.schedule.steps_per_epoch,
             "scene_pairs": num_pairs, "processes": trained.world, **({"kept": kept} if factorised else {}),
-            **learning_metrics(trained.logged, sc.moco.queue_size, trained.monitor)})
+            **learning})
         learned = self.learned_from(ctx, scene_pair_movies(ctx.run.folder("scene_pairs")))
         return Finished({"steps": step, "epochs": step / trained.schedule.steps_per_epoch, "scene_pairs": num_pairs},
                         outputs=outputs, extra={"final_loss": trained.loss, **learned},
                         say=[f"train-scene-encoder: {step} steps, final loss {trained.loss:.4f} → {out}"
-                             + (f" (kept step {kept['step']}: {kept['rule']})" if factorised else "")])
+                             + (f" (kept step {kept['step']}: {kept['rule']})" if factorised else ""),
+                             *gain_lines("train-scene-encoder", learning)])
 
 
 def run(cfg: Config, force: bool = False) -> int:

@@ -23,7 +23,7 @@ from movies2scenes.models.folder import save_vit
 from movies2scenes.store import write_json
 from movies2scenes.catalogue import eval_only_movies
 from movies2scenes.monitor import make_knn_monitor
-from movies2scenes.training import learning_metrics
+from movies2scenes.training import gain_lines, learning_metrics
 
 from .kit import Finished, Schedule, StageContext, StageSpec, Trained, TrainingStage
 from .protocol import init_stamp
@@ -123,14 +123,16 @@ class TrainShotEncoder(TrainingStage):
         save_file({k: v.detach().cpu().contiguous() for k, v in model.head_q.state_dict().items()},
                   str(out / "head.safetensors"))
         per_epoch = trained.schedule.steps_per_epoch
+        learning = learning_metrics(trained.logged, ecfg.moco.queue_size, trained.monitor)
         write_json(out / "metrics.json", {
             "steps": step, "final_loss": trained.loss, "steps_per_epoch": per_epoch,
             "chosen_t_plus": trained.logged.get("chosen_t_plus", float("nan")), "processes": trained.world,
-            "movies": len(self.movies), **learning_metrics(trained.logged, ecfg.moco.queue_size, trained.monitor)})
+            "movies": len(self.movies), **learning})
         learned = self.learned_from(ctx, [rows[0][1] for rows in self.movies.values()])
         return Finished({"steps": step, "epochs": step / per_epoch, "movies": len(self.movies)},
                         outputs=MODEL_FILES, extra={"final_loss": trained.loss, **learned},
-                        say=[f"train-shot-encoder: {step} steps, final loss {trained.loss:.4f} → {out}"])
+                        say=[f"train-shot-encoder: {step} steps, final loss {trained.loss:.4f} → {out}",
+                             *gain_lines("train-shot-encoder", learning)])
 
 
 def run(cfg: Config, force: bool = False) -> int:
