@@ -252,6 +252,7 @@ class FactorisedConfig:
     # from the others), order negatives (Test of Time: the query's own window shuffled and reversed
     # as negatives against its positive), pseudo-boundary prediction (BaSSL: where the window's most
     # dissimilar neighbouring shots meet)
+    pairs: float = 1.0  # the paper's pair loss; 0 = a pairs-free encoder trained by the terms alone
     msm: float = 0.0
     mask_ratio: float = 0.4  # msm: the fraction of each window's shots hidden (at least one)
     msm_loss: Literal["cosine", "mse"] = "cosine"
@@ -259,7 +260,7 @@ class FactorisedConfig:
     boundary: float = 0.0
 
 
-PRETEXT_OFF = {"head": "transformer", "msm": 0.0, "mask_ratio": 0.4, "msm_loss": "cosine",
+PRETEXT_OFF = {"head": "transformer", "pairs": 1.0, "msm": 0.0, "mask_ratio": 0.4, "msm_loss": "cosine",
                "order_negatives": 0.0, "boundary": 0.0}
 
 
@@ -655,6 +656,9 @@ def _validate(cfg: Config) -> None:
         *[(f"scene_encoder.factorised.{k}", math.isfinite(getattr(se.factorised, k)) and getattr(se.factorised, k) >= 0,
            "must be a finite weight >= 0 (0: off)") for k in ("msm", "order_negatives", "boundary")],
         ("scene_encoder.factorised.mask_ratio", 0 < se.factorised.mask_ratio < 1, "must be in (0, 1)"),
+        ("scene_encoder.factorised.pairs", math.isfinite(se.factorised.pairs) and se.factorised.pairs >= 0 and (
+            se.factorised.pairs > 0 or se.factorised.msm > 0 or se.factorised.order_negatives > 0
+            or se.factorised.boundary > 0), "must be a finite weight >= 0, and > 0 unless another term is on"),
         ("scene_encoder.factorised.msm", se.factorised.backbone == "frozen" or not (
             se.factorised.msm or se.factorised.order_negatives or se.factorised.boundary),
          "the training terms (msm, order_negatives, boundary) need factorised.backbone: frozen"),

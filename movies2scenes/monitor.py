@@ -114,6 +114,10 @@ def gain_over_start(history: list, queries: int, chance: float, kept: float | No
 
     if not history or history[0][0] != 0 or queries < 1:
         return None
+    if len(history) == 1 and kept is None:  # 0 steps: the starting weights as they are
+        start = float(history[0][1])
+        return {"start": start, "end": start, "gain": 0.0, "noise": 0.0, "chance": chance, "queries": queries,
+                "verdict": "not trained (0 steps): the starting weights, saved as they are"}
     start = float(history[0][1])
     end = float(history[-1][1] if kept is None else kept)
     p = min(max((start + end) / 2, 1 / queries), 1 - 1 / queries)
@@ -126,6 +130,8 @@ def gain_over_start(history: list, queries: int, chance: float, kept: float | No
 
 def gain_text(g: dict) -> str:
     """One line of :func:`gain_over_start`'s result, for the summary and the logs."""
+    if g["verdict"].startswith("not trained"):
+        return f"kNN movie top-1 {g['start']:.3f} (chance {g['chance']:.3f}) — {g['verdict']}"
     return (f"kNN movie top-1 {g['start']:.3f} at its start → {g['end']:.3f} saved (chance {g['chance']:.3f}): "
             f"{g['gain']:+.3f} ± {g['noise']:.3f} — {g['verdict']}")
 

@@ -176,10 +176,10 @@ class FactorisedScenes(JointScenes):
         from movies2scenes.models.pretext import PretextTerms
 
         f = self.cfg.scene_encoder.factorised
-        if not (f.msm or f.order_negatives or f.boundary):
+        if not (f.msm or f.order_negatives or f.boundary) and f.pairs == 1:
             return None
         return lambda encoder: PretextTerms(encoder.width, encoder.num_features, f.msm, f.mask_ratio, f.msm_loss,
-                                            f.order_negatives, f.boundary)
+                                            f.order_negatives, f.boundary, pairs=f.pairs)
 
     def monitor(self, train_movies: set[str]):
         tr = self.cfg.scene_encoder.train
@@ -189,6 +189,7 @@ class FactorisedScenes(JointScenes):
     def describe(self) -> str:
         f = self.cfg.scene_encoder.factorised
         terms = [f"{k} {getattr(f, k):g}" for k in ("msm", "order_negatives", "boundary") if getattr(f, k)]
+        terms += [f"pairs {f.pairs:g}"] if f.pairs != 1 else []
         head = "" if f.head == "transformer" else f", {f.head} head"
         return (f"factorised ({self.features.dim}-d shot features{head}, depth {f.depth}, width {f.width}"
                 + (f"; terms: {', '.join(terms)}" if terms else "") + ")")

@@ -284,8 +284,8 @@ def train_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: in
             keep_best.offer(step, top1, encoder)
         accelerator.log({"knn_top1": top1, "knn_chance": monitor.chance}, step=step)
 
-    if monitor is not None and step < total and not history:
-        knn()  # the level before training
+    if monitor is not None and (step < total or total == 0) and not history:
+        knn()  # the level before training (with 0 steps: of the starting weights, saved as they are)
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
         for batch in loader_for(epoch, start):

@@ -75,6 +75,14 @@ def test_order_negatives_skip_windows_their_reordering_cannot_change():
     assert model.terms.order_loss(model, single, q, torch.ones(3)).item() == 0.0
 
 
+def test_a_pairs_free_encoder_trains_on_its_terms_alone():
+    """pairs: 0 — the pair loss is logged but not trained on; the order term's positive is then the
+    window itself, so the loss is exactly the order term (which is > 0 at step 0)."""
+    enc, model = _model("transformer", msm=0.0, boundary=0.0, pairs=0.0)
+    loss, stats = model({"query": torch.randn(6, 6, 24), "key": torch.randn(6, 6, 24)})
+    assert loss.item() == pytest.approx(stats["order_loss"].item()) and stats["pair_loss"].item() > 0
+
+
 def test_the_pseudo_boundary_is_where_neighbouring_shots_differ_most():
     enc, model = _model("transformer", msm=0.0, order_negatives=0.0)
     a, b = torch.randn(24), torch.randn(24)
@@ -123,6 +131,8 @@ def test_term_settings_are_checked():
     with pytest.raises(ConfigError, match="need factorised.backbone: frozen"):
         load(base, ["scene_encoder.arch=factorised", "scene_encoder.factorised.backbone=finetune",
                     "scene_encoder.factorised.boundary=1"])
+    with pytest.raises(ConfigError, match="factorised.pairs must be a finite weight >= 0, and > 0 unless"):
+        load(base, ["scene_encoder.arch=factorised", "scene_encoder.factorised.pairs=0"])
     with pytest.raises(ConfigError, match="head"):
         load(base, ["scene_encoder.arch=factorised", "scene_encoder.factorised.head=lstm"])
 

@@ -14,7 +14,9 @@ weight in ``scene_encoder.factorised`` (0 = off; all 0 is the paper's pair loss 
 * **order negatives** (``order_negatives``; Test of Time): the query's own window shuffled and
   reversed, through the key encoder, as negatives against the pair's positive — an InfoNCE over
   [positive, shuffled, reversed] of its own, so its weight is a knob; a reordering equal to the
-  window (one shot, or identical shots) is left out, never a negative equal to the query;
+  window (one shot, or identical shots) is left out, never a negative equal to the query. With the
+  pair loss off (``pairs: 0``, a pairs-free encoder) the positive is the window itself through the
+  key encoder;
 * **pseudo-boundary prediction** (``boundary``; BaSSL's pseudo-boundary task): the window's most
   dissimilar pair of neighbouring shots (lowest cosine) marks its pseudo boundary; a linear head
   over each gap's two contextual tokens predicts which gap it is.
@@ -38,9 +40,10 @@ class PretextTerms(nn.Module):
     shot features."""
 
     def __init__(self, width: int, dim: int, msm: float = 0.0, mask_ratio: float = 0.4, msm_loss: str = "cosine",
-                 order_negatives: float = 0.0, boundary: float = 0.0):
+                 order_negatives: float = 0.0, boundary: float = 0.0, pairs: float = 1.0):
         super().__init__()
-        self.weights = {"msm": float(msm), "order": float(order_negatives), "boundary": float(boundary)}
+        self.weights = {"pairs": float(pairs), "msm": float(msm), "order": float(order_negatives),
+                        "boundary": float(boundary)}
         self.mask_ratio, self.msm_kind = float(mask_ratio), msm_loss
         if msm:
             self.fill = nn.Parameter(torch.zeros(width))
@@ -100,7 +103,7 @@ class PretextTerms(nn.Module):
 
 class PretextMoCo(MoCo):
     """The pair form of :class:`MoCo` plus :class:`PretextTerms` on the query windows: loss =
-    pair loss + Σ weight · term. Stats add each term's loss (and the pair loss alone)."""
+    pairs · pair loss + Σ weight · term. Stats add each term's loss (and the pair loss alone)."""
 
     def __init__(self, backbone: nn.Module, terms: PretextTerms, *args, **kwargs):
         super().__init__(backbone, *args, **kwargs)
@@ -111,14 +114,21 @@ class PretextMoCo(MoCo):
         keys = batch["key"][None]
         valid = torch.ones(1, len(query), dtype=torch.bool, device=query.device)
         q = self.embed_query(query)
-        loss, logits, _ = self.contrast_embedded(q, keys, valid)
-        stats = topk_accuracy(logits) | {"pair_loss": loss.detach()}
+        pair, logits, _ = self.contrast_embedded(q, keys, valid)  # the queue advances either way
+        stats = topk_accuracy(logits) | {"pair_loss": pair.detach()}
         w = self.terms.weights
+        loss = w["pairs"] * pair
         if w["msm"]:
             term = self.terms.masked_shot_loss(self.encoder_q, query)
             loss, stats["msm_loss"] = loss + w["msm"] * term, term.detach()
         if w["order"]:
-            term = self.terms.order_loss(self, query, q, logits[:, 0] * self.temperature)
+            if w["pairs"]:  # the pair's positive against the query's reorderings
+                l_pos = logits[:, 0] * self.temperature
+            else:  # pairs-free: the window itself (key encoder) against its reorderings
+                with torch.no_grad():
+                    l_pos_key = self.embed_key(query).to(q.dtype)
+                l_pos = (q * l_pos_key).sum(-1)
+            term = self.terms.order_loss(self, query, q, l_pos)
             loss, stats["order_loss"] = loss + w["order"] * term, term.detach()
         if w["boundary"]:
             term = self.terms.boundary_loss(self.encoder_q, query)

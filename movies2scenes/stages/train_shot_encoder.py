@@ -131,7 +131,8 @@ class TrainShotEncoder(TrainingStage):
         learned = self.learned_from(ctx, [rows[0][1] for rows in self.movies.values()])
         return Finished({"steps": step, "epochs": step / per_epoch, "movies": len(self.movies)},
                         outputs=MODEL_FILES, extra={"final_loss": trained.loss, **learned},
-                        say=[f"train-shot-encoder: {step} steps, final loss {trained.loss:.4f} → {out}",
+                        say=[f"train-shot-encoder: {step} steps, final loss {trained.loss:.4f} → {out}" if step else
+                             f"train-shot-encoder: 0 steps (train.epochs 0): {ecfg.init} saved as it is → {out}",
                              *gain_lines("train-shot-encoder", learning)])
 
 
