@@ -1,7 +1,7 @@
 """Artefact digests of a whole run, for refactors that must not change a byte (issue 27).
 
 Writes a world (``--world tiny``: the reliability bench's 10-movie world and tiny models;
-``--world demo``: configs/demo.yaml as `make demo` runs it), runs every stage once in a fresh run
+``--world demo``: configs/cpu-tiny.yaml as `make demo` runs it), runs every stage once in a fresh run
 directory, and records the sha256 of every artefact file of every stage (the reliability bench's
 rule: logs, checkpoints, parts and metrics.json hold timings and paths and are left out); each
 DONE.json is digested without its timings and input hash (it hashes paths) and with the work folder's path replaced
@@ -83,12 +83,12 @@ def run_stage(cmd: str, args: list[str], processes: int, env: dict) -> None:
 def digests(world_kind: str, processes: int, work: Path, stages: int | None = None) -> dict[str, dict[str, str]]:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     world, run = work / "world", work / "run"
-    subprocess.run([sys.executable, "-m", CLI, "demo-world", str(world), "-c", "configs/demo.yaml",
+    subprocess.run([sys.executable, "-m", CLI, "demo-world", str(world), "-c", "configs/cpu-tiny.yaml",
                     *(TINY_WORLD if world_kind == "tiny" else [])], cwd=ROOT, check=True, env=env,
                    stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, "-m", CLI, "demo-tasks", str(world), "--out", str(world / "tasks")],
                    cwd=ROOT, check=True, env=env, stdout=subprocess.DEVNULL)
-    common = ["-c", "configs/demo.yaml", f"catalogue={world / 'catalogue.csv'}", f"watch_logs={world / 'watch_logs.csv'}",
+    common = ["-c", "configs/cpu-tiny.yaml", f"catalogue={world / 'catalogue.csv'}", f"watch_logs={world / 'watch_logs.csv'}",
               f"evaluate.tasks=[{world / 'tasks' / 'place.csv'}, {world / 'tasks' / 'genre.csv'}, "
               f"{world / 'tasks' / 'boundary.csv'}]", f"run_dir={run}",
               *(TINY if world_kind == "tiny" else ["evaluate.allow_leakage=false"])]

@@ -66,7 +66,7 @@ def catalogue(folder: Path, long: int, short: int, short_frames: int, size: tupl
 
 
 def stage(run: Path, cat: Path, *extra: str) -> list[str]:
-    return [*M2S, "detect-shots", "-c", "configs/demo.yaml", f"run_dir={run}", f"catalogue={cat}",
+    return [*M2S, "detect-shots", "-c", "configs/cpu-tiny.yaml", f"run_dir={run}", f"catalogue={cat}",
             "shots.decode_threads=1", *extra]
 
 

@@ -260,10 +260,10 @@ class Extract(Check):
         run, world = self.work / "run", self.work / "world"
         cli = [sys.executable, "-m", "movies2scenes.cli"]
         if not (world / "world.json").is_file():
-            subprocess.run([*cli, "demo-world", str(world), "-c", "configs/demo.yaml", *sizes.world], cwd=ROOT,
+            subprocess.run([*cli, "demo-world", str(world), "-c", "configs/cpu-tiny.yaml", *sizes.world], cwd=ROOT,
                            check=True, stdout=subprocess.DEVNULL)
         if not (run / "shots" / "DONE.json").is_file():
-            subprocess.run([*cli, "detect-shots", "-c", "configs/demo.yaml", f"run_dir={run}",
+            subprocess.run([*cli, "detect-shots", "-c", "configs/cpu-tiny.yaml", f"run_dir={run}",
                             f"catalogue={world / 'catalogue.csv'}", f"shots.keyframe_size={sizes.keyframe_size}"],
                            cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return run / "shots"

@@ -217,7 +217,7 @@ def base_run(work: Path, world: str, shot_encoder: bool = True) -> Path:
     """World, shots, E_shot and features, once per world (each stage skips itself when done);
     without E_shot and its features when no row needs them (``shot_encoder=False``)."""
     base = work / world / "base"
-    config = str(ROOT / "configs" / "demo.yaml")
+    config = str(ROOT / "configs" / "cpu-tiny.yaml")
     if not (base / "world" / "world.json").is_file():
         m2s("demo-world", str(base / "world"), "-c", config, *WORLDS[world])
     args = ["-c", config, f"run_dir={base}", f"catalogue={base / 'world' / 'catalogue.csv'}",
@@ -465,7 +465,7 @@ def imagenet_shot_features(base: Path) -> Path:
 def shot_budget(base: Path) -> list[str]:
     """Overrides that give the scene encoder E_shot's optimiser steps and batch size."""
     done = json.loads((base / "shot_encoder" / "DONE.json").read_text())
-    batch = load([ROOT / "configs" / "demo.yaml"], []).shot_encoder.train.batch_size  # the base's config
+    batch = load([ROOT / "configs" / "cpu-tiny.yaml"], []).shot_encoder.train.batch_size  # the base's config
     return [f"scene_encoder.train.batch_size={batch}", f"scene_encoder.train.max_steps={done['counts']['steps']}"]
 
 
@@ -498,7 +498,7 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     if "fraction" in row:
         catalogue = subset_catalogue(base, cell, row["fraction"], seed)
     source = row.get("source", "cowatch")
-    cfg = load([ROOT / "configs" / "demo.yaml"],
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"],
                [f"run_dir={cell}", f"seed={seed}", f"catalogue={catalogue}",
                 f"watch_logs={base / 'world' / 'watch_logs.csv'}", f"movie_pairs.sources=[{source}]",
                 "movie_pairs.combined=[]", f"movie_encoder.pairs_source={source}", *STAGE_SET, *row.get("set", []),

@@ -77,11 +77,11 @@ def main() -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     world = args.out / "world"
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    subprocess.run(cli(["demo-world", str(world), "-c", "configs/demo.yaml", *(TINY_WORLD if args.tiny else [])]),
+    subprocess.run(cli(["demo-world", str(world), "-c", "configs/cpu-tiny.yaml", *(TINY_WORLD if args.tiny else [])]),
                    cwd=ROOT, check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(cli(["demo-tasks", str(world), "--out", str(world / "tasks")]), cwd=ROOT, check=True,
                    env=env, stdout=subprocess.DEVNULL)
-    common = ["-c", "configs/demo.yaml", f"catalogue={world / 'catalogue.csv'}",
+    common = ["-c", "configs/cpu-tiny.yaml", f"catalogue={world / 'catalogue.csv'}",
               f"watch_logs={world / 'watch_logs.csv'}",
               f"evaluate.tasks=[{world / 'tasks' / 'place.csv'}, {world / 'tasks' / 'genre.csv'}, "
               f"{world / 'tasks' / 'boundary.csv'}]",

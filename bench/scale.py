@@ -110,7 +110,7 @@ def run_child(kind: str, path: Path, movies: int, tmp: Path, memory_limit: str =
 
 
 def m2s(stage: str, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "movies2scenes.cli", stage, "-c", "configs/demo.yaml", *overrides]
+    return [sys.executable, "-m", "movies2scenes.cli", stage, "-c", "configs/cpu-tiny.yaml", *overrides]
 
 
 def tree_bytes(folder: Path, pattern: str = "*") -> int:

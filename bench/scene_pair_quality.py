@@ -71,7 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "demo"))
     ap.add_argument("--world", default=None, help="demo world folder (default: RUN/world)")
-    ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "configs" / "cpu-tiny.yaml"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     run = Path(args.run)

@@ -136,7 +136,7 @@ def main() -> int:
               f"{info.width}x{info.height} {info.codec}, {len(cuts)} cuts")
     startup, _ = best_of(args.repeats, lambda: subprocess.run([*SCENEDETECT, "version"],
                                                               capture_output=True, check=True))
-    demo_threshold = load([ROOT / "configs" / "demo.yaml"]).shots.threshold
+    demo_threshold = load([ROOT / "configs" / "cpu-tiny.yaml"]).shots.threshold
     rows = [bench_video("demo-2min", long_video, long_cuts, demo_threshold, args.repeats, startup),
             bench_video("demo-720p", hd_video, hd_cuts, demo_threshold, args.repeats, startup),
             bench_video("bikes.mp4", bikes, BIKES_CUTS, None, args.repeats, startup)]
@@ -156,7 +156,7 @@ def main() -> int:
         ok &= a >= 0.7 and b >= 2 and r["ours_f1"] >= r["cli_f1"]
     for r in rows:
         if "cli_same_threshold_f1" in r:
-            print(f"\n{r['video']}: ours uses threshold {r['threshold']} (configs/demo.yaml); the CLI "
+            print(f"\n{r['video']}: ours uses threshold {r['threshold']} (configs/cpu-tiny.yaml); the CLI "
                   f"with -t {r['threshold']}: F1 {r['cli_same_threshold_f1']:.3f} at "
                   f"{r['cli_same_threshold_fps']:.0f} f/s")
     print(f"\ntargets: ours/decode >= 0.7, ours/cli >= 2 at F1 >= cli's: {'MET' if ok else 'NOT MET'}")

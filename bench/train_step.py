@@ -114,7 +114,7 @@ def bench_extract(run: Path, repeats: int) -> None:
     if not (run / "shot_encoder" / "DONE.json").is_file():
         print(f"feature extraction: skipped ({run} has no trained shot encoder; run `make demo`)")
         return
-    cfg = load([ROOT / "configs" / "demo.yaml"])
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"])
     model = load_vit(run / "shot_encoder")
     size = read_model_config(run / "shot_encoder")["vit"]["img_size"]
     todo = [(movie, shard) for movie, (shard, _) in shard_digests(run / "shots").items()]  # what the stage reads
@@ -153,7 +153,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "demo")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--smoke", action="store_true", help="demo.yaml steps at batch 4 and the extraction of --run, "
+    ap.add_argument("--smoke", action="store_true", help="cpu-tiny.yaml steps at batch 4 and the extraction of --run, "
                     "once (seconds; make test runs it on a tiny run)")
     ap.add_argument("--only-extract", action="store_true", help="only the feature-extraction ratio (on --run)")
     args = ap.parse_args()
@@ -161,13 +161,13 @@ def main() -> int:
         bench_extract(args.run, max(2, args.repeats // 2))
         return 0
     if args.smoke:
-        bench_step("demo.yaml", 4, 1)
-        bench_scene_step("demo.yaml", 2, 1)
+        bench_step("cpu-tiny.yaml", 4, 1)
+        bench_scene_step("cpu-tiny.yaml", 2, 1)
         bench_extract(args.run, 1)
         return 0
-    bench_step("demo.yaml", 64, args.repeats)
+    bench_step("cpu-tiny.yaml", 64, args.repeats)
     bench_step("paper.yaml", 8, max(2, args.repeats // 2))
-    bench_scene_step("demo.yaml", 32, args.repeats)
+    bench_scene_step("cpu-tiny.yaml", 32, args.repeats)
     bench_scene_step("paper.yaml", 2, max(2, args.repeats // 2))
     bench_extract(args.run, max(2, args.repeats // 2))
     return 0

@@ -73,7 +73,7 @@ def shots_run(tmp_path_factory, small_world) -> Path:
 
     run = tmp_path_factory.mktemp("shots_run")
     root = Path(__file__).resolve().parents[1]
-    cfg = load([root / "configs" / "demo.yaml"], [f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}"])
+    cfg = load([root / "configs" / "cpu-tiny.yaml"], [f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}"])
     assert detect_shots.run(cfg) == 0
     return run
 
@@ -104,7 +104,7 @@ def encoded_run(tmp_path_factory, shots_run, small_world) -> tuple[Path, list[st
         "movie_encoder.train.batch_size=4", "movie_encoder.train.max_steps=6",
         "movie_encoder.train.checkpoint_every=3", "movie_encoder.heldout_fraction=0.3",
         "movie_pairs.per_movie=1"]
-    cfg = load([Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"], overrides)
+    cfg = load([Path(__file__).resolve().parents[1] / "configs" / "cpu-tiny.yaml"], overrides)
     assert train_shot_encoder.run(cfg) == 0 and extract_shot_features.run(cfg) == 0
     assert build_movie_pairs.run(cfg) == 0 and train_movie_encoder.run(cfg) == 0
     return run, overrides
@@ -128,7 +128,7 @@ def mined_run(encoded_run, tmp_path_factory) -> tuple[Path, list[str]]:
     run = tmp_path_factory.mktemp("mined") / "run"
     shutil.copytree(src, run)
     ov = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", *TINY_SCENE]
-    assert mine_scene_pairs.run(load([ROOT / "configs" / "demo.yaml"], ov)) == 0
+    assert mine_scene_pairs.run(load([ROOT / "configs" / "cpu-tiny.yaml"], ov)) == 0
     assert pq.read_table(run / "scene_pairs" / "pairs.parquet").num_rows >= 4
     return run, ov
 
@@ -146,6 +146,6 @@ def exported_run(mined_run, tmp_path_factory) -> tuple[Path, list[str]]:
     run = tmp_path_factory.mktemp("exported") / "run"
     shutil.copytree(src, run, ignore=shutil.ignore_patterns("scene_encoder", "export"))
     ov = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", "scene_encoder.train.max_steps=4"]
-    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], ov)
     assert train_scene_encoder.run(cfg) == 0 and export.run(cfg) == 0
     return run, ov

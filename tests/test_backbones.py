@@ -109,7 +109,7 @@ def test_shot_encoder_from_the_imagenet_file_trains_and_extracts(shots_run, smal
           "shot_encoder.model.arch=torchvision.mobilenet_v2", "shot_encoder.model.img_size=64",
           f"shot_encoder.init={weights}", "shot_encoder.train.max_steps=2", "shot_encoder.train.knn_every=0",
           "shot_encoder.train_split_only=false"]
-    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], ov)
     assert train_shot_encoder.run(cfg) == 0
     saved = json.loads((run / "shot_encoder" / "config.json").read_text())
     assert saved["architecture"] == "torchvision.mobilenet_v2" and saved["num_features"] == 1280
@@ -137,14 +137,14 @@ def test_scene_encoder_init_from_a_file_and_needs_a_vit(tmp_path):
     base = ["scene_encoder.model.arch=vit_tiny_patch16_224", "scene_encoder.model.img_size=32",
             "scene_encoder.model.patch_size=8", "scene_encoder.model.depth=2", "scene_encoder.model.embed_dim=48",
             "scene_encoder.model.num_heads=3"]
-    cfg = load([ROOT / "configs" / "demo.yaml"], base)
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], base)
     torch.manual_seed(3)
     donor = create_backbone(cfg.scene_encoder.model)
     save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(tmp_path / "scene.safetensors"))
-    enc = initial_encoder(load([ROOT / "configs" / "demo.yaml"], base + [f"scene_encoder.init={tmp_path / 'scene.safetensors'}"]))
+    enc = initial_encoder(load([ROOT / "configs" / "cpu-tiny.yaml"], base + [f"scene_encoder.init={tmp_path / 'scene.safetensors'}"]))
     assert all(torch.equal(v, donor.state_dict()[k]) for k, v in enc.vit.state_dict().items())
     with pytest.raises(ConfigError, match="the scene encoder must be a timm ViT"):
-        initial_encoder(load([ROOT / "configs" / "demo.yaml"], ["scene_encoder.model.arch=resnet18"]))
+        initial_encoder(load([ROOT / "configs" / "cpu-tiny.yaml"], ["scene_encoder.model.arch=resnet18"]))
 
 
 def test_default_init_keeps_the_shot_encoder_hash_of_earlier_runs():
@@ -153,7 +153,7 @@ def test_default_init_keeps_the_shot_encoder_hash_of_earlier_runs():
     from movies2scenes.config import load
     from movies2scenes.stages.train_shot_encoder import hashed_settings
 
-    ecfg = load([ROOT / "configs" / "demo.yaml"], []).shot_encoder
+    ecfg = load([ROOT / "configs" / "cpu-tiny.yaml"], []).shot_encoder
     before = {k: v for k, v in asdict(ecfg).items() if k != "init"}  # the section before `init` existed
     assert hashed_settings(ecfg) == before
     ecfg.init = "w.safetensors"

@@ -62,7 +62,7 @@ NEEDS = {
 
 
 def _args(stage: str, run: Path, world: Path, *extra: str) -> list[str]:
-    return [stage, "-c", str(ROOT / "configs" / "demo.yaml"), f"run_dir={run}",
+    return [stage, "-c", str(ROOT / "configs" / "cpu-tiny.yaml"), f"run_dir={run}",
             f"catalogue={world / 'catalogue.csv'}", f"watch_logs={world / 'watch_logs.csv'}", *extra]
 
 
@@ -137,7 +137,7 @@ from testkit.videos import write_catalogue, write_video  # noqa: E402
 from movies2scenes.catalogue import CatalogueError, load_catalogue, load_watch_logs  # noqa: E402
 from movies2scenes.config import ConfigError, config_hash, load  # noqa: E402
 
-CONFIG = str(ROOT / "configs" / "demo.yaml")
+CONFIG = str(ROOT / "configs" / "cpu-tiny.yaml")
 
 
 def _cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -561,7 +561,7 @@ def test_import_shot_features_never_replaces_features_with_nothing(encoded_run, 
     src, ov = encoded_run
     run = tmp_path / "run"
     shutil.copytree(src, run)
-    args = ["-c", str(ROOT / "configs" / "demo.yaml"), *[o for o in ov if not o.startswith("run_dir=")], f"run_dir={run}"]
+    args = ["-c", str(ROOT / "configs" / "cpu-tiny.yaml"), *[o for o in ov if not o.startswith("run_dir=")], f"run_dir={run}"]
     feats = run / "shot_features"
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in feats.iterdir() if p.is_file()}
     wrong = tmp_path / "wrong"

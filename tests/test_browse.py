@@ -302,7 +302,7 @@ def test_npy_keyframes_are_served_as_jpeg(small_world, tmp_path):
     from movies2scenes.apps.browse import RunView, make_app
 
     run = tmp_path / "run"
-    cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}",
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}",
                                                   "shots.image_format=npy"])
     assert detect_shots.run(cfg) == 0
     view = RunView(run, small_world / "catalogue.csv")

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_configs_load():
-    for name in ("paper.yaml", "demo.yaml", "ablation-keyframes3.yaml"):
+    for name in ("paper.yaml", "demo.yaml", "cpu-tiny.yaml", "ablation-keyframes3.yaml"):
         load([ROOT / "configs" / name])
     cfg = load([ROOT / "configs" / "demo.yaml", ROOT / "configs" / "ablation-keyframes3.yaml"])
     assert cfg.shots.keyframes == 3 and cfg.shots.keyframe_size == 64  # merged in order

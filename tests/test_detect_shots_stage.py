@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cfg(run_dir, catalogue, *extra):
-    return load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run_dir}", f"catalogue={catalogue}", *extra])
+    return load([ROOT / "configs" / "cpu-tiny.yaml"], [f"run_dir={run_dir}", f"catalogue={catalogue}", *extra])
 
 
 def _artefacts(run_dir: Path) -> tuple[list, dict]:
@@ -98,12 +98,12 @@ def test_bad_inputs_are_recorded_and_others_processed(small_world, tmp_path, bik
 
 def test_cli_exit_status_and_summary(small_world, tmp_path):
     bad = write_catalogue(tmp_path / "cat.csv", [{"movie_id": "x", "video": "nope.mp4"}])
-    r = _m2s("detect-shots", "-c", "configs/demo.yaml", f"run_dir={tmp_path / 'r'}", f"catalogue={bad}")
+    r = _m2s("detect-shots", "-c", "configs/cpu-tiny.yaml", f"run_dir={tmp_path / 'r'}", f"catalogue={bad}")
     assert r.returncode == 1 and "1 failed" in r.stdout
-    r = _m2s("detect-shots", "-c", "configs/demo.yaml", "shots.keyframez=2")
+    r = _m2s("detect-shots", "-c", "configs/cpu-tiny.yaml", "shots.keyframez=2")
     assert r.returncode == 2 and "shots.keyframez" in r.stderr
     dup = write_catalogue(tmp_path / "dup.csv", [{"movie_id": "x", "video": "a.mp4"}] * 2)
-    r = _m2s("detect-shots", "-c", "configs/demo.yaml", f"catalogue={dup}")
+    r = _m2s("detect-shots", "-c", "configs/cpu-tiny.yaml", f"catalogue={dup}")
     assert r.returncode == 2 and "dup.csv:3: duplicate movie_id" in r.stderr
 
 
@@ -129,7 +129,7 @@ def test_resume_after_kill_gives_identical_artefacts(small_world, tmp_path, bike
             enumerate(sorted((small_world / "videos").glob("*.mp4")))]
     rows += [{"movie_id": f"bikes{i}", "video": str(bikes)} for i in range(6)]  # slower movies
     cat = write_catalogue(tmp_path / "cat.csv", rows)
-    args = ["-c", "configs/demo.yaml", f"catalogue={cat}", "shots.work_size=256"]
+    args = ["-c", "configs/cpu-tiny.yaml", f"catalogue={cat}", "shots.work_size=256"]
     assert _m2s("detect-shots", *args, f"run_dir={tmp_path / 'straight'}").returncode == 0
 
     killed = tmp_path / "killed"
@@ -175,7 +175,7 @@ def test_two_processes_under_torchrun(small_world, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                         "--master_port", str(29500 + os.getpid() % 1000), "--module", "movies2scenes.cli",
-                        "detect-shots", "-c", "configs/demo.yaml", f"catalogue={cat}",
+                        "detect-shots", "-c", "configs/cpu-tiny.yaml", f"catalogue={cat}",
                         f"run_dir={tmp_path / 'two'}"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     parts = [json.loads(p.read_text()) for p in (tmp_path / "two" / "shots" / "parts").glob("*.json")]

@@ -136,7 +136,7 @@ def test_stage_trains_on_shot_features_keeps_the_knn_best_and_exports(mined_run,
     from movies2scenes.artefacts import ShotSamples
 
     run, ov = _copy(mined_run, tmp_path / "run")
-    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], ov)
     assert train_scene_encoder.run(cfg) == 0
     out = run / "scene_encoder"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -190,10 +190,10 @@ def test_stage_keep_last_and_resume_after_kill(mined_run, tmp_path):
         straight, ov = _copy(mined_run, tmp_path / f"a-{keep}")
         killed, ov_k = _copy(mined_run, tmp_path / f"b-{keep}")
         ov, ov_k = [*ov, f"scene_encoder.factorised.keep={keep}"], [*ov_k, f"scene_encoder.factorised.keep={keep}"]
-        assert train_scene_encoder.run(load([ROOT / "configs" / "demo.yaml"], ov)) == 0
-        kill_when(["train-scene-encoder", "-c", "configs/demo.yaml", *ov_k], ROOT,
+        assert train_scene_encoder.run(load([ROOT / "configs" / "cpu-tiny.yaml"], ov)) == 0
+        kill_when(["train-scene-encoder", "-c", "configs/cpu-tiny.yaml", *ov_k], ROOT,
                   killed / "scene_encoder" / "checkpoints" / "checkpoint-00000003")
-        assert train_scene_encoder.run(load([ROOT / "configs" / "demo.yaml"], ov_k)) == 0
+        assert train_scene_encoder.run(load([ROOT / "configs" / "cpu-tiny.yaml"], ov_k)) == 0
         a = load_file(str(straight / "scene_encoder" / "temporal.safetensors"))
         b = load_file(str(killed / "scene_encoder" / "temporal.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), keep
@@ -215,7 +215,7 @@ def test_stage_finetunes_the_backbone_at_a_lower_rate(mined_run, tmp_path):
     run, ov = _copy(mined_run, tmp_path / "run")
     ov += ["scene_encoder.factorised.backbone=finetune", "scene_encoder.factorised.backbone_lr=0.5",
            "scene_encoder.factorised.keep=last", "scene_encoder.train.max_steps=3"]
-    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], ov)
     assert train_scene_encoder.run(cfg) == 0 and export.run(cfg) == 0
     out = run / "scene_encoder"
     trained, start = load_file(str(out / "model.safetensors")), load_file(str(run / "shot_encoder" / "model.safetensors"))
@@ -235,6 +235,6 @@ def test_factorised_settings_are_checked(tmp_path):
     from movies2scenes.config import ConfigError, load
 
     with pytest.raises(ConfigError, match="backbone must be frozen or finetune"):
-        load([ROOT / "configs" / "demo.yaml"], ["scene_encoder.arch=factorised", "scene_encoder.factorised.backbone=lora"])
+        load([ROOT / "configs" / "cpu-tiny.yaml"], ["scene_encoder.arch=factorised", "scene_encoder.factorised.backbone=lora"])
     with pytest.raises(ConfigError, match="scene_encoder.arch must be joint or factorised"):
-        load([ROOT / "configs" / "demo.yaml"], ["scene_encoder.arch=vivit"])
+        load([ROOT / "configs" / "cpu-tiny.yaml"], ["scene_encoder.arch=vivit"])

@@ -56,7 +56,7 @@ def test_imported_arrays_feed_the_movie_encoder_and_the_miner(encoded_run, tmp_p
             order = np.random.default_rng(i).permutation(len(x))
             pq.write_table(pa.table({"shot": order, "embedding": [x[j].tolist() for j in order]}),
                            src / f"{m}.parquet")
-    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], ov)
     assert import_shot_features.run(cfg, str(src)) == 0
     got = ShotFeatures(run / "shot_features")
     assert sorted(got.movie_ids) == sorted(theirs) and got.dim == 40
@@ -106,7 +106,7 @@ def test_own_shot_table_is_mapped_by_time(encoded_run, tmp_path):
         want[m] = np.stack([(x[i] * 1 + 3 * x[i] * 2) / 3 for i in range(len(x))])  # duration-weighted
         pq.write_table(pa.table({"start_time": starts, "end_time": ends,
                                  "embedding": [r.tolist() for r in rows]}), src / f"{m}.parquet")
-    assert import_shot_features.run(load([ROOT / "configs" / "demo.yaml"], ov), str(src)) == 0
+    assert import_shot_features.run(load([ROOT / "configs" / "cpu-tiny.yaml"], ov), str(src)) == 0
     got = ShotFeatures(run / "shot_features")
     for m in theirs:
         np.testing.assert_allclose(np.asarray(got.movie(m), np.float32), want[m], rtol=3e-3, atol=3e-3)
@@ -132,7 +132,7 @@ def test_bad_files_name_movie_file_and_row_and_the_rest_is_imported(encoded_run,
     for m in movies[4:]:
         np.save(src / f"{m}.npy", theirs[m])
     r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", "import-shot-features", str(src),
-                        "-c", str(ROOT / "configs" / "demo.yaml"), *ov], cwd=ROOT, capture_output=True, text=True)
+                        "-c", str(ROOT / "configs" / "cpu-tiny.yaml"), *ov], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1, r.stdout + r.stderr
     out = r.stdout
     assert f"movie '{short}' ({short}.npy): {len(theirs[short]) - 1} rows, but the shots stage has" in out
@@ -170,5 +170,5 @@ def test_wrong_dtypes_and_columns_are_named(tmp_path):
 def test_not_a_folder_is_a_config_error(encoded_run, tmp_path):
     run, ov = _copy(encoded_run, tmp_path / "run")
     r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", "import-shot-features", str(tmp_path / "nope"),
-                        "-c", str(ROOT / "configs" / "demo.yaml"), *ov], cwd=ROOT, capture_output=True, text=True)
+                        "-c", str(ROOT / "configs" / "cpu-tiny.yaml"), *ov], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "not a folder" in r.stderr

@@ -48,7 +48,7 @@ def test_detect_shots_adds_removes_and_reorders_only_what_changed(small_world, t
 
     def go(rows, name):
         cat = write_catalogue(tmp_path / f"{name}.csv", rows)
-        cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", f"catalogue={cat}"])
+        cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [f"run_dir={run}", f"catalogue={cat}"])
         counting = Counting(monkeypatch)
         assert detect_shots.run(cfg) == 0
         return counting.seen
@@ -93,7 +93,7 @@ def test_features_of_unchanged_movies_are_kept_when_a_title_is_added(encoded_run
     cat = write_catalogue(tmp_path / "cat.csv", [dict(rows[2], movie_id="0-added-title")] + rows)
     ov = [o for o in overrides if not o.startswith(("run_dir=", "catalogue="))] + [f"run_dir={run}",
                                                                                    f"catalogue={cat}"]
-    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], ov)
     feats = run / "shot_features"
     before = _stamps(feats, "features-*.npy")
     assert len(before) == len(rows)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from movies2scenes.cli import main
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "cpu-tiny.yaml")
 
 
 def _copy(fixture, tmp_path: Path) -> tuple[Path, list[str]]:

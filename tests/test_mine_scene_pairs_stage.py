@@ -26,7 +26,7 @@ N = 3  # shots per scene: the small world's movies have 9-24 shots
 
 def _config(run: Path, overrides: list[str], *extra: str):
     ov = [o for o in overrides if not o.startswith("run_dir=")]
-    return load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", *ov, f"scene_pairs.shots_per_scene={N}",
+    return load([ROOT / "configs" / "cpu-tiny.yaml"], [f"run_dir={run}", *ov, f"scene_pairs.shots_per_scene={N}",
                                                    "scene_pairs.movie_pairs_per_shard=1", *extra])
 
 

@@ -91,7 +91,7 @@ def test_stage_on_the_small_world(encoded_run, tmp_path):
     src, overrides = encoded_run
     run = tmp_path / "run"
     shutil.copytree(src, run)
-    cfg = load([ROOT / "configs" / "demo.yaml"], [*overrides, f"run_dir={run}"])
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [*overrides, f"run_dir={run}"])
     metrics = json.loads((run / "movie_encoder" / "metrics.json").read_text())
     assert 0 <= metrics["auc"] <= 1 and 0 <= metrics["accuracy"] <= 1 and metrics["steps"] == 6
     model = load_movie_encoder(run / "movie_encoder")
@@ -106,7 +106,7 @@ def test_stage_on_the_small_world(encoded_run, tmp_path):
 
 
 def test_learns_movie_similarity_when_shot_features_carry_the_place(tmp_path):
-    """The demo world (48 movies, configs/demo.yaml) with *oracle* shot features — each shot's
+    """The demo world (48 movies, configs/cpu-tiny.yaml) with *oracle* shot features — each shot's
     ground-truth place, one-hot, plus noise — instead of E_shot's: the movie encoder must separate
     held-out genre pairs from random pairs. (On E_shot features it cannot yet; see RESULTS.md.)"""
     import csv
@@ -116,7 +116,7 @@ def test_learns_movie_similarity_when_shot_features_carry_the_place(tmp_path):
     from movies2scenes.store import write_json
     from movies2scenes.stages import build_movie_pairs, train_movie_encoder
 
-    cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={tmp_path / 'run'}",
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [f"run_dir={tmp_path / 'run'}",
                                                    "movie_pairs.sources=[genre]", "movie_pairs.combined=[]",
                                                    "movie_encoder.pairs_source=genre"])
     world = make_world(tmp_path / "world", cfg.demo_world, cfg.seed, progress=False)

@@ -187,7 +187,7 @@ def test_combine_weights_and_cap():
 
 
 def _stage_cfg(run, world, *extra):
-    return load([ROOT / "configs" / "demo.yaml"],
+    return load([ROOT / "configs" / "cpu-tiny.yaml"],
                 [f"run_dir={run}", f"catalogue={world / 'catalogue.csv'}",
                  f"watch_logs={world / 'watch_logs.csv'}", "movie_pairs.kg_epochs=20", *extra])
 

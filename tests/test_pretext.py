@@ -123,7 +123,7 @@ def test_a_gru_head_round_trips_through_its_file(tmp_path):
 def test_term_settings_are_checked():
     from movies2scenes.config import ConfigError, load
 
-    base = [ROOT / "configs" / "demo.yaml"]
+    base = [ROOT / "configs" / "cpu-tiny.yaml"]
     with pytest.raises(ConfigError, match="scene_encoder.factorised.msm must be a finite weight"):
         load(base, ["scene_encoder.arch=factorised", "scene_encoder.factorised.msm=-1"])
     with pytest.raises(ConfigError, match="mask_ratio must be in"):
@@ -170,11 +170,11 @@ def test_stage_with_every_term_trains_exports_and_resumes_exactly(mined_run, tmp
     extra = [f"scene_encoder.factorised.head={head}"]
     straight, ov = _copy(mined_run, tmp_path / "a", extra)
     killed, ov_k = _copy(mined_run, tmp_path / "b", extra)
-    cfg = load([ROOT / "configs" / "demo.yaml"], ov)
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], ov)
     assert train_scene_encoder.run(cfg) == 0
-    kill_when(["train-scene-encoder", "-c", "configs/demo.yaml", *ov_k], ROOT,
+    kill_when(["train-scene-encoder", "-c", "configs/cpu-tiny.yaml", *ov_k], ROOT,
               killed / "scene_encoder" / "checkpoints" / "checkpoint-00000003")
-    assert train_scene_encoder.run(load([ROOT / "configs" / "demo.yaml"], ov_k)) == 0
+    assert train_scene_encoder.run(load([ROOT / "configs" / "cpu-tiny.yaml"], ov_k)) == 0
     a = load_file(str(straight / "scene_encoder" / "temporal.safetensors"))
     b = load_file(str(killed / "scene_encoder" / "temporal.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -51,7 +51,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def ray_config(run: Path, overrides: list[str], workers: int = 2):
-    return load([ROOT / "configs" / "demo.yaml"],
+    return load([ROOT / "configs" / "cpu-tiny.yaml"],
                 [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}", "executor.kind=ray",
                                                                          f"executor.workers={workers}"])
 
@@ -146,7 +146,7 @@ def test_a_killed_driver_resumes_from_the_parts_it_wrote(ray_cluster, shots_run,
     from movies2scenes.stages import detect_shots
 
     run = tmp_path / "run"
-    args = ["detect-shots", "-c", "configs/demo.yaml", f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}",
+    args = ["detect-shots", "-c", "configs/cpu-tiny.yaml", f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}",
             "--executor", "ray", "executor.workers=2"]
     proc = subprocess.Popen([sys.executable, "-m", "movies2scenes.cli", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

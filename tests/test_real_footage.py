@@ -228,7 +228,7 @@ def test_variable_frame_rate_timecodes_through_the_stage(tmp_path):
         pts = [float(f.pts * f.time_base) for f in c.decode(video=0)]
     pts = np.asarray(pts) - pts[0]
     cat = write_catalogue(tmp_path / "cat.csv", [{"movie_id": "trailer", "video": path}])
-    cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={tmp_path / 'run'}", f"catalogue={cat}",
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [f"run_dir={tmp_path / 'run'}", f"catalogue={cat}",
                                                   "shots.min_shot_frames=4"])
     assert detect_shots.run(cfg) == 0
     index = pq.read_table(tmp_path / "run" / "shots" / "index.parquet").to_pylist()

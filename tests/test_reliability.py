@@ -35,7 +35,7 @@ import time  # noqa: E402
 
 from movies2scenes.cli import main  # noqa: E402
 
-CONFIG = str(ROOT / "configs" / "demo.yaml")
+CONFIG = str(ROOT / "configs" / "cpu-tiny.yaml")
 FINAL_FILES = ("DONE.json", "model.safetensors", "head.safetensors", "config.json", "movies2scenes.json", "metrics.json",
                "pretraining_movies.json")
 

@@ -43,7 +43,7 @@ def test_catalogue_harness_memory_is_bounded_and_csv_equals_parquet(tmp_path):
     tables = []
     for logs in (folder / "watch_logs.parquet", csv_logs):
         run = tmp_path / f"run-{logs.suffix[1:]}"
-        cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", f"catalogue={folder / 'catalogue.csv'}",
+        cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [f"run_dir={run}", f"catalogue={folder / 'catalogue.csv'}",
                                                        f"watch_logs={logs}", "movie_pairs.sources=[cowatch]",
                                                        "movie_pairs.combined=[]"])
         assert build_movie_pairs.run(cfg) == 0

@@ -95,7 +95,7 @@ def test_stage_trains_exports_and_reloads(mined_run, tmp_path):
     from movies2scenes.stages import export, train_scene_encoder
 
     run, ov = _copy(mined_run, tmp_path / "run")
-    cfg = load([ROOT / "configs" / "demo.yaml"], [*ov, "scene_encoder.train.max_steps=4"])
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [*ov, "scene_encoder.train.max_steps=4"])
     assert train_scene_encoder.run(cfg) == 0
     out = run / "scene_encoder"
     done = json.loads((out / "DONE.json").read_text())
@@ -117,7 +117,7 @@ def test_stage_trains_exports_and_reloads(mined_run, tmp_path):
     assert encoder(torch.randn(2, 5, 1, 3, 32, 32)).shape == (2, 48)
     _evaluate_small_world(run, ov, tmp_path)
     with pytest.raises(ConfigError, match="needs scene_encoder.model equal"):
-        bad = load([ROOT / "configs" / "demo.yaml"], [*ov, "scene_encoder.init=shot_encoder",
+        bad = load([ROOT / "configs" / "cpu-tiny.yaml"], [*ov, "scene_encoder.init=shot_encoder",
                                                       "scene_encoder.model.depth=3"])
         train_scene_encoder.run(bad, force=True)
 
@@ -145,7 +145,7 @@ def _evaluate_small_world(run: Path, ov: list[str], tmp_path: Path) -> None:
                         rows[0]["place"], split[m]])
             w.writerow(["length", "regression", m, rows[0]["shot"], int(rows[-1]["shot"]) + 1, len(rows), split[m]])
             w.writerow(["long", "binary", m, rows[0]["shot"], int(rows[-1]["shot"]) + 1, int(len(rows) > 4), split[m]])
-    cfg = load([ROOT / "configs" / "demo.yaml"], [*ov, f"evaluate.tasks=[{task}]", "evaluate.epochs=5",
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [*ov, f"evaluate.tasks=[{task}]", "evaluate.epochs=5",
                                                    "evaluate.hidden=[16, 8]", "evaluate.repeats=2",
                                                    "evaluate.bootstrap=200", "evaluate.permutations=200"])
     with pytest.raises(ConfigError, match="were seen in pretraining"):  # the leakage guard
@@ -209,7 +209,7 @@ def test_init_from_the_shot_encoder(mined_run, tmp_path):
     run, ov = _copy(mined_run, tmp_path / "run")
     shot = json.loads((run / "shot_encoder" / "movies2scenes.json").read_text())["vit"]
     model_ov = [f"scene_encoder.model.{k}={v}" for k, v in shot.items()]
-    cfg = load([ROOT / "configs" / "demo.yaml"], [*ov, *model_ov, "scene_encoder.init=shot_encoder"])
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [*ov, *model_ov, "scene_encoder.init=shot_encoder"])
     encoder = initial_encoder(cfg)
     weights = load_file(str(run / "shot_encoder" / "model.safetensors"))
     assert all(torch.equal(v, weights[k]) for k, v in encoder.vit.state_dict().items())
@@ -219,7 +219,7 @@ def test_init_from_the_shot_encoder(mined_run, tmp_path):
 def test_resume_after_kill_reproduces_the_weights(mined_run, tmp_path):
     straight, ov = _copy(mined_run, tmp_path / "a")
     killed, ov_k = _copy(mined_run, tmp_path / "b")
-    args = ["train-scene-encoder", "-c", "configs/demo.yaml", "scene_encoder.train.max_steps=8"]
+    args = ["train-scene-encoder", "-c", "configs/cpu-tiny.yaml", "scene_encoder.train.max_steps=8"]
     _cli(*args, *ov)
     kill_when([*args, *ov_k], ROOT, killed / "scene_encoder" / "checkpoints" / "checkpoint-00000004")
     r = _cli(*args, *ov_k)
@@ -237,7 +237,7 @@ def test_two_processes_follow_one_process(mined_run, tmp_path):
     after 3 steps."""
     one, ov1 = _copy(mined_run, tmp_path / "one")
     two, ov2 = _copy(mined_run, tmp_path / "two")
-    args = ["train-scene-encoder", "-c", "configs/demo.yaml", "scene_encoder.train.max_steps=3",
+    args = ["train-scene-encoder", "-c", "configs/cpu-tiny.yaml", "scene_encoder.train.max_steps=3",
             "scene_encoder.train.checkpoint_every=3"]
     _cli(*args, *ov1)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -261,7 +261,7 @@ def test_two_processes_follow_one_process(mined_run, tmp_path):
 def test_missing_pairs_is_a_config_error(tmp_path):
     from movies2scenes.stages import train_scene_encoder
 
-    cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={tmp_path}"])
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [f"run_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="scene_pairs is not done"):
         train_scene_encoder.run(cfg)
 

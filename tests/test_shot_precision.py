@@ -143,14 +143,14 @@ def test_fade_into_a_hard_cut_is_one_transition_with_its_whole_span(corpus):
 def test_bags_demo_world_is_exact_with_the_dissolve_pass():
     """Finding 4: the movies of `make demo`'s world where the old dissolve pass invented cuts
     (m0002, m0003, m0011, m0017, m0062), rendered alone (a movie depends only on the seed and its
-    index) and cut with configs/demo.yaml's shots settings, dissolve pass on: every true cut, nothing else."""
+    index) and cut with configs/cpu-tiny.yaml's shots settings, dissolve pass on: every true cut, nothing else."""
     import tempfile
 
     from movies2scenes.config import load
     from movies2scenes.demo import make_genres, make_places, plan_movie, render_movie
     from movies2scenes.video import FrameReader, probe, scaled_size
 
-    cfg = load([ROOT / "configs" / "demo.yaml"], [])
+    cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], [])
     wc, sc = cfg.demo_world, cfg.shots
     assert sc.gradual
     places, genres = make_places(wc, cfg.seed), make_genres(wc, cfg.seed)

@@ -284,9 +284,12 @@ class TrainingStage(Stage):
 
     def epochs(self, examples: int, batch_size: int, too_few: str) -> Schedule:
         """The schedule of ``examples`` per epoch in global batches (``too_few``: the error when not
-        even one batch fits): ``max_steps`` or ``epochs`` epochs, ``warmup_epochs`` of warm-up."""
+        even one batch fits): ``max_steps`` or ``epochs`` epochs, ``warmup_epochs`` of warm-up; with
+        both 0, no step (the starting weights are saved as they are)."""
         tr = self.train_cfg
         steps_per_epoch = examples // batch_size
+        if not tr.max_steps and not tr.epochs:  # nothing to train: the starting weights are saved as they are
+            return Schedule(max(1, steps_per_epoch), 0, 0, batch_size)
         if steps_per_epoch == 0:
             raise ConfigError(too_few)
         return Schedule(steps_per_epoch, tr.max_steps or tr.epochs * steps_per_epoch,
