@@ -267,6 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
+def _read_metrics(path) -> dict:
+    """A stage's metrics.json for the summary, or {} (missing or not a JSON object)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _summary(args) -> int:
     import json
     from pathlib import Path
@@ -289,7 +300,10 @@ def _summary(args) -> int:
         counts = ", ".join(f"{k} {v}" for k, v in rec.get("counts", {}).items())
         print(f"  {stage:<22} done in {rec.get('elapsed_s', 0):.1f}s: {counts}")
         if isinstance(rec.get("heldout_auc"), (int, float)):
-            print(f"  {'':<22} held-out ROC-AUC {rec['heldout_auc']:.3f} (metrics.json)")
+            start = _read_metrics(run / stage / "metrics.json").get("start") or {}
+            print(f"  {'':<22} held-out ROC-AUC {rec['heldout_auc']:.3f}"
+                  + (f" (its random start: {start['auc']:.3f}, chance 0.5)" if isinstance(start.get("auc"), float) else "")
+                  + " (metrics.json)")
         metrics = run / stage / "metrics.json"
         if stage in ("shot_encoder", "scene_encoder") and metrics.is_file():
             m = json.loads(metrics.read_text())

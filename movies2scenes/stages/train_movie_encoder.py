@@ -117,8 +117,15 @@ class TrainMovieEncoder(TrainingStage):
     def save(self, ctx: StageContext, model: MovieEncoder, trained: Trained) -> Finished:
         from safetensors.torch import save_file
 
+        from accelerate.utils import set_seed
+
         me, out, step = self.cfg.movie_encoder, ctx.out, trained.step
         metrics = self.heldout_scores(model, self.accelerator.device)
+        set_seed(self.cfg.seed)  # the model as training started it (the kit seeds it the same way)
+        start = heldout_metrics(self.model(self.accelerator.device).eval(), self.bank,
+                                eval_sample(self.heldout, me.eval_pairs, self.cfg.seed), self.accelerator.device,
+                                desc="AUC at the start")
+        metrics["start"] = {"auc": start["auc"], "accuracy": start["accuracy"]}
         self.accelerator.log({"heldout_auc": metrics["auc"], "heldout_accuracy": metrics["accuracy"]}, step=step)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         with atomic_path(out / "model.safetensors") as tmp:
@@ -137,7 +144,8 @@ class TrainMovieEncoder(TrainingStage):
         return Finished({"steps": step, "positives": len(self.positives)}, outputs=["model.safetensors", "config.json"],
                         extra={"heldout_auc": metrics["auc"], **self.learned_from(ctx, self.movies)},
                         say=[f"train-movie-encoder: {step} steps on {len(self.train_pos)} {me.pairs_source} pairs; "
-                             f"held-out AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f}{extra} → {out}"])
+                             f"held-out AUC {metrics['auc']:.3f} (its random start: {start['auc']:.3f}, chance 0.5), "
+                             f"accuracy {metrics['accuracy']:.3f}{extra} → {out}"])
 
 
 def run(cfg: Config, force: bool = False) -> int:
