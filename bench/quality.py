@@ -721,9 +721,12 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=None, help="only these rows (e.g. random-init 'pairs: cowatch')")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "quality"))
     ap.add_argument("--table", action="store_true", help="print the table of the finished cells and stop")
+    ap.add_argument("--repeats", type=int, default=PROBE_REPEATS,
+                    help=f"draws of the 5-fold grouped CV (default {PROBE_REPEATS}; cells probed otherwise are probed again)")
     ap.add_argument("--smoke", action="store_true",
                     help=f"seconds, not hours: the tiny world and models, seed 0, rows {SMOKE_ROWS}, in a temporary folder")
     args = ap.parse_args()
+    PROBE_REPEATS = args.repeats
     if args.smoke:
         import tempfile
 

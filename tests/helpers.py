@@ -84,3 +84,25 @@ def record_as_written(path: Path) -> None:
     rec = json.loads(done.read_text())
     rec["files"][path.name] = file_record(path)
     done.write_text(json.dumps(rec))
+
+
+def export_matches_features(run, temporal):
+    """The exported encoder of ``run`` on pixels against ``temporal`` (the trained temporal head) on
+    the stored shot features, two clips of the first movie; returns (clips, from_features)."""
+    import numpy as np
+    import torch
+
+    from movies2scenes import load_scene_encoder
+    from movies2scenes.artefacts import ShotSamples
+    from movies2scenes.evaluation import embed_clips
+    from movies2scenes.features import ShotFeatures
+
+    feats = ShotFeatures(run / "shot_features")
+    movie = feats.movie_ids[0]
+    clips = [(movie, 0, 3), (movie, 1, 5)]
+    from_pixels = embed_clips(load_scene_encoder(run / "export"), ShotSamples(run / "shots"), clips, 8)
+    with torch.no_grad():
+        from_features = np.stack([temporal(torch.from_numpy(np.asarray(feats.movie(m)[a:b], np.float32))[None])[0]
+                                  .numpy() for m, a, b in clips])
+    np.testing.assert_allclose(from_pixels, from_features, atol=2e-2 * np.abs(from_features).max())
+    return clips, from_features

@@ -158,12 +158,8 @@ def test_stage_with_every_term_trains_exports_and_resumes_exactly(mined_run, tmp
     """Every term on: the losses are logged, the export holds the temporal head alone and loads
     through load_scene_encoder to what the trained head gives on the stored features; a run killed
     at its first checkpoint ends with the same weights as an uninterrupted one."""
-    from helpers import kill_when
-    from movies2scenes import load_scene_encoder
-    from movies2scenes.artefacts import ShotSamples
+    from helpers import export_matches_features, kill_when
     from movies2scenes.config import load
-    from movies2scenes.evaluation import embed_clips
-    from movies2scenes.features import ShotFeatures
     from movies2scenes.models.factorised import load_temporal
     from movies2scenes.stages import export, train_scene_encoder
 
@@ -184,15 +180,7 @@ def test_stage_with_every_term_trains_exports_and_resumes_exactly(mined_run, tmp
     logged = json.loads((ckpt / "progress.json").read_text())["logged"]
     assert {"pair_loss", "msm_loss", "order_loss", "boundary_loss"} <= logged.keys()
     assert export.run(cfg) == 0
-    encoder = load_scene_encoder(straight / "export")
     settings = json.loads((straight / "scene_encoder" / "movies2scenes.json").read_text())
     temporal = load_temporal(straight / "scene_encoder", settings["temporal"])
     assert type(temporal).__name__ == ("GruResidual" if head == "gru" else "TemporalResidual")
-    feats = ShotFeatures(straight / "shot_features")
-    movie = feats.movie_ids[0]
-    clips = [(movie, 0, 3), (movie, 1, 5)]
-    from_pixels = embed_clips(encoder, ShotSamples(straight / "shots"), clips, 8)
-    with torch.no_grad():
-        from_features = np.stack([temporal(torch.from_numpy(np.asarray(feats.movie(m)[s:e], np.float32))[None])[0]
-                                  .numpy() for m, s, e in clips])
-    np.testing.assert_allclose(from_pixels, from_features, atol=2e-2 * np.abs(from_features).max())
+    export_matches_features(straight, temporal)  # the export loads and equals the trained head
