@@ -158,5 +158,5 @@ bench-browse: test-setup   # m2s browse latency per route over real HTTP on a fi
 reliability: test-setup   # SIGKILL every stage at a random moment, rerun, compare with an uninterrupted run
 	$(BIN)/python bench/reliability.py $(RELIABILITY_ARGS)
 
-clean-demo:
-	rm -rf $(RUN)
+clean-demo: | setup   # deletes $(RUN) only if it is a movies2scenes run folder (movies2scenes/apps/clean.py)
+	$(BIN)/python -m movies2scenes.apps.clean "$(RUN)"

@@ -17,6 +17,17 @@ IMAGE=localhost/movies2scenes:latest
 # raise RLIMIT_NOFILE here); on a normal host the defaults work too.
 RUN_FLAGS=${RUN_FLAGS:---cgroups=disabled --ulimit host}
 mkdir -p "$WORK"
+MARK=.made-by-docker-build  # only folders carrying this mark (made here) are ever deleted
+fresh_dir() {  # fresh_dir DIR: empty DIR if this script made it, create it if absent, else refuse
+  if [ -e "$1" ] || [ -L "$1" ]; then
+    if [ -L "$1" ] || [ ! -d "$1" ] || [ ! -f "$1/$MARK" ]; then
+      echo "docker/build.sh: $1 exists and was not made by this script (no $MARK in it); move it away or pick another WORK" >&2
+      exit 2
+    fi
+    rm -rf -- "$1"
+  fi
+  mkdir -p -- "$1" && touch -- "$1/$MARK"
+}
 for tool in debootstrap buildah podman; do
   command -v $tool >/dev/null || { echo "docker/build.sh: $tool is missing (apt-get install $tool)" >&2; exit 2; }
 done
@@ -24,9 +35,9 @@ done
 if ! podman image exists "$BASE"; then
   if [ ! -f "$WORK/base.tar" ]; then
     echo "== debootstrap: Debian bookworm (minbase) → $WORK/rootfs"
-    rm -rf "$WORK/rootfs"
+    fresh_dir "$WORK/rootfs"
     debootstrap --variant=minbase bookworm "$WORK/rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log"
-    tar -C "$WORK/rootfs" -c . >"$WORK/base.tar.tmp" && mv "$WORK/base.tar.tmp" "$WORK/base.tar"
+    tar -C "$WORK/rootfs" --exclude="./$MARK" -c . >"$WORK/base.tar.tmp" && mv "$WORK/base.tar.tmp" "$WORK/base.tar"
   fi
   podman import "$WORK/base.tar" "$BASE"
 fi
@@ -52,7 +63,7 @@ else
   trap 'buildah rm "$CTR" >/dev/null' EXIT
   in_image() { buildah run --isolation chroot -v "$WORK/run:/data" "$CTR" -- m2s "$@"; }
 fi
-rm -rf "$WORK/run" && mkdir -p "$WORK/run"
+fresh_dir "$WORK/run"
 echo "== m2s --help in the image"
 in_image --help | head -5
 echo "== m2s demo-world + detect-shots in the image"
