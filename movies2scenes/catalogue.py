@@ -98,13 +98,16 @@ def duplicate_videos(prints: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def safe_name(movie_id: str, max_len: int = 64) -> str:
-    """A file-name- and webdataset-key-safe form of ``movie_id`` (ids are data, never paths).
+def safe_name(movie_id: str, max_len: int = 64, empty: str = "movie") -> str:
+    """A file-name- and webdataset-key-safe form of ``movie_id`` — or of any name a user gives that
+    reaches the file system (task names: ``eval_report.keep_previous``); names are data, never paths.
 
-    Keeps ``[A-Za-z0-9_-]``; anything else becomes ``_``. When that changed the id (or it had to be
-    shortened) a short hash of the original is appended, so distinct ids stay distinct.
+    Keeps ``[A-Za-z0-9_-]``; anything else becomes ``_`` (so never ``/``, ``..`` or an absolute
+    path), at most ``max_len`` characters. When that changed the name (or it had to be shortened) a
+    short hash of the original is appended, so distinct names stay distinct; ``empty`` stands for a
+    name with no safe character.
     """
-    clean = re.sub(r"[^A-Za-z0-9_-]+", "_", movie_id).strip("_-") or "movie"
+    clean = re.sub(r"[^A-Za-z0-9_-]+", "_", movie_id).strip("_-") or empty
     if clean == movie_id and len(clean) <= max_len:
         return clean
     digest = hashlib.sha1(movie_id.encode("utf-8")).hexdigest()[:8]

@@ -8,6 +8,7 @@ import math
 import shutil
 from pathlib import Path
 
+from .catalogue import safe_name
 from .layout import RunLayout
 from .store import atomic_path, read_json
 
@@ -79,8 +80,9 @@ def clip_counts(clips) -> str:
 
 def keep_previous(out: Path, tasks) -> str | None:
     """Before a report of other tasks replaces ``out/report.{json,html}``, move the old pair to
-    ``out/by_tasks/<its task names>/`` (a later run of those tasks replaces only its own); returns
-    what was kept, for the user, or None (no report, or one of the same tasks)."""
+    ``out/by_tasks/<its task names, as a safe name>/`` — a new folder (``-2``, ``-3``, …) when that
+    one already keeps a report, so nothing kept is overwritten; returns what was kept, for the user,
+    or None (no report, or one of the same tasks)."""
     old = out / "report.json"
     try:
         before = sorted(read_json(old)["tasks"])
@@ -88,7 +90,11 @@ def keep_previous(out: Path, tasks) -> str | None:
         return None
     if before == sorted(tasks):
         return None
-    keep = out / "by_tasks" / "+".join(before)[:120]
+    base = safe_name("+".join(before), 120, empty="tasks")  # task names are data, never paths
+    keep, n = out / "by_tasks" / base, 1
+    while (keep / "report.json").exists() or (keep / "report.html").exists():  # kept means never overwritten
+        n += 1
+        keep = out / "by_tasks" / f"{base}-{n}"
     keep.mkdir(parents=True, exist_ok=True)
     for name in ("report.json", "report.html"):
         if (out / name).is_file():

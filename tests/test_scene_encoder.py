@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from movies2scenes.catalogue import safe_name
 from movies2scenes.config import ConfigError, ViTConfig, load
 from movies2scenes.models.vit import create_scene_vit, create_vit
 
@@ -317,7 +318,31 @@ def test_an_evaluation_of_other_tasks_keeps_the_previous_report(tmp_path):
     (out / "curves.png").write_bytes(b"png")
     assert keep_previous(out, {"place": {}, "genre": {}, "boundary": {}}) is None  # the same tasks: replaced
     said = keep_previous(out, {"place": {}, "genre": {}})
-    kept = out / "by_tasks" / "boundary+genre+place"
+    kept = out / "by_tasks" / safe_name("boundary+genre+place", 120)
+    assert kept.name.startswith("boundary_genre_place-")
     assert said and str(kept) in said
     assert (kept / "report.html").read_text() == "three tasks" and (kept / "curves.png").is_file()
     assert not (out / "report.json").exists()  # the new report is written next
+
+
+@pytest.mark.parametrize("names", [["../../../x"], ["/abs/olute"], [".."], ["é" * 300], ["a" * 130 + "1", "b"],
+                                   ["a" * 130 + "2", "b"]])
+def test_a_kept_report_stays_inside_the_run_under_any_task_names(tmp_path, names):
+    """Issue 41 class 6: task names are data, never paths — a kept report lands in a bounded, safe
+    folder of eval/by_tasks/ (a digest keeps long names apart), and a second keep of the same task
+    set never overwrites the first."""
+    from movies2scenes.eval_report import keep_previous
+    from movies2scenes.store import write_json
+
+    out = tmp_path / "run" / "eval"
+    out.mkdir(parents=True)
+    (tmp_path / "x").write_text("a user's file")
+    kept = []
+    for i in range(2):
+        write_json(out / "report.json", {"tasks": {n: {} for n in names}})
+        (out / "report.html").write_text(f"report {i}")
+        said = keep_previous(out, {"other": {}})
+        kept.append(Path(said.split(" is kept in ")[1].split(" (")[0]))
+    for k, i in zip(kept, range(2)):
+        assert k.parent == out / "by_tasks" and len(k.name) <= 130 and (k / "report.html").read_text() == f"report {i}"
+    assert kept[0] != kept[1] and (tmp_path / "x").read_text() == "a user's file"
