@@ -184,3 +184,16 @@ def test_stage_with_every_term_trains_exports_and_resumes_exactly(mined_run, tmp
     temporal = load_temporal(straight / "scene_encoder", settings["temporal"])
     assert type(temporal).__name__ == ("GruResidual" if head == "gru" else "TemporalResidual")
     export_matches_features(straight, temporal)  # the export loads and equals the trained head
+
+
+@pytest.mark.parametrize("key, value", [("heads", 0), ("mlp_ratio", -1.0), ("width", 0), ("shots", float("inf")),
+                                        ("depth", 2.5), ("dim", 1e400), ("width", 999)])
+def test_bad_numbers_in_saved_temporal_settings_are_refused_naming_the_key(tmp_path, key, value):
+    """Issue 41 class 4: a saved temporal section is range-checked like a config (a ModelFileError,
+    exit 2 at the CLI) instead of a ValueError / ZeroDivisionError / OverflowError traceback."""
+    from movies2scenes.models.factorised import load_temporal, save_temporal
+    from movies2scenes.models.weights import ModelFileError
+
+    settings = save_temporal(TemporalResidual(24, 6, width=16), tmp_path) | {key: value}
+    with pytest.raises(ModelFileError, match=f"temporal.{key} "):
+        load_temporal(tmp_path, settings)

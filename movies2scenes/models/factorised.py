@@ -24,6 +24,7 @@ the single-frame backbone) plus ``temporal.safetensors`` and a ``temporal`` sect
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -218,6 +219,14 @@ def load_temporal(path: str | Path, settings: dict) -> TemporalHead:
             not isinstance(settings.get(k), (int, float)) or isinstance(settings.get(k), bool) for k in keys):
         raise ModelFileError(f"{path / 'movies2scenes.json'}: the temporal section needs a head (transformer or "
                              f"gru) and numbers {', '.join(keys)}; got {settings!r}")
+    for key in keys:  # ranges, as a config's values are checked: no traceback from a bad number
+        value, whole = settings[key], key != "mlp_ratio"
+        if not math.isfinite(value) or value <= 0 or value > 1e6 or (whole and value != int(value)):
+            raise ModelFileError(f"{path / 'movies2scenes.json'}: temporal.{key} must be a "
+                                 f"{'whole number' if whole else 'number'} in (0, 1e6], got {value!r}")
+    if settings["width"] > settings["dim"]:
+        raise ModelFileError(f"{path / 'movies2scenes.json'}: temporal.width {settings['width']} is larger than "
+                             f"temporal.dim {settings['dim']} (a saved head is never wider than its features)")
     shapes = weight_shapes(path / TEMPORAL_FILE)
     layers = ({k.split(".")[1] for k in shapes if k.startswith("blocks.")} if head == "transformer"
               else {k.split("_l")[-1].split("_")[0] for k in shapes if k.startswith("gru.weight_ih_l")})
