@@ -223,14 +223,16 @@ def resume(accelerator, ckpt_dir: Path, stamp: str, force: bool, name: str, tota
         raise CheckpointError(f"{planted[0]}: unexpected pickle in the checkpoint (movies2scenes never writes "
                               "custom_checkpoint files; Accelerate would load it unsafely, so it is never read); "
                               f"the checkpoint is damaged or was tampered with: delete {path} or rerun with --force")
+    loaded = {}
     for f in (path / "optimizer.bin", path / f"random_states_{accelerator.process_index}.pkl"):
         try:
-            safe_load(f, map_location="cpu")
+            loaded[f.name] = safe_load(f, map_location="cpu")
         except Exception as e:  # UnpicklingError for payloads, EOFError/RuntimeError for damage
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise CheckpointError(f"{f}: cannot be loaded safely ({type(e).__name__}: {first}); the "
                                   f"checkpoint is damaged or was tampered with: delete {path} or rerun "
                                   "with --force") from None
+    check_progress(path, step, prog["scheduler"], loaded["optimizer.bin"])
     try:
         accelerator.load_state(str(path))
         scheduler.load_state_dict(dict(prog["scheduler"], lr_lambdas=[None] * len(scheduler.lr_lambdas)))
@@ -239,6 +241,22 @@ def resume(accelerator, ckpt_dir: Path, stamp: str, force: bool, name: str, tota
                               "with --force") from None
     accelerator.print(f"{name}: resuming from {path.name} (step {step}/{total})")
     return step, path, prog
+
+
+def check_progress(path: Path, step: int, scheduler: dict, optimizer: dict) -> None:
+    """The checkpoint's step is what its folder name, the scheduler (one ``step()`` per optimiser
+    step) and the optimiser (AdamW counts its steps per parameter) say, or :class:`CheckpointError`:
+    an edited ``progress.json`` would otherwise have an earlier step's weights saved as the end."""
+    said = {"its folder name": int(path.name.rsplit("-", 1)[-1]) if path.name.rsplit("-", 1)[-1].isdigit() else None,
+            "the scheduler's state": scheduler.get("last_epoch")}
+    states = optimizer.get("state", {}) if isinstance(optimizer, dict) else {}
+    counts = {int(v["step"]) for v in states.values() if isinstance(v, dict) and "step" in v}
+    if counts:  # a parameter without a gradient in some step counts fewer: the most is the step
+        said["the optimiser's state"] = max(counts)
+    wrong = [f"{k} says {v}" for k, v in said.items() if v != step]
+    if wrong:
+        raise CheckpointError(f"{path / 'progress.json'}: step {step}, but {'; '.join(wrong)}: the checkpoint was "
+                              f"edited or damaged; delete {path} or rerun with --force")
 
 
 def optimizer_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor, grad_clip: float) -> None:

@@ -305,3 +305,30 @@ gc.collect()
     assert r.returncode == 0 and "OutputError" in r.stdout, r.stderr[-2000:]
     assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_an_edited_checkpoint_step_is_refused(encoded_run, tmp_path, capsys):
+    """Issue 41 class 5: a checkpoint whose progress.json step was edited forward (to the last
+    step, after the real last checkpoint was lost) was believed — an earlier step's weights saved as
+    the final model, exit 0. Its folder name and the scheduler's state must agree with the step."""
+    src, overrides = encoded_run
+    run = tmp_path / "run"
+    ov = _copy_run(src, run, overrides)
+    shutil.rmtree(run / "movie_encoder")
+    ov += ["movie_encoder.train.max_steps=6", "movie_encoder.train.checkpoint_every=2",
+           "movie_encoder.train.keep_checkpoints=3"]
+    args = ["train-movie-encoder", "-c", CONFIG, *ov]
+    assert main(args) == 0
+    out = run / "movie_encoder"
+    ckpts = sorted((out / "checkpoints").glob("checkpoint-*"))
+    assert [c.name for c in ckpts] == ["checkpoint-00000002", "checkpoint-00000004", "checkpoint-00000006"]
+    shutil.rmtree(ckpts[-1])
+    _unfinish(out)
+    progress = json.loads((ckpts[1] / "progress.json").read_text())
+    (ckpts[1] / "progress.json").write_text(json.dumps(progress | {"step": 6}))
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "progress.json: step 6" in err and "its folder name says 4" in err and "Traceback" not in err
+    assert not (out / "DONE.json").exists()
