@@ -286,17 +286,24 @@ def _summary(args) -> int:
     if not run.is_dir():
         print(f"m2s summary: {run} does not exist", file=sys.stderr)
         return 2
+    from movies2scenes.integrity import DamagedRecord, read_done
     from movies2scenes.layout import FOLDERS, RunLayout
 
     layout = RunLayout(run)
     verdicts: list = []  # [counts, half-widths] of the evaluation against the E_shot mean, once read
+    damaged: list[str] = []  # records that cannot be read: the summary exits 2 after naming them all
     print(f"run {run}")
     for stage in FOLDERS:
         done = layout.done(stage)
-        if not done.is_file():
+        if not done.exists():
             print(f"  {stage:<22} not done")
             continue
-        rec = json.loads(done.read_text())
+        try:
+            rec = read_done(done)
+        except (DamagedRecord, FileNotFoundError) as e:
+            damaged.append(str(e))
+            print(f"  {stage:<22} DAMAGED: {e}")
+            continue
         counts = ", ".join(f"{k} {v}" for k, v in rec.get("counts", {}).items())
         print(f"  {stage:<22} done in {rec.get('elapsed_s', 0):.1f}s: {counts}")
         if isinstance(rec.get("heldout_auc"), (int, float)):
@@ -306,7 +313,7 @@ def _summary(args) -> int:
                   + " (metrics.json)")
         metrics = run / stage / "metrics.json"
         if stage in ("shot_encoder", "scene_encoder") and metrics.is_file():
-            m = json.loads(metrics.read_text())
+            m = _read_metrics(metrics)
             knn = (m.get("knn") or {}).get("history") or []
             gain = (m.get("knn") or {}).get("gain")
             if isinstance(m.get("acc1"), (int, float)):
@@ -330,10 +337,16 @@ def _summary(args) -> int:
         if (run / stage / "report.json").is_file():
             from movies2scenes.eval_report import task_line, verdict_counts
 
-            report = json.loads((run / stage / "report.json").read_text())
-            for task, entry in report["tasks"].items():
-                print(f"  {'':<22} {task}: {task_line(entry)}")
-            counts, widths = verdict_counts(report)
+            try:
+                report = json.loads((run / stage / "report.json").read_text(encoding="utf-8"))
+                lines = [f"  {'':<22} {task}: {task_line(entry)}" for task, entry in report["tasks"].items()]
+                counts, widths = verdict_counts(report)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                damaged.append(f"{run / stage / 'report.json'}: not a readable report ({type(e).__name__}); "
+                               "run `m2s evaluate --force` (the same config) to write it again")
+                print(f"  {'':<22} DAMAGED: {damaged[-1]}")
+                continue
+            print("\n".join(lines))
             if widths:
                 verdicts[:] = [counts, widths]
                 print(f"  {'':<22} the scene encoder against the mean of its shot features, {sum(counts.values())} "
@@ -359,6 +372,10 @@ def _summary(args) -> int:
     if layout.is_done("shots"):
         print(f"\nlook at it in a browser (catalogue, shots, scene search, mined pairs):\n"
               f"  {Path(sys.executable).parent / 'm2s'} browse {run}    → http://127.0.0.1:8765/")
+    if damaged:
+        print(f"m2s summary: {len(damaged)} record(s) of {run} cannot be read (named above, each with the "
+              "command that writes it again)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -34,6 +34,49 @@ class DamagedArtefact(ConfigError):
     input that cannot be used). The message names the file and the command that repairs it."""
 
 
+class DamagedRecord(DamagedArtefact):
+    """A stage's ``DONE.json`` (or another record it wrote) that is not a valid record: not a file,
+    not UTF-8 JSON, not an object, or a field of the wrong shape. Its owning stage takes it for "not
+    done" and redoes; every other reader refuses, naming the file and the repairing command."""
+
+
+def read_done(path: str | Path) -> dict:
+    """The DONE record at ``path``, validated (:class:`DamagedRecord` otherwise): an object with
+    string ``config_hash`` / ``input_hash``, and — where present — ``counts`` an object, ``outputs``
+    name → sha256 strings, ``files`` name → [size, sha256]. Missing: FileNotFoundError."""
+    path = Path(path)
+    command = COMMANDS.get(path.parent.name, path.parent.name)
+
+    def damaged(why: str) -> DamagedRecord:
+        return DamagedRecord(f"{path}: not a valid {DONE} record ({why}); run `m2s {command} --force` "
+                             "(the same config) to redo the stage")
+
+    if path.is_dir():
+        raise damaged("a folder, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    try:
+        rec = read_json(path)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise damaged(f"not UTF-8 JSON: {type(e).__name__}") from None
+    except OSError as e:
+        raise damaged(f"unreadable: {e.strerror or e}") from None
+    if not isinstance(rec, dict):
+        raise damaged(f"a JSON {type(rec).__name__}, not an object")
+    for key in ("config_hash", "input_hash"):
+        if not isinstance(rec.get(key), str):
+            raise damaged(f"{key} is not a string")
+    shapes = {"counts": lambda v: isinstance(v, dict),
+              "outputs": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+              "files": lambda v: isinstance(v, dict) and all(
+                  isinstance(x, list) and len(x) == 2 and isinstance(x[0], int) and not isinstance(x[0], bool)
+                  and x[0] >= 0 and isinstance(x[1], str) for x in v.values())}
+    for key, ok in shapes.items():
+        if rec.get(key) is not None and not ok(rec[key]):
+            raise damaged(f"{key} has the wrong shape")
+    return rec
+
+
 def file_record(path: str | Path) -> list:
     """``[size, sha256]`` of a file a stage has just written, for its ``files`` record."""
     return [os.stat(path).st_size, sha256_file(path)]
@@ -65,7 +108,7 @@ class StageFiles:
     def of(cls, folder: str | Path, rec: dict | None = None) -> StageFiles:
         folder = Path(folder)
         if rec is None:
-            rec = read_json(folder / DONE) if (folder / DONE).is_file() else {}
+            rec = read_done(folder / DONE) if (folder / DONE).exists() else {}
         command = COMMANDS.get(folder.name, folder.name)
         if rec.get("imported_from"):
             repair = f"m2s import-shot-features {rec['imported_from']} --verify"

@@ -22,14 +22,14 @@ from torch.utils.data import DataLoader
 
 from .config import Config, ConfigError
 from .data import FeaturePairBatches, ScenePairStream, epoch_scene_pairs, loader_workers, scene_pair_keys, train_transform
-from .integrity import verified
+from .integrity import read_done, verified
 from .layout import MODEL_FILES, RunLayout
 from .models.folder import SETTINGS_FILE, read_model_config, save_vit
 from .models.moco import MoCo
 from .models.vit import create_scene_vit
 from .catalogue import eval_only_movies
 from .monitor import make_feature_knn_monitor, make_knn_monitor
-from .store import atomic_path, read_json, write_json
+from .store import atomic_path, write_json
 from .training import BestByKnn
 
 
@@ -150,7 +150,7 @@ class FactorisedScenes(JointScenes):
         if not self.run.is_done("shot_features"):
             raise ConfigError(f"scene_encoder.arch=factorised reads shot features: {self.run.done('shot_features')} "
                               "is missing (run extract-shot-features or import-shot-features first)")
-        self.imported = read_json(self.run.done("shot_features")).get("imported_from")
+        self.imported = read_done(self.run.done("shot_features")).get("imported_from")
         self.features = ShotFeatures(self.feature_dir)
         try:
             self.pairs = FeaturePairBatches(self.scene_dir, self.features, n)

@@ -926,3 +926,49 @@ def test_hints_point_at_what_to_use(exported_run, bikes, tmp_path, capsys):
     assert main(["search", str(emb), "--query", str(emb), "--row", "0"]) == 2
     err = capsys.readouterr().err
     assert "a file, not an index folder" in err and f"--out {emb} " not in err and f"--out {tmp_path / 'scenes.index'}" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 41 class 1: every record goes through one validated reader
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["not json", "a list", "files of the wrong shape", "a folder"])
+def test_a_damaged_done_record_is_refused_by_readers_and_redone_by_its_owner(encoded_run, tmp_path, capsys, damage):
+    """A shots/DONE.json that is not JSON, not an object, has a `files` entry of the wrong shape or
+    is a folder: a stage that reads it and `m2s summary` exit 2 naming the file and the command
+    that repairs it (before: JSONDecodeError / TypeError tracebacks, exit 1); the owning stage takes
+    its own damaged record for "not done" and redoes (a folder it did not make it does not replace)."""
+    src, overrides = encoded_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    ov = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run}"]
+    done = run / "shots" / "DONE.json"
+    rec = json.loads(done.read_text())
+    if damage == "a folder":
+        done.unlink()
+        done.mkdir()
+    else:
+        done.write_text({"not json": '{"config_hash": "ab', "a list": "[1, 2]",
+                         "files of the wrong shape": json.dumps(rec | {"files": {"x.tar": "abc"}})}[damage])
+    capsys.readouterr()
+    assert main(["train-shot-encoder", "-c", str(ROOT / "configs" / "cpu-tiny.yaml"), *ov, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert str(done) in err and "m2s detect-shots --force" in err and "Traceback" not in err
+    assert main(["summary", str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert str(done) in out + err and "DAMAGED" in out
+    if damage != "a folder":
+        assert main(["detect-shots", "-c", str(ROOT / "configs" / "cpu-tiny.yaml"), *ov]) == 0
+        assert "taken for not done; redoing" in capsys.readouterr().err
+        assert json.loads(done.read_text())["config_hash"] == rec["config_hash"]
+
+
+def test_a_truncated_report_is_named_by_the_summary(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "DONE.json").write_text(json.dumps({"config_hash": "a", "input_hash": "b", "counts": {}}))
+    (run / "eval" / "report.json").write_text('{"tasks": {"place": {"kind": "classif')
+    assert main(["summary", str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert "report.json: not a readable report" in out and "m2s evaluate --force" in out and "Traceback" not in err

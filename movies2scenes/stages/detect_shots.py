@@ -22,9 +22,9 @@ from pathlib import Path
 
 from movies2scenes.catalogue import Movie, duplicate_videos, load_catalogue, video_fingerprints
 from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.integrity import file_record
+from movies2scenes.integrity import file_record, read_done
 from movies2scenes.shot_shards import process_movie, shot_index
-from movies2scenes.store import atomic_path, read_json, read_part, remove_stale_tmp, write_json, write_parquet
+from movies2scenes.store import atomic_path, read_part, remove_stale_tmp, write_json, write_parquet
 
 from .kit import Finished, PerItemStage, StageContext, StageSpec
 from .protocol import part_name, prune
@@ -52,7 +52,7 @@ class DetectShots(PerItemStage):
         return config_hash(self.cfg.shots)
 
     def up_to_date(self, ctx: StageContext) -> int:
-        failed = read_json(ctx.run.done("shots")).get("counts", {}).get("failed", 0)
+        failed = read_done(ctx.run.done("shots")).get("counts", {}).get("failed", 0)
         if ctx.slot.is_main:
             print(f"detect-shots: {ctx.out} is up to date (DONE.json matches); nothing to do"
                   + (f"; {failed} movie(s) failed (reasons in {ctx.out / 'failures.jsonl'})" if failed else ""))

@@ -32,8 +32,8 @@ from movies2scenes.eval_report import keep_previous, task_line, write_html
 from movies2scenes.evaluation import embed_clips
 from movies2scenes.features import ShotFeatures, clip_means
 from movies2scenes.shot_shards import video_prints
-from movies2scenes.integrity import verified
-from movies2scenes.store import file_fingerprint, read_json, write_json
+from movies2scenes.integrity import read_done, verified
+from movies2scenes.store import file_fingerprint, write_json
 from movies2scenes.tasks import read_tasks
 
 from .kit import Finished, Stage, StageContext, StageSpec
@@ -82,7 +82,7 @@ class Evaluate(Stage):
         return config_hash({"evaluate": asdict(ev), "tasks": [file_fingerprint(f) for f in ev.tasks if Path(f).is_file()]})
 
     def up_to_date(self, ctx: StageContext) -> int:
-        unscored = read_json(ctx.run.done("eval")).get("counts", {}).get("unscored", 0)
+        unscored = read_done(ctx.run.done("eval")).get("counts", {}).get("unscored", 0)
         print(f"evaluate: {ctx.out} is up to date (DONE.json matches); nothing to do"
               + (f"; {unscored} task(s) have a non-finite score (see {ctx.out / 'report.json'})" if unscored else ""))
         return 1 if unscored else 0

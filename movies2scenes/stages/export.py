@@ -12,6 +12,7 @@ import sys
 from dataclasses import asdict
 
 from movies2scenes import __version__
+from movies2scenes.integrity import read_done
 from movies2scenes.config import Config, config_hash, scene_encoder_settings
 from movies2scenes.export import export_scene_encoder
 from movies2scenes.layout import TRAINING_FOLDERS
@@ -31,7 +32,7 @@ class Export(Stage):
 
     def model_card(self) -> dict:
         cfg, run = self.cfg, self.run_layout
-        data = {stage: (read_json(run.done(stage)) if run.is_done(stage) else {}).get("counts", {})
+        data = {stage: (read_done(run.done(stage)) if run.is_done(stage) else {}).get("counts", {})
                 for stage in ("shots", "shot_features", "movie_pairs", "scene_pairs", "scene_encoder")}
         metrics = {}
         for stage in ("movie_encoder", "scene_encoder", "eval"):

@@ -20,7 +20,7 @@ from movies2scenes import __version__
 from movies2scenes.catalogue import safe_name
 from movies2scenes.layout import DONE
 from movies2scenes.config import ConfigError
-from movies2scenes.integrity import StageFiles
+from movies2scenes.integrity import DamagedRecord, StageFiles, read_done
 from movies2scenes.store import output_error, read_json, sha256_file, write_json
 
 
@@ -74,13 +74,10 @@ def stage_input_hash(*done_files: Path) -> str:
     whose recorded files are not all there with their sizes (``integrity.StageFiles``)."""
     h = hashlib.sha256()
     for f in done_files:
-        if not f.is_file():
+        if not f.exists():
             raise ConfigError(f"{f.parent.name} is not done ({f} missing): run that stage first")
-        try:
-            rec = json.loads(f.read_text(encoding="utf-8"))
-            h.update(f"{rec['config_hash']}:{rec['input_hash']}".encode())
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ConfigError(f"{f}: not a DONE record ({type(e).__name__}); rerun that stage") from None
+        rec = read_done(f)  # a damaged record: DamagedRecord naming it and the command that redoes it
+        h.update(f"{rec['config_hash']}:{rec['input_hash']}".encode())
         StageFiles.of(f.parent, rec).check_present()
         if rec.get("outputs"):
             h.update(json.dumps(rec["outputs"], sort_keys=True).encode())
@@ -239,8 +236,16 @@ def prune(folder: Path, pattern: str, keep: set[str]) -> None:
 
 
 def done_record(stage_dir: Path) -> dict | None:
+    """The stage's own DONE record, or None when there is none — or it is damaged (the owning stage
+    then redoes what it records, saying so)."""
     path = stage_dir / DONE
-    return read_json(path) if path.is_file() else None
+    try:
+        return read_done(path)
+    except FileNotFoundError:
+        return None
+    except DamagedRecord as e:
+        print(f"{stage_dir.name}: {str(e).split(' run `')[0]} taken for not done; redoing", file=sys.stderr)
+        return None
 
 
 def is_done(stage_dir: Path, config_hash: str, input_hash: str, content: bool = False) -> bool:

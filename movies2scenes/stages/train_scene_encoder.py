@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import torch
 
 from movies2scenes.config import Config, config_hash, scene_encoder_settings
-from movies2scenes.integrity import verified
+from movies2scenes.integrity import read_done, verified
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.pretext import PretextMoCo
 from movies2scenes.scene_sources import scene_source
-from movies2scenes.store import read_json, write_json
+from movies2scenes.store import write_json
 from movies2scenes.training import BestByKnn, gain_lines, learning_metrics
 
 from .kit import Finished, Schedule, StageContext, StageSpec, Trained, TrainingStage
@@ -50,7 +50,7 @@ class TrainSceneEncoder(TrainingStage):
         run = self.run_layout
         if not run.is_done("scene_pairs"):
             stage_input_hash(run.done("scene_pairs"))  # the error naming the missing stage
-        n = int(read_json(run.done("scene_pairs"))["shots_per_scene"])  # what the pairs were mined with
+        n = int(read_done(run.done("scene_pairs"))["shots_per_scene"])  # what the pairs were mined with
         self.source = scene_source(self.cfg, n)
         return (stage_input_hash(*(run.done(f) for f in self.source.inputs()))
                 + init_stamp(self.source.starting_weights()))

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from movies2scenes.config import ConfigError
-from movies2scenes.integrity import DamagedArtefact, verified
+from movies2scenes.integrity import DamagedArtefact, read_done, verified
 from movies2scenes.layout import RunLayout
 from movies2scenes.progress import progress
 
@@ -145,7 +145,7 @@ class RunView:
         done = self.layout.done("scene_pairs")
         if not done.is_file():
             return [], None
-        n = int(json.loads(done.read_text())["shots_per_scene"])
+        n = int(read_done(done)["shots_per_scene"])
         cols = ["movie_a", "start_a", "movie_b", "start_b", "score", "source"]
         rows = pq.read_table(verified(self.layout.folder("scene_pairs") / "pairs.parquet"), columns=cols).to_pylist()
         rows.sort(key=lambda r: (-r["score"], r["movie_a"], r["start_a"], r["movie_b"], r["start_b"]))
@@ -263,7 +263,7 @@ class RunView:
         recorded in its DONE.json, if that file is still there; else a demo run's own world."""
         for stage in ("shots", "movie_pairs"):
             done = self.layout.done(stage)
-            path = json.loads(done.read_text()).get("catalogue") if done.is_file() else None
+            path = read_done(done).get("catalogue") if done.is_file() else None
             if path and Path(path).is_file():
                 return Path(path)
         world = self.layout.world / "catalogue.csv"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from movies2scenes.integrity import read_done
 from movies2scenes.catalogue import safe_name
 from movies2scenes.store import OutputError, atomic_path
 
@@ -28,7 +29,7 @@ class SceneIndexCache:
     def __init__(self, layout, n: int, stride: int):
         """``layout``: the run's :class:`movies2scenes.layout.RunLayout`."""
         self.folder = layout.browse_index
-        export, shots = (json.loads(layout.done(s).read_text()) for s in ("export", "shots"))
+        export, shots = (read_done(layout.done(s)) for s in ("export", "shots"))
         self.base = json.dumps([export.get("outputs", {}), n, stride], sort_keys=True)
         self.shards = shots.get("files", {})
         self.writable = True
