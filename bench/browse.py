@@ -81,9 +81,10 @@ class FakeLayout:
         import json
 
         self.root, self.browse_index = root, root / "browse_index"
+        hashes = {"config_hash": "0" * 64, "input_hash": "0" * 64}
         for stage, record in (("export", {"outputs": {"model.safetensors": "0" * 64}}), ("shots", {"files": shards})):
             (root / stage).mkdir(parents=True, exist_ok=True)
-            (root / stage / "DONE.json").write_text(json.dumps(record))
+            (root / stage / "DONE.json").write_text(json.dumps({**hashes, **record}))
 
     def done(self, stage: str) -> Path:
         return self.root / stage / "DONE.json"

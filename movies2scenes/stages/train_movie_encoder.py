@@ -115,9 +115,8 @@ class TrainMovieEncoder(TrainingStage):
         return metrics
 
     def save(self, ctx: StageContext, model: MovieEncoder, trained: Trained) -> Finished:
-        from safetensors.torch import save_file
-
         from accelerate.utils import set_seed
+        from safetensors.torch import save_file
 
         me, out, step = self.cfg.movie_encoder, ctx.out, trained.step
         metrics = self.heldout_scores(model, self.accelerator.device)
@@ -136,8 +135,7 @@ class TrainMovieEncoder(TrainingStage):
                                          "feature_mean": self.bank.mean.tolist(),
                                          "feature_std": self.bank.std.tolist()})
         metrics |= {"steps": step, "final_loss": trained.loss, "pairs_source": me.pairs_source,
-                    "train_positives": len(self.train_pos),
-                    "heldout_positives": int(sum(label for *_, label in self.heldout))}
+                    "train_positives": len(self.train_pos), "heldout_positives": int(sum(y for *_, y in self.heldout))}
         write_json(out / "metrics.json", metrics)
         extra = (f"; vs genre-disjoint random pairs AUC {metrics['genre_disjoint']['auc']:.3f}"
                  if "genre_disjoint" in metrics else "")
