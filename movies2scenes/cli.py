@@ -428,6 +428,9 @@ def _run_stage(args) -> int:
         options["shard"] = args.shard
         cfg.executor.kind = args.executor or cfg.executor.kind
         cfg.executor.address = args.ray_address or cfg.executor.address
+        if args.ray_address and cfg.executor.kind != "ray":
+            print(f"m2s {args.command}: warning: --ray-address is ignored: the items run locally "
+                  "(add --executor ray, or executor.kind=ray)", file=sys.stderr)
     if spec.strict:
         options["strict"] = args.strict
     if not spec.trains:

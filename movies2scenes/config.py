@@ -350,6 +350,7 @@ class ExecutorConfig:
     workers: int = 0  # Ray workers (actors) at once; 0 = one per CPU the cluster offers
     max_retries: int = 3  # an item whose worker dies is retried this often (exponential backoff)
     recycle_after: int = 50  # a worker is replaced after this many items (decoders leak on long videos)
+    connect_timeout_s: float = 10.0  # an address must answer a TCP connect this fast (Ray retries for minutes)
 
 
 @dataclass
@@ -557,6 +558,7 @@ def _validate(cfg: Config) -> None:
         ("executor.workers", cfg.executor.workers >= 0, "must be >= 0"),
         ("executor.max_retries", cfg.executor.max_retries >= 0, "must be >= 0"),
         ("executor.recycle_after", cfg.executor.recycle_after >= 1, "must be >= 1"),
+        ("executor.connect_timeout_s", 0 < cfg.executor.connect_timeout_s <= 600, "must be in (0, 600] seconds"),
         ("demo_world.width", w.width % 2 == 0 and w.width >= 32, "must be even and >= 32"),
         ("demo_world.height", w.height % 2 == 0 and w.height >= 32, "must be even and >= 32"),
         ("demo_world.num_genres", w.num_genres >= 1, "must be >= 1"),

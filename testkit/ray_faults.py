@@ -23,3 +23,24 @@ def kill_a_busy_worker(parts: Path, killed: list[int], after_parts: int = 1, tim
                 killed.append(pids[0])
                 return
         time.sleep(0.05)
+
+
+def _doomed_stage():
+    from movies2scenes.stages.detect_shots import DetectShots
+
+    class DoomedDetectShots(DetectShots):
+        """detect-shots whose worker process exits hard on one movie, every time (a video that
+        crashes its decoder): the executor's lost-item path."""
+
+        doomed = ""
+
+        def process_item(self, ctx, movie):
+            if movie.movie_id == self.doomed:
+                os._exit(1)
+            return super().process_item(ctx, movie)
+
+    DoomedDetectShots.__module__, DoomedDetectShots.__qualname__ = __name__, "DoomedDetectShots"
+    return DoomedDetectShots
+
+
+DoomedDetectShots = _doomed_stage()

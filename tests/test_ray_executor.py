@@ -161,3 +161,109 @@ def test_a_killed_driver_resumes_from_the_parts_it_wrote(ray_cluster, shots_run,
     assert detect_shots.run(ray_config(run, [f"catalogue={small_world / 'catalogue.csv'}"])) == 0
     assert {n: (parts / n).stat().st_mtime_ns for n in before} == before  # kept, not redone
     assert digest(run / "shots") == digest(shots_run / "shots")
+
+
+def test_a_movie_whose_worker_dies_every_time_is_recorded_failed_and_the_others_done(ray_cluster, small_world,
+                                                                                       tmp_path, capsys):
+    """Issue 41 class 7: the old executor stopped the stage after the deaths with movies never tried."""
+    import csv
+
+    from testkit.ray_faults import DoomedDetectShots
+
+    ids = sorted(r["movie_id"] for r in csv.DictReader((small_world / "catalogue.csv").open()))
+    cfg = ray_config(tmp_path / "run", [f"catalogue={small_world / 'catalogue.csv'}", "executor.max_retries=1"])
+    stage = DoomedDetectShots(cfg)
+    stage.doomed = ids[0]
+    assert stage.run() == 0
+    failures = [json.loads(line) for line in (tmp_path / "run" / "shots" / "failures.jsonl").read_text().splitlines()]
+    assert [f["movie_id"] for f in failures] == [ids[0]]
+    assert "worker died 2 times" in failures[0]["reason"] and "Actor(" not in failures[0]["reason"]
+    done = json.loads((tmp_path / "run" / "shots" / "DONE.json").read_text())
+    assert done["counts"]["ok"] == len(ids) - 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_ray_address_where_nothing_answers_fails_in_seconds_without_the_lock(small_world, tmp_path):
+    """Issue 41 class 7: Ray retried a dead address for ~14 minutes holding the stage lock, then a
+    traceback. Now: exit 2 within the connect timeout, the run folder untouched."""
+    import sys
+
+    run = tmp_path / "run"
+    started = time.time()
+    r = subprocess.run([sys.executable, "-m", "movies2scenes.cli", "detect-shots", "-c", "configs/cpu-tiny.yaml",
+                        f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}", "--executor", "ray",
+                        "--ray-address", f"127.0.0.1:{_free_port()}", "executor.connect_timeout_s=2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "no Ray cluster answers at '127.0.0.1:" in r.stderr and "Traceback" not in r.stderr
+    assert time.time() - started < 60
+    assert not (run / "shots").exists()
+
+
+def test_a_cluster_recorded_by_ray_start_is_joined_not_started_again(monkeypatch):
+    """Issue 41 class 7: with a `ray start` cluster recorded and no address, the old connect passed
+    num_cpus to ray.init, which Ray refuses when it joins an existing cluster (a traceback)."""
+    import socket
+
+    import ray._private.services as services
+
+    from movies2scenes.config import ExecutorConfig
+    from movies2scenes.stages import executors
+
+    calls = []
+
+    class FakeRay:
+        @staticmethod
+        def is_initialized():
+            return False
+
+        @staticmethod
+        def init(**kwargs):
+            calls.append(kwargs)
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        recorded = f"127.0.0.1:{listener.getsockname()[1]}"
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        monkeypatch.setattr(services, "get_ray_address_from_environment", lambda addr, tmp: recorded)
+        monkeypatch.setattr(executors, "import_ray", lambda: FakeRay)
+        executors.RayExecutor(ExecutorConfig(kind="ray")).connect()
+    assert calls == [{"address": recorded, "log_to_driver": False, "configure_logging": False}]
+
+
+def test_ray_under_a_launch_of_several_processes_is_refused(small_world, tmp_path, monkeypatch):
+    from movies2scenes.config import ConfigError
+    from movies2scenes.stages.detect_shots import DetectShots
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = ray_config(tmp_path / "run", [f"catalogue={small_world / 'catalogue.csv'}"])
+    with pytest.raises(ConfigError, match="once per process"):
+        DetectShots(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_ray_address_with_the_local_executor_is_said_to_be_ignored(shots_run, small_world, tmp_path, capsys):
+    from movies2scenes.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(shots_run, run)
+    assert main(["detect-shots", "-c", str(ROOT / "configs" / "cpu-tiny.yaml"), f"run_dir={run}",
+                 f"catalogue={small_world / 'catalogue.csv'}", "--ray-address", "10.0.0.1:6379"]) == 0
+    assert "--ray-address is ignored" in capsys.readouterr().err
+
+
+def test_a_dead_worker_is_described_in_our_words():
+    from movies2scenes.stages.executors import death
+
+    error = RuntimeError("\x1b[36mray::StageWorker.process()\x1b[39m (pid=1, ip=1.2.3.4, actor_id=ab, "
+                         "repr=<Actor(StageWorker, 0x)>)\nThe actor died unexpectedly before finishing this task.")
+    text = death(error)
+    assert text.startswith("RuntimeError: ") and "Actor(" not in text and "\x1b" not in text

@@ -90,6 +90,12 @@ class DetectShots(PerItemStage):
             rec = process_movie(movie, ctx.out, self.cfg.shots)
         return rec | {"config_hash": ctx.config_hash, "fingerprint": self.prints[movie.movie_id]}
 
+    def lost_part(self, ctx: StageContext, movie: Movie, why: str) -> dict:
+        """A movie that kills its decoder's worker every time: failed, like an unreadable video."""
+        return {"movie_id": movie.movie_id, "video": str(movie.video), "status": "failed", "elapsed_s": 0.0,
+                "reason": f"not processed: {why}", "config_hash": ctx.config_hash,
+                "fingerprint": self.prints[movie.movie_id]}
+
     def write_part(self, ctx: StageContext, movie: Movie, rec: dict) -> None:
         write_json(ctx.out / "parts" / part_name(movie.movie_id), rec)
         if rec["status"] != "ok":

@@ -6,18 +6,29 @@ item), longest items first, at most one item in flight per worker. The driver wr
 part record as its result arrives (the parts stay the completion markers: a killed driver's rerun
 redoes only what has no part), then the stage merges once, as locally.
 
+Connecting: before the stage locks its folder (:meth:`RayExecutor.connect`, called by the kit), an
+address is first reached over TCP within ``executor.connect_timeout_s`` — Ray itself retries a dead
+address for many minutes — and a cluster recorded by ``ray start`` on this machine is joined as Ray
+does, never started over; anything that cannot connect is a :class:`ConfigError` (exit 2) saying why.
+
 Faults: a worker that dies mid-item (a killed process, a lost node) is replaced and the item retried
-(``executor.max_retries``, exponential backoff). An item that fails because of its *input* is not a
-fault here: the stage records it in its part (e.g. detect-shots' failures.jsonl) and it is not
-retried. Anything the stage raises (our own write errors: exit 4) stops the stage as locally.
-Workers are replaced after ``executor.recycle_after`` items (decoders leak on long videos).
+(``executor.max_retries``, exponential backoff). An item whose worker died every time is *lost*: the
+other items go on; the stage then records it as failed where it has such a record (detect-shots:
+failures.jsonl, :meth:`PerItemStage.lost_part`), else the stage stops after the others with an
+:class:`ExecutorError` naming it (a rerun tries only it again). An item that fails because of its
+*input* is not a fault here: the stage records it in its part and it is not retried. Anything the
+stage raises (our own write errors: exit 4) stops the stage as locally. Workers are replaced after
+``executor.recycle_after`` items (decoders leak on long videos).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import time
 from collections import deque
+from urllib.parse import urlsplit
 
 from movies2scenes.config import ConfigError, ExecutorConfig
 from movies2scenes.progress import progress
@@ -25,6 +36,30 @@ from movies2scenes.progress import progress
 
 class ExecutorError(RuntimeError):
     """The executor could not finish the items (a worker died more often than allowed)."""
+
+
+def death(error: BaseException) -> str:
+    """One line on why a worker died, in our words: the exception's class and the first line of
+    its message that is not Ray's task or actor repr, without colour codes."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines()
+    first = next((t.strip() for t in lines if t.strip() and "Actor(" not in t and not t.startswith("ray::")), "")
+    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
+
+
+def reachable(address: str, timeout: float) -> None:
+    """Refuse (ConfigError) an address where nothing answers a TCP connect within ``timeout`` s."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise ConfigError(f"Ray address {address!r} is not host:port or ray://host:port")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"no Ray cluster answers at {address!r} within {timeout:g} s ({e.strerror or e}); "
+                          "start one (`ray start --head`) or give the right --ray-address") from None
 
 
 def import_ray():
@@ -53,12 +88,23 @@ class RayExecutor:
         self.settings, self.cpus, self.gpus = settings, cpus_per_item, gpus_per_item
 
     def connect(self):
-        """Join the cluster at executor.address / $RAY_ADDRESS, or start a local one."""
+        """Join the cluster at executor.address / $RAY_ADDRESS, else the one ``ray start`` recorded on
+        this machine, else start a local one — in seconds, or a ConfigError saying why not."""
         ray = import_ray()
-        if not ray.is_initialized():
-            address = self.settings.address or os.environ.get("RAY_ADDRESS") or None
-            extra = {} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
+        if ray.is_initialized():
+            return ray
+        address = self.settings.address or os.environ.get("RAY_ADDRESS") or None
+        if address in (None, "auto"):
+            address = recorded_cluster(ray, address)
+        if address and address != "local":
+            reachable(address, self.settings.connect_timeout_s)
+        extra = {} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
+        try:
             ray.init(address=address, log_to_driver=False, configure_logging=False, **extra)
+        except (ConnectionError, ValueError, RuntimeError, OSError) as e:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
+            raise ConfigError(f"could not connect to {where}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") \
+                from None
         return ray
 
     def workers(self, ray) -> int:
@@ -76,18 +122,20 @@ class RayExecutor:
         pool = Pool(ray, actor, stage, ctx, min(self.workers(ray), len(order)))
         queue = deque((item, 0) for item in order)
         bar = progress(total=len(order), desc=f"{stage.spec.command} [ray, {pool.size} workers]", unit=stage.unit)
+        lost = []  # (item, why) of items whose worker died every time
         try:
             for slot in range(pool.size):
                 pool.submit(slot, *queue.popleft())
             while pool.pending:
                 slot, item, attempt, outcome = pool.next()
                 if isinstance(outcome, BaseException):  # the worker died: a fault, not the item's
-                    if attempt >= self.settings.max_retries:
-                        raise ExecutorError(f"{stage.spec.command}: the worker processing {item!r} died "
-                                            f"{attempt + 1} times ({outcome}); giving up") from None
-                    time.sleep(min(30.0, 0.5 * 2 ** attempt))
-                    queue.appendleft((item, attempt + 1))
                     pool.replace(slot)
+                    if attempt < self.settings.max_retries:
+                        time.sleep(min(30.0, 0.5 * 2 ** attempt))
+                        queue.appendleft((item, attempt + 1))
+                    else:
+                        lost.append((item, f"its worker died {attempt + 1} times (last: {death(outcome)})"))
+                        bar.update()
                 else:
                     stage.write_part(ctx, item, outcome)
                     bar.update()
@@ -98,6 +146,21 @@ class RayExecutor:
         finally:
             bar.close()
             pool.close()
+        self.settle(stage, ctx, lost)
+
+    @staticmethod
+    def settle(stage, ctx, lost: list) -> None:
+        """Record each lost item as failed where the stage can (its part), else stop naming them."""
+        unrecorded = []
+        for item, why in lost:
+            part = stage.lost_part(ctx, item, why)
+            if part is None:
+                unrecorded.append(f"{stage.item_name(item)} ({why})")
+            else:
+                stage.write_part(ctx, item, part)
+        if unrecorded:
+            raise ExecutorError(f"{stage.spec.command}: {len(unrecorded)} {stage.unit}(s) not done, the others are: "
+                                + "; ".join(unrecorded))
 
 
 class Pool:
@@ -134,3 +197,16 @@ class Pool:
     def close(self) -> None:
         for a in self.actors:
             self.ray.kill(a, no_restart=True)
+
+
+def recorded_cluster(ray, address: str | None) -> str | None:
+    """The address of the cluster ``ray start`` recorded on this machine (what ``ray.init()`` would
+    join), or None where there is none (then a local one is started). ``auto`` requires one."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:  # another Ray layout: let ray.init find it
+        return address
+    try:
+        return get_ray_address_from_environment(address, None)
+    except ConnectionError as e:
+        raise ConfigError(f"--ray-address auto: {str(e).splitlines()[0]}") from None

@@ -14,6 +14,7 @@ The primitives (locks, hashes, DONE records, process slots) are :mod:`movies2sce
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -104,6 +105,10 @@ class Stage:
     def slot(self) -> Slot:
         return Slot()
 
+    def reach(self) -> None:
+        """Reach what the work runs on (a Ray cluster) before the folder is locked: a bad address
+        fails in seconds, holding nothing."""
+
     def after(self, ctx: StageContext) -> None:
         """Called last on every process that worked (after DONE.json on the one that wrote it)."""
 
@@ -112,6 +117,7 @@ class Stage:
     def run(self) -> int:
         started = time.time()
         self.check()  # bad input, a missing upstream stage: refused before the folder is created
+        self.reach()
         input_hash = self.input_hash()
         chash = self.config_hash()
         out = self.run_layout.folder(self.spec.folder)
@@ -160,6 +166,15 @@ class PerItemStage(Stage):
         if shard and self.executor == "ray":
             raise ConfigError("--shard splits the items over processes you start yourself; with "
                               "executor.kind=ray the Ray cluster does (drop one of the two)")
+        if self.executor == "ray" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("executor.kind=ray under a launch of several processes would do every item once "
+                              "per process: start the stage as one process (the Ray cluster spreads the items)")
+
+    def reach(self) -> None:
+        if self.executor == "ray":
+            from .executors import RayExecutor
+
+            RayExecutor(self.cfg.executor).connect()
 
     def slot(self) -> Slot:
         return process_slot(self.shard) if self.executor == "local" else Slot()
@@ -211,6 +226,15 @@ class PerItemStage(Stage):
     def ray_resources(self) -> tuple[float, float]:
         """(CPUs, GPUs) one item takes on a Ray worker."""
         return 1.0, 0.0
+
+    def item_name(self, item) -> str:
+        """The item in messages (a movie's id)."""
+        return str(getattr(item, "movie_id", item))
+
+    def lost_part(self, ctx: StageContext, item, why: str) -> dict | None:
+        """The part that records an item whose worker died every time as failed, or None (the
+        default) where the stage has no failed items: then it stops once the others are done."""
+        return None
 
     def merge(self, ctx: StageContext, items: list) -> Finished:
         raise NotImplementedError
