@@ -12,8 +12,10 @@ files keep their own ``outputs`` record of sha256). Two checks read it:
   (``m2s <stage> --verify``: the owning stage hashes every file it recorded and redoes the movies or
   units whose files differ), never trained on or shown.
 
-Records written by a movies2scenes older than these checks have no ``files``; they are taken as
-they are (nothing to compare) until the stage runs again.
+Records written by a movies2scenes older than these checks have no ``files``. Their files are
+still checked where they are read (:func:`whole`: there, and not cut short — a feature array's size
+against its header, a tar's end-of-archive blocks, a Parquet file's closing magic), and refused
+with exit 2 naming the file; ``--verify`` on such a record redoes the stage, which records them.
 """
 
 from __future__ import annotations
@@ -166,8 +168,18 @@ class Verifier:
         path = Path(path)
         files = self.stage(path.parent)
         record = files.files.get(path.name) if files else None
-        if record is None:
-            return path  # not a recorded file (or a record older than these checks)
+        if record is None:  # not a recorded file (or a record older than these checks)
+            try:
+                st = path.stat()
+            except OSError:
+                st = None
+            key = (str(path), st and st.st_size, st and st.st_mtime_ns, None)
+            if key not in self.seen:
+                why = whole(path)
+                if why:
+                    raise (files or StageFiles.of(path.parent, {})).refuse([(path.name, why)])
+                self.seen.add(key)
+            return path
         try:
             st = path.stat()
         except OSError:
@@ -179,6 +191,35 @@ class Verifier:
                 raise files.refuse([(path.name, why)])
             self.seen.add(key)
         return path
+
+
+def whole(path: Path) -> str | None:
+    """Why a file that has no record (a stage older than the records) cannot be what its writer
+    left — missing, or cut short by the measure its format gives — or None. No content check."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "is missing"
+    try:
+        with open(path, "rb") as f:
+            if path.suffix == ".npy":
+                import numpy as np
+
+                version = np.lib.format.read_magic(f)
+                fmt = np.lib.format
+                shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+                need = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                return f"has {size} bytes where its header needs {need} (cut short)" if size < need else None
+            if path.suffix == ".tar":
+                f.seek(max(0, size - 1024))
+                ok = size >= 1024 and size % 512 == 0 and f.read(1024) == bytes(1024)
+                return None if ok else f"is not a whole tar archive ({size} bytes, no end-of-archive blocks)"
+            if path.suffix == ".parquet":
+                f.seek(max(0, size - 4))
+                return None if size >= 12 and f.read(4) == b"PAR1" else "is not a whole Parquet file (cut short)"
+    except (OSError, ValueError) as e:
+        return f"cannot be read ({type(e).__name__}: {e})"
+    return None
 
 
 verified = Verifier()  # this process's content checks; `verified(path)` before reading a stage's file

@@ -6,6 +6,7 @@ stage redoes exactly the movies or units whose files differ (sizes on every run,
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -135,3 +136,35 @@ def test_the_integrity_bench_runs_at_smoke_size(tmp_path):
     result = json.loads(out.read_text())
     assert result["titles"] == 200 and result["bytes"] > 0
     assert "--verify: every recorded file hashed" in r.stdout
+
+
+def _legacy(stage_dir: Path) -> None:
+    """Make ``stage_dir``'s DONE.json what a movies2scenes older than file records wrote."""
+    done = stage_dir / "DONE.json"
+    rec = json.loads(done.read_text())
+    rec.pop("files")
+    done.write_text(json.dumps(rec))
+
+
+def test_an_old_record_without_files_is_redone_by_verify_and_its_cut_files_refused(encoded_run, tmp_path, capsys):
+    """Issue 41 class 2: with a DONE.json older than file records, `--verify` said "up to date"
+    while a shard was deleted, and a truncated feature array reached training."""
+    import os
+
+    run, args = _copy(encoded_run, tmp_path)
+    for stage in ("shots", "shot_features"):
+        _legacy(run / stage)
+    array = sorted((run / "shot_features").glob("*.npy"))[0]
+    os.truncate(array, array.stat().st_size - 64)
+    capsys.readouterr()
+    assert main(["train-movie-encoder", *args, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert str(array) in err and "cut short" in err and "m2s extract-shot-features --verify" in err
+
+    shard = sorted((run / "shots").glob("shots-*.tar"))[0]
+    original = shard.read_bytes()
+    shard.unlink()
+    assert main(["detect-shots", *args, "--verify"]) == 0
+    assert "written before files were recorded" in capsys.readouterr().err
+    assert shard.read_bytes() == original
+    assert "files" in json.loads((run / "shots" / "DONE.json").read_text())

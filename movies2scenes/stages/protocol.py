@@ -254,6 +254,10 @@ def is_done(stage_dir: Path, config_hash: str, input_hash: str, content: bool = 
     rec = done_record(stage_dir)
     if not (rec and rec.get("config_hash") == config_hash and rec.get("input_hash") == input_hash):
         return False
+    if content and "files" not in rec:  # written before file records: nothing to verify against
+        print(f"{stage_dir.name}: {stage_dir / DONE} was written before files were recorded; --verify "
+              "redoes the stage to record them", file=sys.stderr)
+        return False
     damaged = StageFiles.of(stage_dir, rec).damaged(content)
     for name, why in damaged[:5]:
         print(f"{stage_dir.name}: {stage_dir / name} {why}; redoing what it holds", file=sys.stderr)
