@@ -225,6 +225,21 @@ def load_scene_encoder(path: str | Path, device: str | torch.device = "cpu") -> 
     return model.to(device).eval().requires_grad_(False)
 
 
+def load_export(path: str | Path, device: str | torch.device = "cpu") -> SceneViT | FactorisedSceneEncoder:
+    """:func:`load_scene_encoder` for every consumer of a run's export (browse, search, embed,
+    evaluate): where the folder holds the export stage's DONE.json, every file it recorded (weights,
+    the temporal part, settings, card) must still have its sha256, or a DamagedArtefact (exit 2)
+    names the file and ``m2s export --verify``. A folder without a record (a copied encoder) loads
+    as it is."""
+    from movies2scenes.integrity import StageFiles, read_done
+    from movies2scenes.layout import DONE
+
+    path = Path(path)
+    if (path / DONE).exists():
+        StageFiles.of(path, read_done(path / DONE)).check_present()
+    return load_scene_encoder(path, device)
+
+
 def load_timm_backbone(path: str | Path):
     """The single-frame backbone through timm's own ``local-dir:`` loader (no movies2scenes code
     builds or loads it; the folder is checked first, see :func:`checked_vit_config`)."""

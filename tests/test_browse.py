@@ -473,3 +473,93 @@ def test_m2s_search_on_a_run_uses_the_kept_scene_index(exported_run, tmp_path, c
     assert "is a run directory: give --movie" in capsys.readouterr().err
     assert main(["search", str(run), "--movie", movie.upper() + "X"]) == 2
     assert "no movie" in capsys.readouterr().err
+
+
+def test_kept_index_files_prove_themselves_or_are_embedded_again(exported_run, tmp_path, monkeypatch):
+    """Issue 41 class 3: edited values in browse_index/*.npy were served (a planted window became
+    hit #1 at 1.000), NaN rows gave zero hits, a file of another width crashed search, and removing
+    the cache of movie `film` removed `film-2`'s."""
+    import movies2scenes.evaluation as evaluation
+    from movies2scenes.apps.browse import RunView
+    from movies2scenes.apps.browse.scene_index import SceneIndexCache
+    from movies2scenes.layout import RunLayout
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run, ignore=shutil.ignore_patterns("browse_index"))
+    first = RunView(run)
+    files = sorted((run / "browse_index").glob("*.npy"))
+    planted = files[0]
+    emb = np.load(planted)
+    emb[0] = first.emb[1] * 100  # a window planted to match another: same size, other bytes
+    with open(planted, "wb") as f:
+        np.save(f, emb)
+    nan = files[1]
+    emb = np.load(nan)
+    emb[0] = np.nan
+    with open(nan, "wb") as f:
+        np.save(f, emb)
+    real, calls = evaluation.embed_clips, []
+    monkeypatch.setattr(evaluation, "embed_clips", lambda e, s, clips, b: calls.append(clips[0][0]) or real(e, s, clips, b))
+    again = RunView(run)
+    assert sorted(calls) == sorted({first.windows[0][0], nan.name.rsplit("-", 2)[0]})
+    assert np.array_equal(again.emb, first.emb)
+
+    # another encoder's width, correctly named: not this encoder's, embedded again
+    cache = SceneIndexCache(RunLayout(run), again.n, again.stride)
+    movie = again.windows[0][0]
+    stamp = cache.stamp(movie, again.shots[movie][0]["shard"])
+    windows = sum(1 for m, _, _ in again.windows if m == movie)
+    cache.save(movie, stamp, np.ones((windows, 7), np.float32))
+    calls.clear()
+    third = RunView(run)
+    assert calls == [movie] and np.array_equal(third.emb, first.emb)
+
+    # one movie's clean-up never touches another id that starts alike
+    cache = SceneIndexCache(RunLayout(run), 9, 1)
+    cache.shards = {"a.tar": [1, "x"], "b.tar": [1, "y"]}
+    cache.save("film-2", cache.stamp("film-2", "b.tar"), np.ones((2, 3), np.float32))
+    cache.save("film", cache.stamp("film", "a.tar"), np.ones((2, 3), np.float32))
+    cache.save("film", cache.stamp("film", "a.tar"), np.zeros((2, 3), np.float32))
+    assert cache.load("film-2", cache.stamp("film-2", "b.tar"), 2, 3) is not None
+
+
+def test_a_changed_export_is_refused_by_browse_search_and_embed(exported_run, tmp_path, capsys):
+    """Issue 41 class 3: a same-size edit of export/model.safetensors was used by browse, search
+    and `m2s embed` while evaluate refused the same file."""
+    from movies2scenes.apps.browse import RunView
+    from movies2scenes.cli import main
+    from movies2scenes.integrity import DamagedArtefact
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run, ignore=shutil.ignore_patterns("browse_index"))
+    weights = run / "export" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DamagedArtefact, match="m2s export --verify"):
+        RunView(run)
+    assert not (run / "browse_index").exists()
+    movie = sorted(p.name[len("shots-"):-len(".tar")] for p in (run / "shots").glob("shots-*.tar"))[0]
+    capsys.readouterr()
+    assert main(["search", str(run), "--movie", movie, "--start", "0"]) == 2
+    assert str(weights) in capsys.readouterr().err
+
+
+def test_a_failed_background_build_names_the_file_instead_of_building_forever(exported_run, tmp_path):
+    """Issue 41 class 3: a shot shard damaged before browse started killed the background build and
+    /search answered 503 "being built: 5 of 10" forever."""
+    from starlette.testclient import TestClient
+
+    from movies2scenes.apps.browse import RunView, make_app
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run, ignore=shutil.ignore_patterns("browse_index"))
+    shard = sorted((run / "shots").glob("shots-*.tar"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    shard.write_bytes(bytes(data))
+    view = RunView(run, background=True)
+    view._builder.join(120)
+    movie = shard.name[len("shots-"):-len(".tar")]
+    r = TestClient(make_app(view)).get("/search", params={"movie": movie, "start": "0"})
+    assert r.status_code == 500 and str(shard) in r.text and "being built" not in r.text

@@ -77,7 +77,7 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
     then ``-c`` files, then ``key=value`` overrides."""
     import torch
 
-    from movies2scenes.export import load_scene_encoder, scene_settings
+    from movies2scenes.export import load_export, scene_settings
     from movies2scenes.retrieval import embed_video
     from movies2scenes.video import VideoError
 
@@ -88,7 +88,7 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
     cfg = load(config, list(overrides) + more, base={"shots": trained_shots} if trained_shots else None,
                base_source=f"{Path(encoder_dir) / 'movies2scenes.json'}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = load_scene_encoder(encoder_dir, device)
+    encoder = load_export(encoder_dir, device)  # an export's recorded files, or refused naming the file
     n = n or int(settings["shots_per_scene"])
     rows, failures = [], []
     for video in progress(videos, desc="embed", unit="video"):

@@ -103,13 +103,13 @@ class Evaluate(Stage):
     def work(self, ctx: StageContext) -> Finished:
         from movies2scenes.eval.protocol import Protocol, score_task
         from movies2scenes.eval.task import Task
-        from movies2scenes.export import load_scene_encoder
+        from movies2scenes.export import load_export
 
         run, ev, out = ctx.run, self.cfg.evaluate, ctx.out
         export_dir, feat_dir = run.folder("export"), run.folder("shot_features")
         shots = ShotSamples(run.folder("shots"), cache=4)
         tasks = self.tasks(run.folder("shots"), export_dir)
-        encoder = load_scene_encoder(export_dir)
+        encoder = load_export(export_dir)
         protocol = Protocol.from_config(ev)
         # relative to the run dir: reports do not depend on where it lies
         report = {"encoder": "export", "protocol": protocol.describe(), "tasks": {}}

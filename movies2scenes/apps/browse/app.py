@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -122,6 +123,7 @@ class RunView:
         self._tar_lock, self._model_lock, self._cache_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self.encoder, self.n, self.stride, self.windows = None, self.pair_n or 9, stride, []
         self.index, self.index_total, self.index_done, self.index_cached = None, 0, 0, 0
+        self.index_error = ""  # why a background build failed (the file and the repair), said on /search
         if index and self.layout.is_done("export"):
             self._build_index(stride, batch, background)
         self._movie_embed, self._heatmaps = None, {}
@@ -196,14 +198,14 @@ class RunView:
         embedded — in a background thread when ``background`` (pages are served meanwhile and
         search says it is building), else before returning."""
         from movies2scenes.artefacts import ShotSamples
-        from movies2scenes.export import load_scene_encoder, scene_settings
+        from movies2scenes.export import load_export, scene_settings
         from movies2scenes.retrieval import scene_windows
 
         from .scene_index import SceneIndexCache
 
         export = self.layout.folder("export")
         settings = scene_settings(export)
-        self.encoder = load_scene_encoder(export).eval()
+        self.encoder = load_export(export).eval()  # the files export/DONE.json recorded, or refused
         self.n = int(settings["shots_per_scene"])
         self.shot_settings = settings.get("shots") or {}
         self.samples = ShotSamples(self.layout.folder("shots"), cache=2)
@@ -214,7 +216,7 @@ class RunView:
             if clips:
                 stamp = cache.stamp(movie, self.shots[movie][0]["shard"])
                 plan.append((movie, clips, stamp))
-                emb = cache.load(movie, stamp, len(clips))
+                emb = cache.load(movie, stamp, len(clips), self.encoder.num_features)
                 if emb is None:
                     todo.append(plan[-1])
                 else:
@@ -227,13 +229,19 @@ class RunView:
 
             from movies2scenes.evaluation import embed_clips
 
-            with torch.no_grad():
-                for movie, clips, stamp in progress(todo, desc="browse: scene index", unit="movie"):
-                    with self._model_lock:
-                        known[movie] = embed_clips(self.encoder, self.samples, clips, batch)
-                    cache.save(movie, stamp, known[movie])
-                    self.index_done += 1
-            self._assemble(plan, known)
+            try:
+                with torch.no_grad():
+                    for movie, clips, stamp in progress(todo, desc="browse: scene index", unit="movie"):
+                        with self._model_lock:
+                            known[movie] = embed_clips(self.encoder, self.samples, clips, batch)
+                        cache.save(movie, stamp, known[movie])
+                        self.index_done += 1
+                self._assemble(plan, known)
+            except Exception as e:  # a damaged shard, a full disk: said on /search, never "being built" forever
+                if not background:
+                    raise
+                self.index_error = f"{type(e).__name__}: {e}" if not isinstance(e, ConfigError) else str(e)
+                print(f"m2s browse: the scene index could not be built: {self.index_error}", file=sys.stderr)
 
         if background and todo:
             self._builder = threading.Thread(target=build, name="browse-scene-index", daemon=True)
@@ -466,7 +474,10 @@ def make_app(view: RunView):
                 "within": params.get("in", "").strip()}
 
     def search_page(form: dict, queries: list, error: str = "", status: int = 200):
-        building = None if view.encoder is None or view.index_ready else (view.index_done, view.index_total)
+        if view.index_error:  # the build stopped: say why and how to repair, never "being built" forever
+            error, status = f"the scene index could not be built: {view.index_error}", 500
+        building = None if view.encoder is None or view.index_ready or view.index_error else \
+            (view.index_done, view.index_total)
         return page("search.html", status=status, form=form, queries=queries, error=error, splits=view.splits,
                     searchable=view.encoder is not None, indexed=len(view.windows), n=view.n, stride=view.stride,
                     building=building)
@@ -476,7 +487,7 @@ def make_app(view: RunView):
         if view.encoder is None or not form["movie"]:
             return search_page(form, [])
         if not view.index_ready:
-            return search_page(form, [], "", 503)
+            return search_page(form, [], "", 503)  # 500 naming the file where the build failed
         try:
             start = int(form["start"])
             q, end = view.scene_embedding(form["movie"], start)

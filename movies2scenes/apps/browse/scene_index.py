@@ -8,11 +8,17 @@ movie's shot shard (size and sha256 in shots/DONE.json) — so a re-exported enc
 movie is embedded again, a movie added to the catalogue is embedded alone, and the rest is read back
 in milliseconds. Files are written atomically; a run directory that cannot be written is fine (the
 embeddings then live in memory only, as before).
+
+A kept file is trusted only as far as it proves itself (issue 41 class 3): its name carries the
+sha256 of its own bytes (``<movie>-<stamp>-<digest>.npy``), checked on every read, and its array
+must be float32, of the expected rows and width, and finite — an edited value, a NaN row or a file
+of another encoder's width is embedded again, never served.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -33,6 +39,11 @@ class SceneIndexCache:
         self.base = json.dumps([export.get("outputs", {}), n, stride], sort_keys=True)
         self.shards = shots.get("files", {})
         self.writable = True
+        self.kept: dict[str, list[str]] = {}  # a movie's safe name → its kept files (one listing, not one per movie)
+        for name in (sorted(p.name for p in self.folder.glob("*.npy")) if self.folder.is_dir() else []):
+            parts = name[:-4].rsplit("-", 2)
+            if len(parts) == 3:
+                self.kept.setdefault(parts[0], []).append(name)
 
     def stamp(self, movie_id: str, shard: str) -> str:
         """What this movie's embeddings depend on, hashed (a shard without a record: never cached)."""
@@ -41,31 +52,42 @@ class SceneIndexCache:
             return ""
         return hashlib.sha256(json.dumps([self.base, movie_id, record]).encode()).hexdigest()[:16]
 
-    def path(self, movie_id: str, stamp: str) -> Path:
-        return self.folder / f"{safe_name(movie_id)}-{stamp}.npy"
-
-    def load(self, movie_id: str, stamp: str, windows: int) -> np.ndarray | None:
-        """The movie's embeddings if cached for this stamp and of ``windows`` rows, else None."""
+    def load(self, movie_id: str, stamp: str, windows: int, dim: int | None = None) -> np.ndarray | None:
+        """The movie's embeddings if kept for this stamp, their bytes those the name records, of
+        ``windows`` rows (``dim`` wide) and finite; else None (embedded again)."""
         if not stamp:
             return None
-        try:
-            emb = np.load(self.path(movie_id, stamp), allow_pickle=False)
-        except (OSError, ValueError):
-            return None
-        return emb if emb.ndim == 2 and len(emb) == windows and emb.dtype == np.float32 else None
+        for name in self.kept.get(safe_name(movie_id), []):
+            if not name.startswith(f"{safe_name(movie_id)}-{stamp}-"):
+                continue
+            try:
+                data = (self.folder / name).read_bytes()
+                if hashlib.sha256(data).hexdigest()[:16] != name[:-4].rsplit("-", 1)[1]:
+                    continue  # edited since it was written
+                emb = np.load(io.BytesIO(data), allow_pickle=False)
+            except (OSError, ValueError):
+                continue
+            if (emb.ndim == 2 and len(emb) == windows and emb.dtype == np.float32
+                    and (dim is None or emb.shape[1] == dim) and np.isfinite(emb).all()):
+                return emb
+        return None
 
     def save(self, movie_id: str, stamp: str, emb: np.ndarray) -> None:
-        """Keep the movie's embeddings (and drop its older stamps); a read-only run keeps nothing."""
+        """Keep the movie's embeddings (and drop its other files); a read-only run keeps nothing."""
         if not stamp or not self.writable:
             return
-        path = self.path(movie_id, stamp)
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
+        data = buf.getvalue()
+        safe = safe_name(movie_id)
+        name = f"{safe}-{stamp}-{hashlib.sha256(data).hexdigest()[:16]}.npy"
         try:
-            with atomic_path(path) as tmp:  # makes the folder
-                with open(tmp, "wb") as f:
-                    np.save(f, np.ascontiguousarray(emb, np.float32), allow_pickle=False)
-            for old in self.folder.glob(f"{safe_name(movie_id)}-*.npy"):
-                if old != path:
-                    old.unlink(missing_ok=True)
+            with atomic_path(self.folder / name) as tmp:  # makes the folder
+                tmp.write_bytes(data)
+            for old in self.kept.get(safe, []):  # this movie's alone: never another id that starts alike
+                if old != name:
+                    (self.folder / old).unlink(missing_ok=True)
+            self.kept[safe] = [name]
         except (OSError, OutputError) as e:
             self.writable = False
             print(f"m2s browse: cannot keep the scene index in {self.folder} ({getattr(e, 'strerror', None) or e}); "
