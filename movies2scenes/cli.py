@@ -486,6 +486,10 @@ def _search(args) -> int:
         if not args.movie or args.query or args.row is not None or args.at:
             raise ConfigError(f"{args.index_dir} is a run directory: give --movie ID [--start SHOT] "
                               "(--query/--row/--at go with an index folder of `m2s index`)")
+        if args.video or args.exclude != "self" or args.keep_overlapping:
+            raise ConfigError(f"{args.index_dir} is a run directory: --video, --exclude and --keep-overlapping "
+                              "go with an index folder of `m2s index` (a run's search leaves out the query's "
+                              "movie and overlapping windows)")
         return embed.search_run(args.index_dir, args.movie, args.start, args.k, args.json)
     if not args.query or (args.row is None and not args.at):
         raise ConfigError("give --query FILE.parquet and --row I or --at VIDEO:SECONDS (with an index folder), "

@@ -37,10 +37,12 @@ from .store import atomic_path, write_json
 INPUT_LAYOUT = "(B, n shots, k frames, 3, H, W); (B, 3, H, W) = one frame"
 
 
-def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dict) -> dict:
+def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dict,
+                         card_file: str = "README.md") -> dict:
     """Copy a trained scene encoder into ``out_dir`` in timm's format plus our settings and a model
-    card. ``card``: name, version, license, shots (the shots stage's settings), frames_per_shot,
-    data summary, config and metrics (free-form dicts). Returns the settings (movies2scenes.json)."""
+    card (``card_file``). ``card``: name, version, license, shots (the shots stage's settings),
+    frames_per_shot, data summary, config and metrics (free-form dicts). Returns the settings
+    (movies2scenes.json)."""
     src, out = Path(encoder_dir), Path(out_dir)
     if not (src / "config.json").is_file() and (src / TEMPORAL_FILE).is_file():
         raise ModelFileError(f"{src}: a factorised scene encoder trained on imported shot features has no pixel "
@@ -74,7 +76,7 @@ def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dic
         settings |= {"arch": "factorised", "temporal": meta["temporal"]}
     write_json(out / "config.json", timm_cfg)
     write_json(out / SETTINGS_FILE, settings)
-    with atomic_path(out / "README.md") as tmp:
+    with atomic_path(out / card_file) as tmp:
         tmp.write_text(model_card(timm_cfg, settings, card), encoding="utf-8")
     return settings
 

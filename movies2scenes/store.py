@@ -31,6 +31,9 @@ class OutputError(RuntimeError):
 
 
 def output_error(path: str | Path, e: OSError) -> OutputError:
+    if Path(path).is_dir() and not Path(path).is_symlink():  # os.replace onto a folder: EISDIR / ENOTEMPTY
+        return OutputError(f"cannot write {path}: a folder is where this file belongs (a stage never makes one "
+                           "there); move the folder away and rerun to continue; nothing was marked done")
     return OutputError(f"cannot write {path}: {e.strerror or e} (errno {e.errno}); nothing was marked "
                        "done: free space / fix permissions and rerun to continue")
 

@@ -972,3 +972,31 @@ def test_a_truncated_report_is_named_by_the_summary(tmp_path, capsys):
     assert main(["summary", str(run)]) == 2
     out, err = capsys.readouterr()
     assert "report.json: not a readable report" in out and "m2s evaluate --force" in out and "Traceback" not in err
+
+
+def test_a_folder_where_a_part_file_belongs_is_named(shots_run, small_world, tmp_path, capsys):
+    """Issue 41 (minor): a folder in place of a part record was reported as "free space / fix
+    permissions" (exit 4) without saying what is in the way."""
+    import shutil
+
+    from movies2scenes.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(shots_run, run)
+    part = sorted((run / "shots" / "parts").glob("*.json"))[0]
+    part.unlink()
+    (part / "inner").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["detect-shots", "-c", str(ROOT / "configs" / "cpu-tiny.yaml"), f"run_dir={run}",
+                 f"catalogue={small_world / 'catalogue.csv'}", "--force"]) == 4
+    err = capsys.readouterr().err
+    assert str(part) in err and "a folder is where this file belongs" in err
+
+
+def test_search_on_a_run_refuses_the_index_folder_filters(exported_run, capsys):
+    """Issue 41 (minor): `m2s search RUN --movie M --video/--exclude` ignored the filters silently."""
+    from movies2scenes.cli import main
+
+    run = exported_run[0]
+    assert main(["search", str(run), "--movie", "m0000", "--exclude", "video"]) == 2
+    assert "--video, --exclude" in capsys.readouterr().err

@@ -137,3 +137,29 @@ def test_folders_of_the_older_one_file_format_still_load(tmp_path):
     x = torch.randn(1, 4, 1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(load_scene_encoder(old)(x), model.eval()(x))
+
+
+def test_a_users_edit_of_the_model_card_is_kept_and_not_called_damaged(exported_run, tmp_path, capsys):
+    """Issue 41 (minor): an edited export/README.md was "damaged" to evaluate (exit 2) and silently
+    overwritten by `m2s export --force`."""
+    import shutil
+
+    from pathlib import Path
+
+    from movies2scenes.cli import main
+    from movies2scenes.export import load_export
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run)
+    args = ["-c", str(root / "configs" / "cpu-tiny.yaml"),
+            *(o for o in exported_run[1] if not o.startswith("run_dir=")), f"run_dir={run}"]
+    card = run / "export" / "README.md"
+    card.write_text(card.read_text() + "\nOur notes: trained on the 2026 catalogue.\n")
+    load_export(run / "export")  # the card is for people: no consumer refuses it
+    edited = card.read_bytes()
+    for _ in range(2):  # and never overwritten, however often export runs again
+        assert main(["export", *args, "--force"]) == 0
+        assert card.read_bytes() == edited
+        assert "was edited since export wrote it" in capsys.readouterr().err
+    assert "movies2scenes" in (run / "export" / "README.generated.md").read_text()

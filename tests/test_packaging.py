@@ -83,7 +83,11 @@ def test_dockerfile_copies_what_exists_and_runs_the_installed_command():
     entry = [a for w, a in steps if w == "ENTRYPOINT"]
     assert entry == ['["m2s"]'] and "m2s" in PROJECT["scripts"]
     installs = " ".join(a for w, a in steps if w == "RUN")
+    installed = set()
     for extras in re.findall(r"'\.\[([a-z,]+)\]'", installs):
         assert set(extras.split(",")) <= set(PROJECT["optional-dependencies"]), extras
+        installed |= set(extras.split(","))
+    # every extra an `m2s` command of the image needs (issue 41: the image could not run `m2s browse`)
+    assert {"transnet", "ray", "browse"} <= installed, installed
     assert "-c constraints.txt" in installs and any("constraints.txt" in a[:-1] for a in copies)
     assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE=") and ("FROM", "${BASE}") in steps
