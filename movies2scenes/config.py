@@ -26,12 +26,34 @@ class ConfigError(ValueError):
     """A config file or override that does not match the schema."""
 
 
+# each detector's score scale: a threshold outside it finds every frame a cut or none (issue 42)
+THRESHOLD_RANGES = {"content": (0.0, 255.0), "adaptive": (0.0, 255.0), "histogram": (0.0, 1.0),
+                    "hash": (0.0, 1.0), "transnetv2": (0.0, 1.0)}
+
+
+@dataclass
+class DetectorThresholds:
+    """A threshold per detector, on that detector's own scale (None: its default): content and
+    adaptive score 0–255 (PySceneDetect's defaults 27 and 3), histogram and hash 0–1 (0.05, 0.395),
+    TransNetV2 a cut probability 0–1 (0.5). Switching ``shots.detector`` never carries one detector's
+    number over to another."""
+
+    content: float | None = None
+    adaptive: float | None = None
+    histogram: float | None = None
+    hash: float | None = None
+    transnetv2: float | None = None
+
+
 @dataclass
 class ShotsConfig:
     """Shot detection + keyframes (stage ``detect_shots``)."""
 
     detector: Literal["content", "adaptive", "histogram", "hash", "transnetv2"] = "content"
-    threshold: float | None = None  # None: the PySceneDetect detector's own default
+    thresholds: DetectorThresholds = field(default_factory=DetectorThresholds)
+    # the chosen detector's threshold, resolved by load() from ``thresholds``; an old config's single
+    # key is still read, checked against the detector's range (None: the detector's default)
+    threshold: float | None = None
     min_shot_frames: int = 15  # PySceneDetect min_scene_len, in frames
     keyframes: int = 1  # k keyframes per shot, evenly spaced inside the shot
     keyframe_size: int = 128  # keyframes are resized so that their short side is this many px
@@ -538,14 +560,41 @@ def load(files: list[str | Path] = (), overrides: list[str] = (), base: dict | N
     return cfg
 
 
+def resolve_threshold(s: ShotsConfig) -> None:
+    """Set ``s.threshold`` to the chosen detector's: ``thresholds.<detector>``; else an old config's
+    single ``threshold`` — unless it is another detector's number (equal to its ``thresholds``
+    entry: then the detector's default) — checked against the detector's range; each entry of
+    ``thresholds`` is range-checked too. A ConfigError names the key to set."""
+    for name, (low, high) in THRESHOLD_RANGES.items():
+        v = getattr(s.thresholds, name)
+        if v is not None and not low < v <= high:
+            raise ConfigError(f"shots.thresholds.{name}: must be in ({low:g}, {high:g}] (the {name} detector's "
+                              f"scale), got {v:g}")
+    own = getattr(s.thresholds, s.detector)
+    old = s.threshold
+    if old is not None and own is not None and old != own:
+        raise ConfigError(f"shots.threshold ({old:g}) and shots.thresholds.{s.detector} ({own:g}) disagree: "
+                          f"set only shots.thresholds.{s.detector}")
+    if own is None and old is not None:
+        written_for = [d for d in THRESHOLD_RANGES if d != s.detector and getattr(s.thresholds, d) == old]
+        low, high = THRESHOLD_RANGES[s.detector]
+        if written_for:
+            old = None  # another detector's number (a saved encoder's settings): this detector's default
+        elif not low < old <= high:
+            raise ConfigError(f"shots.threshold {old:g} is outside the {s.detector} detector's scale ({low:g}, "
+                              f"{high:g}]: it was written for another detector; set shots.thresholds."
+                              f"{s.detector} (or leave it out for the detector's default)")
+    s.threshold = own if own is not None else old
+
+
 def _validate(cfg: Config) -> None:
     """Range checks the type system cannot express."""
+    resolve_threshold(cfg.shots)
     s, w = cfg.shots, cfg.demo_world
     root = Path(cfg.run_dir or ".").resolve()
     rules = [
         ("run_dir", bool(cfg.run_dir.strip()) and root != Path(root.anchor),
          "must name a run folder (not empty, not the root of the file system)"),
-        ("shots.threshold", s.threshold is None or s.threshold > 0, "must be > 0 (or null: the detector's default)"),
         ("shots.min_video_frames", s.min_video_frames >= 1, "must be >= 1"),
         ("shots.keyframes", 1 <= s.keyframes <= 64, "must be 1..64"),
         ("shots.keyframe_size", 8 <= s.keyframe_size <= 4096, "must be 8..4096 px"),
@@ -697,9 +746,14 @@ def _is_str_field(key: str) -> bool:
 RUNTIME_KEYS = frozenset({"num_workers", "decode_threads", "keep_checkpoints", "checkpoint_minutes"})
 
 
+# folded into another key before hashing: shots.thresholds is carried by shots.threshold (the chosen
+# detector's, resolved by load), so naming one threshold either way gives one hash
+FOLDED_KEYS = frozenset({"thresholds"})
+
+
 def _results_only(data: Any) -> Any:
     if isinstance(data, dict):
-        return {k: _results_only(v) for k, v in data.items() if k not in RUNTIME_KEYS}
+        return {k: _results_only(v) for k, v in data.items() if k not in RUNTIME_KEYS | FOLDED_KEYS}
     if isinstance(data, list):
         return [_results_only(v) for v in data]
     return data

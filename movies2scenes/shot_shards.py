@@ -74,6 +74,11 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
             write_shards(tmp_shard, samples())
             total = shots_out[-1]["end_frame"] if shots_out else 0
             warning = check_decoded(total, info, cfg)
+            if len(shots_out) == 1 and total > 60 * info.fps:  # a film of one shot: a threshold on the wrong scale?
+                said = f"at threshold {cfg.threshold:g}" if cfg.threshold is not None else "at its default threshold"
+                warning = "; ".join(filter(None, [warning, (
+                    f"no cut in {total / info.fps:.0f} s of video by the {cfg.detector} detector {said}: check "
+                    f"shots.thresholds.{cfg.detector}")]))
             times = reader.times if reader.times is not None and len(reader.times) == total + 1 \
                 else np.arange(total + 1) / info.fps  # presentation times (exact on variable frame rate)
             for s in shots_out:

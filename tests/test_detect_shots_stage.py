@@ -181,3 +181,41 @@ def test_two_processes_under_torchrun(small_world, tmp_path):
     parts = [json.loads(p.read_text()) for p in (tmp_path / "two" / "shots" / "parts").glob("*.json")]
     assert len(parts) == 4
     assert _artefacts(tmp_path / "two") == _artefacts(tmp_path / "one")
+
+
+def test_each_detector_keeps_its_own_threshold(tmp_path):
+    """Issue 42 (1): `shots.detector=transnetv2` on the demo config thresholded TransNetV2's 0–1
+    probabilities at the content detector's 22 and found no cut at all, silently."""
+    root = Path(__file__).resolve().parents[1]
+    cfg = load([root / "configs" / "demo.yaml"], ["shots.detector=transnetv2"])
+    assert cfg.shots.threshold is None  # TransNetV2's own default, not content's 22
+    assert load([root / "configs" / "demo.yaml"]).shots.threshold == 22.0
+    old = tmp_path / "old.yaml"  # a config of the single key, written for the content detector
+    old.write_text("shots:\n  detector: content\n  threshold: 22.0\n")
+    assert load([old]).shots.threshold == 22.0
+    with pytest.raises(ConfigError, match=r"shots\.thresholds\.transnetv2"):
+        load([old], ["shots.detector=transnetv2"])
+    with pytest.raises(ConfigError, match=r"shots\.thresholds\.histogram: must be in \(0, 1\]"):
+        load([], ["shots.thresholds.histogram=22"])
+    # the same threshold named either way is one config hash: finished runs stay done
+    from movies2scenes.config import config_hash
+
+    demo = (root / "configs" / "demo.yaml").read_text()
+    before = tmp_path / "demo-before.yaml"  # the demo config as it was written before per-detector thresholds
+    before.write_text(demo.replace("thresholds: {content: 22.0}", "threshold: 22.0"))
+    assert before.read_text() != demo
+    assert config_hash(load([before]).shots) == config_hash(load([root / "configs" / "demo.yaml"]).shots)
+
+
+def test_a_long_video_without_a_cut_earns_a_warning(tmp_path):
+    """Issue 42 (1): a movie of more than a minute with zero cuts is said, not taken silently."""
+    from testkit.videos import write_video
+
+    frames = [np.full((32, 48, 3), 90 + (i % 3), np.uint8) for i in range(4 * 62)]  # 62 s at 4 fps, one shot
+    video = write_video(tmp_path / "still.mp4", frames, fps=4)
+    catalogue = write_catalogue(tmp_path / "cat.csv", [{"movie_id": "still", "video": str(video)}])
+    cfg = load([], [f"run_dir={tmp_path / 'run'}", f"catalogue={catalogue}", "shots.keyframe_size=32"])
+    assert detect_shots.run(cfg) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "shots" / "failures.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["warning"]
+    assert "no cut in 62 s" in rows[0]["reason"] and "shots.thresholds.content" in rows[0]["reason"]
