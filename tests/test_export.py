@@ -5,6 +5,7 @@ card has Hub front matter, and our scene settings live beside timm's config in m
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import subprocess
 import sys
 
@@ -43,7 +44,7 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     save_vit(create_scene_vit(TINY).vit, TINY, tmp / "enc", shots_per_scene=5)
     card = {"name": "tiny", "version": "0.test", "license": "cc-by-4.0", "datasets": ["my-catalogue"],
-            "shots": {**ShotsConfig(min_shot_frames=7, keyframes=2).__dict__, "decode_threads": 3},
+            "shots": {**asdict(ShotsConfig(min_shot_frames=7, keyframes=2)), "decode_threads": 3},
             "metrics": {"eval": {"place": {"top1": 0.75, "n": 16}, "bad": float("nan")}}}
     export_scene_encoder(tmp / "enc", tmp / "export", card)
     return tmp / "export"

@@ -4,6 +4,7 @@ filters, JSON), clear errors instead of tracebacks, progress lines in logs, help
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ def export(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("enc")
     torch.manual_seed(0)
     save_vit(create_scene_vit(TINY).vit, TINY, tmp / "enc", shots_per_scene=3)
-    shots = ShotsConfig(min_shot_frames=15, keyframe_size=64).__dict__
+    shots = dataclasses.asdict(ShotsConfig(min_shot_frames=15, keyframe_size=64))
     export_scene_encoder(tmp / "enc", tmp / "export", {"name": "test", "shots": shots})
     return tmp / "export"
 
@@ -60,8 +61,11 @@ def test_embed_takes_folders_and_catalogues(export, bikes, tmp_path, capsys):
     shutil.copy(bikes, folder / "sub" / "b.ogv")  # an extension the catalogue used to skip
     (folder / "notes.txt").write_text("not a video")
     out = tmp_path / "e.parquet"
+    capsys.readouterr()
     assert main(["embed", str(folder), "--encoder", str(export), "--out", str(out)]) == 0
-    assert {Path(v).name for v in pq.read_table(out)["video"].to_pylist()} == {"a.mp4", "b.ogv"}
+    # both found (the .ogv too); a byte copy is one film: embedded once, and said (issue 42)
+    assert {Path(v).name for v in pq.read_table(out)["video"].to_pylist()} == {"a.mp4"}
+    assert f"{folder / 'sub' / 'b.ogv'}: the same video as {folder / 'a.mp4'}" in capsys.readouterr().err
     cat = write_catalogue(tmp_path / "cat.csv", [{"movie_id": "m1", "title": "A", "video": str(folder / "a.mp4")}])
     assert main(["embed", str(cat), "--encoder", str(export), "--out", str(out)]) == 0
     assert set(pq.read_table(out)["video"].to_pylist()) == {str(folder / "a.mp4")}
@@ -314,3 +318,20 @@ def test_every_help_example_parses_and_names_what_the_demo_makes():
         assert all(len(line.split()) > 1 for line in positional.strip().splitlines()[:1]), (name, positional)
     top = parser.format_help()
     assert "evaluate.tasks" in top
+
+
+def test_embed_lists_each_video_once_and_says_what_it_did_with_short_ones(export, bikes, tmp_path, capsys):
+    """Issue 42 (5, 6): embed's own help example (a folder and a catalogue listing the same file)
+    embedded it twice; a video of fewer than n shots became one window of all its shots silently."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(bikes, folder / "a.mp4")
+    cat = write_catalogue(tmp_path / "cat.csv", [{"movie_id": "m1", "title": "A", "video": str(folder / "a.mp4")}])
+    out = tmp_path / "e.parquet"
+    capsys.readouterr()
+    assert main(["embed", str(folder), str(cat), "--encoder", str(export), "--out", str(out),
+                 "--shots-per-scene", "9"]) == 0
+    got = capsys.readouterr()
+    assert set(pq.read_table(out)["video"].to_pylist()) == {str(folder / "a.mp4")}
+    assert "1 scenes of 1/1 videos" in got.out and "embedded once" in got.err
+    assert "1 video(s) had fewer than n = 9 shots (6–6)" in got.err

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import os
 import shutil
 import subprocess
@@ -107,7 +108,7 @@ def test_stage_trains_exports_and_reloads(mined_run, tmp_path):
     exp = run / "export"
     config = json.loads((exp / "movies2scenes.json").read_text())
     assert config["shots_per_scene"] == 3 and config["num_features"] == 48
-    assert config["shots"] == {k: v for k, v in cfg.shots.__dict__.items() if k != "decode_threads"}
+    assert config["shots"] == {k: v for k, v in asdict(cfg.shots).items() if k != "decode_threads"}
     card = (exp / "README.md").read_text()
     assert "load_scene_encoder" in card and '"scene_pairs"' in card
     encoder = load_scene_encoder(exp)

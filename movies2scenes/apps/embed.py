@@ -48,7 +48,34 @@ def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
             videos.append(item)
     if not videos:
         raise ConfigError("no videos given (VIDEO files, folders of videos, or a catalogue .csv/.jsonl)")
-    return videos, overrides
+    return unique_videos(videos), overrides
+
+
+def unique_videos(videos: list[str]) -> list[str]:
+    """``videos`` with each file once: by resolved path, then by content fingerprint (size + first
+    and last 64 KiB, as ``m2s catalogue --check``: a link or a byte copy is the same film); the
+    first mention is kept and the others are said on stderr. Missing files stay (they fail alone)."""
+    from movies2scenes.store import file_fingerprint
+
+    kept, seen, dropped = [], {}, []
+    for video in videos:
+        try:
+            keys = [str(Path(video).resolve()), file_fingerprint(video)]
+        except (OSError, ValueError):
+            keys = [str(Path(video).resolve())]
+        first = next((seen[k] for k in keys if k in seen), None)
+        if first is not None:
+            dropped.append((video, first))
+            continue
+        for k in keys:
+            seen[k] = video
+        kept.append(video)
+    for video, first in dropped[:10]:
+        print(f"m2s embed: {video}: the same video as {first} (listed twice, by a folder and a catalogue, a "
+              "link or a copy): embedded once", file=sys.stderr)
+    if len(dropped) > 10:
+        print(f"m2s embed: ... and {len(dropped) - 10} more listed twice", file=sys.stderr)
+    return kept
 
 
 def is_embeddings(path: Path) -> bool:
@@ -90,7 +117,7 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder = load_export(encoder_dir, device)  # an export's recorded files, or refused naming the file
     n = n or int(settings["shots_per_scene"])
-    rows, failures = [], []
+    rows, failures, short = [], [], []
     for video in progress(videos, desc="embed", unit="video"):
         try:
             emb, windows = embed_video(video, encoder, cfg.shots, n, stride, batch, device)
@@ -103,6 +130,8 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
             failures.append({"video": video, "reason": str(e)})
             print(f"m2s embed: {video}: {e}", file=sys.stderr)
             continue
+        if len(windows) == 1 and windows[0].end_shot - windows[0].start_shot < n:
+            short.append(windows[0].end_shot - windows[0].start_shot)
         for i, (e, w) in enumerate(zip(emb, windows)):
             rows.append({"video": str(video), "scene": i, "start_shot": w.start_shot, "end_shot": w.end_shot,
                          "start_frame": w.start_frame, "end_frame": w.end_frame,
@@ -122,6 +151,9 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
     print(f"m2s embed: {len(rows)} scenes of {len(videos) - len(failures)}/{len(videos)} videos (n = {n} "
           f"shots, stride {stride}; {cfg.shots.detector} detector, min_shot_frames {cfg.shots.min_shot_frames}, "
           f"{cfg.shots.keyframes} keyframe(s)) → {out}" + (f"; failures: {fail_file}" if failures else ""))
+    if short:
+        print(f"m2s embed: {len(short)} video(s) had fewer than n = {n} shots ({min(short)}–{max(short)}): each is "
+              f"one scene of all its shots (k < n; the encoder takes any k)", file=sys.stderr)
     return 0 if len(failures) < len(videos) else 1
 
 
