@@ -72,7 +72,7 @@ $(RUN)/shot_encoder/DONE.json: $(RUN)/shots/DONE.json $(CONFIG) | setup
 	$(M2S) train-shot-encoder $(STAGE_ARGS)
 
 shot_features: $(RUN)/shot_features/DONE.json
-$(RUN)/shot_features/DONE.json: $(RUN)/shot_encoder/DONE.json $(CONFIG) | setup
+$(RUN)/shot_features/DONE.json: $(RUN)/shots/DONE.json $(RUN)/shot_encoder/DONE.json $(CONFIG) | setup
 	$(M2S) extract-shot-features $(STAGE_ARGS)
 
 movie_pairs: $(RUN)/movie_pairs/DONE.json
@@ -84,11 +84,12 @@ $(RUN)/movie_encoder/DONE.json: $(RUN)/shot_features/DONE.json $(RUN)/movie_pair
 	$(M2S) train-movie-encoder $(STAGE_ARGS)
 
 scene_pairs: $(RUN)/scene_pairs/DONE.json
-$(RUN)/scene_pairs/DONE.json: $(RUN)/movie_encoder/DONE.json $(CONFIG) | setup
+$(RUN)/scene_pairs/DONE.json: $(RUN)/shots/DONE.json $(RUN)/shot_features/DONE.json $(RUN)/movie_encoder/DONE.json \
+		$(RUN)/movie_pairs/DONE.json $(CONFIG) | setup
 	$(M2S) mine-scene-pairs $(STAGE_ARGS)
 
 scene_encoder: $(RUN)/scene_encoder/DONE.json
-$(RUN)/scene_encoder/DONE.json: $(RUN)/scene_pairs/DONE.json $(CONFIG) | setup
+$(RUN)/scene_encoder/DONE.json: $(RUN)/scene_pairs/DONE.json $(RUN)/shot_features/DONE.json $(CONFIG) | setup
 	$(M2S) train-scene-encoder $(STAGE_ARGS)
 
 export: $(RUN)/export/DONE.json
@@ -96,7 +97,7 @@ $(RUN)/export/DONE.json: $(RUN)/scene_encoder/DONE.json $(CONFIG) | setup
 	$(M2S) export $(STAGE_ARGS)
 
 eval: $(RUN)/eval/DONE.json
-$(RUN)/eval/DONE.json: $(RUN)/export/DONE.json $(CONFIG) | setup
+$(RUN)/eval/DONE.json: $(RUN)/export/DONE.json $(RUN)/shots/DONE.json $(RUN)/shot_features/DONE.json $(CONFIG) | setup
 	$(M2S) demo-tasks $(WORLD) --out $(WORLD)/tasks
 	$(M2S) evaluate $(STAGE_ARGS) "evaluate.tasks=[$(WORLD)/tasks/place.csv, $(WORLD)/tasks/genre.csv, $(WORLD)/tasks/boundary.csv]"
 

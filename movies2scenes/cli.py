@@ -57,7 +57,9 @@ exit status: 0 done, 1 failures that matter, 2 bad config/input/lock, 3 non-fini
 4 an output could not be written, 130 interrupted (rerun to resume).
 docs: README.md and docs/architecture.md"""
 
-STAGE_ARGS = "-c configs/demo.yaml run_dir=runs/demo catalogue=runs/demo/world/catalogue.csv"
+# examples write to their own run folder (runs/try), reading the demo's world: run verbatim, they never
+# replace what `make demo` made (issue 42)
+STAGE_ARGS = "-c configs/demo.yaml run_dir=runs/try catalogue=runs/demo/world/catalogue.csv"
 # each command's own override in its help (the stage's section, a value its schema takes)
 OVERRIDE_EXAMPLES = {
     "demo-world": "demo_world.num_movies=16",
@@ -73,7 +75,7 @@ OVERRIDE_EXAMPLES = {
     "import-shot-features": "shot_features.batch_size=256",
 }
 EXAMPLES = {
-    "demo-world": "m2s demo-world runs/demo/world -c configs/demo.yaml num_movies=16",
+    "demo-world": "m2s demo-world runs/try/world -c configs/demo.yaml num_movies=16",
     "catalogue": "m2s catalogue --videos /data/films --out movies.csv\n  m2s catalogue --check movies.csv --logs watch_logs.csv",
     "detect-shots": f"m2s detect-shots {STAGE_ARGS} shots.detector=adaptive\n  m2s detect-shots {STAGE_ARGS} --shard 0/4   (job array task 0 of 4)",
     "train-shot-encoder": f"m2s train-shot-encoder {STAGE_ARGS} shot_encoder.train.max_steps=200",
@@ -87,8 +89,8 @@ EXAMPLES = {
     "index": "m2s index scenes.parquet more.parquet --out idx --metric cosine",
     "search": "m2s search idx --query scenes.parquet --at videos/a.mp4:754.2 -k 10 --exclude video --json\n"
               "  m2s search runs/demo --movie m0003 --start 12 -k 5   (a run: the scene index m2s browse keeps)",
-    "demo-tasks": "m2s demo-tasks runs/demo/world --out runs/demo/world/tasks",
-    "evaluate": f"m2s evaluate {STAGE_ARGS} 'evaluate.tasks=[runs/demo/world/tasks/place.csv, runs/demo/world/tasks/genre.csv]'",
+    "demo-tasks": "m2s demo-tasks runs/demo/world --out runs/try/tasks",
+    "evaluate": f"m2s evaluate {STAGE_ARGS} 'evaluate.tasks=[runs/try/tasks/place.csv, runs/try/tasks/genre.csv]'",
     "summary": "m2s summary runs/demo",
     "import-shot-features": f"m2s import-shot-features clip_features/ {STAGE_ARGS}   (one <movie id>.npy or .parquet per movie)",
     "browse": "m2s browse runs/demo   (then open http://127.0.0.1:8765/)\n  m2s browse /data/run --catalogue movies.csv --host 0.0.0.0 --port 9000 --stride 3",
@@ -286,12 +288,14 @@ def _summary(args) -> int:
     if not run.is_dir():
         print(f"m2s summary: {run} does not exist", file=sys.stderr)
         return 2
-    from movies2scenes.integrity import DamagedRecord, read_done
+    from movies2scenes.integrity import COMMANDS, DamagedRecord, read_done
     from movies2scenes.layout import FOLDERS, RunLayout
+    from movies2scenes.stages.protocol import stale_inputs
 
     layout = RunLayout(run)
     verdicts: list = []  # [counts, half-widths] of the evaluation against the E_shot mean, once read
     damaged: list[str] = []  # records that cannot be read: the summary exits 2 after naming them all
+    stale: set[str] = set()  # stages built from an upstream record the run no longer holds (or from a stale one)
     print(f"run {run}")
     for stage in FOLDERS:
         done = layout.done(stage)
@@ -306,6 +310,11 @@ def _summary(args) -> int:
             continue
         counts = ", ".join(f"{k} {v}" for k, v in rec.get("counts", {}).items())
         print(f"  {stage:<22} done in {rec.get('elapsed_s', 0):.1f}s: {counts}")
+        behind = stale_inputs(layout.folder(stage), rec) + sorted(set(rec.get("inputs") or {}) & stale)
+        if behind:  # an upstream stage ran again since: this one holds what the old upstream made
+            stale.add(stage)
+            print(f"  {'':<22} STALE: built from other {', '.join(sorted(set(behind)))} than the run holds now; "
+                  f"rerun `m2s {COMMANDS.get(stage, stage)}` (and the stages after it)")
         if isinstance(rec.get("heldout_auc"), (int, float)):
             start = _read_metrics(run / stage / "metrics.json").get("start") or {}
             print(f"  {'':<22} held-out ROC-AUC {rec['heldout_auc']:.3f}"

@@ -69,6 +69,7 @@ def read_done(path: str | Path) -> dict:
         if not isinstance(rec.get(key), str):
             raise damaged(f"{key} is not a string")
     shapes = {"counts": lambda v: isinstance(v, dict),
+              "inputs": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
               "outputs": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
               "files": lambda v: isinstance(v, dict) and all(
                   isinstance(x, list) and len(x) == 2 and isinstance(x[0], int) and not isinstance(x[0], bool)

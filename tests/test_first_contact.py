@@ -305,6 +305,11 @@ def test_every_help_example_parses_and_names_what_the_demo_makes():
                 load([root / "configs" / "demo.yaml"], overrides)  # a ConfigError fails the test
             for path in re.findall(r"runs/demo[\w/.-]*", line):
                 assert path.rstrip("/") in made, f"{name}'s example names {path}, which make demo does not write"
+            # issue 42: run verbatim, an example never writes into what make demo made
+            written = [w.split("=", 1)[1] for w in words if w.startswith("run_dir=")]
+            written += [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--out"]
+            written += [words[2]] if name == "demo-world" else []
+            assert not any(w.startswith("runs/demo") for w in written), (name, written)
     stage_help = {n: parser._subparsers._group_actions[0].choices[n].format_help() for n in OVERRIDE_EXAMPLES}
     for name, example in OVERRIDE_EXAMPLES.items():
         assert example in " ".join(stage_help[name].split()), name

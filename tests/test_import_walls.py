@@ -84,6 +84,26 @@ def test_the_makefile_runs_the_stages_in_the_layouts_order():
         assert rule and f"$(M2S) {stage.command} " in rule.group(1), stage
 
 
+def test_each_makefile_rule_depends_on_every_stage_its_stage_reads():
+    """Issue 42 (3): `make scene_pairs` did not redo mining after the shots were detected again
+    (its rule named the movie encoder alone): a rule's prerequisites hold the DONE record of every
+    folder in its StageSpec.needs, so make redoes what an upstream rerun made stale."""
+    import importlib
+    import re
+
+    from movies2scenes.layout import STAGES
+
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
+    for stage in STAGES:
+        module = importlib.import_module(f"movies2scenes.stages.{stage.command.replace('-', '_')}"
+                                         if stage.folder != "eval" else "movies2scenes.stages.evaluate")
+        spec = next(v.spec for v in vars(module).values() if isinstance(getattr(v, "spec", None), object)
+                    and getattr(getattr(v, "spec", None), "folder", None) == stage.folder)
+        prereqs = re.search(rf"^\$\(RUN\)/{stage.folder}/DONE\.json:(.*)$", makefile, re.M).group(1)
+        for need in spec.needs:
+            assert f"$(RUN)/{need}/DONE.json" in prereqs, (stage.folder, need)
+
+
 def test_the_cli_offers_every_stage_of_the_layout():
     from movies2scenes.layout import STAGES
     from movies2scenes.cli import STAGE_COMMANDS, build_parser

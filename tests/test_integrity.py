@@ -168,3 +168,21 @@ def test_an_old_record_without_files_is_redone_by_verify_and_its_cut_files_refus
     assert "written before files were recorded" in capsys.readouterr().err
     assert shard.read_bytes() == original
     assert "files" in json.loads((run / "shots" / "DONE.json").read_text())
+
+
+def test_a_rerun_upstream_makes_later_stages_stale_to_summary_and_readers(encoded_run, tmp_path, capsys):
+    """Issue 42 (3): detect-shots run again with other settings replaced the shots; `m2s summary`
+    still showed every later stage "done" and the next stage trained on features of the old shots."""
+    run, args = _copy(encoded_run, tmp_path)
+    assert main(["detect-shots", *args, "shots.min_shot_frames=3"]) == 0  # other shots than the features'
+    capsys.readouterr()
+    assert main(["summary", str(run)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and line.split()}
+    stale = [line for line in out.splitlines() if "STALE" in line]
+    assert len(stale) == 3, out  # shot_encoder and shot_features (read shots), movie_encoder (reads them)
+    assert "rerun `m2s extract-shot-features`" in out and "rerun `m2s train-movie-encoder`" in out
+    assert "shots" in lines and "STALE" not in lines["shots"]
+    assert main(["train-movie-encoder", *args, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "shot_features is stale" in err and "rerun `m2s extract-shot-features`" in err

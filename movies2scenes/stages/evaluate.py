@@ -73,9 +73,11 @@ class Evaluate(Stage):
         self.baselines = [b for b in wanted if b != "shot_mean" or self.run_layout.is_done("shot_features")]
         self.skipped = sorted(set(wanted) - set(self.baselines))
 
+    def upstream(self) -> list[str]:
+        return [*self.spec.needs, *(["shot_features"] if "shot_mean" in self.baselines else [])]
+
     def input_hash(self) -> str:
-        needs = [*self.spec.needs, *(["shot_features"] if "shot_mean" in self.baselines else [])]
-        return stage_input_hash(*(self.run_layout.done(f) for f in needs))
+        return stage_input_hash(*(self.run_layout.done(f) for f in self.upstream()))
 
     def config_hash(self) -> str:
         ev = self.cfg.evaluate

@@ -27,7 +27,7 @@ from movies2scenes.layout import RunLayout
 from movies2scenes.progress import progress
 from movies2scenes.store import OutputError, remove_stale_tmp
 
-from .protocol import Slot, is_done, process_slot, stage_input_hash, stage_lock, write_done
+from .protocol import Slot, is_done, process_slot, stage_input_hash, stage_lock, upstream_stamps, write_done
 from .protocol import write_pretraining_movies
 
 
@@ -90,6 +90,11 @@ class Stage:
         """By default the DONE records of :attr:`StageSpec.needs` (an error names a missing one)."""
         return stage_input_hash(*(self.run_layout.done(f) for f in self.spec.needs))
 
+    def upstream(self) -> list[str]:
+        """The stage folders :meth:`input_hash` read (recorded as ``inputs``: a later rerun of one
+        makes this stage stale to its readers and to ``m2s summary``)."""
+        return list(self.spec.needs)
+
     def config_hash(self) -> str:
         raise NotImplementedError
 
@@ -119,6 +124,7 @@ class Stage:
         self.check()  # bad input, a missing upstream stage: refused before the folder is created
         self.reach()
         input_hash = self.input_hash()
+        inputs = upstream_stamps(self.run_layout.root, self.upstream())  # what it is built from, for staleness
         chash = self.config_hash()
         out = self.run_layout.folder(self.spec.folder)
         with contextlib.ExitStack() as held:
@@ -140,7 +146,7 @@ class Stage:
             result = self.work(ctx)
             if result is not None:
                 write_done(out, self.spec.record, chash, input_hash, result.counts, started,
-                           outputs=result.outputs, files=result.files, **result.extra)
+                           outputs=result.outputs, files=result.files, inputs=inputs, **result.extra)
                 for line in result.say:
                     print(line)
                 for line in result.warn:

@@ -68,15 +68,55 @@ def process_slot(shard: str | None = None) -> Slot:
     return Slot()
 
 
+def record_stamp(rec: dict) -> str:
+    """What a later stage takes from a DONE record: its config and input hashes and the sha256 of
+    its model files (what :func:`stage_input_hash` hashes), as one short stamp."""
+    blob = json.dumps([rec["config_hash"], rec["input_hash"], rec.get("outputs") or {}], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def upstream_stamps(run_root: Path, folders) -> dict[str, str]:
+    """Stage folder → :func:`record_stamp` of its DONE record now, for the ones that are done:
+    recorded as ``inputs`` in the DONE record of the stage that reads them."""
+    out = {}
+    for folder in folders:
+        done = run_root / folder / DONE
+        if done.is_file():
+            out[folder] = record_stamp(read_done(done))
+    return out
+
+
+def stale_inputs(stage_dir: Path, rec: dict) -> list[str]:
+    """The upstream folders whose record is no longer the one this stage was built from (a record
+    older than ``inputs`` says nothing: never stale)."""
+    stale = []
+    for folder, stamp in sorted((rec.get("inputs") or {}).items()):
+        try:
+            now = record_stamp(read_done(stage_dir.parent / folder / DONE))
+        except (OSError, DamagedRecord):
+            now = None
+        if now != stamp:
+            stale.append(folder)
+    return stale
+
+
 def stage_input_hash(*done_files: Path) -> str:
     """Hash of the upstream stages' DONE records (their config and input hashes, and the hashes of
-    their final files), or a ConfigError naming the first upstream stage that is not done, or
-    whose recorded files are not all there with their sizes (``integrity.StageFiles``)."""
+    their final files), or a ConfigError naming the first upstream stage that is not done, that is
+    stale (built from another record of its own inputs than the run holds now: issue 42), or whose
+    recorded files are not all there with their sizes (``integrity.StageFiles``)."""
+    from movies2scenes.integrity import COMMANDS
+
     h = hashlib.sha256()
     for f in done_files:
         if not f.exists():
             raise ConfigError(f"{f.parent.name} is not done ({f} missing): run that stage first")
         rec = read_done(f)  # a damaged record: DamagedRecord naming it and the command that redoes it
+        stale = stale_inputs(f.parent, rec)
+        if stale:
+            raise ConfigError(f"{f.parent.name} is stale: it was built from other {', '.join(stale)} than the run "
+                              f"holds now; rerun `m2s {COMMANDS.get(f.parent.name, f.parent.name)}` (the same "
+                              "config) first")
         h.update(f"{rec['config_hash']}:{rec['input_hash']}".encode())
         StageFiles.of(f.parent, rec).check_present()
         if rec.get("outputs"):
@@ -268,14 +308,16 @@ def is_done(stage_dir: Path, config_hash: str, input_hash: str, content: bool = 
 
 def write_done(stage_dir: Path, stage: str, config_hash: str, input_hash: str,
                counts: dict, started: float, outputs: list[str] = (), files: dict | None = None,
-               **extra) -> dict:
+               inputs: dict | None = None, **extra) -> dict:
     """DONE.json; ``outputs`` (model files under ``stage_dir``) are recorded with their sha256,
     ``files`` (name → [size, sha256], the files later stages read) as given; :func:`is_done` and
-    the stages that read them check both (``movies2scenes.integrity``)."""
+    the stages that read them check both (``movies2scenes.integrity``). ``inputs``: the upstream
+    records it was built from (:func:`upstream_stamps`), for :func:`stale_inputs`."""
     rec = {
         "stage": stage,
         "config_hash": config_hash,
         "input_hash": input_hash,
+        "inputs": dict(sorted((inputs or {}).items())),
         "counts": counts,
         "outputs": {name: sha256_file(stage_dir / name) for name in outputs},
         "files": dict(sorted((files or {}).items())),

@@ -55,6 +55,9 @@ class TrainSceneEncoder(TrainingStage):
         return (stage_input_hash(*(run.done(f) for f in self.source.inputs()))
                 + init_stamp(self.source.starting_weights()))
 
+    def upstream(self) -> list[str]:
+        return list(self.source.inputs())
+
     def schedule(self, world: int) -> Schedule:
         tr, num_pairs = self.train_cfg, self.source.num_pairs
         self.source.place(self.rank, world, tr.batch_size // world)
