@@ -295,6 +295,28 @@ def fade_between(luma: dict[int, float], a: int, b: int, tail: bool = False) -> 
     return falling and rising
 
 
+SAME_PICTURE = 0.8  # correlation of two mean-removed frames above which they show one picture (a fade scales it)
+STRUCTURE = 2.0  # luma std (0-255) under which a frame is too flat to say what picture it shows
+
+
+def picture_continues(sig: "Signals", c: int, fading_in: bool) -> bool:
+    """Whether the picture on the far side of a detector cut at ``c`` is the one fading there — the
+    fade-in's picture going on after c (``fading_in``), or the picture before c going on into the
+    fade-out — rather than a hard cut to a new picture (issue 42: a dim title fading in, then a cut
+    to a bright new shot). Compared by the correlation of the mean-removed frames c − 1 and c where
+    the faded side shows a picture; where it is too flat to tell, by the fade going on past c."""
+    before, after = sig.small.get(c - 1), sig.small.get(c)
+    if before is None or after is None:
+        return True  # nothing to compare: as the fade rule alone says
+    faded = before if fading_in else after
+    if faded.std() >= STRUCTURE and min(before.std(), after.std()) > 0:
+        return float(np.corrcoef(before.ravel(), after.ravel())[0, 1]) >= SAME_PICTURE
+    if not fading_in:
+        return True  # the frame after is black: the fade-out rule's own dimming test decides
+    luma = sig.luma  # the frame before is (nearly) black: the fade-in must still be brightening after c
+    return c + 1 in luma and luma[c + 1] > luma[c] + 1.5
+
+
 class FlashRule:
     """A detector's cut at c where frames [c, c + L), L ≤ ``max_len``, are brighter than the frames
     on both sides, which look alike (a camera flash, lightning, a muzzle flash): not a boundary.
@@ -519,10 +541,11 @@ class ShotSplitter:
                     and is_dissolve(self.sig, start, c):
                 return "dissolve-middle"  # both ends of one dissolve reported: not a shot of blended frames
             if not self.n_shots and c <= 2 * self.max_len and self.sig.luma.get(0, 255.0) < DARK \
-                    and fade_between(self.sig.luma, 0, c):
+                    and fade_between(self.sig.luma, 0, c) and picture_continues(self.sig, c, fading_in=True):
                 return "fade-in-start"  # the film opens fading in from black (no shot of black before it)
             if ending and self.total - c <= 2 * self.max_len and fade_between(self.sig.luma, c, self.total, tail=True) \
-                    and (self.total - c < self.min_shot or self._dimming(c)):
+                    and (self.total - c < self.min_shot or self._dimming(c)) \
+                    and picture_continues(self.sig, c, fading_in=False):
                 return "fade-out-end"  # the film ends fading out to black (not a cut to a black shot of its own)
             return ""
         first, last = b.span

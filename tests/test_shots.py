@@ -283,3 +283,27 @@ def test_auto_decodes_large_files_with_pyav(tmp_path, monkeypatch, bikes):
     large = list(reader)
     assert len(large) == len(small) == 250
     assert max(float(np.abs(a.astype(int) - b.astype(int)).mean()) for a, b in zip(small, large)) < 3
+
+
+def test_a_dim_title_fading_in_then_a_hard_cut_keeps_the_cut():
+    """Issue 42 (2): frames 0-29 a dim title fading in from black (mean luma < 1), frame 30 a bright
+    new picture: the opening fade-in rule deleted the cut at 30. A genuine fade-in of one picture
+    from black still opens the film without a cut."""
+    import cv2
+
+    from movies2scenes.shots import detect_shots, make_detector
+
+    rng = np.random.default_rng(0)
+    title = np.zeros((72, 128, 3), np.uint8)
+    cv2.putText(title, "TITLE", (10, 45), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 3)
+    title = title.astype(np.float32)
+    picture = cv2.resize(rng.integers(0, 255, (9, 16, 3)).astype(np.uint8), (128, 72), interpolation=cv2.INTER_CUBIC)
+    title_in = [np.clip(title * (0.03 * i / 29), 0, 255).astype(np.uint8) for i in range(30)]
+    assert max(f.mean() for f in title_in) < 1
+    frames = title_in + [picture] * 60
+    shots = list(detect_shots(iter(frames), 12.0, make_detector("content", 22.0, 8), min_shot_frames=8))
+    assert [s.start for s in shots] == [0, 30]
+
+    fade_in = [(picture.astype(np.float32) * (i / 20)).astype(np.uint8) for i in range(20)]
+    shots = list(detect_shots(iter(fade_in + [picture] * 60), 12.0, make_detector("content", 22.0, 8), min_shot_frames=8))
+    assert [s.start for s in shots] == [0]
