@@ -78,33 +78,27 @@ def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dic
     write_json(out / SETTINGS_FILE, settings)
     with atomic_path(out / card_file) as tmp:
         tmp.write_text(model_card(timm_cfg, settings, card), encoding="utf-8")
+    write_json(out / CARD_DATA, card)
     return settings
 
 
-# the card's numbers that are quality metrics (not counts, steps or losses), by their last key
-METRIC_KEYS = {"auc", "accuracy", "top1", "ap", "map", "micro_f1", "macro_f1", "mse", "acc1", "acc5"}
 
 
 def _front_matter(settings: dict, card: dict) -> list[str]:
     """Hub model-card front matter, written by huggingface_hub's ``ModelCardData`` (no network).
-    Metrics: the card's finite quality numbers (METRIC_KEYS, and retrieval precision_at_k), never
-    counts, losses or NaN."""
+    Its model-index holds evaluations of this encoder only (``card["evaluation"]``: m2s evaluate's
+    tasks, finite numbers), never training-batch figures, counts, losses or NaN."""
     from huggingface_hub import EvalResult, ModelCardData
 
     metrics = []
-
-    def walk(prefix: str, data) -> None:
-        if isinstance(data, dict):
-            for k, v in sorted(data.items()):
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(data, (int, float)) and not isinstance(data, bool) and math.isfinite(data):
-            parts = prefix.split(".")
-            if parts[-1] in METRIC_KEYS or (len(parts) > 1 and parts[-2] == "precision_at_k"):
-                metrics.append((prefix, data))
-
-    walk("", card.get("metrics", {}))
+    # only evaluations of the scene encoder (m2s evaluate's linear probe per task); the pretraining
+    # stages' training-batch and movie-pair figures are in the card's body, named as such (issue 42)
+    for task, entry in sorted((card.get("evaluation") or {}).items()):
+        value = (entry.get("encoder") or {}).get("linear") if isinstance(entry, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            metrics.append((f"{task}.{entry.get('metric', 'score')}", value))
     results = [EvalResult(task_type="scene-representation", dataset_type="custom",
-                          dataset_name=card.get("dataset_name", "held-out movies"),
+                          dataset_name=card.get("dataset_name", "evaluation tasks (m2s evaluate, linear probe)"),
                           metric_type=name.split(".")[-1], metric_name=name, metric_value=float(value))
                for name, value in metrics[:40]]
     data = ModelCardData(license=card.get("license", "other"), library_name="timm",
@@ -174,7 +168,9 @@ def model_card(timm_cfg: dict, settings: dict, card: dict) -> str:
         "",
         block("Pretraining data", card.get("data", {})),
         block("Training configuration", card.get("config", {})),
-        block("Metrics", card.get("metrics", {})),
+        *evaluation_section(card.get("evaluation")),
+        block("Training figures (not evaluations: contrastive accuracy of training batches, the movie "
+              "encoder's held-out movie pairs)", card.get("metrics", {})),
         "## Limitations",
         "",
         "Embeddings reflect the catalogue and metadata it was trained on; movie-level similarity",
@@ -182,6 +178,46 @@ def model_card(timm_cfg: dict, settings: dict, card: dict) -> str:
         "on your own labelled data before relying on it.",
         "",
     ])
+
+
+def evaluation_section(evaluation: dict | None) -> list[str]:
+    """The card's "Evaluation" section: each task of ``m2s evaluate``'s report with the verdict
+    against the mean of the shot features and its interval, or a line saying it is not there yet."""
+    from movies2scenes.eval_report import task_line
+
+    if not evaluation:
+        return ["## Evaluation", "", "Not evaluated yet: `m2s evaluate` adds its tasks, the verdicts against the "
+                "mean of the shot features and their 95 % intervals here.", ""]
+    lines = ["## Evaluation", "", "`m2s evaluate` (linear probe, paired movie-level intervals):", ""]
+    lines += [f"* **{task}**: {task_line(entry)}" for task, entry in sorted(evaluation.items())]
+    return lines + [""]
+
+
+CARD_DATA = "card.json"  # what the card is written from, so evaluate can add its results to it
+
+
+def refresh_card(export_dir: str | Path, evaluation: dict) -> str:
+    """Rewrite ``export_dir``'s README.md with ``evaluation`` (report.json's tasks) — only when it is
+    the card export wrote (its sha256 in export/DONE.json's ``card``): a card someone edited is
+    theirs. Records the new card's sha256 there. Returns what was done, for the stage's last line."""
+    from movies2scenes.integrity import read_done
+    from movies2scenes.layout import DONE
+    from movies2scenes.store import read_json, sha256_file, write_json
+
+    out = Path(export_dir)
+    readme, done = out / "README.md", out / DONE
+    rec = read_done(done)
+    written = (rec.get("card") or {}).get("README.md")
+    if not (written and readme.is_file() and (out / CARD_DATA).is_file()):
+        return f"the model card {readme} was not written by this export (or predates {CARD_DATA}): not updated"
+    if sha256_file(readme) != written:
+        return f"the model card {readme} was edited since export wrote it: kept, not updated"
+    card = read_json(out / CARD_DATA) | {"evaluation": evaluation}
+    with atomic_path(readme) as tmp:
+        tmp.write_text(model_card(read_json(out / "config.json"), read_json(out / SETTINGS_FILE), card), encoding="utf-8")
+    rec["card"] = {"README.md": sha256_file(readme)}
+    write_json(done, rec)
+    return f"the evaluation is in the model card {readme}"
 
 
 MAX_SHOTS_PER_SCENE = 256

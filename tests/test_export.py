@@ -45,7 +45,9 @@ def exported(tmp_path_factory):
     save_vit(create_scene_vit(TINY).vit, TINY, tmp / "enc", shots_per_scene=5)
     card = {"name": "tiny", "version": "0.test", "license": "cc-by-4.0", "datasets": ["my-catalogue"],
             "shots": {**asdict(ShotsConfig(min_shot_frames=7, keyframes=2)), "decode_threads": 3},
-            "metrics": {"eval": {"place": {"top1": 0.75, "n": 16}, "bad": float("nan")}}}
+            "metrics": {"scene_encoder": {"acc1": 0.21875, "steps": 40}},  # a training batch's figure
+            "evaluation": {"place": {"metric": "top-1", "encoder": {"linear": 0.75}, "clips": 16},
+                           "bad": {"metric": "AP", "encoder": {"linear": float("nan")}}}}
     export_scene_encoder(tmp / "enc", tmp / "export", card)
     return tmp / "export"
 
@@ -98,9 +100,12 @@ def test_model_card_front_matter(exported):
     assert front["library_name"] == "timm" and front["license"] == "cc-by-4.0"
     assert "movies2scenes" in front["tags"] and front["datasets"] == ["my-catalogue"]
     metrics = front["model-index"][0]["results"][0]["metrics"]
-    assert {"name": "eval.place.top1", "type": "top1", "value": 0.75} in metrics
-    assert all(m["value"] == m["value"] for m in metrics)  # NaN never written
-    assert [m["name"] for m in metrics] == ["eval.place.top1"]  # counts are not metrics
+    # issue 42: only evaluations of the encoder (NaN never written); the batch acc1 was listed as a
+    # result on "held-out movies"
+    assert metrics == [{"name": "place.top-1", "type": "top-1", "value": 0.75}]
+    assert "held-out movies" not in text.split("---\n")[1]
+    assert "## Evaluation" in text and "**place**: scene encoder top-1 0.750" in text
+    assert "## Training figures (not evaluations" in text and '"acc1": 0.21875' in text
     assert "local-dir:PATH" in text and "resolve_model_data_config" in text
 
 

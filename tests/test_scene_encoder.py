@@ -347,3 +347,28 @@ def test_a_kept_report_stays_inside_the_run_under_any_task_names(tmp_path, names
     for k, i in zip(kept, range(2)):
         assert k.parent == out / "by_tasks" and len(k.name) <= 130 and (k / "report.html").read_text() == f"report {i}"
     assert kept[0] != kept[1] and (tmp_path / "x").read_text() == "a user's file"
+
+
+def test_evaluate_adds_its_verdicts_to_the_model_card_it_may_touch(exported_run, tmp_path, capsys):
+    """Issue 42 (4): the card held no evaluation (export runs before evaluate) while it listed a
+    training batch's acc1 as a result; evaluate now writes its tasks and verdicts into the card
+    export wrote — never into one someone edited."""
+    from movies2scenes.export import refresh_card
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run)
+    card = run / "export" / "README.md"
+    assert "Not evaluated yet" in card.read_text()
+    entry = {"metric": "top-1", "encoder": {"linear": 0.6}, "baselines": {"shot_mean": {"linear": 0.5}},
+             "vs": {"shot_mean": {"metric": "top-1", "verdict": "better", "diff": 0.1, "low": 0.04, "high": 0.16,
+                                  "p": 0.01, "half_width": 0.06}}}
+    assert "is in the model card" in refresh_card(run / "export", {"place": entry})
+    text = card.read_text()
+    assert "**place**: scene encoder top-1 0.600" in text and "better (+10.0, CI +4.0..+16.0" in text
+    assert "place.top-1" in text.split("---")[1]
+    from movies2scenes.cli import main
+    assert main(["summary", str(run)]) == 0  # the export's record stays valid and not stale
+    assert "STALE" not in capsys.readouterr().out
+    card.write_text(text + "\nour note\n")
+    assert "edited since export wrote it" in refresh_card(run / "export", {"place": entry})
+    assert card.read_text().endswith("our note\n")

@@ -105,7 +105,7 @@ class Evaluate(Stage):
     def work(self, ctx: StageContext) -> Finished:
         from movies2scenes.eval.protocol import Protocol, score_task
         from movies2scenes.eval.task import Task
-        from movies2scenes.export import load_export
+        from movies2scenes.export import load_export, refresh_card
 
         run, ev, out = ctx.run, self.cfg.evaluate, ctx.out
         export_dir, feat_dir = run.folder("export"), run.folder("shot_features")
@@ -130,11 +130,12 @@ class Evaluate(Stage):
         kept = keep_previous(out, report["tasks"])  # another task set's report is moved aside, never lost
         write_json(out / "report.json", report)
         write_html(out / "report.html", report, run.root)
+        card = refresh_card(export_dir, report["tasks"])  # verdicts in the card, beside the training figures
         # a skipped task says why (too few movies); a NaN/inf metric is an error
         unscored = sorted(n for n, r in report["tasks"].items() if "skipped" not in r
                           and not math.isfinite(r["encoder"]["linear"]))
         done = Finished({"tasks": len(tasks), "unscored": len(unscored)},
-                        say=[*([kept] if kept else []), f"evaluate: report → {out / 'report.html'}"])
+                        say=[*([kept] if kept else []), f"evaluate: report → {out / 'report.html'}; {card}"])
         if unscored:
             done.warn.append(f"evaluate: error: {len(unscored)} task(s) have a non-finite score: "
                              f"{', '.join(unscored)} (see the report)")
