@@ -368,20 +368,20 @@ def watchlogs(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="m2s-scale-") as d:
         folder = Path(d)
         print(f"watch logs: {args.movies} movies, users = events / 20, Zipf-like; per_movie 3, lookahead 1; "
-          f"DuckDB memory_limit {args.memory_limit}")
-        print("| events | file | engine | seconds | peak RSS (MB) | pairs | events/s |")
-        print("|---|---|---|---|---|---|---|")
+              f"DuckDB memory_limit {', '.join(args.memory_limit)} (side by side)")
+        print("| events | file | engine | DuckDB memory_limit | seconds | peak RSS (MB) | pairs | events/s |")
+        print("|---|---|---|---|---|---|---|---|")
         for n in sizes:
             t = time.perf_counter()
             pq_path, csv_path = write_logs(folder, n, args.movies)
             gen = time.perf_counter() - t
-            for kind, path in (("duckdb", pq_path), ("duckdb", csv_path), ("reference", csv_path)):
-                if kind == "reference" and n > args.reference_max:
-                    continue
-                res = run_child(kind, path, args.movies, folder / "spill", args.memory_limit)
-                rows.append({"events": n, "file": path.suffix[1:], "engine": kind, **res, "generate_s": gen,
-                             "file_mb": path.stat().st_size / 2**20})
-                print(f"| {n:,} | {path.suffix[1:]} ({path.stat().st_size / 2**20:.0f} MB) | {kind} | "
+            runs = [("duckdb", pq_path, m) for m in args.memory_limit] + [("duckdb", csv_path, m) for m in args.memory_limit]
+            runs += [("reference", csv_path, "—")] if n <= args.reference_max else []
+            for kind, path, limit in runs:
+                res = run_child(kind, path, args.movies, folder / "spill", limit if kind == "duckdb" else "2GB")
+                rows.append({"events": n, "file": path.suffix[1:], "engine": kind, "memory_limit": limit, **res,
+                             "generate_s": gen, "file_mb": path.stat().st_size / 2**20})
+                print(f"| {n:,} | {path.suffix[1:]} ({path.stat().st_size / 2**20:.0f} MB) | {kind} | {limit} | "
                       f"{res['seconds']:.1f} | {res['peak_rss_mb']:.0f} | {res['pairs']:,} | "
                       f"{n / res['seconds']:,.0f} |", flush=True)
             for p in (pq_path, csv_path):
@@ -389,7 +389,8 @@ def watchlogs(args) -> dict:
     print("\n| engine | file | time exponent a (t ∝ N^a) | peak-RSS exponent b |")
     print("|---|---|---|---|")
     for kind, file in (("duckdb", "parquet"), ("duckdb", "csv"), ("reference", "csv")):
-        sel = [r for r in rows if r["engine"] == kind and r["file"] == file]
+        sel = [r for r in rows if r["engine"] == kind and r["file"] == file
+               and r["memory_limit"] in (args.memory_limit[0], "—")]
         if len(sel) >= 2:
             print(f"| {kind} | {file} | {exponent([r['events'] for r in sel], [r['seconds'] for r in sel]):.2f} | "
                   f"{exponent([r['events'] for r in sel], [r['peak_rss_mb'] for r in sel]):.2f} |")
@@ -462,7 +463,8 @@ def main() -> None:
     ap.add_argument("part", choices=["watchlogs", "film", "catalogue", "merge"])
     ap.add_argument("--sizes", nargs="*", default=["1e5", "1e6", "1e7"])
     ap.add_argument("--movies", type=int, default=10_000)
-    ap.add_argument("--memory-limit", default="2GB", help="watchlogs: DuckDB memory_limit")
+    ap.add_argument("--memory-limit", nargs="+", default=["768MB"],
+                    help="watchlogs: DuckDB memory_limit(s), side by side (default: movie_pairs.cowatch_memory's)")
     ap.add_argument("--reference-max", type=float, default=1e7, help="largest size for the in-memory reference")
     ap.add_argument("--film-shots", nargs="*", type=int, default=[500, 2000], help="film: movie lengths in shots")
     ap.add_argument("--decoder", default="auto", help="film: shots.decoder (auto picks PyAV above 256 MB)")

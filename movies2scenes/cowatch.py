@@ -141,17 +141,21 @@ def _warn_date_like(con, path: Path, is_csv: bool) -> None:
               f"seconds (1970); write dates as ISO 8601 (e.g. {text[:4]}-{text[4:6]}-{text[6:]})", file=sys.stderr)
 
 
-def validate_watch_logs(path: str | Path, known: set[str], memory_limit: str = "2GB") -> int:
-    """The number of watch events in the file, all valid (:class:`CatalogueError` otherwise)."""
-    con = _connect(memory_limit, None, 0)
-    try:
-        return _load_events(con, Path(path), known)
-    finally:
-        con.close()
+def validate_watch_logs(path: str | Path, known: set[str], memory_limit: str = "768MB") -> int:
+    """The number of watch events in the file, all valid (:class:`CatalogueError` otherwise);
+    DuckDB spills beyond ``memory_limit`` into a temporary folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="m2s-duckdb-") as tmp:
+        con = _connect(memory_limit, tmp, 0)
+        try:
+            return _load_events(con, Path(path), known)
+        finally:
+            con.close()
 
 
 def cowatch_pairs_from_file(path: str | Path, known: set[str], allowed: set[str], per_movie: int = 3,
-                            lookahead: int = 1, memory_limit: str = "2GB", temp_dir: str | Path | None = None,
+                            lookahead: int = 1, memory_limit: str = "768MB", temp_dir: str | Path | None = None,
                             threads: int = 0) -> Pairs:
     """Co-watch pairs of a watch-log file (``.csv`` with header user_id,movie_id,timestamp, or
     ``.parquet`` with those columns); ``known``: the catalogue's ids (others are errors);

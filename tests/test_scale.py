@@ -49,3 +49,16 @@ def test_catalogue_harness_memory_is_bounded_and_csv_equals_parquet(tmp_path):
         assert build_movie_pairs.run(cfg) == 0
         tables.append(pq.read_table(run / "movie_pairs" / "cowatch.parquet"))
     assert tables[0].num_rows > 300 and tables[0].equals(tables[1])
+
+
+def test_watchlogs_bench_smoke_compares_memory_limits_side_by_side():
+    """bench/scale.py watchlogs at a smoke size: DuckDB at two memory limits and the in-memory
+    reference give the same pairs (issue 42 (10) measures the default's peak RSS at 5·10⁶)."""
+    r = subprocess.run([sys.executable, "bench/scale.py", "watchlogs", "--sizes", "2e4", "--movies", "200",
+                        "--memory-limit", "768MB", "2GB", "--reference-max", "2e4"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split("|") for line in r.stdout.splitlines() if line.startswith("| 20,000 |")]
+    assert [(c[3].strip(), c[4].strip()) for c in rows] == [("duckdb", "768MB"), ("duckdb", "2GB"), ("duckdb", "768MB"),
+                                                            ("duckdb", "2GB"), ("reference", "—")]
+    assert len({c[7].strip() for c in rows}) == 1  # the same number of pairs every way

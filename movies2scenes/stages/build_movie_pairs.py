@@ -88,7 +88,7 @@ class BuildMoviePairs(Stage):
         synopses = {m.movie_id: m.synopsis for m in catalogue}
         if source == "cowatch":
             return cowatch_pairs_from_file(cfg.watch_logs, set(genres), allowed, mp.per_movie,
-                                           mp.cowatch_lookahead, temp_dir=tmp)
+                                           mp.cowatch_lookahead, memory_limit=mp.cowatch_memory, temp_dir=tmp)
         if source == "genre":
             return genre_pairs(genres, allowed, mp.per_movie, cfg.seed)
         if source == "synopsis":
