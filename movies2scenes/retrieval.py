@@ -50,8 +50,9 @@ def scene_windows(num_shots: int, n: int, stride: int = 1) -> list[tuple[int, in
 
 @torch.no_grad()
 def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: int = 1, batch: int = 16,
-                device: str | torch.device = "cpu") -> tuple[np.ndarray, list[SceneWindow]]:
-    """(embeddings (W, d) float32, windows) of one video. Raises ``VideoError`` for a bad file."""
+                device: str | torch.device = "cpu", keyframes_out: list | None = None) -> tuple[np.ndarray, list[SceneWindow]]:
+    """(embeddings (W, d) float32, windows) of one video. Raises ``VideoError`` for a bad file.
+    ``keyframes_out``: a list that receives each shot's middle keyframe (RGB), in shot order."""
     info = probe(path)
     size = encoder.input_size
     work = scaled_size(info.width, info.height, shots.work_size or shots.keyframe_size)
@@ -66,6 +67,8 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
     if warning:
         print(f"warning: {path}: {warning}", file=sys.stderr)
     views = [torch.stack([tf(to_chw(f)) for f in s.keyframes]) for s in found]  # each (k, 3, S, S)
+    if keyframes_out is not None:
+        keyframes_out.extend(s.keyframes[len(s.keyframes) // 2] for s in found)
     windows, out = [], []
     spans = scene_windows(len(found), n, stride)
     for i in range(0, len(spans), batch):

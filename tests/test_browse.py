@@ -105,7 +105,8 @@ def test_scene_search_agrees_with_a_brute_force_search(client, view, exported_ru
     others = [i for i, c in enumerate(clips) if c[0] != query[0]]
     best = max(others, key=lambda i: cos[i])
     page = client.get("/search", params={"movie": query[0], "start": query[1], "k": 3}).text
-    hits = re.findall(r'score ([0-9.-]+) · <a class="hit-movie" href="/movie/([^"]+)">.*?shots (\d+)–(\d+)', page)
+    hits = re.findall(r'score ([0-9.-]+) \(above [0-9.]+ % of random pairs\) · <a class="hit-movie" '
+                      r'href="/movie/([^"]+)">.*?shots (\d+)–(\d+)', page)
     assert hits, page[-2000:]
     assert (hits[0][1], int(hits[0][2])) == (clips[best][0], clips[best][1])
     assert abs(float(hits[0][0]) - cos[best]) < 2e-3
@@ -127,6 +128,9 @@ def test_clip_upload_searches_and_bad_uploads_are_clear(client, bikes):
         r = client.post("/search/clip", files={"clip": ("bikes.mp4", f, "video/mp4")})
     assert r.status_code == 200, r.text[-1500:]
     assert "bikes.mp4: shots 0–" in r.text and r.text.count('class="hit-movie"') >= 1
+    # issue 42 (7): the clip's own shots are shown, a score has a standing, no "query's movie" for a clip
+    assert r.text.count('class="query-frame" src="data:image/jpeg;base64,') >= 3
+    assert "of random pairs)" in r.text and "leave out the query's movie" not in r.text
     r = client.post("/search/clip", files={"clip": ("notes.mp4", b"this is not a video", "video/mp4")})
     assert r.status_code == 400 and "notes.mp4:" in r.text
     r = client.post("/search/clip", files={})
@@ -563,3 +567,24 @@ def test_a_failed_background_build_names_the_file_instead_of_building_forever(ex
     movie = shard.name[len("shots-"):-len(".tar")]
     r = TestClient(make_app(view)).get("/search", params={"movie": movie, "start": "0"})
     assert r.status_code == 500 and str(shard) in r.text and "being built" not in r.text
+
+
+def test_a_score_has_a_standing_and_a_query_unlike_the_catalogue_is_said(exported_run, tmp_path):
+    """Issue 42 (7): a real trailer scored 0.996 against synthetic stripes, above the best in-domain
+    hit, with nothing to say what a score means. A hit's standing is its percentile among random
+    pairs of different movies in the index; a query whose best hit is below what 99 % of the
+    catalogue's own scenes find is said to lie outside the catalogue's distribution."""
+    from movies2scenes.apps.browse import RunView
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run, ignore=shutil.ignore_patterns("browse_index"))
+    view = RunView(run)
+    assert len(view.null) > 100 and len(view.nearest) >= 20
+    assert view.standing(float(view.null[0]) - 1) == 0.0 and view.standing(float(view.null[-1]) + 1) == 100.0
+    movie = view.windows[0][0]
+    hits = view.search(view.emb[0], 5, movie)
+    assert all(0.0 <= h["standing"] <= 100.0 for h in hits)
+    assert view.outside(hits[0]["score"]) == ""  # a scene of the catalogue is like the catalogue
+    far = -view.emb.mean(0)  # the direction away from every indexed scene
+    best = view.search(far, 1)[0]["score"]
+    assert best < float(view.nearest[0]) and "outside the catalogue's distribution" in view.outside(best)

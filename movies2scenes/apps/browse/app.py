@@ -124,6 +124,7 @@ class RunView:
         self.encoder, self.n, self.stride, self.windows = None, self.pair_n or 9, stride, []
         self.index, self.index_total, self.index_done, self.index_cached = None, 0, 0, 0
         self.index_error = ""  # why a background build failed (the file and the repair), said on /search
+        self.null = self.nearest = np.zeros(0, np.float32)  # what a score means here (_score_scales)
         if index and self.layout.is_done("export"):
             self._build_index(stride, batch, background)
         self._movie_embed, self._heatmaps = None, {}
@@ -260,7 +261,41 @@ class RunView:
         index.add(emb)
         self.windows, self.emb = windows, emb
         self.row = {(m, s): i for i, (m, s, _) in enumerate(windows)}
+        self.null, self.nearest = self._score_scales(windows, emb, index)
         self.index = index
+
+    def _score_scales(self, windows: list, emb: np.ndarray, index, pairs: int = 4000, probes: int = 256):
+        """What a cosine score means in this index (issue 42: a trailer scored 0.996 against synthetic
+        stripes): the sorted scores of ``pairs`` random window pairs from different movies, and the
+        sorted best score of ``probes`` random windows among other movies' windows. Seeded."""
+        rng = np.random.default_rng(0)
+        movies = np.array([m for m, _, _ in windows])
+        if len(windows) < 2 or len(set(movies)) < 2:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        i, j = rng.integers(0, len(windows), pairs), rng.integers(0, len(windows), pairs)
+        keep = movies[i] != movies[j]
+        null = np.sort(np.einsum("nd,nd->n", emb[i[keep]], emb[j[keep]]))
+        probe = rng.choice(len(windows), min(probes, len(windows)), replace=False)
+        scores, rows = index.search(emb[probe], min(len(windows), 64))
+        best = [next((s for s, r in zip(sc, rw) if r >= 0 and movies[r] != movies[p]), None)
+                for p, sc, rw in zip(probe, scores, rows)]
+        return null, np.sort(np.array([b for b in best if b is not None], np.float32))
+
+    def standing(self, score: float) -> float | None:
+        """The percentage of random scene pairs of different movies that score below ``score``."""
+        return 100.0 * np.searchsorted(self.null, score) / len(self.null) if len(self.null) else None
+
+    def outside(self, best: float | None) -> str:
+        """A warning when a query's best hit is less similar than the catalogue's own scenes' best
+        hits almost always are (below their 1st percentile): a query unlike the catalogue."""
+        if best is None or len(self.nearest) < 20:
+            return ""
+        floor = float(np.quantile(self.nearest, 0.01))
+        if best >= floor:
+            return ""
+        return (f"This query lies outside the catalogue's distribution: its best hit scores {best:.3f}, below what "
+                f"99 % of the catalogue's own scenes find among other movies (≥ {floor:.3f}). Treat its hits as "
+                "weak.")
 
     @property
     def index_ready(self) -> bool:
@@ -321,22 +356,23 @@ class RunView:
                 shown.take(m, s, e)
                 shots = self.shots[m]
                 hits.append({"movie": m, "title": info["title"], "split": info["split"], "start": s, "end": e,
-                             "score": float(score), "t0": shots[s]["start_time"], "t1": shots[e - 1]["end_time"],
-                             "shots": shots[s:e]})
+                             "score": float(score), "standing": self.standing(float(score)),
+                             "t0": shots[s]["start_time"], "t1": shots[e - 1]["end_time"], "shots": shots[s:e]})
                 if len(hits) == k:
                     return hits
             if fetch >= total:
                 return hits
             fetch = min(total, 4 * fetch)
 
-    def clip_embeddings(self, path: Path) -> tuple[np.ndarray, list]:
-        """``m2s embed``'s path on an uploaded clip: the encoder's own shot settings."""
+    def clip_embeddings(self, path: Path, frames: list | None = None) -> tuple[np.ndarray, list]:
+        """``m2s embed``'s path on an uploaded clip: the encoder's own shot settings; ``frames``
+        receives each shot's middle keyframe (the page shows the query's own shots)."""
         from movies2scenes.config import load
         from movies2scenes.retrieval import embed_video
 
         cfg = load([], [], base={"shots": self.shot_settings} if self.shot_settings else None)
         with self._model_lock:
-            emb, windows = embed_video(path, self.encoder, cfg.shots, self.n)
+            emb, windows = embed_video(path, self.encoder, cfg.shots, self.n, keyframes_out=frames)
         return _normalise(emb), windows
 
     # -- mined pairs ----------------------------------------------------------------------------
@@ -394,6 +430,18 @@ class RunView:
             xa, xb = self._movie_embed(a), self._movie_embed(b)
         return adjacency_png((xa @ xb.T).numpy(), [r["start_a"] for r in rows], [r["start_b"] for r in rows],
                              self.pair_n)
+
+
+def _jpeg_data_uri(rgb: np.ndarray, width: int = 160) -> str:
+    """A small JPEG of an RGB frame as a data: URI (the uploaded clip's own keyframes; nothing kept)."""
+    import base64
+
+    import cv2
+
+    h, w = rgb.shape[:2]
+    small = cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode() if ok else ""
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -473,12 +521,17 @@ def make_app(view: RunView):
                 "k": _int(params.get("k"), 10, 1, 100), "split": params.get("split", ""),
                 "within": params.get("in", "").strip()}
 
-    def search_page(form: dict, queries: list, error: str = "", status: int = 200):
+    def clip_query(path: Path):
+        frames: list = []
+        emb, windows = view.clip_embeddings(path, frames)
+        return emb, windows, frames
+
+    def search_page(form: dict, queries: list, error: str = "", status: int = 200, clip: bool = False):
         if view.index_error:  # the build stopped: say why and how to repair, never "being built" forever
             error, status = f"the scene index could not be built: {view.index_error}", 500
         building = None if view.encoder is None or view.index_ready or view.index_error else \
             (view.index_done, view.index_total)
-        return page("search.html", status=status, form=form, queries=queries, error=error, splits=view.splits,
+        return page("search.html", status=status, form=form, queries=queries, error=error, splits=view.splits, clip=clip,
                     searchable=view.encoder is not None, indexed=len(view.windows), n=view.n, stride=view.stride,
                     building=building)
 
@@ -498,7 +551,7 @@ def make_app(view: RunView):
         hits = view.search(q, form["k"], form["movie"], form["split"], form["within"])
         label = f"{form['movie']} shots {start}–{end - 1}"
         return search_page(form, [{"label": label, "movie": form["movie"], "shots": view.shot_range(form["movie"], start, end),
-                                   "hits": hits}])
+                                   "hits": hits, "outside": ""}])
 
     async def search_clip(request: Request):
         from movies2scenes.video import VideoError
@@ -521,15 +574,19 @@ def make_app(view: RunView):
                     while chunk := await upload.read(1 << 20):
                         f.write(chunk)
                 try:
-                    emb, windows = await run_in_threadpool(view.clip_embeddings, path)
+                    emb, windows, frames = await run_in_threadpool(clip_query, path)
                 except (VideoError, OSError, ValueError) as e:
                     return search_page(form, [], f"{name}: {e}", 400)
         if not len(windows):
             return search_page(form, [], f"{name}: no shots found", 400)
-        queries = [{"label": f"{name}: shots {w.start_shot}–{w.end_shot - 1} ({w.start_time:.1f}–{w.end_time:.1f} s)",
-                    "movie": "", "shots": [], "hits": view.search(e, form["k"])}
-                   for e, w in list(zip(emb, windows))[:3]]
-        return search_page(form, queries)
+        queries = []
+        for e, w in list(zip(emb, windows))[:3]:
+            hits = view.search(e, form["k"])
+            queries.append({"label": f"{name}: shots {w.start_shot}–{w.end_shot - 1} ({w.start_time:.1f}–"
+                                     f"{w.end_time:.1f} s)", "movie": "", "shots": [], "hits": hits,
+                            "frames": [_jpeg_data_uri(f) for f in frames[w.start_shot:w.end_shot]],
+                            "outside": view.outside(hits[0]["score"] if hits else None)})
+        return search_page(form, queries, clip=True)
 
     def pairs(request: Request):
         movie_q = request.query_params.get("movie", "").strip()

@@ -79,11 +79,13 @@ hits from movies matching <input type="text" name="in" value="{{ form.within }}"
 <form action="/search/clip" method="post" enctype="multipart/form-data">or a short video clip <input type="file" name="clip" accept="video/*" aria-label="clip">
 <button>Search with clip</button></form>
 {% if building %}<p class="err" id="building">The scene index is being built: {{ building[0] }} of {{ building[1] }} movies embedded (kept in the run for the next start). Search answers when it is done; every other page works now.</p>
-{% else %}<p class="muted">{{ indexed }} scenes of {{ n }} shots indexed (stride {{ stride }}); hits leave out the query's movie and overlapping windows of a hit already shown.</p>{% endif %}
+{% else %}<p class="muted">{{ indexed }} scenes of {{ n }} shots indexed (stride {{ stride }}); {% if clip %}hits are the catalogue's nearest scenes to each window of the clip{% else %}hits leave out the query's movie{% endif %} and overlapping windows of a hit already shown. A score's standing: the share of random scene pairs of different movies in this index that score lower.</p>{% endif %}
 {% endif %}
 {% if error %}<p class="err">{{ error }}</p>{% endif %}
 {% for q in queries %}<div class="scene"><h2>{{ q.label }}</h2>{% if q.shots %}{{ x.strip(q.shots, q.movie) }}{% endif %}
-{% for h in q.hits %}<div class="hit"><div class="rank">{{ loop.index }}. score {{ '%.3f' % h.score }} · <a class="hit-movie" href="/movie/{{ h.movie|urlencode }}">{{ h.title or h.movie }}</a> ({{ h.movie }}, {{ h.split }}) · shots {{ h.start }}–{{ h.end - 1 }} · {{ h.t0|tc }}–{{ h.t1|tc }}
+{% if q.get('frames') %}<div class="strip">{% for f in q.frames %}<img class="query-frame" src="{{ f }}" alt="the clip's shot {{ loop.index }}">{% endfor %}</div>{% endif %}
+{% if q.get('outside') %}<p class="err outside">{{ q.outside }}</p>{% endif %}
+{% for h in q.hits %}<div class="hit"><div class="rank">{{ loop.index }}. score {{ '%.3f' % h.score }}{% if h.standing is not none %} (above {{ '%.1f' % h.standing }} % of random pairs){% endif %} · <a class="hit-movie" href="/movie/{{ h.movie|urlencode }}">{{ h.title or h.movie }}</a> ({{ h.movie }}, {{ h.split }}) · shots {{ h.start }}–{{ h.end - 1 }} · {{ h.t0|tc }}–{{ h.t1|tc }}
 · <a href="/search?movie={{ h.movie|urlencode }}&amp;start={{ h.start }}">search from here</a></div>{{ x.strip(h.shots, h.movie) }}</div>
 {% else %}<p class="muted">No hits{% if form.within or form.split %} pass the filters{% endif %}.</p>{% endfor %}</div>{% endfor %}
 {% endblock %}""",
