@@ -820,6 +820,29 @@ def make_world(out_dir: str | Path, cfg: DemoWorldConfig, seed: int = 0, progres
     return out
 
 
+def detected_places(world_dir: str | Path, shots_index: str | Path) -> dict[str, list[int]] | None:
+    """The ground-truth place of every *detected* shot of a demo world's movies (the place covering
+    most of its frames), from ``world_dir/ground_truth/shots.csv`` and a run's ``shots/index.parquet``;
+    None where the world has no ground truth (a user's catalogue)."""
+    import pyarrow.parquet as pq
+
+    truth_file = Path(world_dir) / "ground_truth" / "shots.csv"
+    if not truth_file.is_file():
+        return None
+    truth: dict[str, list[tuple[int, int, int]]] = {}
+    with open(truth_file, newline="") as f:
+        for r in csv.DictReader(f):
+            truth.setdefault(r["movie_id"], []).append((int(r["start_frame"]), int(r["end_frame"]), int(r["place"])))
+    out: dict[str, list[int]] = {}
+    for r in pq.read_table(shots_index, columns=["movie_id", "start_frame", "end_frame"]).to_pylist():
+        cover: dict[int, int] = {}
+        for a, b, place in truth.get(r["movie_id"], []):
+            cover[place] = cover.get(place, 0) + max(0, min(r["end_frame"], b) - max(r["start_frame"], a))
+        if cover:
+            out.setdefault(r["movie_id"], []).append(max(sorted(cover), key=lambda p: cover[p]))
+    return out
+
+
 def write_demo_tasks(world_dir: str | Path, out_dir: str | Path, seed: int = 0) -> list[Path]:
     """Evaluation tasks from a demo world's ground truth, in the task-CSV format of ``m2s evaluate``
     (task, kind, movie_id, start_shot, end_shot, label, split): every ground-truth scene of the

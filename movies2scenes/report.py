@@ -59,7 +59,10 @@ def _adjacency(a, starts_a, starts_b, kept, n, title, xlabel, ylabel):
     plt = _pyplot()
     from matplotlib.patches import Rectangle
 
-    fig, ax = plt.subplots(figsize=(6, 6 * max(0.3, min(3.0, a.shape[0] / max(1, a.shape[1])))))
+    # constrained layout keeps every label inside the figure at any aspect (issue 42: a clipped
+    # colour-bar label and a footnote over the tick labels on non-square heatmaps)
+    fig, ax = plt.subplots(figsize=(6.4, 1.6 + 5 * max(0.3, min(3.0, a.shape[0] / max(1, a.shape[1])))),
+                           layout="constrained")
     im = ax.imshow(a, cmap="viridis", interpolation="nearest", aspect="auto")
     for r, (i, j) in enumerate(zip(starts_a, starts_b)):
         keep = r < kept
@@ -68,11 +71,9 @@ def _adjacency(a, starts_a, starts_b, kept, n, title, xlabel, ylabel):
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
-                 label="shot similarity: dot product of E_movie shot embeddings (unbounded; higher = more alike)")
-    ax.text(0.0, -0.08, "red box: kept scene pair · white dashed: chosen, dropped by keep_fraction",
-            transform=ax.transAxes, fontsize=7, va="top")
-    fig.tight_layout()
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    bar.set_label("shot similarity (E_movie dot product;\nunbounded, higher = more alike)", fontsize=8)
+    fig.supxlabel("red box: kept scene pair · white dashed: chosen, dropped by keep_fraction", fontsize=7)
     return fig
 
 

@@ -198,4 +198,43 @@ def write_report(rdir: Path, cfg: Config, top: list[tuple[str, str]], top_rows: 
     sections.append((f"The {len(top_rows)} best scene pairs, at most one per scene (first keyframe of each shot)",
                      "contact_sheet.png",
                      [{k: r[k] for k in ("movie_a", "start_a", "movie_b", "start_b", "score")} for r in top_rows]))
+    truth = ground_truth_precision(cfg, n, pairs_table=out / "pairs.parquet")
+    if truth:
+        sections.insert(0, (truth, [], None))
     report.write_html(rdir / "index.html", f"Mined scene pairs ({source}, n = {n})", sections)
+
+
+def ground_truth_precision(cfg: Config, n: int, pairs_table: Path) -> str:
+    """Where the run's world has ground truth (a demo world beside its catalogue), the mined pairs'
+    precision against it — the share whose two windows have the same majority place — beside random
+    windows of the same movie pairs (seeded): what the page's pictures cannot say (issue 42). ""
+    otherwise."""
+    import pyarrow.parquet as pq
+
+    from .demo import detected_places
+
+    if not cfg.catalogue or not pairs_table.is_file():
+        return ""
+    run = RunLayout(cfg.run_dir)
+    places = detected_places(Path(cfg.catalogue).parent, run.folder("shots") / "index.parquet")
+    if not places:
+        return ""
+
+    def same(a, i, b, j) -> bool:
+        pa_, pb = places[a][i:i + n], places[b][j:j + n]
+        return max(sorted(set(pa_)), key=pa_.count) == max(sorted(set(pb)), key=pb.count)
+
+    rows = [r for r in pq.read_table(pairs_table, columns=["movie_a", "start_a", "movie_b", "start_b"]).to_pylist()
+            if r["movie_a"] in places and r["movie_b"] in places]
+    if not rows:
+        return ""
+    mined = float(np.mean([same(r["movie_a"], r["start_a"], r["movie_b"], r["start_b"]) for r in rows]))
+    rng, draws = np.random.default_rng(0), []
+    for a, b in sorted({(r["movie_a"], r["movie_b"]) for r in rows}):
+        la, lb = len(places[a]) - n + 1, len(places[b]) - n + 1
+        if la > 0 and lb > 0:
+            draws += [same(a, int(rng.integers(la)), b, int(rng.integers(lb))) for _ in range(5)]
+    chance = float(np.mean(draws)) if draws else float("nan")
+    return (f"Against the demo world's ground truth: {100 * mined:.1f} % of the {len(rows)} mined scene pairs show "
+            f"the same place (majority of their {n} shots); random windows of the same movie pairs: "
+            f"{100 * chance:.1f} %. Mining helps only as far as the first number exceeds the second.")

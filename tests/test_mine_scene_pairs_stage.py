@@ -206,3 +206,46 @@ def test_merge_streams_parts_and_keeps_the_same_top_k(tmp_path):
     scenes = [s for r in merged.top_rows for s in ((r["movie_a"], r["start_a"]), (r["movie_b"], r["start_b"]))]
     assert len(scenes) == len(set(scenes)) and len(merged.top_rows) == 5
     assert diverse([ranked[0], dict(ranked[0], key="x", movie_b="other")], 5) == [ranked[0]]
+
+
+def test_the_report_states_the_mined_pairs_precision_against_the_worlds_ground_truth(mined_run, small_world,
+                                                                                       tmp_path):
+    """Issue 42 (8): on a demo world the report looked like success while the README says the
+    mined pairs are near random; it now states their precision against the ground truth beside
+    random windows of the same movie pairs — the same numbers the bench computes."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    from movies2scenes.config import load
+    from movies2scenes.demo import detected_places
+    from movies2scenes.scene_pairs import ground_truth_precision
+
+    from movies2scenes.stages import mine_scene_pairs
+
+    src, overrides = mined_run
+    assert "ground truth" not in (src / "scene_pairs" / "report" / "index.html").read_text()  # a user's catalogue
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    overrides = [o for o in overrides if not o.startswith(("run_dir=", "catalogue="))] + [
+        f"run_dir={run}", f"catalogue={small_world / 'catalogue.csv'}"]  # the demo world's own catalogue
+    assert mine_scene_pairs.run(load([Path(__file__).resolve().parents[1] / "configs" / "cpu-tiny.yaml"], overrides),
+                                force=True) == 0
+    text = (run / "scene_pairs" / "report" / "index.html").read_text()
+    found = re.search(r"ground truth: ([0-9.]+) % of the (\d+) mined scene pairs .*? random windows of the same movie "
+                      r"pairs: ([0-9.]+) %", text)
+    assert found, text[:2000]
+    cfg = load([Path(__file__).resolve().parents[1] / "configs" / "cpu-tiny.yaml"], overrides)
+    places = detected_places(Path(cfg.catalogue).parent, run / "shots" / "index.parquet")
+    n = cfg.scene_pairs.shots_per_scene
+    rows = pq.read_table(run / "scene_pairs" / "pairs.parquet").to_pylist()
+
+    def majority(xs):
+        return max(sorted(set(xs)), key=xs.count)
+
+    same = [majority(places[r["movie_a"]][r["start_a"]:r["start_a"] + n])
+            == majority(places[r["movie_b"]][r["start_b"]:r["start_b"] + n]) for r in rows]
+    assert int(found.group(2)) == len(rows) and float(found.group(1)) == round(100 * np.mean(same), 1)
+    import html
+
+    assert html.escape(ground_truth_precision(cfg, n, run / "scene_pairs" / "pairs.parquet")) in text

@@ -172,3 +172,26 @@ def test_a_3000_shot_film_pair_is_mined_whole():
     # the window scores are one (M − n + 1) × (N − n + 1) float32 matrix (~34 MB here) and a
     # few of its size: nothing near M·N·n²
     assert grown_mb < 400
+
+
+@pytest.mark.parametrize("shape", [(12, 60), (60, 12), (30, 30)])
+def test_every_label_of_the_adjacency_figure_fits_at_its_real_size(shape):
+    """Issue 42 (8): on non-square heatmaps the colour-bar label was clipped and the footnote sat
+    over the x tick labels. Drawn at the size it is saved at, every text is inside the figure and
+    the footnote overlaps no tick label."""
+    from movies2scenes.report import _adjacency
+
+    a = np.random.default_rng(0).standard_normal(shape)
+    fig = _adjacency(a, [0, 3], [1, 4], 1, 3, "m0001 × m0002 (cowatch): 2 chosen, 1 kept", "shots of m0002",
+                     "shots of m0001")
+    fig.set_dpi(100)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box, drawn = fig.bbox, fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)  # inches → pixels
+    assert drawn.x0 >= box.x0 - 1 and drawn.x1 <= box.x1 + 1 and drawn.y0 >= box.y0 - 1 and drawn.y1 <= box.y1 + 1
+    bar_label = fig.axes[1].yaxis.label.get_window_extent(renderer)
+    assert bar_label.x1 <= box.x1 and bar_label.y0 >= box.y0 and bar_label.y1 <= box.y1  # the colour-bar label
+    foot = fig._supxlabel.get_window_extent(renderer)
+    assert not foot.overlaps(fig.axes[0].xaxis.get_tightbbox(renderer))  # ticks and the axis label
+    import matplotlib.pyplot as plt
+    plt.close(fig)
