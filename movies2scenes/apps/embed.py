@@ -173,10 +173,14 @@ def _read_embeddings(path: str, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
-def index(files: list[str], out: str, metric: str, force: bool = False) -> int:
+def index(files: list[str], out: str, metric: str, force: bool = False, kind: str = "auto",
+          flat_max: int | None = None) -> int:
+    """An index folder over ``files``: exact (flat) up to ``flat_max`` scenes, else compressed
+    (``kind``: auto | flat | ivfpq | hnsw; retrieval.index_plan), with its recall@10 against exact
+    search measured at build time and recorded in index.json."""
     import faiss
 
-    from movies2scenes.retrieval import build_index
+    from movies2scenes.retrieval import FLAT_MAX, build_search_index
 
     check_output(out, files, is_index, "an index folder of `m2s index`", force)
     if Path(out).exists() and not Path(out).is_dir():
@@ -198,16 +202,19 @@ def index(files: list[str], out: str, metric: str, force: bool = False) -> int:
                  f"{int(i - starts[int(np.searchsorted(starts, i, 'right')) - 1])}" for i in bad[:5]]
         raise ConfigError(f"{len(bad)} embedding(s) are not finite (NaN/inf): {', '.join(where)}"
                           f"{' ...' if len(bad) > 5 else ''}; nothing was indexed")
-    idx = build_index(emb, metric)
+    idx, built = build_search_index(emb, metric, kind, flat_max=FLAT_MAX if flat_max is None else flat_max)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "index.faiss") as tmp:
         faiss.write_index(idx, str(tmp))
     write_parquet(out_dir / "meta.parquet", table.drop_columns(["embedding"]))
     write_json(out_dir / "index.json", {"metric": metric, "count": table.num_rows, "dim": emb.shape[1],
-                                        "sources": [str(f) for f in files],
+                                        "sources": [str(f) for f in files], **built,
                                         "files": {n: file_record(out_dir / n) for n in INDEX_FILES}})
-    print(f"m2s index: {table.num_rows} scenes ({metric}) → {out_dir}")
+    recall = (f"; recall@10 against exact search {built['recall_at_10']:.3f} on {built['recall_queries']} "
+              "indexed scenes as queries" if "recall_at_10" in built else "; exact search")
+    print(f"m2s index: {table.num_rows} scenes ({metric}, {built['kind']}: {built['factory']}, "
+          f"{(out_dir / 'index.faiss').stat().st_size / 2**20:.1f} MB){recall} → {out_dir}")
     return 0
 
 
@@ -231,8 +238,11 @@ def read_index_record(d: Path) -> dict:
 
 def read_index_files(d: Path, meta: dict):
     """The faiss index and the rows of ``meta.parquet``, checked against ``index.json``: the files
-    are the ones `m2s index` wrote (size and sha256, where recorded), readable, and of its count."""
+    are the ones `m2s index` wrote (size and sha256, where recorded), readable, and of its count;
+    a compressed index gets its recorded search parameters (nprobe, efSearch)."""
     import faiss
+
+    from movies2scenes.retrieval import set_search_params
 
     rebuild = f"rebuild the index: m2s index FILE.parquet --out {d} --force"
     for name, record in (meta.get("files") or {}).items():
@@ -249,6 +259,11 @@ def read_index_files(d: Path, meta: dict):
     if not (index.ntotal == len(rows) == meta["count"] and index.d == meta["dim"]):
         raise ConfigError(f"{d}: index.faiss holds {index.ntotal} × {index.d}, meta.parquet {len(rows)} rows, "
                           f"index.json says {meta['count']} × {meta['dim']}; {rebuild}")
+    params = meta.get("params") or {}
+    if not (isinstance(params, dict) and all(k in ("nprobe", "efSearch") and isinstance(v, int) and 0 < v <= 1 << 16
+                                             for k, v in params.items())):
+        raise ConfigError(f"{d / 'index.json'}: params must be nprobe / efSearch counts, got {params!r}; {rebuild}")
+    set_search_params(index, params)
     return index, rows
 
 
