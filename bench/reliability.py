@@ -87,8 +87,8 @@ def main() -> int:
               f"{world / 'tasks' / 'boundary.csv'}]",
               *(TINY if args.tiny else [])]
     runs = {"straight": args.out / "straight", "killed": args.out / "killed"}
-    durations = {}
-    for cmd, _ in STAGES:
+    durations, reference = {}, {}
+    for cmd, folder in STAGES:
         t = time.perf_counter()
         r = subprocess.run(cli([cmd, *common, f"run_dir={runs['straight']}"]), cwd=ROOT, env=env,
                            capture_output=True, text=True)
@@ -96,6 +96,8 @@ def main() -> int:
             print(r.stdout[-2000:], r.stderr[-3000:])
             raise SystemExit(f"{cmd} failed in the uninterrupted run")
         durations[cmd] = time.perf_counter() - t
+        # each folder as its stage left it: evaluate later adds its results to export's model card
+        reference[folder] = artefacts(runs["straight"] / folder)
     results = []
     for cmd, folder in STAGES:
         frac = rng.uniform(0.2, 0.9)
@@ -110,7 +112,7 @@ def main() -> int:
                            capture_output=True, text=True)
         if r.returncode != 0:
             print(r.stdout[-2000:], r.stderr[-3000:])
-        a, b = artefacts(runs["straight"] / folder), artefacts(runs["killed"] / folder)
+        a, b = reference[folder], artefacts(runs["killed"] / folder)
         differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
         results.append((cmd, killed, frac * durations[cmd], durations[cmd], r.returncode, len(a), differ))
     print(f"{'stage':<24} {'killed at':>10} {'of':>8} {'rerun':>6} {'files':>6}  identical")

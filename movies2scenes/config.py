@@ -564,30 +564,29 @@ def load(files: list[str | Path] = (), overrides: list[str] = (), base: dict | N
 
 
 def resolve_threshold(s: ShotsConfig) -> None:
-    """Set ``s.threshold`` to the chosen detector's: ``thresholds.<detector>``; else an old config's
-    single ``threshold`` — unless it is another detector's number (equal to its ``thresholds``
-    entry: then the detector's default) — checked against the detector's range; each entry of
-    ``thresholds`` is range-checked too. A ConfigError names the key to set."""
+    """Set ``s.threshold`` to the chosen detector's: the single ``threshold`` where it is set (an old
+    config or an override) — unless it is another detector's number (equal to its ``thresholds``
+    entry: then ``thresholds.<detector>`` or the default) — checked against the detector's range,
+    else ``thresholds.<detector>``; each entry of ``thresholds`` is range-checked too, and the result
+    is written back under its detector. A ConfigError names the key to set."""
     for name, (low, high) in THRESHOLD_RANGES.items():
         v = getattr(s.thresholds, name)
         if v is not None and not low < v <= high:
             raise ConfigError(f"shots.thresholds.{name}: must be in ({low:g}, {high:g}] (the {name} detector's "
                               f"scale), got {v:g}")
-    own = getattr(s.thresholds, s.detector)
-    old = s.threshold
-    if old is not None and own is not None and old != own:
-        raise ConfigError(f"shots.threshold ({old:g}) and shots.thresholds.{s.detector} ({own:g}) disagree: "
-                          f"set only shots.thresholds.{s.detector}")
-    if own is None and old is not None:
-        written_for = [d for d in THRESHOLD_RANGES if d != s.detector and getattr(s.thresholds, d) == old]
+    own, old = getattr(s.thresholds, s.detector), s.threshold
+    if old is not None and old != own:  # the single key (an old config, an override) names the chosen detector's
         low, high = THRESHOLD_RANGES[s.detector]
-        if written_for:
-            old = None  # another detector's number (a saved encoder's settings): this detector's default
+        if any(d != s.detector and getattr(s.thresholds, d) == old for d in THRESHOLD_RANGES):
+            old = None  # another detector's number (a saved encoder's settings, switched): not this detector's
         elif not low < old <= high:
             raise ConfigError(f"shots.threshold {old:g} is outside the {s.detector} detector's scale ({low:g}, "
                               f"{high:g}]: it was written for another detector; set shots.thresholds."
                               f"{s.detector} (or leave it out for the detector's default)")
-    s.threshold = own if own is not None else old
+        else:
+            own = old
+    s.threshold = own
+    setattr(s.thresholds, s.detector, own)  # saved settings name the threshold under its detector too
 
 
 def _validate(cfg: Config) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from movies2scenes import __version__
 from movies2scenes.catalogue import safe_name
-from movies2scenes.layout import DONE
+from movies2scenes.layout import DONE, TRAINING_FOLDERS
 from movies2scenes.config import ConfigError
 from movies2scenes.integrity import DamagedRecord, StageFiles, read_done
 from movies2scenes.store import output_error, read_json, sha256_file, write_json
@@ -100,10 +100,16 @@ def stale_inputs(stage_dir: Path, rec: dict) -> list[str]:
     return stale
 
 
+# a model trained on an older catalogue is still a model (adding a title re-extracts only its features
+# with the same E_shot: tests/test_incremental.py); data built from older inputs is not (issue 42)
+MODEL_FOLDERS = frozenset({*TRAINING_FOLDERS, "export"})
+
+
 def stage_input_hash(*done_files: Path) -> str:
     """Hash of the upstream stages' DONE records (their config and input hashes, and the hashes of
     their final files), or a ConfigError naming the first upstream stage that is not done, that is
-    stale (built from another record of its own inputs than the run holds now: issue 42), or whose
+    stale data (built from another record of its own inputs than the run holds now: issue 42; a
+    stale *model* — :data:`MODEL_FOLDERS` — is still read, and ``m2s summary`` marks it), or whose
     recorded files are not all there with their sizes (``integrity.StageFiles``)."""
     from movies2scenes.integrity import COMMANDS
 
@@ -112,7 +118,7 @@ def stage_input_hash(*done_files: Path) -> str:
         if not f.exists():
             raise ConfigError(f"{f.parent.name} is not done ({f} missing): run that stage first")
         rec = read_done(f)  # a damaged record: DamagedRecord naming it and the command that redoes it
-        stale = stale_inputs(f.parent, rec)
+        stale = stale_inputs(f.parent, rec) if f.parent.name not in MODEL_FOLDERS else []
         if stale:
             raise ConfigError(f"{f.parent.name} is stale: it was built from other {', '.join(stale)} than the run "
                               f"holds now; rerun `m2s {COMMANDS.get(f.parent.name, f.parent.name)}` (the same "
