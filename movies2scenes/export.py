@@ -82,8 +82,6 @@ def export_scene_encoder(encoder_dir: str | Path, out_dir: str | Path, card: dic
     return settings
 
 
-
-
 def _front_matter(settings: dict, card: dict) -> list[str]:
     """Hub model-card front matter, written by huggingface_hub's ``ModelCardData`` (no network).
     Its model-index holds evaluations of this encoder only (``card["evaluation"]``: m2s evaluate's
@@ -266,7 +264,7 @@ def load_scene_encoder(path: str | Path, device: str | torch.device = "cpu") -> 
 def load_export(path: str | Path, device: str | torch.device = "cpu") -> SceneViT | FactorisedSceneEncoder:
     """:func:`load_scene_encoder` for every consumer of a run's export (browse, search, embed,
     evaluate): where the folder holds the export stage's DONE.json, every file it recorded (weights,
-    the temporal part, settings, card) must still have its sha256, or a DamagedArtefact (exit 2)
+    the temporal part, settings; not the card, which is for people) must still have its sha256, or a DamagedArtefact (exit 2)
     names the file and ``m2s export --verify``. A folder without a record (a copied encoder) loads
     as it is."""
     from movies2scenes.integrity import StageFiles, read_done

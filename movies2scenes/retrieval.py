@@ -13,7 +13,6 @@ torch when one is there (the same exact search; faiss-gpu has no CUDA 13 build).
 from __future__ import annotations
 
 import math
-
 import sys
 
 from dataclasses import dataclass
@@ -52,7 +51,8 @@ def scene_windows(num_shots: int, n: int, stride: int = 1) -> list[tuple[int, in
 
 @torch.no_grad()
 def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: int = 1, batch: int = 16,
-                device: str | torch.device = "cpu", keyframes_out: list | None = None) -> tuple[np.ndarray, list[SceneWindow]]:
+                device: str | torch.device = "cpu",
+                keyframes_out: list | None = None) -> tuple[np.ndarray, list[SceneWindow]]:
     """(embeddings (W, d) float32, windows) of one video. Raises ``VideoError`` for a bad file.
     ``keyframes_out``: a list that receives each shot's middle keyframe (RGB), in shot order."""
     info = probe(path)
@@ -139,42 +139,30 @@ def set_search_params(index, params: dict) -> None:
 
 def build_search_index(embeddings: np.ndarray, metric: str = "cosine", kind: str = "auto", seed: int = 0,
                        flat_max: int = FLAT_MAX, recall_queries: int = 200) -> tuple[object, dict]:
-    """A faiss index of the kind :func:`index_plan` picks (faiss.index_factory, trained on a seeded
-    sample of at most 256 points per list or sub-quantiser centroid) and its record: kind, factory
-    string, search parameters and, for an approximate index, its **recall@10 against exact search**
-    measured at build time on ``recall_queries`` seeded indexed scenes used as queries."""
+    """A faiss index of the kind :func:`index_plan` picks — flat: :func:`build_index`; otherwise
+    faiss.index_factory, trained on the vectors (faiss's k-means samples at most 256 points per
+    centroid itself) — and its record: kind, factory string, search parameters and, for an
+    approximate index, its **recall@10 against exact search** measured at build time on
+    ``recall_queries`` seeded indexed scenes used as queries."""
     import faiss
 
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if metric == "cosine":
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    elif metric != "l2":
-        raise ValueError(f"metric must be cosine or l2, got {metric!r}")
-    kind, factory, params = index_plan(kind, len(x), x.shape[1], flat_max)
-    measure = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-    index = faiss.index_factory(x.shape[1], factory, measure)
-    rng = np.random.default_rng(seed)
-    if not index.is_trained:
-        train = x[rng.choice(len(x), min(len(x), 256 * max(256, index_plan_lists(factory))), replace=False)]
-        index.train(train)
+    exact = build_index(embeddings, metric)  # also the reference the recall is measured against
+    kind, factory, params = index_plan(kind, exact.ntotal, exact.d, flat_max)
+    record = {"kind": kind, "factory": factory, "params": params}
+    if kind == "flat":
+        return exact, record
+    x = exact.reconstruct_n(0, exact.ntotal)  # normalised for cosine, as the flat index holds them
+    index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT if metric == "cosine"
+                                else faiss.METRIC_L2)
+    index.train(x)
     index.add(x)
     set_search_params(index, params)
-    record = {"kind": kind, "factory": factory, "params": params}
-    if kind != "flat":
-        exact = faiss.IndexFlatIP(x.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(x.shape[1])
-        exact.add(x)
-        q = x[rng.choice(len(x), min(len(x), recall_queries), replace=False)]
-        k = min(10, len(x))
-        _, truth = exact.search(q, k)
-        _, got = index.search(q, k)
-        record |= {"recall_at_10": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, got)])),
-                   "recall_queries": len(q)}
-    return index, record
-
-
-def index_plan_lists(factory: str) -> int:
-    """The number of inverted lists of an ``IVF<n>,…`` factory string (0 otherwise)."""
-    return int(factory[3:].split(",")[0]) if factory.startswith("IVF") else 0
+    q = x[np.random.default_rng(seed).choice(len(x), min(len(x), recall_queries), replace=False)]
+    k = min(10, len(x))
+    _, truth = exact.search(q, k)
+    _, got = index.search(q, k)
+    return index, record | {"recall_at_10": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, got)])),
+                            "recall_queries": len(q)}
 
 
 class Echoes:
@@ -209,7 +197,9 @@ def search(index, queries: np.ndarray, k: int, metric: str = "cosine",
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     k = min(k, index.ntotal)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu" or k == 0 or not hasattr(index, "reconstruct_n") or "Flat" not in type(index).__name__:
+    import faiss
+
+    if device == "cpu" or k == 0 or not isinstance(index, faiss.IndexFlat):
         return index.search(q, k)  # a compressed index (IVF-PQ, HNSW) searches on the CPU with faiss
     return flat_search_torch(index.reconstruct_n(0, index.ntotal), q, k, metric, torch.device(device))
 

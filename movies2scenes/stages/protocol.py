@@ -20,7 +20,7 @@ from movies2scenes import __version__
 from movies2scenes.catalogue import safe_name
 from movies2scenes.layout import DONE, TRAINING_FOLDERS
 from movies2scenes.config import ConfigError
-from movies2scenes.integrity import DamagedRecord, StageFiles, read_done
+from movies2scenes.integrity import COMMANDS, DamagedRecord, StageFiles, read_done
 from movies2scenes.store import output_error, read_json, sha256_file, write_json
 
 
@@ -111,8 +111,6 @@ def stage_input_hash(*done_files: Path) -> str:
     stale data (built from another record of its own inputs than the run holds now: issue 42; a
     stale *model* — :data:`MODEL_FOLDERS` — is still read, and ``m2s summary`` marks it), or whose
     recorded files are not all there with their sizes (``integrity.StageFiles``)."""
-    from movies2scenes.integrity import COMMANDS
-
     h = hashlib.sha256()
     for f in done_files:
         if not f.exists():

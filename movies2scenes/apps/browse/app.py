@@ -540,7 +540,7 @@ def make_app(view: RunView):
         if view.encoder is None or not form["movie"]:
             return search_page(form, [])
         if not view.index_ready:
-            return search_page(form, [], "", 503)  # 500 naming the file where the build failed
+            return search_page(form, [], "", 503)  # search_page makes it a 500 naming the file if the build failed
         try:
             start = int(form["start"])
             q, end = view.scene_embedding(form["movie"], start)
