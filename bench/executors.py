@@ -4,6 +4,7 @@ actors, longest first), side by side in one run; and a Ray run in which one busy
 
     python bench/executors.py [--long 48000] [--short 24] [--short-frames 3000] [--width 320] [--keep DIR]
     python bench/executors.py --smoke   # 3 tiny films, no kill run (make test); the figures mean nothing
+    python bench/executors.py --schedule [--ideal 20] [--titles 10000]   # the schedule alone (bench/schedule.py)
 
 Prints per executor the makespan (wall time of the stage, start-up and merge included), its ratio to
 the ideal (the single-process run's wall time ÷ 2 workers), Ray's own start-up
@@ -96,7 +97,17 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="work here instead of a temporary folder")
     ap.add_argument("--smoke", action="store_true",
                     help="seconds, not minutes: 3 tiny films, no separate Ray start-up timing, no kill run")
+    ap.add_argument("--schedule", action="store_true",
+                    help="the executors' schedule on sleeping items, 8 workers (bench/schedule.py); with --smoke: small")
+    ap.add_argument("--ideal", type=float, default=20.0, help="--schedule: the ideal makespan in seconds")
+    ap.add_argument("--titles", type=int, default=10_000, help="--schedule: titles of the long-tail catalogue")
     args = ap.parse_args()
+    if args.schedule:
+        from schedule import run_schedule
+
+        if args.smoke:
+            args.ideal, args.titles = 2.0, 200
+        return 0 if run_schedule(args.ideal, args.titles, kill=not args.smoke) else 1
     if args.smoke:
         args.long, args.short, args.short_frames, args.width = 300, 2, 100, 96
     work = args.keep or Path(tempfile.mkdtemp(prefix="m2s-executors-"))

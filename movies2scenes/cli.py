@@ -184,13 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_stage(sub, "export")
 
-    p = sub.add_parser("embed", help="scene embeddings of videos with an exported encoder")
-    p.add_argument("videos", nargs="+", metavar="VIDEO|key=value",
+    p = sub.add_parser("embed", help="scene embeddings of videos (or of a whole catalogue, per movie, on an "
+                                     "executor) with an exported encoder")
+    p.add_argument("videos", nargs="*", metavar="VIDEO|key=value",
                    help="video files, folders of videos, catalogue CSVs; key=value arguments are shots-config "
                         "overrides (e.g. shots.detector=adaptive)")
     p.add_argument("--encoder", required=True, metavar="DIR", help="exported encoder (run_dir/export)")
-    p.add_argument("--out", required=True, metavar="FILE.parquet",
-                   help="scene embeddings to write: one row per window of n shots, with times")
+    p.add_argument("--out", required=True, metavar="FILE.parquet|DIR",
+                   help="scene embeddings to write: one row per window of n shots, with times (with --catalogue: "
+                        "a folder, one file per movie)")
+    p.add_argument("--catalogue", metavar="CSV",
+                   help="embed this catalogue per movie, resumably, on the executor (--executor ray, --shard i/n); "
+                        "--out is then a folder that `m2s index` takes")
+    p.add_argument("--shots", metavar="RUN/shots",
+                   help="with --catalogue: reuse this detect-shots folder's keyframes for the videos it processed "
+                        "with the same shot settings (no second decode)")
+    p.add_argument("--executor", choices=["local", "ray"], default=None, help="with --catalogue: where movies run")
+    p.add_argument("--ray-address", default=None, metavar="ADDR", help="with --catalogue --executor ray: the cluster")
+    p.add_argument("--shard", default=None, metavar="i/n", help="with --catalogue: this process's share of the movies")
     p.add_argument("-n", "--shots-per-scene", type=int, default=None,
                    help="shots per scene window (default: the encoder's training n)")
     p.add_argument("--stride", type=int, default=1, help="window stride in shots (default 1)")
@@ -202,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_embed, overrides=[])
 
     p = sub.add_parser("index", help="faiss index over scene embeddings from `m2s embed`")
-    p.add_argument("files", nargs="+", metavar="FILE.parquet", help="scene embeddings written by `m2s embed`")
+    p.add_argument("files", nargs="+", metavar="FILE.parquet|DIR",
+                   help="scene embeddings written by `m2s embed` (files, or folders of `m2s embed --catalogue`)")
     p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (index.faiss, meta.parquet, index.json)")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
     p.add_argument("--index", choices=["auto", "flat", "ivfpq", "hnsw"], default="auto", dest="kind",
@@ -463,6 +475,12 @@ def _embed(args) -> int:
 
     if args.stride < 1 or args.batch < 1 or (args.shots_per_scene is not None and args.shots_per_scene < 1):
         raise ConfigError("--stride, --batch and --shots-per-scene must be >= 1")
+    if args.catalogue:
+        return embed.embed_catalogue(args)
+    if args.shots or args.executor or args.ray_address or args.shard:
+        raise ConfigError("--shots, --executor, --ray-address and --shard go with --catalogue")
+    if not args.videos:
+        raise ConfigError("give videos (files, folders, catalogues) or --catalogue CSV")
     return embed.embed(args.videos, args.encoder, args.out, args.config, args.overrides,
                        args.shots_per_scene, args.stride, args.batch, args.force)
 

@@ -26,11 +26,6 @@ PAIRS_SCHEMA = pa.schema([("movie_a", pa.string()), ("start_a", pa.int32()), ("m
                           ("shard", pa.string()), ("key", pa.string())])
 
 
-def unit_part(unit: int) -> str:
-    """A unit's part table under ``scene_pairs/parts/``."""
-    return f"{unit:06d}.parquet"
-
-
 def unit_shard(unit: int) -> str:
     """A unit's webdataset shard under ``scene_pairs/``."""
     return f"scenes-{unit:06d}.tar"
@@ -77,16 +72,6 @@ def part_table(rows: list[dict], stamp: str, skipped: list[dict], files: dict[st
     table = pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA)
     return table.replace_schema_metadata({"stamp": stamp, "skipped": json.dumps(skipped, sort_keys=True),
                                           "files": json.dumps(files, sort_keys=True)})
-
-
-def part_meta(path: Path) -> dict | None:
-    """A unit part's stamp and files ({"stamp", "files"}), or None where there is none or it cannot
-    be read (a damaged part is a unit to redo)."""
-    try:
-        meta = pq.read_schema(path).metadata or {}
-        return {"stamp": meta[b"stamp"].decode(), "files": json.loads(meta[b"files"])}
-    except (OSError, pa.ArrowException, KeyError, ValueError):
-        return None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from movies2scenes.catalogue import load_catalogue
 from movies2scenes.config import load
 from movies2scenes.shot_shards import shard_name
 from movies2scenes.stages import detect_shots, extract_shot_features
+from movies2scenes.stages.protocol import part_name
 
 from testkit.videos import write_catalogue
 
@@ -78,7 +79,7 @@ def test_detect_shots_adds_removes_and_reorders_only_what_changed(small_world, t
     assert go(rows[1:] + [new], "removed") == []
     gone = rows[0]["movie_id"]
     assert not (shots / shard_name(gone)).exists()
-    assert not (shots / "parts" / detect_shots.part_name(gone)).exists()
+    assert not (shots / "parts" / part_name(gone)).exists()
     assert gone not in {r["movie_id"] for r in pq.read_table(shots / "index.parquet").to_pylist()}
     assert _stamps(shots, "shots-*.tar") == \
         {k: v for k, v in after.items() if k != shard_name(gone)}

@@ -87,6 +87,27 @@ def test_features_and_mining_on_ray_give_the_local_artefacts(ray_cluster, encode
 
 
 @pytest.mark.slow
+def test_a_catalogue_embedded_on_ray_gives_the_local_files(ray_cluster, exported_run, small_world, tmp_path):
+    """m2s embed --catalogue on 2 Ray workers (each loads the encoder once: the stage's copy keeps
+    it) writes the single process's bytes, the bad video failed once, not retried."""
+    from movies2scenes.apps.catalogue_embed import EmbedCatalogue
+    from movies2scenes.config import ExecutorConfig
+    from movies2scenes.export import scene_settings
+    from test_catalogue_embed import catalogue, digest
+
+    run, _ = exported_run
+    cat = catalogue(small_world, tmp_path)
+    outs = {}
+    for kind in ("local", "ray"):
+        cfg = load([], [], base={"shots": scene_settings(run / "export")["shots"]})
+        cfg.catalogue, cfg.executor = str(cat), ExecutorConfig(kind=kind, workers=2)
+        outs[kind] = tmp_path / kind
+        assert EmbedCatalogue(cfg, str(run / "export"), str(outs[kind]), None, 1, 16).run() == 0
+    assert digest(outs["ray"]) == digest(outs["local"])
+    assert len((outs["ray"] / "failures.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.slow
 def test_a_worker_killed_mid_movie_is_replaced_and_the_movie_redone(ray_cluster, shots_run, small_world, tmp_path):
     from movies2scenes.stages import detect_shots
 

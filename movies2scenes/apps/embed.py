@@ -137,10 +137,9 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
                          "start_frame": w.start_frame, "end_frame": w.end_frame,
                          "start_time": w.start_time, "end_time": w.end_time, "embedding": e.tolist()})
     dim = encoder.num_features
-    table = pa.Table.from_pylist(rows, schema=pa.schema([
-        ("video", pa.string()), ("scene", pa.int32()), ("start_shot", pa.int32()), ("end_shot", pa.int32()),
-        ("start_frame", pa.int64()), ("end_frame", pa.int64()), ("start_time", pa.float64()),
-        ("end_time", pa.float64()), ("embedding", pa.list_(pa.float32(), dim))]))
+    from movies2scenes.apps.catalogue_embed import scene_schema
+
+    table = pa.Table.from_pylist(rows, schema=scene_schema(dim))
     write_parquet(out, table)
     fail_file = Path(str(out) + ".failures.jsonl")
     if failures:
@@ -155,6 +154,25 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
         print(f"m2s embed: {len(short)} video(s) had fewer than n = {n} shots ({min(short)}–{max(short)}): each is "
               f"one scene of all its shots (k < n; the encoder takes any k)", file=sys.stderr)
     return 0 if len(failures) < len(videos) else 1
+
+
+def embed_catalogue(args) -> int:
+    """``m2s embed --catalogue``: :class:`movies2scenes.apps.catalogue_embed.EmbedCatalogue` with the
+    encoder's shot settings under ``-c`` files and ``key=value`` overrides."""
+    from movies2scenes.apps.catalogue_embed import EmbedCatalogue
+    from movies2scenes.export import scene_settings
+
+    overrides = [v for v in args.videos if "=" in v and not Path(v).exists()]
+    if len(overrides) != len(args.videos):
+        raise ConfigError("with --catalogue, the videos come from the catalogue: give only key=value overrides")
+    trained_shots = scene_settings(args.encoder).get("shots") or {}
+    cfg = load(args.config, overrides, base={"shots": trained_shots} if trained_shots else None,
+               base_source=f"{Path(args.encoder) / 'movies2scenes.json'}")
+    cfg.catalogue = args.catalogue
+    cfg.executor.kind = args.executor or cfg.executor.kind
+    cfg.executor.address = args.ray_address or cfg.executor.address
+    return EmbedCatalogue(cfg, args.encoder, args.out, args.shots_per_scene, args.stride, args.batch, args.shots,
+                          args.force, args.shard).run()
 
 
 def _read_embeddings(path: str, columns: list[str] | None = None) -> pa.Table:
@@ -185,6 +203,10 @@ def index(files: list[str], out: str, metric: str, force: bool = False, kind: st
     check_output(out, files, is_index, "an index folder of `m2s index`", force)
     if Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"{out} is a file; --out names the folder the index is written to")
+    if any(Path(f).is_dir() for f in files):  # folders of `m2s embed --catalogue`: their per-movie files
+        from movies2scenes.apps.catalogue_embed import catalogue_files
+
+        files = [str(p) for f in files for p in (catalogue_files(Path(f)) if Path(f).is_dir() else [Path(f)])]
 
     tables = [_read_embeddings(f) for f in files]
     dims = {f: t.schema.field("embedding").type for f, t in zip(files, tables)}

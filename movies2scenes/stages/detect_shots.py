@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 from movies2scenes.catalogue import Movie, duplicate_videos, load_catalogue, video_fingerprints
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.integrity import file_record, read_done
 from movies2scenes.shot_shards import process_movie, shot_index
-from movies2scenes.store import atomic_path, read_part, remove_stale_tmp, write_json, write_parquet
+from movies2scenes.store import atomic_path, remove_stale_tmp, write_parquet
 
 from .kit import Finished, PerItemStage, StageContext, StageSpec
-from .protocol import part_name, prune
+from .protocol import prune
 
 class DetectShots(PerItemStage):
     spec = StageSpec("detect-shots", "shots", "detect_shots")
@@ -59,14 +58,11 @@ class DetectShots(PerItemStage):
         return 1 if self.strict and failed else 0
 
     def items(self, ctx: StageContext) -> list[Movie]:
-        (ctx.out / "parts").mkdir(parents=True, exist_ok=True)
         return self.catalogue
 
-    def part(self, ctx: StageContext, movie: Movie) -> dict | None:
-        """The movie's part record when it belongs to this config and this video file."""
-        rec = read_part(ctx.out / "parts" / part_name(movie.movie_id))
-        ok = rec and rec.get("config_hash") == ctx.config_hash and rec.get("fingerprint") == self.prints[movie.movie_id]
-        return rec if ok else None
+    def accepts(self, ctx: StageContext, movie: Movie, rec: dict) -> bool:
+        """The movie's part belongs to this config and this video file."""
+        return rec.get("config_hash") == ctx.config_hash and rec.get("fingerprint") == self.prints[movie.movie_id]
 
     def complete(self, ctx: StageContext, movie: Movie) -> bool:
         """Done, ok and its shard as written (a failed movie is retried on every run)."""
@@ -96,11 +92,6 @@ class DetectShots(PerItemStage):
                 "reason": f"not processed: {why}", "config_hash": ctx.config_hash,
                 "fingerprint": self.prints[movie.movie_id]}
 
-    def write_part(self, ctx: StageContext, movie: Movie, rec: dict) -> None:
-        write_json(ctx.out / "parts" / part_name(movie.movie_id), rec)
-        if rec["status"] != "ok":
-            print(f"detect-shots: {movie.movie_id}: FAILED: {rec['reason']}", file=sys.stderr)
-
     def ray_resources(self) -> tuple[float, float]:
         """The decode threads; a quarter GPU for TransNetV2 where CUDA is."""
         import torch
@@ -120,7 +111,6 @@ class DetectShots(PerItemStage):
             tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures + warnings))
         # shards of movies that failed now or left the catalogue are not part of the result
         prune(out, "shots-*.tar", {r["shard"] for r in records if r["status"] == "ok"})
-        prune(out / "parts", "*.json", {part_name(m.movie_id) for m in items})  # titles that left the catalogue
         if ctx.exclusive:  # with several processes another one may still be writing a temp file
             remove_stale_tmp(out)
         ok = len(records) - len(failures)

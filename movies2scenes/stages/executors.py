@@ -1,24 +1,33 @@
-"""Where a per-item stage's items run. The local executor is the stage's own loop (this process, or
-one slot of a launch: :class:`movies2scenes.stages.kit.PerItemStage`). :class:`RayExecutor` sends
-them to a Ray cluster: one call per item to a pool of worker actors (each holds a copy of the stage,
-so what an item needs — an encoder, a movie's embeddings — is loaded once per worker, not once per
-item), longest items first, at most one item in flight per worker. The driver writes each item's
-part record as its result arrives (the parts stay the completion markers: a killed driver's rerun
-redoes only what has no part), then the stage merges once, as locally.
+"""Where a per-item stage's items run — three executors, peers behind one interface, chosen once
+(:func:`executor_for`) from ``executor.kind`` and ``--shard`` / a launch's ranks. A per-item stage
+(:class:`movies2scenes.stages.kit.PerItemStage`) never sees which one runs it: it gives its items,
+processes items (``process_items`` here, ``process_item`` on a worker) and records what each item
+left (``record``); the executor decides where the processing happens.
 
-Connecting: before the stage locks its folder (:meth:`RayExecutor.connect`, called by the kit), an
+* :class:`LocalExecutor` — this process, the items one after the other (or streamed, where the
+  stage overlaps them: extract-shot-features decodes the next movies while the model runs);
+* :class:`LaunchExecutor` — one process of several (``--shard i/n`` job arrays, or the ranks of
+  ``accelerate launch`` / torchrun): item ``i`` belongs to the process with ``i % world == rank``;
+  under Accelerate the main process merges, under ``--shard`` whichever process sees every part;
+* :class:`RayExecutor` — a Ray cluster: one call per item to a pool of worker actors (each holds a
+  copy of the stage, so what an item needs — an encoder, a movie's embeddings — is loaded once per
+  worker, not once per item), longest items first, at most one item in flight per worker. The
+  driver records each item's part as its result arrives (the parts stay the completion markers: a
+  killed driver's rerun redoes only what has no part), then the stage merges once, as locally.
+
+Connecting to Ray: before the stage locks its folder (:meth:`Executor.reach`, called by the kit), an
 address is first reached over TCP within ``executor.connect_timeout_s`` — Ray itself retries a dead
 address for many minutes — and a cluster recorded by ``ray start`` on this machine is joined as Ray
 does, never started over; anything that cannot connect is a :class:`ConfigError` (exit 2) saying why.
 
-Faults: a worker that dies mid-item (a killed process, a lost node) is replaced and the item retried
-(``executor.max_retries``, exponential backoff). An item whose worker died every time is *lost*: the
-other items go on; the stage then records it as failed where it has such a record (detect-shots:
-failures.jsonl, :meth:`PerItemStage.lost_part`), else the stage stops after the others with an
-:class:`ExecutorError` naming it (a rerun tries only it again). An item that fails because of its
-*input* is not a fault here: the stage records it in its part and it is not retried. Anything the
-stage raises (our own write errors: exit 4) stops the stage as locally. Workers are replaced after
-``executor.recycle_after`` items (decoders leak on long videos).
+Faults on Ray: a worker that dies mid-item (a killed process, a lost node) is replaced and the item
+retried (``executor.max_retries``, exponential backoff). An item whose worker died every time is
+*lost*: the other items go on; the stage then records it as failed where it has such a record
+(detect-shots: failures.jsonl, :meth:`PerItemStage.lost_part`), else the stage stops after the others
+with an :class:`ExecutorError` naming it (a rerun tries only it again). An item that fails because
+of its *input* is not a fault here: the stage records it in its part and it is not retried. Anything
+the stage raises (our own write errors: exit 4) stops the stage as locally. Workers are replaced
+after ``executor.recycle_after`` items (decoders leak on long videos).
 """
 
 from __future__ import annotations
@@ -30,8 +39,12 @@ import time
 from collections import deque
 from urllib.parse import urlsplit
 
+from typing import ClassVar
+
 from movies2scenes.config import ConfigError, ExecutorConfig
 from movies2scenes.progress import progress
+
+from .protocol import Slot, process_slot
 
 
 class ExecutorError(RuntimeError):
@@ -70,6 +83,87 @@ def import_ray():
     return ray
 
 
+class Executor:
+    """Runs a per-item stage's unfinished items and records each one's part (``stage.record``)."""
+
+    kind: ClassVar[str]
+
+    def slot(self) -> Slot:
+        """This process's place among the processes that run the stage (one, unless launched)."""
+        return Slot()
+
+    def reach(self) -> None:
+        """Reach what the items run on before the stage locks its folder (a cluster), or fail fast."""
+
+    def share(self, items: list) -> list:
+        """The items this process is responsible for."""
+        return items
+
+    def run(self, stage, ctx, todo: list) -> None:
+        raise NotImplementedError
+
+    def merges(self) -> bool:
+        """After :meth:`run`: may this process merge (once every part is there)?"""
+        return True
+
+
+class LocalExecutor(Executor):
+    """This process, the items in the stage's order (streamed where the stage overlaps them)."""
+
+    kind = "local"
+
+    def run(self, stage, ctx, todo: list) -> None:
+        slot = ctx.slot
+        bar = progress(total=len(todo), desc=f"{stage.spec.command} [{slot.rank + 1}/{slot.world}]", unit=stage.unit,
+                       position=slot.rank)
+        for item, part in stage.process_items(ctx, todo):
+            stage.record(ctx, item, part)
+            bar.update()
+        bar.close()
+
+
+class LaunchExecutor(LocalExecutor):
+    """One process of a launch (``--shard i/n``, or Accelerate's ranks under WORLD_SIZE > 1): its
+    share of the items, locally; every process waits for the others (Accelerate), then the main one
+    merges — under ``--shard`` nobody waits and the last process to see every part merges."""
+
+    kind = "launch"
+
+    def __init__(self, shard: str | None = None):
+        self.shard, self._slot = shard, None
+
+    def slot(self) -> Slot:
+        if self._slot is None:  # Accelerate's state is made once, when the stage starts its work
+            self._slot = process_slot(self.shard)
+        return self._slot
+
+    def share(self, items: list) -> list:
+        slot = self.slot()
+        return [item for i, item in enumerate(items) if slot.owns(i)]
+
+    def merges(self) -> bool:
+        slot = self.slot()
+        slot.wait_for_everyone()
+        return slot.is_main or slot.state is None
+
+
+def executor_for(settings: ExecutorConfig, shard: str | None = None, resources: tuple[float, float] = (1.0, 0.0)) \
+        -> Executor:
+    """The one executor a stage runs on: Ray for ``executor.kind=ray`` (never with ``--shard`` or under
+    a launch of several processes), a launch's share for ``--shard`` / WORLD_SIZE > 1, else local."""
+    if settings.kind == "ray":
+        if shard:
+            raise ConfigError("--shard splits the items over processes you start yourself; with "
+                              "executor.kind=ray the Ray cluster does (drop one of the two)")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("executor.kind=ray under a launch of several processes would do every item once "
+                              "per process: start the stage as one process (the Ray cluster spreads the items)")
+        return RayExecutor(settings, *resources)
+    if shard or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return LaunchExecutor(shard)
+    return LocalExecutor()
+
+
 class StageWorker:
     """A Ray actor: one copy of the stage, processing the items it is sent, one at a time."""
 
@@ -83,9 +177,16 @@ class StageWorker:
         return os.getpid()
 
 
-class RayExecutor:
+class RayExecutor(Executor):
+    """A Ray cluster's worker actors, longest items first (see the module's text)."""
+
+    kind = "ray"
+
     def __init__(self, settings: ExecutorConfig, cpus_per_item: float = 1.0, gpus_per_item: float = 0.0):
         self.settings, self.cpus, self.gpus = settings, cpus_per_item, gpus_per_item
+
+    def reach(self) -> None:
+        self.connect()
 
     def connect(self):
         """Join the cluster at executor.address / $RAY_ADDRESS, else the one ``ray start`` recorded on
@@ -113,7 +214,9 @@ class RayExecutor:
         return max(1, int(ray.cluster_resources().get("CPU", 1) // max(self.cpus, 1e-9)))
 
     def run(self, stage, ctx, todo: list) -> None:
-        """Process ``todo`` (longest first) and write each item's part as it arrives."""
+        """Process ``todo`` (longest first) and write each item's part as it arrives. A worker that
+        died is replaced at once; its item waits out its backoff without holding the others (the
+        driver never sleeps while items are in flight)."""
         if not todo:
             return
         ray = self.connect()
@@ -121,28 +224,42 @@ class RayExecutor:
         actor = ray.remote(StageWorker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
         pool = Pool(ray, actor, stage, ctx, min(self.workers(ray), len(order)))
         queue = deque((item, 0) for item in order)
+        retries: list = []  # (not before, item, attempt): items whose worker died, waiting out their backoff
+        idle: deque = deque()  # slots whose actor is up and has nothing in flight
         bar = progress(total=len(order), desc=f"{stage.spec.command} [ray, {pool.size} workers]", unit=stage.unit)
         lost = []  # (item, why) of items whose worker died every time
         try:
-            for slot in range(pool.size):
-                pool.submit(slot, *queue.popleft())
-            while pool.pending:
-                slot, item, attempt, outcome = pool.next()
-                if isinstance(outcome, BaseException):  # the worker died: a fault, not the item's
+            while queue or retries or pool.pending:
+                now = time.monotonic()
+                for due in sorted((r for r in retries if r[0] <= now), key=lambda r: r[0], reverse=True):
+                    retries.remove(due)
+                    queue.appendleft(due[1:])  # a retried item goes first: it was started first
+                while idle and queue:
+                    pool.submit(idle.popleft(), *queue.popleft())
+                if not pool.busy:  # only retries left, all waiting: nothing else to do meanwhile
+                    time.sleep(max(0.0, min(r[0] for r in retries) - now))
+                    continue
+                wake = min((r[0] for r in retries), default=None)
+                got = pool.next(None if wake is None else max(0.0, wake - now))
+                if got is None:  # a retry is due before anything finished
+                    continue
+                slot, item, attempt, outcome = got
+                if attempt is None:  # the slot's actor has started
+                    idle.append(slot)
+                elif isinstance(outcome, BaseException):  # the worker died: a fault, not the item's
                     pool.replace(slot)
                     if attempt < self.settings.max_retries:
-                        time.sleep(min(30.0, 0.5 * 2 ** attempt))
-                        queue.appendleft((item, attempt + 1))
+                        retries.append((time.monotonic() + min(30.0, 0.5 * 2 ** attempt), item, attempt + 1))
                     else:
                         lost.append((item, f"its worker died {attempt + 1} times (last: {death(outcome)})"))
                         bar.update()
                 else:
-                    stage.write_part(ctx, item, outcome)
+                    stage.record(ctx, item, outcome)
                     bar.update()
                     if pool.done[slot] >= self.settings.recycle_after:
                         pool.replace(slot)
-                if queue:
-                    pool.submit(slot, *queue.popleft())
+                    else:
+                        idle.append(slot)
         finally:
             bar.close()
             pool.close()
@@ -157,28 +274,57 @@ class RayExecutor:
             if part is None:
                 unrecorded.append(f"{stage.item_name(item)} ({why})")
             else:
-                stage.write_part(ctx, item, part)
+                stage.record(ctx, item, part)
         if unrecorded:
             raise ExecutorError(f"{stage.spec.command}: {len(unrecorded)} {stage.unit}(s) not done, the others are: "
                                 + "; ".join(unrecorded))
 
 
 class Pool:
-    """Ray actors by slot, the one call in flight on each, and how many items each has done."""
+    """Ray actors by slot, the one call in flight on each, and how many items each has done. A slot
+    takes items only once its actor has started (its ``pid`` call answered): the longest item goes
+    to the first worker that is up, not to one still importing."""
 
     def __init__(self, ray, actor, stage, ctx, size: int):
         self.ray, self.actor, self.stage, self.ctx, self.size = ray, actor, stage, ctx, size
-        self.actors = [actor.remote(stage, ctx) for _ in range(size)]
+        self.actors: list = [None] * size
         self.done = [0] * size
         self.pending: dict = {}  # object ref → (slot, item, attempt)
+        self.starting: dict = {}  # object ref of a new actor's pid() → slot
+        self.failed_starts = 0
+        for slot in range(size):
+            self.start(slot)
+
+    def start(self, slot: int) -> None:
+        self.actors[slot], self.done[slot] = self.actor.remote(self.stage, self.ctx), 0
+        self.starting[self.actors[slot].pid.remote()] = slot
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending or self.starting)
 
     def submit(self, slot: int, item, attempt: int) -> None:
         self.pending[self.actors[slot].process.remote(item)] = (slot, item, attempt)
 
-    def next(self):
+    def next(self, timeout: float | None = None):
         """(slot, item, attempt, part or the error that killed the worker) of the next item to finish;
-        an error the stage raised itself is raised here, as the stage's own exception."""
-        ready, _ = self.ray.wait(list(self.pending), num_returns=1)
+        (slot, None, None, None) when a worker has started; None when nothing happened within
+        ``timeout`` seconds. An error the stage raised itself is raised here, as its own exception."""
+        ready, _ = self.ray.wait([*self.pending, *self.starting], num_returns=1, timeout=timeout)
+        if not ready:
+            return None
+        if ready[0] in self.starting:
+            slot = self.starting.pop(ready[0])
+            try:
+                self.ray.get(ready[0])
+            except self.ray.exceptions.RayError as e:  # a worker that dies while starting: another one
+                self.failed_starts += 1
+                if self.failed_starts > 3 * self.size:
+                    raise ExecutorError(f"Ray workers do not start ({self.failed_starts} tries; last: {death(e)})") \
+                        from None
+                self.replace(slot)
+                return self.next(timeout)
+            return slot, None, None, None
         slot, item, attempt = self.pending.pop(ready[0])
         try:
             part = self.ray.get(ready[0])
@@ -191,8 +337,9 @@ class Pool:
         return slot, item, attempt, part
 
     def replace(self, slot: int) -> None:
+        """A new actor in the slot (the old one killed); the slot takes items once it has started."""
         self.ray.kill(self.actors[slot], no_restart=True)
-        self.actors[slot], self.done[slot] = self.actor.remote(self.stage, self.ctx), 0
+        self.start(slot)
 
     def close(self) -> None:
         for a in self.actors:

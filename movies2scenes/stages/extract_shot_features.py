@@ -20,11 +20,9 @@ from movies2scenes.data import MovieChunks, loader_workers, shard_digests
 from movies2scenes.features import feature_file, write_index, write_movie_features
 from movies2scenes.integrity import file_record
 from movies2scenes.models.folder import load_vit, read_model_config
-from movies2scenes.progress import progress
-from movies2scenes.store import read_part, write_json
 
 from .kit import Finished, PerItemStage, StageContext, StageSpec
-from .protocol import done_record, part_name, prune, stage_input_hash
+from .protocol import done_record, prune, stage_input_hash
 
 class ExtractShotFeatures(PerItemStage):
     spec = StageSpec("extract-shot-features", "shot_features", "extract_shot_features",
@@ -45,16 +43,14 @@ class ExtractShotFeatures(PerItemStage):
         movie's shard only: its stamp says so, and a movie whose three are unchanged is not redone
         (titles added to or removed from the catalogue leave the others' features alone as long as
         the encoder stays the same)."""
-        (ctx.out / "parts").mkdir(parents=True, exist_ok=True)
         self.shards = shard_digests(ctx.run.folder("shots"))  # movie_id → (shard, sha256), sorted by id
         encoder = stage_input_hash(ctx.run.done("shot_encoder"))
         self.stamps = {m: f"{ctx.config_hash}:{encoder}:{digest}" for m, (_, digest) in self.shards.items()}
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return list(self.shards)
 
-    def part(self, ctx: StageContext, movie_id: str) -> dict | None:
-        rec = read_part(ctx.out / "parts" / part_name(movie_id))
-        return rec if rec and rec.get("stamp") == self.stamps[movie_id] and "files" in rec else None
+    def accepts(self, ctx: StageContext, movie_id: str, rec: dict) -> bool:
+        return rec.get("stamp") == self.stamps[movie_id] and "files" in rec
 
     def size(self, ctx: StageContext, movie_id: str) -> float:
         return float((ctx.run.folder("shots") / self.shards[movie_id][0]).stat().st_size)
@@ -82,22 +78,18 @@ class ExtractShotFeatures(PerItemStage):
                     if last:
                         yield movie_id, np.concatenate(pending.pop(movie_id))
 
-    def process(self, ctx: StageContext, todo: list[str]) -> None:
+    def process_items(self, ctx: StageContext, todo: list[str]):
         """Locally, loader workers decode the next movies' shards while the model runs."""
-        slot = ctx.slot
-        bar = progress(total=len(todo), desc=f"features [{slot.rank + 1}/{slot.world}]", unit="movie",
-                       position=slot.rank)
         for movie_id, matrix in self.features(ctx, todo, loader_workers(self.cfg.shot_features.num_workers)):
-            self.write_part(ctx, movie_id, write_movie_features(ctx.out, movie_id, matrix))
-            bar.update()
-        bar.close()
+            yield movie_id, self.part_record(ctx, movie_id, matrix)
 
     def process_item(self, ctx: StageContext, movie_id: str) -> dict:
         (_, matrix), = self.features(ctx, [movie_id], 0)
-        return write_movie_features(ctx.out, movie_id, matrix)
+        return self.part_record(ctx, movie_id, matrix)
 
-    def write_part(self, ctx: StageContext, movie_id: str, row: dict) -> None:
-        write_json(ctx.out / "parts" / part_name(movie_id), row | {"stamp": self.stamps[movie_id]})
+    def part_record(self, ctx: StageContext, movie_id: str, matrix: np.ndarray) -> dict:
+        """Write the movie's features file; its part record, stamped."""
+        return write_movie_features(ctx.out, movie_id, matrix) | {"stamp": self.stamps[movie_id]}
 
     def ray_resources(self) -> tuple[float, float]:
         return 1.0, 0.25 if torch.cuda.is_available() else 0.0
@@ -108,7 +100,6 @@ class ExtractShotFeatures(PerItemStage):
         write_index(out, parts)
         files = {name: f for p in parts for name, f in p["files"].items()}
         files["index.parquet"] = file_record(out / "index.parquet")
-        prune(out / "parts", "*.json", {part_name(m) for m in items})  # movies that left the shots stage
         prune(out, "features-*.npy", {feature_file(m) for m in items})
         counts = {"movies": len(parts), "shots": int(sum(p["num_shots"] for p in parts)),
                   "dim": parts[0]["dim"] if parts else 0}

@@ -14,7 +14,6 @@ The primitives (locks, hashes, DONE records, process slots) are :mod:`movies2sce
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,11 +22,11 @@ from typing import Any, ClassVar, final
 
 from movies2scenes.config import Config, ConfigError
 from movies2scenes.integrity import difference
-from movies2scenes.layout import RunLayout
-from movies2scenes.progress import progress
+from movies2scenes.layout import DONE, RunLayout
 from movies2scenes.store import OutputError, remove_stale_tmp
 
-from .protocol import Slot, is_done, process_slot, stage_input_hash, stage_lock, upstream_stamps, write_done
+from .executors import executor_for
+from .protocol import Parts, Slot, is_done, stage_input_hash, stage_lock, upstream_stamps, write_done
 from .protocol import write_pretraining_movies
 
 
@@ -110,6 +109,11 @@ class Stage:
     def slot(self) -> Slot:
         return Slot()
 
+    def folder(self) -> Path:
+        """Where the stage writes: its run folder (a stage outside a run — ``m2s embed --catalogue`` —
+        names its own)."""
+        return self.run_layout.folder(self.spec.folder)
+
     def reach(self) -> None:
         """Reach what the work runs on (a Ray cluster) before the folder is locked: a bad address
         fails in seconds, holding nothing."""
@@ -126,7 +130,7 @@ class Stage:
         input_hash = self.input_hash()
         inputs = upstream_stamps(self.run_layout.root, self.upstream())  # what it is built from, for staleness
         chash = self.config_hash()
-        out = self.run_layout.folder(self.spec.folder)
+        out = self.folder()
         with contextlib.ExitStack() as held:
             try:
                 lock = held.enter_context(stage_lock(out, self.shard))
@@ -142,7 +146,7 @@ class Stage:
             if lock.exclusive:
                 remove_stale_tmp(out)  # what a killed run left; nobody else writes here (the lock)
             out.mkdir(parents=True, exist_ok=True)
-            self.run_layout.done(self.spec.folder).unlink(missing_ok=True)
+            (out / DONE).unlink(missing_ok=True)
             result = self.work(ctx)
             if result is not None:
                 write_done(out, self.spec.record, chash, input_hash, result.counts, started,
@@ -157,41 +161,79 @@ class Stage:
 
 class PerItemStage(Stage):
     """A stage whose work is a list of independent items (movies, units of movie pairs). Each item
-    leaves its files and then a part record stamped with this config and these inputs; an item whose
-    part matches is not redone, so a killed run resumes; whoever finds every part present merges
-    them into the stage's result. Where items run is the executor's (``executor.kind``): ``local``
-    spreads them over the processes of a launch (``--shard i/n`` or Accelerate ranks: item ``i``
-    belongs to the process with ``i % world == rank``); ``ray`` sends them, longest first, to a Ray
-    cluster (:class:`movies2scenes.stages.executors.RayExecutor`) and writes the parts as they come."""
+    leaves its files and then a part record (:attr:`parts`: one file per item, written by the kit)
+    stamped with this config and these inputs; an item whose part the stage accepts and whose files
+    are intact is not redone, so a killed run resumes; whoever finds every part present merges them
+    into the stage's result and the kit prunes the parts of items that are gone. Where items run is
+    the executor's (:mod:`movies2scenes.stages.executors`: local, a launch's share, or Ray), chosen
+    once from ``executor.kind`` and ``--shard``; the stage never sees which."""
 
     unit: ClassVar[str] = "movie"  # what an item is, in messages
+    parts: ClassVar[type[Parts]] = Parts  # how its part records are stored
 
     def __init__(self, cfg: Config, force: bool = False, shard: str | None = None):
         super().__init__(cfg, force, shard)
-        self.executor = cfg.executor.kind
-        if shard and self.executor == "ray":
-            raise ConfigError("--shard splits the items over processes you start yourself; with "
-                              "executor.kind=ray the Ray cluster does (drop one of the two)")
-        if self.executor == "ray" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError("executor.kind=ray under a launch of several processes would do every item once "
-                              "per process: start the stage as one process (the Ray cluster spreads the items)")
+        self.executor = executor_for(cfg.executor, shard, self.ray_resources())
 
     def reach(self) -> None:
-        if self.executor == "ray":
-            from .executors import RayExecutor
-
-            RayExecutor(self.cfg.executor).connect()
+        self.executor.reach()
 
     def slot(self) -> Slot:
-        return process_slot(self.shard) if self.executor == "local" else Slot()
+        return self.executor.slot()
 
+    # --- what a per-item stage declares ---------------------------------------------------------
     def items(self, ctx: StageContext) -> list:
         raise NotImplementedError
 
+    def part_key(self, item):
+        """The item's key among the part records (a movie's id, a unit's number)."""
+        return getattr(item, "movie_id", item)
+
+    def accepts(self, ctx: StageContext, item, record: dict) -> bool:
+        """Does a part record belong to this config and these inputs (by default: its ``stamp``)?"""
+        return record.get("stamp") == ctx.stamp
+
+    def size(self, ctx: StageContext, item) -> float:
+        """Roughly how long the item takes (a movie's duration, a unit's movie pairs): Ray starts the
+        longest first, so one long film does not finish alone at the end."""
+        return 1.0
+
+    def process_item(self, ctx: StageContext, item):
+        """Write the item's files and return its part record (in a Ray worker, or in this process)."""
+        raise NotImplementedError
+
+    def process_items(self, ctx: StageContext, items: list):
+        """(item, part record) for each of ``items`` in this process, as each finishes; a stage that
+        can overlap items (decode the next movies while the model runs) streams them."""
+        for item in items:
+            yield item, self.process_item(ctx, item)
+
+    def ray_resources(self) -> tuple[float, float]:
+        """(CPUs, GPUs) one item takes on a Ray worker."""
+        return 1.0, 0.0
+
+    def item_name(self, item) -> str:
+        """The item in messages (a movie's id)."""
+        return str(self.part_key(item))
+
+    def lost_part(self, ctx: StageContext, item, why: str) -> dict | None:
+        """The part that records an item whose worker died every time as failed, or None (the
+        default) where the stage has no failed items: then it stops once the others are done."""
+        return None
+
+    def merge(self, ctx: StageContext, items: list) -> Finished:
+        raise NotImplementedError
+
+    # --- the part records, kept by the kit ------------------------------------------------------
+    def part_records(self, ctx: StageContext) -> Parts:
+        return self.parts(ctx.out)
+
+    @final
     def part(self, ctx: StageContext, item) -> dict | None:
         """The item's part record when it is there and belongs to this config and these inputs
         (else None); its ``files`` (name → [size, sha256]) are the files the item wrote."""
-        raise NotImplementedError
+        record = self.part_records(ctx).read(self.part_key(item))
+        return record if record is not None and self.accepts(ctx, item, record) else None
 
     def recorded(self, ctx: StageContext, item) -> bool:
         return self.part(ctx, item) is not None
@@ -207,65 +249,32 @@ class PerItemStage(Stage):
         part = self.part(ctx, item)
         return part is not None and self.intact(ctx, part)
 
-    def size(self, ctx: StageContext, item) -> float:
-        """Roughly how long the item takes (a movie's duration, a unit's movie pairs): Ray starts the
-        longest first, so one long film does not finish alone at the end."""
-        return 1.0
-
-    def process_item(self, ctx: StageContext, item):
-        """Write the item's files and return its part (in a Ray worker, or in this process)."""
-        raise NotImplementedError
-
-    def write_part(self, ctx: StageContext, item, part) -> None:
-        """Record that the item is done (always in the process that runs the stage)."""
-        raise NotImplementedError
-
-    def process(self, ctx: StageContext, todo: list) -> None:
-        """The local executor: this process's unfinished items, one after the other."""
-        slot = ctx.slot
-        bar = progress(todo, desc=f"{self.spec.command} [{slot.rank + 1}/{slot.world}]", unit=self.unit,
-                       position=slot.rank)
-        for item in bar:
-            self.write_part(ctx, item, self.process_item(ctx, item))
-        bar.close()
-
-    def ray_resources(self) -> tuple[float, float]:
-        """(CPUs, GPUs) one item takes on a Ray worker."""
-        return 1.0, 0.0
-
-    def item_name(self, item) -> str:
-        """The item in messages (a movie's id)."""
-        return str(getattr(item, "movie_id", item))
-
-    def lost_part(self, ctx: StageContext, item, why: str) -> dict | None:
-        """The part that records an item whose worker died every time as failed, or None (the
-        default) where the stage has no failed items: then it stops once the others are done."""
-        return None
-
-    def merge(self, ctx: StageContext, items: list) -> Finished:
-        raise NotImplementedError
+    @final
+    def record(self, ctx: StageContext, item, part) -> None:
+        """Record that the item is done (always in the process that runs the stage); a failed item
+        is said on stderr as it happens."""
+        self.part_records(ctx).write(self.part_key(item), part)
+        if isinstance(part, dict) and part.get("status") == "failed":
+            print(f"{self.spec.command}: {self.item_name(item)}: FAILED: {part.get('reason')}", file=sys.stderr)
 
     @final
     def work(self, ctx: StageContext) -> Finished | None:
+        records = self.part_records(ctx)
+        records.folder.mkdir(parents=True, exist_ok=True)
         items = self.items(ctx)
-        slot = ctx.slot
-        todo = [item for i, item in enumerate(items)
-                if slot.owns(i) and (ctx.force or not self.complete(ctx, item))]
-        if self.executor == "ray":
-            from .executors import RayExecutor
-
-            RayExecutor(self.cfg.executor, *self.ray_resources()).run(self, ctx, todo)
-        else:
-            self.process(ctx, todo)
-        slot.wait_for_everyone()
-        if not slot.is_main and slot.state is not None:
+        todo = [item for item in self.executor.share(items) if ctx.force or not self.complete(ctx, item)]
+        self.executor.run(self, ctx, todo)
+        if not self.executor.merges():
             return None  # the main process of the launch merges
         pending = sum(not self.recorded(ctx, item) for item in items)
         if pending:
+            slot = ctx.slot
             print(f"{self.spec.command}: process {slot.rank}/{slot.world} done; {pending} {self.unit}(s) still "
                   "pending in other processes — the last process to finish merges")
             return None
-        return self.merge(ctx, items)
+        finished = self.merge(ctx, items)
+        records.prune(self.part_key(item) for item in items)  # items that left the stage's inputs
+        return finished
 
 
 @dataclass

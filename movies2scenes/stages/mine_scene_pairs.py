@@ -27,6 +27,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -34,11 +35,11 @@ from movies2scenes.artefacts import MovieEmbeddings, ShotSamples
 from movies2scenes.config import Config, ConfigError, config_hash
 from movies2scenes.features import ShotFeatures
 from movies2scenes.integrity import file_record, verified
-from movies2scenes.scene_pairs import UnitMiner, merge_parts, part_meta, part_table, unit_part, unit_shard, write_report
-from movies2scenes.store import TMP_PREFIX, output_error, write_parquet, write_shards
+from movies2scenes.scene_pairs import UnitMiner, merge_parts, part_table, unit_shard, write_report
+from movies2scenes.store import TMP_PREFIX, output_error, write_shards
 
 from .kit import Finished, PerItemStage, StageContext, StageSpec
-from .protocol import prune
+from .protocol import TableParts, prune
 
 
 def _device(name: str) -> torch.device:
@@ -53,6 +54,7 @@ class MineScenePairs(PerItemStage):
     spec = StageSpec("mine-scene-pairs", "scene_pairs", "mine_scene_pairs",
                      needs=("shots", "shot_features", "movie_encoder", "movie_pairs"))
     unit = "unit"
+    parts = TableParts  # a unit's part is its rows
 
     def __init__(self, cfg: Config, force: bool = False, shard: str | None = None):
         super().__init__(cfg, force, shard)
@@ -69,15 +71,10 @@ class MineScenePairs(PerItemStage):
         if not source_file.is_file():
             raise ConfigError(f"scene_pairs.pairs_source {self.source!r}: {source_file} does not exist "
                               "(add it to movie_pairs.sources)")
-        (ctx.out / "parts").mkdir(parents=True, exist_ok=True)
         self.movie_pairs = sorted({(r["movie_a"], r["movie_b"]) for r in pq.read_table(verified(source_file)).to_pylist()})
         size = self.cfg.scene_pairs.movie_pairs_per_shard
         self.units = [self.movie_pairs[i:i + size] for i in range(0, len(self.movie_pairs), size)]
         return list(range(len(self.units)))
-
-    def part(self, ctx: StageContext, u: int) -> dict | None:
-        meta = part_meta(ctx.out / "parts" / unit_part(u))
-        return meta if meta and meta["stamp"] == ctx.stamp else None
 
     def size(self, ctx: StageContext, u: int) -> float:
         return float(len(self.units[u]))
@@ -92,23 +89,18 @@ class MineScenePairs(PerItemStage):
                                     ShotSamples(ctx.run.folder("shots")))
         return self._miner
 
-    def process_item(self, ctx: StageContext, u: int) -> tuple[list[dict], list[dict], dict]:
-        """Mine the unit's movie pairs and write its training shard; its rows, skipped pairs and files."""
+    def process_item(self, ctx: StageContext, u: int) -> pa.Table:
+        """Mine the unit's movie pairs and write its training shard; its part: the rows, with the
+        skipped pairs and the shard's record in the table's metadata."""
         miner = self.miner(ctx)
         rows, skipped = miner.mine(u, self.units[u])
         write_shards(ctx.out / unit_shard(u), miner.samples(rows))
-        return rows, skipped, {unit_shard(u): file_record(ctx.out / unit_shard(u))}
-
-    def write_part(self, ctx: StageContext, u: int, part: tuple[list[dict], list[dict], dict]) -> None:
-        rows, skipped, files = part
-        write_parquet(ctx.out / "parts" / unit_part(u), part_table(rows, ctx.stamp, skipped, files))
+        return part_table(rows, ctx.stamp, skipped, {unit_shard(u): file_record(ctx.out / unit_shard(u))})
 
     def merge(self, ctx: StageContext, items: list[int]) -> Finished:
         out, sp = ctx.out, self.cfg.scene_pairs
-        merged = merge_parts([out / "parts" / unit_part(u) for u in items], out,
+        merged = merge_parts([self.part_records(ctx).path(u) for u in items], out,
                              sp.report_movie_pairs, sp.report_scene_pairs)
-        # units of an earlier, larger set of movie pairs
-        prune(out / "parts", "*", {unit_part(u) for u in items})
         prune(out, "scenes-*.tar", {unit_shard(u) for u in items})
         self.report(out, merged)
         files = {name: f for u in items for name, f in self.part(ctx, u)["files"].items()}

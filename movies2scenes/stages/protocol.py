@@ -21,7 +21,7 @@ from movies2scenes.catalogue import safe_name
 from movies2scenes.layout import DONE, TRAINING_FOLDERS
 from movies2scenes.config import ConfigError
 from movies2scenes.integrity import COMMANDS, DamagedRecord, StageFiles, read_done
-from movies2scenes.store import output_error, read_json, sha256_file, write_json
+from movies2scenes.store import output_error, read_part, sha256_file, write_json, write_parquet
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,58 @@ def stage_lock(stage_dir: Path, shard: str | None = None):
 def part_name(movie_id: str) -> str:
     """A per-movie stage's record ``parts/<ID>.json`` (ID: ``catalogue.safe_name``)."""
     return f"{safe_name(movie_id)}.json"
+
+
+class Parts:
+    """A per-item stage's part records, ``<stage>/parts/<key>.json``: one per item, written after the
+    item's own files (the completion marker a resumed run reads), pruned to the items of the merge.
+    A record that cannot be read is an item to redo, never an error."""
+
+    suffix = ".json"
+    pattern = "*.json"  # what prune may remove
+
+    def __init__(self, out: Path):
+        self.folder = Path(out) / "parts"
+
+    def name(self, key) -> str:
+        return part_name(str(key))
+
+    def path(self, key) -> Path:
+        return self.folder / self.name(key)
+
+    def read(self, key) -> dict | None:
+        return read_part(self.path(key))
+
+    def write(self, key, record) -> None:
+        write_json(self.path(key), record)
+
+    def prune(self, keys) -> None:
+        """Remove the records of items that are no longer the stage's (titles that left the catalogue)."""
+        prune(self.folder, self.pattern, {self.name(k) for k in keys})
+
+
+class TableParts(Parts):
+    """Part records that are Parquet tables (an item's rows), ``parts/<key:06d>.parquet``, whose schema
+    metadata holds the record's ``stamp`` and ``files`` (name → [size, sha256]); ``read`` gives those two."""
+
+    suffix = ".parquet"
+    pattern = "*"  # records of an older format too
+
+    def name(self, key) -> str:
+        return f"{int(key):06d}{self.suffix}"
+
+    def read(self, key) -> dict | None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.read_schema(self.path(key)).metadata or {}
+            return {"stamp": meta[b"stamp"].decode(), "files": json.loads(meta[b"files"])}
+        except (OSError, pa.ArrowException, KeyError, ValueError):
+            return None
+
+    def write(self, key, record) -> None:
+        write_parquet(self.path(key), record)
 
 
 def prune(folder: Path, pattern: str, keep: set[str]) -> None:
