@@ -61,6 +61,17 @@ def test_executors_bench_smoke():
     assert "artefacts: Ray = round-robin = 1 process: True" in out and "killed run: skipped (--smoke)" in out
 
 
+def test_schedule_bench_smoke():
+    out = _bench("bench/executors.py", "--schedule", "--smoke")
+    assert "| Ray, 8 workers, longest first |" in out and "| round-robin (8 × --shard i/8) |" in out
+    assert "long-tail (200 titles)" in out
+
+
+def test_index_bench_smoke():
+    out = _bench("bench/index.py", "--smoke")
+    assert "IVF" in out and "recall@10" in out and "growth exponent" in out
+
+
 def test_artefact_digests_bench_smoke(tmp_path):
     import json
 
