@@ -221,3 +221,26 @@ def run_schedule(ideal: float, long_tail_items: int, kill: bool = True) -> bool:
     finally:
         ray.shutdown()
     return ok
+
+
+def fleet(titles: int = 30_000, workers: tuple[int, ...] = (128, 512, 2048), rate: float = 197.0) -> None:
+    """The schedules on paper for a fleet: per-title decode time = runtime × 24 fps ÷ ``rate``
+    frames/s per core (197: PyAV on 720p, bench/RESULTS.md), longest first vs round-robin."""
+    import heapq
+
+    cost = np.array(long_tail(titles)) * 24 * 60 / rate
+    print(f"{titles:,} titles, {cost.sum() / 3600:,.0f} core-hours of decode + detection")
+    print("| workers | ideal makespan (h) | longest first ÷ ideal | round-robin ÷ ideal |\n|---:|---:|---:|---:|")
+    for w in workers:
+        heap = [(0.0, i) for i in range(w)]
+        for c in sorted(cost, reverse=True):
+            load, i = heapq.heappop(heap)
+            heapq.heappush(heap, (load + c, i))
+        lpt = max(load for load, _ in heap)
+        rr = max(cost[k::w].sum() for k in range(w))
+        ideal = max(cost.sum() / w, cost.max())
+        print(f"| {w:,} | {ideal / 3600:.1f} | {lpt / ideal:.3f} | {rr / ideal:.3f} |")
+
+
+if __name__ == "__main__":
+    fleet()  # python bench/schedule.py: the fleet's schedules on paper (docs/scale.md)
