@@ -252,14 +252,18 @@ def test_stage_lock_one_writer_per_folder_and_no_stale_locks(tmp_path):
 
 @pytest.mark.slow
 def test_two_concurrent_detect_shots_on_one_run_dir(small_world, tmp_path):
-    """The second run is refused while the first works; the first completes every movie."""
+    """The second run is refused while the first works; the first completes every movie. The first
+    runs TransNetV2 on the CPU (~50 frames/s): seconds of work, so the second's start-up (imports, a
+    second or more on busy cores) cannot outlast it — with the content detector the 4 small movies
+    were done before the second run looked (seen under load)."""
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "movies2scenes.cli", *_shots_args(small_world, run)], cwd=ROOT,
+    args = _shots_args(small_world, run, "shots.detector=transnetv2")
+    first = subprocess.Popen([sys.executable, "-m", "movies2scenes.cli", *args], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (run / "shots" / "parts").is_dir() and time.time() < deadline:
         time.sleep(0.01)
-    second = _cli(_shots_args(small_world, run))
+    second = _cli(args)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2, second.stdout + second.stderr
