@@ -45,12 +45,11 @@ def embed(cat: Path, export: Path, out: Path, *extra: str) -> subprocess.Complet
 
 
 def digest(folder: Path) -> dict[str, str]:
-    """sha256 of the artefacts (per-movie files, index, failures); DONE.json without timings."""
+    """sha256 of the artefacts (per-movie files, index, failures) and of the files DONE.json records."""
     out = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*"))
            if p.suffix in (".parquet", ".jsonl")}
-    done = {k: v for k, v in json.loads((folder / "DONE.json").read_text()).items()
-            if k not in ("elapsed_s", "finished_at", "started_at", "host", "pid")}
-    out["DONE.json"] = hashlib.sha256(json.dumps(done["files"], sort_keys=True).encode()).hexdigest()
+    files = json.loads((folder / "DONE.json").read_text())["files"]  # the record's timings differ by run
+    out["DONE.json"] = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     return out
 
 

@@ -83,13 +83,27 @@ class RunShots:
                 rec = json.loads(part.read_text())
                 if rec.get("status") == "ok" and rec.get("fingerprint") in wanted:
                     self.by_print.setdefault(rec["fingerprint"], rec["movie_id"])
-        self._index = None
+        self._by_movie: dict[str, list[dict]] | None = None
+        self._samples = None
 
     def shots(self, movie_id: str) -> list[dict]:
-        if self._index is None:
+        """The movie's shots (frames, times) in shot order; the index is read once per process."""
+        if self._by_movie is None:
             cols = ["movie_id", "shot", "start_frame", "end_frame", "start_time", "end_time"]
-            self._index = pq.read_table(verified(self.dir / "index.parquet"), columns=cols).to_pylist()
-        return sorted((r for r in self._index if r["movie_id"] == movie_id), key=lambda r: r["shot"])
+            self._by_movie = {}
+            for r in pq.read_table(verified(self.dir / "index.parquet"), columns=cols).to_pylist():
+                self._by_movie.setdefault(r["movie_id"], []).append(r)
+            for rows in self._by_movie.values():
+                rows.sort(key=lambda r: r["shot"])
+        return self._by_movie[movie_id]
+
+    def samples(self):
+        """The run's stored keyframes (``artefacts.ShotSamples``), opened once per process."""
+        if self._samples is None:
+            from movies2scenes.artefacts import ShotSamples
+
+            self._samples = ShotSamples(self.dir)
+        return self._samples
 
 
 class EmbedCatalogue(PerItemStage):
@@ -197,13 +211,12 @@ class EmbedCatalogue(PerItemStage):
 
         encoder = self.encoder()
         if self.source(movie) == "shots":
-            from movies2scenes.artefacts import ShotSamples
             from movies2scenes.evaluation import embed_clips
 
             run_id = self.run_shots.by_print[self.prints[movie.movie_id]]
             shots = self.run_shots.shots(run_id)
             spans = scene_windows(len(shots), self.n, self.stride)
-            emb = embed_clips(encoder, ShotSamples(self.run_shots.dir), [(run_id, s, e) for s, e in spans], self.batch)
+            emb = embed_clips(encoder, self.run_shots.samples(), [(run_id, s, e) for s, e in spans], self.batch)
             spans = [(s, e, shots[s]["start_frame"], shots[e - 1]["end_frame"], shots[s]["start_time"],
                       shots[e - 1]["end_time"]) for s, e in spans]
         else:
