@@ -233,7 +233,7 @@ class Tasks:
     the folds are drawn once per task, so every row is probed on the same folds. ``measure`` keeps
     each task's out-of-fold scores (``CELL/scores.npz``) for the paired table."""
 
-    def __init__(self, base: Path, out: Path):
+    def __init__(self, base: Path, out: Path, only: list[str] | None = None):
         from collections import Counter
 
         import pyarrow.parquet as pq
@@ -257,7 +257,10 @@ class Tasks:
             with open(path, "w", newline="") as f:
                 csv.writer(f).writerows(kept)
         rows = read_tasks([str(f) for f in files], num_shots)
-        self.tasks = {name: Task.from_rows(name, r) for name, r in sorted(rows.items())}
+        unknown = set(only or []) - set(rows)
+        if unknown:
+            raise SystemExit(f"unknown tasks {sorted(unknown)}; this world's tasks: {sorted(rows)}")
+        self.tasks = {name: Task.from_rows(name, r) for name, r in sorted(rows.items()) if not only or name in only}
         self.names = list(self.tasks)
         self.protocol = protocol()
         self.folds = {n: self.protocol.draw(t) for n, t in self.tasks.items()}
@@ -482,9 +485,10 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     done = cell / "quality.json"
     if done.is_file():
         kept = json.loads(done.read_text())
-        if probed_as(kept) == probe_settings():
+        if probed_as(kept) == probe_settings() and set(tasks.names) <= set(kept["tasks"]):
             return kept
-        print(f"quality: {row['name']} seed {seed}: probed as {probed_as(kept)}, not {probe_settings()}; probing again")
+        print(f"quality: {row['name']} seed {seed}: probed as {probed_as(kept)} on {sorted(kept['tasks'])}, "
+              f"not {probe_settings()} on {tasks.names}; probing again")
     started = time.time()
     cell.mkdir(parents=True, exist_ok=True)
     shot_features = base / "shot_features"
@@ -720,6 +724,8 @@ def main() -> None:
     ap.add_argument("--groups", nargs="+", choices=GROUPS, default=["main", "scale", "n", "long", "init"])
     ap.add_argument("--rows", nargs="+", default=None, help="only these rows (e.g. random-init 'pairs: cowatch')")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "quality"))
+    ap.add_argument("--tasks", nargs="+", default=None,
+                    help="probe only these tasks (e.g. place genre); a cell probed on fewer is probed again")
     ap.add_argument("--table", action="store_true", help="print the table of the finished cells and stop")
     ap.add_argument("--repeats", type=int, default=PROBE_REPEATS,
                     help=f"draws of the 5-fold grouped CV (default {PROBE_REPEATS}; cells probed otherwise are probed again)")
@@ -755,7 +761,7 @@ def measure(args: argparse.Namespace) -> None:
             raise SystemExit(f"unknown rows {sorted(unknown)}; rows of these groups: {[r['name'] for r in todo]}")
         todo = sorted((r for r in todo if r["name"] in args.rows), key=lambda r: args.rows.index(r["name"]))
     base = base_run(work, world, shot_encoder=any(r["kind"] not in NO_SHOT_ENCODER for r in todo))
-    tasks = Tasks(base, work / world / "tasks")
+    tasks = Tasks(base, work / world / "tasks", only=args.tasks)
     if tasks.misdetected:
         print(f"quality: {len(tasks.misdetected)} movie(s) left out of the tasks, their detected shots differing "
               f"from the ground truth: {', '.join(tasks.misdetected)}")
@@ -765,7 +771,8 @@ def measure(args: argparse.Namespace) -> None:
     results = []
     if args.table:
         results = [json.loads(f.read_text()) for f in sorted((work / world / "cells").glob("*/quality.json"))]
-        results = [r for r in results if probed_as(r) == probe_settings()]  # one protocol per table
+        results = [r for r in results if probed_as(r) == probe_settings()  # one protocol per table
+                   and set(tasks.names) <= set(r["tasks"])]
     for row in ([] if args.table else todo):
         for seed in (args.seeds[:1] if row["kind"] in SEEDLESS else args.seeds):
             r = run_cell(work, world, base, tasks, row, seed)
