@@ -129,6 +129,7 @@ TERM_SETS = {"MSM": ["scene_encoder.factorised.msm=1"],
              "order negatives": ["scene_encoder.factorised.order_negatives=1"],
              "pseudo-boundary": ["scene_encoder.factorised.boundary=1"]}
 TERM_SETS["all three"] = [o for v in list(TERM_SETS.values()) for o in v]
+CONTEXT = 32  # the long-context rows' window (shots): ~3.5 scenes of 9, most of a film-demo movie's ~40 shots
 
 
 def term_rows() -> list[dict]:
@@ -147,6 +148,15 @@ def term_rows() -> list[dict]:
             {"name": f"{prefix} + all three: random", "kind": kind, "source": "random", "set": three},
             {"name": f"{prefix} + all three, pairs-free", "kind": kind, "source": "cowatch",
              "set": [*three, "scene_encoder.factorised.pairs=0"]}]
+    # long context (issue 40 item 2d; rows fixed before they ran): all three terms, each scene trained
+    # inside a window of CONTEXT of its movie's shots, embedded in context — and the same weights
+    # embedded alone (its training copied from the in-context cell of the same seed)
+    in_context = f"{prefix} + all three, context {CONTEXT}: cowatch"
+    out += [{"name": in_context, "kind": kind, "source": "cowatch",
+             "set": [*three, f"scene_encoder.factorised.context={CONTEXT}"]},
+            {"name": f"{prefix} + all three, context {CONTEXT}, embedded alone: cowatch", "kind": kind,
+             "source": "cowatch", "set": [*three, f"scene_encoder.factorised.context={CONTEXT}"], "alone": True,
+             "same_training_as": in_context}]
     return out
 
 
@@ -515,7 +525,15 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
         result["dim"] = int(next(iter(per_shot.values())).shape[1])
         embed = lambda clips: clip_means(per_shot.__getitem__, clips)  # noqa: E731
     elif row["kind"] in ("factorised", "imagenet_factorised", "factorised_finetune"):
-        from movies2scenes.models.factorised import embed_windows, load_temporal
+        from movies2scenes.models.factorised import clip_windows, embed_windows, load_temporal
+
+        if "same_training_as" in row:  # the sibling cell's trained stages, not trained again
+            sibling = cell_dir(work, world, row["same_training_as"], seed)
+            if not (sibling / "scene_encoder" / "DONE.json").is_file():
+                raise RuntimeError(f"{row['name']}: run {row['same_training_as']!r} (seed {seed}) first")
+            for stage in ("movie_pairs", "movie_encoder", "scene_pairs", "scene_encoder"):
+                if not (cell / stage).exists():
+                    shutil.copytree(sibling / stage, cell / stage, ignore=shutil.ignore_patterns("checkpoints"))
 
         for stage in (build_movie_pairs, train_movie_encoder, mine_scene_pairs, train_scene_encoder):
             if stage.run(cfg) != 0:
@@ -535,7 +553,9 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
             settings = json.loads((cell / "scene_encoder" / "movies2scenes.json").read_text())
             temporal = load_temporal(cell / "scene_encoder", settings["temporal"])
             feats = ShotFeatures(cell / "shot_features")
-            embed = lambda clips: embed_windows(temporal, [clip_rows(feats.movie, c) for c in clips])  # noqa: E731
+            context = 0 if row.get("alone") else temporal.context  # a head trained in context reads clips in it
+            result["context"] = context
+            embed = lambda clips: embed_windows(temporal, clip_windows(feats.movie, clips, context))  # noqa: E731
     elif row["kind"] in ("scene_head", "imagenet_head"):
         import pyarrow.parquet as pq
 
@@ -708,7 +728,9 @@ def table(work: Path, world: str, results: list[dict], order: list[str], tasks: 
             cells.append("–" if not v else f"{np.mean(v):.0f}" if key in INTEGER_COLUMNS
                          else f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}")
         train.append(f"| {n} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n\nShuffle diagnostic (points, ± the 95 % half-width):\n\n" + "\n".join(gaps)
+    text = "\n".join(lines)
+    if len(gaps[0].split("|")) > 3:  # appearance tasks probed: the shuffle diagnostic
+        text += "\n\nShuffle diagnostic (points, ± the 95 % half-width):\n\n" + "\n".join(gaps)
     if len(train) > 2:
         text += "\n\nTraining:\n\n" + "\n".join(train)
     return text, data

@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shots per scene window (default: the encoder's training n)")
     p.add_argument("--stride", type=int, default=1, help="window stride in shots (default 1)")
     p.add_argument("--batch", type=int, default=16, help="scenes per forward pass")
+    p.add_argument("--alone", action="store_true",
+                   help="read each scene alone, even with a factorised encoder trained to read it in its movie's "
+                        "context (scene_encoder.factorised.context; its model card says which)")
     p.add_argument("--force", action="store_true",
                    help="replace --out even when it is not an earlier `m2s embed` output (never needed for one)")
     p.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
@@ -482,7 +485,7 @@ def _embed(args) -> int:
     if not args.videos:
         raise ConfigError("give videos (files, folders, catalogues) or --catalogue CSV")
     return embed.embed(args.videos, args.encoder, args.out, args.config, args.overrides,
-                       args.shots_per_scene, args.stride, args.batch, args.force)
+                       args.shots_per_scene, args.stride, args.batch, args.force, args.alone)
 
 
 def _import_shot_features(args) -> int:

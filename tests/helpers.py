@@ -90,7 +90,6 @@ def export_matches_features(run, temporal):
     """The exported encoder of ``run`` on pixels against ``temporal`` (the trained temporal head) on
     the stored shot features, two clips of the first movie; returns (clips, from_features)."""
     import numpy as np
-    import torch
 
     from movies2scenes import load_scene_encoder
     from movies2scenes.artefacts import ShotSamples
@@ -100,9 +99,10 @@ def export_matches_features(run, temporal):
     feats = ShotFeatures(run / "shot_features")
     movie = feats.movie_ids[0]
     clips = [(movie, 0, 3), (movie, 1, 5)]
+    from movies2scenes.models.factorised import clip_windows, embed_windows
+
     from_pixels = embed_clips(load_scene_encoder(run / "export"), ShotSamples(run / "shots"), clips, 8)
-    with torch.no_grad():
-        from_features = np.stack([temporal(torch.from_numpy(np.asarray(feats.movie(m)[a:b], np.float32))[None])[0]
-                                  .numpy() for m, a, b in clips])
+    # a head trained in context reads each clip in its movie's context on both sides
+    from_features = embed_windows(temporal, clip_windows(feats.movie, clips, temporal.context))
     np.testing.assert_allclose(from_pixels, from_features, atol=2e-2 * np.abs(from_features).max())
     return clips, from_features

@@ -110,10 +110,10 @@ class EmbedCatalogue(PerItemStage):
     spec = StageSpec("embed", "embeddings", RECORD)
 
     def __init__(self, cfg: Config, encoder_dir: str, out: str, n: int | None, stride: int, batch: int,
-                 shots_dir: str | None = None, force: bool = False, shard: str | None = None):
+                 shots_dir: str | None = None, force: bool = False, shard: str | None = None, alone: bool = False):
         super().__init__(cfg, force, shard)
         self.encoder_dir, self.out, self.stride, self.batch = Path(encoder_dir), Path(out), stride, batch
-        self.shots_dir, self.n = shots_dir, n
+        self.shots_dir, self.n, self.alone = shots_dir, n, alone
         self._encoder = None
 
     def folder(self) -> Path:
@@ -154,7 +154,8 @@ class EmbedCatalogue(PerItemStage):
         return hashlib.sha256(json.dumps([self.encoder_stamp, movies]).encode()).hexdigest()[:16]
 
     def config_hash(self) -> str:
-        return config_hash({"shots": asdict(self.cfg.shots), "n": self.n, "stride": self.stride, "batch": self.batch})
+        return config_hash({"shots": asdict(self.cfg.shots), "n": self.n, "stride": self.stride, "batch": self.batch}
+                           | ({"alone": True} if self.alone else {}))
 
     def items(self, ctx: StageContext) -> list[Movie]:
         return self.catalogue
@@ -184,6 +185,7 @@ class EmbedCatalogue(PerItemStage):
         if self._encoder is None:
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
             self._encoder = load_export(self.encoder_dir, self.device)
+            self._encoder.alone = self.alone  # --alone: no movie context even where the head was trained in it
         return self._encoder
 
     def __getstate__(self) -> dict:

@@ -99,7 +99,7 @@ def is_index(path: Path) -> bool:
 
 
 def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], overrides: list[str],
-          n: int | None, stride: int, batch: int, force: bool = False) -> int:
+          n: int | None, stride: int, batch: int, force: bool = False, alone: bool = False) -> int:
     """Shot settings: the encoder's own (``movies2scenes.json``: what detect-shots used in training),
     then ``-c`` files, then ``key=value`` overrides."""
     import torch
@@ -116,6 +116,7 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
                base_source=f"{Path(encoder_dir) / 'movies2scenes.json'}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder = load_export(encoder_dir, device)  # an export's recorded files, or refused naming the file
+    encoder.alone = alone  # a factorised head trained in context reads each scene in its movie unless --alone
     n = n or int(settings["shots_per_scene"])
     rows, failures, short = [], [], []
     for video in progress(videos, desc="embed", unit="video"):
@@ -147,8 +148,9 @@ def embed(videos: list[str], encoder_dir: str, out: str, config: list[str], over
             tmp.write_text("".join(json.dumps(f) + "\n" for f in failures))
     else:
         fail_file.unlink(missing_ok=True)
+    context = f", each in a {encoder.context}-shot context" if getattr(encoder, "context", 0) else ""
     print(f"m2s embed: {len(rows)} scenes of {len(videos) - len(failures)}/{len(videos)} videos (n = {n} "
-          f"shots, stride {stride}; {cfg.shots.detector} detector, min_shot_frames {cfg.shots.min_shot_frames}, "
+          f"shots, stride {stride}{context}; {cfg.shots.detector} detector, min_shot_frames {cfg.shots.min_shot_frames}, "
           f"{cfg.shots.keyframes} keyframe(s)) → {out}" + (f"; failures: {fail_file}" if failures else ""))
     if short:
         print(f"m2s embed: {len(short)} video(s) had fewer than n = {n} shots ({min(short)}–{max(short)}): each is "
@@ -172,7 +174,7 @@ def embed_catalogue(args) -> int:
     cfg.executor.kind = args.executor or cfg.executor.kind
     cfg.executor.address = args.ray_address or cfg.executor.address
     return EmbedCatalogue(cfg, args.encoder, args.out, args.shots_per_scene, args.stride, args.batch, args.shots,
-                          args.force, args.shard).run()
+                          args.force, args.shard, args.alone).run()
 
 
 def _read_embeddings(path: str, columns: list[str] | None = None) -> pa.Table:

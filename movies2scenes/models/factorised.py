@@ -16,6 +16,14 @@ linearly resampled over shot positions for any other n (as SceneViT resamples it
 trains on ``shot_features/`` arrays with no decoding; :class:`FactorisedSceneEncoder` wraps a
 backbone for pixels (B, n, k, C, H, W), the input SceneViT takes.
 
+**A scene in its movie's context** (``scene_encoder.factorised.context: L``; 0 = the scene alone):
+the head reads a window of up to L of the movie's shots around the scene (as centred as the movie
+allows, :func:`context_span`) and pools the contextual tokens of the scene's own shots — its
+output is the mean of the *scene's* shots + the residual over them, so step 0 is still exactly the
+scene's mean. Such a window travels as one tensor (B, L, d + 2): the shot features, then two flags
+per shot, "a real shot" (0 = padding, after the real shots) and "in the scene" (:func:`pack`,
+:func:`context_window`); a head tells it from a plain (B, n, d) window by its width.
+
 On disk (train-scene-encoder's folder and the export): the backbone as any saved model folder
 (``model.safetensors``, timm's ``config.json``, ``movies2scenes.json``, so ``local-dir:`` still loads
 the single-frame backbone) plus ``temporal.safetensors`` and a ``temporal`` section in
@@ -26,6 +34,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +60,48 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return x.mean(1)
     m = mask[..., None].to(x.dtype)
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+FLAGS = 2  # a context window's last columns: "a real shot", "in the scene"
+
+
+def pack(tokens: torch.Tensor, real: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
+    """(B, L, d) shot features + (B, L) "real" and "in the scene" flags → one (B, L, d + 2) window."""
+    return torch.cat([tokens, real[..., None].to(tokens.dtype), focus[..., None].to(tokens.dtype)], -1)
+
+
+def unpack(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(tokens, real, focus) of a window of ``dim``-d shot features: a packed context window's
+    parts, or a plain window and None, None."""
+    if x.shape[-1] == dim + FLAGS:
+        return x[..., :dim], x[..., dim] > 0.5, x[..., dim + 1] > 0.5
+    return x, None, None
+
+
+def context_span(num_shots: int, lo: int, hi: int, context: int) -> tuple[int, int]:
+    """[a, b): the shots of a movie of ``num_shots`` read around the scene's shots [lo, hi) — a
+    window of ``context`` shots (at least the scene) as centred on the scene as the movie allows."""
+    length = max(context, hi - lo)
+    a = max(0, min(lo - (length - (hi - lo)) // 2, num_shots - length))
+    return a, min(num_shots, a + length)
+
+
+def context_window(rows, shots: Sequence[int], context: int, pad_to: int | None = None) -> np.ndarray:
+    """(L, d + 2) float32: a clip (``shots``: its shots in the order it is read) in its movie's
+    context — the movie's ``rows`` (its (N, d) shot features) around the clip's span
+    [min(shots), max(shots)], the span replaced by the clip's shots in the clip's order (a shot of
+    the span the clip leaves out is left out), flagged; padded with zero rows to ``pad_to``."""
+    lo, hi = min(shots), max(shots) + 1
+    a, b = context_span(len(rows), lo, hi, context)
+    parts = [np.asarray(rows[a:lo], np.float32), np.asarray(rows[list(shots)], np.float32),
+             np.asarray(rows[hi:b], np.float32)]
+    x = np.concatenate(parts)
+    flags = np.zeros((max(len(x), pad_to or 0), FLAGS), np.float32)
+    flags[:len(x), 0] = 1
+    flags[len(parts[0]):len(parts[0]) + len(shots), 1] = 1
+    out = np.zeros((len(flags), x.shape[1]), np.float32)
+    out[:len(x)] = x
+    return np.hstack([out, flags])
 
 
 class TemporalHead(nn.Module):
@@ -77,9 +130,17 @@ class TemporalHead(nn.Module):
     def residual(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.out(masked_mean(self.contextual(tokens, mask), mask))
 
+    @property
+    def context(self) -> int:
+        """The context it was trained to read a scene in (shots; 0 = the scene alone)."""
+        return int(self.settings.get("context", 0))
+
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if tokens.ndim != 3:
             raise ValueError(f"{type(self).__name__} input must be (B, n, d) shot tokens, got {tuple(tokens.shape)}")
+        tokens, real, focus = unpack(tokens, self.num_features)
+        if focus is not None:  # a scene in its context: the scene's mean + the residual over its shots
+            return masked_mean(tokens, focus) + self.out(masked_mean(self.contextual(tokens, real), focus))
         return masked_mean(tokens, mask) + self.residual(tokens, mask)
 
 
@@ -154,13 +215,19 @@ class GruResidual(TemporalHead):
 
 
 def temporal_head(head: str, dim: int, shots: int, depth: int, heads: int, mlp_ratio: float,
-                  width: int | None) -> TemporalHead:
-    """The temporal head a config or a saved settings section names."""
+                  width: int | None, context: int = 0) -> TemporalHead:
+    """The temporal head a config or a saved settings section names; ``context`` > 0: it reads a
+    scene in a window of that many of its movie's shots (positions learned for them)."""
+    shots = context or shots
     if head == "gru":
-        return GruResidual(dim, shots, depth, width)
-    if head == "transformer":
-        return TemporalResidual(dim, shots, depth, heads, mlp_ratio, width)
-    raise ValueError(f"unknown temporal head {head!r} (transformer or gru)")
+        model = GruResidual(dim, shots, depth, width)
+    elif head == "transformer":
+        model = TemporalResidual(dim, shots, depth, heads, mlp_ratio, width)
+    else:
+        raise ValueError(f"unknown temporal head {head!r} (transformer or gru)")
+    if context:
+        model.settings["context"] = int(context)
+    return model
 
 
 class FactorisedSceneEncoder(nn.Module):
@@ -179,6 +246,35 @@ class FactorisedSceneEncoder(nn.Module):
         if freeze_backbone:
             backbone.requires_grad_(False)
         self.num_features = temporal.num_features
+        self.alone = False  # True: read every scene alone, even where the head was trained in context
+
+    @property
+    def context(self) -> int:
+        """The window of a scene's movie it reads the scene in (shots; 0 = alone — trained so, or
+        ``alone`` set). A caller that has the whole movie uses :meth:`embed_in_movie` when > 0;
+        ``forward`` on a bare scene always reads it alone."""
+        return 0 if self.alone else self.temporal.context
+
+    @torch.no_grad()
+    def embed_in_movie(self, views: Sequence[torch.Tensor], clips: Sequence[Sequence[int]],
+                       batch: int = 16) -> np.ndarray:
+        """(len(clips), d) float32: each clip (its shots, in the order read) in its movie's context
+        (:func:`context_window`); ``views``: every shot of the movie in shot order, each (k, 3, S, S)
+        — each through the backbone once, however many windows hold it."""
+        device = next(self.parameters()).device
+        rows = torch.cat([self.shot_tokens(torch.stack(list(views[i:i + batch]))[None].to(device))[0]
+                          for i in range(0, len(views), batch)]).float().cpu().numpy()
+        windows = [context_window(rows, c, self.temporal.context) for c in clips]
+        out = np.zeros((len(windows), self.num_features), np.float32)
+        by_length: dict[int, list[int]] = {}
+        for i, w in enumerate(windows):
+            by_length.setdefault(len(w), []).append(i)
+        for idx in by_length.values():  # equal-length windows batch together
+            for j in range(0, len(idx), batch):
+                part = idx[j:j + batch]
+                x = torch.from_numpy(np.stack([windows[i] for i in part])).to(device)
+                out[part] = self.temporal(x).float().cpu().numpy()
+        return out
 
     def shot_tokens(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 6:
@@ -224,6 +320,10 @@ def load_temporal(path: str | Path, settings: dict) -> TemporalHead:
         if not math.isfinite(value) or value <= 0 or value > 1e6 or (whole and value != int(value)):
             raise ModelFileError(f"{path / 'movies2scenes.json'}: temporal.{key} must be a "
                                  f"{'whole number' if whole else 'number'} in (0, 1e6], got {value!r}")
+    context = settings.get("context", 0)
+    if not isinstance(context, int) or isinstance(context, bool) or not 0 <= context <= 1_000_000:
+        raise ModelFileError(f"{path / 'movies2scenes.json'}: temporal.context must be a whole number ≥ 0 "
+                             f"(shots of a scene's movie it reads; 0 = the scene alone), got {context!r}")
     if settings["width"] > settings["dim"]:
         raise ModelFileError(f"{path / 'movies2scenes.json'}: temporal.width {settings['width']} is larger than "
                              f"temporal.dim {settings['dim']} (a saved head is never wider than its features)")
@@ -234,7 +334,7 @@ def load_temporal(path: str | Path, settings: dict) -> TemporalHead:
         raise ModelFileError(f"{path / 'movies2scenes.json'}: temporal.depth {settings['depth']} but "
                              f"{path / TEMPORAL_FILE} holds {len(layers)} layers")
     args = (head, int(settings["dim"]), int(settings["shots"]), int(settings["depth"]), int(settings.get("heads", 1)),
-            float(settings.get("mlp_ratio", 1.0)), int(settings["width"]))
+            float(settings.get("mlp_ratio", 1.0)), int(settings["width"]), context)
     with torch.device("meta"):
         skeleton = temporal_head(*args)
     bad = shape_mismatches({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, shapes)
@@ -247,7 +347,17 @@ def load_temporal(path: str | Path, settings: dict) -> TemporalHead:
 
 @torch.no_grad()
 def embed_windows(enc: TemporalHead, clips):
-    """Embeddings of shot-feature clips of any length (each (n_i, d))."""
-    import numpy as np
-
+    """Embeddings of shot-feature clips of any length (each (n_i, d)), or of context windows
+    (each (L_i, d + 2), :func:`context_window`)."""
     return np.stack([enc(torch.from_numpy(np.asarray(x, np.float32))[None])[0].numpy() for x in clips])
+
+
+def clip_windows(movie_rows, clips, context: int = 0) -> list[np.ndarray]:
+    """Each clip — (movie, start, end) or (movie, shots in order) — as the head reads it: its shots'
+    rows alone (``context`` 0) or in its movie's context (:func:`context_window`); ``movie_rows``:
+    movie → its (N, d) shot features."""
+    from ..features import clip_rows, clip_shots
+
+    if not context:
+        return [clip_rows(movie_rows, c) for c in clips]
+    return [context_window(movie_rows(c[0]), clip_shots(c), context) for c in clips]

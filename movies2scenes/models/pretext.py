@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .factorised import unpack
 from .moco import MoCo, topk_accuracy
 
 
@@ -52,42 +53,67 @@ class PretextTerms(nn.Module):
         if boundary:
             self.boundary_head = nn.Linear(2 * width, 1)
 
-    def hidden(self, b: int, n: int, device) -> torch.Tensor:
-        """(b, n) True where a shot is hidden: round(mask_ratio · n) of each window's shots, at
-        least one and at most n − 1, drawn uniformly."""
-        k = min(n - 1, max(1, round(self.mask_ratio * n)))
-        ranks = torch.rand(b, n, device=device).argsort(1).argsort(1)
-        return ranks < k
+    def hidden(self, b: int, n: int, device, real: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, n) True where a shot is hidden: round(mask_ratio · m) of each window's m real shots
+        (``real`` (b, n); all n when None), at least one and at most m − 1, drawn uniformly."""
+        if real is None:
+            k = min(n - 1, max(1, round(self.mask_ratio * n)))
+            ranks = torch.rand(b, n, device=device).argsort(1).argsort(1)
+            return ranks < k
+        m = real.sum(1)
+        k = torch.minimum(m - 1, torch.clamp((self.mask_ratio * m).round().long(), min=1))
+        draw = torch.rand(b, n, device=device).masked_fill(~real, 2.0)  # padding ranks last
+        return draw.argsort(1).argsort(1) < k[:, None]
 
     def masked_shot_loss(self, encoder, windows: torch.Tensor) -> torch.Tensor:
-        hide = self.hidden(*windows.shape[:2], windows.device)
-        pred = self.decoder(encoder.contextual(windows, hide=hide, fill=self.fill))[hide]
-        target = windows.detach()[hide]
+        tokens, real, _ = unpack(windows, encoder.num_features)
+        hide = self.hidden(*tokens.shape[:2], tokens.device, real)
+        pred = self.decoder(encoder.contextual(tokens, real, hide=hide, fill=self.fill))[hide]
+        target = tokens.detach()[hide]
         if self.msm_kind == "mse":
             return F.mse_loss(pred.float(), F.layer_norm(target.float(), target.shape[-1:]))
         return (1 - F.cosine_similarity(pred.float(), target.float(), dim=-1)).mean()
 
     def boundary_loss(self, encoder, windows: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(windows.detach().float(), dim=-1)
+        """Over the scene's own shots (in a context window: its n flagged shots, read in context)."""
+        tokens, real, focus = unpack(windows, encoder.num_features)
+        h = encoder.contextual(tokens, real)
+        if focus is not None:
+            b = len(tokens)
+            tokens, h = tokens[focus].view(b, -1, tokens.shape[-1]), h[focus].view(b, -1, h.shape[-1])
+        x = F.normalize(tokens.detach().float(), dim=-1)
         target = (x[:, :-1] * x[:, 1:]).sum(-1).argmin(1)  # the gap after shot i: its neighbours least alike
-        h = encoder.contextual(windows)
         logits = self.boundary_head(torch.cat([h[:, :-1], h[:, 1:]], -1)).squeeze(-1)  # (B, n − 1)
         return F.cross_entropy(logits.float(), target)
 
     @staticmethod
-    def reorderings(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each window shuffled (a uniformly drawn order other than its own where n > 1) and reversed."""
-        b, n = windows.shape[:2]
+    def reorderings(windows: torch.Tensor, dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each window's scene shuffled (a uniformly drawn order other than its own where n > 1)
+        and reversed: the whole window, or in a context window (``dim``-d features + flags) the
+        scene's n flagged shots only, in place, the context around them unchanged."""
+        b = len(windows)
+        _, _, focus = unpack(windows, windows.shape[-1] if dim is None else dim)
+        if focus is None:
+            at = torch.arange(windows.shape[1], device=windows.device).expand(b, -1)
+        else:
+            at = focus.nonzero()[:, 1].view(b, -1)  # (b, n) the scene's positions, in order
+        n = at.shape[1]
         order = torch.rand(b, n, device=windows.device).argsort(1)
         same = (order == torch.arange(n, device=windows.device)).all(1)
         order[same] = order[same].roll(1, dims=1)  # the identity drawn: shift it by one
-        shuffled = windows.gather(1, order[..., None].expand_as(windows))
-        return shuffled, windows.flip(1)
+        return tuple(PretextTerms.reorder(windows, at, o) for o in (order, torch.arange(n - 1, -1, -1,
+                                                                                       device=windows.device).expand(b, -1)))
+
+    @staticmethod
+    def reorder(windows: torch.Tensor, at: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """``windows`` with the rows at positions ``at`` (b, n) put in ``order`` (b, n) among themselves."""
+        wide = lambda i: i[..., None].expand(-1, -1, windows.shape[-1])  # noqa: E731
+        return windows.scatter(1, wide(at), windows.gather(1, wide(at.gather(1, order))))
 
     def order_loss(self, moco: MoCo, windows: torch.Tensor, q: torch.Tensor, l_pos: torch.Tensor) -> torch.Tensor:
         """InfoNCE of each query's positive logit against its own window reordered (key encoder)."""
         logits, valid = [l_pos], [torch.ones_like(l_pos, dtype=torch.bool)]
-        for other in self.reorderings(windows):
+        for other in self.reorderings(windows, moco.encoder_q.num_features):
             differs = (other != windows).flatten(1).any(1)
             with torch.no_grad():
                 k = moco.embed_key(other).to(q.dtype)
