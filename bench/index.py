@@ -7,6 +7,7 @@ indexed) — each size in its own process so that its peak RSS is its own.
     python bench/index.py                      # 10⁵ and 3·10⁵ windows (minutes on 2 cores)
     python bench/index.py --sizes 1000000 5000000   # the sizes (15 GB of float32 at 5·10⁶)
     python bench/index.py --smoke              # 20,000 and 40,000 64-d windows, flat-max 5,000 (make test)
+    python bench/index.py --sizes 200000 --kinds ivfpq ivfpqr ivfpqr:8 ivfsq8 hnsw   # the kinds side by side
 
 The data: 1,000 cluster centres of norm ≈ 1 and points at noise norm ≈ 0.7 around them (seeded) —
 a stand-in with the clustered shape of scene embeddings (sliding windows of one scene sit close
@@ -46,7 +47,7 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def one_size(n: int, flat_max: int, queries: int) -> dict:
+def one_size(n: int, flat_max: int, queries: int, kind: str = "auto", k_factor: int = 4) -> dict:
     import faiss
 
     from movies2scenes.retrieval import build_search_index
@@ -55,7 +56,7 @@ def one_size(n: int, flat_max: int, queries: int) -> dict:
     x = clustered(n, 1, centres)
     q = clustered(queries, 2, centres)
     t = time.perf_counter()
-    index, record = build_search_index(x, "cosine", "auto", flat_max=flat_max)
+    index, record = build_search_index(x, "cosine", kind, flat_max=flat_max, k_factor=k_factor)
     build = time.perf_counter() - t
     size = len(faiss.serialize_index(index))
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -68,7 +69,8 @@ def one_size(n: int, flat_max: int, queries: int) -> dict:
         lat.append(time.perf_counter() - t)
         got.append(ids[0])
     recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, got)]))
-    return {"n": n, "factory": record["factory"], "build_s": build, "index_mb": size / 2**20,
+    return {"n": n, "factory": record["factory"] + "".join(f" {k}={v}" for k, v in sorted(record["params"].items())),
+            "build_s": build, "index_mb": size / 2**20,
             "flat_mb": n * DIM * 4 / 2**20, "peak_rss_mb": peak_rss_mb(), "p50_ms": 1000 * float(np.median(lat)),
             "p99_ms": 1000 * float(np.percentile(lat, 99)), "recall_at_10": recall,
             "build_recall_at_10": record.get("recall_at_10")}
@@ -81,6 +83,8 @@ def main() -> int:
     ap.add_argument("--flat-max", type=int, default=None, help="auto's switch point (default: m2s index's)")
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--dim", type=int, default=DIM)
+    ap.add_argument("--kinds", nargs="+", default=["auto"], metavar="KIND[:K]",
+                    help="index kinds to compare at every size (m2s index --index; ivfpqr:8 = k_factor_rf 8)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one size, JSON on stdout
     args = ap.parse_args()
@@ -92,23 +96,27 @@ def main() -> int:
 
         args.flat_max = FLAT_MAX
     if args.one:
-        print(json.dumps(one_size(args.one, args.flat_max, args.queries)))
+        kind, _, k = args.kinds[0].partition(":")
+        print(json.dumps(one_size(args.one, args.flat_max, args.queries, kind, int(k or 4))))
         return 0
     rows = []
     for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--flat-max", str(args.flat_max),
-                              "--queries", str(args.queries), "--dim", str(DIM)], capture_output=True, text=True, cwd=ROOT)
-        if out.returncode:
-            raise SystemExit(f"size {n}: {out.stderr[-2000:]}")
-        rows.append(json.loads(out.stdout.splitlines()[-1]))
-    print(f"clustered synthetic {DIM}-d embeddings ({CLUSTERS} clusters), cosine, `m2s index --index auto` "
-          f"(flat up to {args.flat_max:,}); {args.queries} held-back queries, k = 10")
+        for kind in args.kinds:
+            out = subprocess.run([sys.executable, __file__, "--one", str(n), "--flat-max", str(args.flat_max),
+                                  "--queries", str(args.queries), "--dim", str(DIM), "--kinds", kind],
+                                 capture_output=True, text=True, cwd=ROOT)
+            if out.returncode:
+                raise SystemExit(f"size {n}, {kind}: {out.stderr[-2000:]}")
+            rows.append(json.loads(out.stdout.splitlines()[-1]))
+            print(f"  {n:,} {kind}: {rows[-1]['factory']} recall@10 {rows[-1]['recall_at_10']:.3f}", flush=True)
+    print(f"clustered synthetic {DIM}-d embeddings ({CLUSTERS} clusters), cosine, `m2s index --index "
+          f"{' / '.join(args.kinds)}` (auto: flat up to {args.flat_max:,}); {args.queries} held-back queries, k = 10")
     print("| windows | index | build s | index MB | ÷ flat | peak RSS MB | p50 ms | p99 ms | recall@10 |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['n']:,} | {r['factory']} | {r['build_s']:.1f} | {r['index_mb']:.0f} | {r['index_mb'] / r['flat_mb']:.3f} "
               f"| {r['peak_rss_mb']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['recall_at_10']:.3f} |")
-    if len(rows) > 1:
+    if len(args.sizes) > 1 and len(args.kinds) == 1:
         a, b = rows[0], rows[-1]
         exp = math.log(b["build_s"] / a["build_s"]) / math.log(b["n"] / a["n"])
         print(f"build time growth exponent {a['n']:,} → {b['n']:,}: {exp:.2f} (≤ 1: linear or better)")

@@ -220,9 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scene embeddings written by `m2s embed` (files, or folders of `m2s embed --catalogue`)")
     p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (index.faiss, meta.parquet, index.json)")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
-    p.add_argument("--index", choices=["auto", "flat", "ivfpq", "hnsw"], default="auto", dest="kind",
-                   help="auto (default): exact flat up to --flat-max scenes, IVF-PQ above (16x smaller); "
-                        "its recall@10 against exact search is measured at build time and kept in index.json")
+    p.add_argument("--index", choices=["auto", "flat", "ivfpq", "ivfpqr", "ivfsq8", "hnsw"], default="auto",
+                   dest="kind", help="auto (default): exact flat up to --flat-max scenes, compressed above; ivfpq: "
+                   "IVF-PQ (16x smaller), ivfpqr: IVF-PQ re-ranked on 8-bit codes, ivfsq8: IVF with 8-bit codes "
+                   "(4x smaller), hnsw: a graph (no compression); the recall@10 against exact search is measured "
+                   "at build time and kept in index.json")
     p.add_argument("--flat-max", type=int, default=None, metavar="N",
                    help="auto's switch point (default 200000 scenes)")
     p.add_argument("--force", action="store_true", help="replace --out even when it is not an `m2s index` folder")

@@ -113,10 +113,11 @@ def build_index(embeddings: np.ndarray, metric: str = "cosine"):
 
 
 FLAT_MAX = 200_000  # `m2s index --index auto`: exact flat up to this many scenes, IVF-PQ above (issue 43)
-INDEX_KINDS = ("auto", "flat", "ivfpq", "hnsw")
+INDEX_KINDS = ("auto", "flat", "ivfpq", "ivfpqr", "ivfsq8", "hnsw")
+SEARCH_PARAMS = ("nprobe", "efSearch", "k_factor_rf")  # what index.json may record (faiss ParameterSpace names)
 
 
-def index_plan(kind: str, n: int, d: int, flat_max: int = FLAT_MAX) -> tuple[str, str, dict]:
+def index_plan(kind: str, n: int, d: int, flat_max: int = FLAT_MAX, k_factor: int = 4) -> tuple[str, str, dict]:
     """(kind, faiss index_factory string, search parameters) for ``n`` vectors of ``d`` dims:
     ``auto`` is flat up to ``flat_max`` vectors and IVF-PQ above; IVF-PQ has about 4√n lists (at
     least 39 training points each), ``d/4`` sub-quantisers of 8 bits (16× smaller than float32) and
@@ -130,10 +131,15 @@ def index_plan(kind: str, n: int, d: int, flat_max: int = FLAT_MAX) -> tuple[str
     if kind == "hnsw":
         return kind, "HNSW32", {"efSearch": 128}
     nlist = int(max(1, min(n // 39, 4 * round(math.sqrt(n)))))
+    probe = {"nprobe": min(nlist, 32)}
+    if kind == "ivfsq8":
+        return kind, f"IVF{nlist},SQ8", probe
     m = next(m for m in (d // 4, d // 2, d) if m >= 1 and d % m == 0)
     # "np": no polysemous training — faiss's factory turns it on for PQ by default; it only serves a
     # Hamming pre-filter we never use and cost minutes (IVF512,PQ192 on 768-d: > 4 min, 127 s without)
-    return kind, f"IVF{nlist},PQ{m}np", {"nprobe": min(nlist, 32)}
+    if kind == "ivfpqr":  # PQ's candidates re-ranked on 8-bit scalar codes (k_factor_rf × k of them)
+        return kind, f"IVF{nlist},PQ{m}np,Refine(SQ8)", probe | {"k_factor_rf": k_factor}
+    return kind, f"IVF{nlist},PQ{m}np", probe
 
 
 def set_search_params(index, params: dict) -> None:
@@ -145,7 +151,7 @@ def set_search_params(index, params: dict) -> None:
 
 
 def build_search_index(embeddings: np.ndarray, metric: str = "cosine", kind: str = "auto", seed: int = 0,
-                       flat_max: int = FLAT_MAX, recall_queries: int = 200) -> tuple[object, dict]:
+                       flat_max: int = FLAT_MAX, recall_queries: int = 200, k_factor: int = 4) -> tuple[object, dict]:
     """A faiss index of the kind :func:`index_plan` picks — flat: :func:`build_index`; otherwise
     faiss.index_factory, trained on the vectors (faiss's k-means samples at most 256 points per
     centroid itself) — and its record: kind, factory string, search parameters and, for an
@@ -154,7 +160,7 @@ def build_search_index(embeddings: np.ndarray, metric: str = "cosine", kind: str
     import faiss
 
     exact = build_index(embeddings, metric)  # also the reference the recall is measured against
-    kind, factory, params = index_plan(kind, exact.ntotal, exact.d, flat_max)
+    kind, factory, params = index_plan(kind, exact.ntotal, exact.d, flat_max, k_factor)
     record = {"kind": kind, "factory": factory, "params": params}
     if kind == "flat":
         return exact, record

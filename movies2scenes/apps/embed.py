@@ -266,7 +266,7 @@ def read_index_files(d: Path, meta: dict):
     a compressed index gets its recorded search parameters (nprobe, efSearch)."""
     import faiss
 
-    from movies2scenes.retrieval import set_search_params
+    from movies2scenes.retrieval import SEARCH_PARAMS, set_search_params
 
     rebuild = f"rebuild the index: m2s index FILE.parquet --out {d} --force"
     for name, record in (meta.get("files") or {}).items():
@@ -284,9 +284,10 @@ def read_index_files(d: Path, meta: dict):
         raise ConfigError(f"{d}: index.faiss holds {index.ntotal} × {index.d}, meta.parquet {len(rows)} rows, "
                           f"index.json says {meta['count']} × {meta['dim']}; {rebuild}")
     params = meta.get("params") or {}
-    if not (isinstance(params, dict) and all(k in ("nprobe", "efSearch") and isinstance(v, int) and 0 < v <= 1 << 16
-                                             for k, v in params.items())):
-        raise ConfigError(f"{d / 'index.json'}: params must be nprobe / efSearch counts, got {params!r}; {rebuild}")
+    if not (isinstance(params, dict) and all(k in SEARCH_PARAMS and isinstance(v, int) and not isinstance(v, bool)
+                                             and 0 < v <= 1 << 16 for k, v in params.items())):
+        raise ConfigError(f"{d / 'index.json'}: params must be {' / '.join(SEARCH_PARAMS)} counts, got {params!r}; "
+                          f"{rebuild}")
     set_search_params(index, params)
     return index, rows
 
