@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "at build time and kept in index.json")
     p.add_argument("--flat-max", type=int, default=None, metavar="N",
                    help="auto's switch point (default 200000 scenes)")
+    p.add_argument("--add", action="store_true",
+                   help="add the files' scenes to the existing index at --out (its trained quantisers, no rebuild; "
+                        "files already in it are skipped; recall@10 measured again on the added scenes)")
     p.add_argument("--force", action="store_true", help="replace --out even when it is not an `m2s index` folder")
     p.set_defaults(func=_index)
 
@@ -511,7 +514,9 @@ def _index(args) -> int:
 
     if args.flat_max is not None and args.flat_max < 0:
         raise ConfigError(f"--flat-max must be >= 0, got {args.flat_max}")
-    return embed.index(args.files, args.out, args.metric, args.force, args.kind, args.flat_max)
+    if args.add and (args.force or args.kind != "auto" or args.flat_max is not None):
+        raise ConfigError("--add keeps the index's own kind and record: it takes no --index, --flat-max or --force")
+    return embed.index(args.files, args.out, args.metric, args.force, args.kind, args.flat_max, args.add)
 
 
 def _search(args) -> int:

@@ -171,11 +171,16 @@ def build_search_index(embeddings: np.ndarray, metric: str = "cosine", kind: str
     index.add(x)
     set_search_params(index, params)
     q = x[np.random.default_rng(seed).choice(len(x), min(len(x), recall_queries), replace=False)]
-    k = min(10, len(x))
-    _, truth = exact.search(q, k)
-    _, got = index.search(q, k)
-    return index, record | {"recall_at_10": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, got)])),
-                            "recall_queries": len(q)}
+    return index, record | {"recall_at_10": measured_recall(index, exact, q), "recall_queries": len(q)}
+
+
+def measured_recall(index, exact, queries: np.ndarray, k: int = 10) -> float:
+    """Recall@k of ``index`` against the exact (flat) index over the same vectors, on ``queries``
+    (normalised as the index holds its vectors)."""
+    k = min(k, exact.ntotal)
+    _, truth = exact.search(queries, k)
+    _, got = index.search(queries, k)
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, got)]))
 
 
 class Echoes:

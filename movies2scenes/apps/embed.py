@@ -3,7 +3,8 @@
 embed  VIDEO... --encoder DIR --out FILE.parquet   one row per scene window: video, scene,
        start_shot, end_shot, start_frame, end_frame, start_time, end_time, embedding. Bad videos
        are reported (``FILE.failures.jsonl``) and skipped; the others are embedded.
-index  FILE.parquet... --out DIR                    faiss index (index.faiss) + rows (meta.parquet)
+index  FILE.parquet... --out DIR [--add]            faiss index (index.faiss) + rows (meta.parquet);
+       --add: the files' scenes added to an existing index (no rebuild)
 search DIR --query FILE.parquet (--row I | --at VIDEO:SECONDS) [-k 5]   nearest scenes
 search RUN_DIR --movie ID [--start SHOT] [-k 5]   nearest scenes of a run, from the scene index
        m2s browse keeps in it (browse_index/; built there if missing)
@@ -194,22 +195,45 @@ def _read_embeddings(path: str, columns: list[str] | None = None) -> pa.Table:
 
 
 def index(files: list[str], out: str, metric: str, force: bool = False, kind: str = "auto",
-          flat_max: int | None = None) -> int:
+          flat_max: int | None = None, add: bool = False) -> int:
     """An index folder over ``files``: exact (flat) up to ``flat_max`` scenes, else compressed
-    (``kind``: auto | flat | ivfpq | hnsw; retrieval.index_plan), with its recall@10 against exact
-    search measured at build time and recorded in index.json."""
-    import faiss
-
+    (``kind``: auto | flat | ivfpq | ivfpqr | ivfsq8 | hnsw; retrieval.index_plan), with its recall@10
+    against exact search measured at build time and recorded in index.json. ``add``: add the files
+    not yet in the index at ``out`` to it (:func:`add_to_index`) instead of building one."""
     from movies2scenes.retrieval import FLAT_MAX, build_search_index
 
+    if add:
+        return add_to_index(files, out)
     check_output(out, files, is_index, "an index folder of `m2s index`", force)
     if Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"{out} is a file; --out names the folder the index is written to")
-    if any(Path(f).is_dir() for f in files):  # folders of `m2s embed --catalogue`: their per-movie files
+    files = expand_index_inputs(files)
+    table, emb = read_index_inputs(files)
+    idx, built = build_search_index(emb, metric, kind, flat_max=FLAT_MAX if flat_max is None else flat_max)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"metric": metric, "count": table.num_rows, "dim": emb.shape[1], "sources": [str(f) for f in files],
+              **built}
+    write_index_generation(out_dir, idx, table.drop_columns(["embedding"]), record, generation=0)
+    recall = (f"; recall@10 against exact search {built['recall_at_10']:.3f} on {built['recall_queries']} "
+              "indexed scenes as queries" if "recall_at_10" in built else "; exact search")
+    print(f"m2s index: {table.num_rows} scenes ({metric}, {built['kind']}: {built['factory']}, "
+          f"{(out_dir / INDEX_FILES[0]).stat().st_size / 2**20:.1f} MB){recall} → {out_dir}")
+    return 0
+
+
+def expand_index_inputs(files: list[str]) -> list[str]:
+    """Files as given, a folder of ``m2s embed --catalogue`` as its per-movie files."""
+    if any(Path(f).is_dir() for f in files):
         from movies2scenes.apps.catalogue_embed import catalogue_files
 
         files = [str(p) for f in files for p in (catalogue_files(Path(f)) if Path(f).is_dir() else [Path(f)])]
+    return files
 
+
+def read_index_inputs(files: list[str]) -> tuple[pa.Table, np.ndarray]:
+    """The rows of ``m2s embed`` files and their (N, d) embeddings: one encoder's (one width), every
+    embedding finite (else a ConfigError naming file and row), at least one row."""
     tables = [_read_embeddings(f) for f in files]
     dims = {f: t.schema.field("embedding").type for f, t in zip(files, tables)}
     if len(set(map(str, dims.values()))) > 1:
@@ -226,20 +250,82 @@ def index(files: list[str], out: str, metric: str, force: bool = False, kind: st
                  f"{int(i - starts[int(np.searchsorted(starts, i, 'right')) - 1])}" for i in bad[:5]]
         raise ConfigError(f"{len(bad)} embedding(s) are not finite (NaN/inf): {', '.join(where)}"
                           f"{' ...' if len(bad) > 5 else ''}; nothing was indexed")
-    idx, built = build_search_index(emb, metric, kind, flat_max=FLAT_MAX if flat_max is None else flat_max)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "index.faiss") as tmp:
-        faiss.write_index(idx, str(tmp))
-    write_parquet(out_dir / "meta.parquet", table.drop_columns(["embedding"]))
-    write_json(out_dir / "index.json", {"metric": metric, "count": table.num_rows, "dim": emb.shape[1],
-                                        "sources": [str(f) for f in files], **built,
-                                        "files": {n: file_record(out_dir / n) for n in INDEX_FILES}})
-    recall = (f"; recall@10 against exact search {built['recall_at_10']:.3f} on {built['recall_queries']} "
-              "indexed scenes as queries" if "recall_at_10" in built else "; exact search")
-    print(f"m2s index: {table.num_rows} scenes ({metric}, {built['kind']}: {built['factory']}, "
-          f"{(out_dir / 'index.faiss').stat().st_size / 2**20:.1f} MB){recall} → {out_dir}")
+    return table, emb
+
+
+def index_file_names(generation: int) -> tuple[str, str]:
+    """(faiss file, rows file) of an index generation: the build's are index.faiss / meta.parquet,
+    each ``--add`` writes index-G.faiss / meta-G.parquet and then points index.json at them."""
+    return INDEX_FILES if generation == 0 else (f"index-{generation}.faiss", f"meta-{generation}.parquet")
+
+
+def write_index_generation(d: Path, index, rows: pa.Table, record: dict, generation: int) -> None:
+    """Write an index generation's files, then index.json naming them (the commit: a run killed
+    before it leaves the previous generation in force), then delete every other generation's files."""
+    import faiss
+
+    names = index_file_names(generation)
+    with atomic_path(d / names[0]) as tmp:
+        faiss.write_index(index, str(tmp))
+    write_parquet(d / names[1], rows)
+    write_json(d / "index.json", record | {"generation": generation, "index_file": names[0], "meta_file": names[1],
+                                           "files": {n: file_record(d / n) for n in names}})
+    for stale in [*d.glob("index*.faiss"), *d.glob("meta*.parquet")]:
+        if stale.name not in names:
+            stale.unlink(missing_ok=True)
+
+
+def add_to_index(files: list[str], out: str) -> int:
+    """``m2s index FILES --out DIR --add``: the files' scenes added to the index at DIR — encoded
+    with its trained quantisers (no retraining, no rebuild), a new generation of its files; the
+    recall@10 against exact search is measured again on the added scenes as queries (over every
+    source, which must still be readable); files already in it are skipped, so a run killed part way
+    and run again ends with the same index."""
+    from movies2scenes.retrieval import build_index, measured_recall
+
+    d = Path(out)
+    meta = read_index_record(d)
+    index, _ = read_index_files(d, meta, mmap=False)
+    files = expand_index_inputs(files)
+    known = {_resolved(s) for s in meta.get("sources") or []}
+    new = [f for f in dict.fromkeys(files) if _resolved(f) not in known]
+    if not new:
+        print(f"m2s index --add: every file is already in the index at {d}; nothing to add")
+        return 0
+    table, emb = read_index_inputs(new)
+    if emb.shape[1] != meta["dim"]:
+        raise ConfigError(f"{new[0]}: {emb.shape[1]}-d embeddings, but the index at {d} holds {meta['dim']}-d ones "
+                          "(another encoder)")
+    x = build_index(emb, meta["metric"]).reconstruct_n(0, len(emb))  # normalised as the index holds them
+    index.add(x)
+    names = index_file_names(int(meta.get("generation", 0)))
+    rows = pa.concat_tables([pq.read_table(d / names[1]), table.drop_columns(["embedding"])], promote_options="default")
+    sources = [*meta["sources"], *map(str, new)]
+    record = {k: v for k, v in meta.items() if k not in ("files", "generation", "index_file", "meta_file")}
+    record |= {"count": index.ntotal, "sources": sources,
+               "added": [*meta.get("added", []), {"files": len(new), "scenes": len(emb)}]}
+    if meta.get("kind", "flat") != "flat":
+        try:
+            _, every = read_index_inputs(sources)
+        except ConfigError as e:
+            record |= {"recall_at_10": None, "recall_note": f"not measured after --add: {e}"}
+            print(f"m2s index --add: recall not measured ({e})", file=sys.stderr)
+        else:
+            picked = np.random.default_rng(0).choice(len(emb), min(len(emb), 200), replace=False)
+            recall = measured_recall(index, build_index(every, meta["metric"]), x[picked])
+            record |= {"recall_at_10": recall, "recall_queries": len(picked), "recall_on": "added scenes"}
+    write_index_generation(d, index, rows, record, int(meta.get("generation", 0)) + 1)
+    said = (f"; recall@10 {record['recall_at_10']:.3f} on {record['recall_queries']} added scenes as queries"
+            if record.get("recall_at_10") is not None else "")
+    print(f"m2s index --add: {len(emb)} scenes of {len(new)} file(s) added → {index.ntotal} scenes in {d}{said}")
     return 0
+
+
+def _resolved(path: str) -> str:
+    try:
+        return str(Path(path).resolve())
+    except OSError:
+        return str(path)
 
 
 INDEX_FILES = ("index.faiss", "meta.parquet")
@@ -260,28 +346,39 @@ def read_index_record(d: Path) -> dict:
     return meta
 
 
-def read_index_files(d: Path, meta: dict):
-    """The faiss index and the rows of ``meta.parquet``, checked against ``index.json``: the files
-    are the ones `m2s index` wrote (size and sha256, where recorded), readable, and of its count;
-    a compressed index gets its recorded search parameters (nprobe, efSearch)."""
+def read_index_files(d: Path, meta: dict, mmap: bool = True):
+    """The faiss index and the rows of the generation ``index.json`` names, checked against it: the
+    files are the ones `m2s index` wrote (size and sha256, where recorded), readable, and of its
+    count; a compressed index gets its recorded search parameters (nprobe, efSearch, k_factor_rf).
+    ``mmap``: the index's bulk (codes, inverted lists) memory-mapped from the file where faiss can
+    (flat, HNSW and re-ranked codes: IO_FLAG_MMAP_IFC; IVF lists: IO_FLAG_MMAP) — not in RAM."""
     import faiss
 
     from movies2scenes.retrieval import SEARCH_PARAMS, set_search_params
 
     rebuild = f"rebuild the index: m2s index FILE.parquet --out {d} --force"
+    generation = meta.get("generation", 0)
+    if not (isinstance(generation, int) and not isinstance(generation, bool) and generation >= 0
+            and (meta.get("index_file"), meta.get("meta_file")) in ((None, None), index_file_names(generation))):
+        raise ConfigError(f"{d / 'index.json'}: generation / index_file / meta_file are not what `m2s index` writes; "
+                          f"{rebuild}")
+    index_name, meta_name = index_file_names(generation)
     for name, record in (meta.get("files") or {}).items():
-        if name in INDEX_FILES and (why := difference(d / name, record, content=True)):
+        if name in (index_name, meta_name) and (why := difference(d / name, record, content=True)):
             raise ConfigError(f"{d / name} {why}: not the file `m2s index` wrote; {rebuild}")
+    flag = 0
+    if mmap:
+        flag = faiss.IO_FLAG_MMAP if meta.get("kind") in ("ivfpq", "ivfsq8") else faiss.IO_FLAG_MMAP_IFC
     try:
-        index = faiss.read_index(str(d / "index.faiss"))
+        index = faiss.read_index(str(d / index_name), flag | faiss.IO_FLAG_READ_ONLY if flag else 0)
     except RuntimeError as e:
-        raise ConfigError(f"{d / 'index.faiss'}: not a readable faiss index ({str(e).splitlines()[0]}); {rebuild}") from None
+        raise ConfigError(f"{d / index_name}: not a readable faiss index ({str(e).splitlines()[0]}); {rebuild}") from None
     try:
-        rows = pq.read_table(d / "meta.parquet").to_pylist()
+        rows = pq.read_table(d / meta_name).to_pylist()
     except (OSError, pa.ArrowException) as e:
-        raise ConfigError(f"{d / 'meta.parquet'}: not readable ({e}); {rebuild}") from None
+        raise ConfigError(f"{d / meta_name}: not readable ({e}); {rebuild}") from None
     if not (index.ntotal == len(rows) == meta["count"] and index.d == meta["dim"]):
-        raise ConfigError(f"{d}: index.faiss holds {index.ntotal} × {index.d}, meta.parquet {len(rows)} rows, "
+        raise ConfigError(f"{d}: {index_name} holds {index.ntotal} × {index.d}, {meta_name} {len(rows)} rows, "
                           f"index.json says {meta['count']} × {meta['dim']}; {rebuild}")
     params = meta.get("params") or {}
     if not (isinstance(params, dict) and all(k in SEARCH_PARAMS and isinstance(v, int) and not isinstance(v, bool)
@@ -382,10 +479,8 @@ def search(index_dir: str, query: str, row: int | None, at: str | None, k: int, 
                           f"--query {d} ...")
     if not d.is_dir():
         raise ConfigError(f"{d}: no such index folder (make one with `m2s index FILE.parquet --out {d}`)")
-    missing = [f for f in ("index.json", "index.faiss", "meta.parquet") if not (d / f).is_file()]
-    if missing:
-        raise ConfigError(f"{d}: not an index folder (no {', '.join(missing)}); make one with "
-                          f"`m2s index FILE.parquet --out {d}`")
+    if not (d / "index.json").is_file():
+        raise ConfigError(f"{d}: not an index folder (no index.json); make one with `m2s index FILE.parquet --out {d}`")
     meta = read_index_record(d)
     table = _read_embeddings(query).to_pylist()
     if row is None:
