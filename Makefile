@@ -113,13 +113,14 @@ bench-quality: test-setup
 test: test-setup
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
 
-# the oldest torch/torchvision pyproject.toml declares (constraints-min.txt), in a second venv: a fast
+# the oldest torch/torchvision/timm pyproject.toml declares (constraints-min.txt), in a second venv: a fast
 # subset of the tests and the CPU smoke of the GPU check's training steps (eager, bf16, fused AdamW)
 VENV_MIN ?= .venv-min
 TEST_MIN ?= tests/test_moco.py tests/test_mining.py tests/test_backbones.py tests/test_export.py \
-	tests/test_scene_head.py tests/test_factorised.py tests/test_movie_encoder.py tests/test_evaluation.py
+	tests/test_scene_head.py tests/test_factorised.py tests/test_context.py tests/test_pretext.py \
+	tests/test_movie_encoder.py tests/test_evaluation.py
 test-min: $(VENV_MIN)/.installed
-	$(VENV_MIN)/bin/python -c "import torch, torchvision; print('test-min: torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	$(VENV_MIN)/bin/python -c "import torch, torchvision, timm; print('test-min: torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
 	$(VENV_MIN)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider $(TEST_MIN)
 	$(VENV_MIN)/bin/python bench/gpu_check.py --cpu-smoke --only scene_step shot_step shot_step_compiled mining faiss gather \
 		--json $(VENV_MIN)/gpu_check.json

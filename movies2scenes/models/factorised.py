@@ -182,11 +182,10 @@ class TemporalResidual(TemporalHead):
         h = tokens + self.positions(tokens, mask)
         if mask is None:
             h = self.blocks(h)
-        else:  # padded shots neither attend nor are attended to
+        else:  # padded shots are not attended to (timm's Block takes attn_mask from 1.0.16 on)
             attn_mask = (mask[:, None, None, :]).expand(-1, 1, tokens.shape[1], -1)
             for blk in self.blocks:
-                h = h + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(h), attn_mask=attn_mask)))
-                h = h + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(h))))
+                h = blk(h, attn_mask=attn_mask)
         return self.norm(h)
 
 
