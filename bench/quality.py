@@ -89,7 +89,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from movies2scenes.config import load  # noqa: E402
-from movies2scenes.config import EvaluateConfig  # noqa: E402
 from reliability import TINY, TINY_WORLD  # noqa: E402
 
 WORLDS = {

@@ -23,8 +23,7 @@ import torch
 
 from .config import ShotsConfig
 from .data import eval_transform, to_chw
-from .shots import check_decoded, detect_shots, make_detector
-from .video import FrameReader, probe, scaled_size
+from .shots import VideoShots, check_decoded
 
 
 @dataclass
@@ -55,16 +54,11 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
                 keyframes_out: list | None = None) -> tuple[np.ndarray, list[SceneWindow]]:
     """(embeddings (W, d) float32, windows) of one video. Raises ``VideoError`` for a bad file.
     ``keyframes_out``: a list that receives each shot's middle keyframe (RGB), in shot order."""
-    info = probe(path)
     size = encoder.input_size
-    work = scaled_size(info.width, info.height, shots.work_size or shots.keyframe_size)
-    kf = scaled_size(info.width, info.height, max(size, shots.keyframe_size))
-    detector = make_detector(shots.detector, shots.threshold, shots.min_shot_frames)
-    reader = FrameReader(path, work, shots.decode_threads, shots.decoder, info.container)
-    frames = iter(reader)
+    video = VideoShots(path, shots, max(size, shots.keyframe_size))
+    info = video.info
     tf = eval_transform(size)
-    found = list(detect_shots(frames, info.fps, detector, shots.keyframes, kf, shots.max_buffer_frames,
-                              max(64, 4 * shots.min_shot_frames), shots.gradual, shots.min_shot_frames))
+    found = list(video)
     warning = check_decoded(found[-1].end if found else 0, info, shots)  # detect-shots' rules: no truncated files
     if warning:
         print(f"warning: {path}: {warning}", file=sys.stderr)
@@ -86,9 +80,7 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
             x = torch.stack([torch.stack(views[s:e]) for s, e in part]).to(device)
             out.append((part, encoder(x).float().cpu().numpy()))
     emb_of = {span: e for part, embs in out for span, e in zip(part, embs)}
-    times = reader.times if found and reader.times is not None else np.zeros(1)  # presentation times (VFR-exact)
-    if found and len(times) != found[-1].end + 1:  # the index and the decode disagree: fall back to fps
-        times = np.arange(found[-1].end + 1) / info.fps
+    times = video.times(found[-1].end if found else 0)  # presentation times (VFR-exact)
     for s, e in spans:
         a, b = found[s], found[e - 1]
         windows.append(SceneWindow(s, e, a.start, b.end, float(times[a.start]), float(times[b.end])))

@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 
 from .catalogue import Movie, safe_name
-from .shots import check_decoded, detect_shots, make_detector
+from .shots import VideoShots, check_decoded
 from .store import OutputError, output_error, read_part, sha256_file, write_shards
-from .video import FrameReader, VideoError, probe, scaled_size
+from .video import VideoError
 
 
 def shard_name(movie_id: str) -> str:
@@ -41,20 +41,13 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
     record = {"movie_id": movie.movie_id, "video": str(movie.video)}
     shard_path = out_dir / shard_name(movie.movie_id)
     try:
-        info = probe(movie.video)
-        work = cfg.work_size or cfg.keyframe_size
-        work_size = scaled_size(info.width, info.height, work)
-        kf_size = scaled_size(info.width, info.height, cfg.keyframe_size)
-        detector = make_detector(cfg.detector, cfg.threshold, cfg.min_shot_frames)
-        reader = FrameReader(movie.video, work_size, cfg.decode_threads, cfg.decoder, info.container)
-        frames = iter(reader)
+        video = VideoShots(movie.video, cfg)
+        info = video.info
         shots_out: list[dict] = []
         key_base = safe_name(movie.movie_id)
 
         def samples():
-            lookahead = max(64, 4 * cfg.min_shot_frames)  # > any detector's reporting delay
-            for shot in detect_shots(frames, info.fps, detector, cfg.keyframes, kf_size,
-                                     cfg.max_buffer_frames, lookahead, cfg.gradual, cfg.min_shot_frames):
+            for shot in video:
                 meta = {
                     "movie_id": movie.movie_id,
                     "shot": shot.index,
@@ -79,8 +72,7 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
                 warning = "; ".join(filter(None, [warning, (
                     f"no cut in {total / info.fps:.0f} s of video by the {cfg.detector} detector {said}: check "
                     f"shots.thresholds.{cfg.detector}")]))
-            times = reader.times if reader.times is not None and len(reader.times) == total + 1 \
-                else np.arange(total + 1) / info.fps  # presentation times (exact on variable frame rate)
+            times = video.times(total)
             for s in shots_out:
                 s["start_time"] = round(float(times[s["start_frame"]]), 6)
                 s["end_time"] = round(float(times[s["end_frame"]]), 6)
@@ -94,12 +86,12 @@ def process_movie(movie: Movie, out_dir: Path, cfg) -> dict:
             tmp_shard.unlink(missing_ok=True)
         record.update(
             status="ok", fps=info.fps, width=info.width, height=info.height, codec=info.codec,
-            num_frames=total, keyframe_width=kf_size[0], keyframe_height=kf_size[1],
-            shard=shard_path.name, shard_sha256=digest, shots=shots_out, decoder=reader.decoder,
+            num_frames=total, keyframe_width=video.keyframe_size[0], keyframe_height=video.keyframe_size[1],
+            shard=shard_path.name, shard_sha256=digest, shots=shots_out, decoder=video.reader.decoder,
             files={shard_path.name: [size, digest]},  # what later stages check (movies2scenes.integrity)
         )
-        if reader.note:
-            record["decoder_note"] = reader.note
+        if video.reader.note:
+            record["decoder_note"] = video.reader.note
         if warning:
             record["warning"] = warning
     except OutputError:

@@ -622,6 +622,35 @@ def detect_shots(
                             min_shot_frames).run(frames)
 
 
+class VideoShots:
+    """One video read into shots with a ``shots`` config — the recipe detect-shots and ``m2s embed``
+    share: probe, decode at ``work_size`` (or the keyframe size), the configured detector, keyframes
+    at ``keyframe_side`` (default ``keyframe_size``) on the short side. Iterating yields the
+    :class:`Shot` s in one pass; :meth:`times` gives the presentation times of the frames read."""
+
+    def __init__(self, path, cfg, keyframe_side: int | None = None):
+        from .video import FrameReader, probe, scaled_size
+
+        self.path, self.cfg = path, cfg
+        self.info = probe(path)
+        work = scaled_size(self.info.width, self.info.height, cfg.work_size or cfg.keyframe_size)
+        self.keyframe_size = scaled_size(self.info.width, self.info.height, keyframe_side or cfg.keyframe_size)
+        self.reader = FrameReader(path, work, cfg.decode_threads, cfg.decoder, self.info.container)
+
+    def __iter__(self) -> Iterator[Shot]:
+        cfg = self.cfg
+        detector = make_detector(cfg.detector, cfg.threshold, cfg.min_shot_frames)
+        lookahead = max(64, 4 * cfg.min_shot_frames)  # > any detector's reporting delay
+        yield from detect_shots(iter(self.reader), self.info.fps, detector, cfg.keyframes, self.keyframe_size,
+                                cfg.max_buffer_frames, lookahead, cfg.gradual, cfg.min_shot_frames)
+
+    def times(self, total: int) -> np.ndarray:
+        """(total + 1,) presentation times of the frames read (exact on variable frame rate), or
+        frame / fps where the decoder's times do not cover them."""
+        times = self.reader.times
+        return times if times is not None and len(times) == total + 1 else np.arange(total + 1) / self.info.fps
+
+
 def declared_slack(declared: int, fps: float) -> int:
     """How many frames fewer than its container declares a video may decode and still be whole:
     declared counts are often a few frames off on real files (edit lists, B-frame padding, a last
