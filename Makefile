@@ -17,7 +17,7 @@ WORLD  ?= $(RUN)/world
 STAGE_ARGS = -c $(CONFIG) run_dir=$(RUN) catalogue=$(WORLD)/catalogue.csv watch_logs=$(WORLD)/watch_logs.csv
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup test-setup test-data test-min gpu-check bench-executors bench-browse bench-shots bench-scale setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench bench-quality reliability clean-demo
+.PHONY: setup test-setup test-data test-min lint gpu-check bench-executors bench-browse bench-shots bench-scale setup demo world shots shot_encoder shot_features movie_pairs movie_encoder scene_pairs scene_encoder export eval summary test bench bench-quality reliability clean-demo
 
 setup: $(VENV)/.installed
 
@@ -110,8 +110,12 @@ bench-quality: test-setup
 	$(BIN)/python bench/quality.py --world demo
 	$(BIN)/python bench/quality.py --world large --groups main
 
-test: test-setup
+test: test-setup lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
+
+# pyflakes' errors and syntax errors (pyproject.toml [tool.ruff]); make test runs it first
+lint: test-setup
+	$(BIN)/ruff check movies2scenes bench tests testkit
 
 # the oldest torch/torchvision/timm pyproject.toml declares (constraints-min.txt), in a second venv: a fast
 # subset of the tests and the CPU smoke of the GPU check's training steps (eager, bf16, fused AdamW)
