@@ -261,7 +261,7 @@ class FactorisedConfig:
 
     # frozen: trains on shot_features/ arrays (seconds to minutes on a CPU, no decoding; imported
     # features too); finetune: the shot encoder's backbone trains with it on the scene pairs' pixels
-    backbone: str = "frozen"
+    backbone: Literal["frozen", "finetune"] = "frozen"
     backbone_lr: float = 0.1  # finetune: the backbone's learning rate, as a fraction of train.lr
     depth: int = 2
     heads: int = 4
@@ -269,7 +269,7 @@ class FactorisedConfig:
     width: int = 256  # the transformer's width (wider features are projected to it)
     # the drift guard: "knn" keeps the query encoder at the kNN monitor's best evaluation on held-out
     # movies, step 0 (= exactly the mean of the shot features) included; "last" keeps the last step
-    keep: str = "knn"
+    keep: Literal["knn", "last"] = "knn"
     # the temporal head beside the mean: a transformer over the shot tokens, or a bidirectional GRU
     head: Literal["transformer", "gru"] = "transformer"
     # training terms beside the paper's pair loss (models/pretext.py; each a weight, 0 = off; the
@@ -299,7 +299,7 @@ class SceneEncoderConfig:
 
     # joint: the paper's scene ViT over all n x k frames (``model``); factorised: the shot encoder's
     # features + a temporal residual (``factorised``; ``model``, ``augment``, ``init`` unused)
-    arch: str = "joint"
+    arch: Literal["joint", "factorised"] = "joint"
     factorised: FactorisedConfig = field(default_factory=FactorisedConfig)
     model: ViTConfig = field(default_factory=ViTConfig)  # n shots × k frames through one ViT
     moco: MoCoConfig = field(default_factory=MoCoConfig)
@@ -374,7 +374,7 @@ class ExecutorConfig:
     cluster of this machine's CPUs), longest items first. Never part of a config hash: the
     executor changes how fast, never what."""
 
-    kind: str = "local"  # local | ray
+    kind: Literal["local", "ray"] = "local"
     address: str = ""  # a `ray start --head` address, ray://host:10001, or "" ($RAY_ADDRESS / local cluster)
     workers: int = 0  # Ray workers (actors) at once; 0 = one per CPU the cluster offers
     max_retries: int = 3  # an item whose worker dies is retried this often (exponential backoff)
@@ -612,7 +612,6 @@ def _validate(cfg: Config) -> None:
         ("movie_pairs.cowatch_memory", re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)",
                                                     cfg.movie_pairs.cowatch_memory.strip()) is not None,
          "must be a size such as 768MB or 2GB"),
-        ("executor.kind", cfg.executor.kind in ("local", "ray"), "must be local or ray"),
         ("executor.workers", cfg.executor.workers >= 0, "must be >= 0"),
         ("executor.max_retries", cfg.executor.max_retries >= 0, "must be >= 0"),
         ("executor.recycle_after", cfg.executor.recycle_after >= 1, "must be >= 1"),
@@ -704,12 +703,7 @@ def _validate(cfg: Config) -> None:
         ("scene_encoder.moco.queue_size", se.moco.queue_size >= 1, "must be >= 1"),
         ("scene_encoder.train.batch_size", se.train.batch_size >= 1, "must be >= 1"),
         ("scene_encoder.shuffle_shards", se.shuffle_shards >= 1, "must be >= 1"),
-        ("scene_encoder.arch", se.arch in ("joint", "factorised"), f"must be joint or factorised, got {se.arch!r}"),
-        ("scene_encoder.factorised.backbone", se.factorised.backbone in ("frozen", "finetune"),
-         f"must be frozen or finetune, got {se.factorised.backbone!r}"),
         ("scene_encoder.factorised.backbone_lr", 0 < se.factorised.backbone_lr <= 1, "must be in (0, 1]"),
-        ("scene_encoder.factorised.keep", se.factorised.keep in ("knn", "last"),
-         f"must be knn or last, got {se.factorised.keep!r}"),
         ("scene_encoder.factorised.depth", se.factorised.depth >= 1, "must be >= 1"),
         ("scene_encoder.factorised.heads", se.factorised.heads >= 1, "must be >= 1"),
         ("scene_encoder.factorised.width", se.factorised.width >= 1, "must be >= 1"),

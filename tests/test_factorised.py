@@ -224,7 +224,7 @@ def test_stage_finetunes_the_backbone_at_a_lower_rate(mined_run, tmp_path):
 def test_factorised_settings_are_checked(tmp_path):
     from movies2scenes.config import ConfigError, load
 
-    with pytest.raises(ConfigError, match="backbone must be frozen or finetune"):
+    with pytest.raises(ConfigError, match="backbone: expected one of .frozen., .finetune., got .lora."):
         load([ROOT / "configs" / "cpu-tiny.yaml"], ["scene_encoder.arch=factorised", "scene_encoder.factorised.backbone=lora"])
-    with pytest.raises(ConfigError, match="scene_encoder.arch must be joint or factorised"):
+    with pytest.raises(ConfigError, match="scene_encoder.arch: expected one of .joint., .factorised., got .vivit."):
         load([ROOT / "configs" / "cpu-tiny.yaml"], ["scene_encoder.arch=vivit"])
