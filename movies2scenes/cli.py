@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (index.faiss, meta.parquet, index.json)")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
     p.add_argument("--index", choices=["auto", "flat", "ivfpq", "ivfpqr", "ivfsq8", "hnsw"], default="auto",
-                   dest="kind", help="auto (default): exact flat up to --flat-max scenes, compressed above; ivfpq: "
+                   dest="kind", help="auto (default): exact flat up to --flat-max scenes, ivfsq8 above; ivfpq: "
                    "IVF-PQ (16x smaller), ivfpqr: IVF-PQ re-ranked on 8-bit codes, ivfsq8: IVF with 8-bit codes "
                    "(4x smaller), hnsw: a graph (no compression); the recall@10 against exact search is measured "
                    "at build time and kept in index.json")

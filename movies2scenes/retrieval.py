@@ -104,20 +104,23 @@ def build_index(embeddings: np.ndarray, metric: str = "cosine"):
     return index
 
 
-FLAT_MAX = 200_000  # `m2s index --index auto`: exact flat up to this many scenes, IVF-PQ above (issue 43)
+FLAT_MAX = 200_000  # `m2s index --index auto`: exact flat up to this many scenes, IVF-SQ8 above (issue 43)
 INDEX_KINDS = ("auto", "flat", "ivfpq", "ivfpqr", "ivfsq8", "hnsw")
 SEARCH_PARAMS = ("nprobe", "efSearch", "k_factor_rf")  # what index.json may record (faiss ParameterSpace names)
 
 
 def index_plan(kind: str, n: int, d: int, flat_max: int = FLAT_MAX, k_factor: int = 4) -> tuple[str, str, dict]:
     """(kind, faiss index_factory string, search parameters) for ``n`` vectors of ``d`` dims:
-    ``auto`` is flat up to ``flat_max`` vectors and IVF-PQ above; IVF-PQ has about 4√n lists (at
-    least 39 training points each), ``d/4`` sub-quantisers of 8 bits (16× smaller than float32) and
-    probes 32 lists (no polysemous training); HNSW has 32 links per node and searches 128 candidates (no compression)."""
+    ``auto`` is flat up to ``flat_max`` vectors and IVF-SQ8 above (chosen by bench/index.py's rule:
+    the smallest kind with recall@10 ≥ 0.95 at 10⁵ and 2·10⁵ windows; bench/RESULTS.md). The IVF
+    kinds have about 4√n lists (at least 39 training points each) and probe 32; SQ8 holds 8-bit
+    codes (4× smaller than float32); PQ ``d/4`` sub-quantisers of 8 bits (16× smaller; no polysemous
+    training), ``ivfpqr`` re-ranks its ``k_factor`` × k candidates on SQ8 codes; HNSW has 32 links
+    per node and searches 128 candidates (no compression)."""
     if kind not in INDEX_KINDS:
         raise ValueError(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
     if kind == "auto":
-        kind = "flat" if n <= flat_max else "ivfpq"
+        kind = "flat" if n <= flat_max else "ivfsq8"
     if kind == "flat":
         return kind, "Flat", {}
     if kind == "hnsw":

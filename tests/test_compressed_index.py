@@ -65,7 +65,7 @@ def test_the_automatic_choice_switches_at_flat_max_and_search_finds_planted_dupl
     assert main(["index", str(src), "--out", str(tmp_path / "small")]) == 0  # 2,000 ≤ 200,000: exact
     assert json.loads((tmp_path / "small" / "index.json").read_text())["kind"] == "flat"
     assert main(["index", str(src), "--out", str(tmp_path / "big"), "--flat-max", "500"]) == 0
-    assert json.loads((tmp_path / "big" / "index.json").read_text())["kind"] == "ivfpq"
+    assert json.loads((tmp_path / "big" / "index.json").read_text())["kind"] == "ivfsq8"
     for folder in ("small", "big"):
         capsys.readouterr()
         assert main(["search", str(tmp_path / folder), "--query", str(src), "--row", "17", "-k", "1",
