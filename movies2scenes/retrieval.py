@@ -54,8 +54,9 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
                 keyframes_out: list | None = None) -> tuple[np.ndarray, list[SceneWindow]]:
     """(embeddings (W, d) float32, windows) of one video. Raises ``VideoError`` for a bad file.
     ``keyframes_out``: a list that receives each shot's middle keyframe (RGB), in shot order."""
+    video = VideoShots(path, shots)  # probes first: a playlist or a FIFO is refused before anything else
     size = encoder.input_size
-    video = VideoShots(path, shots, max(size, shots.keyframe_size))
+    video.keyframes_at(max(size, shots.keyframe_size))
     info = video.info
     tf = eval_transform(size)
     found = list(video)

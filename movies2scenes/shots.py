@@ -624,18 +624,25 @@ def detect_shots(
 
 class VideoShots:
     """One video read into shots with a ``shots`` config — the recipe detect-shots and ``m2s embed``
-    share: probe, decode at ``work_size`` (or the keyframe size), the configured detector, keyframes
-    at ``keyframe_side`` (default ``keyframe_size``) on the short side. Iterating yields the
-    :class:`Shot` s in one pass; :meth:`times` gives the presentation times of the frames read."""
+    share: probe (first: a file that is no video is refused before anything else), decode at
+    ``work_size`` (or the keyframe size), the configured detector, keyframes at ``keyframe_size`` on
+    the short side (:meth:`keyframes_at` another side). Iterating yields the :class:`Shot` s in one
+    pass; :meth:`times` gives the presentation times of the frames read."""
 
-    def __init__(self, path, cfg, keyframe_side: int | None = None):
+    def __init__(self, path, cfg):
         from .video import FrameReader, probe, scaled_size
 
         self.path, self.cfg = path, cfg
         self.info = probe(path)
         work = scaled_size(self.info.width, self.info.height, cfg.work_size or cfg.keyframe_size)
-        self.keyframe_size = scaled_size(self.info.width, self.info.height, keyframe_side or cfg.keyframe_size)
         self.reader = FrameReader(path, work, cfg.decode_threads, cfg.decoder, self.info.container)
+        self.keyframes_at(cfg.keyframe_size)
+
+    def keyframes_at(self, side: int) -> None:
+        """Keyframes at ``side`` px on the short side (the aspect kept)."""
+        from .video import scaled_size
+
+        self.keyframe_size = scaled_size(self.info.width, self.info.height, side)
 
     def __iter__(self) -> Iterator[Shot]:
         cfg = self.cfg
