@@ -157,6 +157,7 @@ bench-scale: test-setup   # real sizes (issue 15): watch logs, a feature-length 
 
 bench-executors: test-setup   # detect-shots on a skewed catalogue: 2 processes round-robin vs 2 Ray workers (issue 28)
 	$(BIN)/python bench/executors.py
+	$(BIN)/python bench/catalogue_embed.py   # m2s embed --catalogue: 1 process vs 2 Ray workers vs 2 shards (issue 43)
 
 bench-browse: test-setup   # m2s browse latency per route over real HTTP on a finished run (make demo first)
 	$(BIN)/python bench/browse.py --run $(RUN)

@@ -67,6 +67,13 @@ def test_schedule_bench_smoke():
     assert "long-tail (200 titles)" in out
 
 
+def test_catalogue_embed_bench_smoke(exported_run):
+    run, overrides = exported_run
+    catalogue = next(o.split("=", 1)[1] for o in overrides if o.startswith("catalogue="))
+    out = _bench("bench/catalogue_embed.py", "--export", str(run / "export"), "--catalogue", catalogue)
+    assert "| Ray, 2 workers |" in out and "| local, 2 --shard processes |" in out and "Ray ÷ local per core" in out
+
+
 def test_index_bench_smoke():
     out = _bench("bench/index.py", "--smoke")
     assert "IVF" in out and "recall@10" in out and "growth exponent" in out
