@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from reliability import STAGES, TINY, TINY_WORLD  # noqa: E402
+from reliability import STAGES, TINY, TINY_WORLD  # noqa: E402  (bench/ is the script's own folder)
 
 CLI = [sys.executable, "-m", "movies2scenes.cli"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
