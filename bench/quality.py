@@ -688,8 +688,8 @@ def table(work: Path, world: str, results: list[dict], order: list[str], tasks: 
     data: dict = {}
     head = "| representation | " + " | ".join(names) + " |"
     lines = [head, "|---" * (len(names) + 1) + "|"]
-    gaps = ["| representation | " + " | ".join(f"{t} intact − shuffled" for t in names if t not in tasks.ordered
-                                              and t != "boundary") + " |"]
+    appearance = [t for t in names if t not in tasks.ordered and t != "boundary"]  # the shuffle diagnostic's
+    gaps = ["| representation | " + " | ".join(f"{t} intact − shuffled" for t in appearance) + " |"]
     gaps.append("|---" * (len(gaps[0].split("|")) - 2) + "|")
     for n in have:
         base = baseline_of(n)
@@ -728,7 +728,7 @@ def table(work: Path, world: str, results: list[dict], order: list[str], tasks: 
                          else f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}")
         train.append(f"| {n} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
-    if len(gaps[0].split("|")) > 3:  # appearance tasks probed: the shuffle diagnostic
+    if appearance:
         text += "\n\nShuffle diagnostic (points, ± the 95 % half-width):\n\n" + "\n".join(gaps)
     if len(train) > 2:
         text += "\n\nTraining:\n\n" + "\n".join(train)

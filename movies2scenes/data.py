@@ -297,11 +297,9 @@ class FeaturePairBatches:
     def window(self, movie: str, start: int) -> np.ndarray:
         """The scene's (n, d) rows, or with ``context`` its (context, d + 2) window in its movie
         (``models.factorised.context_window``, padded to ``context`` where the movie is shorter)."""
-        if self.context:
-            from .models.factorised import context_window
+        from .models.factorised import window_rows
 
-            return context_window(self.features.movie(movie), range(start, start + self.n), self.context, self.context)
-        return np.asarray(self.features.movie(movie)[start:start + self.n], np.float32)
+        return window_rows(self.features.movie(movie), range(start, start + self.n), self.context, self.context)
 
     def epoch(self, items: list[ScenePairItem], batch_size: int, rank: int = 0, world: int = 1, start_batch: int = 0):
         """This process's batches ``start_batch``, … (``batch_size`` pairs each) of the epoch whose

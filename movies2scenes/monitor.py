@@ -166,7 +166,7 @@ def make_feature_knn_monitor(features, train_movies: set[str], movies_wanted: in
     of ``shots_per_item`` consecutive rows of ``shot_features/`` (views (P, n, d); with ``context``
     each in its movie's context, (P, context, d + 2) as the encoder trains on them), the same movie
     choice (held-out first, seeded) and memory/query halves; None with fewer than 2 usable movies."""
-    from .models.factorised import context_window
+    from .models.factorised import window_rows
 
     chosen, held_out = probe_movies(sorted(set(features.movie_ids) - set(eval_only)), lambda m: m not in train_movies,
                                     movies_wanted, seed)
@@ -179,8 +179,7 @@ def make_feature_knn_monitor(features, train_movies: set[str], movies_wanted: in
         pick = spread(starts, per_movie)
         rows = features.movie(movie)
         for j, s in enumerate(pick):
-            views.append(torch.from_numpy(context_window(rows, range(s, s + n), context, context) if context
-                                          else np.asarray(rows[s:s + n], np.float32)))
+            views.append(torch.from_numpy(window_rows(rows, range(s, s + n), context, context)))
             labels.append(label)
             query.append(j >= len(pick) / 2)
     if not views:

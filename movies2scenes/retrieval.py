@@ -70,16 +70,13 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
     spans = scene_windows(len(found), n, stride)
     if getattr(encoder, "context", 0) and spans:  # a factorised head trained in context: the whole movie read once
         out.append((spans, encoder.embed_in_movie(views, [range(s, e) for s, e in spans], batch)))
-        spans_left = []
     else:
-        spans_left = spans
-    for i in range(0, len(spans_left), batch):
-        chunk = spans_left[i:i + batch]
-        lengths = {e - s for s, e in chunk}
-        for length in sorted(lengths):  # equal-length windows batch together
-            part = [(s, e) for s, e in chunk if e - s == length]
-            x = torch.stack([torch.stack(views[s:e]) for s, e in part]).to(device)
-            out.append((part, encoder(x).float().cpu().numpy()))
+        for i in range(0, len(spans), batch):
+            chunk = spans[i:i + batch]
+            for length in sorted({e - s for s, e in chunk}):  # equal-length windows batch together
+                part = [(s, e) for s, e in chunk if e - s == length]
+                x = torch.stack([torch.stack(views[s:e]) for s, e in part]).to(device)
+                out.append((part, encoder(x).float().cpu().numpy()))
     emb_of = {span: e for part, embs in out for span, e in zip(part, embs)}
     times = video.times(found[-1].end if found else 0)  # presentation times (VFR-exact)
     for s, e in spans:
@@ -89,13 +86,20 @@ def embed_video(path: str | Path, encoder, shots: ShotsConfig, n: int, stride: i
     return emb.astype(np.float32), windows
 
 
+def stored_vectors(embeddings: np.ndarray, metric: str = "cosine") -> np.ndarray:
+    """(N, d) float32 as an index holds them and searches with them: unit length for cosine."""
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if metric == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x
+
+
 def build_index(embeddings: np.ndarray, metric: str = "cosine"):
     """A faiss flat index (exact search) over the embeddings."""
     import faiss
 
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    x = stored_vectors(embeddings, metric)
     if metric == "cosine":
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         index = faiss.IndexFlatIP(x.shape[1])
     elif metric == "l2":
         index = faiss.IndexFlatL2(x.shape[1])
@@ -206,9 +210,7 @@ def search(index, queries: np.ndarray, k: int, metric: str = "cosine",
     so a matmul + top-k on the device gives the same neighbours (bench/gpu_check.py compares them)."""
     import torch
 
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    if metric == "cosine":
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    q = stored_vectors(queries, metric)
     k = min(k, index.ntotal)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     import faiss

@@ -632,7 +632,7 @@ class VideoShots:
     def __init__(self, path, cfg):
         from .video import FrameReader, probe, scaled_size
 
-        self.path, self.cfg = path, cfg
+        self.cfg = cfg
         self.info = probe(path)
         work = scaled_size(self.info.width, self.info.height, cfg.work_size or cfg.keyframe_size)
         self.reader = FrameReader(path, work, cfg.decode_threads, cfg.decoder, self.info.container)

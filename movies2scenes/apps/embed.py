@@ -281,7 +281,7 @@ def add_to_index(files: list[str], out: str) -> int:
     recall@10 against exact search is measured again on the added scenes as queries (over every
     source, which must still be readable); files already in it are skipped, so a run killed part way
     and run again ends with the same index."""
-    from movies2scenes.retrieval import build_index, measured_recall
+    from movies2scenes.retrieval import build_index, measured_recall, stored_vectors
 
     d = Path(out)
     meta = read_index_record(d)
@@ -296,7 +296,7 @@ def add_to_index(files: list[str], out: str) -> int:
     if emb.shape[1] != meta["dim"]:
         raise ConfigError(f"{new[0]}: {emb.shape[1]}-d embeddings, but the index at {d} holds {meta['dim']}-d ones "
                           "(another encoder)")
-    x = build_index(emb, meta["metric"]).reconstruct_n(0, len(emb))  # normalised as the index holds them
+    x = stored_vectors(emb, meta["metric"])
     index.add(x)
     names = index_file_names(int(meta.get("generation", 0)))
     rows = pa.concat_tables([pq.read_table(d / names[1]), table.drop_columns(["embedding"])], promote_options="default")
@@ -306,13 +306,13 @@ def add_to_index(files: list[str], out: str) -> int:
                "added": [*meta.get("added", []), {"files": len(new), "scenes": len(emb)}]}
     if meta.get("kind", "flat") != "flat":
         try:
-            _, every = read_index_inputs(sources)
+            _, indexed = read_index_inputs(meta["sources"])  # the added files are read once, above
         except ConfigError as e:
             record |= {"recall_at_10": None, "recall_note": f"not measured after --add: {e}"}
             print(f"m2s index --add: recall not measured ({e})", file=sys.stderr)
         else:
             picked = np.random.default_rng(0).choice(len(emb), min(len(emb), 200), replace=False)
-            recall = measured_recall(index, build_index(every, meta["metric"]), x[picked])
+            recall = measured_recall(index, build_index(np.vstack([indexed, emb]), meta["metric"]), x[picked])
             record |= {"recall_at_10": recall, "recall_queries": len(picked), "recall_on": "added scenes"}
     write_index_generation(d, index, rows, record, int(meta.get("generation", 0)) + 1)
     said = (f"; recall@10 {record['recall_at_10']:.3f} on {record['recall_queries']} added scenes as queries"

@@ -21,8 +21,8 @@ the head reads a window of up to L of the movie's shots around the scene (as cen
 allows, :func:`context_span`) and pools the contextual tokens of the scene's own shots — its
 output is the mean of the *scene's* shots + the residual over them, so step 0 is still exactly the
 scene's mean. Such a window travels as one tensor (B, L, d + 2): the shot features, then two flags
-per shot, "a real shot" (0 = padding, after the real shots) and "in the scene" (:func:`pack`,
-:func:`context_window`); a head tells it from a plain (B, n, d) window by its width.
+per shot, "a real shot" (0 = padding, after the real shots) and "in the scene" (:func:`context_window`,
+:func:`unpack`); a head tells it from a plain (B, n, d) window by its width.
 
 On disk (train-scene-encoder's folder and the export): the backbone as any saved model folder
 (``model.safetensors``, timm's ``config.json``, ``movies2scenes.json``, so ``local-dir:`` still loads
@@ -65,11 +65,6 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 FLAGS = 2  # a context window's last columns: "a real shot", "in the scene"
 
 
-def pack(tokens: torch.Tensor, real: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
-    """(B, L, d) shot features + (B, L) "real" and "in the scene" flags → one (B, L, d + 2) window."""
-    return torch.cat([tokens, real[..., None].to(tokens.dtype), focus[..., None].to(tokens.dtype)], -1)
-
-
 def unpack(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(tokens, real, focus) of a window of ``dim``-d shot features: a packed context window's
     parts, or a plain window and None, None."""
@@ -102,6 +97,14 @@ def context_window(rows, shots: Sequence[int], context: int, pad_to: int | None 
     out = np.zeros((len(flags), x.shape[1]), np.float32)
     out[:len(x)] = x
     return np.hstack([out, flags])
+
+
+def window_rows(rows, shots: Sequence[int], context: int = 0, pad_to: int | None = None) -> np.ndarray:
+    """A clip's shots as a head reads them: their (n, d) rows in the clip's order (``context`` 0),
+    or the clip in its movie's context (:func:`context_window`)."""
+    if context:
+        return context_window(rows, shots, context, pad_to)
+    return np.asarray(rows[list(shots)], np.float32)
 
 
 class TemporalHead(nn.Module):
@@ -355,8 +358,6 @@ def clip_windows(movie_rows, clips, context: int = 0) -> list[np.ndarray]:
     """Each clip — (movie, start, end) or (movie, shots in order) — as the head reads it: its shots'
     rows alone (``context`` 0) or in its movie's context (:func:`context_window`); ``movie_rows``:
     movie → its (N, d) shot features."""
-    from ..features import clip_rows, clip_shots
+    from ..features import clip_shots
 
-    if not context:
-        return [clip_rows(movie_rows, c) for c in clips]
-    return [context_window(movie_rows(c[0]), clip_shots(c), context) for c in clips]
+    return [window_rows(movie_rows(c[0]), clip_shots(c), context) for c in clips]

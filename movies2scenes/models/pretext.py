@@ -57,11 +57,9 @@ class PretextTerms(nn.Module):
         """(b, n) True where a shot is hidden: round(mask_ratio · m) of each window's m real shots
         (``real`` (b, n); all n when None), at least one and at most m − 1, drawn uniformly."""
         if real is None:
-            k = min(n - 1, max(1, round(self.mask_ratio * n)))
-            ranks = torch.rand(b, n, device=device).argsort(1).argsort(1)
-            return ranks < k
+            real = torch.ones(b, n, dtype=torch.bool, device=device)
         m = real.sum(1)
-        k = torch.minimum(m - 1, torch.clamp((self.mask_ratio * m).round().long(), min=1))
+        k = torch.minimum(m - 1, torch.clamp((self.mask_ratio * m.double()).round().long(), min=1))
         draw = torch.rand(b, n, device=device).masked_fill(~real, 2.0)  # padding ranks last
         return draw.argsort(1).argsort(1) < k[:, None]
 
@@ -101,8 +99,8 @@ class PretextTerms(nn.Module):
         order = torch.rand(b, n, device=windows.device).argsort(1)
         same = (order == torch.arange(n, device=windows.device)).all(1)
         order[same] = order[same].roll(1, dims=1)  # the identity drawn: shift it by one
-        return tuple(PretextTerms.reorder(windows, at, o) for o in (order, torch.arange(n - 1, -1, -1,
-                                                                                       device=windows.device).expand(b, -1)))
+        backwards = torch.arange(n - 1, -1, -1, device=windows.device).expand(b, -1)
+        return PretextTerms.reorder(windows, at, order), PretextTerms.reorder(windows, at, backwards)
 
     @staticmethod
     def reorder(windows: torch.Tensor, at: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
