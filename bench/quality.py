@@ -128,6 +128,7 @@ TERM_SETS = {"MSM": ["scene_encoder.factorised.msm=1"],
              "order negatives": ["scene_encoder.factorised.order_negatives=1"],
              "pseudo-boundary": ["scene_encoder.factorised.boundary=1"]}
 TERM_SETS["all three"] = [o for v in list(TERM_SETS.values()) for o in v]
+REUSED = ("movie_pairs", "movie_encoder", "scene_pairs")  # a cell's stages before its scene encoder
 CONTEXT = 32  # the long-context rows' window (shots): ~3.5 scenes of 9, most of a film-demo movie's ~40 shots
 
 
@@ -156,6 +157,12 @@ def term_rows() -> list[dict]:
             {"name": f"{prefix} + all three, context {CONTEXT}, embedded alone: cowatch", "kind": kind,
              "source": "cowatch", "set": [*three, f"scene_encoder.factorised.context={CONTEXT}"], "alone": True,
              "same_training_as": in_context}]
+    # the drift guard that watches order (issue 40 item 2; the row fixed before it ran): the GRU row
+    # kept by `keep: order` (the best held-out order accuracy among steps at least step 0's kNN top-1)
+    gru = f"{prefix} + all three, GRU head: cowatch"
+    out.append({"name": f"{prefix} + all three, GRU head, keep order: cowatch", "kind": kind, "source": "cowatch",
+                "set": [*three, "scene_encoder.factorised.head=gru", "scene_encoder.factorised.keep=order"],
+                "same_pairs_as": gru})
     return out
 
 
@@ -526,11 +533,15 @@ def run_cell(work: Path, world: str, base: Path, tasks: Tasks, row: dict, seed: 
     elif row["kind"] in ("factorised", "imagenet_factorised", "factorised_finetune"):
         from movies2scenes.models.factorised import clip_windows, embed_windows, load_temporal
 
-        if "same_training_as" in row:  # the sibling cell's trained stages, not trained again
-            sibling = cell_dir(work, world, row["same_training_as"], seed)
-            if not (sibling / "scene_encoder" / "DONE.json").is_file():
-                raise RuntimeError(f"{row['name']}: run {row['same_training_as']!r} (seed {seed}) first")
-            for stage in ("movie_pairs", "movie_encoder", "scene_pairs", "scene_encoder"):
+        # the sibling cell's trained stages (same_training_as), or the stages up to its mined pairs
+        # (same_pairs_as: the same config up to there, so the same files), not trained again
+        for key, stages in (("same_training_as", REUSED + ("scene_encoder",)), ("same_pairs_as", REUSED)):
+            if key not in row:
+                continue
+            sibling = cell_dir(work, world, row[key], seed)
+            if not (sibling / stages[-1] / "DONE.json").is_file():
+                raise RuntimeError(f"{row['name']}: run {row[key]!r} (seed {seed}) first")
+            for stage in stages:
                 if not (cell / stage).exists():
                     shutil.copytree(sibling / stage, cell / stage, ignore=shutil.ignore_patterns("checkpoints"))
 

@@ -363,6 +363,10 @@ def _summary(args) -> int:
             if isinstance(kept, dict) and kept.get("rule") == "knn":
                 print(f"  {'':<22} factorised: kept step {kept.get('step')} of {kept.get('last_step')} (best kNN "
                       f"top-1 {kept.get('knn_top1', float('nan')):.3f}; step 0 = the shot-feature mean)")
+            elif isinstance(kept, dict) and kept.get("rule") == "order":
+                print(f"  {'':<22} factorised: kept step {kept.get('step')} of {kept.get('last_step')} (best held-out "
+                      f"order accuracy {kept.get('order_accuracy', float('nan')):.3f} at kNN top-1 "
+                      f"{kept.get('knn_top1', float('nan')):.3f} ≥ step 0's; step 0 = the shot-feature mean, order 0.5)")
             elif isinstance(kept, dict):
                 print(f"  {'':<22} factorised: kept the last step ({kept.get('step')})")
         for report in (run / stage / "report" / "index.html", run / stage / "report.html"):

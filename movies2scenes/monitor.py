@@ -61,6 +61,17 @@ def probe_items(shots_dir: str | Path, movies: dict[str, list[tuple[str, str]]],
     return torch.stack(views), np.asarray(labels), np.asarray(query)
 
 
+@torch.no_grad()
+def embed(encoder: torch.nn.Module, views: torch.Tensor, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``encoder``'s (eval mode) embeddings of ``views``, ``batch`` at a time, as float32 on the CPU."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        return torch.cat([encoder(views[i:i + batch].to(device)).float().cpu() for i in range(0, len(views), batch)])
+    finally:
+        encoder.train(was_training)
+
+
 class KnnMonitor:
     """Weighted kNN top-1 of an encoder on fixed probe views (see module doc)."""
 
@@ -86,22 +97,58 @@ class KnnMonitor:
         q = self.labels[self.is_query]
         return float(torch.bincount(q).max()) / len(q) if len(q) else float("nan")
 
-    @torch.no_grad()
     def __call__(self, encoder: torch.nn.Module, device: torch.device | str = "cpu") -> float:
-        was_training = encoder.training
-        encoder.eval()
-        try:
-            emb = torch.cat([encoder(self.views[i:i + self.batch].to(device)).float().cpu()
-                             for i in range(0, len(self.views), self.batch)])
-        finally:
-            encoder.train(was_training)
-        emb = F.normalize(emb, dim=1)
+        emb = F.normalize(embed(encoder, self.views, self.batch, device), dim=1)
         bank, bank_labels = emb[~self.is_query], self.labels[~self.is_query]
         sims = emb[self.is_query] @ bank.T
         top, idx = sims.topk(min(self.k, len(bank)), dim=1)
         votes = torch.zeros(len(top), int(self.labels.max()) + 1)
         votes.scatter_add_(1, bank_labels[idx], (top / self.t).exp())
         return float((votes.argmax(1) == self.labels[self.is_query]).float().mean())
+
+
+class OrderMonitor:
+    """Held-out order accuracy of an encoder of shot-feature windows (``factorised.keep: order``).
+
+    Each probe window of a :class:`KnnMonitor` (held-out movies) is embedded as it is, with its
+    scene's shots reversed and with them shuffled (a seeded order other than their own; in a context
+    window the scene's shots only, in place — :meth:`PretextTerms.reorderings`). A logistic probe
+    (scikit-learn: standardised features, C = :attr:`C`) tells forward from reversed and intact from
+    shuffled, each scored by 2-fold cross-validation grouped by movie (both copies of a window sit in
+    one fold). The result is the mean of the two held-out accuracies: exactly 0.5 for an encoder
+    blind to order — both copies embed alike, so the probe answers both the same — as step 0 (the
+    mean of the shot features) is. No global random numbers are drawn (training's are untouched)."""
+
+    C = 0.1
+    folds = 2
+
+    def __init__(self, views: torch.Tensor, labels: np.ndarray, dim: int, seed: int, batch: int = 64):
+        from .models.pretext import PretextTerms
+
+        self.views, self.labels, self.batch = views, np.asarray(labels), batch
+        self.others = PretextTerms.reorderings(views, dim, torch.Generator().manual_seed(seed))  # shuffled, reversed
+
+    @classmethod
+    def of(cls, knn: KnnMonitor, dim: int, seed: int) -> "OrderMonitor":
+        """Over the windows of the kNN monitor ``knn`` (its memory and query halves alike)."""
+        return cls(knn.views, knn.labels.numpy(), dim, seed, knn.batch)
+
+    def __call__(self, encoder: torch.nn.Module, device: torch.device | str = "cpu") -> float:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GroupKFold, cross_val_score
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        own = embed(encoder, self.views, self.batch, device).numpy()
+        y = np.repeat([0, 1], len(own))
+        groups = np.concatenate([self.labels, self.labels])
+        folds = min(self.folds, len(np.unique(self.labels)))
+        accuracies = []
+        for other in self.others:
+            x = np.concatenate([own, embed(encoder, other, self.batch, device).numpy()])
+            probe = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=1000))
+            accuracies.append(float(cross_val_score(probe, x, y, groups=groups, cv=GroupKFold(folds)).mean()))
+        return float(np.mean(accuracies))
 
 
 def gain_over_start(history: list, queries: int, chance: float, kept: float | None = None) -> dict | None:

@@ -6,7 +6,8 @@ says what the encoder is, what it reads, how its batches are made and how it is 
 * :class:`FactorisedScenes` (``factorised``): the frozen shot backbone's features, read as windows
   of ``shot_features/`` (no decoding), through a ``models.factorised.TemporalHead`` (the mean of
   the shot features + a zero-initialised residual). Its drift guard (``factorised.keep: knn``) keeps
-  the weights of the kNN monitor's best evaluation on held-out movies, step 0 (= the mean) included;
+  the weights of the kNN monitor's best evaluation on held-out movies, step 0 (= the mean) included
+  (``keep: order``: the best held-out order accuracy among evaluations at least step 0's kNN top-1);
 * :class:`FinetunedScenes` (``factorised`` with ``factorised.backbone: finetune``).
 
 The stage ``train-scene-encoder`` trains whichever :func:`scene_source` returns.
@@ -28,9 +29,9 @@ from .models.folder import SETTINGS_FILE, read_model_config, save_vit
 from .models.moco import MoCo
 from .models.vit import create_scene_vit
 from .catalogue import eval_only_movies
-from .monitor import make_feature_knn_monitor, make_knn_monitor
+from .monitor import OrderMonitor, make_feature_knn_monitor, make_knn_monitor
 from .store import atomic_path, write_json
-from .training import BestByKnn
+from .training import BestByKnn, BestByOrder
 
 
 def initial_encoder(cfg: Config):
@@ -112,10 +113,10 @@ class JointScenes:
         return make_knn_monitor(self.run.folder("shots"), train_movies, self.size, tr.knn_movies, tr.knn_per_movie,
                                 self.cfg.seed, shots_per_item=self.n, eval_only=eval_only_movies(self.cfg.catalogue))
 
-    def keeper(self, ckpt_dir: Path, stamp: str) -> BestByKnn | None:
+    def keeper(self, ckpt_dir: Path, stamp: str, monitor) -> BestByKnn | None:
         """The drift guard (factorised encoders with ``factorised.keep: knn``), else None."""
         sc = self.cfg.scene_encoder
-        if sc.arch != "factorised" or sc.factorised.keep != "knn":
+        if sc.arch != "factorised" or sc.factorised.keep == "last":
             return None
         return BestByKnn(ckpt_dir / "best-knn.safetensors", stamp)
 
@@ -186,6 +187,14 @@ class FactorisedScenes(JointScenes):
         return make_feature_knn_monitor(self.features, train_movies, tr.knn_movies, tr.knn_per_movie,
                                         self.cfg.seed, self.n, eval_only=eval_only_movies(self.cfg.catalogue),
                                         context=self.cfg.scene_encoder.factorised.context)
+
+    def keeper(self, ckpt_dir: Path, stamp: str, monitor) -> BestByKnn | None:
+        """The drift guard: ``keep: knn`` (:class:`BestByKnn`) or ``keep: order`` (:class:`BestByOrder`
+        over the kNN monitor's windows), else None."""
+        if self.cfg.scene_encoder.factorised.keep != "order":
+            return super().keeper(ckpt_dir, stamp, monitor)
+        order = OrderMonitor.of(monitor, self.features.dim, self.cfg.seed)
+        return BestByOrder(ckpt_dir / "best-order.safetensors", stamp, order)
 
     def describe(self) -> str:
         f = self.cfg.scene_encoder.factorised

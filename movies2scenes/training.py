@@ -282,7 +282,8 @@ def train_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: in
     checkpoints every ``tr.checkpoint_every`` steps, every ``tr.checkpoint_minutes`` minutes and at the end.
     ``resumed`` is the progress record of the checkpoint resumed from: its loss and logged values
     are the result when nothing is left to train. Returns (step, last loss, last logged values);
-    logged["knn_history"] holds every kNN evaluation of this run as [step, top-1]."""
+    logged["knn_history"] holds every kNN evaluation of this run as [step, top-1] (and the drift
+    guard's own score, e.g. the order accuracy, as a third entry where it measures one)."""
     from .progress import progress
 
     forward = forward or model
@@ -297,10 +298,10 @@ def train_loop(accelerator, model, optimizer, scheduler, loader_for, *, step: in
     def knn() -> None:
         encoder = accelerator.unwrap_model(model).encoder_q
         top1 = monitor(encoder, accelerator.device)
-        history.append([step, top1])
-        if keep_best is not None:
-            keep_best.offer(step, top1, encoder)
-        accelerator.log({"knn_top1": top1, "knn_chance": monitor.chance}, step=step)
+        also = keep_best.offer(step, top1, encoder) if keep_best is not None else None
+        history.append([step, top1] if also is None else [step, top1, also])
+        accelerator.log({"knn_top1": top1, "knn_chance": monitor.chance,
+                         **({} if also is None else {f"{keep_best.rule}_score": also})}, step=step)
 
     if monitor is not None and (step < total or total == 0) and not history:
         knn()  # the level before training (with 0 steps: of the starting weights, saved as they are)
@@ -372,34 +373,49 @@ def gain_lines(command: str, learning: dict) -> list[str]:
 
 
 class BestByKnn:
-    """The drift guard of the factorised scene encoder: the query encoder's weights at the kNN
-    monitor's best evaluation (ties keep the earlier step, so an encoder that never beats its
-    step-0 level is kept at step 0), in ``file`` (safetensors, written atomically, with the run's
-    stamp, step and top-1 as metadata). A resumed run reads the file back when its stamp matches."""
+    """The drift guard of the factorised scene encoder (``factorised.keep: knn``): the query
+    encoder's weights at the kNN monitor's best evaluation (ties keep the earlier step, so an
+    encoder that never beats its step-0 level is kept at step 0), in ``file`` (safetensors, written
+    atomically, with the run's stamp, step and scores as metadata). A resumed run reads the file
+    back when its stamp matches."""
+
+    rule = "knn"
 
     def __init__(self, file: Path, stamp: str):
         self.file, self.stamp = Path(file), stamp
         self.step, self.top1 = None, float("-inf")
+        self.meta = {}
         if self.file.is_file():
             from safetensors import safe_open
 
             with safe_open(str(self.file), framework="pt") as f:
                 meta = f.metadata() or {}
             if meta.get("stamp") == stamp:
+                self.meta = meta
                 self.step, self.top1 = int(meta["step"]), float(meta["top1"])
 
-    def offer(self, step: int, top1: float, encoder: torch.nn.Module) -> None:
-        if top1 <= self.top1:
-            return
+    def offer(self, step: int, top1: float, encoder: torch.nn.Module) -> float | None:
+        """Keep ``encoder`` if its evaluation is the best so far; returns what else the guard
+        measured (None here; :class:`BestByOrder`: the order accuracy), for the history."""
+        if top1 > self.top1:
+            self.keep(step, encoder, top1=top1)
+        return None
+
+    def keep(self, step: int, encoder: torch.nn.Module, **scores: float) -> None:
         from safetensors.torch import save_file
 
         from .store import atomic_path
 
         self.file.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+        meta = {"stamp": self.stamp, "step": str(step), **{k: repr(float(v)) for k, v in scores.items()}}
         with atomic_path(self.file) as tmp:
-            save_file(state, str(tmp), metadata={"stamp": self.stamp, "step": str(step), "top1": repr(top1)})
-        self.step, self.top1 = step, top1
+            save_file(state, str(tmp), metadata=meta)
+        self.step, self.top1, self.meta = step, float(scores["top1"]), meta
+
+    def record(self, last_step: int) -> dict:
+        """What metrics.json says of the kept step."""
+        return {"rule": self.rule, "step": self.step, "knn_top1": self.top1, "last_step": last_step}
 
     def restore(self, encoder: torch.nn.Module) -> None:
         """Load the kept weights into ``encoder`` (nothing was kept: an error)."""
@@ -408,3 +424,32 @@ class BestByKnn:
         if self.step is None:
             raise RuntimeError(f"{self.file}: no kNN evaluation was kept")
         encoder.load_state_dict(load_file(str(self.file)))
+
+
+
+class BestByOrder(BestByKnn):
+    """``factorised.keep: order``: among the evaluations whose kNN movie top-1 is at least step 0's
+    (no movie identity lost on the monitor against the mean), the one with the highest held-out
+    order accuracy (:class:`movies2scenes.monitor.OrderMonitor`, ``order``); ties keep the earlier
+    step. Step 0 reads order at exactly 0.5, so an encoder that never reads order better — or only
+    by losing kNN top-1 — is kept at step 0, the mean."""
+
+    rule = "order"
+
+    def __init__(self, file: Path, stamp: str, order):
+        super().__init__(file, stamp)
+        self.order_monitor = order
+        self.start = float(self.meta["start"]) if "start" in self.meta else None
+        self.order = float(self.meta["order"]) if "order" in self.meta else float("-inf")
+
+    def offer(self, step: int, top1: float, encoder: torch.nn.Module) -> float:
+        accuracy = self.order_monitor(encoder)
+        if self.start is None:
+            self.start = top1  # the first evaluation: step 0, the starting weights
+        if top1 >= self.start and accuracy > self.order:
+            self.keep(step, encoder, top1=top1, order=accuracy, start=self.start)
+            self.order = accuracy
+        return accuracy
+
+    def record(self, last_step: int) -> dict:
+        return super().record(last_step) | {"order_accuracy": self.order, "start_knn_top1": self.start}

@@ -85,10 +85,12 @@ class PretextTerms(nn.Module):
         return F.cross_entropy(logits.float(), target)
 
     @staticmethod
-    def reorderings(windows: torch.Tensor, dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each window's scene shuffled (a uniformly drawn order other than its own where n > 1)
-        and reversed: the whole window, or in a context window (``dim``-d features + flags) the
-        scene's n flagged shots only, in place, the context around them unchanged."""
+    def reorderings(windows: torch.Tensor, dim: int | None = None,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each window's scene shuffled (a uniformly drawn order other than its own where n > 1;
+        from ``generator``, else the global one) and reversed: the whole window, or in a context
+        window (``dim``-d features + flags) the scene's n flagged shots only, in place, the context
+        around them unchanged."""
         b = len(windows)
         _, _, focus = unpack(windows, windows.shape[-1] if dim is None else dim)
         if focus is None:
@@ -96,7 +98,8 @@ class PretextTerms(nn.Module):
         else:
             at = focus.nonzero()[:, 1].view(b, -1)  # (b, n) the scene's positions, in order
         n = at.shape[1]
-        order = torch.rand(b, n, device=windows.device).argsort(1)
+        order = (torch.rand(b, n, generator=generator) if generator is not None
+                 else torch.rand(b, n, device=windows.device)).to(windows.device).argsort(1)
         same = (order == torch.arange(n, device=windows.device)).all(1)
         order[same] = order[same].roll(1, dims=1)  # the identity drawn: shift it by one
         backwards = torch.arange(n - 1, -1, -1, device=windows.device).expand(b, -1)

@@ -89,17 +89,17 @@ class TrainSceneEncoder(TrainingStage):
         return self.source.monitor(set(scene_pair_movies(ctx.run.folder("scene_pairs"))))
 
     def keep_best(self, ctx: StageContext, monitor) -> BestByKnn | None:
-        return self.source.keeper(ctx.out / "checkpoints", ctx.stamp) if monitor is not None else None
+        return self.source.keeper(ctx.out / "checkpoints", ctx.stamp, monitor) if monitor is not None else None
 
     def kept(self, model: MoCo, step: int) -> dict:
-        """Which step's weights are saved: the drift guard's kNN-best one (restored), else the last."""
+        """Which step's weights are saved: the drift guard's (restored), else the last."""
         sc, keeper = self.cfg.scene_encoder, self.keeper
         if keeper is not None and keeper.step is not None:
-            keeper.restore(model.encoder_q)  # the drift guard: the kNN monitor's best step (0 = the mean)
-            return {"rule": "knn", "step": keeper.step, "knn_top1": keeper.top1, "last_step": step}
-        if sc.arch == "factorised" and sc.factorised.keep == "knn":
+            keeper.restore(model.encoder_q)  # the drift guard's step (0 = the mean)
+            return keeper.record(step)
+        if sc.arch == "factorised" and sc.factorised.keep != "last":
             print("train-scene-encoder: warning: no kNN monitor (knn_every = 0 or fewer than 2 probe movies); "
-                  "keeping the last step, not the kNN-chosen one", file=sys.stderr)
+                  "keeping the last step, not the drift guard's", file=sys.stderr)
         return {"rule": "last", "step": step}
 
     def save(self, ctx: StageContext, model: MoCo, trained: Trained) -> Finished:
