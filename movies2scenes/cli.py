@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from movies2scenes.catalogue import CatalogueError
 from movies2scenes.config import ConfigError, load
 
+# `m2s index` / `m2s browse --index`: retrieval.INDEX_KINDS, spelt here so that --help imports no torch
+INDEX_CHOICES = ["auto", "flat", "ivfpq", "ivfpqr", "ivfsq8", "hnsw"]
+
 
 def _add_config_args(p: argparse.ArgumentParser, example: str = "") -> None:
     p.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
@@ -220,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scene embeddings written by `m2s embed` (files, or folders of `m2s embed --catalogue`)")
     p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (index.faiss, meta.parquet, index.json)")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
-    p.add_argument("--index", choices=["auto", "flat", "ivfpq", "ivfpqr", "ivfsq8", "hnsw"], default="auto",
+    p.add_argument("--index", choices=INDEX_CHOICES, default="auto",
                    dest="kind", help="auto (default): exact flat up to --flat-max scenes, ivfsq8 above; ivfpq: "
                    "IVF-PQ (16x smaller), ivfpqr: IVF-PQ re-ranked on 8-bit codes, ivfsq8: IVF with 8-bit codes "
                    "(4x smaller), hnsw: a graph (no compression); the recall@10 against exact search is measured "
@@ -279,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--stride", type=int, default=1,
                    help="index every window of n shots starting every STRIDE shots (default 1; raise it for large catalogues)")
+    p.add_argument("--index", dest="kind", default="auto", choices=INDEX_CHOICES,
+                   help="the scene index, as `m2s index` builds it (default auto: exact flat up to 200,000 windows, "
+                        "IVF-SQ8 above, its recall@10 measured at build and shown on the search page)")
     p.set_defaults(func=_browse)
 
     p = sub.add_parser("summary", help="what each stage of a run directory has produced")
@@ -510,7 +516,7 @@ def _browse(args) -> int:
 
     if args.stride < 1 or not 0 <= args.port < 65536:
         raise ConfigError("--stride must be >= 1 and --port in 0..65535")
-    return browse.serve(args.run_dir, args.catalogue, args.host, args.port, args.stride)
+    return browse.serve(args.run_dir, args.catalogue, args.host, args.port, args.stride, args.kind)
 
 
 def _index(args) -> int:

@@ -174,6 +174,18 @@ def build_search_index(embeddings: np.ndarray, metric: str = "cosine", kind: str
     return index, record | {"recall_at_10": measured_recall(index, exact, q), "recall_queries": len(q)}
 
 
+def reconstructable(index):
+    """``index`` able to give back its i-th stored vector (``index.reconstruct(i)``): an IVF index
+    gets its direct map (8 bytes per vector); flat, HNSW and refined indexes already can."""
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index).make_direct_map()
+    except RuntimeError:  # not an IVF index
+        pass
+    return index
+
+
 def measured_recall(index, exact, queries: np.ndarray, k: int = 10) -> float:
     """Recall@k of ``index`` against the exact (flat) index over the same vectors, on ``queries``
     (normalised as the index holds its vectors)."""

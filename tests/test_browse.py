@@ -588,3 +588,30 @@ def test_a_score_has_a_standing_and_a_query_unlike_the_catalogue_is_said(exporte
     far = -view.emb.mean(0)  # the direction away from every indexed scene
     best = view.search(far, 1)[0]["score"]
     assert best < float(view.nearest[0]) and "outside the catalogue's distribution" in view.outside(best)
+
+
+def test_the_kept_index_can_be_compressed_and_says_its_measured_recall(exported_run, view, tmp_path):
+    """`m2s browse --index ivfsq8` (what auto picks above its switch point): the same windows and
+    the same best hit as the exact index for a stored scene, the build's recall@10 on the search
+    page, the vectors read back from the index (no second copy), and the flat index's record."""
+    from starlette.testclient import TestClient
+
+    from movies2scenes.apps.browse import RunView, make_app
+    from movies2scenes.cli import INDEX_CHOICES
+    from movies2scenes.retrieval import INDEX_KINDS
+
+    assert list(INDEX_KINDS) == INDEX_CHOICES
+    assert view.index_record == {"kind": "flat", "factory": "Flat", "params": {}}
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run)
+    small = RunView(run, index_kind="ivfsq8")
+    record = small.index_record
+    assert record["kind"] == "ivfsq8" and record["factory"].endswith(",SQ8") and 0.9 <= record["recall_at_10"] <= 1
+    assert small.windows == view.windows and small.emb.shape == view.emb.shape
+    assert np.abs(small.emb - view.emb).max() < 0.02  # 8-bit codes of the same unit vectors
+    movie, start, _ = view.windows[0]
+    q, _ = view.scene_embedding(movie, start)
+    best = lambda v: [(h["movie"], h["start"]) for h in v.search(q, 1, movie)]  # noqa: E731
+    assert best(small) == best(view)
+    page = TestClient(make_app(small)).get("/search").text
+    assert f"ivfsq8 index ({record['factory']}), recall@10 {record['recall_at_10']:.3f} against exact search" in page

@@ -36,6 +36,7 @@ from movies2scenes.config import ConfigError
 from movies2scenes.integrity import DamagedArtefact, read_done, verified
 from movies2scenes.layout import RunLayout
 from movies2scenes.progress import progress
+from movies2scenes.retrieval import stored_vectors
 
 from .pages import environment
 
@@ -85,7 +86,7 @@ class RunView:
     """Everything the browser shows, read once from a run directory (nothing is written)."""
 
     def __init__(self, run_dir: str | Path, catalogue: str | Path | None = None, stride: int = 1,
-                 index: bool = True, batch: int = 64, background: bool = False):
+                 index: bool = True, batch: int = 64, background: bool = False, index_kind: str = "auto"):
         from movies2scenes.catalogue import load_catalogue
 
         self.run, self.layout = Path(run_dir), RunLayout(run_dir)
@@ -123,6 +124,7 @@ class RunView:
         self._tar_lock, self._model_lock, self._cache_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self.encoder, self.n, self.stride, self.windows = None, self.pair_n or 9, stride, []
         self.index, self.index_total, self.index_done, self.index_cached = None, 0, 0, 0
+        self.index_kind, self.index_record = index_kind, {}  # retrieval.index_plan's kind; what the build measured
         self.index_error = ""  # why a background build failed (the file and the repair), said on /search
         self.null = self.nearest = np.zeros(0, np.float32)  # what a score means here (_score_scales)
         if index and self.layout.is_done("export"):
@@ -251,18 +253,20 @@ class RunView:
             build()
 
     def _assemble(self, plan: list, known: dict) -> None:
-        """The faiss index over every window, in movie order; published last (search waits for it)."""
-        import faiss
+        """The faiss index over every window, in movie order — the one `m2s index` builds
+        (:func:`retrieval.build_search_index`: ``index_kind`` auto is exact flat up to its switch
+        point, IVF-SQ8 above, with its recall@10 measured at build time); the vectors are read back
+        from it, no second copy is kept. Published last (search waits for it)."""
+        from movies2scenes.retrieval import build_search_index, reconstructable
 
         windows = [c for _, clips, _ in plan for c in clips]
-        emb = _normalise(np.concatenate([known[m] for m, _, _ in plan])) if plan else \
+        emb = stored_vectors(np.concatenate([known[m] for m, _, _ in plan])) if plan else \
             np.zeros((0, self.encoder.num_features), np.float32)
-        index = faiss.IndexFlatIP(emb.shape[1])
-        index.add(emb)
-        self.windows, self.emb = windows, emb
+        index, self.index_record = build_search_index(emb, "cosine", self.index_kind if len(emb) else "flat")
+        self.windows = windows
         self.row = {(m, s): i for i, (m, s, _) in enumerate(windows)}
         self.null, self.nearest = self._score_scales(windows, emb, index)
-        self.index = index
+        self.index = reconstructable(index)
 
     def _score_scales(self, windows: list, emb: np.ndarray, index, pairs: int = 4000, probes: int = 256):
         """What a cosine score means in this index (issue 42: a trailer scored 0.996 against synthetic
@@ -298,6 +302,11 @@ class RunView:
                 "weak.")
 
     @property
+    def emb(self) -> np.ndarray:
+        """Every indexed window's vector (unit length), as the index holds it: read back, no copy kept."""
+        return self.index.reconstruct_n(0, self.index.ntotal)
+
+    @property
     def index_ready(self) -> bool:
         return self.index is not None
 
@@ -326,9 +335,9 @@ class RunView:
             raise NotFound(f"movie {movie_id!r} has no shot {start} ({num} shots)")
         end = min(start + self.n, num)
         if (movie_id, start) in self.row and self.windows[self.row[movie_id, start]][2] == end:
-            return self.emb[self.row[movie_id, start]], end
+            return stored_vectors(self.index.reconstruct(self.row[movie_id, start])[None])[0], end  # as indexed
         with self._model_lock, torch.no_grad():
-            return _normalise(embed_clips(self.encoder, self.samples, [(movie_id, start, end)], 1))[0], end
+            return stored_vectors(embed_clips(self.encoder, self.samples, [(movie_id, start, end)], 1))[0], end
 
     def search(self, q: np.ndarray, k: int, exclude_movie: str | None = None, split: str = "",
                within: str = "") -> list[dict]:
@@ -338,7 +347,7 @@ class RunView:
         from movies2scenes.retrieval import Echoes
 
         total, fetch = self.index.ntotal, min(self.index.ntotal, max(64, 8 * k))
-        q = _normalise(np.asarray(q, np.float32)[None])
+        q = stored_vectors(np.asarray(q, np.float32)[None])
         while True:
             scores, rows = self.index.search(q, fetch)
             hits, shown = [], Echoes()
@@ -373,7 +382,7 @@ class RunView:
         cfg = load([], [], base={"shots": self.shot_settings} if self.shot_settings else None)
         with self._model_lock:
             emb, windows = embed_video(path, self.encoder, cfg.shots, self.n, keyframes_out=frames)
-        return _normalise(emb), windows
+        return stored_vectors(emb), windows
 
     # -- mined pairs ----------------------------------------------------------------------------
 
@@ -442,11 +451,6 @@ def _jpeg_data_uri(rgb: np.ndarray, width: int = 160) -> str:
     small = cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode() if ok else ""
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12))
 
 
 def _int(value: str | None, default: int, low: int, high: int) -> int:
@@ -533,7 +537,7 @@ def make_app(view: RunView):
             (view.index_done, view.index_total)
         return page("search.html", status=status, form=form, queries=queries, error=error, splits=view.splits, clip=clip,
                     searchable=view.encoder is not None, indexed=len(view.windows), n=view.n, stride=view.stride,
-                    building=building)
+                    building=building, index_line=index_line(view))
 
     def search(request: Request):
         form = search_form(request.query_params)
@@ -638,11 +642,20 @@ def make_app(view: RunView):
     return app
 
 
-def serve(run_dir: str, catalogue: str | None, host: str, port: int, stride: int) -> int:
+def index_line(view: RunView) -> str:
+    """What the scene index is: its kind, size and (approximate kinds) the recall measured at build."""
+    r = view.index_record
+    if not r:
+        return ""
+    recall = f", recall@10 {r['recall_at_10']:.3f} against exact search (measured at build)" if "recall_at_10" in r else ""
+    return f"{r['kind']} index ({r['factory']}){recall}"
+
+
+def serve(run_dir: str, catalogue: str | None, host: str, port: int, stride: int, index_kind: str = "auto") -> int:
     _web_stack()  # before minutes of indexing
     import uvicorn
 
-    view = RunView(run_dir, catalogue, stride=stride, background=True)
+    view = RunView(run_dir, catalogue, stride=stride, background=True, index_kind=index_kind)
     if view.encoder is None:
         print(f"m2s browse: {run_dir} has no export/DONE.json — scene search is off until export has run")
     print(f"m2s browse: {len(view.movies)} movies, {sum(map(len, view.shots.values()))} shots, "

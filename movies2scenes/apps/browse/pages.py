@@ -79,7 +79,7 @@ hits from movies matching <input type="text" name="in" value="{{ form.within }}"
 <form action="/search/clip" method="post" enctype="multipart/form-data">or a short video clip <input type="file" name="clip" accept="video/*" aria-label="clip">
 <button>Search with clip</button></form>
 {% if building %}<p class="err" id="building">The scene index is being built: {{ building[0] }} of {{ building[1] }} movies embedded (kept in the run for the next start). Search answers when it is done; every other page works now.</p>
-{% else %}<p class="muted">{{ indexed }} scenes of {{ n }} shots indexed (stride {{ stride }}); {% if clip %}hits are the catalogue's nearest scenes to each window of the clip{% else %}hits leave out the query's movie{% endif %} and overlapping windows of a hit already shown. A score's standing: the share of random scene pairs of different movies in this index that score lower.</p>{% endif %}
+{% else %}<p class="muted">{{ indexed }} scenes of {{ n }} shots indexed (stride {{ stride }}{% if index_line %}; {{ index_line }}{% endif %}); {% if clip %}hits are the catalogue's nearest scenes to each window of the clip{% else %}hits leave out the query's movie{% endif %} and overlapping windows of a hit already shown. A score's standing: the share of random scene pairs of different movies in this index that score lower.</p>{% endif %}
 {% endif %}
 {% if error %}<p class="err">{{ error }}</p>{% endif %}
 {% for q in queries %}<div class="scene"><h2>{{ q.label }}</h2>{% if q.shots %}{{ x.strip(q.shots, q.movie) }}{% endif %}
