@@ -8,6 +8,7 @@ indexed) — each size in its own process so that its peak RSS is its own.
     python bench/index.py --sizes 1000000 5000000   # the issue's sizes (15 GB of float32 at 5·10⁶)
     python bench/index.py --smoke              # 20,000 and 40,000 64-d windows, flat-max 5,000 (make test)
     python bench/index.py --sizes 200000 --kinds ivfpq ivfpqr ivfpqr:8 ivfsq8 hnsw   # the kinds side by side
+    python bench/index.py --real RUN/shot_features --flat-max 0 --kinds ivfpq ivfsq8   # real windows
 
 The data: 1,000 cluster centres of norm ≈ 1 and points at noise norm ≈ 0.7 around them (seeded) —
 a stand-in with the clustered shape of scene embeddings (sliding windows of one scene sit close
@@ -47,14 +48,36 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def one_size(n: int, flat_max: int, queries: int, kind: str = "auto", k_factor: int = 4) -> dict:
+def synthetic(n: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` clustered windows to index and ``queries`` held-back ones from the same clusters."""
+    centres = np.random.default_rng(0).normal(0, 1 / math.sqrt(DIM), (CLUSTERS, DIM)).astype(np.float32)
+    return clustered(n, 1, centres), clustered(queries, 2, centres)
+
+
+def real_windows(features_dir: str, n: int = 9, query_every: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Real scene windows — the mean of each n consecutive stored shot features (stride 1: what the
+    factorised encoder gives at step 0) of a ``shot_features/`` folder — the windows of every
+    ``query_every``-th movie (sorted ids) held back as queries, the rest indexed."""
+    from movies2scenes.features import ShotFeatures
+
+    features = ShotFeatures(features_dir)
+    index, held = [], []
+    for i, movie in enumerate(sorted(features.movie_ids)):
+        rows = np.asarray(features.movie(movie), np.float32)
+        if len(rows) < n:
+            continue
+        means = np.cumsum(np.concatenate([np.zeros((1, rows.shape[1]), np.float32), rows]), 0, dtype=np.float64)
+        (held if i % query_every == 0 else index).append(((means[n:] - means[:-n]) / n).astype(np.float32))
+    return np.concatenate(index), np.concatenate(held)
+
+
+def one_size(n: int, flat_max: int, queries: int, kind: str = "auto", k_factor: int = 4, real: str = "") -> dict:
     import faiss
 
     from movies2scenes.retrieval import build_search_index
 
-    centres = np.random.default_rng(0).normal(0, 1 / math.sqrt(DIM), (CLUSTERS, DIM)).astype(np.float32)
-    x = clustered(n, 1, centres)
-    q = clustered(queries, 2, centres)
+    x, q = real_windows(real) if real else synthetic(n, queries)
+    n = len(x)
     t = time.perf_counter()
     index, record = build_search_index(x, "cosine", kind, flat_max=flat_max, k_factor=k_factor)
     build = time.perf_counter() - t
@@ -71,7 +94,7 @@ def one_size(n: int, flat_max: int, queries: int, kind: str = "auto", k_factor: 
     recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, got)]))
     return {"n": n, "factory": record["factory"] + "".join(f" {k}={v}" for k, v in sorted(record["params"].items())),
             "build_s": build, "index_mb": size / 2**20,
-            "flat_mb": n * DIM * 4 / 2**20, "peak_rss_mb": peak_rss_mb(), "p50_ms": 1000 * float(np.median(lat)),
+            "flat_mb": n * x.shape[1] * 4 / 2**20, "queries": len(q), "dim": x.shape[1], "peak_rss_mb": peak_rss_mb(), "p50_ms": 1000 * float(np.median(lat)),
             "p99_ms": 1000 * float(np.percentile(lat, 99)), "recall_at_10": recall,
             "build_recall_at_10": record.get("recall_at_10")}
 
@@ -85,6 +108,9 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=DIM)
     ap.add_argument("--kinds", nargs="+", default=["auto"], metavar="KIND[:K]",
                     help="index kinds to compare at every size (m2s index --index; ivfpqr:8 = k_factor_rf 8)")
+    ap.add_argument("--real", metavar="SHOT_FEATURES", default="",
+                    help="instead of synthetic data: real windows (means of 9 consecutive shots, stride 1) of a "
+                    "shot_features/ folder, every 10th movie's windows held back as queries; --sizes is ignored")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one size, JSON on stdout
     args = ap.parse_args()
@@ -97,20 +123,22 @@ def main() -> int:
         args.flat_max = FLAT_MAX
     if args.one:
         kind, _, k = args.kinds[0].partition(":")
-        print(json.dumps(one_size(args.one, args.flat_max, args.queries, kind, int(k or 4))))
+        print(json.dumps(one_size(args.one, args.flat_max, args.queries, kind, int(k or 4), args.real)))
         return 0
     rows = []
-    for n in args.sizes:
+    for n in [0] if args.real else args.sizes:
         for kind in args.kinds:
-            out = subprocess.run([sys.executable, __file__, "--one", str(n), "--flat-max", str(args.flat_max),
-                                  "--queries", str(args.queries), "--dim", str(DIM), "--kinds", kind],
-                                 capture_output=True, text=True, cwd=ROOT)
+            out = subprocess.run([sys.executable, __file__, "--one", str(n or 1), "--flat-max", str(args.flat_max),
+                                  "--queries", str(args.queries), "--dim", str(DIM), "--kinds", kind,
+                                  "--real", args.real], capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
                 raise SystemExit(f"size {n}, {kind}: {out.stderr[-2000:]}")
             rows.append(json.loads(out.stdout.splitlines()[-1]))
             print(f"  {n:,} {kind}: {rows[-1]['factory']} recall@10 {rows[-1]['recall_at_10']:.3f}", flush=True)
-    print(f"clustered synthetic {DIM}-d embeddings ({CLUSTERS} clusters), cosine, `m2s index --index "
-          f"{' / '.join(args.kinds)}` (auto: flat up to {args.flat_max:,}); {args.queries} held-back queries, k = 10")
+    data = (f"real {rows[0]['dim']}-d windows of {args.real} (means of 9 shots)" if args.real else
+            f"clustered synthetic {DIM}-d embeddings ({CLUSTERS} clusters)")
+    print(f"{data}, cosine, `m2s index --index {' / '.join(args.kinds)}` (auto: flat up to {args.flat_max:,}); "
+          f"{rows[0]['queries']} held-back queries, k = 10")
     print("| windows | index | build s | index MB | ÷ flat | peak RSS MB | p50 ms | p99 ms | recall@10 |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -79,6 +79,15 @@ def test_index_bench_smoke():
     assert "IVF" in out and "recall@10" in out and "growth exponent" in out
 
 
+def test_index_bench_on_real_windows(encoded_run):
+    """--real: the windows of a run's stored shot features, a tenth of the movies held back as queries."""
+    out = _bench("bench/index.py", "--real", str(encoded_run[0] / "shot_features"), "--flat-max", "0",
+                 "--kinds", "ivfsq8", "flat")
+    assert "real " in out and "(means of 9 shots)" in out and "| Flat |" in out and ",SQ8" in out
+    flat = next(line for line in out.splitlines() if "| Flat |" in line)
+    assert flat.rstrip(" |").endswith("1.000")  # exact search finds exactly the exact neighbours
+
+
 def test_artefact_digests_bench_smoke(tmp_path):
     import json
 
