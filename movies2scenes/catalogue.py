@@ -22,21 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .errors import CatalogueError  # noqa: F401  (movies2scenes.catalogue.CatalogueError keeps working)
+
 # eval: evaluation only (issue 39) — never pretraining, never a training monitor's probe movie
 SPLITS = ("train", "val", "test", "exclude", "eval")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
                     ".wmv", ".ogv", ".ogg", ".mxf", ".flv", ".3gp", ".3g2", ".vob", ".divx", ".y4m")
-_MAX_SHOWN = 20
-
-
-class CatalogueError(ValueError):
-    """Invalid catalogue or watch-log file; ``problems`` holds every ``file:row: reason``."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        shown = "\n  ".join(problems[:_MAX_SHOWN])
-        more = f"\n  ... and {len(problems) - _MAX_SHOWN} more" if len(problems) > _MAX_SHOWN else ""
-        super().__init__(f"{len(problems)} problem(s):\n  {shown}{more}")
 
 
 @dataclass(frozen=True)

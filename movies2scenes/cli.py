@@ -10,8 +10,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from movies2scenes.catalogue import CatalogueError
-from movies2scenes.config import ConfigError, load
+from movies2scenes.config import load
+from movies2scenes.errors import EXIT_STATUS, ConfigError
 
 # `m2s index` / `m2s browse --index`: retrieval.INDEX_KINDS, spelt here so that --help imports no torch
 INDEX_CHOICES = ["auto", "flat", "ivfpq", "ivfpqr", "ivfsq8", "hnsw"]
@@ -477,15 +477,7 @@ def _run_stage(args) -> int:
                   "(add --executor ray, or executor.kind=ray)", file=sys.stderr)
     if spec.strict:
         options["strict"] = args.strict
-    if not spec.trains:
-        return stage.run(cfg, **options)
-    from movies2scenes.training import NonFiniteLoss
-
-    try:
-        return stage.run(cfg, **options)
-    except NonFiniteLoss as e:
-        print(f"m2s {args.command}: {e}", file=sys.stderr)
-        return 3
+    return stage.run(cfg, **options)
 
 
 def _embed(args) -> int:
@@ -574,24 +566,16 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
-    from movies2scenes.stages.executors import ExecutorError
-    from movies2scenes.store import OutputError
-
     try:
         return args.func(args)
     except KeyboardInterrupt:  # Ctrl-C: one line; checkpoints, finished movies and parts are kept
         print(f"\nm2s {args.command}: interrupted; finished work and the last checkpoint are kept — "
               "rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ConfigError, CatalogueError) as e:
-        print(f"m2s {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OutputError as e:  # disk full, permissions: not an input's fault; nothing marked done
-        print(f"m2s {args.command}: error: {e}", file=sys.stderr)
-        return 4
-    except ExecutorError as e:  # Ray workers kept dying on one item; finished items are kept
-        print(f"m2s {args.command}: error: {e}; rerun to continue", file=sys.stderr)
-        return 1
+    except tuple(error for error, _, _ in EXIT_STATUS) as e:  # errors.py's table: bad input 2, cannot write 4, …
+        status, after = next((status, after) for error, status, after in EXIT_STATUS if isinstance(e, error))
+        print(f"m2s {args.command}: error: {e}{after}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

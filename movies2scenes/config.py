@@ -21,9 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not match the schema."""
+from .errors import ConfigError  # noqa: F401  (movies2scenes.config.ConfigError keeps working)
 
 
 # each detector's score scale: a threshold outside it finds every frame a cut or none (issue 42)
@@ -270,8 +268,8 @@ class FactorisedConfig:
     # the drift guard: "knn" keeps the query encoder at the kNN monitor's best evaluation on held-out
     # movies, step 0 (= exactly the mean of the shot features) included; "order" (frozen backbone)
     # keeps, among the evaluations whose kNN top-1 is at least step 0's, the best held-out order
-    # accuracy (monitor.OrderMonitor: forward vs reversed, intact vs shuffled on the probe windows;
-    # step 0 = 0.5); "last" keeps the last step
+    # accuracy (monitor.make_order_monitor: forward vs reversed, intact vs shuffled on windows at
+    # held-out movies' pseudo scene starts; step 0 = 0.5); "last" keeps the last step
     keep: Literal["knn", "order", "last"] = "knn"
     # the temporal head beside the mean: a transformer over the shot tokens, or a bidirectional GRU
     head: Literal["transformer", "gru"] = "transformer"

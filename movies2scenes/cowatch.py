@@ -21,7 +21,8 @@ import sys
 
 from pathlib import Path
 
-from .catalogue import CatalogueError, watch_log_problems
+from .catalogue import watch_log_problems
+from .errors import CatalogueError
 from .similarity import Pairs
 
 MAX_MESSAGES = 100  # the first 100 problems are named, then a count of the rest

@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import ConfigError
 from .layout import DONE, STAGES
 from .store import read_json, sha256_file
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .catalogue import CatalogueError, CsvReader, open_text, utf8_problem
+from .catalogue import CsvReader, open_text, utf8_problem
+from .errors import CatalogueError
 
 
 def _index(triples: list[tuple[str, str, str]]):

@@ -110,9 +110,10 @@ class KnnMonitor:
 class OrderMonitor:
     """Held-out order accuracy of an encoder of shot-feature windows (``factorised.keep: order``).
 
-    Each probe window of a :class:`KnnMonitor` (held-out movies) is embedded as it is, with its
-    scene's shots reversed and with them shuffled (a seeded order other than their own; in a context
-    window the scene's shots only, in place — :meth:`PretextTerms.reorderings`). A logistic probe
+    Each probe window (:func:`make_order_monitor`: windows that start where a held-out movie's scenes
+    probably start) is embedded as it is, with its scene's shots reversed and with them shuffled (a
+    seeded order other than their own; in a context window the scene's shots only, in place —
+    :meth:`PretextTerms.reorderings`). A logistic probe
     (scikit-learn: standardised features, C = :attr:`C`) tells forward from reversed and intact from
     shuffled, each scored by 2-fold cross-validation grouped by movie (both copies of a window sit in
     one fold). The result is the mean of the two held-out accuracies: exactly 0.5 for an encoder
@@ -128,10 +129,9 @@ class OrderMonitor:
         self.views, self.labels, self.batch = views, np.asarray(labels), batch
         self.others = PretextTerms.reorderings(views, dim, torch.Generator().manual_seed(seed))  # shuffled, reversed
 
-    @classmethod
-    def of(cls, knn: KnnMonitor, dim: int, seed: int) -> "OrderMonitor":
-        """Over the windows of the kNN monitor ``knn`` (its memory and query halves alike)."""
-        return cls(knn.views, knn.labels.numpy(), dim, seed, knn.batch)
+    @property
+    def movies(self) -> int:
+        return len(np.unique(self.labels))
 
     def __call__(self, encoder: torch.nn.Module, device: torch.device | str = "cpu") -> float:
         from sklearn.linear_model import LogisticRegression
@@ -149,6 +149,46 @@ class OrderMonitor:
             probe = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=1000))
             accuracies.append(float(cross_val_score(probe, x, y, groups=groups, cv=GroupKFold(folds)).mean()))
         return float(np.mean(accuracies))
+
+
+def pseudo_scene_starts(rows: np.ndarray, every: int) -> np.ndarray:
+    """Where a movie's scenes probably start, from its (N, d) shot features alone: after each of its
+    ⌊N / ``every``⌋ least-alike neighbouring shots (cosine) — the pseudo boundary of BaSSL and of the
+    boundary term. Sorted shot indices."""
+    x = np.asarray(rows, np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    gaps = (x[:-1] * x[1:]).sum(1)  # gaps[i]: between shot i and shot i + 1
+    return np.sort(np.argsort(gaps, kind="stable")[:max(1, len(x) // every)]) + 1
+
+
+ORDER_LENGTH = 4  # the order monitor's windows: a scene's first shots (as eval/order.py's tasks read them)
+
+
+def make_order_monitor(features, train_movies: set[str], movies_wanted: int, n: int, seed: int,
+                       eval_only: set[str] = frozenset(), context: int = 0) -> OrderMonitor | None:
+    """An :class:`OrderMonitor` over up to ``movies_wanted`` movies of ``shot_features/`` chosen as
+    the kNN monitor chooses them (held-out first, seeded, never one of ``eval_only``): at each
+    pseudo scene start (:func:`pseudo_scene_starts`, one per ``n`` shots) a window of the next
+    ``min(ORDER_LENGTH, n)`` shots — read in the movie's context with ``context``. Windows at random
+    offsets would not do: reversing a window that straddles scenes yields another plausible window,
+    and a head that reads a scene's order (wide shot first, then coverage) tells them apart at chance
+    (issue 40: 0.49–0.51 for heads the evaluation's arrow task scores 0.75–0.81). None with fewer
+    than 2 movies with a window."""
+    from .models.factorised import window_rows
+
+    chosen, _ = probe_movies(sorted(set(features.movie_ids) - set(eval_only)), lambda m: m not in train_movies,
+                             movies_wanted, seed)
+    length = min(ORDER_LENGTH, n)
+    views, labels = [], []
+    for label, movie in enumerate(chosen):
+        rows = features.movie(movie)
+        for s in pseudo_scene_starts(rows, n):
+            if s + length <= len(rows):
+                views.append(torch.from_numpy(window_rows(rows, range(s, s + length), context, context)))
+                labels.append(label)
+    if len(set(labels)) < 2:
+        return None
+    return OrderMonitor(torch.stack(views), np.asarray(labels), features.dim, seed)
 
 
 def gain_over_start(history: list, queries: int, chance: float, kept: float | None = None) -> dict | None:

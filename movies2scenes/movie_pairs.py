@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import ConfigError
+from .errors import ConfigError
 from .features import ShotFeatures
 from .metrics import roc_auc
 from .models.movie import pad_or_crop

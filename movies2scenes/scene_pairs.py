@@ -115,7 +115,8 @@ def merge_parts(parts: list[Path], out: Path, movie_pairs_k: int, scene_pairs_k:
 def movie_labels(catalogue: str | Path | None) -> dict[str, str]:
     """movie id → "Title (genre, genre) [id]" from the run's catalogue, for figures a person
     judges; {} when there is no readable catalogue (ids are shown then)."""
-    from .catalogue import CatalogueError, load_catalogue
+    from .catalogue import load_catalogue
+    from .errors import CatalogueError
 
     if not catalogue or not Path(catalogue).is_file():
         return {}

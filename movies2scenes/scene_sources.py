@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from .config import Config, ConfigError
+from .config import Config
+from .errors import ConfigError
 from .data import FeaturePairBatches, ScenePairStream, epoch_scene_pairs, loader_workers, scene_pair_keys, train_transform
 from .integrity import read_done, verified
 from .layout import MODEL_FILES, RunLayout
@@ -29,9 +30,11 @@ from .models.folder import SETTINGS_FILE, read_model_config, save_vit
 from .models.moco import MoCo
 from .models.vit import create_scene_vit
 from .catalogue import eval_only_movies
-from .monitor import OrderMonitor, make_feature_knn_monitor, make_knn_monitor
+from .monitor import make_feature_knn_monitor, make_knn_monitor, make_order_monitor
 from .store import atomic_path, write_json
 from .training import BestByKnn, BestByOrder
+
+ORDER_MOVIES = 4  # keep: order — the order monitor reads this many times the kNN monitor's movies
 
 
 def initial_encoder(cfg: Config):
@@ -113,7 +116,7 @@ class JointScenes:
         return make_knn_monitor(self.run.folder("shots"), train_movies, self.size, tr.knn_movies, tr.knn_per_movie,
                                 self.cfg.seed, shots_per_item=self.n, eval_only=eval_only_movies(self.cfg.catalogue))
 
-    def keeper(self, ckpt_dir: Path, stamp: str, monitor) -> BestByKnn | None:
+    def keeper(self, ckpt_dir: Path, stamp: str, train_movies: set[str]) -> BestByKnn | None:
         """The drift guard (factorised encoders with ``factorised.keep: knn``), else None."""
         sc = self.cfg.scene_encoder
         if sc.arch != "factorised" or sc.factorised.keep == "last":
@@ -188,12 +191,17 @@ class FactorisedScenes(JointScenes):
                                         self.cfg.seed, self.n, eval_only=eval_only_movies(self.cfg.catalogue),
                                         context=self.cfg.scene_encoder.factorised.context)
 
-    def keeper(self, ckpt_dir: Path, stamp: str, monitor) -> BestByKnn | None:
+    def keeper(self, ckpt_dir: Path, stamp: str, train_movies: set[str]) -> BestByKnn | None:
         """The drift guard: ``keep: knn`` (:class:`BestByKnn`) or ``keep: order`` (:class:`BestByOrder`
-        over the kNN monitor's windows), else None."""
-        if self.cfg.scene_encoder.factorised.keep != "order":
-            return super().keeper(ckpt_dir, stamp, monitor)
-        order = OrderMonitor.of(monitor, self.features.dim, self.cfg.seed)
+        with an order monitor on ``4 × knn_movies`` probe movies, held-out first), else None."""
+        f, tr = self.cfg.scene_encoder.factorised, self.cfg.scene_encoder.train
+        if f.keep != "order":
+            return super().keeper(ckpt_dir, stamp, train_movies)
+        order = make_order_monitor(self.features, train_movies, ORDER_MOVIES * tr.knn_movies, self.n,
+                                   self.cfg.seed, eval_only_movies(self.cfg.catalogue), f.context)
+        if order is None:
+            raise ConfigError("scene_encoder.factorised.keep=order: fewer than 2 probe movies have a window for the "
+                              "order monitor (use keep: knn)")
         return BestByOrder(ckpt_dir / "best-order.safetensors", stamp, order)
 
     def describe(self) -> str:

@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from .catalogue import Movie, safe_name
 from .shots import VideoShots, check_decoded
-from .store import OutputError, output_error, read_part, sha256_file, write_shards
+from .errors import OutputError
+from .store import output_error, read_part, sha256_file, write_shards
 from .video import VideoError
 
 

@@ -21,13 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import OutputError
+
 TMP_PREFIX = ".tmp-"
-
-
-class OutputError(RuntimeError):
-    """Writing one of *our own* artefacts failed (disk full, quota, permissions, read-only file
-    system). Never a property of an input: a stage stops on it — non-zero exit, nothing marked done —
-    and the rerun continues where it stopped."""
 
 
 def output_error(path: str | Path, e: OSError) -> OutputError:
@@ -97,7 +93,7 @@ def check_output(path: str | Path, inputs: Iterable[str | Path], ours, what: str
     """Refuse (ConfigError) an output path that would destroy what the command did not make: one of
     its ``inputs`` (a file, or any file inside an input folder), or an existing file that ``ours(path)``
     does not recognise as this command's own kind of output (``what``). ``force`` allows both."""
-    from .config import ConfigError
+    from .errors import ConfigError
 
     out = Path(path)
     if force or not (out.exists() or out.is_symlink()):

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from .catalogue import CsvReader, open_text, utf8_problem
-from .config import ConfigError
+from .errors import ConfigError
 
 COLUMNS = ["task", "kind", "movie_id", "start_shot", "end_shot", "label"]  # required; "shots", "split" optional
 KINDS = ("classification", "regression", "multilabel", "binary")

@@ -28,14 +28,11 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, TrainConfig
-from .store import OutputError, output_error
+from .config import TrainConfig
+from .errors import ConfigError, NonFiniteLoss, OutputError
+from .store import output_error
 
 CKPT_PREFIX = "checkpoint-"
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
 
 
 class CheckpointError(ConfigError):

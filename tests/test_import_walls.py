@@ -123,7 +123,23 @@ def test_a_non_finite_loss_exits_3_naming_the_command(monkeypatch, capsys):
 
     monkeypatch.setattr(train_movie_encoder, "run", diverge)
     assert cli.main(["train-movie-encoder", "-c", str(ROOT / "configs" / "demo.yaml")]) == 3
-    assert "m2s train-movie-encoder: loss is nan at step 7" in capsys.readouterr().err
+    assert "m2s train-movie-encoder: error: loss is nan at step 7" in capsys.readouterr().err
+
+
+ERRORS = ("ConfigError", "CatalogueError", "NonFiniteLoss", "OutputError", "ExecutorError")
+
+
+def test_the_exit_taxonomy_lives_in_errors_and_is_imported_from_there():
+    """errors.py defines every error of the CLI's exit table; inside the package they are imported
+    from errors (their old homes only re-export them for users' code)."""
+    from movies2scenes import errors
+
+    assert [e.__name__ for e, _, _ in errors.EXIT_STATUS] == list(ERRORS)
+    assert {e.__module__ for e, _, _ in errors.EXIT_STATUS} == {"movies2scenes.errors"}
+    old_home = re.compile(r"from \S*(config|catalogue|store|training|executors) import [^\n]*\b(" + "|".join(ERRORS) + r")\b")
+    offenders = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in sorted((ROOT / "movies2scenes").rglob("*.py"))
+                 for m in old_home.finditer(p.read_text())]
+    assert offenders == []
 
 
 PATH_EDIT = re.compile(r"sys\.path\.(insert|append)")

@@ -1,7 +1,7 @@
 """Issue 40: the drift guard that watches order (``scene_encoder.factorised.keep: order``) — its monitor
 reads an order-blind encoder at exactly 0.5 and an order-reading one far above, draws no global
-random numbers, reorders only the scene inside a context window; the stage keeps the step the rule
-names and says so."""
+random numbers, reorders only the scene inside a context window, and reads windows at pseudo scene
+starts of held-out movies only; the stage keeps the step the rule names and says so."""
 
 from __future__ import annotations
 
@@ -66,6 +66,39 @@ def test_in_a_context_window_only_the_scene_is_reordered():
         for i in range(3):  # the scene's shots, in another order
             assert sorted(map(tuple, other[i][focus[i]].tolist())) == sorted(map(tuple, views[i][focus[i]].tolist()))
     assert torch.equal(backwards[0][focus[0]], views[0][focus[0]].flip(0))
+
+
+def test_pseudo_scene_starts_are_where_neighbouring_shots_differ_most():
+    from movies2scenes.monitor import pseudo_scene_starts
+
+    rng = np.random.default_rng(0)
+    places = rng.standard_normal((4, 32))
+    starts = [0, 7, 16, 22]  # four scenes, each its own place
+    rows = np.concatenate([places[i] + 0.1 * rng.standard_normal((b - a, 32))
+                           for i, (a, b) in enumerate(zip(starts, starts[1:] + [30]))])
+    assert pseudo_scene_starts(rows, 10).tolist() == [7, 16, 22]  # ⌊30 / 10⌋ = 3 boundaries
+
+
+def test_the_order_monitor_reads_windows_at_pseudo_scene_starts_of_held_out_movies_only():
+    from movies2scenes.monitor import ORDER_LENGTH, make_order_monitor, pseudo_scene_starts
+
+    rng = np.random.default_rng(1)
+
+    class Features:  # the ShotFeatures interface the monitor reads
+        dim = 8
+        movie_ids = [f"m{i}" for i in range(6)]
+        rows = {m: rng.standard_normal((20, 8)).astype(np.float32) for m in movie_ids}
+
+        def movie(self, m):
+            return self.rows[m]
+
+    features = Features()
+    monitor = make_order_monitor(features, {"m0", "m1"}, 16, 5, 0, eval_only={"m5"})
+    assert monitor.movies == 3  # the held-out movies m2, m3, m4: not trained on, not evaluation-only
+    expected = [features.rows[m][s:s + ORDER_LENGTH] for m in ("m2", "m3", "m4")
+                for s in pseudo_scene_starts(features.rows[m], 5) if s + ORDER_LENGTH <= 20]
+    assert np.array_equal(monitor.views.numpy(), np.stack(expected))
+    assert make_order_monitor(features, set(features.movie_ids), 16, 5, 0, eval_only=set(features.movie_ids[1:])) is None
 
 
 def test_keep_order_is_checked():

@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from movies2scenes.catalogue import Movie, duplicate_videos, load_catalogue, safe_name, video_fingerprints
-from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.config import Config, config_hash
+from movies2scenes.errors import ConfigError
 from movies2scenes.integrity import file_record, read_done, verified
 from movies2scenes.layout import DONE
 from movies2scenes.stages.kit import Finished, PerItemStage, StageContext, StageSpec

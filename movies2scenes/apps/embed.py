@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from movies2scenes.config import ConfigError, load
+from movies2scenes.config import load
+from movies2scenes.errors import ConfigError
 from movies2scenes.integrity import difference, file_record
 from movies2scenes.progress import progress
 from movies2scenes.store import atomic_path, check_output, read_json, write_json, write_parquet

@@ -22,7 +22,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN as MEAN
 from timm.data import IMAGENET_DEFAULT_STD as STD
 from torch import nn
 
-from ..config import ConfigError, ViTConfig
+from ..config import ViTConfig
+from ..errors import ConfigError
 from .backbone import create_backbone, is_vit
 from .vit import vit_kwargs
 from .weights import ModelFileError, shape_mismatches, weight_shapes

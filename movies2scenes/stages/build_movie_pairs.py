@@ -15,20 +15,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from movies2scenes.catalogue import CatalogueError, load_catalogue
+from movies2scenes.catalogue import load_catalogue
 from movies2scenes.kg import read_triples
 from movies2scenes.cowatch import cowatch_pairs_from_file
-from movies2scenes.config import Config, ConfigError, config_hash
-from movies2scenes.similarity import (
-    Pairs,
-    combine,
-    genre_pairs,
-    genre_share_rate,
-    genre_synopsis_pairs,
-    kg_pairs,
-    random_pairs,
-    synopsis_pairs,
-)
+from movies2scenes.config import Config, config_hash
+from movies2scenes.errors import CatalogueError, ConfigError
+from movies2scenes.similarity import (Pairs, combine, genre_pairs, genre_share_rate, genre_synopsis_pairs, kg_pairs,
+                                      random_pairs, synopsis_pairs)
 from movies2scenes.integrity import file_record
 from movies2scenes.store import file_fingerprint, write_json, write_parquet
 

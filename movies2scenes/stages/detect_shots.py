@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 
 from movies2scenes.catalogue import Movie, duplicate_videos, load_catalogue, video_fingerprints
-from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.config import Config, config_hash
+from movies2scenes.errors import ConfigError
 from movies2scenes.integrity import file_record, read_done
 from movies2scenes.shot_shards import process_movie, shot_index
 from movies2scenes.store import atomic_path, remove_stale_tmp, write_parquet

@@ -27,7 +27,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from movies2scenes.artefacts import ShotSamples
-from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.config import Config, config_hash
+from movies2scenes.errors import ConfigError
 from movies2scenes.eval_report import keep_previous, task_line, write_html
 from movies2scenes.evaluation import embed_clips
 from movies2scenes.features import ShotFeatures, clip_means

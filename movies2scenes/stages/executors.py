@@ -41,14 +41,13 @@ from urllib.parse import urlsplit
 
 from typing import ClassVar
 
-from movies2scenes.config import ConfigError, ExecutorConfig
+from movies2scenes.config import ExecutorConfig
+from movies2scenes.errors import ConfigError
 from movies2scenes.progress import progress
 
+from movies2scenes.errors import ExecutorError
+
 from .protocol import Slot, process_slot
-
-
-class ExecutorError(RuntimeError):
-    """The executor could not finish the items (a worker died more often than allowed)."""
 
 
 def death(error: BaseException) -> str:

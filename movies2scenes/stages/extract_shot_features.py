@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.config import Config, config_hash
+from movies2scenes.errors import ConfigError
 from movies2scenes.data import MovieChunks, loader_workers, shard_digests
 from movies2scenes.features import feature_file, write_index, write_movie_features
 from movies2scenes.integrity import file_record

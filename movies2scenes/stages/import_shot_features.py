@@ -26,7 +26,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from movies2scenes.catalogue import safe_name
-from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.config import Config, config_hash
+from movies2scenes.errors import ConfigError
 from movies2scenes.features import FeatureImportError, feature_file, read_source, write_index, write_movie_features
 from movies2scenes.integrity import file_record, verified
 from movies2scenes.progress import progress

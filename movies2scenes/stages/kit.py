@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, final
 
-from movies2scenes.config import Config, ConfigError
+from movies2scenes.config import Config
+from movies2scenes.errors import ConfigError
 from movies2scenes.integrity import difference
 from movies2scenes.layout import DONE, RunLayout
-from movies2scenes.store import OutputError, remove_stale_tmp
+from movies2scenes.errors import OutputError
+from movies2scenes.store import remove_stale_tmp
 
 from .executors import executor_for
 from .protocol import Parts, Slot, is_done, stage_input_hash, stage_lock, upstream_stamps, write_done

@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 import torch
 
 from movies2scenes.artefacts import MovieEmbeddings, ShotSamples
-from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.config import Config, config_hash
+from movies2scenes.errors import ConfigError
 from movies2scenes.features import ShotFeatures
 from movies2scenes.integrity import file_record, verified
 from movies2scenes.scene_pairs import UnitMiner, merge_parts, part_table, unit_shard, write_report

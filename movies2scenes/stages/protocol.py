@@ -19,7 +19,7 @@ from typing import Any
 from movies2scenes import __version__
 from movies2scenes.catalogue import safe_name
 from movies2scenes.layout import DONE, TRAINING_FOLDERS
-from movies2scenes.config import ConfigError
+from movies2scenes.errors import ConfigError
 from movies2scenes.integrity import COMMANDS, DamagedRecord, StageFiles, read_done
 from movies2scenes.store import output_error, read_part, sha256_file, write_json, write_parquet
 

@@ -19,18 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from movies2scenes.catalogue import catalogue_genres
-from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.config import Config, config_hash
+from movies2scenes.errors import ConfigError
 from movies2scenes.features import ShotFeatures
 from movies2scenes.integrity import verified
 from movies2scenes.models.movie import MovieEncoder
-from movies2scenes.movie_pairs import (
-    FeatureBank,
-    epoch_pairs,
-    eval_sample,
-    genre_disjoint_heldout,
-    heldout_metrics,
-    split_pairs,
-)
+from movies2scenes.movie_pairs import (FeatureBank, epoch_pairs, eval_sample, genre_disjoint_heldout, heldout_metrics,
+                                       split_pairs)
 from movies2scenes.store import atomic_path, write_json
 
 from .kit import Finished, Schedule, StageContext, StageSpec, Trained, TrainingStage

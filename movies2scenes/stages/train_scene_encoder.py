@@ -89,7 +89,9 @@ class TrainSceneEncoder(TrainingStage):
         return self.source.monitor(set(scene_pair_movies(ctx.run.folder("scene_pairs"))))
 
     def keep_best(self, ctx: StageContext, monitor) -> BestByKnn | None:
-        return self.source.keeper(ctx.out / "checkpoints", ctx.stamp, monitor) if monitor is not None else None
+        if monitor is None:
+            return None
+        return self.source.keeper(ctx.out / "checkpoints", ctx.stamp, set(scene_pair_movies(ctx.run.folder("scene_pairs"))))
 
     def kept(self, model: MoCo, step: int) -> dict:
         """Which step's weights are saved: the drift guard's (restored), else the last."""

@@ -14,7 +14,8 @@ from dataclasses import asdict
 
 from torch.utils.data import DataLoader
 
-from movies2scenes.config import Config, ConfigError, config_hash
+from movies2scenes.config import Config, config_hash
+from movies2scenes.errors import ConfigError
 from movies2scenes.data import TripletStream, epoch_triplets, loader_workers, movie_shots, train_transform
 from movies2scenes.models.moco import MoCo
 from movies2scenes.models.backbone import create_backbone, load_pretrained

@@ -32,7 +32,7 @@ from urllib.parse import quote, urlencode
 import numpy as np
 import pyarrow.parquet as pq
 
-from movies2scenes.config import ConfigError
+from movies2scenes.errors import ConfigError
 from movies2scenes.integrity import DamagedArtefact, read_done, verified
 from movies2scenes.layout import RunLayout
 from movies2scenes.progress import progress

@@ -25,7 +25,8 @@ import numpy as np
 
 from movies2scenes.integrity import read_done
 from movies2scenes.catalogue import safe_name
-from movies2scenes.store import OutputError, atomic_path
+from movies2scenes.errors import OutputError
+from movies2scenes.store import atomic_path
 
 
 class SceneIndexCache:
