@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 
 from movies2scenes.config import load
 from movies2scenes.errors import EXIT_STATUS, ConfigError
+from movies2scenes.pipeline import PIPELINE, STAGE_SPECS, StageSpec
 
 # `m2s index` / `m2s browse --index`: retrieval.INDEX_KINDS, spelt here so that --help imports no torch
 INDEX_CHOICES = ["auto", "flat", "ivfpq", "ivfpqr", "ivfsq8", "hnsw"]
@@ -60,88 +60,27 @@ exit status: 0 done, 1 failures that matter, 2 bad config/input/lock, 3 non-fini
 4 an output could not be written, 130 interrupted (rerun to resume).
 docs: README.md and docs/architecture.md"""
 
-# examples write to their own run folder (runs/try), reading the demo's world: run verbatim, they never
-# replace what `make demo` made (issue 42)
-STAGE_ARGS = "-c configs/demo.yaml run_dir=runs/try catalogue=runs/demo/world/catalogue.csv"
-# each command's own override in its help (the stage's section, a value its schema takes)
-OVERRIDE_EXAMPLES = {
-    "demo-world": "demo_world.num_movies=16",
-    "detect-shots": "shots.keyframes=3",
-    "train-shot-encoder": "shot_encoder.train.max_steps=200",
-    "extract-shot-features": "shot_features.batch_size=256",
-    "build-movie-pairs": "movie_pairs.per_movie=5",
-    "train-movie-encoder": "movie_encoder.pairs_source=genre",
-    "mine-scene-pairs": "scene_pairs.keep_fraction=0.25",
-    "train-scene-encoder": "scene_encoder.train.checkpoint_minutes=15",
-    "export": "export.license=cc-by-4.0",
-    "evaluate": "'evaluate.tasks=[a.csv, b.csv]'",
-    "import-shot-features": "shot_features.batch_size=256",
-}
+# each command's own override in its help (the stage's section, a value its schema takes), and an
+# example of each command; the stages' come from their declaration (movies2scenes.pipeline)
+OVERRIDE_EXAMPLES = {"demo-world": "demo_world.num_movies=16"} | {c: s.override for c, s in STAGE_SPECS.items()}
 EXAMPLES = {
     "demo-world": "m2s demo-world runs/try/world -c configs/demo.yaml num_movies=16",
     "catalogue": "m2s catalogue --videos /data/films --out movies.csv\n  m2s catalogue --check movies.csv --logs watch_logs.csv",
-    "detect-shots": f"m2s detect-shots {STAGE_ARGS} shots.detector=adaptive\n  m2s detect-shots {STAGE_ARGS} --shard 0/4   (job array task 0 of 4)",
-    "train-shot-encoder": f"m2s train-shot-encoder {STAGE_ARGS} shot_encoder.train.max_steps=200",
-    "extract-shot-features": f"m2s extract-shot-features {STAGE_ARGS}",
-    "build-movie-pairs": f"m2s build-movie-pairs {STAGE_ARGS} watch_logs=runs/demo/world/watch_logs.csv",
-    "train-movie-encoder": f"m2s train-movie-encoder {STAGE_ARGS} movie_encoder.pairs_source=cowatch",
-    "mine-scene-pairs": f"m2s mine-scene-pairs {STAGE_ARGS} scene_pairs.shots_per_scene=9",
-    "train-scene-encoder": f"m2s train-scene-encoder {STAGE_ARGS} scene_encoder.init=shot_encoder",
-    "export": f"m2s export {STAGE_ARGS} export.license=cc-by-4.0",
     "embed": "m2s embed videos/ movies.csv clip.mp4 --encoder runs/demo/export --out scenes.parquet shots.detector=adaptive",
     "index": "m2s index scenes.parquet more.parquet --out idx --metric cosine",
     "search": "m2s search idx --query scenes.parquet --at videos/a.mp4:754.2 -k 10 --exclude video --json\n"
               "  m2s search runs/demo --movie m0003 --start 12 -k 5   (a run: the scene index m2s browse keeps)",
     "demo-tasks": "m2s demo-tasks runs/demo/world --out runs/try/tasks",
-    "evaluate": f"m2s evaluate {STAGE_ARGS} 'evaluate.tasks=[runs/try/tasks/place.csv, runs/try/tasks/genre.csv]'",
     "summary": "m2s summary runs/demo",
-    "import-shot-features": f"m2s import-shot-features clip_features/ {STAGE_ARGS}   (one <movie id>.npy or .parquet per movie)",
     "browse": "m2s browse runs/demo   (then open http://127.0.0.1:8765/)\n  m2s browse /data/run --catalogue movies.csv --host 0.0.0.0 --port 9000 --stride 3",
-}
+} | {c: s.example for c, s in STAGE_SPECS.items()}
 
 
-@dataclass(frozen=True)
-class StageCommand:
-    """How a run-dir stage (movies2scenes.layout.STAGES) is offered on the command line: its module
-    in ``movies2scenes.stages``, its help line, whether it takes ``--shard`` (and ``--strict``), what
-    ``--force`` means for it, and whether it trains (a non-finite loss exits 3)."""
-
-    module: str
-    help: str
-    force: str
-    parallel: bool = False
-    strict: bool = False
-    trains: bool = False
-
-
-STAGE_COMMANDS = {
-    "detect-shots": StageCommand("detect_shots", "stage 1: cut every movie into shots, store keyframes", "",
-                                 parallel=True, strict=True),
-    "train-shot-encoder": StageCommand("train_shot_encoder", "stage 2: MoCo shot encoder (neighbour positives)",
-                                       "start over, discarding checkpoints", trains=True),
-    "extract-shot-features": StageCommand("extract_shot_features", "stage 3: frozen E_shot features of every shot", "",
-                                          parallel=True),
-    "build-movie-pairs": StageCommand("build_movie_pairs", "stage 4: similar movie pairs from metadata",
-                                      "rebuild even if DONE.json matches"),
-    "train-movie-encoder": StageCommand("train_movie_encoder", "stage 5: movie encoder (similar vs random pairs)",
-                                        "start over, discarding checkpoints", trains=True),
-    "mine-scene-pairs": StageCommand("mine_scene_pairs", "stage 6: similar non-overlapping scene pairs + training shards",
-                                     "", parallel=True),
-    "train-scene-encoder": StageCommand("train_scene_encoder", "stage 7: MoCo scene encoder on mined scene pairs",
-                                        "start over, discarding checkpoints", trains=True),
-    "export": StageCommand("export", "stage 8: the frozen scene encoder + model card → run_dir/export",
-                           "export again even if DONE.json matches"),
-    "evaluate": StageCommand("evaluate", "stage 9: MLP probes on the exported encoder (evaluate.tasks)",
-                             "evaluate again even if DONE.json matches"),
-}
-
-
-def _add_stage(sub, command: str) -> None:
-    """The subcommand of a run-dir stage, from :data:`STAGE_COMMANDS`."""
-    spec = STAGE_COMMANDS[command]
-    p = sub.add_parser(command, help=spec.help)
-    _add_config_args(p, OVERRIDE_EXAMPLES[command])
-    if spec.parallel:
+def _add_stage(sub, spec: StageSpec) -> None:
+    """The subcommand of a run-dir stage, from its declaration (:data:`movies2scenes.pipeline.PIPELINE`)."""
+    p = sub.add_parser(spec.command, help=spec.help)
+    _add_config_args(p, spec.override)
+    if spec.per_item:
         _add_parallel_args(p, strict=spec.strict)
     else:
         p.add_argument("--force", action="store_true", help=spec.force)
@@ -172,20 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", metavar="FILE", help="watch-log CSV to validate, with --check")
     p.set_defaults(func=_catalogue)
 
-    _add_stage(sub, "detect-shots")
-    _add_stage(sub, "train-shot-encoder")
-
-    _add_stage(sub, "extract-shot-features")
-
-    _add_stage(sub, "build-movie-pairs")
-
-    _add_stage(sub, "train-movie-encoder")
-
-    _add_stage(sub, "mine-scene-pairs")
-
-    _add_stage(sub, "train-scene-encoder")
-
-    _add_stage(sub, "export")
+    for spec in PIPELINE:  # the run-dir stages, in pipeline order
+        _add_stage(sub, spec)
 
     p = sub.add_parser("embed", help="scene embeddings of videos (or of a whole catalogue, per movie, on an "
                                      "executor) with an exported encoder")
@@ -264,8 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the task CSVs (place, genre, boundary; a film-grammar world adds "
                    "scene_type, characters and the order tasks arrow, shuffled, coverage, establishing)")
     p.set_defaults(func=_demo_tasks, overrides=[])
-
-    _add_stage(sub, "evaluate")
 
     p = sub.add_parser("import-shot-features", help="bring your own per-shot embeddings as the shot_features stage")
     p.add_argument("source", metavar="DIR", help="one <movie id>.npy or .parquet per movie (see docs)")
@@ -463,12 +388,12 @@ def _run_stage(args) -> int:
     """Any run-dir stage: its config, then ``movies2scenes.stages.<module>.run`` with the options it takes."""
     import importlib
 
-    spec = STAGE_COMMANDS[args.command]
+    spec = STAGE_SPECS[args.command]
     stage = importlib.import_module(f"movies2scenes.stages.{spec.module}")
     cfg = load(args.config, args.overrides)
     cfg.verify = cfg.verify or args.verify
     options = {"force": args.force}
-    if spec.parallel:
+    if spec.per_item:
         options["shard"] = args.shard
         cfg.executor.kind = args.executor or cfg.executor.kind
         cfg.executor.address = args.ray_address or cfg.executor.address

@@ -106,11 +106,42 @@ def test_each_makefile_rule_depends_on_every_stage_its_stage_reads():
 
 def test_the_cli_offers_every_stage_of_the_layout():
     from movies2scenes.layout import STAGES
-    from movies2scenes.cli import STAGE_COMMANDS, build_parser
+    from movies2scenes.cli import build_parser
+    from movies2scenes.pipeline import PIPELINE
 
-    assert list(STAGE_COMMANDS) == [s.command for s in STAGES]
+    assert STAGES is PIPELINE
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert all(s.command in sub.choices for s in STAGES)
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    assert all(helps[s.command] == s.help for s in STAGES)
+
+
+def test_each_stage_is_declared_once_and_its_class_says_what_its_declaration_says():
+    """Every StageSpec appears once (pipeline.STAGE_SPECS); each stage class's spec *is* its
+    declaration, and the declaration's per_item is the class's kind (a PerItemStage)."""
+    import importlib
+
+    from movies2scenes.pipeline import STAGE_SPECS
+    from movies2scenes.stages.kit import PerItemStage, Stage
+
+    assert len({(s.command) for s in STAGE_SPECS.values()}) == len(STAGE_SPECS)
+    for command, spec in STAGE_SPECS.items():
+        module = importlib.import_module(f"movies2scenes.stages.{spec.module}")
+        classes = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Stage)
+                   and c.__module__ == module.__name__]
+        assert len(classes) == 1 and classes[0].spec is spec, command
+        assert spec.per_item == issubclass(classes[0], PerItemStage), command
+    specs = [len(re.findall(r"StageSpec\(", p.read_text())) for p in (ROOT / "movies2scenes").rglob("*.py")
+             if p.name != "pipeline.py"]
+    assert sum(specs) == 0  # no StageSpec is written anywhere else
+
+
+def test_the_readme_stage_table_lists_the_pipeline_in_order():
+    from movies2scenes.pipeline import PIPELINE
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Stages and the run directory")[1].split("\n\n")[1]
+    assert re.findall(r"^\| `m2s ([a-z-]+)` \|", table, re.M) == [s.command for s in PIPELINE]
 
 
 def test_a_non_finite_loss_exits_3_naming_the_command(monkeypatch, capsys):

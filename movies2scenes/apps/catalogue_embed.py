@@ -34,11 +34,12 @@ from movies2scenes.config import Config, config_hash
 from movies2scenes.errors import ConfigError
 from movies2scenes.integrity import file_record, read_done, verified
 from movies2scenes.layout import DONE
-from movies2scenes.stages.kit import Finished, PerItemStage, StageContext, StageSpec
+from movies2scenes.pipeline import EMBED_CATALOGUE
+from movies2scenes.stages.kit import Finished, PerItemStage, StageContext
 from movies2scenes.stages.protocol import prune, record_stamp
 from movies2scenes.store import TMP_PREFIX, atomic_path, write_parquet
 
-RECORD = "embed_catalogue"
+RECORD = EMBED_CATALOGUE.record
 
 
 def scene_schema(dim: int) -> pa.Schema:
@@ -108,7 +109,7 @@ class RunShots:
 
 
 class EmbedCatalogue(PerItemStage):
-    spec = StageSpec("embed", "embeddings", RECORD)
+    spec = EMBED_CATALOGUE
 
     def __init__(self, cfg: Config, encoder_dir: str, out: str, n: int | None, stride: int, batch: int,
                  shots_dir: str | None = None, force: bool = False, shard: str | None = None, alone: bool = False):

@@ -25,7 +25,9 @@ from movies2scenes.similarity import (Pairs, combine, genre_pairs, genre_share_r
 from movies2scenes.integrity import file_record
 from movies2scenes.store import file_fingerprint, write_json, write_parquet
 
-from .kit import Finished, Stage, StageContext, StageSpec
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, Stage, StageContext
 
 def why_no_pairs(source: str, catalogue, allowed: set[str], cfg: Config) -> str:
     """What the catalogue lacks for ``source`` to give pairs (for the error message)."""
@@ -49,7 +51,7 @@ def why_no_pairs(source: str, catalogue, allowed: set[str], cfg: Config) -> str:
 
 
 class BuildMoviePairs(Stage):
-    spec = StageSpec("build-movie-pairs", "movie_pairs", "build_movie_pairs")
+    spec = STAGE_SPECS["build-movie-pairs"]
 
     def check(self) -> None:
         cfg = self.cfg

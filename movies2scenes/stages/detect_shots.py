@@ -26,11 +26,13 @@ from movies2scenes.integrity import file_record, read_done
 from movies2scenes.shot_shards import process_movie, shot_index
 from movies2scenes.store import atomic_path, remove_stale_tmp, write_parquet
 
-from .kit import Finished, PerItemStage, StageContext, StageSpec
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, PerItemStage, StageContext
 from .protocol import prune
 
 class DetectShots(PerItemStage):
-    spec = StageSpec("detect-shots", "shots", "detect_shots")
+    spec = STAGE_SPECS["detect-shots"]
 
     def __init__(self, cfg: Config, force: bool = False, shard: str | None = None, strict: bool = False):
         super().__init__(cfg, force, shard)

@@ -37,7 +37,9 @@ from movies2scenes.integrity import read_done, verified
 from movies2scenes.store import file_fingerprint, write_json
 from movies2scenes.tasks import read_tasks
 
-from .kit import Finished, Stage, StageContext, StageSpec
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, Stage, StageContext
 from .protocol import PRETRAINING_FILE, read_pretraining_movies, stage_input_hash
 
 def leakage(tasks: dict[str, list[dict]], export_dir: Path, shots_dir: Path) -> list[str]:
@@ -64,7 +66,7 @@ def leakage(tasks: dict[str, list[dict]], export_dir: Path, shots_dir: Path) -> 
 
 
 class Evaluate(Stage):
-    spec = StageSpec("evaluate", "eval", "evaluate", needs=("export", "shots"))
+    spec = STAGE_SPECS["evaluate"]
 
     def check(self) -> None:
         if not self.cfg.evaluate.tasks:

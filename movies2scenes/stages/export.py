@@ -20,12 +20,14 @@ from movies2scenes.models.factorised import TEMPORAL_FILE
 from movies2scenes.models.folder import SETTINGS_FILE
 from movies2scenes.store import read_json, sha256_file
 
-from .kit import Finished, Stage, StageContext, StageSpec
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, Stage, StageContext
 from .protocol import PRETRAINING_FILE, read_pretraining_movies, write_pretraining_movies
 
 
 class Export(Stage):
-    spec = StageSpec("export", "export", "export", needs=("scene_encoder",))
+    spec = STAGE_SPECS["export"]
 
     def config_hash(self) -> str:
         return config_hash(asdict(self.cfg.export))

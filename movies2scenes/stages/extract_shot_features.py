@@ -22,12 +22,13 @@ from movies2scenes.features import feature_file, write_index, write_movie_featur
 from movies2scenes.integrity import file_record
 from movies2scenes.models.folder import load_vit, read_model_config
 
-from .kit import Finished, PerItemStage, StageContext, StageSpec
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, PerItemStage, StageContext
 from .protocol import done_record, prune, stage_input_hash
 
 class ExtractShotFeatures(PerItemStage):
-    spec = StageSpec("extract-shot-features", "shot_features", "extract_shot_features",
-                     needs=("shots", "shot_encoder"))
+    spec = STAGE_SPECS["extract-shot-features"]
 
     def config_hash(self) -> str:
         return config_hash(self.cfg.shot_features)

@@ -33,7 +33,9 @@ from movies2scenes.integrity import file_record, verified
 from movies2scenes.progress import progress
 from movies2scenes.store import atomic_path, file_kind, sha256_file
 
-from .kit import Finished, Stage, StageContext, StageSpec
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, Stage, StageContext
 from .protocol import done_record, prune
 
 STAGE = "extract_shot_features"  # downstream stages read it as the shot_features stage it replaces
@@ -42,7 +44,7 @@ STAGE = "extract_shot_features"  # downstream stages read it as the shot_feature
 class ImportShotFeatures(Stage):
     """Writes extract-shot-features' folder from the user's own per-movie arrays."""
 
-    spec = StageSpec("import-shot-features", "shot_features", STAGE, needs=("shots",))
+    spec = STAGE_SPECS["import-shot-features"]
 
     def __init__(self, cfg: Config, source: str | Path, force: bool = False):
         super().__init__(cfg, force)

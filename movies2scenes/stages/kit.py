@@ -27,17 +27,11 @@ from movies2scenes.layout import DONE, RunLayout
 from movies2scenes.errors import OutputError
 from movies2scenes.store import remove_stale_tmp
 
+from movies2scenes.pipeline import StageSpec
+
 from .executors import executor_for
 from .protocol import Parts, Slot, is_done, stage_input_hash, stage_lock, upstream_stamps, write_done
 from .protocol import write_pretraining_movies
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    command: str  # the `m2s` subcommand ("mine-scene-pairs")
-    folder: str  # the folder it writes under run_dir ("scene_pairs")
-    record: str  # the "stage" of its DONE.json ("mine_scene_pairs")
-    needs: tuple[str, ...] = ()  # upstream folders whose DONE records make the input hash
 
 
 @dataclass

@@ -39,7 +39,9 @@ from movies2scenes.integrity import file_record, verified
 from movies2scenes.scene_pairs import UnitMiner, merge_parts, part_table, unit_shard, write_report
 from movies2scenes.store import TMP_PREFIX, output_error, write_shards
 
-from .kit import Finished, PerItemStage, StageContext, StageSpec
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, PerItemStage, StageContext
 from .protocol import TableParts, prune
 
 
@@ -52,8 +54,7 @@ def _device(name: str) -> torch.device:
 
 
 class MineScenePairs(PerItemStage):
-    spec = StageSpec("mine-scene-pairs", "scene_pairs", "mine_scene_pairs",
-                     needs=("shots", "shot_features", "movie_encoder", "movie_pairs"))
+    spec = STAGE_SPECS["mine-scene-pairs"]
     unit = "unit"
     parts = TableParts  # a unit's part is its rows
 

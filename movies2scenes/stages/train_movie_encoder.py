@@ -28,11 +28,12 @@ from movies2scenes.movie_pairs import (FeatureBank, epoch_pairs, eval_sample, ge
                                        split_pairs)
 from movies2scenes.store import atomic_path, write_json
 
-from .kit import Finished, Schedule, StageContext, StageSpec, Trained, TrainingStage
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, Schedule, StageContext, Trained, TrainingStage
 
 class TrainMovieEncoder(TrainingStage):
-    spec = StageSpec("train-movie-encoder", "movie_encoder", "train_movie_encoder",
-                     needs=("shot_features", "movie_pairs"))
+    spec = STAGE_SPECS["train-movie-encoder"]
     section, progress_unit = "movie_encoder", "pairs"
 
     def config_hash(self) -> str:

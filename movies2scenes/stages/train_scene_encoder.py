@@ -29,7 +29,9 @@ from movies2scenes.scene_sources import scene_source
 from movies2scenes.store import write_json
 from movies2scenes.training import BestByKnn, gain_lines, learning_metrics
 
-from .kit import Finished, Schedule, StageContext, StageSpec, Trained, TrainingStage
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, Schedule, StageContext, Trained, TrainingStage
 from .protocol import init_stamp, stage_input_hash
 
 
@@ -40,7 +42,7 @@ def scene_pair_movies(scene_dir) -> list[str]:
 
 
 class TrainSceneEncoder(TrainingStage):
-    spec = StageSpec("train-scene-encoder", "scene_encoder", "train_scene_encoder", needs=("scene_pairs",))
+    spec = STAGE_SPECS["train-scene-encoder"]
     section, progress_unit = "scene_encoder", "scenes"
 
     def config_hash(self) -> str:

@@ -26,7 +26,9 @@ from movies2scenes.catalogue import eval_only_movies
 from movies2scenes.monitor import make_knn_monitor
 from movies2scenes.training import gain_lines, learning_metrics
 
-from .kit import Finished, Schedule, StageContext, StageSpec, Trained, TrainingStage
+from movies2scenes.pipeline import STAGE_SPECS
+
+from .kit import Finished, Schedule, StageContext, Trained, TrainingStage
 from .protocol import init_stamp
 
 def pretraining_movies(cfg: Config) -> set[str] | None:
@@ -50,7 +52,7 @@ def hashed_settings(ecfg) -> dict:
 
 
 class TrainShotEncoder(TrainingStage):
-    spec = StageSpec("train-shot-encoder", "shot_encoder", "train_shot_encoder", needs=("shots",))
+    spec = STAGE_SPECS["train-shot-encoder"]
     section, progress_unit = "shot_encoder", "shots"
 
     def check(self) -> None:
