@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from .config import Config
 from .errors import ConfigError
 from .data import FeaturePairBatches, ScenePairStream, epoch_scene_pairs, loader_workers, scene_pair_keys, train_transform
-from .integrity import read_done, verified
+from .integrity import read_done
 from .layout import MODEL_FILES, RunLayout
 from .models.folder import SETTINGS_FILE, read_model_config, save_vit
 from .models.moco import MoCo
@@ -61,14 +61,6 @@ def initial_encoder(cfg: Config):
                               f"encoder's ({shot_vit}), got {asdict(sc.model)}")
         encoder.vit.load_state_dict(load_file(str(shot_dir / "model.safetensors")))
     return encoder
-
-
-def scene_pair_movies(scene_dir: Path) -> list[str]:
-    """The movies whose scenes are in the mined pairs (what the scene encoder is trained on)."""
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(verified(scene_dir / "pairs.parquet"), columns=["movie_a", "movie_b"])
-    return sorted(set(t.column("movie_a").to_pylist()) | set(t.column("movie_b").to_pylist()))
 
 
 class JointScenes:
