@@ -24,6 +24,8 @@ import yaml
 from .errors import ConfigError  # noqa: F401  (movies2scenes.config.ConfigError keeps working)
 
 
+Rule = tuple[str, bool, str]  # (key within its section, whether it holds, what the key must be)
+
 # each detector's score scale: a threshold outside it finds every frame a cut or none (issue 42)
 THRESHOLD_RANGES = {"content": (0.0, 255.0), "adaptive": (0.0, 255.0), "histogram": (0.0, 1.0),
                     "hash": (0.0, 1.0), "transnetv2": (0.0, 1.0)}
@@ -63,6 +65,16 @@ class ShotsConfig:
     decode_threads: int = 0  # decoder threads per process (0 = ffmpeg picks, usually best)
     decoder: Literal["auto", "decord", "pyav"] = "auto"  # auto: PyAV where decord is wrong or the file is large (video.py)
     gradual: bool = True  # also cut inside dissolves the detector misses (shots.detect_shots)
+
+    def rules(self) -> list[Rule]:
+        return [("min_video_frames", self.min_video_frames >= 1, "must be >= 1"),
+                ("keyframes", 1 <= self.keyframes <= 64, "must be 1..64"),
+                ("keyframe_size", 8 <= self.keyframe_size <= 4096, "must be 8..4096 px"),
+                ("work_size", self.work_size == 0 or 8 <= self.work_size <= 4096, "must be 0 or 8..4096 px"),
+                ("min_shot_frames", self.min_shot_frames >= 1, "must be >= 1"),
+                ("jpeg_quality", 1 <= self.jpeg_quality <= 100, "must be in 1..100"),
+                ("max_buffer_frames", self.max_buffer_frames >= 2 * self.keyframes, "must be >= 2*keyframes"),
+                ("decode_threads", self.decode_threads >= 0, "must be >= 0")]
 
 
 @dataclass
@@ -111,6 +123,27 @@ class DemoWorldConfig:
     scene_type_concentration: float = 0.5  # film: Dirichlet alpha of each genre's scene-type mix
     montage_places: list[int] = field(default_factory=lambda: [3, 5])  # film: places in a montage
 
+    def rules(self) -> list[Rule]:
+        out = [("width", self.width % 2 == 0 and self.width >= 32, "must be even and >= 32"),
+               ("height", self.height % 2 == 0 and self.height >= 32, "must be even and >= 32"),
+               ("num_genres", self.num_genres >= 1, "must be >= 1"),
+               ("num_places", self.num_places >= 2, "must be >= 2"),
+               ("eval_movies", self.eval_movies >= 0, "must be >= 0"),
+               ("transition_rate", 0 <= self.transition_rate <= 1, "must be in [0, 1]"),
+               ("transition_frames", len(self.transition_frames) == 2 and 2 <= self.transition_frames[0]
+                <= self.transition_frames[1], "must be [low, high] with 2 <= low <= high (shorter shots get shorter ones)")]
+        if self.grammar == "film" and len(self.characters_per_movie) == 2 and len(self.montage_places) == 2:
+            out += [("cast_size", self.cast_size >= self.characters_per_movie[1],  # the film grammar's own limits
+                     "must be >= characters_per_movie's high end"),
+                    ("characters_per_movie", self.characters_per_movie[0] >= 2,
+                     "must start at >= 2 (a dialogue needs two characters)"),
+                    ("montage_places", 2 <= self.montage_places[1] <= self.num_places, "must end at <= num_places")]
+        for name in ("genres_per_movie", "scenes_per_movie", "shots_per_scene", "shot_frames",
+                     "watches_per_user", "characters_per_movie", "montage_places"):
+            lo_hi = getattr(self, name)
+            out.append((name, len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1], "must be [low, high] with 1 <= low <= high"))
+        return out
+
 
 @dataclass
 class ViTConfig:
@@ -132,6 +165,11 @@ class MoCoConfig:
     momentum: float = 0.999
     temperature: float = 0.07
 
+    def rules(self) -> list[Rule]:
+        return [("temperature", self.temperature > 0, "must be > 0"),
+                ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
+                ("queue_size", self.queue_size >= 1, "must be >= 1")]
+
 
 @dataclass
 class AugmentConfig:
@@ -140,6 +178,10 @@ class AugmentConfig:
     color_jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
     flip_prob: float = 0.5
+
+    def rules(self) -> list[Rule]:
+        return [("crop_scale", len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
+                 "must be [low, high] with 0 < low <= high <= 1")]
 
 
 @dataclass
@@ -163,6 +205,13 @@ class TrainConfig:
     knn_movies: int = 16  # probe movies (held-out split first) of the kNN monitor
     knn_per_movie: int = 16  # probe shots (scenes) per movie: first half memory, second half queries
 
+    def rules(self) -> list[Rule]:
+        return [("batch_size", self.batch_size >= 1, "must be >= 1"),
+                *[(k, getattr(self, k) >= lo, f"must be >= {lo}") for k, lo in (
+                    ("knn_every", 0), ("knn_movies", 2), ("knn_per_movie", 2), ("log_every", 1), ("checkpoint_every", 1))],
+                ("checkpoint_minutes", math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
+                 "must be a finite number of minutes >= 0 (0: off)")]
+
 
 @dataclass
 class ShotEncoderConfig:
@@ -183,6 +232,13 @@ class ShotEncoderConfig:
     # pretrain on the catalogue's train-split movies only: val/test movies are evaluation movies and
     # must not be seen in pretraining, even without labels. false = every movie of the shots stage
     train_split_only: bool = True
+
+    def rules(self) -> list[Rule]:
+        return [("query_fraction", 0 < self.query_fraction <= 1, "must be in (0, 1]"),
+                ("neighbour_offset", self.neighbour_offset >= 1, "must be >= 1"),
+                ("init", self.init in ("random", *SHIPPED_WEIGHTS) or self.init.endswith(WEIGHT_FILES),
+                 f"must be random, {' or '.join(SHIPPED_WEIGHTS)} (shipped in a wheel) or a weights file "
+                 f"({', '.join(WEIGHT_FILES)}), got {self.init!r}")]
 
 
 @dataclass
@@ -218,6 +274,17 @@ class MoviePairsConfig:
     combined: list[str] = field(default_factory=list)  # sources whose union is combined.parquet
     combined_weights: list[float] = field(default_factory=list)  # one per combined source; [] = 1.0
 
+    def rules(self) -> list[Rule]:
+        return [("cowatch_memory", re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)", self.cowatch_memory.strip())
+                 is not None, "must be a size such as 768MB or 2GB"),
+                ("sources", set(self.sources) <= set(ALL_SOURCES) and len(self.sources) > 0,
+                 f"must be a non-empty list of {', '.join(ALL_SOURCES)}"),
+                ("combined", set(self.combined) <= set(self.sources), "may only name sources listed in movie_pairs.sources"),
+                ("combined_weights", not self.combined_weights or len(self.combined_weights) == len(self.combined),
+                 "must be empty or have one weight per combined source"),
+                ("per_movie", self.per_movie >= 1, "must be >= 1"),
+                ("cowatch_lookahead", self.cowatch_lookahead >= 1, "must be >= 1")]
+
 
 @dataclass
 class MovieEncoderConfig:
@@ -238,6 +305,16 @@ class MovieEncoderConfig:
         optimizer="sgd", lr=0.1, weight_decay=1e-4, batch_size=256, epochs=100, warmup_epochs=0.0,
         grad_clip=0.0, num_workers=0, checkpoint_every=200))
 
+    def rules(self) -> list[Rule]:
+        return [("heldout_fraction", 0 < self.heldout_fraction < 1, "must be in (0, 1)"),
+                ("eval_pairs", self.eval_pairs == 0 or self.eval_pairs >= 2, "must be 0 (all) or >= 2"),
+                ("max_shots", self.max_shots >= 1, "must be >= 1"),
+                ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
+                ("max_shots", self.pool_kernel >= 1 and self.pool_stride >= 1
+                 and (((self.max_shots - self.pool_kernel) // max(1, self.pool_stride) + 1) - self.pool_kernel) >= 0,
+                 f"({self.max_shots}) is too short for two poolings of movie_encoder.pool_kernel "
+                 f"{self.pool_kernel}, pool_stride {self.pool_stride}")]
+
 
 @dataclass
 class ScenePairsConfig:
@@ -250,6 +327,14 @@ class ScenePairsConfig:
     device: str = "auto"  # auto = CUDA when available, else CPU
     report_movie_pairs: int = 4  # adjacency heatmaps drawn (best-scoring movie pairs)
     report_scene_pairs: int = 12  # rows of the contact sheet (best scene pairs overall)
+
+    def rules(self) -> list[Rule]:
+        return [("shots_per_scene", self.shots_per_scene >= 1, "must be >= 1"),
+                ("keep_fraction", 0 < self.keep_fraction <= 1, "must be in (0, 1]"),
+                ("movie_pairs_per_shard", self.movie_pairs_per_shard >= 1, "must be >= 1"),
+                ("pairs_source", self.pairs_source in ("", *ALL_SOURCES, "combined"),
+                 f"must be empty or one of {', '.join(ALL_SOURCES)}, combined"),
+                ("device", self.device in ("auto", "cpu") or self.device.startswith("cuda"), "must be auto, cpu or cuda[:i]")]
 
 
 @dataclass
@@ -289,6 +374,22 @@ class FactorisedConfig:
     # pooling the scene's own shots; `m2s embed` then reads a scene in context (or alone: --alone)
     context: int = 0
 
+    def rules(self) -> list[Rule]:
+        terms = self.msm or self.order_negatives or self.boundary
+        return [("backbone_lr", 0 < self.backbone_lr <= 1, "must be in (0, 1]"),
+                ("depth", self.depth >= 1, "must be >= 1"),
+                ("heads", self.heads >= 1, "must be >= 1"),
+                ("width", self.width >= 1, "must be >= 1"),
+                *[(k, math.isfinite(getattr(self, k)) and getattr(self, k) >= 0, "must be a finite weight >= 0 (0: off)")
+                  for k in ("msm", "order_negatives", "boundary")],
+                ("mask_ratio", 0 < self.mask_ratio < 1, "must be in (0, 1)"),
+                ("pairs", math.isfinite(self.pairs) and self.pairs >= 0 and (self.pairs > 0 or terms > 0),
+                 "must be a finite weight >= 0, and > 0 unless another term is on"),
+                ("msm", self.backbone == "frozen" or not terms,
+                 "the training terms (msm, order_negatives, boundary) need factorised.backbone: frozen"),
+                ("keep", self.keep != "order" or self.backbone == "frozen",
+                 "order (the order-accuracy drift guard) needs factorised.backbone: frozen (its windows are shot features)")]
+
 
 PRETEXT_OFF = {"head": "transformer", "pairs": 1.0, "msm": 0.0, "mask_ratio": 0.4, "msm_loss": "cosine",
                "order_negatives": 0.0, "boundary": 0.0, "context": 0}
@@ -313,6 +414,11 @@ class SceneEncoderConfig:
     shuffle_shards: int = 4  # pairs of this many training shards are shuffled together
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the encoder (CUDA; off on CPU)
+
+    def rules(self) -> list[Rule]:
+        return [("shuffle_shards", self.shuffle_shards >= 1, "must be >= 1"),
+                ("init", self.init in ("random", "shot_encoder") or self.init.endswith(WEIGHT_FILES),
+                 f"must be random, shot_encoder or a weights file ({', '.join(WEIGHT_FILES)}), got {self.init!r}")]
 
 
 def scene_encoder_settings(sc: SceneEncoderConfig) -> dict:
@@ -366,6 +472,16 @@ class EvaluateConfig:
     # where it beats them (bench/RESULTS.md, issue 16). [] = the scene encoder alone.
     baselines: list[str] = field(default_factory=lambda: ["shot_mean"])
 
+    def rules(self) -> list[Rule]:
+        return [("baselines", set(self.baselines) <= {"shot_mean"}, "must be a subset of [shot_mean]"),
+                ("repeats", self.repeats >= 1, "must be >= 1"),
+                ("folds", self.folds >= 2, "must be >= 2"),
+                ("probe_grid", len(self.probe_grid) >= 1 and all(math.isfinite(c) and c > 0 for c in self.probe_grid),
+                 "must be finite values > 0"),
+                ("knn", self.knn >= 1, "must be >= 1"),
+                ("bootstrap", self.bootstrap >= 100, "must be >= 100"),
+                ("permutations", self.permutations >= 100, "must be >= 100")]
+
 
 @dataclass
 class ExecutorConfig:
@@ -381,6 +497,12 @@ class ExecutorConfig:
     max_retries: int = 3  # an item whose worker dies is retried this often (exponential backoff)
     recycle_after: int = 50  # a worker is replaced after this many items (decoders leak on long videos)
     connect_timeout_s: float = 10.0  # an address must answer a TCP connect this fast (Ray retries for minutes)
+
+    def rules(self) -> list[Rule]:
+        return [("workers", self.workers >= 0, "must be >= 0"),
+                ("max_retries", self.max_retries >= 0, "must be >= 0"),
+                ("recycle_after", self.recycle_after >= 1, "must be >= 1"),
+                ("connect_timeout_s", 0 < self.connect_timeout_s <= 600, "must be in (0, 600] seconds")]
 
 
 @dataclass
@@ -403,6 +525,16 @@ class Config:
     # --verify: the up-to-date check hashes every file a stage recorded instead of comparing sizes,
     # and redoes the movies / units whose files differ. Never part of a config hash.
     verify: bool = False
+
+    def rules(self) -> list[Rule]:
+        """What spans sections (each section checks its own ranges: its ``rules()``)."""
+        root = Path(self.run_dir or ".").resolve()
+        f, n = self.scene_encoder.factorised, self.scene_pairs.shots_per_scene
+        return [("run_dir", bool(self.run_dir.strip()) and root != Path(root.anchor),
+                 "must name a run folder (not empty, not the root of the file system)"),
+                ("scene_encoder.factorised.context", f.context == 0 or (n <= f.context <= 256 and f.backbone == "frozen"),
+                 f"must be 0 (a scene alone) or from scene_pairs.shots_per_scene ({n}) to 256 shots with "
+                 f"factorised.backbone: frozen, got {f.context}")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -594,143 +726,21 @@ def resolve_threshold(s: ShotsConfig) -> None:
     setattr(s.thresholds, s.detector, own)  # saved settings name the threshold under its detector too
 
 
+def section_rules(section: Any, prefix: str = "") -> list[Rule]:
+    """Every rule of a config section and of the sections inside it, keys in full (``shots.keyframes``)."""
+    out = [(prefix + key, ok, why) for key, ok, why in (section.rules() if hasattr(section, "rules") else [])]
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            out += section_rules(value, f"{prefix}{f.name}.")
+    return out
+
+
 def _validate(cfg: Config) -> None:
-    """Range checks the type system cannot express."""
+    """Range checks the type system cannot express: each section's own ``rules()``, then the first
+    that does not hold is the error."""
     resolve_threshold(cfg.shots)
-    s, w = cfg.shots, cfg.demo_world
-    root = Path(cfg.run_dir or ".").resolve()
-    rules = [
-        ("run_dir", bool(cfg.run_dir.strip()) and root != Path(root.anchor),
-         "must name a run folder (not empty, not the root of the file system)"),
-        ("shots.min_video_frames", s.min_video_frames >= 1, "must be >= 1"),
-        ("shots.keyframes", 1 <= s.keyframes <= 64, "must be 1..64"),
-        ("shots.keyframe_size", 8 <= s.keyframe_size <= 4096, "must be 8..4096 px"),
-        ("shots.work_size", s.work_size == 0 or 8 <= s.work_size <= 4096, "must be 0 or 8..4096 px"),
-        ("shots.min_shot_frames", s.min_shot_frames >= 1, "must be >= 1"),
-        ("shots.jpeg_quality", 1 <= s.jpeg_quality <= 100, "must be in 1..100"),
-        ("shots.max_buffer_frames", s.max_buffer_frames >= 2 * s.keyframes, "must be >= 2*keyframes"),
-        ("shots.decode_threads", s.decode_threads >= 0, "must be >= 0"),
-        ("movie_pairs.cowatch_memory", re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)",
-                                                    cfg.movie_pairs.cowatch_memory.strip()) is not None,
-         "must be a size such as 768MB or 2GB"),
-        ("executor.workers", cfg.executor.workers >= 0, "must be >= 0"),
-        ("executor.max_retries", cfg.executor.max_retries >= 0, "must be >= 0"),
-        ("executor.recycle_after", cfg.executor.recycle_after >= 1, "must be >= 1"),
-        ("executor.connect_timeout_s", 0 < cfg.executor.connect_timeout_s <= 600, "must be in (0, 600] seconds"),
-        ("demo_world.width", w.width % 2 == 0 and w.width >= 32, "must be even and >= 32"),
-        ("demo_world.height", w.height % 2 == 0 and w.height >= 32, "must be even and >= 32"),
-        ("demo_world.num_genres", w.num_genres >= 1, "must be >= 1"),
-        ("demo_world.num_places", w.num_places >= 2, "must be >= 2"),
-        ("demo_world.eval_movies", w.eval_movies >= 0, "must be >= 0"),
-        ("demo_world.transition_rate", 0 <= w.transition_rate <= 1, "must be in [0, 1]"),
-        ("demo_world.transition_frames", len(w.transition_frames) == 2 and 2 <= w.transition_frames[0]
-         <= w.transition_frames[1], "must be [low, high] with 2 <= low <= high (shorter shots get shorter ones)"),
-    ]
-    film = w.grammar == "film" and len(w.characters_per_movie) == 2 and len(w.montage_places) == 2
-    if film:  # the film grammar's own limits (the [low, high] form of both is checked below)
-        rules += [("demo_world.cast_size", w.cast_size >= w.characters_per_movie[1],
-                   "must be >= characters_per_movie's high end"),
-                  ("demo_world.characters_per_movie", w.characters_per_movie[0] >= 2,
-                   "must start at >= 2 (a dialogue needs two characters)"),
-                  ("demo_world.montage_places", 2 <= w.montage_places[1] <= w.num_places,
-                   "must end at <= num_places")]
-    for name in ("genres_per_movie", "scenes_per_movie", "shots_per_scene", "shot_frames",
-                 "watches_per_user", "characters_per_movie", "montage_places"):
-        lo_hi = getattr(w, name)
-        ok = len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1]
-        rules.append((f"demo_world.{name}", ok, "must be [low, high] with 1 <= low <= high"))
-    for name, t in (("shot_encoder.train", cfg.shot_encoder.train), ("scene_encoder.train", cfg.scene_encoder.train)):
-        rules += [(f"{name}.{k}", getattr(t, k) >= lo, f"must be >= {lo}")
-                  for k, lo in (("knn_every", 0), ("knn_movies", 2), ("knn_per_movie", 2), ("log_every", 1),
-                                ("checkpoint_every", 1))]
-        rules.append((f"{name}.checkpoint_minutes", math.isfinite(t.checkpoint_minutes) and t.checkpoint_minutes >= 0,
-                      "must be a finite number of minutes >= 0 (0: off)"))
-    e = cfg.shot_encoder
-    rules += [
-        ("shot_encoder.query_fraction", 0 < e.query_fraction <= 1, "must be in (0, 1]"),
-        ("shot_encoder.neighbour_offset", e.neighbour_offset >= 1, "must be >= 1"),
-        ("shot_encoder.moco.temperature", e.moco.temperature > 0, "must be > 0"),
-        ("shot_encoder.moco.momentum", 0 <= e.moco.momentum < 1, "must be in [0, 1)"),
-        ("shot_encoder.moco.queue_size", e.moco.queue_size >= 1, "must be >= 1"),
-        ("shot_encoder.train.batch_size", e.train.batch_size >= 1, "must be >= 1"),
-        ("shot_encoder.augment.crop_scale",
-         len(e.augment.crop_scale) == 2 and 0 < e.augment.crop_scale[0] <= e.augment.crop_scale[1] <= 1,
-         "must be [low, high] with 0 < low <= high <= 1"),
-    ]
-    mp = cfg.movie_pairs
-    rules += [
-        ("movie_pairs.sources", set(mp.sources) <= set(ALL_SOURCES) and len(mp.sources) > 0,
-         f"must be a non-empty list of {', '.join(ALL_SOURCES)}"),
-        ("movie_pairs.combined", set(mp.combined) <= set(mp.sources),
-         "may only name sources listed in movie_pairs.sources"),
-        ("movie_pairs.combined_weights", not mp.combined_weights or len(mp.combined_weights) == len(mp.combined),
-         "must be empty or have one weight per combined source"),
-        ("movie_pairs.per_movie", mp.per_movie >= 1, "must be >= 1"),
-        ("movie_pairs.cowatch_lookahead", mp.cowatch_lookahead >= 1, "must be >= 1"),
-    ]
-    me = cfg.movie_encoder
-    rules += [
-        ("movie_encoder.heldout_fraction", 0 < me.heldout_fraction < 1, "must be in (0, 1)"),
-        ("evaluate.baselines", set(cfg.evaluate.baselines) <= {"shot_mean"}, "must be a subset of [shot_mean]"),
-        ("evaluate.repeats", cfg.evaluate.repeats >= 1, "must be >= 1"),
-        ("evaluate.folds", cfg.evaluate.folds >= 2, "must be >= 2"),
-        ("evaluate.probe_grid", len(cfg.evaluate.probe_grid) >= 1
-         and all(math.isfinite(c) and c > 0 for c in cfg.evaluate.probe_grid), "must be finite values > 0"),
-        ("evaluate.knn", cfg.evaluate.knn >= 1, "must be >= 1"),
-        ("evaluate.bootstrap", cfg.evaluate.bootstrap >= 100, "must be >= 100"),
-        ("evaluate.permutations", cfg.evaluate.permutations >= 100, "must be >= 100"),
-        ("movie_encoder.eval_pairs", me.eval_pairs == 0 or me.eval_pairs >= 2, "must be 0 (all) or >= 2"),
-        ("movie_encoder.max_shots", me.max_shots >= 1, "must be >= 1"),
-        ("movie_encoder.dropout", 0 <= me.dropout < 1, "must be in [0, 1)"),
-        ("movie_encoder.max_shots", me.pool_kernel >= 1 and me.pool_stride >= 1
-         and (((me.max_shots - me.pool_kernel) // max(1, me.pool_stride) + 1) - me.pool_kernel) >= 0,
-         f"({me.max_shots}) is too short for two poolings of movie_encoder.pool_kernel "
-         f"{me.pool_kernel}, pool_stride {me.pool_stride}"),
-    ]
-    sp = cfg.scene_pairs
-    rules += [
-        ("scene_pairs.shots_per_scene", sp.shots_per_scene >= 1, "must be >= 1"),
-        ("scene_pairs.keep_fraction", 0 < sp.keep_fraction <= 1, "must be in (0, 1]"),
-        ("scene_pairs.movie_pairs_per_shard", sp.movie_pairs_per_shard >= 1, "must be >= 1"),
-        ("scene_pairs.pairs_source", sp.pairs_source in ("", *ALL_SOURCES, "combined"),
-         f"must be empty or one of {', '.join(ALL_SOURCES)}, combined"),
-        ("scene_pairs.device", sp.device in ("auto", "cpu") or sp.device.startswith("cuda"),
-         "must be auto, cpu or cuda[:i]"),
-    ]
-    se = cfg.scene_encoder
-    rules += [
-        ("scene_encoder.moco.temperature", se.moco.temperature > 0, "must be > 0"),
-        ("scene_encoder.moco.momentum", 0 <= se.moco.momentum < 1, "must be in [0, 1)"),
-        ("scene_encoder.moco.queue_size", se.moco.queue_size >= 1, "must be >= 1"),
-        ("scene_encoder.train.batch_size", se.train.batch_size >= 1, "must be >= 1"),
-        ("scene_encoder.shuffle_shards", se.shuffle_shards >= 1, "must be >= 1"),
-        ("scene_encoder.factorised.backbone_lr", 0 < se.factorised.backbone_lr <= 1, "must be in (0, 1]"),
-        ("scene_encoder.factorised.depth", se.factorised.depth >= 1, "must be >= 1"),
-        ("scene_encoder.factorised.heads", se.factorised.heads >= 1, "must be >= 1"),
-        ("scene_encoder.factorised.width", se.factorised.width >= 1, "must be >= 1"),
-        *[(f"scene_encoder.factorised.{k}", math.isfinite(getattr(se.factorised, k)) and getattr(se.factorised, k) >= 0,
-           "must be a finite weight >= 0 (0: off)") for k in ("msm", "order_negatives", "boundary")],
-        ("scene_encoder.factorised.mask_ratio", 0 < se.factorised.mask_ratio < 1, "must be in (0, 1)"),
-        ("scene_encoder.factorised.pairs", math.isfinite(se.factorised.pairs) and se.factorised.pairs >= 0 and (
-            se.factorised.pairs > 0 or se.factorised.msm > 0 or se.factorised.order_negatives > 0
-            or se.factorised.boundary > 0), "must be a finite weight >= 0, and > 0 unless another term is on"),
-        ("scene_encoder.factorised.msm", se.factorised.backbone == "frozen" or not (
-            se.factorised.msm or se.factorised.order_negatives or se.factorised.boundary),
-         "the training terms (msm, order_negatives, boundary) need factorised.backbone: frozen"),
-        ("scene_encoder.factorised.context", se.factorised.context == 0 or (
-            cfg.scene_pairs.shots_per_scene <= se.factorised.context <= 256 and se.factorised.backbone == "frozen"),
-         f"must be 0 (a scene alone) or from scene_pairs.shots_per_scene ({cfg.scene_pairs.shots_per_scene}) to "
-         f"256 shots with factorised.backbone: frozen, got {se.factorised.context}"),
-        ("scene_encoder.factorised.keep", se.factorised.keep != "order" or se.factorised.backbone == "frozen",
-         "order (the order-accuracy drift guard) needs factorised.backbone: frozen (its windows are shot features)"),
-        ("shot_encoder.init", cfg.shot_encoder.init in ("random", *SHIPPED_WEIGHTS)
-         or cfg.shot_encoder.init.endswith(WEIGHT_FILES),
-         f"must be random, {' or '.join(SHIPPED_WEIGHTS)} (shipped in a wheel) or a weights file "
-         f"({', '.join(WEIGHT_FILES)}), got {cfg.shot_encoder.init!r}"),
-        ("scene_encoder.init", se.init in ("random", "shot_encoder") or se.init.endswith(WEIGHT_FILES),
-         f"must be random, shot_encoder or a weights file ({', '.join(WEIGHT_FILES)}), got {se.init!r}"),
-    ]
-    for key, ok, why in rules:
+    for key, ok, why in section_rules(cfg):
         if not ok:
             raise ConfigError(f"{key} {why}")
 

@@ -61,3 +61,20 @@ def test_config_hash_tracks_content():
     a, b = load([], []), load([], ["shots.keyframes=2"])
     assert config_hash(a.shots) == config_hash(load([], []).shots)
     assert config_hash(a.shots) != config_hash(b.shots)
+
+
+def test_each_section_checks_its_own_ranges_and_every_rule_names_a_real_key():
+    """Issue 44: the range rules live in their sections (``rules()``); each names a key that exists,
+    the defaults pass them all, and a shared section (MoCo, training) is checked wherever it is used."""
+    from movies2scenes.config import Config, section_rules
+
+    rules = section_rules(Config())
+    assert all(ok for _, ok, _ in rules), [k for k, ok, _ in rules if not ok]
+    for key, _, _ in rules:
+        obj = Config()
+        for part in key.split("."):
+            assert hasattr(obj, part), key
+            obj = getattr(obj, part)
+    keys = {k for k, _, _ in rules}
+    assert {"shot_encoder.moco.temperature", "scene_encoder.moco.temperature", "movie_encoder.train.batch_size",
+            "scene_encoder.train.knn_movies", "scene_encoder.augment.crop_scale"} <= keys
