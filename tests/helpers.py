@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+
+def scene_encoder_run(mined_run, dest: Path, *overrides: str) -> tuple[Path, list[str]]:
+    """A copy of the ``mined_run`` fixture at ``dest`` without its scene encoder and export, and the
+    overrides that run train-scene-encoder there (``overrides`` last)."""
+    import shutil
+
+    src, ov = mined_run
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("scene_encoder", "export"))
+    return dest, [o for o in ov if not o.startswith("run_dir=")] + [f"run_dir={dest}", *overrides]
+
+
 def kill_when(args: list[str], cwd: Path, path: Path, timeout: float = 180) -> None:
     """Run ``python -m movies2scenes.cli *args`` and SIGKILL it as soon as ``path`` exists (e.g. a
     checkpoint folder); fails if the command finished first."""

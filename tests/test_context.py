@@ -5,7 +5,6 @@ it trains, exports, and `m2s embed` reads a scene in context or, with --alone, a
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,14 +130,13 @@ def test_stage_in_context_trains_exports_and_embeds_in_context_or_alone(mined_ru
     from movies2scenes.models.factorised import load_temporal
     from movies2scenes.stages import export, train_scene_encoder
 
-    src, ov = mined_run
-    run = tmp_path / "run"
-    shutil.copytree(src, run, ignore=shutil.ignore_patterns("scene_encoder", "export"))
-    ov = [o for o in ov if not o.startswith("run_dir=")] + [
-        f"run_dir={run}", "scene_encoder.arch=factorised", "scene_encoder.train.max_steps=6",
+    from helpers import scene_encoder_run
+
+    run, ov = scene_encoder_run(
+        mined_run, tmp_path / "run", "scene_encoder.arch=factorised", "scene_encoder.train.max_steps=6",
         "scene_encoder.train.knn_every=2", "scene_encoder.train.checkpoint_every=3", "scene_encoder.train.batch_size=4",
         "scene_encoder.factorised.keep=last", "scene_encoder.factorised.msm=1", "scene_encoder.factorised.order_negatives=1",
-        "scene_encoder.factorised.boundary=1", "scene_encoder.factorised.context=6"]
+        "scene_encoder.factorised.boundary=1", "scene_encoder.factorised.context=6")
     cfg = load([ROOT / "configs" / "cpu-tiny.yaml"], ov)
     assert train_scene_encoder.run(cfg) == 0
     settings = json.loads((run / "scene_encoder" / "movies2scenes.json").read_text())

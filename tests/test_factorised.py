@@ -4,7 +4,6 @@ order of shots); the train-scene-encoder stage with ``scene_encoder.arch=factori
 guard, export, pixels = features, resume after a kill)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,9 +116,9 @@ FACTORISED = ["scene_encoder.arch=factorised", "scene_encoder.train.max_steps=6"
 
 
 def _copy(mined_run, dest: Path) -> tuple[Path, list[str]]:
-    src, ov = mined_run
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("scene_encoder", "export"))
-    return dest, [o for o in ov if not o.startswith("run_dir=")] + [f"run_dir={dest}", *FACTORISED]
+    from helpers import scene_encoder_run
+
+    return scene_encoder_run(mined_run, dest, *FACTORISED)
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ starts of held-out movies only; the stage keeps the step the rule names and says
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -129,14 +128,13 @@ def test_stage_keeps_the_best_order_among_steps_that_keep_the_knn_level(mined_ru
     from movies2scenes.config import load
     from movies2scenes.stages import train_scene_encoder
 
-    src, ov = mined_run
-    run = tmp_path / "run"
-    shutil.copytree(src, run, ignore=shutil.ignore_patterns("scene_encoder", "export"))
-    ov = [o for o in ov if not o.startswith("run_dir=")] + [
-        f"run_dir={run}", "scene_encoder.arch=factorised", "scene_encoder.train.max_steps=8",
+    from helpers import scene_encoder_run
+
+    run, ov = scene_encoder_run(
+        mined_run, tmp_path / "run", "scene_encoder.arch=factorised", "scene_encoder.train.max_steps=8",
         "scene_encoder.train.knn_every=2", "scene_encoder.train.batch_size=4", "scene_encoder.factorised.head=gru",
         "scene_encoder.factorised.keep=order", "scene_encoder.factorised.msm=1",
-        "scene_encoder.factorised.order_negatives=1", "scene_encoder.factorised.boundary=1"]
+        "scene_encoder.factorised.order_negatives=1", "scene_encoder.factorised.boundary=1")
     assert train_scene_encoder.run(load([ROOT / "configs" / "cpu-tiny.yaml"], ov)) == 0
     out = run / "scene_encoder"
     metrics = json.loads((out / "metrics.json").read_text())

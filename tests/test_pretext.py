@@ -5,7 +5,6 @@ the stage with every term on: it trains, exports through load_scene_encoder, and
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -147,9 +146,9 @@ TERMS = ["scene_encoder.arch=factorised", "scene_encoder.train.max_steps=6", "sc
 
 
 def _copy(mined_run, dest: Path, extra: list[str]) -> tuple[Path, list[str]]:
-    src, ov = mined_run
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("scene_encoder", "export"))
-    return dest, [o for o in ov if not o.startswith("run_dir=")] + [f"run_dir={dest}", *TERMS, *extra]
+    from helpers import scene_encoder_run
+
+    return scene_encoder_run(mined_run, dest, *TERMS, *extra)
 
 
 @pytest.mark.slow
