@@ -142,7 +142,7 @@ class OrderMonitor:
         own = embed(encoder, self.views, self.batch, device).numpy()
         y = np.repeat([0, 1], len(own))
         groups = np.concatenate([self.labels, self.labels])
-        folds = min(self.folds, len(np.unique(self.labels)))
+        folds = min(self.folds, self.movies)
         accuracies = []
         for other in self.others:
             x = np.concatenate([own, embed(encoder, other, self.batch, device).numpy()])

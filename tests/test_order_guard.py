@@ -6,6 +6,7 @@ starts of held-out movies only; the stage keeps the step the rule names and says
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,13 @@ def test_stage_keeps_the_best_order_among_steps_that_keep_the_knn_level(mined_ru
     with contextlib.redirect_stdout(printed):
         assert _summary(argparse.Namespace(run_dir=str(run))) == 0
     assert f"factorised: kept step {step} of 8 (best held-out order accuracy {best:.3f}" in printed.getvalue()
+    # bench/order_monitor.py (the monitor's positive control) reads the trained head as a quality cell
+    import subprocess
+    import sys
+
+    (tmp_path / "work" / "cells").mkdir(parents=True)
+    (tmp_path / "work" / "cells" / "cell").symlink_to(run)
+    r = subprocess.run([sys.executable, "bench/order_monitor.py", "--work", str(tmp_path / "work"), "cell"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert re.search(r"^\| cell \| 0\.\d{3} \(\d+ windows\) \| 0\.\d{3} \(\d+ windows, \d+ movies\) \|$", r.stdout, re.M), r.stdout

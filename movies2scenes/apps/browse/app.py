@@ -643,7 +643,7 @@ def make_app(view: RunView):
 
 
 def index_line(view: RunView) -> str:
-    """What the scene index is: its kind, size and (approximate kinds) the recall measured at build."""
+    """What the scene index is: its kind, its factory string and (approximate kinds) the recall@10 measured at build."""
     r = view.index_record
     if not r:
         return ""
